@@ -1,0 +1,55 @@
+import { domainToASCII } from "node:url";
+import { LIMITS } from "./constants.js";
+import { ProtocolError } from "./errors.js";
+
+/** A canonical account handle: user lower-cased, domain a lower-case IDNA A-label (DESIGN §2). */
+export interface Acct {
+  readonly user: string;
+  readonly domain: string;
+}
+
+const USER = /^[a-z0-9_]+([a-z0-9_.-]+[a-z0-9_]+)?$/;
+const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
+
+/**
+ * Parses `@user@domain`, `user@domain` or `acct:user@domain` into canonical form. Used wherever a person
+ * types a handle; `parseCanonicalIdentity` is the strict form for bytes in a credential.
+ */
+export function parseAcct(input: string): Acct {
+  if (input.length > LIMITS.acctLength) throw new ProtocolError("invalid_acct");
+  let text = input.trim();
+  if (text.startsWith("acct:")) text = text.slice(5);
+  if (text.startsWith("@")) text = text.slice(1);
+  const at = text.indexOf("@");
+  if (at <= 0 || at !== text.lastIndexOf("@")) throw new ProtocolError("invalid_acct");
+  const user = text.slice(0, at).toLowerCase();
+  const rawDomain = text.slice(at + 1);
+  const domain = domainToASCII(rawDomain).toLowerCase();
+  if (!USER.test(user) || user.length > 64) throw new ProtocolError("invalid_acct");
+  if (domain === "" || domain.length > 253 || !domain.split(".").every((l) => LABEL.test(l))) {
+    throw new ProtocolError("invalid_acct");
+  }
+  return { user, domain };
+}
+
+/** `acct:user@domain` — the MLS credential identity and the form in every signed object. */
+export function formatIdentity(acct: Acct): string {
+  return `acct:${acct.user}@${acct.domain}`;
+}
+
+/** `user@domain` — the form used in URLs and shown to people (with a leading `@`). */
+export function formatAcct(acct: Acct): string {
+  return `${acct.user}@${acct.domain}`;
+}
+
+/** Refuses any identity that is not already canonical: no case folding, no `@` prefix, no Unicode. */
+export function parseCanonicalIdentity(identity: string): Acct {
+  if (!identity.startsWith("acct:")) throw new ProtocolError("invalid_acct");
+  const acct = parseAcct(identity);
+  if (formatIdentity(acct) !== identity) throw new ProtocolError("invalid_acct");
+  return acct;
+}
+
+export function canonicalAcct(input: string): string {
+  return formatAcct(parseAcct(input));
+}

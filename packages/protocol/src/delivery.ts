@@ -1,0 +1,137 @@
+import { z } from "zod";
+import { CIPHERSUITE_ID, LIMITS } from "./constants.js";
+import { AcctText, DeviceId, GroupId, b64url } from "./schemas.js";
+
+// Wire shapes of the delivery service (DESIGN §6, §11). Every route is device-signed (DESIGN §7).
+
+/** POST /v1/groups — the signing device becomes leaf 0 of a new group hosted on this hub. */
+export const CreateGroupBody = z.object({ group_id: GroupId, ciphersuite: z.literal(CIPHERSUITE_ID) });
+export type CreateGroupBody = z.infer<typeof CreateGroupBody>;
+export const CreateGroupResponse = z.object({ group_id: GroupId, epoch: z.number().int().nonnegative() });
+export type CreateGroupResponse = z.infer<typeof CreateGroupResponse>;
+
+/**
+ * POST /v1/groups/:groupId/messages — one MLSMessage. A commit that adds members carries its Welcome
+ * (an MLSMessage too); the hub queues it for the added devices only once the commit is accepted.
+ */
+export const SubmitMessageBody = z.object({
+  message: b64url(LIMITS.mlsMessageBytes),
+  welcome: b64url(LIMITS.mlsMessageBytes).optional(),
+});
+export type SubmitMessageBody = z.infer<typeof SubmitMessageBody>;
+export const SubmitMessageResponse = z.object({
+  seq: z.number().int().nonnegative(),
+  /** The group's epoch after this message (one more than before, for a commit). */
+  epoch: z.number().int().nonnegative(),
+});
+export type SubmitMessageResponse = z.infer<typeof SubmitMessageResponse>;
+/** The extra fields of a `409 wrong_epoch` answer. */
+export const WrongEpochDetails = z.object({
+  epoch: z.number().int().nonnegative(),
+  /** base64url SHA-256 of the MLSMessage that won the epoch the client tried to commit to, if any. */
+  commit_hash: z.string().nullable(),
+});
+export type WrongEpochDetails = z.infer<typeof WrongEpochDetails>;
+
+/** POST /v1/invitations — a pointer for an account of this instance; the Welcome waits at the hub. */
+export const InvitationBody = z.object({
+  acct: AcctText,
+  hub: z.string().url().max(2048),
+  group_id: GroupId,
+});
+export type InvitationBody = z.infer<typeof InvitationBody>;
+export const InvitationResponse = z.object({ queued: z.literal(true) });
+
+/** Inbox items, in order. `cursor` on each item is opaque; ack the last one processed. */
+export const InboxMessage = z.object({
+  kind: z.literal("message"),
+  group_id: GroupId,
+  seq: z.number().int().nonnegative(),
+  epoch: z.number().int().nonnegative(),
+  sender: DeviceId,
+  message: b64url(LIMITS.mlsMessageBytes),
+});
+export const InboxWelcome = z.object({
+  kind: z.literal("welcome"),
+  group_id: GroupId,
+  /** The group's sequence number of the commit this Welcome belongs to: read the group after it. */
+  seq: z.number().int().nonnegative(),
+  welcome: b64url(LIMITS.mlsMessageBytes),
+});
+export const InboxInvitation = z.object({
+  kind: z.literal("invitation"),
+  from: AcctText,
+  from_device: DeviceId,
+  hub: z.string().url(),
+  group_id: GroupId,
+});
+export const InboxRemoved = z.object({
+  kind: z.literal("removed"),
+  group_id: GroupId,
+  seq: z.number().int(),
+});
+export const InboxItemBody = z.discriminatedUnion("kind", [
+  InboxMessage,
+  InboxWelcome,
+  InboxInvitation,
+  InboxRemoved,
+]);
+export const InboxItem = z.intersection(InboxItemBody, z.object({ cursor: z.string().max(4096) }));
+export type InboxItem = z.infer<typeof InboxItem>;
+
+/** GET /v1/inbox?after=<cursor>&limit=<n> */
+export const InboxQuery = z.object({
+  after: z
+    .string()
+    .max(64 * 1024)
+    .optional(),
+  limit: z.coerce.number().int().min(1).max(LIMITS.inboxPage).optional(),
+});
+export const InboxResponse = z.object({
+  items: z.array(InboxItem),
+  /** Pass as `after` for the next page; ack it once everything up to it is processed. */
+  cursor: z.string(),
+  more: z.boolean(),
+});
+export type InboxResponse = z.infer<typeof InboxResponse>;
+
+/** POST /v1/inbox/ack */
+export const AckBody = z.object({ cursor: z.string().max(64 * 1024) });
+export const AckResponse = z.object({ acked: z.literal(true) });
+
+/**
+ * GET /v1/stream (WebSocket). The server speaks first with a challenge; the client's first frame is
+ * `auth`, an Authorization header value signed over method "GET", path "/v1/stream" and the challenge
+ * bytes as the body. After `ready`, the server pushes `items` frames; the client may `ack`.
+ */
+export const StreamServerFrame = z.discriminatedUnion("type", [
+  z.object({ type: z.literal("challenge"), challenge: z.string() }),
+  z.object({ type: z.literal("ready"), cursor: z.string() }),
+  z.object({ type: z.literal("items"), items: z.array(InboxItem), cursor: z.string() }),
+  z.object({ type: z.literal("error"), error: z.string(), message: z.string() }),
+]);
+export type StreamServerFrame = z.infer<typeof StreamServerFrame>;
+export const StreamClientFrame = z.discriminatedUnion("type", [
+  z.object({
+    type: z.literal("auth"),
+    authorization: z.string().max(8192),
+    after: z
+      .string()
+      .max(64 * 1024)
+      .optional(),
+  }),
+  z.object({ type: z.literal("ack"), cursor: z.string().max(64 * 1024) }),
+]);
+export type StreamClientFrame = z.infer<typeof StreamClientFrame>;
+
+/** WebSocket close codes. */
+export const STREAM_CLOSE = {
+  /** The server is going away or the client was too slow: reconnect and resume from the last cursor. */
+  resume: 4000,
+  authFailed: 4001,
+  badFrame: 4002,
+  /** The device is no longer a member anywhere it was listening. */
+  removed: 4003,
+} as const;
+
+export { DeviceId };

@@ -1,0 +1,57 @@
+import { z } from "zod";
+import { CIPHERSUITE_ID, LIMITS } from "./constants.js";
+import { AcctText, DeviceId, b64url } from "./schemas.js";
+
+// Wire shapes of the key-package directory (DESIGN §5, §11). MLS bytes travel as base64url.
+
+/** PUT /v1/devices/:deviceId — bearer token; the certificate is signed by the account key. */
+export const RegisterDeviceBody = z.object({ certificate: b64url(LIMITS.certificateBytes) });
+export type RegisterDeviceBody = z.infer<typeof RegisterDeviceBody>;
+export const RegisterDeviceResponse = z.object({ acct: AcctText, device_id: DeviceId });
+export type RegisterDeviceResponse = z.infer<typeof RegisterDeviceResponse>;
+
+/** POST /v1/devices/:deviceId/keypackages — bearer token. Each entry is an MLSMessage(KeyPackage). */
+export const UploadKeyPackagesBody = z.object({
+  key_packages: z.array(b64url(LIMITS.keyPackageBytes)).max(LIMITS.keyPackagesPerUpload),
+  last_resort: b64url(LIMITS.keyPackageBytes).optional(),
+});
+export type UploadKeyPackagesBody = z.infer<typeof UploadKeyPackagesBody>;
+export const KeyPackageCount = z.object({
+  count: z.number().int().nonnegative(),
+  last_resort: z.boolean(),
+});
+export type KeyPackageCount = z.infer<typeof KeyPackageCount>;
+export const UploadKeyPackagesResponse = KeyPackageCount.extend({ stored: z.number().int().nonnegative() });
+export type UploadKeyPackagesResponse = z.infer<typeof UploadKeyPackagesResponse>;
+
+/** GET /v1/accounts/:acct/devices — public. `device_list` is null until the bridge issue lands. */
+export const AccountDevices = z.object({
+  acct: AcctText,
+  device_list: b64url(64 * 1024).nullable(),
+  devices: z.array(z.object({ device_id: DeviceId, certificate: b64url(LIMITS.certificateBytes) })),
+});
+export type AccountDevices = z.infer<typeof AccountDevices>;
+
+/** POST /v1/claims — device-signed. One KeyPackage per device of each named account. */
+export const ClaimBody = z.object({
+  ciphersuite: z.literal(CIPHERSUITE_ID),
+  accounts: z.array(AcctText).min(1).max(LIMITS.accountsPerClaim),
+});
+export type ClaimBody = z.infer<typeof ClaimBody>;
+export const ClaimedKeyPackage = z.object({
+  device_id: DeviceId,
+  key_package: b64url(LIMITS.keyPackageBytes),
+  last_resort: z.boolean(),
+});
+export type ClaimedKeyPackage = z.infer<typeof ClaimedKeyPackage>;
+export const ClaimResult = z.object({
+  acct: AcctText,
+  /** ok: one KeyPackage per device below; no_devices: the account registered none; foreign: not this instance's. */
+  status: z.enum(["ok", "no_devices", "foreign"]),
+  key_packages: z.array(ClaimedKeyPackage),
+  /** Devices that had nothing left, not even a last-resort KeyPackage. */
+  exhausted: z.array(DeviceId),
+});
+export type ClaimResult = z.infer<typeof ClaimResult>;
+export const ClaimResponse = z.object({ accounts: z.array(ClaimResult) });
+export type ClaimResponse = z.infer<typeof ClaimResponse>;

@@ -1,0 +1,106 @@
+import swagger from "@fastify/swagger";
+import Fastify, { type FastifyBaseLogger } from "fastify";
+import {
+  jsonSchemaTransform,
+  serializerCompiler,
+  validatorCompiler,
+  type ZodTypeProvider,
+} from "fastify-type-provider-zod";
+import { z } from "zod";
+import { Health, LIMITS, WellKnownServices } from "@mastodon-mls/protocol";
+import { installBodyParsers } from "./rawBody.js";
+import { installErrorHandling } from "./errorHandler.js";
+import { createMetrics, installHttpMetrics, type ServiceMetrics } from "./metrics.js";
+import type { Logger } from "./logger.js";
+
+export interface ServiceAppOptions {
+  /** Short service name: the metrics prefix and the OpenAPI title. */
+  name: string;
+  title: string;
+  description: string;
+  version: string;
+  logger: Logger;
+  bodyLimit?: number;
+  /** Defaults off; set when the service runs behind the infra/ reverse proxy. */
+  trustProxy?: boolean;
+  /** Collect process metrics (off in tests that start many apps). */
+  defaultMetrics?: boolean;
+}
+
+/**
+ * A Fastify app with what both services share: zod validation and serialisation, the raw-body JSON
+ * parser request signatures need, the error catalogue, OpenAPI at /openapi.json, request metrics.
+ */
+export async function createServiceApp(opts: ServiceAppOptions) {
+  // Typed as Fastify's base logger so plugins accept the instance (pino's type adds msgPrefix).
+  const loggerInstance: FastifyBaseLogger = opts.logger;
+  const app = Fastify({
+    loggerInstance,
+    bodyLimit: opts.bodyLimit ?? LIMITS.bodyBytes,
+    trustProxy: opts.trustProxy ?? false,
+    // In-flight requests finish on close; idle keep-alive sockets are closed at once.
+    forceCloseConnections: "idle",
+    return503OnClosing: true,
+    routerOptions: { maxParamLength: 200 },
+    disableRequestLogging: false,
+  }).withTypeProvider<ZodTypeProvider>();
+  app.setValidatorCompiler(validatorCompiler);
+  app.setSerializerCompiler(serializerCompiler);
+  installBodyParsers(app);
+  installErrorHandling(app);
+  await app.register(swagger, {
+    openapi: {
+      openapi: "3.1.0",
+      info: { title: opts.title, description: opts.description, version: opts.version },
+      components: {
+        securitySchemes: {
+          device: {
+            type: "apiKey",
+            in: "header",
+            name: "Authorization",
+            description: "MLS-Device request signature (docs/protocol.md)",
+          },
+          bearer: { type: "http", scheme: "bearer", description: "A Mastodon access token of this instance" },
+        },
+      },
+    },
+    transform: jsonSchemaTransform,
+  });
+  const metrics: ServiceMetrics = createMetrics(opts.name, opts.defaultMetrics ?? false);
+  installHttpMetrics(app, metrics);
+  app.get("/openapi.json", { schema: { hide: true } }, () => app.swagger());
+  return { app, metrics };
+}
+
+export type ServiceApp = Awaited<ReturnType<typeof createServiceApp>>["app"];
+
+export interface OperationalRoutes {
+  /** True when every backend the service needs answers. */
+  ready: () => Promise<boolean>;
+  wellKnown: () => WellKnownServices | undefined;
+}
+
+/** /healthz (the process is up), /readyz (its backends answer), /.well-known/mls-services (DESIGN §4). */
+export function installOperationalRoutes(app: ServiceApp, routes: OperationalRoutes): void {
+  app.get("/healthz", { schema: { response: { 200: Health } } }, () => ({ status: "ok" as const }));
+  app.get("/readyz", { schema: { response: { 200: Health, 503: Health } } }, async (_req, reply) => {
+    const ok = await routes.ready();
+    return reply.status(ok ? 200 : 503).send({ status: ok ? "ok" : "unavailable" });
+  });
+  app.get(
+    "/.well-known/mls-services",
+    {
+      schema: {
+        response: { 200: WellKnownServices, 404: z.object({ error: z.string(), message: z.string() }) },
+      },
+    },
+    async (_req, reply) => {
+      const services = routes.wellKnown();
+      if (!services)
+        return reply.status(404).send({ error: "not_found", message: "Discovery is not configured." });
+      reply.header("cache-control", "public, max-age=300");
+      reply.header("access-control-allow-origin", "*");
+      return reply.send(services);
+    },
+  );
+}

@@ -1,0 +1,51 @@
+import { Redis, type RedisOptions } from "ioredis";
+import type { NonceStore } from "@mastodon-mls/bridge";
+import type { Logger } from "./logger.js";
+
+export type { Redis } from "ioredis";
+
+/**
+ * One Redis connection per service context, closed in the app's onClose. Commands fail fast while
+ * Redis is down (a 503, not a hung request), and reconnection goes on in the background.
+ */
+export function connectRedis(url: string, log: Logger, extra: RedisOptions = {}): Redis {
+  const redis = new Redis(url, {
+    lazyConnect: false,
+    maxRetriesPerRequest: 2,
+    enableOfflineQueue: true,
+    connectTimeout: 5_000,
+    ...extra,
+  });
+  let lastError = "";
+  redis.on("error", (err: Error) => {
+    // ioredis repeats the same error on every retry; log each distinct one once.
+    if (err.message !== lastError) log.warn({ err: { message: err.message } }, "redis error");
+    lastError = err.message;
+  });
+  redis.on("ready", () => {
+    lastError = "";
+    log.info("redis ready");
+  });
+  return redis;
+}
+
+export async function redisReady(redis: Redis): Promise<boolean> {
+  try {
+    return (await redis.ping()) === "PONG";
+  } catch {
+    return false;
+  }
+}
+
+/** DESIGN §7: nonces stored with `SET NX` and a TTL, so replicas sharing Redis refuse a replay. */
+export class RedisNonceStore implements NonceStore {
+  constructor(
+    private readonly redis: Redis,
+    private readonly prefix: string,
+  ) {}
+
+  async claim(key: string, ttlSeconds: number): Promise<boolean> {
+    const ok = await this.redis.set(`${this.prefix}nonce:${key}`, "1", "EX", ttlSeconds, "NX");
+    return ok === "OK";
+  }
+}
