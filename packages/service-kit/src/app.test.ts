@@ -1,0 +1,112 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { z } from "zod";
+import { ProtocolError } from "@mastodon-mls/protocol";
+import { createServiceApp, installOperationalRoutes, type ServiceApp } from "./app.js";
+import { CommonEnv, ConfigError, Origin, parseEnv } from "./config.js";
+import { StoreUnavailableError } from "./errorHandler.js";
+import { silentLogger } from "./logger.js";
+
+let app: ServiceApp;
+let ready = true;
+
+beforeAll(async () => {
+  ({ app } = await createServiceApp({
+    name: "test",
+    title: "t",
+    description: "d",
+    version: "0",
+    logger: silentLogger(),
+    bodyLimit: 1024,
+  }));
+  installOperationalRoutes(app, {
+    ready: () => Promise.resolve(ready),
+    wellKnown: () => ({ directory: "https://dir.a.test", delivery: "https://ds.a.test" }),
+  });
+  app.post("/echo", { schema: { body: z.object({ n: z.number().int() }) } }, (req) => ({
+    n: req.body.n,
+    raw: req.rawBody?.byteLength,
+  }));
+  app.get("/boom", () => {
+    throw new Error("secret internal detail at /srv/db");
+  });
+  app.get("/store", () => {
+    throw new StoreUnavailableError();
+  });
+  app.get("/protocol", () => {
+    throw new ProtocolError("wrong_epoch", undefined, { epoch: 4 });
+  });
+  await app.ready();
+});
+afterAll(() => app.close());
+
+const post = (payload: string, contentType = "application/json") =>
+  app.inject({ method: "POST", url: "/echo", payload, headers: { "content-type": contentType } });
+
+describe("service app", () => {
+  it("keeps the raw body for signatures", async () => {
+    const r = await post('{"n": 5}');
+    expect(r.statusCode).toBe(200);
+    expect(r.json()).toEqual({ n: 5, raw: 8 });
+  });
+
+  it("answers bad input with catalogue errors, never a 500", async () => {
+    const cases: [string, string, number, string][] = [
+      ["{", "application/json", 400, "invalid_body"],
+      ["", "application/json", 400, "invalid_body"],
+      ['{"n":"x"}', "application/json", 400, "invalid_body"],
+      ["n=1", "application/x-www-form-urlencoded", 415, "unsupported_media_type"],
+      [JSON.stringify({ n: 1, pad: "x".repeat(2000) }), "application/json", 413, "payload_too_large"],
+    ];
+    for (const [payload, type, status, code] of cases) {
+      const r = await post(payload, type);
+      expect([r.statusCode, r.json().error], payload.slice(0, 20)).toEqual([status, code]);
+      expect(typeof r.json().message).toBe("string");
+    }
+  });
+
+  it("hides internals of unexpected errors and maps store failures to 503", async () => {
+    const r = await app.inject("/boom");
+    expect(r.statusCode).toBe(500);
+    expect(r.body).not.toContain("secret");
+    expect(r.json()).toEqual({ error: "internal", message: "Internal error." });
+    const s = await app.inject("/store");
+    expect([s.statusCode, s.json().error]).toEqual([503, "store_unavailable"]);
+  });
+
+  it("passes protocol errors through with their details", async () => {
+    const r = await app.inject("/protocol");
+    expect(r.statusCode).toBe(409);
+    expect(r.json()).toMatchObject({ error: "wrong_epoch", epoch: 4 });
+  });
+
+  it("serves health, readiness, discovery, metrics, OpenAPI and a JSON 404", async () => {
+    expect((await app.inject("/healthz")).json()).toEqual({ status: "ok" });
+    ready = false;
+    expect((await app.inject("/readyz")).statusCode).toBe(503);
+    ready = true;
+    expect((await app.inject("/.well-known/mls-services")).json()).toEqual({
+      directory: "https://dir.a.test",
+      delivery: "https://ds.a.test",
+    });
+    expect((await app.inject("/metrics")).body).toContain("test_http_requests_total");
+    expect((await app.inject("/openapi.json")).json().paths).toHaveProperty("/echo");
+    const nf = await app.inject("/nope");
+    expect([nf.statusCode, nf.json().error]).toEqual([404, "not_found"]);
+  });
+});
+
+describe("config", () => {
+  it("fails fast with every bad variable named", () => {
+    const schema = CommonEnv.extend({ PUBLIC_URL: Origin });
+    expect(() => parseEnv(schema, { PUBLIC_URL: "https://x.test/path", LOG_LEVEL: "loud" })).toThrow(
+      ConfigError,
+    );
+    try {
+      parseEnv(schema, { PUBLIC_URL: "https://x.test/path", LOG_LEVEL: "loud" });
+    } catch (e) {
+      expect((e as Error).message).toMatch(/PUBLIC_URL/);
+      expect((e as Error).message).toMatch(/LOG_LEVEL/);
+    }
+    expect(parseEnv(schema, { PUBLIC_URL: "https://x.test/" }).PUBLIC_URL).toBe("https://x.test");
+  });
+});
