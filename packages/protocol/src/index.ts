@@ -6,3 +6,4 @@ export * from "./schemas.js";
 export * from "./directory.js";
 export * from "./delivery.js";
 export * from "./cleartext.js";
+export * from "./errorDocs.js";
