@@ -5,3 +5,4 @@ export * from "./nonceStore.js";
 export * from "./requestAuth.js";
 export * from "./mlsProfile.js";
 export * from "./keyPackage.js";
+export * from "./screening.js";

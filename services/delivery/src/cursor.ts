@@ -1,0 +1,70 @@
+import { z } from "zod";
+import { ProtocolError, fromBase64url, toBase64url } from "@mastodon-mls/protocol";
+
+/**
+ * An inbox cursor: a position in each of a device's streams.
+ *
+ *   "a"        the account's invitations; position = the last invitation seq delivered
+ *   "<n>.<k>"  the k-th membership stretch of the device in the group it numbers n (store.deviceGroups);
+ *              position = the last group seq delivered; the Welcome sits at the adding commit's seq and
+ *              the `removed` notice one past the removing commit's.
+ *
+ * A cursor names only the streams it moves; every other stream is at the device's acknowledged position.
+ * On the wire: base64url of `{"v":1,"p":{"a":3,"1.0":17}}`. Clients treat it as opaque.
+ */
+export type Cursor = ReadonlyMap<string, number>;
+
+export const ACCOUNT_STREAM = "a";
+export const MAX_CURSOR_STREAMS = 10_000;
+
+const StreamKey = /^(a|(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,5}))$/;
+
+const CursorJson = z
+  .object({
+    v: z.literal(1),
+    p: z.record(z.string().regex(StreamKey), z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER)),
+  })
+  .strict();
+
+export function membershipStream(groupNumber: number, stretch: number): string {
+  return `${groupNumber}.${stretch}`;
+}
+
+/** The group number of a membership stream key, or undefined for the account stream. */
+export function groupNumberOf(stream: string): number | undefined {
+  return stream === ACCOUNT_STREAM ? undefined : Number(stream.slice(0, stream.indexOf(".")));
+}
+
+export function encodeCursor(cursor: Cursor): string {
+  const keys = [...cursor.keys()].sort(compareStreams);
+  const p: Record<string, number> = {};
+  for (const k of keys) p[k] = cursor.get(k)!;
+  return toBase64url(new TextEncoder().encode(JSON.stringify({ v: 1, p })));
+}
+
+/** Strict: canonical base64url, UTF-8 JSON of exactly the shape above. Anything else is `invalid_cursor`. */
+export function decodeCursor(text: string): Cursor {
+  const invalid = () => new ProtocolError("invalid_cursor");
+  let json: unknown;
+  try {
+    json = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(fromBase64url(text, 64 * 1024)));
+  } catch {
+    throw invalid();
+  }
+  const parsed = CursorJson.safeParse(json);
+  if (!parsed.success) throw invalid();
+  const entries = Object.entries(parsed.data.p);
+  // zod drops a "__proto__" key silently; a cursor that lost a key is not the cursor that was sent.
+  const sent = Object.keys((json as { p: object }).p).length;
+  if (entries.length !== sent || entries.length > MAX_CURSOR_STREAMS) throw invalid();
+  return new Map(entries);
+}
+
+function compareStreams(a: string, b: string): number {
+  if (a === b) return 0;
+  if (a === ACCOUNT_STREAM) return -1;
+  if (b === ACCOUNT_STREAM) return 1;
+  const [an, ak] = a.split(".").map(Number) as [number, number];
+  const [bn, bk] = b.split(".").map(Number) as [number, number];
+  return an - bn || ak - bk;
+}

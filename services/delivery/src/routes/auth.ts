@@ -1,0 +1,45 @@
+import type { FastifyRequest } from "fastify";
+import { ErrorBodySchema, ProtocolError } from "@mastodon-mls/protocol";
+import type { DeviceCertificate } from "@mastodon-mls/bridge";
+import { authenticateDevice, type ServiceApp } from "@mastodon-mls/service-kit";
+import type { DeliveryContext } from "../context.js";
+
+declare module "fastify" {
+  interface FastifyRequest {
+    /** The verified certificate of the device that signed this request. */
+    device?: DeviceCertificate;
+  }
+}
+
+/**
+ * Every /v1 route is device-signed (DESIGN §7). The signature is checked before the body is validated or
+ * anything is looked up, so an unauthenticated caller learns nothing about groups or inboxes.
+ */
+export function requireDeviceSignature(app: ServiceApp, ctx: DeliveryContext): void {
+  app.addHook("preValidation", async (req) => {
+    req.device = await authenticateDevice(req, { origin: ctx.config.publicUrl, nonces: ctx.nonces });
+  });
+}
+
+/** Only the message route takes `message/mls`; everywhere else raw bytes are the wrong media type. */
+export function refuseRawBodies(app: ServiceApp): void {
+  app.addHook("preValidation", async (req) => {
+    if (Buffer.isBuffer(req.body)) throw new ProtocolError("unsupported_media_type");
+  });
+}
+
+export function signer(req: FastifyRequest): DeviceCertificate {
+  if (!req.device) throw new ProtocolError("unauthorized");
+  return req.device;
+}
+
+/** Error answers every device-signed route may give (shape only; the codes are in docs/errors.md). */
+export const deviceErrors = {
+  400: ErrorBodySchema,
+  401: ErrorBodySchema,
+  403: ErrorBodySchema,
+  404: ErrorBodySchema,
+  413: ErrorBodySchema,
+  415: ErrorBodySchema,
+  503: ErrorBodySchema,
+};

@@ -1,0 +1,55 @@
+import { AckBody, AckResponse, InboxQuery, InboxResponse } from "@mastodon-mls/protocol";
+import type { ServiceApp } from "@mastodon-mls/service-kit";
+import type { DeliveryContext } from "../context.js";
+import { decodeCursor, encodeCursor } from "../cursor.js";
+import { ackCursor, readInbox } from "../inbox.js";
+import { deviceErrors, refuseRawBodies, requireDeviceSignature, signer } from "./auth.js";
+
+export function inboxRoutes(ctx: DeliveryContext) {
+  return async (app: ServiceApp) => {
+    requireDeviceSignature(app, ctx);
+    refuseRawBodies(app);
+
+    app.get(
+      "/v1/inbox",
+      {
+        schema: {
+          summary: "Everything for this device after the cursor (or after what it acknowledged), in order",
+          security: [{ device: [] }],
+          querystring: InboxQuery,
+          response: { 200: InboxResponse, ...deviceErrors },
+        },
+      },
+      async (req) => {
+        const device = signer(req);
+        const after = req.query.after === undefined ? undefined : decodeCursor(req.query.after);
+        const page = await readInbox(ctx.store, { device: device.deviceIdText, acct: device.acct }, after, {
+          limit: req.query.limit ?? ctx.limits.pageItems,
+          maxBytes: ctx.limits.pageBytes,
+        });
+        return { items: page.items, cursor: encodeCursor(page.cursor), more: page.more };
+      },
+    );
+
+    app.post(
+      "/v1/inbox/ack",
+      {
+        schema: {
+          summary: "Acknowledge everything up to a cursor; acknowledged positions never move back",
+          security: [{ device: [] }],
+          body: AckBody,
+          response: { 200: AckResponse, ...deviceErrors },
+        },
+      },
+      async (req) => {
+        const device = signer(req);
+        await ackCursor(
+          ctx.store,
+          { device: device.deviceIdText, acct: device.acct },
+          decodeCursor(req.body.cursor),
+        );
+        return { acked: true as const };
+      },
+    );
+  };
+}

@@ -1,0 +1,158 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
+import { fromBase64url, toBase64url, type InboxItem } from "@mastodon-mls/protocol";
+import { privateMessage } from "./testing/craft.js";
+import { drain, randomGroupId } from "./testing/flow.js";
+import { startHub, type StoreKind, type TestHub } from "./testing/hub.js";
+import { TestDevice, addOf, removeOf } from "./testing/mls.js";
+import { StreamClient } from "./testing/stream.js";
+
+let redis: RedisHandle;
+beforeAll(async () => {
+  redis = await startRedis();
+});
+afterAll(async () => {
+  await redis.stop();
+});
+
+const seqs = (items: InboxItem[]) => items.map((i) => ("seq" in i ? i.seq : -1));
+
+describe.each<StoreKind>(["memory", "redis"])("stream (%s store)", (store) => {
+  let hub: TestHub;
+  let alice: TestDevice, bob: TestDevice, carol: TestDevice;
+  let g: string;
+
+  beforeAll(async () => {
+    hub = await startHub(store, { redis });
+    [alice, bob, carol] = (await Promise.all(["alice", "bob", "carol"].map((n) => TestDevice.create(n)))) as [
+      TestDevice,
+      TestDevice,
+      TestDevice,
+    ];
+    const id = randomGroupId();
+    g = id.text;
+    await alice.startGroup(id.bytes);
+    await hub.client(alice).createGroup(g);
+    const add = await alice.commit([addOf(await bob.keyPackage()), addOf(await carol.keyPackage())]);
+    expect((await hub.client(alice).submit(g, add.commit, add.welcome)).status).toBe(201);
+    add.apply();
+    await drain(alice, hub.client(alice));
+  });
+
+  afterAll(async () => {
+    await hub.close();
+  });
+
+  it("pushes new items, takes acks, and resumes after a cursor", async () => {
+    const stream = await StreamClient.open(hub.url, bob.signer);
+    const [welcome] = await stream.items(1);
+    expect(welcome).toMatchObject({ kind: "welcome", group_id: g, seq: 1 });
+    await bob.join(fromBase64url((welcome as { welcome: string }).welcome));
+
+    expect((await hub.client(alice).submit(g, await alice.encrypt("pushed"))).status).toBe(201);
+    const [pushed] = await stream.items(1);
+    expect(pushed).toMatchObject({ kind: "message", seq: 2 });
+    expect(await bob.receive(fromBase64url((pushed as { message: string }).message))).toBe("pushed");
+    stream.send({ type: "ack", cursor: pushed!.cursor });
+
+    for (const text of ["while", "away"]) {
+      expect((await hub.client(alice).submit(g, await alice.encrypt(text))).status).toBe(201);
+    }
+    const more = await stream.items(2);
+    expect(seqs(more)).toEqual([3, 4]);
+    stream.close();
+    await stream.closed;
+
+    // Reconnect without a cursor: after what was acknowledged (seq 2).
+    const again = await StreamClient.open(hub.url, bob.signer);
+    expect(seqs(await again.items(2))).toEqual([3, 4]);
+    again.close();
+    // Reconnect after the cursor of seq 3.
+    const resumed = await StreamClient.open(hub.url, bob.signer, more[0]!.cursor);
+    expect(seqs(await resumed.items(1))).toEqual([4]);
+    expect(resumed.frames.filter((f) => f.type === "items")).toEqual([]);
+    resumed.close();
+    await drain(bob, hub.client(bob));
+  });
+
+  it("closes with 4001 when authentication fails, 4002 on a bad frame", async () => {
+    const wrongChallenge = await StreamClient.connect(hub.url);
+    await wrongChallenge.next("challenge");
+    await wrongChallenge.auth(bob.signer, toBase64url(new Uint8Array(32)));
+    expect(await wrongChallenge.next("error")).toMatchObject({ error: "auth_invalid" });
+    expect((await wrongChallenge.closed).code).toBe(4001);
+
+    const notAuth = await StreamClient.connect(hub.url);
+    await notAuth.next("challenge");
+    notAuth.send({ type: "ack", cursor: "x" });
+    expect((await notAuth.closed).code).toBe(4001);
+
+    const garbage = await StreamClient.connect(hub.url);
+    await garbage.next("challenge");
+    garbage.send("{not json");
+    expect((await garbage.closed).code).toBe(4002);
+
+    const badAck = await StreamClient.open(hub.url, carol.signer);
+    badAck.send({ type: "ack", cursor: "garbage" });
+    expect(await badAck.next("error")).toMatchObject({ error: "invalid_cursor" });
+    expect((await badAck.closed).code).toBe(4002);
+
+    const badAfter = await StreamClient.connect(hub.url);
+    const challenge = await badAfter.next("challenge");
+    await badAfter.auth(carol.signer, challenge.challenge, "garbage");
+    expect((await badAfter.closed).code).toBe(4002);
+  });
+
+  it("pushes the removed notice to a removed device's open socket", async () => {
+    const stream = await StreamClient.open(hub.url, carol.signer);
+    // The Welcome and the three messages of the first test.
+    const backlog = await stream.items(4);
+    expect(backlog.map((i) => i.kind)).toEqual(["welcome", "message", "message", "message"]);
+    await carol.join(fromBase64url((backlog[0] as { welcome: string }).welcome));
+    await drain(alice, hub.client(alice));
+    const removal = await alice.commit([removeOf(carol.leaf)]);
+    expect((await hub.client(alice).submit(g, removal.commit)).status).toBe(201);
+    removal.apply();
+    const items = await stream.items(2);
+    expect(items.map((i) => i.kind)).toEqual(["message", "removed"]);
+    stream.close();
+  });
+
+  it("closes a stream that does not read with 4000 once its send buffer is full", async () => {
+    const small = await startHub(store, {
+      redis,
+      limits: { streamBufferBytes: 256 * 1024, pageBytes: 512 * 1024 },
+    });
+    try {
+      const [owner, reader] = await Promise.all([TestDevice.create("owen"), TestDevice.create("rita")]);
+      const id = randomGroupId();
+      await owner.startGroup(id.bytes);
+      await small.client(owner).createGroup(id.text);
+      const add = await owner.commit([addOf(await reader.keyPackage())]);
+      expect((await small.client(owner).submit(id.text, add.commit, add.welcome)).status).toBe(201);
+      add.apply();
+      // Application messages the hub cannot read but screens as such: real framing, a large ciphertext.
+      const stream = await StreamClient.open(small.url, reader.signer);
+      const raw = (stream.socket as unknown as { _socket: { pause(): void; resume(): void } })._socket;
+      raw.pause();
+      // The kernel's socket buffers take several MB first; push until the server gives up on the socket.
+      const open = async () => (await small.delivery.context.metrics.sockets.get()).values[0]?.value ?? 0;
+      for (let i = 0; i < 40 && (await open()) > 0; i++) {
+        const big = privateMessage(id.bytes, owner.epoch, 900 * 1024);
+        expect((await small.client(owner).submit(id.text, big)).status).toBe(201);
+      }
+      expect(await open()).toBe(0);
+      raw.resume();
+      expect((await stream.closed).code).toBe(4000);
+    } finally {
+      await small.close();
+    }
+  });
+
+  it("closes open streams with 4000 on shutdown", async () => {
+    const other = await startHub(store, { redis });
+    const stream = await StreamClient.open(other.url, bob.signer);
+    await other.close();
+    expect((await stream.closed).code).toBe(4000);
+  });
+});
