@@ -1,5 +1,5 @@
 import swagger from "@fastify/swagger";
-import Fastify, { type FastifyBaseLogger } from "fastify";
+import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from "fastify";
 import {
   jsonSchemaTransform,
   serializerCompiler,
@@ -9,7 +9,7 @@ import {
 import { z } from "zod";
 import { Health, LIMITS, WellKnownServices } from "@mastodon-mls/protocol";
 import { installBodyParsers } from "./rawBody.js";
-import { installErrorHandling } from "./errorHandler.js";
+import { body, installErrorHandling } from "./errorHandler.js";
 import { createMetrics, installHttpMetrics, type ServiceMetrics } from "./metrics.js";
 import type { Logger } from "./logger.js";
 
@@ -41,12 +41,18 @@ export async function createServiceApp(opts: ServiceAppOptions) {
     // In-flight requests finish on close; idle keep-alive sockets are closed at once.
     forceCloseConnections: "idle",
     return503OnClosing: true,
-    routerOptions: { maxParamLength: 200 },
+    // Long enough for a maximal acct (LIMITS.acctLength) percent-encoded in a path.
+    routerOptions: { maxParamLength: 1024 },
+    // A malformed or over-long path fails in the router, before the error handler can see it.
+    frameworkErrors: (_err, _req, reply: FastifyReply) => {
+      void reply.status(400).send(body("bad_request"));
+    },
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
   installBodyParsers(app);
   installErrorHandling(app);
+  installClosingConnectionClose(app);
   await app.register(swagger, {
     openapi: {
       openapi: "3.1.0",
@@ -72,6 +78,23 @@ export async function createServiceApp(opts: ServiceAppOptions) {
 }
 
 export type ServiceApp = Awaited<ReturnType<typeof createServiceApp>>["app"];
+
+/**
+ * Answers still in flight when close() begins carry `Connection: close`. Otherwise their keep-alive
+ * connections turn idle only after "idle" connections were closed, and hold close() open until the
+ * keep-alive timeout (72 s).
+ */
+function installClosingConnectionClose(app: FastifyInstance): void {
+  let closing = false;
+  app.addHook("preClose", (done) => {
+    closing = true;
+    done();
+  });
+  app.addHook("onSend", (_req, reply, payload, done) => {
+    if (closing) reply.header("connection", "close");
+    done(null, payload);
+  });
+}
 
 export interface OperationalRoutes {
   /** True when every backend the service needs answers. */

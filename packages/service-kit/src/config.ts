@@ -31,6 +31,8 @@ export const Origin = z
   .string()
   .url()
   .refine((u) => {
+    // zod 4 runs refinements even after .url() failed: a string that is no URL must not throw here.
+    if (!URL.canParse(u)) return false;
     const url = new URL(u);
     return (
       (url.protocol === "https:" || url.protocol === "http:") &&
@@ -44,7 +46,10 @@ export const Origin = z
 export const RedisUrl = z
   .string()
   .url()
-  .refine((u) => /^rediss?:$/.test(new URL(u).protocol), "must be a redis:// or rediss:// URL");
+  .refine(
+    (u) => URL.canParse(u) && /^rediss?:$/.test(new URL(u).protocol),
+    "must be a redis:// or rediss:// URL",
+  );
 
 /** The environment variables both services share. */
 export const CommonEnv = z.object({

@@ -1,0 +1,66 @@
+import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import { ClaimBody, ClaimResponse, toBase64url, type ClaimResult } from "@mastodon-mls/protocol";
+import type { DirectoryContext } from "../context.js";
+import { namedAccount, type NamedAccount } from "./accountParam.js";
+import { deviceOf, requireDevice } from "./authentication.js";
+import { errorResponses } from "./errorResponses.js";
+
+/** POST /v1/claims: device-signed by any device, of any instance (its certificate is self-contained). */
+export const claimRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> = async (app, { ctx }) => {
+  app.post(
+    "/v1/claims",
+    {
+      schema: {
+        summary: "Claim one KeyPackage per registered device of each named account",
+        tags: ["claims"],
+        security: [{ device: [] }],
+        body: ClaimBody,
+        response: { 200: ClaimResponse, ...errorResponses(400, 401, 413, 415, 502, 503) },
+      },
+      preValidation: requireDevice(ctx),
+    },
+    async (req) => {
+      const requester = deviceOf(req);
+      const named = new Map<string, NamedAccount>();
+      req.body.accounts.forEach((text, i) => {
+        const account = namedAccount(text, `accounts[${i}]`);
+        named.set(account.acct, account);
+      });
+      const localDomain = await ctx.instance.get();
+      const now = ctx.now();
+      ctx.metrics.claimRequests.inc();
+
+      const claimAccount = async ({ acct, domain }: NamedAccount): Promise<ClaimResult> => {
+        const result: ClaimResult = { acct, status: "ok", key_packages: [], exhausted: [] };
+        if (domain !== localDomain) return { ...result, status: "foreign" };
+        const devices = await ctx.store.listDevices(acct);
+        if (devices.length === 0) return { ...result, status: "no_devices" };
+        // The requesting device never needs a KeyPackage of its own: it cannot add itself.
+        const targets = devices.filter(
+          (d) => d.deviceId !== requester.deviceIdText || d.acct !== requester.acct,
+        );
+        const claimed = await Promise.all(
+          targets.map((d) => ctx.store.claim(acct, d.deviceId, requester.deviceIdText, now)),
+        );
+        targets.forEach((device, i) => {
+          const kp = claimed[i];
+          if (!kp) {
+            result.exhausted.push(device.deviceId);
+            ctx.metrics.exhausted.inc();
+            return;
+          }
+          if (kp.replayed) ctx.metrics.claimReplays.inc();
+          else ctx.metrics.handedOut.inc({ kind: kp.lastResort ? "last_resort" : "ordinary" });
+          result.key_packages.push({
+            device_id: device.deviceId,
+            key_package: toBase64url(kp.keyPackage),
+            last_resort: kp.lastResort,
+          });
+        });
+        return result;
+      };
+
+      return { accounts: await Promise.all([...named.values()].map(claimAccount)) };
+    },
+  );
+};

@@ -1,0 +1,96 @@
+import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import { z } from "zod";
+import { parseDeviceCertificate } from "@mastodon-mls/bridge";
+import {
+  AccountDevices,
+  AcctText,
+  DeviceId,
+  LIMITS,
+  ProtocolError,
+  RegisterDeviceBody,
+  RegisterDeviceResponse,
+  fromBase64url,
+  toBase64url,
+} from "@mastodon-mls/protocol";
+import type { DirectoryContext } from "../context.js";
+import { namedAccount } from "./accountParam.js";
+import { accountOf, requireAccount } from "./authentication.js";
+import { errorResponses } from "./errorResponses.js";
+
+/** PUT /v1/devices/:deviceId (bearer token) and GET /v1/accounts/:acct/devices (public). */
+export const deviceRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> = async (app, { ctx }) => {
+  app.put(
+    "/v1/devices/:deviceId",
+    {
+      schema: {
+        summary: "Register a device: its certificate, signed by the account key",
+        tags: ["devices"],
+        security: [{ bearer: [] }],
+        params: z.object({ deviceId: DeviceId }),
+        body: RegisterDeviceBody,
+        response: {
+          200: RegisterDeviceResponse,
+          201: RegisterDeviceResponse,
+          ...errorResponses(400, 401, 403, 413, 415, 502, 503),
+        },
+      },
+      preValidation: requireAccount(ctx),
+    },
+    async (req, reply) => {
+      const account = accountOf(req);
+      const certificate = fromBase64url(req.body.certificate, LIMITS.certificateBytes);
+      const cert = await parseDeviceCertificate(certificate, ctx.now());
+      if (cert.deviceIdText !== req.params.deviceId) {
+        throw new ProtocolError(
+          "device_mismatch",
+          "The certificate is for another device id than the path's.",
+        );
+      }
+      if (cert.acct !== account.acct) {
+        throw new ProtocolError("acct_mismatch", "The certificate names another account than the token's.");
+      }
+      const result = await ctx.store.putDevice({
+        acct: cert.acct,
+        deviceId: cert.deviceIdText,
+        certificate,
+        sigKey: cert.sigKey,
+        registeredAt: ctx.now(),
+      });
+      if (result === "device_limit") {
+        throw new ProtocolError(
+          "too_many_items",
+          `An account registers at most ${ctx.limits.devicesPerAccount} devices.`,
+        );
+      }
+      if (result === "key_mismatch") {
+        throw new ProtocolError("device_mismatch", "This device id is registered with another key.");
+      }
+      ctx.metrics.devicesRegistered.inc({ result });
+      return reply
+        .status(result === "created" ? 201 : 200)
+        .send({ acct: cert.acct, device_id: cert.deviceIdText });
+    },
+  );
+
+  app.get(
+    "/v1/accounts/:acct/devices",
+    {
+      schema: {
+        summary: "The devices of an account of this instance, with their certificates",
+        tags: ["devices"],
+        params: z.object({ acct: AcctText }),
+        response: { 200: AccountDevices, ...errorResponses(400, 404, 502, 503) },
+      },
+    },
+    async (req) => {
+      const { acct, domain } = namedAccount(req.params.acct, "The path's account");
+      if (domain !== (await ctx.instance.get())) throw new ProtocolError("foreign_account");
+      const devices = await ctx.store.listDevices(acct);
+      return {
+        acct,
+        device_list: null,
+        devices: devices.map((d) => ({ device_id: d.deviceId, certificate: toBase64url(d.certificate) })),
+      };
+    },
+  );
+};

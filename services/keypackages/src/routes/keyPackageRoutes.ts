@@ -1,0 +1,81 @@
+import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import { z } from "zod";
+import {
+  DeviceId,
+  KeyPackageCount,
+  ProtocolError,
+  UploadKeyPackagesBody,
+  UploadKeyPackagesResponse,
+} from "@mastodon-mls/protocol";
+import type { DirectoryContext } from "../context.js";
+import { verifyUpload } from "../keyPackageUpload.js";
+import { accountOf, deviceOf, requireAccount, requireDevice } from "./authentication.js";
+import { errorResponses } from "./errorResponses.js";
+
+const DeviceParams = z.object({ deviceId: DeviceId });
+
+/** POST /v1/devices/:deviceId/keypackages (bearer token) and GET …/keypackages/count (device-signed). */
+export const keyPackageRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> = async (app, { ctx }) => {
+  app.post(
+    "/v1/devices/:deviceId/keypackages",
+    {
+      schema: {
+        summary: "Upload KeyPackages of a registered device, optionally a new last-resort one",
+        tags: ["keypackages"],
+        security: [{ bearer: [] }],
+        params: DeviceParams,
+        body: UploadKeyPackagesBody,
+        response: {
+          200: UploadKeyPackagesResponse,
+          ...errorResponses(400, 401, 403, 404, 413, 415, 502, 503),
+        },
+      },
+      preValidation: requireAccount(ctx),
+    },
+    async (req) => {
+      const account = accountOf(req);
+      const device = await ctx.store.getDevice(account.acct, req.params.deviceId);
+      if (!device) {
+        throw new ProtocolError("unknown_device", "This device is not registered to the token's account.");
+      }
+      const now = ctx.now();
+      const upload = await verifyUpload(req.body, { acct: account.acct, sigKey: device.sigKey }, now);
+      const result = await ctx.store.addKeyPackages(account.acct, device.deviceId, upload, now);
+      if (!result.ok) {
+        throw result.reason === "unknown_device"
+          ? new ProtocolError("unknown_device")
+          : new ProtocolError(
+              "too_many_items",
+              `A device holds at most ${ctx.limits.keyPackagesPerDevice} KeyPackages; nothing was stored.`,
+            );
+      }
+      ctx.metrics.keyPackagesStored.inc(result.stored);
+      return { stored: result.stored, count: result.count, last_resort: result.lastResort };
+    },
+  );
+
+  app.get(
+    "/v1/devices/:deviceId/keypackages/count",
+    {
+      schema: {
+        summary: "How many KeyPackages this device has left (only the device itself may ask)",
+        tags: ["keypackages"],
+        security: [{ device: [] }],
+        params: DeviceParams,
+        response: { 200: KeyPackageCount, ...errorResponses(400, 401, 403, 404, 503) },
+      },
+      preValidation: requireDevice(ctx),
+    },
+    async (req) => {
+      const requester = deviceOf(req);
+      if (requester.deviceIdText !== req.params.deviceId) {
+        throw new ProtocolError("forbidden", "Only the device itself may read its KeyPackage count.");
+      }
+      if (!(await ctx.store.getDevice(requester.acct, requester.deviceIdText))) {
+        throw new ProtocolError("unknown_device");
+      }
+      const stock = await ctx.store.countKeyPackages(requester.acct, requester.deviceIdText, ctx.now());
+      return { count: stock.count, last_resort: stock.lastResort };
+    },
+  );
+};

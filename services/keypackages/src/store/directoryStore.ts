@@ -1,0 +1,112 @@
+import { LIMITS } from "@mastodon-mls/protocol";
+
+// The directory's storage contract. Two implementations pass one shared contract suite: the in-memory
+// embedded default and Redis. Everything of one account lives together (one Redis Cluster slot), so every
+// operation below touches exactly one account and can be atomic.
+
+/** A registered device of an account of this instance. */
+export interface DeviceRecord {
+  /** `user@domain`, canonical. */
+  acct: string;
+  /** base64url SHA-256 of the signature key (as in URLs). */
+  deviceId: string;
+  /** The device certificate bytes, signed by the account key; verified before it reaches the store. */
+  certificate: Uint8Array;
+  /** The device's MLS signature key, from the certificate. */
+  sigKey: Uint8Array;
+  /** Seconds since the Unix epoch of the first registration; kept when the certificate is replaced. */
+  registeredAt: number;
+}
+
+export type PutDeviceResult =
+  | "created"
+  /** The same certificate was already registered. */
+  | "unchanged"
+  /** A new certificate for the same device (same signature key) replaced the old one. */
+  | "replaced"
+  /** The account already has the maximum number of devices. */
+  | "device_limit"
+  /** The device id is registered with another signature key (only a hash collision or a bug gets here). */
+  | "key_mismatch";
+
+/** A verified KeyPackage, as stored. */
+export interface StoredKeyPackage {
+  /** base64url KeyPackageRef: the idempotency key of an upload. */
+  ref: string;
+  /** MLSMessage(KeyPackage) bytes, exactly as uploaded. */
+  keyPackage: Uint8Array;
+  /** The leaf's not_after, seconds since the Unix epoch: never served at or after it. */
+  notAfter: number;
+}
+
+export interface KeyPackageUpload {
+  keyPackages: readonly StoredKeyPackage[];
+  /** Replaces the device's last-resort KeyPackage. */
+  lastResort?: StoredKeyPackage | undefined;
+}
+
+export interface KeyPackageStock {
+  /** Ordinary KeyPackages left that have not expired. */
+  count: number;
+  /** Whether an unexpired last-resort KeyPackage is held. */
+  lastResort: boolean;
+}
+
+export type AddKeyPackagesResult =
+  | (KeyPackageStock & {
+      ok: true;
+      /** KeyPackages of this upload that were not held before (a changed last-resort one counts). */
+      stored: number;
+    })
+  | { ok: false; reason: "unknown_device" | "key_package_limit" };
+
+export interface ClaimedKeyPackage {
+  keyPackage: Uint8Array;
+  lastResort: boolean;
+  /** The same requester claimed this device within the memo window and gets the same KeyPackage again. */
+  replayed: boolean;
+}
+
+export interface DirectoryStore {
+  putDevice(device: DeviceRecord): Promise<PutDeviceResult>;
+  getDevice(acct: string, deviceId: string): Promise<DeviceRecord | undefined>;
+  /** Oldest registration first. */
+  listDevices(acct: string): Promise<DeviceRecord[]>;
+  /**
+   * Adds ordinary KeyPackages (idempotent by ref; a ref already handed out is never taken back) and
+   * optionally replaces the last-resort one. All or nothing: over the per-device cap, nothing is stored.
+   */
+  addKeyPackages(
+    acct: string,
+    deviceId: string,
+    upload: KeyPackageUpload,
+    now: number,
+  ): Promise<AddKeyPackagesResult>;
+  countKeyPackages(acct: string, deviceId: string, now: number): Promise<KeyPackageStock>;
+  /**
+   * One atomic step: the requester's memo for this device if it is still fresh, else one ordinary
+   * KeyPackage that has not expired (removed for good), else the last-resort one (kept), else undefined.
+   * The answer is remembered for (requester, device) for the memo window.
+   */
+  claim(
+    acct: string,
+    deviceId: string,
+    requester: string,
+    now: number,
+  ): Promise<ClaimedKeyPackage | undefined>;
+  /** True when the backend answers. */
+  ready(): Promise<boolean>;
+}
+
+export interface StoreLimits {
+  devicesPerAccount: number;
+  keyPackagesPerDevice: number;
+  /** How long a claim is remembered for its requester (DESIGN §5: 10 minutes). */
+  claimMemoSeconds: number;
+}
+
+export const DEFAULT_STORE_LIMITS: StoreLimits = {
+  devicesPerAccount: LIMITS.devicesPerAccount,
+  keyPackagesPerDevice: LIMITS.keyPackagesPerDevice,
+  claimMemoSeconds: 600,
+};

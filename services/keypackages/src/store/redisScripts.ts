@@ -1,0 +1,118 @@
+import { LuaScript } from "./luaScript.js";
+
+// The store's multi-step operations, each one atomic on the Redis server. Times are seconds passed in
+// by the caller (one clock for both stores, and testable); a KeyPackage whose not_after is at or before
+// `now` is dropped, never served.
+
+/** Drops expired ordinary KeyPackages and forgets expired spent refs. Expects pool, kps, spent in KEYS[1..3]. */
+const PRUNE = `
+local function prune(pool, kps, spent, now)
+  local expired = redis.call('ZRANGEBYSCORE', pool, '-inf', now)
+  if #expired > 0 then
+    redis.call('ZREMRANGEBYSCORE', pool, '-inf', now)
+    redis.call('HDEL', kps, unpack(expired))
+  end
+  redis.call('ZREMRANGEBYSCORE', spent, '-inf', now)
+end
+`;
+
+/**
+ * KEYS: devices hash. ARGV: device id, certificate, sig key, registered_at, device limit.
+ * A device id is only ever re-registered with the same signature key; the first registration time stays.
+ */
+export const putDeviceScript = new LuaScript(`
+local current = redis.call('HGET', KEYS[1], ARGV[1])
+if current then
+  local rec = cjson.decode(current)
+  if rec.sig_key ~= ARGV[3] then return 'key_mismatch' end
+  if rec.certificate == ARGV[2] then return 'unchanged' end
+  rec.certificate = ARGV[2]
+  redis.call('HSET', KEYS[1], ARGV[1], cjson.encode(rec))
+  return 'replaced'
+end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[5]) then return 'device_limit' end
+redis.call('HSET', KEYS[1], ARGV[1],
+  cjson.encode({certificate = ARGV[2], sig_key = ARGV[3], registered_at = tonumber(ARGV[4])}))
+return 'created'
+`);
+
+/**
+ * KEYS: devices, pool, kps, spent, last-resort. ARGV: device id, now, cap, n, then n × (ref, not_after, kp),
+ * then optionally (ref, not_after, kp) of a new last-resort KeyPackage.
+ * Returns {'ok', stored, count, has_last_resort} or {reason}. Nothing is written unless everything fits.
+ */
+export const addKeyPackagesScript = new LuaScript(`${PRUNE}
+local now = tonumber(ARGV[2])
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return {'unknown_device'} end
+prune(KEYS[2], KEYS[3], KEYS[4], now)
+local n = tonumber(ARGV[4])
+local fresh, seen = {}, {}
+for i = 0, n - 1 do
+  local ref = ARGV[5 + 3 * i]
+  if not seen[ref] and tonumber(ARGV[6 + 3 * i]) > now
+      and not redis.call('ZSCORE', KEYS[2], ref) and not redis.call('ZSCORE', KEYS[4], ref) then
+    seen[ref] = true
+    fresh[#fresh + 1] = 5 + 3 * i
+  end
+end
+if redis.call('ZCARD', KEYS[2]) + #fresh > tonumber(ARGV[3]) then return {'key_package_limit'} end
+for _, at in ipairs(fresh) do
+  redis.call('ZADD', KEYS[2], ARGV[at + 1], ARGV[at])
+  redis.call('HSET', KEYS[3], ARGV[at], ARGV[at + 2])
+end
+local stored = #fresh
+local lr = 5 + 3 * n
+if ARGV[lr] and redis.call('HGET', KEYS[5], 'ref') ~= ARGV[lr] then
+  redis.call('HSET', KEYS[5], 'ref', ARGV[lr], 'not_after', ARGV[lr + 1], 'kp', ARGV[lr + 2])
+  stored = stored + 1
+end
+local lrAfter = redis.call('HGET', KEYS[5], 'not_after')
+local hasLr = 0
+if lrAfter and tonumber(lrAfter) > now then hasLr = 1 end
+return {'ok', stored, redis.call('ZCARD', KEYS[2]), hasLr}
+`);
+
+/** KEYS: pool, last-resort. ARGV: now. Read-only: returns {count, has_last_resort}. */
+export const countScript = new LuaScript(`
+local now = tonumber(ARGV[1])
+local count = redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')
+local lrAfter = redis.call('HGET', KEYS[2], 'not_after')
+local hasLr = 0
+if lrAfter and tonumber(lrAfter) > now then hasLr = 1 end
+return {count, hasLr}
+`);
+
+/**
+ * KEYS: pool, kps, spent, last-resort, memo (of this requester for this device). ARGV: now, memo seconds.
+ * The whole claim is this one script, so no KeyPackage is handed out twice however many claims race.
+ * Returns {kp, last_resort '0'|'1', replayed 0|1} or nil when the device has nothing to give.
+ */
+export const claimScript = new LuaScript(`${PRUNE}
+local now = tonumber(ARGV[1])
+local memo = redis.call('HMGET', KEYS[5], 'kp', 'last_resort', 'not_after', 'until')
+if memo[1] and tonumber(memo[3]) > now and tonumber(memo[4]) > now then
+  return {memo[1], memo[2], 1}
+end
+prune(KEYS[1], KEYS[2], KEYS[3], now)
+local kp, lr, notAfter
+while true do
+  local popped = redis.call('ZPOPMIN', KEYS[1])
+  if #popped == 0 then break end
+  local bytes = redis.call('HGET', KEYS[2], popped[1])
+  redis.call('HDEL', KEYS[2], popped[1])
+  if bytes then
+    redis.call('ZADD', KEYS[3], popped[2], popped[1])
+    kp, lr, notAfter = bytes, '0', popped[2]
+    break
+  end
+end
+if not kp then
+  local last = redis.call('HMGET', KEYS[4], 'kp', 'not_after')
+  if last[1] and tonumber(last[2]) > now then kp, lr, notAfter = last[1], '1', last[2] end
+end
+if not kp then return false end
+local ttl = tonumber(ARGV[2])
+redis.call('HSET', KEYS[5], 'kp', kp, 'last_resort', lr, 'not_after', notAfter, 'until', now + ttl)
+redis.call('EXPIRE', KEYS[5], ttl)
+return {kp, lr, 0}
+`);

@@ -1,0 +1,93 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
+import { connectRedis, silentLogger, type Redis } from "@mastodon-mls/service-kit";
+import { RedisDirectoryStore } from "./redisStore.js";
+import { describeStoreContract } from "./storeContract.js";
+
+let redisServer: RedisHandle;
+const connections: Redis[] = [];
+
+beforeAll(async () => {
+  redisServer = await startRedis();
+});
+afterAll(async () => {
+  await Promise.all(connections.map((c) => c.quit()));
+  await redisServer.stop();
+});
+
+function connect(): Redis {
+  const redis = connectRedis(redisServer.url, silentLogger());
+  connections.push(redis);
+  return redis;
+}
+
+let run = 0;
+function freshPrefix(): string {
+  run += 1;
+  return `${redisServer.keyPrefix}kp${run}:`;
+}
+
+describeStoreContract("redis", async (limits) => {
+  const prefix = freshPrefix();
+  // Several connections, so that concurrent claims really interleave on the server.
+  const peers = Array.from({ length: 5 }, () => new RedisDirectoryStore(connect(), prefix, limits));
+  return { store: peers[0]!, peers, cleanup: async () => {} };
+});
+
+describe("RedisDirectoryStore specifics", () => {
+  it("keeps every key of an account in the account's hash slot", async () => {
+    const redis = connect();
+    const prefix = freshPrefix();
+    const store = new RedisDirectoryStore(redis, prefix);
+    const now = Math.floor(Date.now() / 1000);
+    const device = {
+      acct: "alice@a.test",
+      deviceId: "A".repeat(43),
+      certificate: new Uint8Array([1, 2, 3]),
+      sigKey: new Uint8Array(32).fill(1),
+      registeredAt: now,
+    };
+    await store.putDevice(device);
+    const kp = (ref: string) => ({ ref, keyPackage: new Uint8Array([9, 9]), notAfter: now + 3600 });
+    await store.addKeyPackages(
+      device.acct,
+      device.deviceId,
+      { keyPackages: [kp("r1"), kp("r2")], lastResort: kp("lr") },
+      now,
+    );
+    await store.claim(device.acct, device.deviceId, "B".repeat(43), now);
+    const keys = await redis.keys(`${prefix}*`);
+    expect(keys.sort()).toEqual(
+      [
+        `${prefix}{alice@a.test}:devices`,
+        `${prefix}{alice@a.test}:pool:${"A".repeat(43)}`,
+        `${prefix}{alice@a.test}:kps:${"A".repeat(43)}`,
+        `${prefix}{alice@a.test}:spent:${"A".repeat(43)}`,
+        `${prefix}{alice@a.test}:lastresort:${"A".repeat(43)}`,
+        `${prefix}{alice@a.test}:memo:${"A".repeat(43)}:${"B".repeat(43)}`,
+      ].sort(),
+    );
+    const memoTtl = await redis.ttl(`${prefix}{alice@a.test}:memo:${"A".repeat(43)}:${"B".repeat(43)}`);
+    expect(memoTtl).toBeGreaterThan(590);
+    expect(memoTtl).toBeLessThanOrEqual(600);
+  });
+
+  it("reloads its scripts after Redis forgot them", async () => {
+    const redis = connect();
+    const store = new RedisDirectoryStore(redis, freshPrefix());
+    const now = Math.floor(Date.now() / 1000);
+    await store.putDevice({
+      acct: "bob@a.test",
+      deviceId: "C".repeat(43),
+      certificate: new Uint8Array([1]),
+      sigKey: new Uint8Array(32),
+      registeredAt: now,
+    });
+    await redis.script("FLUSH");
+    expect(await store.countKeyPackages("bob@a.test", "C".repeat(43), now)).toEqual({
+      count: 0,
+      lastResort: false,
+    });
+    expect(await store.ready()).toBe(true);
+  });
+});

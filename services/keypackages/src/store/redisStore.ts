@@ -1,0 +1,180 @@
+import type { Redis } from "ioredis";
+import { fromBase64url, toBase64url } from "@mastodon-mls/protocol";
+import { redisReady } from "@mastodon-mls/service-kit";
+import {
+  DEFAULT_STORE_LIMITS,
+  type AddKeyPackagesResult,
+  type ClaimedKeyPackage,
+  type DeviceRecord,
+  type DirectoryStore,
+  type KeyPackageStock,
+  type KeyPackageUpload,
+  type PutDeviceResult,
+  type StoreLimits,
+} from "./directoryStore.js";
+import { RedisKeys } from "./redisKeys.js";
+import { addKeyPackagesScript, claimScript, countScript, putDeviceScript } from "./redisScripts.js";
+
+const PUT_RESULTS: ReadonlySet<string> = new Set<PutDeviceResult>([
+  "created",
+  "unchanged",
+  "replaced",
+  "device_limit",
+  "key_mismatch",
+]);
+
+interface DeviceJson {
+  certificate: string;
+  sig_key: string;
+  registered_at: number;
+}
+
+/** Bytes are stored as base64url text: that is how they travel, so a claim needs no conversion. */
+export class RedisDirectoryStore implements DirectoryStore {
+  private readonly keys: RedisKeys;
+  private readonly limits: StoreLimits;
+
+  /** The connection is the caller's: it is shared with the nonce store and closed by the service. */
+  constructor(
+    private readonly redis: Redis,
+    prefix: string,
+    limits: Partial<StoreLimits> = {},
+  ) {
+    this.keys = new RedisKeys(prefix);
+    this.limits = { ...DEFAULT_STORE_LIMITS, ...limits };
+  }
+
+  async putDevice(device: DeviceRecord): Promise<PutDeviceResult> {
+    const result = await putDeviceScript.run(
+      this.redis,
+      [this.keys.devices(device.acct)],
+      [
+        device.deviceId,
+        toBase64url(device.certificate),
+        toBase64url(device.sigKey),
+        device.registeredAt,
+        this.limits.devicesPerAccount,
+      ],
+    );
+    if (typeof result !== "string" || !PUT_RESULTS.has(result)) throw unexpected("putDevice", result);
+    return result as PutDeviceResult;
+  }
+
+  async getDevice(acct: string, deviceId: string): Promise<DeviceRecord | undefined> {
+    const json = await this.redis.hget(this.keys.devices(acct), deviceId);
+    return json === null ? undefined : decodeDevice(acct, deviceId, json);
+  }
+
+  async listDevices(acct: string): Promise<DeviceRecord[]> {
+    const all = await this.redis.hgetall(this.keys.devices(acct));
+    return Object.entries(all)
+      .map(([deviceId, json]) => decodeDevice(acct, deviceId, json))
+      .sort((a, b) => a.registeredAt - b.registeredAt || compare(a.deviceId, b.deviceId));
+  }
+
+  async addKeyPackages(
+    acct: string,
+    deviceId: string,
+    upload: KeyPackageUpload,
+    now: number,
+  ): Promise<AddKeyPackagesResult> {
+    const args: (string | number)[] = [
+      deviceId,
+      now,
+      this.limits.keyPackagesPerDevice,
+      upload.keyPackages.length,
+    ];
+    for (const kp of upload.keyPackages) args.push(kp.ref, kp.notAfter, toBase64url(kp.keyPackage));
+    if (upload.lastResort) {
+      const lr = upload.lastResort;
+      args.push(lr.ref, lr.notAfter, toBase64url(lr.keyPackage));
+    }
+    const reply = await addKeyPackagesScript.run(
+      this.redis,
+      [
+        this.keys.devices(acct),
+        this.keys.pool(acct, deviceId),
+        this.keys.keyPackages(acct, deviceId),
+        this.keys.spent(acct, deviceId),
+        this.keys.lastResort(acct, deviceId),
+      ],
+      args,
+    );
+    if (!Array.isArray(reply)) throw unexpected("addKeyPackages", reply);
+    const [status, stored, count, hasLastResort] = reply as unknown[];
+    if (status === "unknown_device" || status === "key_package_limit") return { ok: false, reason: status };
+    if (status !== "ok" || typeof stored !== "number" || typeof count !== "number") {
+      throw unexpected("addKeyPackages", reply);
+    }
+    return { ok: true, stored, count, lastResort: hasLastResort === 1 };
+  }
+
+  async countKeyPackages(acct: string, deviceId: string, now: number): Promise<KeyPackageStock> {
+    const reply = await countScript.run(
+      this.redis,
+      [this.keys.pool(acct, deviceId), this.keys.lastResort(acct, deviceId)],
+      [now],
+    );
+    if (!Array.isArray(reply) || typeof reply[0] !== "number") throw unexpected("countKeyPackages", reply);
+    return { count: reply[0], lastResort: reply[1] === 1 };
+  }
+
+  async claim(
+    acct: string,
+    deviceId: string,
+    requester: string,
+    now: number,
+  ): Promise<ClaimedKeyPackage | undefined> {
+    const reply = await claimScript.run(
+      this.redis,
+      [
+        this.keys.pool(acct, deviceId),
+        this.keys.keyPackages(acct, deviceId),
+        this.keys.spent(acct, deviceId),
+        this.keys.lastResort(acct, deviceId),
+        this.keys.memo(acct, deviceId, requester),
+      ],
+      [now, this.limits.claimMemoSeconds],
+    );
+    if (reply === null) return undefined;
+    if (!Array.isArray(reply) || typeof reply[0] !== "string") throw unexpected("claim", reply);
+    return {
+      keyPackage: fromBase64url(reply[0]),
+      lastResort: reply[1] === "1",
+      replayed: reply[2] === 1,
+    };
+  }
+
+  ready(): Promise<boolean> {
+    return redisReady(this.redis);
+  }
+}
+
+function decodeDevice(acct: string, deviceId: string, json: string): DeviceRecord {
+  let rec: Partial<DeviceJson>;
+  try {
+    rec = JSON.parse(json) as Partial<DeviceJson>;
+  } catch {
+    // Not a SyntaxError to the caller: the error handler would call that the client's fault.
+    throw unexpected("device record", "not JSON");
+  }
+  if (typeof rec.certificate !== "string" || typeof rec.sig_key !== "string") {
+    throw unexpected("device record", "malformed");
+  }
+  return {
+    acct,
+    deviceId,
+    certificate: fromBase64url(rec.certificate),
+    sigKey: fromBase64url(rec.sig_key),
+    registeredAt: Number(rec.registered_at ?? 0),
+  };
+}
+
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** A reply this code did not write: a bug or a foreign writer under our prefix, never a client error. */
+function unexpected(what: string, reply: unknown): Error {
+  return new Error(`unexpected Redis reply for ${what}: ${typeof reply}`);
+}

@@ -1,0 +1,303 @@
+import { randomBytes } from "node:crypto";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import type { DeviceRecord, DirectoryStore, StoreLimits, StoredKeyPackage } from "./directoryStore.js";
+
+// One behavioural contract, run against every DirectoryStore. The store trusts its caller to have
+// verified what it stores, so these tests use synthetic bytes: they are about bookkeeping, not MLS.
+
+export interface StoreUnderTest {
+  store: DirectoryStore;
+  /** Further handles on the same data (other Redis connections), for races; [store] when there are none. */
+  peers: DirectoryStore[];
+  cleanup(): Promise<void>;
+}
+
+export type StoreFactory = (limits: Partial<StoreLimits>) => Promise<StoreUnderTest>;
+
+const NOW = 1_800_000_000;
+const DAY = 86_400;
+
+const text = (bytes: Uint8Array) => Buffer.from(bytes).toString("base64url");
+
+function device(acct: string, over: Partial<DeviceRecord> = {}): DeviceRecord {
+  const sigKey = new Uint8Array(randomBytes(32));
+  return {
+    acct,
+    deviceId: text(new Uint8Array(randomBytes(32))).slice(0, 43),
+    certificate: new Uint8Array(randomBytes(180)),
+    sigKey,
+    registeredAt: NOW,
+    ...over,
+  };
+}
+
+function kp(notAfter = NOW + 30 * DAY): StoredKeyPackage {
+  return {
+    ref: text(new Uint8Array(randomBytes(32))),
+    keyPackage: new Uint8Array(randomBytes(300)),
+    notAfter,
+  };
+}
+
+export function describeStoreContract(name: string, factory: StoreFactory): void {
+  describe(`DirectoryStore contract: ${name}`, () => {
+    let sut: StoreUnderTest;
+    let store: DirectoryStore;
+    beforeEach(async () => {
+      sut = await factory({ devicesPerAccount: 3, keyPackagesPerDevice: 30 });
+      store = sut.store;
+    });
+    afterEach(async () => {
+      await sut.cleanup();
+    });
+
+    async function registered(acct = "alice@a.test"): Promise<DeviceRecord> {
+      const d = device(acct);
+      expect(await store.putDevice(d)).toBe("created");
+      return d;
+    }
+
+    describe("devices", () => {
+      it("registers, is idempotent for the same certificate, and replaces only with the same key", async () => {
+        const d = await registered();
+        expect(await store.putDevice({ ...d, registeredAt: NOW + 5 })).toBe("unchanged");
+        const renewed = { ...d, certificate: new Uint8Array(randomBytes(180)), registeredAt: NOW + 10 };
+        expect(await store.putDevice(renewed)).toBe("replaced");
+        const got = await store.getDevice(d.acct, d.deviceId);
+        expect(got?.certificate).toEqual(renewed.certificate);
+        expect(got?.sigKey).toEqual(d.sigKey);
+        expect(got?.registeredAt).toBe(NOW);
+        const otherKey = { ...d, sigKey: new Uint8Array(randomBytes(32)), certificate: new Uint8Array(9) };
+        expect(await store.putDevice(otherKey)).toBe("key_mismatch");
+        expect((await store.getDevice(d.acct, d.deviceId))?.certificate).toEqual(renewed.certificate);
+      });
+
+      it("enforces the per-account device limit, per account", async () => {
+        const first = await registered();
+        await registered();
+        await registered();
+        expect(await store.putDevice(device("alice@a.test"))).toBe("device_limit");
+        // A device already registered may still be renewed at the limit; other accounts are unaffected.
+        expect(await store.putDevice({ ...first, certificate: new Uint8Array(7) })).toBe("replaced");
+        expect(await store.putDevice(device("bob@a.test"))).toBe("created");
+        expect(await store.listDevices("alice@a.test")).toHaveLength(3);
+      });
+
+      it("lists an account's devices oldest first, and no one else's", async () => {
+        const later = device("alice@a.test", { registeredAt: NOW + 100 });
+        const earlier = device("alice@a.test", { registeredAt: NOW });
+        await store.putDevice(later);
+        await store.putDevice(earlier);
+        await store.putDevice(device("bob@a.test"));
+        const list = await store.listDevices("alice@a.test");
+        expect(list.map((d) => d.deviceId)).toEqual([earlier.deviceId, later.deviceId]);
+        expect(list[0]).toEqual(earlier);
+        expect(await store.listDevices("carol@a.test")).toEqual([]);
+        expect(await store.getDevice("bob@a.test", earlier.deviceId)).toBeUndefined();
+      });
+    });
+
+    describe("KeyPackages", () => {
+      it("refuses KeyPackages for a device that is not registered to the account", async () => {
+        const d = await registered();
+        expect(await store.addKeyPackages("bob@a.test", d.deviceId, { keyPackages: [kp()] }, NOW)).toEqual({
+          ok: false,
+          reason: "unknown_device",
+        });
+        expect(await store.countKeyPackages("bob@a.test", d.deviceId, NOW)).toEqual({
+          count: 0,
+          lastResort: false,
+        });
+      });
+
+      it("is idempotent by ref: a re-upload does not double count", async () => {
+        const d = await registered();
+        const batch = [kp(), kp(), kp()];
+        const first = await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: batch }, NOW);
+        expect(first).toEqual({ ok: true, stored: 3, count: 3, lastResort: false });
+        const again = await store.addKeyPackages(
+          d.acct,
+          d.deviceId,
+          { keyPackages: [...batch, batch[0]!, kp()] },
+          NOW,
+        );
+        expect(again).toEqual({ ok: true, stored: 1, count: 4, lastResort: false });
+      });
+
+      it("stores nothing when an upload would pass the per-device cap", async () => {
+        const d = await registered();
+        await store.addKeyPackages(
+          d.acct,
+          d.deviceId,
+          { keyPackages: Array.from({ length: 28 }, () => kp()) },
+          NOW,
+        );
+        const over = await store.addKeyPackages(
+          d.acct,
+          d.deviceId,
+          { keyPackages: [kp(), kp(), kp()], lastResort: kp() },
+          NOW,
+        );
+        expect(over).toEqual({ ok: false, reason: "key_package_limit" });
+        expect(await store.countKeyPackages(d.acct, d.deviceId, NOW)).toEqual({
+          count: 28,
+          lastResort: false,
+        });
+        const fits = await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: [kp(), kp()] }, NOW);
+        expect(fits).toMatchObject({ ok: true, count: 30 });
+      });
+
+      it("expired KeyPackages do not count against the cap or in the count", async () => {
+        const d = await registered();
+        await store.addKeyPackages(
+          d.acct,
+          d.deviceId,
+          { keyPackages: Array.from({ length: 30 }, () => kp(NOW + 60)) },
+          NOW,
+        );
+        expect((await store.countKeyPackages(d.acct, d.deviceId, NOW + 60)).count).toBe(0);
+        const later = await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: [kp()] }, NOW + 60);
+        expect(later).toEqual({ ok: true, stored: 1, count: 1, lastResort: false });
+      });
+
+      it("keeps one last-resort KeyPackage, replaced by the next", async () => {
+        const d = await registered();
+        const lr1 = kp();
+        expect(
+          await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: [], lastResort: lr1 }, NOW),
+        ).toEqual({
+          ok: true,
+          stored: 1,
+          count: 0,
+          lastResort: true,
+        });
+        expect(
+          await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: [], lastResort: lr1 }, NOW),
+        ).toMatchObject({ stored: 0 });
+        const lr2 = kp();
+        await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: [], lastResort: lr2 }, NOW);
+        const claimed = await store.claim(d.acct, d.deviceId, "requester-1", NOW);
+        expect(claimed).toEqual({ keyPackage: lr2.keyPackage, lastResort: true, replayed: false });
+      });
+    });
+
+    describe("claims", () => {
+      it("hands out ordinary KeyPackages once each, soonest-expiring first, then the last-resort one", async () => {
+        const d = await registered();
+        const a = kp(NOW + 3 * DAY);
+        const b = kp(NOW + 2 * DAY);
+        const lr = kp();
+        await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: [a, b], lastResort: lr }, NOW);
+        expect(await store.claim(d.acct, d.deviceId, "r1", NOW)).toEqual({
+          keyPackage: b.keyPackage,
+          lastResort: false,
+          replayed: false,
+        });
+        expect((await store.claim(d.acct, d.deviceId, "r2", NOW))?.keyPackage).toEqual(a.keyPackage);
+        expect(await store.countKeyPackages(d.acct, d.deviceId, NOW)).toEqual({ count: 0, lastResort: true });
+        for (const r of ["r3", "r4"]) {
+          expect(await store.claim(d.acct, d.deviceId, r, NOW)).toEqual({
+            keyPackage: lr.keyPackage,
+            lastResort: true,
+            replayed: false,
+          });
+        }
+        // The last-resort KeyPackage is not consumed.
+        expect(await store.countKeyPackages(d.acct, d.deviceId, NOW)).toEqual({ count: 0, lastResort: true });
+      });
+
+      it("has nothing for a device with no KeyPackages, or one that is not registered", async () => {
+        const d = await registered();
+        expect(await store.claim(d.acct, d.deviceId, "r1", NOW)).toBeUndefined();
+        expect(await store.claim(d.acct, "nope", "r1", NOW)).toBeUndefined();
+      });
+
+      it("never serves an expired KeyPackage, ordinary or last-resort", async () => {
+        const d = await registered();
+        const soon = kp(NOW + 100);
+        const fine = kp(NOW + DAY);
+        await store.addKeyPackages(
+          d.acct,
+          d.deviceId,
+          { keyPackages: [soon, fine], lastResort: kp(NOW + 200) },
+          NOW,
+        );
+        const first = await store.claim(d.acct, d.deviceId, "r1", NOW + 100);
+        expect(first?.keyPackage).toEqual(fine.keyPackage);
+        expect(await store.countKeyPackages(d.acct, d.deviceId, NOW + 100)).toEqual({
+          count: 0,
+          lastResort: true,
+        });
+        expect((await store.claim(d.acct, d.deviceId, "r2", NOW + 150))?.lastResort).toBe(true);
+        expect(await store.claim(d.acct, d.deviceId, "r3", NOW + 200)).toBeUndefined();
+        expect(await store.countKeyPackages(d.acct, d.deviceId, NOW + 200)).toEqual({
+          count: 0,
+          lastResort: false,
+        });
+      });
+
+      it("gives the same requester the same KeyPackage within the memo window, and only then", async () => {
+        const d = await registered();
+        const batch = [kp(), kp(), kp()];
+        await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: batch }, NOW);
+        const first = await store.claim(d.acct, d.deviceId, "r1", NOW);
+        const repeat = await store.claim(d.acct, d.deviceId, "r1", NOW + 599);
+        expect(repeat).toEqual({ ...first, replayed: true });
+        expect((await store.countKeyPackages(d.acct, d.deviceId, NOW)).count).toBe(2);
+        const other = await store.claim(d.acct, d.deviceId, "r2", NOW + 1);
+        expect(other?.keyPackage).not.toEqual(first?.keyPackage);
+        const afterWindow = await store.claim(d.acct, d.deviceId, "r1", NOW + 600);
+        expect(afterWindow?.replayed).toBe(false);
+        expect(afterWindow?.keyPackage).not.toEqual(first?.keyPackage);
+        expect(afterWindow?.keyPackage).not.toEqual(other?.keyPackage);
+        expect((await store.countKeyPackages(d.acct, d.deviceId, NOW + 600)).count).toBe(0);
+      });
+
+      it("does not repeat a remembered KeyPackage once it has expired", async () => {
+        const d = await registered();
+        const short = kp(NOW + 100);
+        const long = kp(NOW + DAY);
+        await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: [short, long] }, NOW);
+        expect((await store.claim(d.acct, d.deviceId, "r1", NOW))?.keyPackage).toEqual(short.keyPackage);
+        expect(await store.claim(d.acct, d.deviceId, "r1", NOW + 100)).toEqual({
+          keyPackage: long.keyPackage,
+          lastResort: false,
+          replayed: false,
+        });
+      });
+
+      it("never takes back a KeyPackage it handed out, even when it is uploaded again", async () => {
+        const d = await registered();
+        const only = kp();
+        await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: [only] }, NOW);
+        expect((await store.claim(d.acct, d.deviceId, "r1", NOW))?.keyPackage).toEqual(only.keyPackage);
+        expect(await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: [only] }, NOW)).toEqual({
+          ok: true,
+          stored: 0,
+          count: 0,
+          lastResort: false,
+        });
+        expect(await store.claim(d.acct, d.deviceId, "r2", NOW)).toBeUndefined();
+      });
+
+      it("under 50 concurrent claims, hands out each of 20 KeyPackages exactly once and the last-resort 30 times", async () => {
+        const d = await registered();
+        const batch = Array.from({ length: 20 }, () => kp());
+        const lr = kp();
+        await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: batch, lastResort: lr }, NOW);
+        const results = await Promise.all(
+          Array.from({ length: 50 }, (_, i) =>
+            sut.peers[i % sut.peers.length]!.claim(d.acct, d.deviceId, `requester-${i}`, NOW),
+          ),
+        );
+        const ordinary = results.filter((r) => r && !r.lastResort).map((r) => text(r!.keyPackage));
+        const lastResort = results.filter((r) => r?.lastResort);
+        expect(ordinary).toHaveLength(20);
+        expect(new Set(ordinary)).toEqual(new Set(batch.map((k) => text(k.keyPackage))));
+        expect(lastResort).toHaveLength(30);
+        expect(lastResort.every((r) => text(r!.keyPackage) === text(lr.keyPackage))).toBe(true);
+        expect(await store.countKeyPackages(d.acct, d.deviceId, NOW)).toEqual({ count: 0, lastResort: true });
+      });
+    });
+  });
+}
