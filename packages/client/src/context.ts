@@ -1,0 +1,177 @@
+import { cipherSuite, type DeviceSigner, type SigningKeyPair } from "@mastodon-mls/bridge";
+import { fromBase64url, parseAcct } from "@mastodon-mls/protocol";
+import type { CiphersuiteImpl, ClientState } from "ts-mls";
+import { ClientError } from "./errors.js";
+import type { DmEvent } from "./events.js";
+import { decodeState, encodeState } from "./mls/codec.js";
+import type { DeviceStore } from "./store/deviceStore.js";
+import type {
+  CommitIntent,
+  CursorsRecord,
+  DeviceRecord,
+  GroupRecord,
+  PendingCommitRecord,
+} from "./store/schemas.js";
+import { DeliveryClient } from "./transport/deliveryClient.js";
+import { DirectoryClient } from "./transport/directoryClient.js";
+import type { ServiceResolver } from "./transport/resolver.js";
+import { checkServiceUrl } from "./transport/serviceUrl.js";
+import type { RetryPolicy } from "./util/backoff.js";
+
+/** A group as held in memory: the record as on disk, its live MLS state, and a commit awaiting the hub. */
+export interface GroupHandle {
+  record: GroupRecord;
+  /** Undefined once the group is left. Always replaced, never mutated (ts-mls states are values). */
+  state: ClientState | undefined;
+  pending: PendingCommitRecord | undefined;
+}
+
+/** Everything the operations of one device share. Owned by MlsDmClient; not part of the public API. */
+export class DeviceContext {
+  readonly signer: DeviceSigner;
+  readonly signatureKeyPair: SigningKeyPair;
+  readonly home: { directory: DirectoryClient; delivery: DeliveryClient };
+  /**
+   * Changes whose pending commit was found to have lost while receiving (after a crash or an unknown
+   * outcome): the follow-up after receiving rebuilds and retries them.
+   */
+  readonly lostIntents: { groupId: string; intent: CommitIntent }[] = [];
+  private readonly deliveries = new Map<string, DeliveryClient>();
+  private readonly queued: DmEvent[] = [];
+  private readonly listeners = new Set<() => void>();
+
+  private constructor(
+    readonly store: DeviceStore,
+    public device: DeviceRecord,
+    public cursors: CursorsRecord,
+    readonly groups: Map<string, GroupHandle>,
+    readonly resolver: ServiceResolver,
+    readonly cs: CiphersuiteImpl,
+    readonly retry: RetryPolicy,
+  ) {
+    this.signatureKeyPair = {
+      publicKey: fromBase64url(device.deviceKey.publicKey),
+      signKey: fromBase64url(device.deviceKey.signKey),
+    };
+    this.signer = { certificate: fromBase64url(device.certificate), signKey: this.signatureKeyPair.signKey };
+    this.home = {
+      directory: new DirectoryClient(checkServiceUrl(device.home.directory)),
+      delivery: this.delivery(device.home.delivery),
+    };
+  }
+
+  static async load(
+    store: DeviceStore,
+    resolver: ServiceResolver,
+    retry: RetryPolicy,
+  ): Promise<DeviceContext> {
+    const device = await store.readDevice();
+    const cursors = await store.readCursors();
+    const groups = new Map<string, GroupHandle>();
+    for (const id of await store.listGroupIds()) {
+      const record = await store.readGroup(id);
+      if (record === undefined) continue;
+      const pending = record.status === "active" ? await store.readPending(id) : undefined;
+      groups.set(id, {
+        record,
+        state: record.state === null ? undefined : decodeState(record.state),
+        pending,
+      });
+    }
+    return new DeviceContext(store, device, cursors, groups, resolver, await cipherSuite(), retry);
+  }
+
+  get identity(): string {
+    return this.device.identity;
+  }
+
+  get deviceId(): string {
+    return this.device.deviceId;
+  }
+
+  /** A client for the delivery service at `url` (a hub or someone's home), signed as this device. */
+  delivery(url: string): DeliveryClient {
+    const base = checkServiceUrl(url);
+    let client = this.deliveries.get(base);
+    if (client === undefined) {
+      client = new DeliveryClient(base, this.signer);
+      this.deliveries.set(base, client);
+    }
+    return client;
+  }
+
+  async directoryOf(domain: string): Promise<DirectoryClient> {
+    if (domain === parseAcct(this.device.acct).domain) return this.home.directory;
+    return new DirectoryClient(checkServiceUrl((await this.resolver.resolve(domain)).directory));
+  }
+
+  async homeDeliveryOf(acct: string): Promise<DeliveryClient> {
+    const domain = parseAcct(acct).domain;
+    if (domain === parseAcct(this.device.acct).domain) return this.home.delivery;
+    return this.delivery((await this.resolver.resolve(domain)).delivery);
+  }
+
+  group(groupId: string): GroupHandle {
+    const g = this.groups.get(groupId);
+    if (g === undefined) throw new ClientError("unknown_group", `this device is not in group ${groupId}`);
+    return g;
+  }
+
+  activeGroup(groupId: string): GroupHandle & { state: ClientState } {
+    const g = this.group(groupId);
+    if (g.record.status !== "active" || g.state === undefined) {
+      throw new ClientError("group_left", `this device is no longer in group ${groupId}`);
+    }
+    return g as GroupHandle & { state: ClientState };
+  }
+
+  /** Writes the group record with its current state: the one place group state reaches the disk. */
+  async saveGroup(g: GroupHandle): Promise<void> {
+    g.record.state = g.state === undefined ? null : encodeState(g.state);
+    await this.store.writeGroup(g.record);
+  }
+
+  async saveDevice(): Promise<void> {
+    await this.store.writeDevice(this.device);
+  }
+
+  /** Every hub this device listens to: its home, its groups' hubs, hubs it was invited to. */
+  hubs(): string[] {
+    const all = new Set<string>([this.home.delivery.baseUrl, ...Object.keys(this.cursors.hubs)]);
+    for (const g of this.groups.values()) if (g.record.status === "active") all.add(g.record.hub);
+    return [...all];
+  }
+
+  async rememberHub(hub: string): Promise<boolean> {
+    const base = checkServiceUrl(hub);
+    if (base in this.cursors.hubs) return false;
+    this.cursors = { hubs: { ...this.cursors.hubs, [base]: null } };
+    await this.store.writeCursors(this.cursors);
+    return true;
+  }
+
+  async saveCursor(hub: string, cursor: string): Promise<void> {
+    this.cursors = { hubs: { ...this.cursors.hubs, [hub]: cursor } };
+    await this.store.writeCursors(this.cursors);
+  }
+
+  async clearCursor(hub: string): Promise<void> {
+    this.cursors = { hubs: { ...this.cursors.hubs, [hub]: null } };
+    await this.store.writeCursors(this.cursors);
+  }
+
+  emit(event: DmEvent): void {
+    this.queued.push(event);
+    for (const wake of this.listeners) wake();
+  }
+
+  drainEvents(): DmEvent[] {
+    return this.queued.splice(0, this.queued.length);
+  }
+
+  /** Called whenever an event is queued; returns the unsubscribe function. */
+  onEvent(wake: () => void): () => void {
+    this.listeners.add(wake);
+    return () => this.listeners.delete(wake);
+  }
+}

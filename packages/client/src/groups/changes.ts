@@ -1,0 +1,182 @@
+import { parseKeyPackage, type VerifiedKeyPackage } from "@mastodon-mls/bridge";
+import {
+  LIMITS,
+  ProtocolError,
+  formatAcct,
+  fromBase64url,
+  parseAcct,
+  toBase64url,
+} from "@mastodon-mls/protocol";
+import { createCommit, encodeMlsMessage, type ClientState, type Proposal } from "ts-mls";
+import type { DeviceContext } from "../context.js";
+import { ClientError } from "../errors.js";
+import { encodeWelcomeMessage } from "../mls/codec.js";
+import { leavesOf } from "../mls/leaves.js";
+import type { BuiltCommit } from "./commitPipeline.js";
+
+// The three changes a member makes (DESIGN §2: only Add, Remove and Update after creation), each built
+// afresh against the state it will be committed on, so a retry after a lost race sees the new members.
+
+export interface Refusal {
+  acct: string;
+  deviceId?: string;
+  reason: string;
+}
+
+export interface AddReport {
+  added: { acct: string; deviceId: string }[];
+  refused: Refusal[];
+}
+
+/** Canonical `user@domain` for each input, without duplicates. */
+export function canonicalAccts(accts: string[]): string[] {
+  return [...new Set(accts.map((a) => formatAcct(parseAcct(a))))];
+}
+
+/**
+ * Claims one KeyPackage per device of each account from that account's directory and verifies each one
+ * (parseKeyPackage: signature, lifetime, certificate; the acct must be the one asked for). A KeyPackage
+ * that fails is refused and reported, never added.
+ */
+export async function claimKeyPackages(
+  ctx: DeviceContext,
+  accts: string[],
+  report: AddReport,
+): Promise<VerifiedKeyPackage[]> {
+  const byDomain = new Map<string, string[]>();
+  for (const acct of accts) {
+    const domain = parseAcct(acct).domain;
+    byDomain.set(domain, [...(byDomain.get(domain) ?? []), acct]);
+  }
+  const verified: VerifiedKeyPackage[] = [];
+  for (const [domain, domainAccts] of byDomain) {
+    const directory = await ctx.directoryOf(domain);
+    for (let i = 0; i < domainAccts.length; i += LIMITS.accountsPerClaim) {
+      const asked = domainAccts.slice(i, i + LIMITS.accountsPerClaim);
+      const answer = await directory.claim(asked, ctx.signer);
+      const answered = new Set<string>();
+      for (const result of answer.accounts) {
+        const acct = asked.find((a) => a === safeCanonical(result.acct));
+        if (acct === undefined) continue; // an account we did not ask for: ignore it entirely
+        answered.add(acct);
+        if (result.status !== "ok") {
+          report.refused.push({
+            acct,
+            reason: result.status === "no_devices" ? "no registered devices" : result.status,
+          });
+          continue;
+        }
+        for (const deviceId of result.exhausted) {
+          report.refused.push({ acct, deviceId, reason: "the device has no KeyPackage left" });
+        }
+        for (const claimed of result.key_packages) {
+          try {
+            const kp = await parseKeyPackage(fromBase64url(claimed.key_package, LIMITS.keyPackageBytes));
+            if (kp.acct !== acct)
+              throw new ProtocolError("acct_mismatch", `the KeyPackage is for ${kp.acct}`);
+            if (kp.deviceId !== claimed.device_id) {
+              throw new ProtocolError("device_mismatch", "the KeyPackage is for another device than claimed");
+            }
+            verified.push(kp);
+          } catch (e) {
+            if (!(e instanceof ProtocolError)) throw e;
+            report.refused.push({ acct, deviceId: claimed.device_id, reason: e.message });
+          }
+        }
+      }
+      for (const acct of asked) {
+        if (!answered.has(acct)) report.refused.push({ acct, reason: "the directory did not answer for it" });
+      }
+    }
+  }
+  return verified;
+}
+
+function safeCanonical(acct: string): string | undefined {
+  try {
+    return formatAcct(parseAcct(acct));
+  } catch {
+    return undefined;
+  }
+}
+
+export async function buildAdd(
+  ctx: DeviceContext,
+  state: ClientState,
+  accts: string[],
+  report: AddReport,
+): Promise<BuiltCommit | undefined> {
+  report.added = [];
+  report.refused = [];
+  const present = new Set(leavesOf(state.ratchetTree).map((l) => toBase64url(l.node.signaturePublicKey)));
+  const claimed = await claimKeyPackages(ctx, accts, report);
+  const fresh: VerifiedKeyPackage[] = [];
+  for (const kp of claimed) {
+    const key = toBase64url(kp.sigKey);
+    if (present.has(key)) continue; // that device is already a member (e.g. added by a commit that won)
+    if (kp.ref in ctx.device.addedKeyPackages) {
+      report.refused.push({
+        acct: kp.acct,
+        deviceId: kp.deviceId,
+        reason:
+          "the directory handed out a KeyPackage this device already used in another group " +
+          "(it repeats a claim for 10 minutes); try again later",
+      });
+      continue;
+    }
+    present.add(key);
+    fresh.push(kp);
+  }
+  if (fresh.length === 0) return undefined;
+  if (present.size > LIMITS.membersPerGroup) {
+    throw new ClientError("bad_input", `a group holds at most ${LIMITS.membersPerGroup} devices`);
+  }
+  const result = await createCommit(
+    { state, cipherSuite: ctx.cs },
+    {
+      extraProposals: fresh.map((kp): Proposal => ({
+        proposalType: "add",
+        add: { keyPackage: kp.keyPackage },
+      })),
+      wireAsPublicMessage: true,
+      ratchetTreeExtension: true,
+    },
+  );
+  if (result.welcome === undefined) throw new Error("ts-mls made no Welcome for an Add");
+  report.added = fresh.map((kp) => ({ acct: kp.acct, deviceId: kp.deviceId }));
+  return {
+    commit: encodeMlsMessage(result.commit),
+    welcome: encodeWelcomeMessage(result.welcome),
+    newState: result.newState,
+    invitees: [...new Set(fresh.map((kp) => kp.acct))],
+  };
+}
+
+/** Removes every leaf of the given accounts, except this device's own (a device cannot commit its own removal). */
+export async function buildRemove(
+  ctx: DeviceContext,
+  state: ClientState,
+  accts: string[],
+): Promise<BuiltCommit | undefined> {
+  const wanted = new Set(accts);
+  const own = state.privatePath.leafIndex;
+  const leaves = leavesOf(state.ratchetTree).filter((l) => wanted.has(l.acct) && l.leafIndex !== own);
+  if (leaves.length === 0) return undefined;
+  const result = await createCommit(
+    { state, cipherSuite: ctx.cs },
+    {
+      extraProposals: leaves.map((l): Proposal => ({
+        proposalType: "remove",
+        remove: { removed: l.leafIndex },
+      })),
+      wireAsPublicMessage: true,
+    },
+  );
+  return { commit: encodeMlsMessage(result.commit), newState: result.newState, invitees: [] };
+}
+
+/** A commit with an update path and no proposals of its own: fresh keys for this leaf (PCS). */
+export async function buildUpdate(ctx: DeviceContext, state: ClientState): Promise<BuiltCommit> {
+  const result = await createCommit({ state, cipherSuite: ctx.cs }, { wireAsPublicMessage: true });
+  return { commit: encodeMlsMessage(result.commit), newState: result.newState, invitees: [] };
+}

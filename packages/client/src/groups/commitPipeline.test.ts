@@ -1,0 +1,128 @@
+import { mkdtemp, readFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { MlsDmClient } from "../client.js";
+import { ClientError } from "../errors.js";
+import { FakeServices } from "../testSupport/fakeServices.js";
+import { exists } from "../store/atomicFile.js";
+
+// The bookkeeping of DESIGN §6/§9: group state on disk is never ahead of what the hub accepted; a commit
+// whose answer was lost is settled later; a commit that lost its epoch is rebuilt and retried.
+
+const NO_WAIT = { attempts: 4, baseDelayMs: 0, maxDelayMs: 0 };
+let fake: FakeServices;
+
+beforeEach(async () => {
+  fake = new FakeServices();
+  await fake.start();
+});
+afterEach(() => fake.stop());
+
+async function alice(): Promise<MlsDmClient> {
+  const dir = join(await mkdtemp(join(tmpdir(), "mls-dm-race-")), "alice");
+  return MlsDmClient.create({
+    dir,
+    acct: "@alice@a.test",
+    mastodonToken: "token",
+    services: { directory: fake.url, delivery: fake.url },
+    keyPackages: 1,
+    retry: NO_WAIT,
+  });
+}
+
+async function onDiskEpoch(client: MlsDmClient, groupId: string): Promise<number> {
+  const reopened = await MlsDmClient.open(client.dir, { retry: NO_WAIT });
+  return reopened.epoch(groupId);
+}
+
+const pendingPath = (c: MlsDmClient, g: string) => join(c.dir, "groups", g, "pending.json");
+
+describe("commit bookkeeping", () => {
+  it.each([
+    ["comes back in the inbox", true],
+    ["is named by the hub's 409 when posted again", false],
+  ])(
+    "a commit whose 201 was lost is kept pending, never promoted early, and settled when it %s",
+    async (_, echo) => {
+      fake.echoOwn = echo;
+      const a = await alice();
+      const { groupId } = await a.createGroup();
+      fake.script = (s) => (s.isCommit ? "accept-then-drop" : "accept");
+      const err = await a.selfUpdate(groupId).catch((e: unknown) => e);
+      expect((err as ClientError).code).toBe("commit_outcome_unknown");
+      expect(fake.epochOf(groupId)).toBe(1); // the hub did accept it
+      expect(a.epoch(groupId)).toBe(0);
+      expect(await onDiskEpoch(a, groupId)).toBe(0);
+      expect(await exists(pendingPath(a, groupId))).toBe(true);
+
+      fake.script = () => "accept";
+      const reopened = await MlsDmClient.open(a.dir, { retry: NO_WAIT });
+      expect(await reopened.sync()).toEqual([]);
+      expect(reopened.epoch(groupId)).toBe(1);
+      expect(await exists(pendingPath(a, groupId))).toBe(false);
+      expect(fake.submissions.filter((s) => s.isCommit)).toHaveLength(echo ? 1 : 2);
+      // and the group goes on: a message at the new epoch is accepted
+      expect((await reopened.send(groupId, "after the lost answer")).epoch).toBe(1);
+    },
+  );
+
+  it("drops a commit that lost its epoch to another, catches up, rebuilds and retries", async () => {
+    const a = await alice();
+    const { groupId } = await a.createGroup();
+    let refusals = 2;
+    fake.script = (s) =>
+      s.isCommit && refusals-- > 0
+        ? {
+            status: 409,
+            body: { error: "wrong_epoch", message: "lost", epoch: 0, commit_hash: "someone-else" },
+          }
+        : "accept";
+    await a.selfUpdate(groupId);
+    const commits = fake.submissions.filter((s) => s.isCommit);
+    expect(commits).toHaveLength(3);
+    // rebuilt each time: fresh path secrets, so different bytes
+    expect(new Set(commits.map((c) => Buffer.from(c.bytes).toString("hex"))).size).toBe(3);
+    expect(a.epoch(groupId)).toBe(1);
+    expect(await exists(pendingPath(a, groupId))).toBe(false);
+    expect(await onDiskEpoch(a, groupId)).toBe(1);
+  });
+
+  it("gives up after the configured attempts, leaving the state as the hub has it", async () => {
+    const a = await alice();
+    const { groupId } = await a.createGroup();
+    fake.script = (s) =>
+      s.isCommit
+        ? { status: 409, body: { error: "wrong_epoch", message: "lost", epoch: 0, commit_hash: null } }
+        : "accept";
+    await expect(a.selfUpdate(groupId)).rejects.toMatchObject({ code: "commit_conflict" });
+    expect(fake.submissions.filter((s) => s.isCommit)).toHaveLength(NO_WAIT.attempts);
+    expect(a.epoch(groupId)).toBe(0);
+    expect(await exists(pendingPath(a, groupId))).toBe(false);
+  });
+
+  it("discards a commit the hub refuses outright and keeps the old state", async () => {
+    const a = await alice();
+    const { groupId } = await a.createGroup();
+    fake.script = (s) =>
+      s.isCommit
+        ? { status: 422, body: { error: "screening_failed", message: "SCR-12: no path." } }
+        : "accept";
+    await expect(a.selfUpdate(groupId)).rejects.toMatchObject({ code: "screening_failed" });
+    expect(a.epoch(groupId)).toBe(0);
+    expect(await exists(pendingPath(a, groupId))).toBe(false);
+  });
+
+  it("saves the advanced ratchet before posting an application message", async () => {
+    const a = await alice();
+    const { groupId } = await a.createGroup();
+    const before = await readFile(join(a.dir, "groups", groupId, "group.json"), "utf8");
+    fake.script = () => ({ status: 503, body: { error: "store_unavailable", message: "down" } });
+    await expect(a.send(groupId, "lost")).rejects.toMatchObject({ code: "store_unavailable" });
+    const after = await readFile(join(a.dir, "groups", groupId, "group.json"), "utf8");
+    expect(after).not.toBe(before); // the generation used is burnt on disk, never reused after a crash
+    fake.script = () => "accept";
+    const sent = await a.send(groupId, "hello");
+    expect((await a.history(groupId)).map((h) => h.seq)).toEqual([sent.seq]);
+  });
+});

@@ -1,0 +1,229 @@
+import { keyPackageRef } from "@mastodon-mls/bridge";
+import { ProtocolError, WrongEpochDetails, fromBase64url, toBase64url } from "@mastodon-mls/protocol";
+import type { ClientState } from "ts-mls";
+import type { DeviceContext, GroupHandle } from "../context.js";
+import { ClientError, ServiceUnavailableError } from "../errors.js";
+import { decodeMessage, decodeState, encodeState, messageHash } from "../mls/codec.js";
+import { checkLeaves } from "../mls/leaves.js";
+import type { CommitIntent, PendingCommitRecord } from "../store/schemas.js";
+import { backoff } from "../util/backoff.js";
+
+// DESIGN §6/§9: a commit is saved as pending (with its new state) BEFORE it is posted, and becomes the
+// group's state only once the hub accepted it — on 201, on a 409 naming our own commit as the winner, or
+// on seeing our own commit come back in the inbox. When another commit won, the pending one is dropped,
+// the winner is processed, and the intended change is rebuilt on the new state and tried again.
+//
+// The secrets ts-mls reports as `consumed` are never zeroed here: they share buffers with the previous
+// state, and after a lost race that state must still process the winning commit (notes/ts-mls-facts.md).
+
+export interface BuiltCommit {
+  commit: Uint8Array;
+  welcome?: Uint8Array;
+  newState: ClientState;
+  /** Accounts whose devices the commit adds. */
+  invitees: string[];
+}
+
+/** Builds the commit for an intent against the current state; undefined when there is nothing to do. */
+export type CommitBuilder = (state: ClientState) => Promise<BuiltCommit | undefined>;
+
+/** How the hub answered a pending commit. */
+export type Settlement = "accepted" | "lost" | "none";
+
+/** What processing the hub's inbox needs from the pipeline, passed in to keep the modules acyclic. */
+export interface PipelineDeps {
+  /** Fetches and processes the hub's inbox (which processes a winning commit). */
+  syncHub(hub: string): Promise<void>;
+  /** Re-runs an intent whose commit lost, found after a restart. */
+  rerun(groupId: string, intent: CommitIntent): Promise<void>;
+}
+
+export function isWrongEpoch(e: unknown): e is ProtocolError {
+  return e instanceof ProtocolError && e.code === "wrong_epoch";
+}
+
+/** The winning commit's hash from a 409 wrong_epoch, if the hub named one. */
+export function winningHash(e: ProtocolError): string | null {
+  const parsed = WrongEpochDetails.safeParse(e.details ?? {});
+  return parsed.success ? parsed.data.commit_hash : null;
+}
+
+export async function savePending(
+  ctx: DeviceContext,
+  g: GroupHandle,
+  intent: CommitIntent,
+  built: BuiltCommit,
+  baseEpoch: bigint,
+): Promise<PendingCommitRecord> {
+  const pending: PendingCommitRecord = {
+    intent,
+    epoch: Number(baseEpoch),
+    commitHash: messageHash(built.commit),
+    commit: toBase64url(built.commit),
+    welcome: built.welcome === undefined ? null : toBase64url(built.welcome),
+    newState: encodeState(built.newState),
+    invitees: built.invitees,
+  };
+  await ctx.store.writePending(g.record.groupId, pending);
+  g.pending = pending;
+  return pending;
+}
+
+/** The hub accepted our pending commit: it becomes the group's state. */
+export async function promotePending(
+  ctx: DeviceContext,
+  g: GroupHandle,
+  newState?: ClientState,
+): Promise<void> {
+  const p = g.pending;
+  if (p === undefined) return;
+  g.state = newState ?? decodeState(p.newState);
+  g.record.leaves = (await checkLeaves(g.state.ratchetTree, g.record.leaves)).checks;
+  g.record.unsentInvitations = [...new Set([...g.record.unsentInvitations, ...p.invitees])];
+  if (p.intent.kind === "update") g.record.needsSelfUpdate = false;
+  await ctx.saveGroup(g);
+  await ctx.store.deletePending(g.record.groupId);
+  g.pending = undefined;
+  if (p.intent.kind === "add") await rememberAddedKeyPackages(ctx, fromBase64url(p.commit));
+}
+
+/** How long a used KeyPackage ref is remembered: the directory's claim memo (10 minutes) and a margin. */
+const ADDED_MEMORY_SECONDS = 15 * 60;
+
+async function rememberAddedKeyPackages(ctx: DeviceContext, commitBytes: Uint8Array): Promise<void> {
+  const msg = decodeMessage(commitBytes);
+  if (msg.wireformat !== "mls_public_message" || msg.publicMessage.content.contentType !== "commit") return;
+  const now = Math.floor(Date.now() / 1000);
+  const kept = Object.entries(ctx.device.addedKeyPackages).filter(
+    ([, at]) => at > now - ADDED_MEMORY_SECONDS,
+  );
+  for (const p of msg.publicMessage.content.commit.proposals) {
+    if (p.proposalOrRefType === "proposal" && p.proposal.proposalType === "add") {
+      kept.push([await keyPackageRef(p.proposal.add.keyPackage), now]);
+    }
+  }
+  ctx.device = { ...ctx.device, addedKeyPackages: Object.fromEntries(kept) };
+  await ctx.saveDevice();
+}
+
+/** Another commit won the epoch: forget ours (its state was never the group's). */
+export async function discardPending(ctx: DeviceContext, g: GroupHandle): Promise<void> {
+  if (g.pending === undefined) return;
+  await ctx.store.deletePending(g.record.groupId);
+  g.pending = undefined;
+}
+
+/**
+ * Asks the hub about a pending commit whose outcome we do not know (a lost 201, a crash after posting):
+ * posting the same bytes again either gets it accepted or a 409 that names the winner. Network failures
+ * propagate and leave the pending commit in place.
+ */
+export async function settlePending(ctx: DeviceContext, g: GroupHandle): Promise<Settlement> {
+  const p = g.pending;
+  if (p === undefined) return "none";
+  const hub = ctx.delivery(g.record.hub);
+  try {
+    await hub.submit(
+      g.record.groupId,
+      Buffer.from(p.commit, "base64url"),
+      p.welcome === null ? undefined : Buffer.from(p.welcome, "base64url"),
+    );
+    await promotePending(ctx, g);
+    return "accepted";
+  } catch (e) {
+    if (isWrongEpoch(e) || (e instanceof ProtocolError && e.code === "stale_epoch")) {
+      if (isWrongEpoch(e) && winningHash(e) === p.commitHash) {
+        await promotePending(ctx, g);
+        return "accepted";
+      }
+      await discardPending(ctx, g);
+      return "lost";
+    }
+    throw e;
+  }
+}
+
+/**
+ * Runs one change to a group to completion: build, save pending, post, promote — rebuilding and retrying
+ * (with backoff and jitter) when another commit wins the epoch. Returns the commit the hub accepted, or
+ * undefined when the builder found nothing to do.
+ */
+export async function runCommit(
+  ctx: DeviceContext,
+  deps: PipelineDeps,
+  groupId: string,
+  intent: CommitIntent,
+  build: CommitBuilder,
+): Promise<BuiltCommit | undefined> {
+  const g = ctx.activeGroup(groupId);
+  if (g.pending !== undefined) {
+    const earlier = g.pending.intent;
+    if ((await settlePending(ctx, g)) === "lost") await deps.rerun(groupId, earlier);
+  }
+  for (let attempt = 0; attempt < ctx.retry.attempts; attempt++) {
+    const state = ctx.activeGroup(groupId).state;
+    const built = await build(state);
+    if (built === undefined) return undefined;
+    const pending = await savePending(ctx, g, intent, built, state.groupContext.epoch);
+    try {
+      await ctx.delivery(g.record.hub).submit(groupId, built.commit, built.welcome);
+      await promotePending(ctx, g, built.newState);
+      await sendInvitations(ctx, g);
+      return built;
+    } catch (e) {
+      if (isWrongEpoch(e)) {
+        if (winningHash(e) === pending.commitHash) {
+          await promotePending(ctx, g, built.newState);
+          await sendInvitations(ctx, g);
+          return built;
+        }
+        await discardPending(ctx, g);
+        await deps.syncHub(g.record.hub);
+        if (g.record.status !== "active")
+          throw new ClientError("group_left", `removed from ${groupId} meanwhile`);
+        await backoff(ctx.retry, attempt);
+        continue;
+      }
+      if (e instanceof ServiceUnavailableError) {
+        // The hub may or may not have accepted it: keep it pending; the next operation or sync asks again.
+        throw new ClientError(
+          "commit_outcome_unknown",
+          `${e.message}; the change is kept and will be settled with the hub on the next sync`,
+        );
+      }
+      // A refusal (screening, rate limit, not a member…): this commit will never be accepted.
+      await discardPending(ctx, g);
+      throw e;
+    }
+  }
+  throw new ClientError(
+    "commit_conflict",
+    `other members' commits kept winning; gave up after ${ctx.retry.attempts} attempts`,
+  );
+}
+
+/**
+ * Posts the invitation pointer (DESIGN §6) for each account an accepted commit of ours added, to that
+ * account's home delivery service. Failures stay in the record and are retried on the next sync.
+ */
+export async function sendInvitations(ctx: DeviceContext, g: GroupHandle): Promise<void> {
+  const remaining: string[] = [];
+  for (const acct of g.record.unsentInvitations) {
+    try {
+      const home = await ctx.homeDeliveryOf(acct);
+      await home.invite(acct, g.record.hub, g.record.groupId);
+    } catch (e) {
+      remaining.push(acct);
+      ctx.emit({
+        type: "error",
+        groupId: g.record.groupId,
+        operation: `invite ${acct}`,
+        message: e instanceof Error ? e.message : String(e),
+      });
+    }
+  }
+  if (remaining.length !== g.record.unsentInvitations.length) {
+    g.record.unsentInvitations = remaining;
+    await ctx.saveGroup(g);
+  }
+}

@@ -1,0 +1,45 @@
+import type { DeviceContext } from "../context.js";
+import type { CommitIntent } from "../store/schemas.js";
+import { syncHubInbox } from "./inbox.js";
+import { buildAdd, buildRemove, buildUpdate, type AddReport } from "./changes.js";
+import { runCommit, type CommitBuilder, type PipelineDeps } from "./commitPipeline.js";
+
+// An intent (add, remove, update) is what the user asked for; the commit is how it is carried out on
+// whatever state the group is in when it is (re)built. Intents are what survives a lost race or a crash.
+
+export function emptyReport(): AddReport {
+  return { added: [], refused: [] };
+}
+
+export function builderFor(ctx: DeviceContext, intent: CommitIntent, report: AddReport): CommitBuilder {
+  switch (intent.kind) {
+    case "add":
+      return (state) => buildAdd(ctx, state, intent.accts, report);
+    case "remove":
+      return (state) => buildRemove(ctx, state, intent.accts);
+    case "update":
+      return (state) => buildUpdate(ctx, state);
+  }
+}
+
+/** The pipeline's view of the rest of the device: catching up with a hub, re-running a lost intent. */
+export function pipelineDeps(ctx: DeviceContext): PipelineDeps {
+  const deps: PipelineDeps = {
+    syncHub: (hub) => syncHubInbox(ctx, hub),
+    rerun: async (groupId, intent) => {
+      if (ctx.groups.get(groupId)?.record.status !== "active") return;
+      await runCommit(ctx, deps, groupId, intent, builderFor(ctx, intent, emptyReport()));
+    },
+  };
+  return deps;
+}
+
+export async function runIntent(
+  ctx: DeviceContext,
+  deps: PipelineDeps,
+  groupId: string,
+  intent: CommitIntent,
+  report: AddReport = emptyReport(),
+): Promise<void> {
+  await runCommit(ctx, deps, groupId, intent, builderFor(ctx, intent, report));
+}

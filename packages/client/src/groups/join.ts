@@ -1,0 +1,114 @@
+import { profileClientConfig } from "@mastodon-mls/bridge";
+import { fromBase64url, toBase64url } from "@mastodon-mls/protocol";
+import { emptyPskIndex, joinGroup } from "ts-mls";
+import type { DeviceContext } from "../context.js";
+import { decodeMessage } from "../mls/codec.js";
+import { checkLeaves } from "../mls/leaves.js";
+import type { InboxWelcomeItem } from "./items.js";
+
+/**
+ * A Welcome waiting for this device at a hub: join with the matching private KeyPackage, verify every
+ * leaf's certificate offline, and mark the group for the self-update every device does on joining
+ * (DESIGN §2; run after the inbox batch, see MlsDmClient.sync). A normal KeyPackage's private keys are
+ * deleted once the group state holding the join is on disk; the last-resort one stays until replaced.
+ */
+export async function joinFromWelcome(
+  ctx: DeviceContext,
+  hub: string,
+  item: InboxWelcomeItem,
+): Promise<void> {
+  const fail = (reason: string) =>
+    ctx.emit({ type: "undecryptable", groupId: item.group_id, seq: item.seq, reason: `Welcome: ${reason}` });
+  let msg: ReturnType<typeof decodeMessage>;
+  try {
+    msg = decodeMessage(fromBase64url(item.welcome));
+  } catch (e) {
+    return fail(e instanceof Error ? e.message : String(e));
+  }
+  if (msg.wireformat !== "mls_welcome") return fail(`a ${msg.wireformat}, not a Welcome`);
+  const welcome = msg.welcome;
+
+  const known = ctx.groups.get(item.group_id);
+  const refs = welcome.secrets
+    .map((s) => toBase64url(s.newMember))
+    .filter((r) => /^[A-Za-z0-9_-]{43}$/.test(r));
+  if (known?.record.status === "active") {
+    // Delivered again (e.g. a crash before the cursor was acknowledged): already joined.
+    for (const ref of refs) await forgetUsedKeyPackage(ctx, ref);
+    return;
+  }
+  let kpRecord;
+  for (const ref of refs) {
+    kpRecord = await ctx.store.readKeyPackage(ref);
+    if (kpRecord !== undefined) break;
+  }
+  if (kpRecord === undefined) return fail("no KeyPackage of this device matches it");
+
+  const kpMsg = decodeMessage(fromBase64url(kpRecord.keyPackage));
+  if (kpMsg.wireformat !== "mls_key_package") return fail("the stored KeyPackage is damaged");
+  let state;
+  try {
+    state = await joinGroup(
+      welcome,
+      kpMsg.keyPackage,
+      {
+        initPrivateKey: fromBase64url(kpRecord.initPrivateKey),
+        hpkePrivateKey: fromBase64url(kpRecord.hpkePrivateKey),
+        signaturePrivateKey: ctx.signatureKeyPair.signKey,
+      },
+      emptyPskIndex,
+      ctx.cs,
+      undefined,
+      undefined,
+      profileClientConfig(),
+    );
+  } catch (e) {
+    return fail(e instanceof Error ? e.message : String(e));
+  }
+  if (toBase64url(state.groupContext.groupId) !== item.group_id) {
+    return fail("it is for another group than the hub says");
+  }
+
+  const { checks, newlyInvalid } = await checkLeaves(state.ratchetTree, {});
+  const g = {
+    record: {
+      groupId: item.group_id,
+      hub,
+      status: "active" as const,
+      state: null,
+      // Everything up to the commit that added us is from before we were a member.
+      lastSeq: item.seq,
+      leaves: checks,
+      buffered: [],
+      unsentInvitations: [],
+      needsSelfUpdate: true,
+    },
+    state,
+    pending: undefined,
+  };
+  ctx.groups.set(item.group_id, g);
+  await ctx.saveGroup(g);
+  await forgetUsedKeyPackage(ctx, kpRecord.ref);
+  ctx.emit({ type: "joined", groupId: item.group_id, hub });
+  for (const bad of newlyInvalid) {
+    ctx.emit({
+      type: "invalid_member",
+      groupId: item.group_id,
+      acct: bad.acct,
+      deviceId: bad.deviceId,
+      reason: bad.reason ?? "invalid certificate",
+    });
+  }
+}
+
+/** DESIGN §2: private KeyPackages are deleted after joining — except the last-resort one, replaced later. */
+async function forgetUsedKeyPackage(ctx: DeviceContext, ref: string): Promise<void> {
+  if (ref === ctx.device.lastResort.ref) {
+    if (!ctx.device.lastResort.used) {
+      ctx.device = { ...ctx.device, lastResort: { ref, used: true } };
+      await ctx.saveDevice();
+    }
+    return;
+  }
+  await ctx.store.deleteKeyPackage(ref);
+}

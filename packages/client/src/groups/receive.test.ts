@@ -1,0 +1,133 @@
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { cipherSuite, profileClientConfig } from "@mastodon-mls/bridge";
+import { encodeCleartext } from "@mastodon-mls/protocol";
+import {
+  createApplicationMessage,
+  createCommit,
+  emptyPskIndex,
+  encodeMlsMessage,
+  joinGroup,
+  type ClientState,
+  type MLSMessage,
+} from "ts-mls";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { buildCreateNote } from "../cleartext.js";
+import { MlsDmClient } from "../client.js";
+import { decodeMessage } from "../mls/codec.js";
+import { FakeServices } from "../testSupport/fakeServices.js";
+import { localDevice, type LocalDevice } from "../testSupport/localDevices.js";
+
+// Receiving against a scripted hub: alice is an MlsDmClient; bob is driven with ts-mls directly, so the
+// test decides what reaches alice and in which order.
+
+const NO_WAIT = { attempts: 3, baseDelayMs: 0, maxDelayMs: 0 };
+let fake: FakeServices;
+let alice: MlsDmClient;
+let bobDevice: LocalDevice;
+let bob: ClientState;
+let groupId: string;
+
+beforeEach(async () => {
+  fake = new FakeServices();
+  await fake.start();
+  bobDevice = await localDevice("acct:bob@a.test");
+  const bobKp = await bobDevice.keyPackage();
+  fake.keyPackages.set("bob@a.test", { deviceId: bobDevice.deviceId, keyPackage: bobKp.encoded });
+  alice = await MlsDmClient.create({
+    dir: join(await mkdtemp(join(tmpdir(), "mls-dm-recv-")), "alice"),
+    acct: "alice@a.test",
+    mastodonToken: "token",
+    services: { directory: fake.url, delivery: fake.url },
+    keyPackages: 1,
+    retry: NO_WAIT,
+  });
+  const created = await alice.createGroup(["bob@a.test"]);
+  expect(created.added).toEqual([{ acct: "bob@a.test", deviceId: bobDevice.deviceId }]);
+  groupId = created.groupId;
+  const welcome = decodeMessage(fake.lastWelcome!);
+  if (welcome.wireformat !== "mls_welcome") throw new Error("no Welcome");
+  bob = await joinGroup(
+    welcome.welcome,
+    bobKp.publicPackage,
+    bobKp.privatePackage,
+    emptyPskIndex,
+    await cipherSuite(),
+    undefined,
+    undefined,
+    profileClientConfig(),
+  );
+  expect(await alice.sync()).toEqual([]); // alice's own commit comes back and is recognised
+});
+afterEach(() => fake.stop());
+
+async function bobSays(text: string): Promise<Uint8Array> {
+  const sent = await createApplicationMessage(
+    bob,
+    encodeCleartext(buildCreateNote("acct:bob@a.test", text)),
+    await cipherSuite(),
+  );
+  bob = sent.newState;
+  return encodeMlsMessage({
+    version: "mls10",
+    wireformat: "mls_private_message",
+    privateMessage: sent.privateMessage,
+  });
+}
+
+describe("receiving", () => {
+  it("buffers a message of a future epoch until the commit opening that epoch has been processed", async () => {
+    const update = await createCommit(
+      { state: bob, cipherSuite: await cipherSuite() },
+      { wireAsPublicMessage: true },
+    );
+    bob = update.newState;
+    const early = await bobSays("sent after my update");
+    // The message of epoch 2 is delivered before the commit that opens epoch 2.
+    fake.inject(groupId, bobDevice.deviceId, early, 2);
+    expect(await alice.sync()).toEqual([]);
+    expect(alice.epoch(groupId)).toBe(1);
+    // Reopened from disk meanwhile: the buffer is persisted, not only in memory.
+    alice = await MlsDmClient.open(alice.dir, { retry: NO_WAIT });
+    fake.inject(groupId, bobDevice.deviceId, encodeMlsMessage(update.commit), 1);
+    const events = await alice.sync();
+    expect(events).toMatchObject([
+      { type: "message", from: "bob@a.test", note: { content: "sent after my update" } },
+    ]);
+    expect(alice.epoch(groupId)).toBe(2);
+    expect(alice.epochAuthenticator(groupId)).toBe(
+      Buffer.from(bob.keySchedule.epochAuthenticator).toString("base64url"),
+    );
+  });
+
+  it("screens every handshake before ts-mls: a Remove of a leaf that does not exist is refused, and the group goes on", async () => {
+    const update = await createCommit(
+      { state: bob, cipherSuite: await cipherSuite() },
+      { wireAsPublicMessage: true },
+    );
+    const crafted: MLSMessage = structuredClone(update.commit);
+    if (
+      crafted.wireformat !== "mls_public_message" ||
+      crafted.publicMessage.content.contentType !== "commit"
+    ) {
+      throw new Error("not a commit");
+    }
+    // ts-mls 1.6.4 would abort the whole process on this one (notes/ts-mls-facts.md).
+    crafted.publicMessage.content.commit.proposals = [
+      { proposalOrRefType: "proposal", proposal: { proposalType: "remove", remove: { removed: 7 } } },
+    ];
+    const seq = fake.inject(groupId, bobDevice.deviceId, encodeMlsMessage(crafted), 1);
+    expect(await alice.sync()).toMatchObject([
+      { type: "undecryptable", groupId, seq, reason: expect.stringMatching(/SCR-9/) as string },
+    ]);
+    expect(alice.epoch(groupId)).toBe(1);
+    fake.inject(groupId, bobDevice.deviceId, await bobSays("still here"), 1);
+    expect(await alice.sync()).toMatchObject([{ type: "message", note: { content: "still here" } }]);
+  });
+
+  it("turns garbage from the hub into an undecryptable event instead of dropping it", async () => {
+    const seq = fake.inject(groupId, bobDevice.deviceId, Uint8Array.of(0, 1, 2, 3), 1);
+    expect(await alice.sync()).toMatchObject([{ type: "undecryptable", seq }]);
+  });
+});

@@ -1,0 +1,252 @@
+import { credentialIdentity, deviceIdText } from "@mastodon-mls/bridge";
+import {
+  checkAttribution,
+  decodeCleartext,
+  formatAcct,
+  fromBase64url,
+  parseCanonicalIdentity,
+} from "@mastodon-mls/protocol";
+import { acceptAll, emptyPskIndex, processMessage, type ClientState, type MLSMessage } from "ts-mls";
+import type { DeviceContext, GroupHandle } from "../context.js";
+import { decodeMessage, messageHash } from "../mls/codec.js";
+import { checkLeaves, diffMembers } from "../mls/leaves.js";
+import { screenIncoming } from "../mls/screening.js";
+import { senderLeafOf } from "../mls/sender.js";
+import type { BufferedMessage, HistoryEntry } from "../store/schemas.js";
+import { discardPending, promotePending } from "./commitPipeline.js";
+
+/** At most this many future-epoch messages are kept per group; beyond, they become undecryptable events. */
+const MAX_BUFFERED = 1000;
+
+type Outcome = "done" | "buffered";
+
+/**
+ * One group message from the hub, in order. Everything that cannot be processed becomes an event with
+ * its reason; nothing is dropped silently. The group record (state, last sequence number, buffer) is
+ * written before returning, so the caller may acknowledge the cursor afterwards.
+ */
+export async function receiveGroupMessage(
+  ctx: DeviceContext,
+  g: GroupHandle,
+  item: BufferedMessage,
+): Promise<void> {
+  if (item.seq <= g.record.lastSeq) return; // processed before (redelivery after a crash or a resumed stream)
+  g.record.lastSeq = item.seq;
+  const outcome = await handle(ctx, g, item);
+  if (outcome === "buffered") {
+    if (g.record.buffered.length >= MAX_BUFFERED) {
+      emitUndecryptable(ctx, g, item.seq, "too many messages waiting for a missing commit");
+    } else {
+      g.record.buffered = [...g.record.buffered, item];
+    }
+  }
+  await drainBuffer(ctx, g);
+  if (g.record.status === "active") await ctx.saveGroup(g);
+}
+
+/** Retries buffered messages whose epoch has been reached, oldest first, until nothing more moves. */
+async function drainBuffer(ctx: DeviceContext, g: GroupHandle): Promise<void> {
+  for (;;) {
+    const epoch = g.state?.groupContext.epoch;
+    if (epoch === undefined) {
+      g.record.buffered = [];
+      return;
+    }
+    const ready = g.record.buffered.find((b) => BigInt(b.epoch) <= epoch);
+    if (ready === undefined) return;
+    g.record.buffered = g.record.buffered.filter((b) => b !== ready);
+    if ((await handle(ctx, g, ready)) === "buffered") {
+      g.record.buffered = [...g.record.buffered, ready];
+      return;
+    }
+  }
+}
+
+function emitUndecryptable(ctx: DeviceContext, g: GroupHandle, seq: number, reason: string): void {
+  ctx.emit({ type: "undecryptable", groupId: g.record.groupId, seq, reason });
+}
+
+function messageEpoch(msg: MLSMessage): bigint | undefined {
+  if (msg.wireformat === "mls_private_message") return msg.privateMessage.epoch;
+  if (msg.wireformat === "mls_public_message") return msg.publicMessage.content.epoch;
+  return undefined;
+}
+
+async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage): Promise<Outcome> {
+  const state = g.state;
+  if (state === undefined) return "done";
+  let bytes: Uint8Array;
+  let msg: MLSMessage;
+  try {
+    bytes = fromBase64url(item.message);
+    msg = decodeMessage(bytes);
+  } catch (e) {
+    emitUndecryptable(ctx, g, item.seq, reason(e));
+    return "done";
+  }
+  const epoch = messageEpoch(msg);
+  if (epoch === undefined) {
+    emitUndecryptable(ctx, g, item.seq, `a ${msg.wireformat} is not a group message`);
+    return "done";
+  }
+  const isCommit =
+    msg.wireformat === "mls_public_message" && msg.publicMessage.content.contentType === "commit";
+
+  if (item.sender === ctx.deviceId) {
+    // Our own message, back from the hub. An application message was stored when sent (and cannot be
+    // decrypted by its sender anyway). Our commit: if still pending, this proves the hub accepted it.
+    if (isCommit && g.pending !== undefined && messageHash(bytes) === g.pending.commitHash) {
+      await promotePending(ctx, g);
+    }
+    return "done";
+  }
+
+  if (isCommit && g.pending !== undefined && BigInt(g.pending.epoch) === epoch) {
+    // Someone else's commit won the epoch our pending commit was built on: retry the change later.
+    ctx.lostIntents.push({ groupId: g.record.groupId, intent: g.pending.intent });
+    await discardPending(ctx, g);
+  }
+  const current = state.groupContext.epoch;
+  // ts-mls fails opaquely on a future epoch: wait for the commit that opens it.
+  if (epoch > current) return "buffered";
+  if (msg.wireformat === "mls_public_message" && epoch < current) {
+    // A handshake for an epoch we have left. A proposal is simply superseded; a commit means a fork.
+    if (isCommit) emitUndecryptable(ctx, g, item.seq, `a commit for past epoch ${epoch} (now ${current})`);
+    return "done";
+  }
+  try {
+    await screenIncoming(msg, state);
+  } catch (e) {
+    emitUndecryptable(ctx, g, item.seq, reason(e));
+    return "done";
+  }
+
+  if (msg.wireformat === "mls_private_message") {
+    await receiveApplication(ctx, g, state, msg, item);
+    return "done";
+  }
+  if (msg.wireformat !== "mls_public_message") return "done"; // screening admits no other kind
+  let result;
+  try {
+    result = await processMessage(msg, state, emptyPskIndex, acceptAll, ctx.cs);
+  } catch (e) {
+    emitUndecryptable(ctx, g, item.seq, `could not process: ${reason(e)}`);
+    return "done";
+  }
+  if (result.kind !== "newState") return "done";
+  const next = result.newState;
+  if (next.groupActiveState.kind === "removedFromGroup") {
+    await markLeft(ctx, g);
+    return "done";
+  }
+  g.state = next;
+  if (isCommit) await afterCommit(ctx, g, state, next);
+  return "done";
+}
+
+async function afterCommit(
+  ctx: DeviceContext,
+  g: GroupHandle,
+  before: ClientState,
+  after: ClientState,
+): Promise<void> {
+  const groupId = g.record.groupId;
+  const { added, removed } = diffMembers(before.ratchetTree, after.ratchetTree);
+  if (added.length > 0) ctx.emit({ type: "member_added", groupId, accts: added });
+  if (removed.length > 0) ctx.emit({ type: "member_removed", groupId, accts: removed });
+  const { checks, newlyInvalid } = await checkLeaves(after.ratchetTree, g.record.leaves);
+  g.record.leaves = checks;
+  for (const bad of newlyInvalid) {
+    ctx.emit({
+      type: "invalid_member",
+      groupId,
+      acct: bad.acct,
+      deviceId: bad.deviceId,
+      reason: bad.reason ?? "",
+    });
+  }
+}
+
+async function receiveApplication(
+  ctx: DeviceContext,
+  g: GroupHandle,
+  state: ClientState,
+  msg: Extract<MLSMessage, { wireformat: "mls_private_message" }>,
+  item: BufferedMessage,
+): Promise<void> {
+  const groupId = g.record.groupId;
+  const sender = await senderLeafOf(state, msg.privateMessage, ctx.cs);
+  let result;
+  try {
+    if (sender === undefined) throw new Error("the sender data does not decrypt");
+    result = await processMessage(msg, state, emptyPskIndex, acceptAll, ctx.cs);
+  } catch (e) {
+    emitUndecryptable(ctx, g, item.seq, reason(e));
+    return;
+  }
+  g.state = result.newState; // the ratchet moved on: that generation's key is gone
+  if (result.kind !== "applicationMessage" || sender === undefined) return;
+  const identity = credentialIdentity(sender.leaf.credential);
+  const deviceId = deviceIdText(sender.leaf.signaturePublicKey);
+  if (identity === undefined) {
+    emitUndecryptable(ctx, g, item.seq, "the sender's credential is not an acct: identity");
+    return;
+  }
+  const from = formatAcct(parseCanonicalIdentity(identity));
+  let clear;
+  try {
+    clear = decodeCleartext(result.message);
+  } catch (e) {
+    ctx.emit({ type: "refused", groupId, from, seq: item.seq, reason: reason(e) });
+    return;
+  }
+  const entry: HistoryEntry = {
+    v: 1,
+    seq: item.seq,
+    at: new Date().toISOString(),
+    from,
+    deviceId,
+    own: false,
+    content: clear.kind === "activity" ? clear : { kind: "unsupported", type: clear.type },
+  };
+  if (clear.kind === "activity") {
+    const broken = checkAttribution(clear.activity, identity);
+    if (broken !== undefined) {
+      ctx.emit({ type: "refused", groupId, from, seq: item.seq, reason: broken });
+      return;
+    }
+  }
+  await ctx.store.appendHistory(groupId, [entry]);
+  if (clear.kind === "unsupported") {
+    ctx.emit({ type: "unsupported", groupId, from, deviceId, activityType: clear.type, seq: item.seq });
+  } else if (clear.activity.type === "Create") {
+    ctx.emit({
+      type: "message",
+      groupId,
+      from,
+      deviceId,
+      note: clear.activity.object,
+      activityId: clear.activity.id,
+      seq: item.seq,
+    });
+  } else {
+    ctx.emit({ type: "activity", groupId, from, deviceId, activity: clear.activity, seq: item.seq });
+  }
+}
+
+/** Removed by a commit or told so by the hub: the keys go, the history stays. */
+export async function markLeft(ctx: DeviceContext, g: GroupHandle): Promise<void> {
+  if (g.record.status === "left") return;
+  await discardPending(ctx, g);
+  g.state = undefined;
+  g.record.status = "left";
+  g.record.buffered = [];
+  g.record.needsSelfUpdate = false;
+  g.record.unsentInvitations = [];
+  await ctx.saveGroup(g);
+  ctx.emit({ type: "removed_from_group", groupId: g.record.groupId });
+}
+
+function reason(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

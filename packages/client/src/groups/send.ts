@@ -1,0 +1,53 @@
+import { profileClientConfig } from "@mastodon-mls/bridge";
+import { ProtocolError, encodeCleartext, type Activity } from "@mastodon-mls/protocol";
+import { createApplicationMessage, encodeMlsMessage } from "ts-mls";
+import type { DeviceContext } from "../context.js";
+import { ClientError } from "../errors.js";
+import { applicationPadding } from "../mls/padding.js";
+import { backoff } from "../util/backoff.js";
+
+export interface SentMessage {
+  seq: number;
+  epoch: number;
+}
+
+/**
+ * Encrypts one activity for the group and posts it. The state with the advanced ratchet is saved BEFORE
+ * posting: a crash after posting must never lead to a second message under the same key generation. A
+ * generation burnt by a failed post costs nothing. When the hub refuses the epoch (a commit we have not
+ * processed yet), the client catches up and encrypts again.
+ */
+export async function sendActivity(
+  ctx: DeviceContext,
+  groupId: string,
+  activity: Activity,
+  catchUp: (hub: string) => Promise<void>,
+): Promise<SentMessage> {
+  const cleartext = encodeCleartext(activity);
+  for (let attempt = 0; attempt < ctx.retry.attempts; attempt++) {
+    const g = ctx.activeGroup(groupId);
+    const padded = {
+      ...g.state,
+      clientConfig: { ...profileClientConfig(), paddingConfig: applicationPadding(cleartext.byteLength) },
+    };
+    const { newState, privateMessage } = await createApplicationMessage(padded, cleartext, ctx.cs);
+    const bytes = encodeMlsMessage({ version: "mls10", wireformat: "mls_private_message", privateMessage });
+    g.state = { ...newState, clientConfig: profileClientConfig() };
+    await ctx.saveGroup(g);
+    try {
+      const res = await ctx.delivery(g.record.hub).submit(groupId, bytes);
+      return { seq: res.seq, epoch: Number(privateMessage.epoch) };
+    } catch (e) {
+      if (e instanceof ProtocolError && (e.code === "wrong_epoch" || e.code === "stale_epoch")) {
+        await catchUp(g.record.hub);
+        await backoff(ctx.retry, attempt);
+        continue;
+      }
+      throw e;
+    }
+  }
+  throw new ClientError(
+    "commit_conflict",
+    `the group's epoch kept moving; gave up after ${ctx.retry.attempts} attempts`,
+  );
+}

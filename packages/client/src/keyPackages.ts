@@ -1,0 +1,106 @@
+import { generateDeviceKeyPackage, type GeneratedKeyPackage } from "@mastodon-mls/bridge";
+import { LIMITS, fromBase64url, toBase64url } from "@mastodon-mls/protocol";
+import type { DeviceContext } from "./context.js";
+import type { DeviceStore } from "./store/deviceStore.js";
+import type { DeviceRecord } from "./store/schemas.js";
+import type { DirectoryClient } from "./transport/directoryClient.js";
+
+// KeyPackages (DESIGN §2, §5): private parts are written to disk BEFORE the public parts are uploaded —
+// a KeyPackage someone can claim but whose keys we lost would make that person's Welcome unusable.
+
+export interface KeyPackageSource {
+  identity: string;
+  signatureKeyPair: { publicKey: Uint8Array; signKey: Uint8Array };
+  certificate: Uint8Array;
+}
+
+export async function generateAndStore(
+  store: DeviceStore,
+  src: KeyPackageSource,
+  lastResort: boolean,
+): Promise<GeneratedKeyPackage> {
+  const kp = await generateDeviceKeyPackage({ ...src, lastResort });
+  await store.writeKeyPackage({
+    ref: kp.ref,
+    lastResort,
+    keyPackage: toBase64url(kp.encoded),
+    initPrivateKey: toBase64url(kp.privatePackage.initPrivateKey),
+    hpkePrivateKey: toBase64url(kp.privatePackage.hpkePrivateKey),
+    notAfter: Number(kp.publicPackage.leafNode.lifetime.notAfter),
+  });
+  return kp;
+}
+
+/** Generates `count` KeyPackages (and optionally a new last-resort one), stores them, then uploads them. */
+export async function publishKeyPackages(
+  store: DeviceStore,
+  directory: DirectoryClient,
+  device: DeviceRecord,
+  src: KeyPackageSource,
+  count: number,
+  withLastResort: boolean,
+): Promise<{ lastResortRef?: string }> {
+  const normal: GeneratedKeyPackage[] = [];
+  for (let i = 0; i < count; i++) normal.push(await generateAndStore(store, src, false));
+  const last = withLastResort ? await generateAndStore(store, src, true) : undefined;
+  for (let i = 0; i < Math.max(normal.length, 1); i += LIMITS.keyPackagesPerUpload) {
+    const batch = normal.slice(i, i + LIMITS.keyPackagesPerUpload).map((k) => k.encoded);
+    await directory.uploadKeyPackages(
+      device.deviceId,
+      batch,
+      i === 0 ? last?.encoded : undefined,
+      device.mastodonToken,
+    );
+  }
+  return last === undefined ? {} : { lastResortRef: last.ref };
+}
+
+export function keyPackageSource(ctx: DeviceContext): KeyPackageSource {
+  return {
+    identity: ctx.identity,
+    signatureKeyPair: ctx.signatureKeyPair,
+    certificate: fromBase64url(ctx.device.certificate),
+  };
+}
+
+/**
+ * DESIGN §2: after a Welcome used the last-resort KeyPackage, upload a new one and only then forget the
+ * old private keys (the directory keeps handing out the old one until the new one replaces it).
+ */
+export async function replaceLastResort(ctx: DeviceContext): Promise<void> {
+  if (!ctx.device.lastResort.used) return;
+  const old = ctx.device.lastResort.ref;
+  const { lastResortRef } = await publishKeyPackages(
+    ctx.store,
+    ctx.home.directory,
+    ctx.device,
+    keyPackageSource(ctx),
+    0,
+    true,
+  );
+  ctx.device = { ...ctx.device, lastResort: { ref: lastResortRef!, used: false } };
+  await ctx.saveDevice();
+  await ctx.store.deleteKeyPackage(old);
+}
+
+/** Tops the directory up to the device's target count; also forgets expired private KeyPackages. */
+export async function refillKeyPackages(ctx: DeviceContext): Promise<number> {
+  const now = Math.floor(Date.now() / 1000);
+  for (const ref of await ctx.store.listKeyPackageRefs()) {
+    const rec = await ctx.store.readKeyPackage(ref);
+    if (rec !== undefined && !rec.lastResort && rec.notAfter < now) await ctx.store.deleteKeyPackage(ref);
+  }
+  const { count } = await ctx.home.directory.keyPackageCount(ctx.deviceId, ctx.signer);
+  const missing = Math.max(0, ctx.device.keyPackageTarget - count);
+  if (missing > 0) {
+    await publishKeyPackages(
+      ctx.store,
+      ctx.home.directory,
+      ctx.device,
+      keyPackageSource(ctx),
+      missing,
+      false,
+    );
+  }
+  return missing;
+}

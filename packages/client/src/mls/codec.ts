@@ -1,0 +1,38 @@
+import { decodeMlsMessageStrict, profileClientConfig, sha256 } from "@mastodon-mls/bridge";
+import { ProtocolError, fromBase64url, toBase64url } from "@mastodon-mls/protocol";
+import {
+  decodeGroupState,
+  encodeGroupState,
+  encodeMlsMessage,
+  type ClientState,
+  type MLSMessage,
+  type Welcome,
+} from "ts-mls";
+
+/** Decodes untrusted MLSMessage bytes: one message, protocol mls10, no trailing bytes (SCR-1). */
+export function decodeMessage(bytes: Uint8Array): MLSMessage {
+  const msg = decodeMlsMessageStrict(bytes);
+  if (msg.version !== "mls10") throw new ProtocolError("invalid_mls_message", "Not MLS 1.0.");
+  return msg;
+}
+
+export function encodeWelcomeMessage(welcome: Welcome): Uint8Array {
+  return encodeMlsMessage({ version: "mls10", wireformat: "mls_welcome", welcome });
+}
+
+/** base64url SHA-256 of the exact bytes posted: how the hub names the commit that won an epoch. */
+export function messageHash(bytes: Uint8Array): string {
+  return toBase64url(sha256(bytes));
+}
+
+export function encodeState(state: ClientState): string {
+  return toBase64url(encodeGroupState(state));
+}
+
+/** The encoding drops `clientConfig` (notes/ts-mls-facts.md): re-attach our profile's on every load. */
+export function decodeState(text: string): ClientState {
+  const bytes = fromBase64url(text);
+  const decoded = decodeGroupState(bytes, 0);
+  if (decoded === undefined || decoded[1] !== bytes.byteLength) throw new Error("damaged group state");
+  return { ...decoded[0], clientConfig: profileClientConfig() };
+}

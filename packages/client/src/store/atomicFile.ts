@@ -1,0 +1,103 @@
+import { randomBytes } from "node:crypto";
+import { constants } from "node:fs";
+import { mkdir, open, readFile, readdir, rename, rm, stat } from "node:fs/promises";
+import { basename, dirname, join } from "node:path";
+
+// Every file of a device directory is written here. Secrets live in these files (encryption under a
+// passphrase is a later issue), so files are 0600 and directories 0700 from the moment they exist.
+
+export const FILE_MODE = 0o600;
+export const DIR_MODE = 0o700;
+const TEMP_MARK = ".tmp-";
+
+/** Test seam: lets a test simulate a crash between writing the temporary file and renaming it. */
+export interface AtomicWriteHooks {
+  beforeRename?: (tempPath: string) => void | Promise<void>;
+}
+
+export async function ensureDir(path: string): Promise<void> {
+  await mkdir(path, { recursive: true, mode: DIR_MODE });
+}
+
+/**
+ * Replaces `path` with `data` so that a crash leaves either the old or the new content, never a mix:
+ * write a temporary file in the same directory, fsync it, rename it over the target, fsync the directory
+ * (so the rename itself survives a power loss).
+ */
+export async function writeFileAtomic(
+  path: string,
+  data: Uint8Array | string,
+  hooks: AtomicWriteHooks = {},
+): Promise<void> {
+  const dir = dirname(path);
+  const temp = join(dir, `${basename(path)}${TEMP_MARK}${randomBytes(6).toString("hex")}`);
+  const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, FILE_MODE);
+  try {
+    await handle.writeFile(data);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  await hooks.beforeRename?.(temp);
+  await rename(temp, path);
+  await fsyncDir(dir);
+}
+
+export async function fsyncDir(dir: string): Promise<void> {
+  const handle = await open(dir, constants.O_RDONLY);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+/** Deletes a file and makes the deletion durable; a missing file is fine. */
+export async function removeFileDurably(path: string): Promise<void> {
+  await rm(path, { force: true });
+  await fsyncDir(dirname(path));
+}
+
+export async function readFileIfExists(path: string): Promise<Buffer | undefined> {
+  try {
+    return await readFile(path);
+  } catch (e) {
+    if (isNotFound(e)) return undefined;
+    throw e;
+  }
+}
+
+export async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch (e) {
+    if (isNotFound(e)) return false;
+    throw e;
+  }
+}
+
+export async function listDir(path: string): Promise<string[]> {
+  try {
+    return (await readdir(path)).filter((name) => !name.includes(TEMP_MARK));
+  } catch (e) {
+    if (isNotFound(e)) return [];
+    throw e;
+  }
+}
+
+/** Temporary files left by a crash before their rename hold nothing the directory needs. */
+export async function removeStaleTempFiles(dir: string): Promise<void> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch (e) {
+    if (isNotFound(e)) return;
+    throw e;
+  }
+  await Promise.all(names.filter((n) => n.includes(TEMP_MARK)).map((n) => rm(join(dir, n), { force: true })));
+}
+
+function isNotFound(e: unknown): boolean {
+  return typeof e === "object" && e !== null && (e as { code?: unknown }).code === "ENOENT";
+}

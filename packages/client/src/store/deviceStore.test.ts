@@ -1,0 +1,139 @@
+import { mkdir, mkdtemp, readFile, stat, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  generateDeviceKeyPackage,
+  generateSigningKeyPair,
+  signDeviceCertificate,
+  cipherSuite,
+  profileClientConfig,
+} from "@mastodon-mls/bridge";
+import { createGroup } from "ts-mls";
+import { describe, expect, it } from "vitest";
+import { decodeState, encodeState } from "../mls/codec.js";
+import { DeviceStore } from "./deviceStore.js";
+import { StoreFormatError } from "./records.js";
+import type { GroupRecord, HistoryEntry } from "./schemas.js";
+
+async function freshStore(): Promise<DeviceStore> {
+  const dir = join(await mkdtemp(join(tmpdir(), "mls-dm-store-")), "device");
+  return DeviceStore.create(dir);
+}
+
+function groupRecord(groupId: string, state: string | null): GroupRecord {
+  return {
+    groupId,
+    hub: "http://127.0.0.1:1",
+    status: "active",
+    state,
+    lastSeq: 3,
+    leaves: {},
+    buffered: [{ seq: 4, epoch: 2, sender: "x".repeat(43), message: "AAAA" }],
+    unsentInvitations: ["bob@a.test"],
+    needsSelfUpdate: true,
+  };
+}
+
+function entry(seq: number): HistoryEntry {
+  return {
+    v: 1,
+    seq,
+    at: new Date(0).toISOString(),
+    from: "bob@a.test",
+    deviceId: "d".repeat(43),
+    own: false,
+    content: { kind: "unsupported", type: "Poll" },
+  };
+}
+
+describe("DeviceStore", () => {
+  it("keeps the device directory private (0700)", async () => {
+    const store = await freshStore();
+    expect((await stat(store.dir)).mode & 0o777).toBe(0o700);
+    expect((await stat(store.groupsDir)).mode & 0o777).toBe(0o700);
+  });
+
+  it("round-trips a group with its MLS state; the reloaded state works as before", async () => {
+    const store = await freshStore();
+    const account = await generateSigningKeyPair();
+    const sig = await generateSigningKeyPair();
+    const now = Math.floor(Date.now() / 1000);
+    const certificate = await signDeviceCertificate(
+      {
+        identity: "acct:alice@a.test",
+        accountKey: account.publicKey,
+        sigKey: sig.publicKey,
+        notBefore: now - 60,
+        notAfter: now + 3600,
+      },
+      account.signKey,
+    );
+    const kp = await generateDeviceKeyPackage({
+      identity: "acct:alice@a.test",
+      signatureKeyPair: sig,
+      certificate,
+    });
+    const state = await createGroup(
+      new Uint8Array(16).fill(7),
+      kp.publicPackage,
+      kp.privatePackage,
+      [],
+      await cipherSuite(),
+      profileClientConfig(),
+    );
+    const id = Buffer.alloc(16, 7).toString("base64url");
+    await store.writeGroup(groupRecord(id, encodeState(state)));
+
+    const back = await store.readGroup(id);
+    expect(back).toEqual(groupRecord(id, encodeState(state)));
+    const reloaded = decodeState(back!.state!);
+    expect(reloaded.clientConfig).toBeDefined();
+    expect(reloaded.keySchedule.epochAuthenticator).toEqual(state.keySchedule.epochAuthenticator);
+    expect(await store.listGroupIds()).toEqual([id]);
+    const raw = JSON.parse(await readFile(join(store.groupsDir, id, "group.json"), "utf8")) as {
+      format: string;
+      v: number;
+    };
+    expect([raw.format, raw.v]).toEqual(["mls-dm.group", 1]);
+  });
+
+  it("refuses a file written by a newer format version, and files of another kind", async () => {
+    const store = await freshStore();
+    const id = "AAAAAAAAAAAAAAAAAAAAAA";
+    await mkdir(join(store.groupsDir, id), { recursive: true });
+    await writeFile(
+      join(store.groupsDir, id, "group.json"),
+      JSON.stringify({ format: "mls-dm.group", v: 2 }),
+    );
+    await expect(store.readGroup(id)).rejects.toThrow(/newer version/);
+    await writeFile(
+      join(store.groupsDir, id, "group.json"),
+      JSON.stringify({ format: "mls-dm.device", v: 1 }),
+    );
+    await expect(store.readGroup(id)).rejects.toBeInstanceOf(StoreFormatError);
+  });
+
+  it("never lets a group id from a hub name a path outside the groups directory", async () => {
+    const store = await freshStore();
+    await expect(store.readGroup("../../etc")).rejects.toThrow(/not a group id/);
+  });
+
+  it("keeps history across a torn last line and never shows a sequence number twice", async () => {
+    const store = await freshStore();
+    const id = "BBBBBBBBBBBBBBBBBBBBBB";
+    await store.appendHistory(id, [entry(2), entry(1)]);
+    await store.appendHistory(id, [entry(2)]); // re-processed after a crash
+    await writeFile(join(store.groupsDir, id, "history.jsonl"), '\n{"v":1,"seq":9,"at', { flag: "a" });
+    expect((await store.readHistory(id)).map((e) => e.seq)).toEqual([1, 2]);
+    await store.appendHistory(id, [entry(3)]);
+    expect((await store.readHistory(id)).map((e) => e.seq)).toEqual([1, 2, 3]);
+  });
+
+  it("refuses to open a directory other users can read", async () => {
+    const store = await freshStore();
+    await writeFile(join(store.dir, "device.json"), "{}");
+    const { chmod } = await import("node:fs/promises");
+    await chmod(store.dir, 0o755);
+    await expect(DeviceStore.open(store.dir)).rejects.toThrow(/chmod 700/);
+  });
+});

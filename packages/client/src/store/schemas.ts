@@ -1,0 +1,121 @@
+import { Activity } from "@mastodon-mls/protocol";
+import { z } from "zod";
+
+// The shapes of the files in a device directory. Bytes are base64url. Kept apart from the wire schemas:
+// these change with the on-disk format version, those with the protocol.
+
+const b64 = z.string().regex(/^[A-Za-z0-9_-]*$/);
+const KeyPair = z.object({ publicKey: b64, signKey: b64 });
+
+export const DeviceRecord = z.object({
+  acct: z.string(),
+  identity: z.string(),
+  deviceId: z.string(),
+  deviceKey: KeyPair,
+  /** Only on the device that created the account key (DESIGN §3); null on linked devices (later issue). */
+  accountKey: KeyPair.nullable(),
+  certificate: b64,
+  /** Needed to upload KeyPackages later (replacing the last-resort one, refilling). */
+  mastodonToken: z.string(),
+  home: z.object({ directory: z.string(), delivery: z.string() }),
+  keyPackageTarget: z.number().int().positive(),
+  /** The ref of the current last-resort KeyPackage, and whether a Welcome already used it. */
+  lastResort: z.object({ ref: z.string(), used: z.boolean() }),
+  /**
+   * Refs of KeyPackages this device put into accepted Add commits, with when (Unix seconds). The directory
+   * hands the same requester the same KeyPackage again within 10 minutes (DESIGN §5, meant for retries);
+   * such a KeyPackage must not go into a second group's Welcome, whose invitee may have deleted its keys.
+   */
+  addedKeyPackages: z.record(z.string(), z.number()),
+  createdAt: z.number(),
+});
+export type DeviceRecord = z.infer<typeof DeviceRecord>;
+
+export const CursorsRecord = z.object({
+  /** Every hub this device listens to, with the last inbox cursor it processed durably (null: none yet). */
+  hubs: z.record(z.string(), z.string().nullable()),
+});
+export type CursorsRecord = z.infer<typeof CursorsRecord>;
+
+export const KeyPackageRecord = z.object({
+  ref: b64,
+  lastResort: z.boolean(),
+  /** MLSMessage(KeyPackage), as uploaded. */
+  keyPackage: b64,
+  initPrivateKey: b64,
+  hpkePrivateKey: b64,
+  notAfter: z.number(),
+});
+export type KeyPackageRecord = z.infer<typeof KeyPackageRecord>;
+
+export const LeafCheck = z.object({
+  /** Hash of what was verified (credential, signature key, certificate): re-verify when it changes. */
+  fingerprint: z.string(),
+  acct: z.string(),
+  deviceId: z.string(),
+  status: z.enum(["unverified", "invalid"]),
+  reason: z.string().optional(),
+});
+export type LeafCheck = z.infer<typeof LeafCheck>;
+
+export const BufferedMessage = z.object({
+  seq: z.number().int(),
+  epoch: z.number().int(),
+  sender: z.string(),
+  message: b64,
+});
+export type BufferedMessage = z.infer<typeof BufferedMessage>;
+
+export const GroupRecord = z.object({
+  groupId: z.string(),
+  hub: z.string(),
+  status: z.enum(["active", "left"]),
+  /** encodeGroupState bytes; null once the group is left (the keys are gone). */
+  state: b64.nullable(),
+  /** The hub's sequence number of the last message processed for this group (-1: none). */
+  lastSeq: z.number().int(),
+  leaves: z.record(z.string(), LeafCheck),
+  /** Messages of a future epoch, kept until the commit that opens it has been processed. */
+  buffered: z.array(BufferedMessage),
+  /** Accounts added by an accepted commit of ours whose invitation pointer is not yet posted. */
+  unsentInvitations: z.array(z.string()),
+  /** DESIGN §2: every device self-updates after joining; true until that commit is accepted. */
+  needsSelfUpdate: z.boolean(),
+});
+export type GroupRecord = z.infer<typeof GroupRecord>;
+
+export const CommitIntent = z.discriminatedUnion("kind", [
+  z.object({ kind: z.literal("add"), accts: z.array(z.string()) }),
+  z.object({ kind: z.literal("remove"), accts: z.array(z.string()) }),
+  z.object({ kind: z.literal("update") }),
+]);
+export type CommitIntent = z.infer<typeof CommitIntent>;
+
+export const PendingCommitRecord = z.object({
+  intent: CommitIntent,
+  /** The epoch the commit was built on; accepted, it opens epoch + 1. */
+  epoch: z.number().int(),
+  /** base64url SHA-256 of `commit`, as the hub reports the winner of an epoch. */
+  commitHash: z.string(),
+  commit: b64,
+  welcome: b64.nullable(),
+  newState: b64,
+  /** Accounts whose devices this commit adds: they get an invitation once it is accepted. */
+  invitees: z.array(z.string()),
+});
+export type PendingCommitRecord = z.infer<typeof PendingCommitRecord>;
+
+export const HistoryEntry = z.object({
+  v: z.literal(1),
+  seq: z.number().int(),
+  at: z.string(),
+  from: z.string(),
+  deviceId: z.string(),
+  own: z.boolean(),
+  /** The validated activity, or for a type this client does not know, only that type (shown, never dropped). */
+  content: z.discriminatedUnion("kind", [
+    z.object({ kind: z.literal("activity"), activity: Activity }),
+    z.object({ kind: z.literal("unsupported"), type: z.string() }),
+  ]),
+});
+export type HistoryEntry = z.infer<typeof HistoryEntry>;

@@ -1,0 +1,85 @@
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { createDelivery, loadDeliveryConfig, type Delivery } from "@mastodon-mls/delivery";
+import { createDevMastodon, type DevMastodon } from "@mastodon-mls/dev-mastodon";
+import { createDirectory, loadDirectoryConfig, type Directory } from "@mastodon-mls/keypackages";
+import { freePort } from "@mastodon-mls/testkit";
+import { MlsDmClient } from "../client.js";
+import { StaticResolver, type ServiceUrls } from "../transport/resolver.js";
+import type { RetryPolicy } from "../util/backoff.js";
+
+// Test support: real instances in this process — a fake Mastodon, the real directory and the real
+// delivery service (memory stores) per domain — and clients pointed at them through a static resolver.
+
+export interface Instance {
+  domain: string;
+  mastodon: DevMastodon;
+  directory: Directory;
+  delivery: Delivery;
+  urls: ServiceUrls;
+}
+
+export async function startInstance(domain: string): Promise<Instance> {
+  const mastodon = await createDevMastodon({ domain });
+  // Services check signatures against their configured origin, so it must be where they listen.
+  const [dirPort, dsPort] = [await freePort(), await freePort()];
+  const urls = { directory: `http://127.0.0.1:${dirPort}`, delivery: `http://127.0.0.1:${dsPort}` };
+  const directory = await createDirectory(
+    loadDirectoryConfig({
+      HOST: "127.0.0.1",
+      PORT: String(dirPort),
+      PUBLIC_URL: urls.directory,
+      MASTODON_URL: mastodon.url,
+      INSTANCE_DOMAIN: domain,
+      DELIVERY_URL: urls.delivery,
+      LOG_LEVEL: "silent",
+    }),
+    { defaultMetrics: false },
+  );
+  const delivery = await createDelivery(
+    loadDeliveryConfig({
+      HOST: "127.0.0.1",
+      PORT: String(dsPort),
+      PUBLIC_URL: urls.delivery,
+      INSTANCE_DOMAIN: domain,
+      DIRECTORY_URL: urls.directory,
+      LOG_LEVEL: "silent",
+    }),
+  );
+  await directory.listen();
+  await delivery.listen();
+  return { domain, mastodon, directory, delivery, urls };
+}
+
+export async function stopInstance(i: Instance): Promise<void> {
+  await i.delivery.close();
+  await i.directory.close();
+  await i.mastodon.close();
+}
+
+export function resolverFor(instances: Instance[]): StaticResolver {
+  return new StaticResolver(Object.fromEntries(instances.map((i) => [i.domain, i.urls])));
+}
+
+export const FAST_RETRY: RetryPolicy = { attempts: 8, baseDelayMs: 5, maxDelayMs: 50 };
+
+/** A Mastodon account on the instance and the first device of it, in a fresh directory. */
+export async function newClient(
+  instance: Instance,
+  username: string,
+  resolver: StaticResolver,
+  keyPackages = 3,
+): Promise<MlsDmClient> {
+  instance.mastodon.createAccount({ username });
+  const token = instance.mastodon.issueToken({ username, scopes: "read write" });
+  const dir = join(await mkdtemp(join(tmpdir(), `mls-dm-${username}-`)), "device");
+  return MlsDmClient.create({
+    dir,
+    acct: `@${username}@${instance.domain}`,
+    mastodonToken: token,
+    services: resolver,
+    keyPackages,
+    retry: FAST_RETRY,
+  });
+}

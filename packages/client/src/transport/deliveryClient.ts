@@ -1,0 +1,83 @@
+import type { DeviceSigner } from "@mastodon-mls/bridge";
+import {
+  AckResponse,
+  CIPHERSUITE_ID,
+  CreateGroupResponse,
+  InboxResponse,
+  InvitationResponse,
+  SubmitMessageResponse,
+  toBase64url,
+} from "@mastodon-mls/protocol";
+import { ServiceHttp } from "./http.js";
+
+/** A delivery service: the hub of its groups and the inbox of its instance's accounts (DESIGN §6, §11). */
+export class DeliveryClient {
+  readonly http: ServiceHttp;
+
+  constructor(
+    baseUrl: string,
+    private readonly signer: DeviceSigner,
+  ) {
+    this.http = new ServiceHttp("delivery service", baseUrl);
+  }
+
+  get baseUrl(): string {
+    return this.http.baseUrl;
+  }
+
+  private get auth() {
+    return { kind: "device", signer: this.signer } as const;
+  }
+
+  createGroup(groupId: string): Promise<CreateGroupResponse> {
+    return this.http.request({
+      method: "POST",
+      path: "/v1/groups",
+      body: { group_id: groupId, ciphersuite: CIPHERSUITE_ID },
+      auth: this.auth,
+      response: CreateGroupResponse,
+    });
+  }
+
+  /** One MLSMessage; a commit that adds members carries its Welcome. 409 `wrong_epoch` when another won. */
+  submit(groupId: string, message: Uint8Array, welcome?: Uint8Array): Promise<SubmitMessageResponse> {
+    return this.http.request({
+      method: "POST",
+      path: `/v1/groups/${groupId}/messages`,
+      body: { message: toBase64url(message), ...(welcome ? { welcome: toBase64url(welcome) } : {}) },
+      auth: this.auth,
+      response: SubmitMessageResponse,
+    });
+  }
+
+  /** Posted to the invitee's home delivery service: a pointer to the hub where its Welcome waits. */
+  invite(acct: string, hub: string, groupId: string): Promise<unknown> {
+    return this.http.request({
+      method: "POST",
+      path: "/v1/invitations",
+      body: { acct, hub, group_id: groupId },
+      auth: this.auth,
+      response: InvitationResponse,
+    });
+  }
+
+  inbox(after: string | undefined): Promise<InboxResponse> {
+    const query = after === undefined ? "" : `?after=${encodeURIComponent(after)}`;
+    return this.http.request({
+      method: "GET",
+      path: `/v1/inbox${query}`,
+      auth: this.auth,
+      response: InboxResponse,
+    });
+  }
+
+  ack(cursor: string): Promise<unknown> {
+    return this.http.request({
+      method: "POST",
+      path: "/v1/inbox/ack",
+      body: { cursor },
+      auth: this.auth,
+      response: AckResponse,
+    });
+  }
+}

@@ -1,0 +1,86 @@
+import type { DeviceSigner } from "@mastodon-mls/bridge";
+import {
+  AccountDevices,
+  CIPHERSUITE_ID,
+  ClaimResponse,
+  KeyPackageCount,
+  RegisterDeviceResponse,
+  UploadKeyPackagesResponse,
+  toBase64url,
+} from "@mastodon-mls/protocol";
+import { ServiceHttp } from "./http.js";
+
+/** The key-package directory of one instance (DESIGN §5, §11). */
+export class DirectoryClient {
+  readonly http: ServiceHttp;
+
+  constructor(baseUrl: string) {
+    this.http = new ServiceHttp("directory", baseUrl);
+  }
+
+  get baseUrl(): string {
+    return this.http.baseUrl;
+  }
+
+  /** PUT /v1/devices/:deviceId — the certificate is signed by the account key; the token proves the account. */
+  registerDevice(
+    deviceId: string,
+    certificate: Uint8Array,
+    mastodonToken: string,
+  ): Promise<RegisterDeviceResponse> {
+    return this.http.request({
+      method: "PUT",
+      path: `/v1/devices/${deviceId}`,
+      body: { certificate: toBase64url(certificate) },
+      auth: { kind: "bearer", token: mastodonToken },
+      response: RegisterDeviceResponse,
+    });
+  }
+
+  uploadKeyPackages(
+    deviceId: string,
+    keyPackages: Uint8Array[],
+    lastResort: Uint8Array | undefined,
+    mastodonToken: string,
+  ): Promise<UploadKeyPackagesResponse> {
+    return this.http.request({
+      method: "POST",
+      path: `/v1/devices/${deviceId}/keypackages`,
+      body: {
+        key_packages: keyPackages.map(toBase64url),
+        ...(lastResort ? { last_resort: toBase64url(lastResort) } : {}),
+      },
+      auth: { kind: "bearer", token: mastodonToken },
+      response: UploadKeyPackagesResponse,
+    });
+  }
+
+  keyPackageCount(deviceId: string, signer: DeviceSigner): Promise<KeyPackageCount> {
+    return this.http.request({
+      method: "GET",
+      path: `/v1/devices/${deviceId}/keypackages/count`,
+      auth: { kind: "device", signer },
+      response: KeyPackageCount,
+    });
+  }
+
+  accountDevices(acct: string): Promise<AccountDevices> {
+    return this.http.request({
+      method: "GET",
+      path: `/v1/accounts/${encodeURIComponent(acct)}/devices`,
+      auth: { kind: "none" },
+      response: AccountDevices,
+    });
+  }
+
+  /** POST /v1/claims — one KeyPackage per listed device of each account; `accounts` are `user@domain`. */
+  claim(accounts: string[], signer: DeviceSigner): Promise<ClaimResponse> {
+    return this.http.request({
+      method: "POST",
+      path: "/v1/claims",
+      body: { ciphersuite: CIPHERSUITE_ID, accounts },
+      auth: { kind: "device", signer },
+      response: ClaimResponse,
+    });
+  }
+}

@@ -1,0 +1,111 @@
+import { signRequest, type DeviceSigner } from "@mastodon-mls/bridge";
+import { ErrorBodySchema, ProtocolError, isErrorCode } from "@mastodon-mls/protocol";
+import type { z } from "zod";
+import { ServiceUnavailableError } from "../errors.js";
+
+export type Auth =
+  { kind: "none" } | { kind: "device"; signer: DeviceSigner } | { kind: "bearer"; token: string };
+
+export interface RequestSpec<T> {
+  method: "GET" | "POST" | "PUT" | "DELETE";
+  /** Path and query, starting with "/", exactly as it goes on the wire (it is what gets signed). */
+  path: string;
+  body?: unknown;
+  auth: Auth;
+  response: z.ZodType<T>;
+}
+
+const TIMEOUT_MS = 30_000;
+/** Our largest answers are inbox pages of MLS messages; anything much bigger is not our protocol. */
+const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
+
+/**
+ * JSON over HTTP to one of our services. A service's `{error, message}` answer is rethrown as a
+ * ProtocolError with that code (extra fields such as `epoch` land in `details`); a network failure or an
+ * answer that is not our protocol becomes a ServiceUnavailableError naming the service and its URL.
+ */
+export class ServiceHttp {
+  readonly origin: string;
+
+  constructor(
+    /** "directory" or "delivery service": used in messages people read. */
+    readonly service: string,
+    /** Checked base URL without a trailing slash (see checkServiceUrl). */
+    readonly baseUrl: string,
+  ) {
+    this.origin = new URL(baseUrl).origin;
+  }
+
+  async request<T>(spec: RequestSpec<T>): Promise<T> {
+    const url = `${this.baseUrl}${spec.path}`;
+    const body = spec.body === undefined ? undefined : new TextEncoder().encode(JSON.stringify(spec.body));
+    const headers: Record<string, string> = { accept: "application/json" };
+    if (body !== undefined) headers["content-type"] = "application/json";
+    if (spec.auth.kind === "bearer") headers.authorization = `Bearer ${spec.auth.token}`;
+    if (spec.auth.kind === "device") {
+      const u = new URL(url);
+      // The signature covers the path and query exactly as sent and the exact body bytes (DESIGN §7).
+      headers.authorization = await signRequest(spec.auth.signer, {
+        method: spec.method,
+        origin: this.origin,
+        pathAndQuery: u.pathname + u.search,
+        body,
+      });
+    }
+    let res: Response;
+    let text: string;
+    try {
+      res = await fetch(url, { method: spec.method, headers, body, signal: AbortSignal.timeout(TIMEOUT_MS) });
+      const declared = Number(res.headers.get("content-length") ?? "0");
+      if (declared > MAX_RESPONSE_BYTES) throw new Error(`answer too large (${declared} bytes)`);
+      text = await res.text();
+    } catch (e) {
+      throw new ServiceUnavailableError(this.service, this.baseUrl, describe(e));
+    }
+    const json = parseJson(text);
+    if (!res.ok) throw this.errorFrom(res.status, json);
+    const parsed = spec.response.safeParse(json);
+    if (!parsed.success) {
+      throw new ServiceUnavailableError(
+        this.service,
+        this.baseUrl,
+        `${spec.method} ${spec.path} answered ${res.status} with a body that is not the expected shape`,
+        res.status,
+      );
+    }
+    return parsed.data;
+  }
+
+  private errorFrom(status: number, json: unknown): Error {
+    const body = ErrorBodySchema.safeParse(json);
+    if (body.success && isErrorCode(body.data.error)) {
+      const { error, message, ...details } = body.data;
+      return new ProtocolError(error, message, Object.keys(details).length > 0 ? details : undefined);
+    }
+    // A proxy's HTML error page or an unknown code: the service as we know it did not answer.
+    return new ServiceUnavailableError(
+      this.service,
+      this.baseUrl,
+      body.success
+        ? `HTTP ${status}: ${body.data.error}: ${body.data.message}`
+        : `HTTP ${status} without a protocol error body`,
+      status,
+    );
+  }
+}
+
+function parseJson(text: string): unknown {
+  try {
+    return JSON.parse(text) as unknown;
+  } catch {
+    return undefined;
+  }
+}
+
+function describe(e: unknown): string {
+  if (e instanceof Error) {
+    const cause = (e as { cause?: unknown }).cause;
+    return cause instanceof Error ? `${e.message} (${cause.message})` : e.message;
+  }
+  return String(e);
+}

@@ -1,0 +1,148 @@
+import { randomBytes } from "node:crypto";
+import { createServer, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import {
+  MemoryNonceStore,
+  generateSigningKeyPair,
+  signDeviceCertificate,
+  verifyRequest,
+  type DeviceSigner,
+} from "@mastodon-mls/bridge";
+import { STREAM_CLOSE, toBase64url, type InboxItem, type StreamClientFrame } from "@mastodon-mls/protocol";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { WebSocketServer, type WebSocket } from "ws";
+import { InboxStream, type StreamStatus } from "./inboxStream.js";
+
+// A minimal hub side of /v1/stream: challenge, signature check, ready, items, acks; it can drop a socket.
+
+let http: Server;
+let wss: WebSocketServer;
+let base: string;
+let signer: DeviceSigner;
+let deviceId: string;
+const acks: string[] = [];
+const afters: (string | undefined)[] = [];
+let onReady: (ws: WebSocket, n: number) => void = () => undefined;
+
+function message(seq: number): InboxItem {
+  return { kind: "removed", group_id: "AAAAAAAAAAAAAAAAAAAAAA", seq, cursor: `c${seq}` };
+}
+
+beforeEach(async () => {
+  acks.length = 0;
+  afters.length = 0;
+  http = createServer();
+  wss = new WebSocketServer({ server: http, path: "/v1/stream" });
+  const nonces = new MemoryNonceStore();
+  let connections = 0;
+  wss.on("connection", (ws) => {
+    const challenge = new Uint8Array(randomBytes(32));
+    ws.send(JSON.stringify({ type: "challenge", challenge: toBase64url(challenge) }));
+    ws.on("message", (data: Buffer) => {
+      const frame = JSON.parse(data.toString("utf8")) as StreamClientFrame;
+      if (frame.type === "ack") {
+        acks.push(frame.cursor);
+        return;
+      }
+      verifyRequest(
+        frame.authorization,
+        { method: "GET", origin: base, pathAndQuery: "/v1/stream", body: challenge },
+        { nonces },
+      )
+        .then((cert) => {
+          deviceId = cert.deviceIdText;
+          afters.push(frame.after);
+          ws.send(JSON.stringify({ type: "ready", cursor: frame.after ?? "" }));
+          onReady(ws, ++connections);
+        })
+        .catch(() => ws.close(STREAM_CLOSE.authFailed));
+    });
+  });
+  await new Promise<void>((resolve) => http.listen(0, "127.0.0.1", resolve));
+  base = `http://127.0.0.1:${(http.address() as AddressInfo).port}`;
+  const account = await generateSigningKeyPair();
+  const dev = await generateSigningKeyPair();
+  const now = Math.floor(Date.now() / 1000);
+  const certificate = await signDeviceCertificate(
+    {
+      identity: "acct:alice@a.test",
+      accountKey: account.publicKey,
+      sigKey: dev.publicKey,
+      notBefore: now - 60,
+      notAfter: now + 3600,
+    },
+    account.signKey,
+  );
+  signer = { certificate, signKey: dev.signKey };
+});
+
+afterEach(async () => {
+  for (const c of wss.clients) c.terminate();
+  wss.close();
+  await new Promise<void>((resolve) => http.close(() => resolve()));
+});
+
+describe("InboxStream", () => {
+  it("authenticates with the signed challenge, processes pushed batches in order, acks each, and resumes after a drop from the last durable cursor", async () => {
+    let durable: string | undefined;
+    const seen: number[] = [];
+    const statuses: StreamStatus["kind"][] = [];
+    onReady = (ws, n) => {
+      if (n === 1) {
+        ws.send(JSON.stringify({ type: "items", items: [message(1), message(2)], cursor: "p2" }));
+        ws.send(JSON.stringify({ type: "items", items: [message(3)], cursor: "p3" }));
+      } else {
+        ws.send(JSON.stringify({ type: "items", items: [message(4)], cursor: "p4" }));
+      }
+    };
+    const done = new Promise<void>((resolve, reject) => {
+      const stream = new InboxStream({
+        baseUrl: base,
+        signer,
+        after: () => durable,
+        reconnect: { attempts: 1, baseDelayMs: 10, maxDelayMs: 10 },
+        onStatus: (s) => statuses.push(s.kind),
+        onItems: async (items, cursor) => {
+          seen.push(...items.map((i) => ("seq" in i ? i.seq : -1)));
+          durable = cursor;
+          if (cursor === "p3") {
+            // The hub goes away after the second batch: the stream must come back after "p3".
+            setImmediate(() => {
+              for (const c of wss.clients) c.close(STREAM_CLOSE.resume, "bye");
+            });
+          }
+          if (cursor === "p4") {
+            stream.close();
+            resolve();
+          }
+        },
+      });
+      stream.start();
+      setTimeout(() => reject(new Error("stream did not finish")), 10_000).unref();
+    });
+    await done;
+    expect(seen).toEqual([1, 2, 3, 4]);
+    expect(afters).toEqual([undefined, "p3"]);
+    expect(acks.slice(0, 2)).toEqual(["p2", "p3"]);
+    expect(statuses).toEqual(["ready", "disconnected", "ready", "closed"]);
+    expect(deviceId).toHaveLength(43);
+  });
+
+  it("stops when the hub says the device was removed", async () => {
+    onReady = (ws) => ws.close(STREAM_CLOSE.removed, "removed");
+    const status = await new Promise<StreamStatus["kind"]>((resolve) => {
+      const stream = new InboxStream({
+        baseUrl: base,
+        signer,
+        after: () => undefined,
+        reconnect: { attempts: 1, baseDelayMs: 10, maxDelayMs: 10 },
+        onStatus: (s) => {
+          if (s.kind !== "ready") resolve(s.kind);
+        },
+        onItems: async () => undefined,
+      });
+      stream.start();
+    });
+    expect(status).toBe("removed");
+  });
+});

@@ -1,0 +1,155 @@
+import { signRequest, type DeviceSigner } from "@mastodon-mls/bridge";
+import {
+  STREAM_CLOSE,
+  StreamServerFrame,
+  fromBase64url,
+  type InboxItem,
+  type StreamClientFrame,
+} from "@mastodon-mls/protocol";
+import WebSocket from "ws";
+import { backoffDelay, type RetryPolicy } from "../util/backoff.js";
+
+export const STREAM_PATH = "/v1/stream";
+
+export type StreamStatus =
+  | { kind: "ready" }
+  | { kind: "disconnected"; reason: string; failures: number }
+  /** The hub says this device is no longer a member anywhere it listened: the stream stops. */
+  | { kind: "removed" }
+  | { kind: "closed" };
+
+export interface InboxStreamOptions {
+  /** The hub's base URL (http/https); the socket goes to the same origin, ws/wss. */
+  baseUrl: string;
+  signer: DeviceSigner;
+  /** The cursor to resume after, read at each (re)connection: the last one processed durably. */
+  after: () => string | undefined;
+  /** Processes a batch durably; the stream acknowledges the cursor only after this resolves. */
+  onItems: (items: InboxItem[], cursor: string) => Promise<void>;
+  onStatus?: (status: StreamStatus) => void;
+  reconnect: RetryPolicy;
+}
+
+/**
+ * The `/v1/stream` WebSocket of one hub (protocol: challenge → auth → ready → items; the client acks).
+ * It reconnects with backoff and jitter and resumes after the last durably processed cursor, so a
+ * dropped connection loses nothing: at worst a batch is delivered again and skipped by sequence number.
+ */
+export class InboxStream {
+  private ws: WebSocket | undefined;
+  private closed = false;
+  private failures = 0;
+  private timer: NodeJS.Timeout | undefined;
+  private work: Promise<void> = Promise.resolve();
+
+  constructor(private readonly opts: InboxStreamOptions) {}
+
+  start(): void {
+    this.connect();
+  }
+
+  close(): void {
+    this.closed = true;
+    if (this.timer !== undefined) clearTimeout(this.timer);
+    this.ws?.close(1000);
+    this.opts.onStatus?.({ kind: "closed" });
+  }
+
+  /** Resolves once the batches received so far are processed (used when shutting down cleanly). */
+  idle(): Promise<void> {
+    return this.work;
+  }
+
+  private connect(): void {
+    if (this.closed) return;
+    const url = new URL(STREAM_PATH, `${this.opts.baseUrl}/`);
+    url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
+    const ws = new WebSocket(url, { maxPayload: 64 * 1024 * 1024 });
+    this.ws = ws;
+    this.work = Promise.resolve();
+    let why = "connection closed";
+    ws.on("message", (data: WebSocket.RawData) => {
+      let frame: StreamServerFrame;
+      try {
+        frame = StreamServerFrame.parse(JSON.parse(rawText(data)));
+      } catch {
+        why = "the hub sent a frame that is not our protocol";
+        ws.close(STREAM_CLOSE.badFrame);
+        return;
+      }
+      this.onFrame(ws, frame).catch((e: unknown) => {
+        why = e instanceof Error ? e.message : String(e);
+        ws.close(1011);
+      });
+    });
+    ws.on("error", (e) => {
+      why = e.message;
+    });
+    ws.on("close", (code, reason) => {
+      if (this.ws === ws) this.ws = undefined;
+      if (this.closed) return;
+      if (code === STREAM_CLOSE.removed) {
+        this.closed = true;
+        this.opts.onStatus?.({ kind: "removed" });
+        return;
+      }
+      const text = reason.toString("utf8");
+      this.failures++;
+      this.opts.onStatus?.({
+        kind: "disconnected",
+        reason: text !== "" ? `${code}: ${text}` : why,
+        failures: this.failures,
+      });
+      const delay = Math.max(50, backoffDelay(this.opts.reconnect, Math.min(this.failures, 10)));
+      this.timer = setTimeout(() => this.connect(), delay);
+    });
+  }
+
+  private async onFrame(ws: WebSocket, frame: StreamServerFrame): Promise<void> {
+    switch (frame.type) {
+      case "challenge": {
+        const origin = new URL(this.opts.baseUrl).origin;
+        const authorization = await signRequest(this.opts.signer, {
+          method: "GET",
+          origin,
+          pathAndQuery: STREAM_PATH,
+          body: challengeBody(frame.challenge),
+        });
+        const after = this.opts.after();
+        send(ws, { type: "auth", authorization, ...(after !== undefined ? { after } : {}) });
+        return;
+      }
+      case "ready":
+        this.failures = 0;
+        this.opts.onStatus?.({ kind: "ready" });
+        return;
+      case "items": {
+        // Batches are processed one after the other, in arrival order, each acknowledged when done.
+        const { items, cursor } = frame;
+        const job = this.work.then(async () => {
+          await this.opts.onItems(items, cursor);
+          if (ws.readyState === WebSocket.OPEN) send(ws, { type: "ack", cursor });
+        });
+        this.work = job.catch(() => undefined);
+        await job; // a failure closes the socket: the batch comes again after the last durable cursor
+        return;
+      }
+      case "error":
+        throw new Error(`the hub refused the stream: ${frame.error}: ${frame.message}`);
+    }
+  }
+}
+
+/** The bytes signed as the body of the stream's auth frame: the challenge, sent base64url, decoded. */
+export function challengeBody(challenge: string): Uint8Array {
+  return fromBase64url(challenge, 1024);
+}
+
+function send(ws: WebSocket, frame: StreamClientFrame): void {
+  ws.send(JSON.stringify(frame));
+}
+
+function rawText(data: WebSocket.RawData): string {
+  if (Array.isArray(data)) return Buffer.concat(data).toString("utf8");
+  return Buffer.from(data as ArrayBuffer).toString("utf8");
+}
