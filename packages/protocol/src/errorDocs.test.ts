@@ -11,6 +11,7 @@ describe("docs/errors.md", () => {
   });
 
   it("gives every code a client-error or server-error status", () => {
-    for (const spec of Object.values(errorCatalogue)) expect(spec.status >= 400 && spec.status < 600).toBe(true);
+    for (const spec of Object.values(errorCatalogue))
+      expect(spec.status >= 400 && spec.status < 600).toBe(true);
   });
 });
