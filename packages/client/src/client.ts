@@ -3,7 +3,7 @@ import { buildCreateNote } from "./cleartext.js";
 import { DeviceContext } from "./context.js";
 import { ServiceUnavailableError } from "./errors.js";
 import type { DmEvent } from "./events.js";
-import { canonicalAccts, type AddReport } from "./groups/changes.js";
+import { canonicalAccts, newClaimId, type AddReport } from "./groups/changes.js";
 import type { PipelineDeps } from "./groups/commitPipeline.js";
 import { createOwnGroup } from "./groups/create.js";
 import { followUp } from "./groups/followUp.js";
@@ -114,7 +114,7 @@ export class MlsDmClient {
       const accts = canonicalAccts(members);
       const groupId = await createOwnGroup(this.ctx);
       const report = emptyReport();
-      if (accts.length > 0) await this.commit(groupId, { kind: "add", accts }, report);
+      if (accts.length > 0) await this.commit(groupId, { kind: "add", accts, claimId: newClaimId() }, report);
       return { groupId, ...report };
     });
   }
@@ -126,7 +126,11 @@ export class MlsDmClient {
   addMembers(groupId: string, accts: string[]): Promise<AddReport> {
     return this.queue.run(async () => {
       const report = emptyReport();
-      await this.commit(groupId, { kind: "add", accts: canonicalAccts(accts) }, report);
+      await this.commit(
+        groupId,
+        { kind: "add", accts: canonicalAccts(accts), claimId: newClaimId() },
+        report,
+      );
       return report;
     });
   }

@@ -64,12 +64,12 @@ export function keyPackageSource(ctx: DeviceContext): KeyPackageSource {
 }
 
 /**
- * DESIGN §2: after a Welcome used the last-resort KeyPackage, upload a new one and only then forget the
- * old private keys (the directory keeps handing out the old one until the new one replaces it).
+ * DESIGN §2: after a Welcome used the last-resort KeyPackage, upload a new one. The old private keys stay
+ * until the old KeyPackage expires (D2 in docs/decisions.md): the directory handed it to every requester
+ * until now, so Welcomes made from it may still be waiting at hubs.
  */
 export async function replaceLastResort(ctx: DeviceContext): Promise<void> {
   if (!ctx.device.lastResort.used) return;
-  const old = ctx.device.lastResort.ref;
   const { lastResortRef } = await publishKeyPackages(
     ctx.store,
     ctx.home.directory,
@@ -80,7 +80,6 @@ export async function replaceLastResort(ctx: DeviceContext): Promise<void> {
   );
   ctx.device = { ...ctx.device, lastResort: { ref: lastResortRef!, used: false } };
   await ctx.saveDevice();
-  await ctx.store.deleteKeyPackage(old);
 }
 
 /** Tops the directory up to the device's target count; also forgets expired private KeyPackages. */
@@ -88,7 +87,9 @@ export async function refillKeyPackages(ctx: DeviceContext): Promise<number> {
   const now = Math.floor(Date.now() / 1000);
   for (const ref of await ctx.store.listKeyPackageRefs()) {
     const rec = await ctx.store.readKeyPackage(ref);
-    if (rec !== undefined && !rec.lastResort && rec.notAfter < now) await ctx.store.deleteKeyPackage(ref);
+    if (rec !== undefined && rec.notAfter < now && ref !== ctx.device.lastResort.ref) {
+      await ctx.store.deleteKeyPackage(ref);
+    }
   }
   const { count } = await ctx.home.directory.keyPackageCount(ctx.deviceId, ctx.signer);
   const missing = Math.max(0, ctx.device.keyPackageTarget - count);

@@ -36,6 +36,16 @@ export type AccountDevices = z.infer<typeof AccountDevices>;
 export const ClaimBody = z.object({
   ciphersuite: z.literal(CIPHERSUITE_ID),
   accounts: z.array(AcctText).min(1).max(LIMITS.accountsPerClaim),
+  /**
+   * Names one intent of the requester (e.g. "add these people to this group"). Repeating a claim with the
+   * same id within 10 minutes returns the same KeyPackages, so a retry after a lost answer or a lost commit
+   * race drains nothing; a claim without an id, or with a new one, always gets fresh KeyPackages. See
+   * docs/decisions.md (D1): keying repeats by requester alone handed one KeyPackage to two groups.
+   */
+  claim_id: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{16,64}$/, "must be 16 to 64 base64url characters")
+    .optional(),
 });
 export type ClaimBody = z.infer<typeof ClaimBody>;
 export const ClaimedKeyPackage = z.object({

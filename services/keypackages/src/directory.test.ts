@@ -89,7 +89,12 @@ describe.each(["memory", "redis"] as const)("the directory over HTTP, %s store",
     for (let i = 0; i < 4; i++) {
       const claimer =
         i % 2 === 0 ? bob.device : (await createMember(mastodon, dir.url, `c${i}_${store}`)).device;
-      const body = { ciphersuite: 1, accounts: [`@${alice.acct.toUpperCase()}`, alice.acct] };
+      // bob repeats one intent (the same claim_id); the others claim without one.
+      const body = {
+        ciphersuite: 1,
+        accounts: [`@${alice.acct.toUpperCase()}`, alice.acct],
+        ...(i % 2 === 0 ? { claim_id: "bob-adds-alice-to-g1" } : {}),
+      };
       const claim = await call(dir.url, "/v1/claims", {
         method: "POST",
         ...(await deviceSigned(claimer, { origin: PUBLIC_URL, method: "POST", path: "/v1/claims", body })),
@@ -107,7 +112,7 @@ describe.each(["memory", "redis"] as const)("the directory over HTTP, %s store",
       expect(verified.lastResort).toBe(i === 3);
       if (i < 3) handedOut.add(verified.ref);
     }
-    // Bob claimed twice within ten minutes (i = 0 and i = 2) and was given the same KeyPackage again;
+    // Bob claimed twice within ten minutes with the same claim_id (i = 0 and i = 2) and was given the same KeyPackage again;
     // the last claim found the ordinary ones gone and got the last-resort one.
     expect(handedOut.size).toBe(2);
 
@@ -123,6 +128,48 @@ describe.each(["memory", "redis"] as const)("the directory over HTTP, %s store",
     expect(metrics.json).toMatch(/keypackages_handed_out_total\{kind="last_resort"\} 1/);
     expect(metrics.json).toMatch(/keypackages_claim_replays_total 1/);
     expect(metrics.json).toMatch(/keypackages_stored_total 3/);
+  });
+
+  it("repeats a claim only for the same claim_id: another intent of the same requester gets a fresh KeyPackage (D1)", async () => {
+    const frank = await createMember(mastodon, dir.url, `frank_${store}`);
+    const gina = await createMember(mastodon, dir.url, `gina_${store}`);
+    const kps = await keyPackagesOf(frank.device, 3);
+    await call(dir.url, `/v1/devices/${frank.device.deviceId}/keypackages`, {
+      token: frank.token,
+      body: { key_packages: kps.map((k) => b64(k.encoded)) },
+    });
+    const claimOnce = async (claimId?: string) => {
+      const body = { ciphersuite: 1, accounts: [frank.acct], ...(claimId ? { claim_id: claimId } : {}) };
+      const r = await call(dir.url, "/v1/claims", {
+        method: "POST",
+        ...(await deviceSigned(gina.device, {
+          origin: PUBLIC_URL,
+          method: "POST",
+          path: "/v1/claims",
+          body,
+        })),
+      });
+      expect(r.status).toBe(200);
+      return r.json.accounts[0].key_packages[0].key_package as string;
+    };
+    const groupOne = await claimOnce("adds-frank-to-group-one");
+    expect(await claimOnce("adds-frank-to-group-one")).toBe(groupOne);
+    const groupTwo = await claimOnce("adds-frank-to-group-two");
+    expect(groupTwo).not.toBe(groupOne);
+    const noId = await claimOnce();
+    expect(new Set([groupOne, groupTwo, noId]).size).toBe(3);
+
+    const bad = { ciphersuite: 1, accounts: [frank.acct], claim_id: "short" };
+    const refused = await call(dir.url, "/v1/claims", {
+      method: "POST",
+      ...(await deviceSigned(gina.device, {
+        origin: PUBLIC_URL,
+        method: "POST",
+        path: "/v1/claims",
+        body: bad,
+      })),
+    });
+    expect(refused).toMatchObject({ status: 400, json: { error: "invalid_body" } });
   });
 
   it("answers claims for foreign accounts, accounts without devices and exhausted devices", async () => {

@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 import { parseKeyPackage, type VerifiedKeyPackage } from "@mastodon-mls/bridge";
 import {
   LIMITS,
@@ -28,6 +29,11 @@ export interface AddReport {
   refused: Refusal[];
 }
 
+/** A fresh id for one "add these people" intent; persisted with the intent, so retries reuse it. */
+export function newClaimId(): string {
+  return toBase64url(new Uint8Array(randomBytes(16)));
+}
+
 /** Canonical `user@domain` for each input, without duplicates. */
 export function canonicalAccts(accts: string[]): string[] {
   return [...new Set(accts.map((a) => formatAcct(parseAcct(a))))];
@@ -42,6 +48,7 @@ export async function claimKeyPackages(
   ctx: DeviceContext,
   accts: string[],
   report: AddReport,
+  claimId?: string,
 ): Promise<VerifiedKeyPackage[]> {
   const byDomain = new Map<string, string[]>();
   for (const acct of accts) {
@@ -53,7 +60,7 @@ export async function claimKeyPackages(
     const directory = await ctx.directoryOf(domain);
     for (let i = 0; i < domainAccts.length; i += LIMITS.accountsPerClaim) {
       const asked = domainAccts.slice(i, i + LIMITS.accountsPerClaim);
-      const answer = await directory.claim(asked, ctx.signer);
+      const answer = await directory.claim(asked, ctx.signer, claimId);
       const answered = new Set<string>();
       for (const result of answer.accounts) {
         const acct = asked.find((a) => a === safeCanonical(result.acct));
@@ -105,11 +112,12 @@ export async function buildAdd(
   state: ClientState,
   accts: string[],
   report: AddReport,
+  claimId?: string,
 ): Promise<BuiltCommit | undefined> {
   report.added = [];
   report.refused = [];
   const present = new Set(leavesOf(state.ratchetTree).map((l) => toBase64url(l.node.signaturePublicKey)));
-  const claimed = await claimKeyPackages(ctx, accts, report);
+  const claimed = await claimKeyPackages(ctx, accts, report, claimId);
   const fresh: VerifiedKeyPackage[] = [];
   for (const kp of claimed) {
     const key = toBase64url(kp.sigKey);
@@ -119,8 +127,8 @@ export async function buildAdd(
         acct: kp.acct,
         deviceId: kp.deviceId,
         reason:
-          "the directory handed out a KeyPackage this device already used in another group " +
-          "(it repeats a claim for 10 minutes); try again later",
+          "the directory handed out a KeyPackage this device already used for another addition " +
+          "(a directory must repeat a claim only for the same claim_id); try again later",
       });
       continue;
     }

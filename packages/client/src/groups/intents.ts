@@ -14,7 +14,7 @@ export function emptyReport(): AddReport {
 export function builderFor(ctx: DeviceContext, intent: CommitIntent, report: AddReport): CommitBuilder {
   switch (intent.kind) {
     case "add":
-      return (state) => buildAdd(ctx, state, intent.accts, report);
+      return (state) => buildAdd(ctx, state, intent.accts, report, intent.claimId);
     case "remove":
       return (state) => buildRemove(ctx, state, intent.accts);
     case "update":

@@ -101,7 +101,10 @@ export async function joinFromWelcome(
   }
 }
 
-/** DESIGN §2: private KeyPackages are deleted after joining — except the last-resort one, replaced later. */
+/**
+ * DESIGN §2: private KeyPackages are deleted after joining — except last-resort ones: the current one is
+ * replaced later, and a retired one is kept until it expires, since other Welcomes may use it (D2).
+ */
 async function forgetUsedKeyPackage(ctx: DeviceContext, ref: string): Promise<void> {
   if (ref === ctx.device.lastResort.ref) {
     if (!ctx.device.lastResort.used) {
@@ -110,5 +113,6 @@ async function forgetUsedKeyPackage(ctx: DeviceContext, ref: string): Promise<vo
     }
     return;
   }
+  if ((await ctx.store.readKeyPackage(ref))?.lastResort) return;
   await ctx.store.deleteKeyPackage(ref);
 }

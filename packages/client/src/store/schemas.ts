@@ -85,7 +85,8 @@ export const GroupRecord = z.object({
 export type GroupRecord = z.infer<typeof GroupRecord>;
 
 export const CommitIntent = z.discriminatedUnion("kind", [
-  z.object({ kind: z.literal("add"), accts: z.array(z.string()) }),
+  /** `claimId` names this intent to directories: its retries reuse the same KeyPackages, nothing else does (D1). */
+  z.object({ kind: z.literal("add"), accts: z.array(z.string()), claimId: z.string().optional() }),
   z.object({ kind: z.literal("remove"), accts: z.array(z.string()) }),
   z.object({ kind: z.literal("update") }),
 ]);

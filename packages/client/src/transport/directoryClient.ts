@@ -74,11 +74,15 @@ export class DirectoryClient {
   }
 
   /** POST /v1/claims — one KeyPackage per listed device of each account; `accounts` are `user@domain`. */
-  claim(accounts: string[], signer: DeviceSigner): Promise<ClaimResponse> {
+  claim(accounts: string[], signer: DeviceSigner, claimId?: string): Promise<ClaimResponse> {
     return this.http.request({
       method: "POST",
       path: "/v1/claims",
-      body: { ciphersuite: CIPHERSUITE_ID, accounts },
+      body: {
+        ciphersuite: CIPHERSUITE_ID,
+        accounts,
+        ...(claimId === undefined ? {} : { claim_id: claimId }),
+      },
       auth: { kind: "device", signer },
       response: ClaimResponse,
     });

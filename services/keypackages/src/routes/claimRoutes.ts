@@ -21,6 +21,9 @@ export const claimRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> = asy
     },
     async (req) => {
       const requester = deviceOf(req);
+      // Repeats are recognised per requester and intent (claim_id), never per requester alone (D1).
+      const memoKey =
+        req.body.claim_id === undefined ? undefined : `${requester.deviceIdText}.${req.body.claim_id}`;
       const named = new Map<string, NamedAccount>();
       req.body.accounts.forEach((text, i) => {
         const account = namedAccount(text, `accounts[${i}]`);
@@ -40,7 +43,7 @@ export const claimRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> = asy
           (d) => d.deviceId !== requester.deviceIdText || d.acct !== requester.acct,
         );
         const claimed = await Promise.all(
-          targets.map((d) => ctx.store.claim(acct, d.deviceId, requester.deviceIdText, now)),
+          targets.map((d) => ctx.store.claim(acct, d.deviceId, memoKey, now)),
         );
         targets.forEach((device, i) => {
           const kp = claimed[i];

@@ -84,14 +84,15 @@ export interface DirectoryStore {
   ): Promise<AddKeyPackagesResult>;
   countKeyPackages(acct: string, deviceId: string, now: number): Promise<KeyPackageStock>;
   /**
-   * One atomic step: the requester's memo for this device if it is still fresh, else one ordinary
+   * One atomic step: the memo under `memoKey` for this device if it is still fresh, else one ordinary
    * KeyPackage that has not expired (removed for good), else the last-resort one (kept), else undefined.
-   * The answer is remembered for (requester, device) for the memo window.
+   * With a `memoKey` (requester device and claim id) the answer is remembered for the memo window;
+   * without one nothing is remembered and every claim is fresh.
    */
   claim(
     acct: string,
     deviceId: string,
-    requester: string,
+    memoKey: string | undefined,
     now: number,
   ): Promise<ClaimedKeyPackage | undefined>;
   /** True when the backend answers. */

@@ -107,14 +107,14 @@ export class MemoryDirectoryStore implements DirectoryStore {
   async claim(
     acct: string,
     deviceId: string,
-    requester: string,
+    memoKey: string | undefined,
     now: number,
   ): Promise<ClaimedKeyPackage | undefined> {
     const account = this.accounts.get(acct);
     const stock = account?.stock.get(deviceId);
     if (!stock) return undefined;
     prune(stock, now);
-    const memo = stock.memos.get(requester);
+    const memo = memoKey === undefined ? undefined : stock.memos.get(memoKey);
     if (memo) {
       return { keyPackage: memo.keyPackage.slice(), lastResort: memo.lastResort, replayed: true };
     }
@@ -128,12 +128,13 @@ export class MemoryDirectoryStore implements DirectoryStore {
       picked = { kp: stock.lastResort, lastResort: true };
     }
     if (!picked) return undefined;
-    stock.memos.set(requester, {
-      keyPackage: picked.kp.keyPackage,
-      lastResort: picked.lastResort,
-      notAfter: picked.kp.notAfter,
-      until: now + this.limits.claimMemoSeconds,
-    });
+    if (memoKey !== undefined)
+      stock.memos.set(memoKey, {
+        keyPackage: picked.kp.keyPackage,
+        lastResort: picked.lastResort,
+        notAfter: picked.kp.notAfter,
+        until: now + this.limits.claimMemoSeconds,
+      });
     return { keyPackage: picked.kp.keyPackage.slice(), lastResort: picked.lastResort, replayed: false };
   }
 

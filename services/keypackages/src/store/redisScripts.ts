@@ -83,15 +83,19 @@ return {count, hasLr}
 `);
 
 /**
- * KEYS: pool, kps, spent, last-resort, memo (of this requester for this device). ARGV: now, memo seconds.
+ * KEYS: pool, kps, spent, last-resort, memo (of this requester and claim id for this device).
+ * ARGV: now, memo seconds (0: no memo is read or written).
  * The whole claim is this one script, so no KeyPackage is handed out twice however many claims race.
  * Returns {kp, last_resort '0'|'1', replayed 0|1} or nil when the device has nothing to give.
  */
 export const claimScript = new LuaScript(`${PRUNE}
 local now = tonumber(ARGV[1])
-local memo = redis.call('HMGET', KEYS[5], 'kp', 'last_resort', 'not_after', 'until')
-if memo[1] and tonumber(memo[3]) > now and tonumber(memo[4]) > now then
-  return {memo[1], memo[2], 1}
+local ttl = tonumber(ARGV[2])
+if ttl > 0 then
+  local memo = redis.call('HMGET', KEYS[5], 'kp', 'last_resort', 'not_after', 'until')
+  if memo[1] and tonumber(memo[3]) > now and tonumber(memo[4]) > now then
+    return {memo[1], memo[2], 1}
+  end
 end
 prune(KEYS[1], KEYS[2], KEYS[3], now)
 local kp, lr, notAfter
@@ -111,8 +115,9 @@ if not kp then
   if last[1] and tonumber(last[2]) > now then kp, lr, notAfter = last[1], '1', last[2] end
 end
 if not kp then return false end
-local ttl = tonumber(ARGV[2])
-redis.call('HSET', KEYS[5], 'kp', kp, 'last_resort', lr, 'not_after', notAfter, 'until', now + ttl)
-redis.call('EXPIRE', KEYS[5], ttl)
+if ttl > 0 then
+  redis.call('HSET', KEYS[5], 'kp', kp, 'last_resort', lr, 'not_after', notAfter, 'until', now + ttl)
+  redis.call('EXPIRE', KEYS[5], ttl)
+end
 return {kp, lr, 0}
 `);

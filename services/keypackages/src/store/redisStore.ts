@@ -122,7 +122,7 @@ export class RedisDirectoryStore implements DirectoryStore {
   async claim(
     acct: string,
     deviceId: string,
-    requester: string,
+    memoKey: string | undefined,
     now: number,
   ): Promise<ClaimedKeyPackage | undefined> {
     const reply = await claimScript.run(
@@ -132,9 +132,10 @@ export class RedisDirectoryStore implements DirectoryStore {
         this.keys.keyPackages(acct, deviceId),
         this.keys.spent(acct, deviceId),
         this.keys.lastResort(acct, deviceId),
-        this.keys.memo(acct, deviceId, requester),
+        // Without a memo key the script neither reads nor writes a memo; it still needs a key of this slot.
+        this.keys.memo(acct, deviceId, memoKey ?? "none"),
       ],
-      [now, this.limits.claimMemoSeconds],
+      [now, memoKey === undefined ? 0 : this.limits.claimMemoSeconds],
     );
     if (reply === null) return undefined;
     if (!Array.isArray(reply) || typeof reply[0] !== "string") throw unexpected("claim", reply);

@@ -253,6 +253,17 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         expect((await store.countKeyPackages(d.acct, d.deviceId, NOW + 600)).count).toBe(0);
       });
 
+      it("never repeats a claim made without a memo key (D1)", async () => {
+        const d = await registered();
+        await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: [kp(), kp()] }, NOW);
+        const first = await store.claim(d.acct, d.deviceId, undefined, NOW);
+        const second = await store.claim(d.acct, d.deviceId, undefined, NOW + 1);
+        expect(first?.replayed).toBe(false);
+        expect(second?.replayed).toBe(false);
+        expect(second?.keyPackage).not.toEqual(first?.keyPackage);
+        expect((await store.countKeyPackages(d.acct, d.deviceId, NOW + 1)).count).toBe(0);
+      });
+
       it("does not repeat a remembered KeyPackage once it has expired", async () => {
         const d = await registered();
         const short = kp(NOW + 100);
