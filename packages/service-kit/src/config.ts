@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { parseAcct } from "@mastodon-mls/protocol";
 
 // Config is read from the environment once, at start, and validated; nothing else reads process.env.
 
@@ -71,3 +72,16 @@ export function requireRedisWhenSelected(
     ctx.addIssue({ code: "custom", path: ["REDIS_URL"], message: "is required when STORE=redis" });
   }
 }
+
+/** The instance's LOCAL_DOMAIN, canonical: lower-case IDNA A-label, as in every acct. */
+export const InstanceDomain = z.string().transform((text, ctx) => {
+  try {
+    return parseAcct(`user@${text}`).domain;
+  } catch {
+    ctx.addIssue({ code: "custom", message: "must be a domain name, e.g. example.social" });
+    return z.NEVER;
+  }
+});
+
+/** A key prefix for one service's Redis keys. No braces: keys carry their own hash tags. */
+export const RedisPrefix = z.string().regex(/^[A-Za-z0-9:_.-]{1,64}$/, "letters, digits and : _ . - only");

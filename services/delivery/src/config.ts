@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { DEFAULT_PORTS, RETAIN_EPOCHS, parseAcct } from "@mastodon-mls/protocol";
+import { DEFAULT_PORTS, RETAIN_EPOCHS } from "@mastodon-mls/protocol";
 import {
   LogLevel,
   Origin,
@@ -7,20 +7,12 @@ import {
   RedisUrl,
   parseEnv,
   requireRedisWhenSelected,
+  InstanceDomain,
+  RedisPrefix,
 } from "@mastodon-mls/service-kit";
 
 // The delivery service's configuration, read from the environment once at start (DESIGN §10). Nothing
 // else in this service reads process.env.
-
-/** The instance's LOCAL_DOMAIN, canonical: lower-case IDNA A-label, as in every acct. */
-const InstanceDomain = z.string().transform((text, ctx) => {
-  try {
-    return parseAcct(`user@${text}`).domain;
-  } catch {
-    ctx.addIssue({ code: "custom", message: "must be a domain name, e.g. example.social" });
-    return z.NEVER;
-  }
-});
 
 const DeliveryEnv = z
   .object({
@@ -33,10 +25,7 @@ const DeliveryEnv = z
     STORE: z.enum(["memory", "redis"]).default("memory"),
     REDIS_URL: RedisUrl.optional(),
     // No braces: every key is hash-tagged by group, device or account, and a brace here would break that.
-    REDIS_PREFIX: z
-      .string()
-      .regex(/^[A-Za-z0-9:_.-]{1,64}$/, "letters, digits and : _ . - only")
-      .default("ds:"),
+    REDIS_PREFIX: RedisPrefix.default("ds:"),
     LOG_LEVEL: LogLevel,
     /** Advertised at /.well-known/mls-services next to this service's own PUBLIC_URL. */
     DIRECTORY_URL: Origin.optional(),

@@ -1,5 +1,5 @@
 import { z } from "zod";
-import { DEFAULT_PORTS, parseAcct } from "@mastodon-mls/protocol";
+import { DEFAULT_PORTS } from "@mastodon-mls/protocol";
 import {
   LogLevel,
   Origin,
@@ -7,20 +7,12 @@ import {
   RedisUrl,
   parseEnv,
   requireRedisWhenSelected,
+  InstanceDomain,
+  RedisPrefix,
 } from "@mastodon-mls/service-kit";
 
 // The directory's configuration, read from the environment once at start (DESIGN §10). Nothing else in
 // this service reads process.env.
-
-/** The instance's LOCAL_DOMAIN, canonical: lower-case IDNA A-label, as in every acct. */
-const InstanceDomain = z.string().transform((text, ctx) => {
-  try {
-    return parseAcct(`user@${text}`).domain;
-  } catch {
-    ctx.addIssue({ code: "custom", message: "must be a domain name, e.g. example.social" });
-    return z.NEVER;
-  }
-});
 
 const DirectoryEnv = z
   .object({
@@ -34,10 +26,7 @@ const DirectoryEnv = z
     MASTODON_TIMEOUT_MS: z.coerce.number().int().min(100).max(60_000).default(5_000),
     STORE: z.enum(["memory", "redis"]).default("memory"),
     REDIS_URL: RedisUrl.optional(),
-    REDIS_PREFIX: z
-      .string()
-      .regex(/^[A-Za-z0-9:_.-]{1,64}$/, "letters, digits and : _ . - only")
-      .default("kp:"),
+    REDIS_PREFIX: RedisPrefix.default("kp:"),
     LOG_LEVEL: LogLevel,
     /** Advertised at /.well-known/mls-services next to this service's own PUBLIC_URL. */
     DELIVERY_URL: Origin.optional(),
