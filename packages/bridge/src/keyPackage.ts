@@ -20,7 +20,11 @@ import { makeKeyPackageRef, verifyKeyPackage as mlsVerifyKeyPackage } from "ts-m
 import { verifyLeafNodeSignatureKeyPackage } from "ts-mls/leafNode.js";
 import { extensionTypeToNumber } from "ts-mls/extension.js";
 import { bytesEqual, cipherSuite, type SigningKeyPair } from "./crypto.js";
-import { parseDeviceCertificate, type DeviceCertificate } from "./deviceCertificate.js";
+import {
+  decodeDeviceCertificate,
+  verifyDeviceCertificate,
+  type DeviceCertificate,
+} from "./deviceCertificate.js";
 import { basicCredential, credentialIdentity, profileCapabilities } from "./mlsProfile.js";
 
 const CLOCK_SKEW_SECONDS = 300;
@@ -117,7 +121,11 @@ export function decodeKeyPackageMessage(bytes: Uint8Array): KeyPackageIn {
 }
 
 /** The certificate extension of a leaf, verified offline. Throws `invalid_certificate`. */
-export async function verifyLeafCertificate(leaf: LeafNode, now?: number): Promise<DeviceCertificate> {
+export async function verifyLeafCertificate(
+  leaf: LeafNode,
+  now?: number,
+  opts: { checkTimes?: boolean } = {},
+): Promise<DeviceCertificate> {
   const exts = leaf.extensions.filter(
     (e) => extensionTypeToNumber(e.extensionType) === DEVICE_CERT_EXTENSION_TYPE,
   );
@@ -130,7 +138,7 @@ export async function verifyLeafCertificate(leaf: LeafNode, now?: number): Promi
   if (!leaf.capabilities.extensions.includes(DEVICE_CERT_EXTENSION_TYPE)) {
     throw new ProtocolError("invalid_certificate", "The leaf does not list the certificate extension.");
   }
-  const cert = await parseDeviceCertificate(exts[0]!.extensionData, now);
+  const cert = await verifyDeviceCertificate(decodeDeviceCertificate(exts[0]!.extensionData), now, opts);
   const identity = credentialIdentity(leaf.credential);
   if (identity === undefined || identity !== cert.identity) {
     throw new ProtocolError(
@@ -148,13 +156,33 @@ export async function verifyLeafCertificate(leaf: LeafNode, now?: number): Promi
  * Every check a KeyPackage must pass before anyone stores it or adds it to a group (rules KP-2..KP-8 in
  * docs/protocol.md). Whether the account key is the account's real key is the bridge lookup's job.
  */
+export interface VerifyKeyPackageOptions {
+  /**
+   * Check the lifetime (KP-6) and the certificate's validity period (default true). Only a member that
+   * processes someone else's commit later turns this off: time passing must not make a valid commit fail.
+   */
+  checkTimes?: boolean;
+}
+
 export async function verifyKeyPackage(
   kpIn: KeyPackageIn,
   now = Math.floor(Date.now() / 1000),
+  opts: VerifyKeyPackageOptions = {},
 ): Promise<VerifiedKeyPackage> {
   const kp = kpIn.keyPackage;
   const cs = await cipherSuite();
+  const checkTimes = opts.checkTimes ?? true;
+  if (kp.version !== "mls10") throw invalid("the KeyPackage is not for MLS 1.0"); // KP-1
   if (kp.cipherSuite !== CIPHERSUITE_NAME) throw new ProtocolError("unsupported_ciphersuite"); // KP-2
+  // KP-9: a leaf that does not support what every member uses makes ts-mls refuse every later Welcome.
+  const caps = kp.leafNode.capabilities;
+  if (
+    !caps.versions.includes("mls10") ||
+    !caps.ciphersuites.includes(CIPHERSUITE_NAME) ||
+    !caps.credentials.includes("basic")
+  ) {
+    throw invalid("its capabilities do not list mls10, our ciphersuite and basic credentials");
+  }
   const identity = credentialIdentity(kp.leafNode.credential);
   if (identity === undefined) throw invalid("the credential is not a canonical basic acct: identity"); // KP-3
   if (!(await mlsVerifyKeyPackage(kp, cs.signature))) throw new ProtocolError("invalid_signature"); // KP-4
@@ -166,10 +194,9 @@ export async function verifyKeyPackage(
   const { notBefore, notAfter } = kp.leafNode.lifetime; // KP-6
   const nb = Number(notBefore);
   const na = Number(notAfter);
-  if (na <= nb || na - nb > MAX_KEYPACKAGE_LIFETIME_SECONDS || nb > now + CLOCK_SKEW_SECONDS || na < now) {
-    throw new ProtocolError("lifetime_invalid");
-  }
-  const certificate = await verifyLeafCertificate(kp.leafNode, now); // KP-7
+  if (na <= nb || na - nb > MAX_KEYPACKAGE_LIFETIME_SECONDS) throw new ProtocolError("lifetime_invalid");
+  if (checkTimes && (nb > now + CLOCK_SKEW_SECONDS || na < now)) throw new ProtocolError("lifetime_invalid");
+  const certificate = await verifyLeafCertificate(kp.leafNode, now, { checkTimes }); // KP-7
   const lastResort = kp.extensions.some(
     (e) => extensionTypeToNumber(e.extensionType) === LAST_RESORT_EXTENSION_TYPE,
   ); // KP-8

@@ -36,7 +36,8 @@ export function basicCredential(identity: string): Credential {
 export function credentialIdentity(credential: Credential): string | undefined {
   if (credential.credentialType !== "basic") return undefined;
   try {
-    const identity = new TextDecoder("utf-8", { fatal: true }).decode(credential.identity);
+    // ignoreBOM: a leading U+FEFF stays and then fails the canonical-form check.
+    const identity = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(credential.identity);
     parseCanonicalIdentity(identity);
     return identity;
   } catch {

@@ -3,6 +3,7 @@ import {
   decodeMlsMessage,
   encodeMlsMessage,
   type ClientState,
+  type Credential,
   type KeyPackage,
   type MLSMessage,
   type Proposal,
@@ -14,6 +15,7 @@ import { makeProposalRef } from "ts-mls/authenticatedContent.js";
 import { cipherSuite } from "./crypto.js";
 import { deviceIdText } from "./deviceCertificate.js";
 import { verifyKeyPackage, type VerifiedKeyPackage } from "./keyPackage.js";
+import { credentialIdentity } from "./mlsProfile.js";
 
 /**
  * Handshake screening (DESIGN §2, §6): run by the hub and by every client on every incoming MLSMessage
@@ -43,12 +45,14 @@ import { verifyKeyPackage, type VerifiedKeyPackage } from "./keyPackage.js";
  *   SCR-10 a proposal by reference resolves to a proposal accepted in this epoch (`acceptedProposals`),
  *          and no reference appears twice.
  *   SCR-11 an Update is only committed by reference, never the committer's own; an Update's leaf keeps
- *          the sender's signature key (a leaf's key never changes, DESIGN §2).
+ *          the sender's signature key and credential (a leaf's key and identity never change, DESIGN §2).
  *   SCR-12 a commit with a Remove or an Update, or with no proposal at all, carries an update path.
  *   SCR-13 every Add's KeyPackage passes the bridge's `verifyKeyPackage` (profile, signatures, lifetime,
  *          device certificate), and adds a device that is neither a member already nor added twice.
  *   SCR-14 the group has at most `maxMembers` members after the commit.
- *   SCR-15 a commit's update path keeps the committer's signature key.
+ *   SCR-15 a commit's update path keeps the committer's signature key and credential.
+ *   SCR-16 an Add's leaf encryption key and init key appear nowhere in the tree nor in another Add of the
+ *          commit (when the view knows the tree's keys: every member does).
  *
  * Rules that need to know which device sits at a leaf (SCR-11 key, SCR-13 duplicates, SCR-15) apply when
  * the view provides `deviceAt`.
@@ -69,6 +73,13 @@ export interface GroupView {
   isBlank(leaf: number): boolean;
   /** Device id (base64url SHA-256 of the signature key) of the member at a leaf, when known. */
   deviceAt?(leaf: number): string | undefined;
+  /** Credential identity (`acct:user@domain`) of the member at a leaf, when known (SCR-11, SCR-15). */
+  identityAt?(leaf: number): string | undefined;
+  /**
+   * base64url of every HPKE public key in the tree (leaf and parent nodes), when known: an Add reusing one
+   * poisons the group for ts-mls 1.6.4 (SCR-16).
+   */
+  treeKeys?(): ReadonlySet<string>;
   /** The submitting device's own leaf: set by the hub, which knows who is asking. */
   senderLeaf?: number;
   /** Proposals accepted in this epoch, by base64url ProposalRef. */
@@ -82,6 +93,11 @@ export interface ScreenOptions {
   maxMembers?: number;
   /** Seconds since the Unix epoch, for KeyPackage lifetimes. */
   now?: number;
+  /**
+   * Check KeyPackage lifetimes and certificate validity periods of Adds (default true). The hub and the
+   * committer check them; a member processing a commit later must not refuse it because time passed.
+   */
+  checkTimes?: boolean;
 }
 
 export interface ScreenedApplication {
@@ -238,7 +254,7 @@ async function screenProposal(
   const ref = await proposalRef(pm);
   switch (proposal.proposalType) {
     case "add": {
-      const add = await checkAdd(proposal.add.keyPackage, 0, view, new Set(), opts);
+      const add = await checkAdd(proposal.add.keyPackage, 0, view, new Set(), new Set(), opts);
       return { kind: "proposal", epoch, senderLeaf, proposal, ref, add };
     }
     case "remove":
@@ -247,6 +263,7 @@ async function screenProposal(
       return { kind: "proposal", epoch, senderLeaf, proposal, ref };
     case "update":
       checkUpdateKey(proposal.update.leafNode.signaturePublicKey, senderLeaf, view);
+      checkSameIdentity(proposal.update.leafNode.credential, senderLeaf, view, "SCR-11", "an Update");
       return { kind: "proposal", epoch, senderLeaf, proposal, ref };
     default:
       throw refuse("SCR-8", `${proposalTypeName(proposal)} proposals are not allowed`);
@@ -283,6 +300,7 @@ async function screenCommit(
 
   const adds: VerifiedKeyPackage[] = [];
   const addedDevices = new Set<string>();
+  const addedKeys = new Set<string>();
   const removes: number[] = [];
   const updates: number[] = [];
   const changed = new Set<number>();
@@ -290,7 +308,7 @@ async function screenCommit(
     const p = c.proposal;
     switch (p.proposalType) {
       case "add":
-        adds.push(await checkAdd(p.add.keyPackage, adds.length, view, addedDevices, opts));
+        adds.push(await checkAdd(p.add.keyPackage, adds.length, view, addedDevices, addedKeys, opts));
         break;
       case "remove": {
         const leaf = p.remove.removed;
@@ -306,6 +324,7 @@ async function screenCommit(
         if (c.senderLeaf === committer) throw refuse("SCR-11", "a committer may not commit its own Update");
         if (!isMember(view, c.senderLeaf)) throw refuse("SCR-11", "the updated leaf is not a member");
         checkUpdateKey(p.update.leafNode.signaturePublicKey, c.senderLeaf, view);
+        checkSameIdentity(p.update.leafNode.credential, c.senderLeaf, view, "SCR-11", "an Update");
         if (changed.has(c.senderLeaf)) throw refuse("SCR-9", `leaf ${c.senderLeaf} is changed twice`);
         changed.add(c.senderLeaf);
         updates.push(c.senderLeaf);
@@ -326,6 +345,7 @@ async function screenCommit(
       throw refuse("SCR-15", "the update path changes the committer's signature key");
     }
   }
+  if (path) checkSameIdentity(path.leafNode.credential, committer, view, "SCR-15", "the update path");
   const maxMembers = opts.maxMembers ?? LIMITS.membersPerGroup;
   if (countMembers(view) - removes.length + adds.length > maxMembers) {
     throw new ProtocolError("screening_failed", `SCR-14: the group would exceed ${maxMembers} members.`);
@@ -347,6 +367,20 @@ function checkRemoveTarget(leaf: number, view: GroupView): void {
   if (!isMember(view, leaf)) throw refuse("SCR-9", `a Remove names leaf ${leaf}, which is not a member`);
 }
 
+/** A leaf's credential never changes (DESIGN §2): otherwise a member could take another account's name. */
+function checkSameIdentity(
+  credential: Credential,
+  leaf: number,
+  view: GroupView,
+  rule: string,
+  what: string,
+): void {
+  const current = view.identityAt?.(leaf);
+  if (current !== undefined && credentialIdentity(credential) !== current) {
+    throw refuse(rule, `${what} changes the leaf's credential`);
+  }
+}
+
 function checkUpdateKey(signaturePublicKey: Uint8Array, leaf: number, view: GroupView): void {
   const own = view.deviceAt?.(leaf);
   if (own !== undefined && deviceIdText(signaturePublicKey) !== own) {
@@ -359,12 +393,15 @@ async function checkAdd(
   index: number,
   view: GroupView,
   addedDevices: Set<string>,
+  addedKeys: Set<string>,
   opts: ScreenOptions,
 ): Promise<VerifiedKeyPackage> {
   let verified: VerifiedKeyPackage;
   try {
     const encoded = encodeMlsMessage({ version: "mls10", wireformat: "mls_key_package", keyPackage });
-    verified = await verifyKeyPackage({ keyPackage, encoded, __in: "unverified" }, opts.now);
+    verified = await verifyKeyPackage({ keyPackage, encoded, __in: "unverified" }, opts.now, {
+      checkTimes: opts.checkTimes ?? true,
+    });
   } catch (e) {
     if (e instanceof ProtocolError) {
       throw new ProtocolError("screening_failed", `SCR-13: Add #${index}: ${e.message}`, { cause: e.code });
@@ -372,6 +409,16 @@ async function checkAdd(
     throw refuse("SCR-13", `Add #${index} does not hold a well-formed KeyPackage`);
   }
   if (addedDevices.has(verified.deviceId)) throw refuse("SCR-13", "a device is added twice");
+  // SCR-16: ts-mls 1.6.4 accepts an Add whose keys repeat a key of the tree, then every Welcome fails and
+  // a later commit with two Adds ends the process through an unhandled rejection.
+  const keys = [toBase64url(keyPackage.leafNode.hpkePublicKey), toBase64url(keyPackage.initKey)];
+  const inTree = view.treeKeys?.();
+  for (const key of keys) {
+    if (inTree?.has(key) || addedKeys.has(key)) {
+      throw refuse("SCR-16", `Add #${index} reuses an encryption key already in the group`);
+    }
+    addedKeys.add(key);
+  }
   if (view.deviceAt) {
     for (let leaf = 0; leaf < view.leafCount; leaf++) {
       if (!view.isBlank(leaf) && view.deviceAt(leaf) === verified.deviceId) {
@@ -425,6 +472,18 @@ export function groupViewFromState(state: ClientState): GroupView {
     deviceAt: (leaf) => {
       const node = leafAt(leaf);
       return node ? deviceIdText(node.signaturePublicKey) : undefined;
+    },
+    identityAt: (leaf) => {
+      const node = leafAt(leaf);
+      return node ? credentialIdentity(node.credential) : undefined;
+    },
+    treeKeys: () => {
+      const keys = new Set<string>();
+      for (const node of tree) {
+        if (node?.nodeType === "leaf") keys.add(toBase64url(node.leaf.hpkePublicKey));
+        if (node?.nodeType === "parent") keys.add(toBase64url(node.parent.hpkePublicKey));
+      }
+      return keys;
     },
     acceptedProposals,
   };

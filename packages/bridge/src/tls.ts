@@ -121,7 +121,8 @@ export class TlsReader {
 
   string(maxBytes: number): string {
     try {
-      return new TextDecoder("utf-8", { fatal: true }).decode(this.opaque(maxBytes));
+      // ignoreBOM keeps a leading U+FEFF: otherwise two byte strings would decode to the same identity.
+      return new TextDecoder("utf-8", { fatal: true, ignoreBOM: true }).decode(this.opaque(maxBytes));
     } catch (e) {
       if (e instanceof TlsDecodeError) throw e;
       throw new TlsDecodeError("invalid UTF-8");

@@ -24,7 +24,8 @@ export const PADDING_BLOCK = 256;
 /** Request authentication (DESIGN §7). */
 export const AUTH_SCHEME = "MLS-Device";
 export const AUTH_MAX_SKEW_SECONDS = 300;
-export const AUTH_NONCE_TTL_SECONDS = 600;
+/** Longer than the whole window a timestamp is accepted in (2 × skew), so a nonce cannot outlive its record. */
+export const AUTH_NONCE_TTL_SECONDS = 2 * AUTH_MAX_SKEW_SECONDS + 60;
 
 export const DEFAULT_PORTS = { mastodon: 7400, directory: 7401, delivery: 7402 } as const;
 
