@@ -36,6 +36,7 @@ export const errorCatalogue = {
   too_many_items: { status: 400, message: "Too many items in one request." },
   not_found: { status: 404, message: "Not found." },
   method_not_allowed: { status: 405, message: "Method not allowed." },
+  not_acceptable: { status: 406, message: "None of the media types in Accept can be served here." },
   unauthorized: { status: 401, message: "Authentication is required." },
   invalid_token: { status: 401, message: "The Mastodon access token is invalid or revoked." },
   insufficient_scope: { status: 403, message: "The Mastodon access token lacks the required scope." },
@@ -55,6 +56,31 @@ export const errorCatalogue = {
   mastodon_unavailable: { status: 502, message: "The Mastodon instance could not be reached." },
   store_unavailable: { status: 503, message: "The storage backend is unavailable." },
   shutting_down: { status: 503, message: "The service is shutting down." },
+  invalid_device_list: { status: 400, message: "The device list is malformed or does not verify." },
+  stale_device_list: {
+    status: 409,
+    message: "The device list's version is not newer than the one already stored.",
+  },
+  invalid_key_rotation: {
+    status: 400,
+    message: "The account-key continuity statement is malformed or does not verify.",
+  },
+  invalid_profile_proof: { status: 400, message: "The profile proof is malformed or does not verify." },
+  profile_fields_full: {
+    status: 422,
+    message: "All profile fields are taken; free one for the MLS field.",
+  },
+  profile_field_too_long: {
+    status: 422,
+    message: "The MLS field value is longer than the instance stores.",
+  },
+  profile_field_not_stored: {
+    status: 502,
+    message: "The instance did not store the MLS field as sent.",
+  },
+  mastodon_refused: { status: 502, message: "The Mastodon instance refused the profile update." },
+  too_many_groups: { status: 422, message: "A device is in as many groups as this hub allows." },
+  unknown_commit: { status: 404, message: "No accepted commit with this hash ended that epoch." },
   internal: { status: 500, message: "Internal error." },
 } as const satisfies Record<string, ErrorSpec>;
 

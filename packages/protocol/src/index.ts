@@ -7,3 +7,4 @@ export * from "./directory.js";
 export * from "./delivery.js";
 export * from "./cleartext.js";
 export * from "./errorDocs.js";
+export * from "./identity.js";

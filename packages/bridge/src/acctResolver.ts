@@ -1,0 +1,98 @@
+import { canonicalAcct } from "@mastodon-mls/protocol";
+import { lookupAcct, type LookupResult } from "./acctLookup.js";
+import { createSafeHttpGet, type HttpGet, type TransportOptions } from "./safeHttp.js";
+
+// The lookup as clients and services use it: one request in flight per acct, answers cached, and the last
+// good answer kept while an instance is down (rules ST-1…ST-4 in docs/identity.md).
+
+export interface AcctResolverOptions extends TransportOptions {
+  /** Where WebFinger for a domain is asked. Default `https://<domain>`; tests map domains to local servers. */
+  resolveOrigin?: (domain: string) => string;
+  /** Replaces the safe transport entirely (tests). */
+  get?: HttpGet;
+  /** Milliseconds. Default Date.now. */
+  now?: () => number;
+  successTtlMs?: number;
+  failureTtlMs?: number;
+  lastGoodMs?: number;
+  /** Accounts remembered at most; the oldest entry goes first. */
+  maxEntries?: number;
+}
+
+export interface AcctResolver {
+  lookup(acct: string): Promise<LookupResult>;
+  /** Drops what is cached for an acct (not the last good answer), e.g. after its owner changed devices. */
+  forget(acct: string): void;
+}
+
+export const SUCCESS_TTL_MS = 10 * 60_000;
+export const FAILURE_TTL_MS = 60_000;
+export const LAST_GOOD_MS = 24 * 3600_000;
+
+interface Entry {
+  result: LookupResult;
+  until: number;
+}
+
+/** ST-2: answers from the instance are kept 10 minutes; failures and refusals 1 minute. */
+function isSuccess(r: LookupResult): boolean {
+  return r.kind === "found" || r.kind === "no-proof";
+}
+
+export function createAcctResolver(options: AcctResolverOptions = {}): AcctResolver {
+  const get = options.get ?? createSafeHttpGet(options);
+  const now = options.now ?? Date.now;
+  const successTtl = options.successTtlMs ?? SUCCESS_TTL_MS;
+  const failureTtl = options.failureTtlMs ?? FAILURE_TTL_MS;
+  const lastGoodMs = options.lastGoodMs ?? LAST_GOOD_MS;
+  const maxEntries = options.maxEntries ?? 10_000;
+  const cache = new Map<string, Entry>();
+  const lastGood = new Map<string, LookupResult & { kind: "found" }>();
+  const inFlight = new Map<string, Promise<LookupResult>>();
+
+  const remember = <V>(map: Map<string, V>, key: string, value: V) => {
+    map.delete(key);
+    map.set(key, value);
+    if (map.size > maxEntries) map.delete(map.keys().next().value!);
+  };
+
+  async function fresh(acct: string): Promise<LookupResult> {
+    const result = await lookupAcct(acct, { get, now, resolveOrigin: options.resolveOrigin });
+    const t = now();
+    const until = t + (isSuccess(result) ? successTtl : failureTtl);
+    if (result.kind === "found") {
+      remember(lastGood, acct, result);
+    } else if (result.kind === "unreachable") {
+      // ST-3: while the instance is down, the last good answer stands, for less than 24 hours.
+      const good = lastGood.get(acct);
+      if (good !== undefined && t - good.checkedAt < lastGoodMs) {
+        const served = { ...good, lastGood: { unreachableReason: result.reason } };
+        remember(cache, acct, { result: served, until: Math.min(until, good.checkedAt + lastGoodMs) });
+        return served;
+      }
+    } else {
+      // ST-4: an answer that says otherwise (no proof, not found, inconsistent) replaces the last good one.
+      lastGood.delete(acct);
+    }
+    remember(cache, acct, { result, until });
+    return result;
+  }
+
+  return {
+    lookup(input) {
+      const acct = canonicalAcct(input);
+      const cached = cache.get(acct);
+      if (cached !== undefined && cached.until > now()) return Promise.resolve(cached.result);
+      // ST-1: concurrent lookups of one acct share one request.
+      let pending = inFlight.get(acct);
+      if (pending === undefined) {
+        pending = fresh(acct).finally(() => inFlight.delete(acct));
+        inFlight.set(acct, pending);
+      }
+      return pending;
+    },
+    forget(input) {
+      cache.delete(canonicalAcct(input));
+    },
+  };
+}
