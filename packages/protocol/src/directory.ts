@@ -65,3 +65,48 @@ export const ClaimResult = z.object({
 export type ClaimResult = z.infer<typeof ClaimResult>;
 export const ClaimResponse = z.object({ accounts: z.array(ClaimResult) });
 export type ClaimResponse = z.infer<typeof ClaimResponse>;
+
+/** The ActivityStreams 2.0 context, and the one of the SWICG "MLS over ActivityPub" draft. */
+export const ACTIVITYSTREAMS_CONTEXT = "https://www.w3.org/ns/activitystreams";
+export const MLS_ACTIVITYPUB_CONTEXT = "https://purl.archive.org/socialweb/mls";
+/** The media type of ActivityStreams documents (`Accept` and `Content-Type`). */
+export const ACTIVITY_JSON = "application/activity+json";
+
+/**
+ * One device in an account's `keyPackages` collection: a `KeyPackage` object without `content`. The
+ * bytes are never published here — each single-use KeyPackage is handed out once, by a claim — so the
+ * object links to the claim endpoint instead (docs/decisions.md, D3).
+ */
+export const KeyPackageCollectionItem = z.object({
+  /** `<collection id>#<device id>` */
+  id: z.string().url(),
+  type: z.literal("KeyPackage"),
+  /** `acct:user@domain` */
+  attributedTo: z.string().max(LIMITS.acctLength + 5),
+  mediaType: z.literal("message/mls"),
+  /** The device id. */
+  name: DeviceId,
+  /** Where this device's KeyPackages are claimed: `POST` with a device signature. */
+  url: z.object({
+    type: z.literal("Link"),
+    href: z.string().url(),
+    mediaType: z.literal("application/json"),
+  }),
+});
+export type KeyPackageCollectionItem = z.infer<typeof KeyPackageCollectionItem>;
+
+/**
+ * GET /v1/accounts/:acct/keypackages with `Accept: application/activity+json` — public, read-only: the
+ * account's `keyPackages` collection in the shape of the SWICG "MLS over ActivityPub" draft, one item
+ * per registered device. Reading it hands out and consumes nothing.
+ */
+export const KeyPackageCollection = z.object({
+  "@context": z.tuple([z.literal(ACTIVITYSTREAMS_CONTEXT), z.literal(MLS_ACTIVITYPUB_CONTEXT)]),
+  id: z.string().url(),
+  type: z.literal("Collection"),
+  attributedTo: z.string().max(LIMITS.acctLength + 5),
+  summary: z.string(),
+  totalItems: z.number().int().nonnegative(),
+  items: z.array(KeyPackageCollectionItem).max(LIMITS.devicesPerAccount),
+});
+export type KeyPackageCollection = z.infer<typeof KeyPackageCollection>;

@@ -73,7 +73,18 @@ export async function createServiceApp(opts: ServiceAppOptions) {
   });
   const metrics: ServiceMetrics = createMetrics(opts.name, opts.defaultMetrics ?? false);
   installHttpMetrics(app, metrics);
-  app.get("/openapi.json", { schema: { hide: true } }, () => app.swagger());
+  app.get(
+    "/openapi.json",
+    {
+      schema: {
+        summary: "This OpenAPI 3.1 document",
+        tags: ["operations"],
+        response: { 200: z.looseObject({ openapi: z.string(), info: z.unknown(), paths: z.unknown() }) },
+      },
+    },
+    // @fastify/swagger types the document as OpenAPI 2 or 3; it is always 3.1 here.
+    () => app.swagger() as unknown as { openapi: string; info: unknown; paths: unknown },
+  );
   return { app, metrics };
 }
 
@@ -104,8 +115,17 @@ export interface OperationalRoutes {
 
 /** /healthz (the process is up), /readyz (its backends answer), /.well-known/mls-services (DESIGN §4). */
 export function installOperationalRoutes(app: ServiceApp, routes: OperationalRoutes): void {
-  app.get("/healthz", { schema: { response: { 200: Health } } }, () => ({ status: "ok" as const }));
-  app.get("/readyz", { schema: { response: { 200: Health, 503: Health } } }, async (_req, reply) => {
+  app.get(
+    "/healthz",
+    { schema: { summary: "The process is up", tags: ["operations"], response: { 200: Health } } },
+    () => ({ status: "ok" as const }),
+  );
+  const readiness = {
+    summary: "Every backend the service needs answers (503 while one does not)",
+    tags: ["operations"],
+    response: { 200: Health, 503: Health },
+  };
+  app.get("/readyz", { schema: readiness }, async (_req, reply) => {
     const ok = await routes.ready();
     return reply.status(ok ? 200 : 503).send({ status: ok ? "ok" : "unavailable" });
   });
@@ -113,6 +133,8 @@ export function installOperationalRoutes(app: ServiceApp, routes: OperationalRou
     "/.well-known/mls-services",
     {
       schema: {
+        summary: "Service discovery: this instance's directory and delivery service (DESIGN §4)",
+        tags: ["operations"],
         response: { 200: WellKnownServices, 404: z.object({ error: z.string(), message: z.string() }) },
       },
     },

@@ -1,5 +1,6 @@
 import { Counter, Histogram, Registry, collectDefaultMetrics } from "prom-client";
 import type { FastifyInstance } from "fastify";
+import { z } from "zod";
 
 /** One registry per app: the global one throws as soon as two apps share a process (tests). */
 export interface ServiceMetrics {
@@ -37,7 +38,12 @@ export function installHttpMetrics(app: FastifyInstance, metrics: ServiceMetrics
     metrics.httpDuration.observe({ method: req.method, route }, reply.elapsedTime / 1000);
     done();
   });
-  app.get("/metrics", { schema: { hide: true } }, async (_req, reply) => {
+  const schema = {
+    summary: "Prometheus metrics (text exposition format)",
+    tags: ["operations"],
+    response: { 200: { content: { "text/plain": { schema: z.string() } } } },
+  };
+  app.get("/metrics", { schema }, async (_req, reply) => {
     reply.header("content-type", metrics.registry.contentType);
     return metrics.registry.metrics();
   });

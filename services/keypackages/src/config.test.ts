@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "@mastodon-mls/service-kit";
-import { loadDirectoryConfig } from "./config.js";
+import { DEFAULT_RATE_LIMITS, loadDirectoryConfig } from "./config.js";
 
 describe("loadDirectoryConfig", () => {
   it("fills in the defaults", () => {
@@ -16,7 +16,41 @@ describe("loadDirectoryConfig", () => {
       redisPrefix: "kp:",
       logLevel: "info",
       deliveryUrl: undefined,
+      rateLimits: { enabled: true, ...DEFAULT_RATE_LIMITS },
+      sweepIntervalSeconds: 60,
     });
+  });
+
+  it("reads the rate limits and the sweep interval, and refuses nonsense there", () => {
+    const config = loadDirectoryConfig({
+      MASTODON_URL: "https://s.example",
+      RATE_LIMITS: "off",
+      RATE_LIMIT_DEVICE_MAX: "5",
+      RATE_LIMIT_DEVICE_WINDOW_SECONDS: "10",
+      RATE_LIMIT_DOMAIN_MAX: "50",
+      RATE_LIMIT_DOMAIN_WINDOW_SECONDS: "20",
+      RATE_LIMIT_TARGET_MAX: "7",
+      RATE_LIMIT_TARGET_WINDOW_SECONDS: "7200",
+      RATE_LIMIT_ACCOUNT_MAX: "3",
+      RATE_LIMIT_ACCOUNT_WINDOW_SECONDS: "30",
+      SWEEP_INTERVAL_SECONDS: "0",
+    });
+    expect(config.rateLimits).toEqual({
+      enabled: false,
+      device: { max: 5, windowSeconds: 10 },
+      domain: { max: 50, windowSeconds: 20 },
+      target: { max: 7, windowSeconds: 7200 },
+      account: { max: 3, windowSeconds: 30 },
+    });
+    expect(config.sweepIntervalSeconds).toBe(0);
+    expect(() =>
+      loadDirectoryConfig({
+        MASTODON_URL: "https://s.example",
+        RATE_LIMITS: "maybe",
+        RATE_LIMIT_DEVICE_MAX: "0",
+        RATE_LIMIT_TARGET_WINDOW_SECONDS: "-1",
+      }),
+    ).toThrow(/RATE_LIMITS[\s\S]*RATE_LIMIT_DEVICE_MAX[\s\S]*RATE_LIMIT_TARGET_WINDOW_SECONDS/);
   });
 
   it("reads every variable, canonicalising the instance domain", () => {

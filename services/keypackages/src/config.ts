@@ -11,6 +11,40 @@ import {
   RedisPrefix,
 } from "@mastodon-mls/service-kit";
 
+const Count = z.coerce.number().int().min(1).max(1_000_000_000);
+const Seconds = z.coerce
+  .number()
+  .int()
+  .min(1)
+  .max(7 * 86_400);
+
+/** One limit: at most `max` requests (or units) per key within a fixed window of `windowSeconds`. */
+export interface RateLimit {
+  max: number;
+  windowSeconds: number;
+}
+
+/**
+ * The directory's rate limits (README "Rate limits"). `device`: claims and count requests per requesting
+ * device. `domain`: claims per requesting domain (the requester certificate's acct domain). `target`:
+ * claims naming one account that are served ordinary KeyPackages; later ones get last-resort ones.
+ * `account`: registrations and uploads per bearer-token account.
+ */
+export interface RateLimits {
+  enabled: boolean;
+  device: RateLimit;
+  domain: RateLimit;
+  target: RateLimit;
+  account: RateLimit;
+}
+
+export const DEFAULT_RATE_LIMITS: Omit<RateLimits, "enabled"> = {
+  device: { max: 120, windowSeconds: 60 },
+  domain: { max: 1200, windowSeconds: 60 },
+  target: { max: 60, windowSeconds: 3600 },
+  account: { max: 60, windowSeconds: 600 },
+};
+
 // The directory's configuration, read from the environment once at start (DESIGN §10). Nothing else in
 // this service reads process.env.
 
@@ -30,6 +64,18 @@ const DirectoryEnv = z
     LOG_LEVEL: LogLevel,
     /** Advertised at /.well-known/mls-services next to this service's own PUBLIC_URL. */
     DELIVERY_URL: Origin.optional(),
+    /** `off` disables every rate limit (benchmarks, trusted test rigs); never in production. */
+    RATE_LIMITS: z.enum(["on", "off"]).default("on"),
+    RATE_LIMIT_DEVICE_MAX: Count.default(DEFAULT_RATE_LIMITS.device.max),
+    RATE_LIMIT_DEVICE_WINDOW_SECONDS: Seconds.default(DEFAULT_RATE_LIMITS.device.windowSeconds),
+    RATE_LIMIT_DOMAIN_MAX: Count.default(DEFAULT_RATE_LIMITS.domain.max),
+    RATE_LIMIT_DOMAIN_WINDOW_SECONDS: Seconds.default(DEFAULT_RATE_LIMITS.domain.windowSeconds),
+    RATE_LIMIT_TARGET_MAX: Count.default(DEFAULT_RATE_LIMITS.target.max),
+    RATE_LIMIT_TARGET_WINDOW_SECONDS: Seconds.default(DEFAULT_RATE_LIMITS.target.windowSeconds),
+    RATE_LIMIT_ACCOUNT_MAX: Count.default(DEFAULT_RATE_LIMITS.account.max),
+    RATE_LIMIT_ACCOUNT_WINDOW_SECONDS: Seconds.default(DEFAULT_RATE_LIMITS.account.windowSeconds),
+    /** How often expired KeyPackages are purged and the stored gauge is refreshed; 0 turns the sweep off. */
+    SWEEP_INTERVAL_SECONDS: z.coerce.number().int().min(0).max(86_400).default(60),
   })
   .superRefine(requireRedisWhenSelected);
 
@@ -46,6 +92,9 @@ export interface DirectoryConfig {
   redisPrefix: string;
   logLevel: string;
   deliveryUrl: string | undefined;
+  rateLimits: RateLimits;
+  /** Seconds between sweeps of expired KeyPackages; 0: no periodic sweep (pruning on access only). */
+  sweepIntervalSeconds: number;
 }
 
 /** Validates the environment; throws a ConfigError naming every bad variable. */
@@ -65,5 +114,13 @@ export function loadDirectoryConfig(env: Record<string, string | undefined>): Di
     redisPrefix: e.REDIS_PREFIX,
     logLevel: e.LOG_LEVEL,
     deliveryUrl: e.DELIVERY_URL,
+    rateLimits: {
+      enabled: e.RATE_LIMITS === "on",
+      device: { max: e.RATE_LIMIT_DEVICE_MAX, windowSeconds: e.RATE_LIMIT_DEVICE_WINDOW_SECONDS },
+      domain: { max: e.RATE_LIMIT_DOMAIN_MAX, windowSeconds: e.RATE_LIMIT_DOMAIN_WINDOW_SECONDS },
+      target: { max: e.RATE_LIMIT_TARGET_MAX, windowSeconds: e.RATE_LIMIT_TARGET_WINDOW_SECONDS },
+      account: { max: e.RATE_LIMIT_ACCOUNT_MAX, windowSeconds: e.RATE_LIMIT_ACCOUNT_WINDOW_SECONDS },
+    },
+    sweepIntervalSeconds: e.SWEEP_INTERVAL_SECONDS,
   };
 }

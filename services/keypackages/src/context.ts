@@ -4,6 +4,7 @@ import type { DirectoryConfig } from "./config.js";
 import type { InstanceDomain } from "./mastodon/instanceDomain.js";
 import type { TokenVerifier } from "./mastodon/tokenVerifier.js";
 import type { DirectoryMetrics } from "./metrics.js";
+import type { DirectoryLimiters } from "./rateLimits.js";
 import type { DirectoryStore, StoreLimits } from "./store/directoryStore.js";
 
 /** Everything a route needs, built once from the config and handed to every route plugin. */
@@ -16,6 +17,8 @@ export interface DirectoryContext {
   instance: InstanceDomain;
   tokens: TokenVerifier;
   metrics: DirectoryMetrics;
+  /** Each undefined when RATE_LIMITS=off. */
+  limiters: DirectoryLimiters;
   /** Seconds since the Unix epoch. */
   now: () => number;
 }

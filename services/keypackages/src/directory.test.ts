@@ -210,7 +210,10 @@ describe.each(["memory", "redis"] as const)("the directory over HTTP, %s store",
         "/v1/devices/{deviceId}/keypackages",
         "/v1/devices/{deviceId}/keypackages/count",
         "/v1/accounts/{acct}/devices",
+        "/v1/accounts/{acct}/keypackages",
         "/v1/claims",
+        "/metrics",
+        "/openapi.json",
       ].sort(),
     );
     const claimBody = openapi.json.paths["/v1/claims"].post.requestBody.content["application/json"].schema;

@@ -17,13 +17,21 @@ import type { DirectoryContext } from "./context.js";
 import { InstanceDomain } from "./mastodon/instanceDomain.js";
 import { MastodonApi } from "./mastodon/mastodonApi.js";
 import { TokenVerifier } from "./mastodon/tokenVerifier.js";
-import { createDirectoryMetrics } from "./metrics.js";
+import { createDirectoryMetrics, type DirectoryMetrics } from "./metrics.js";
+import { createLimiters } from "./rateLimits.js";
+import { activityRoutes } from "./routes/activityRoutes.js";
 import { decorateAuthentication } from "./routes/authentication.js";
 import { claimRoutes } from "./routes/claimRoutes.js";
 import { deviceRoutes } from "./routes/deviceRoutes.js";
 import { keyPackageRoutes } from "./routes/keyPackageRoutes.js";
-import { DEFAULT_STORE_LIMITS, type DirectoryStore, type StoreLimits } from "./store/directoryStore.js";
+import {
+  DEFAULT_STORE_LIMITS,
+  type DirectoryStore,
+  type StoreLimits,
+  type StoreStats,
+} from "./store/directoryStore.js";
 import { MemoryDirectoryStore } from "./store/memoryStore.js";
+import { RedisKeys } from "./store/redisKeys.js";
 import { RedisDirectoryStore } from "./store/redisStore.js";
 
 export const SERVICE_VERSION = "0.1.0";
@@ -52,7 +60,12 @@ export interface Directory {
   context: DirectoryContext;
   /** Starts serving on HOST:PORT (PORT 0 picks a free one); resolves to the URL it listens on. */
   listen(): Promise<string>;
-  /** Stops accepting, lets in-flight requests finish, then closes Redis. Idempotent. */
+  /**
+   * Purges expired KeyPackages now and refreshes the `keypackages_held` gauge; also runs every
+   * SWEEP_INTERVAL_SECONDS once listening. Concurrent calls share one sweep.
+   */
+  sweep(): Promise<StoreStats>;
+  /** Stops the sweeps, stops accepting, lets in-flight requests finish, then closes Redis. Idempotent. */
   close(): Promise<void>;
 }
 
@@ -71,8 +84,12 @@ export async function createDirectory(config: DirectoryConfig, deps: DirectoryDe
 
   const limits = { ...DEFAULT_STORE_LIMITS, ...deps.storeLimits };
   const storage = openStorage(config, deps, limits, log);
+  const now = deps.now ?? (() => Math.floor(Date.now() / 1000));
+  const directoryMetrics = createDirectoryMetrics(metrics.registry);
+  const sweeper = new Sweeper(storage.store, directoryMetrics, now, childLogger(log, "sweep"));
   // onClose hooks run once the server has closed, after in-flight requests finished: only then Redis goes.
   app.addHook("onClose", async () => {
+    await sweeper.stop();
     if (storage.redis) await closeRedis(storage.redis);
   });
 
@@ -83,7 +100,10 @@ export async function createDirectory(config: DirectoryConfig, deps: DirectoryDe
     log: childLogger(log, "mastodon"),
   });
   const instance = new InstanceDomain(mastodon, config.instanceDomain);
-  const now = deps.now ?? (() => Math.floor(Date.now() / 1000));
+  const limiters = await createLimiters(app, {
+    limits: config.rateLimits,
+    redis: storage.redis && { connection: storage.redis, keys: new RedisKeys(config.redisPrefix) },
+  });
   const context: DirectoryContext = {
     config,
     log,
@@ -92,7 +112,8 @@ export async function createDirectory(config: DirectoryConfig, deps: DirectoryDe
     nonces: storage.nonces,
     instance,
     tokens: new TokenVerifier(mastodon, instance, { now: () => now() * 1000 }),
-    metrics: createDirectoryMetrics(metrics.registry),
+    metrics: directoryMetrics,
+    limiters,
     now,
   };
 
@@ -105,6 +126,7 @@ export async function createDirectory(config: DirectoryConfig, deps: DirectoryDe
   await app.register(deviceRoutes, { ctx: context });
   await app.register(keyPackageRoutes, { ctx: context });
   await app.register(claimRoutes, { ctx: context });
+  await app.register(activityRoutes, { ctx: context });
 
   let closing: Promise<void> | undefined;
   return {
@@ -112,13 +134,74 @@ export async function createDirectory(config: DirectoryConfig, deps: DirectoryDe
     config,
     context,
     async listen() {
-      return app.listen({ host: config.host, port: config.port });
+      const url = await app.listen({ host: config.host, port: config.port });
+      sweeper.start(config.sweepIntervalSeconds);
+      return url;
     },
+    sweep: () => sweeper.run(),
     close() {
       closing ??= app.close();
       return closing;
     },
   };
+}
+
+/**
+ * The periodic sweep of expired KeyPackages (README "Expiry"). One at a time; a failed sweep (Redis
+ * down) is logged and counted, and the next interval tries again.
+ */
+class Sweeper {
+  private timer: NodeJS.Timeout | undefined;
+  private running: Promise<StoreStats> | undefined;
+  private stopped = false;
+
+  constructor(
+    private readonly store: DirectoryStore,
+    private readonly metrics: DirectoryMetrics,
+    private readonly now: () => number,
+    private readonly log: Logger,
+  ) {}
+
+  start(intervalSeconds: number): void {
+    if (intervalSeconds === 0 || this.timer || this.stopped) return;
+    const tick = () => {
+      this.run().catch(() => {
+        // Logged and counted by run().
+      });
+    };
+    tick();
+    this.timer = setInterval(tick, intervalSeconds * 1000);
+    this.timer.unref();
+  }
+
+  run(): Promise<StoreStats> {
+    this.running ??= this.sweep().finally(() => {
+      this.running = undefined;
+    });
+    return this.running;
+  }
+
+  async stop(): Promise<void> {
+    this.stopped = true;
+    clearInterval(this.timer);
+    await this.running?.catch(() => undefined);
+  }
+
+  private async sweep(): Promise<StoreStats> {
+    try {
+      const stats = await this.store.sweep(this.now());
+      this.metrics.held.set({ kind: "ordinary" }, stats.keyPackages);
+      this.metrics.held.set({ kind: "last_resort" }, stats.lastResort);
+      this.metrics.purged.inc(stats.purged);
+      this.metrics.sweeps.inc({ result: "ok" });
+      if (stats.purged > 0) this.log.info({ purged: stats.purged }, "expired KeyPackages purged");
+      return stats;
+    } catch (err) {
+      this.metrics.sweeps.inc({ result: "failed" });
+      this.log.warn({ err: { message: (err as Error).message } }, "sweep failed");
+      throw err;
+    }
+  }
 }
 
 interface Storage {

@@ -6,3 +6,5 @@ export * from "./store/directoryStore.js";
 export { MemoryDirectoryStore } from "./store/memoryStore.js";
 export { RedisDirectoryStore } from "./store/redisStore.js";
 export { RedisKeys } from "./store/redisKeys.js";
+export { renderApiDocs, renderServiceSection, type ServiceSpec } from "./openapi/apiDocs.js";
+export { directoryOpenApi, DIRECTORY_DOCS_ID, DIRECTORY_DOCS_TITLE } from "./openapi/directorySpec.js";

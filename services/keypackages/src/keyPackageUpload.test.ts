@@ -21,7 +21,8 @@ let valid: Uint8Array;
 
 beforeAll(async () => {
   mastodon = await startMastodon("a.test");
-  dir = await startDirectory(mastodon.url, { INSTANCE_DOMAIN: "a.test" });
+  // Hundreds of uploads by one account: the limits are tested elsewhere (rateLimits.test.ts).
+  dir = await startDirectory(mastodon.url, { INSTANCE_DOMAIN: "a.test", RATE_LIMITS: "off" });
   alice = await createMember(mastodon, dir.url, "alice");
   valid = (await keyPackageOf(alice.device)).encoded;
   // The genuine one is stored first, so a mutation that decodes to the same KeyPackage is visible as a

@@ -1,4 +1,4 @@
-import { Counter, type Registry } from "prom-client";
+import { Counter, Gauge, type Registry } from "prom-client";
 
 /** The directory's own counters, next to service-kit's HTTP metrics in the same registry. */
 export interface DirectoryMetrics {
@@ -8,6 +8,12 @@ export interface DirectoryMetrics {
   exhausted: Counter;
   keyPackagesStored: Counter;
   devicesRegistered: Counter<"result">;
+  /** Requests refused with 429, by limit; `target` counts claims served last-resort KeyPackages instead. */
+  rateLimited: Counter<"limit">;
+  /** KeyPackages held, as the last sweep counted them. */
+  held: Gauge<"kind">;
+  purged: Counter;
+  sweeps: Counter<"result">;
 }
 
 export function createDirectoryMetrics(registry: Registry): DirectoryMetrics {
@@ -42,6 +48,33 @@ export function createDirectoryMetrics(registry: Registry): DirectoryMetrics {
     devicesRegistered: new Counter({
       name: "keypackages_device_registrations_total",
       help: "Device registrations by result (created, replaced, unchanged)",
+      labelNames: ["result"],
+      registers,
+    }),
+    rateLimited: new Counter({
+      name: "keypackages_rate_limited_total",
+      help:
+        "Rate limits reached, by limit (device, domain, account: answered 429; target: a claim was " +
+        "served last-resort KeyPackages because the named account's budget was spent)",
+      labelNames: ["limit"],
+      registers,
+    }),
+    held: new Gauge({
+      name: "keypackages_held",
+      help:
+        "KeyPackages stored and unexpired as of the last sweep (kind=ordinary: all devices together; " +
+        "kind=last_resort: devices holding one)",
+      labelNames: ["kind"],
+      registers,
+    }),
+    purged: new Counter({
+      name: "keypackages_expired_purged_total",
+      help: "Expired KeyPackages removed by sweeps (claims and uploads also prune, uncounted)",
+      registers,
+    }),
+    sweeps: new Counter({
+      name: "keypackages_sweeps_total",
+      help: "Sweeps of expired KeyPackages, by result (ok, failed)",
       labelNames: ["result"],
       registers,
     }),

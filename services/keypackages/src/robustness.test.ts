@@ -165,6 +165,61 @@ describe("paths and parameters", () => {
   });
 });
 
+describe("size and batch limits", () => {
+  const upload = (body: unknown) =>
+    call(dir.url, `/v1/devices/${alice.device.deviceId}/keypackages`, { token: alice.token, body });
+
+  it("takes at most 100 KeyPackages per upload", async () => {
+    const over = await upload({ key_packages: Array.from({ length: 101 }, () => "AAAA") });
+    expect(over).toMatchObject({ status: 400, json: { error: "invalid_body" } });
+    expect(over.json.message).toMatch(/key_packages/);
+    // 100 pass the schema, and the first entry is then refused for what it is.
+    const atLimit = await upload({ key_packages: Array.from({ length: 100 }, () => "AAAA") });
+    expect(atLimit).toMatchObject({ status: 400, json: { error: "invalid_key_package", index: 0 } });
+  });
+
+  it("takes KeyPackages of at most 8 KiB and certificates of at most 2 KiB", async () => {
+    const tooLongText = "A".repeat(Math.ceil((8 * 1024 * 4) / 3) + 8);
+    expect(await upload({ key_packages: [tooLongText] })).toMatchObject({
+      status: 400,
+      json: { error: "invalid_body" },
+    });
+    expect(await upload({ key_packages: [], last_resort: tooLongText })).toMatchObject({
+      status: 400,
+      json: { error: "invalid_body" },
+    });
+    const register = (certificate: string) =>
+      call(dir.url, `/v1/devices/${alice.device.deviceId}`, {
+        method: "PUT",
+        token: alice.token,
+        body: { certificate },
+      });
+    expect(await register("A".repeat(Math.ceil((2048 * 4) / 3) + 8))).toMatchObject({
+      status: 400,
+      json: { error: "invalid_body" },
+    });
+    // Within the schema's length but over 2048 bytes once decoded.
+    expect(await register(b64(new Uint8Array(2049)))).toMatchObject({
+      status: 413,
+      json: { error: "payload_too_large" },
+    });
+  });
+
+  it("names at most 64 accounts per claim", async () => {
+    const body = JSON.stringify({
+      ciphersuite: 1,
+      accounts: Array.from({ length: 65 }, (_, i) => `u${i}@a.test`),
+    });
+    const res = await call(dir.url, "/v1/claims", {
+      method: "POST",
+      raw: body,
+      headers: { "content-type": JSON_TYPE, ...(await signed(body, "/v1/claims", "POST")) },
+    });
+    expect(res).toMatchObject({ status: 400, json: { error: "invalid_body" } });
+    expect(res.json.message).toMatch(/accounts/);
+  });
+});
+
 describe("after all that", () => {
   it("still serves", async () => {
     expect(await call(dir.url, "/healthz")).toMatchObject({ status: 200 });

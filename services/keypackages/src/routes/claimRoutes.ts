@@ -4,6 +4,7 @@ import type { DirectoryContext } from "../context.js";
 import { namedAccount, type NamedAccount } from "./accountParam.js";
 import { deviceOf, requireDevice } from "./authentication.js";
 import { errorResponses } from "./errorResponses.js";
+import { enforceLimit } from "../rateLimits.js";
 
 /** POST /v1/claims: device-signed by any device, of any instance (its certificate is self-contained). */
 export const claimRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> = async (app, { ctx }) => {
@@ -12,12 +13,24 @@ export const claimRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> = asy
     {
       schema: {
         summary: "Claim one KeyPackage per registered device of each named account",
+        description:
+          "Per account: `foreign` (another instance's), `no_devices`, or `ok` with one KeyPackage per " +
+          "device and `exhausted` listing the devices with nothing left. Per device, atomically: the " +
+          "same answer again for a repeated `claim_id` within 10 minutes, else the ordinary KeyPackage " +
+          "that expires soonest (handed out once), else the last-resort one (`last_resort: true`). " +
+          "The requesting device is never handed its own. Rate limits per requesting device and per " +
+          "requesting domain answer `429`; once the claims naming an account spent its budget for the " +
+          "window, its devices hand out last-resort KeyPackages only.",
         tags: ["claims"],
         security: [{ device: [] }],
         body: ClaimBody,
-        response: { 200: ClaimResponse, ...errorResponses(400, 401, 413, 415, 502, 503) },
+        response: { 200: ClaimResponse, ...errorResponses(400, 401, 413, 415, 429, 502, 503) },
       },
-      preValidation: requireDevice(ctx),
+      preValidation: [
+        requireDevice(ctx),
+        enforceLimit(ctx.limiters.device, ctx.metrics, (req) => deviceOf(req).deviceIdText),
+        enforceLimit(ctx.limiters.domain, ctx.metrics, (req) => domainOf(deviceOf(req).acct)),
+      ],
     },
     async (req) => {
       const requester = deviceOf(req);
@@ -42,8 +55,14 @@ export const claimRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> = asy
         const targets = devices.filter(
           (d) => d.deviceId !== requester.deviceIdText || d.acct !== requester.acct,
         );
+        if (targets.length === 0) return result;
+        // Nobody drains an account: once the claims naming it spent its budget for the window, its
+        // devices hand out their last-resort KeyPackages only (README "Rate limits").
+        const budget = await ctx.limiters.target?.hit(req, acct);
+        const lastResortOnly = budget?.exceeded ?? false;
+        if (lastResortOnly) ctx.metrics.rateLimited.inc({ limit: "target" });
         const claimed = await Promise.all(
-          targets.map((d) => ctx.store.claim(acct, d.deviceId, memoKey, now)),
+          targets.map((d) => ctx.store.claim(acct, d.deviceId, memoKey, now, { lastResortOnly })),
         );
         targets.forEach((device, i) => {
           const kp = claimed[i];
@@ -67,3 +86,8 @@ export const claimRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> = asy
     },
   );
 };
+
+/** The domain of a canonical `user@domain`. */
+function domainOf(acct: string): string {
+  return acct.slice(acct.lastIndexOf("@") + 1);
+}

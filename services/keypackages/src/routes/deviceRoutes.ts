@@ -16,6 +16,7 @@ import type { DirectoryContext } from "../context.js";
 import { namedAccount } from "./accountParam.js";
 import { accountOf, requireAccount } from "./authentication.js";
 import { errorResponses } from "./errorResponses.js";
+import { enforceLimit } from "../rateLimits.js";
 
 /** PUT /v1/devices/:deviceId (bearer token) and GET /v1/accounts/:acct/devices (public). */
 export const deviceRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> = async (app, { ctx }) => {
@@ -24,6 +25,11 @@ export const deviceRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> = as
     {
       schema: {
         summary: "Register a device: its certificate, signed by the account key",
+        description:
+          "The certificate's device id must be the path's (`device_mismatch`) and its acct the token's " +
+          "(`acct_mismatch`). `201` when new; `200` when the same certificate was there already or a " +
+          "renewed certificate for the same key replaced it. At most 16 devices per account " +
+          "(`too_many_items`). Registrations and uploads of one account share a rate limit (`429`).",
         tags: ["devices"],
         security: [{ bearer: [] }],
         params: z.object({ deviceId: DeviceId }),
@@ -31,10 +37,13 @@ export const deviceRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> = as
         response: {
           200: RegisterDeviceResponse,
           201: RegisterDeviceResponse,
-          ...errorResponses(400, 401, 403, 413, 415, 502, 503),
+          ...errorResponses(400, 401, 403, 413, 415, 429, 502, 503),
         },
       },
-      preValidation: requireAccount(ctx),
+      preValidation: [
+        requireAccount(ctx),
+        enforceLimit(ctx.limiters.account, ctx.metrics, (req) => accountOf(req).acct),
+      ],
     },
     async (req, reply) => {
       const account = accountOf(req);
@@ -77,6 +86,9 @@ export const deviceRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> = as
     {
       schema: {
         summary: "The devices of an account of this instance, with their certificates",
+        description:
+          "Oldest registration first. `device_list` is null until signed device lists exist. " +
+          "`foreign_account` for a handle of another instance.",
         tags: ["devices"],
         params: z.object({ acct: AcctText }),
         response: { 200: AccountDevices, ...errorResponses(400, 404, 502, 503) },

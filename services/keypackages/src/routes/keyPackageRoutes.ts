@@ -11,6 +11,7 @@ import type { DirectoryContext } from "../context.js";
 import { verifyUpload } from "../keyPackageUpload.js";
 import { accountOf, deviceOf, requireAccount, requireDevice } from "./authentication.js";
 import { errorResponses } from "./errorResponses.js";
+import { enforceLimit } from "../rateLimits.js";
 
 const DeviceParams = z.object({ deviceId: DeviceId });
 
@@ -21,16 +22,25 @@ export const keyPackageRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> 
     {
       schema: {
         summary: "Upload KeyPackages of a registered device, optionally a new last-resort one",
+        description:
+          "Up to 100 KeyPackages, each verified (docs/protocol.md KP-1…8, then the token's account and " +
+          "the registered device's key). All or nothing: the first bad entry refuses the upload and the " +
+          "error names it (`field`, `index`). Idempotent by KeyPackageRef; one already handed out is " +
+          "never taken back. At most 500 held per device (`too_many_items`). Registrations and uploads " +
+          "of one account share a rate limit (`429`).",
         tags: ["keypackages"],
         security: [{ bearer: [] }],
         params: DeviceParams,
         body: UploadKeyPackagesBody,
         response: {
           200: UploadKeyPackagesResponse,
-          ...errorResponses(400, 401, 403, 404, 413, 415, 502, 503),
+          ...errorResponses(400, 401, 403, 404, 413, 415, 429, 502, 503),
         },
       },
-      preValidation: requireAccount(ctx),
+      preValidation: [
+        requireAccount(ctx),
+        enforceLimit(ctx.limiters.account, ctx.metrics, (req) => accountOf(req).acct),
+      ],
     },
     async (req) => {
       const account = accountOf(req);
@@ -59,12 +69,18 @@ export const keyPackageRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> 
     {
       schema: {
         summary: "How many KeyPackages this device has left (only the device itself may ask)",
+        description:
+          "Unexpired ordinary KeyPackages, and whether an unexpired last-resort one is held. Counts " +
+          "against the requesting device's rate limit, with its claims (`429`).",
         tags: ["keypackages"],
         security: [{ device: [] }],
         params: DeviceParams,
-        response: { 200: KeyPackageCount, ...errorResponses(400, 401, 403, 404, 503) },
+        response: { 200: KeyPackageCount, ...errorResponses(400, 401, 403, 404, 429, 503) },
       },
-      preValidation: requireDevice(ctx),
+      preValidation: [
+        requireDevice(ctx),
+        enforceLimit(ctx.limiters.device, ctx.metrics, (req) => deviceOf(req).deviceIdText),
+      ],
     },
     async (req) => {
       const requester = deviceOf(req);

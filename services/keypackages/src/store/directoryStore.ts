@@ -67,6 +67,24 @@ export interface ClaimedKeyPackage {
   replayed: boolean;
 }
 
+export interface ClaimOptions {
+  /**
+   * Hand out the last-resort KeyPackage even when ordinary ones are left: the target account's claim
+   * budget is spent (README "Rate limits"). A remembered answer is still repeated.
+   */
+  lastResortOnly?: boolean;
+}
+
+/** What a sweep found still stored after purging everything expired. */
+export interface StoreStats {
+  /** Unexpired ordinary KeyPackages, all devices together. */
+  keyPackages: number;
+  /** Devices holding an unexpired last-resort KeyPackage. */
+  lastResort: number;
+  /** Expired KeyPackages this sweep removed (ordinary and last-resort). */
+  purged: number;
+}
+
 export interface DirectoryStore {
   putDevice(device: DeviceRecord): Promise<PutDeviceResult>;
   getDevice(acct: string, deviceId: string): Promise<DeviceRecord | undefined>;
@@ -85,16 +103,22 @@ export interface DirectoryStore {
   countKeyPackages(acct: string, deviceId: string, now: number): Promise<KeyPackageStock>;
   /**
    * One atomic step: the memo under `memoKey` for this device if it is still fresh, else one ordinary
-   * KeyPackage that has not expired (removed for good), else the last-resort one (kept), else undefined.
-   * With a `memoKey` (requester device and claim id) the answer is remembered for the memo window;
-   * without one nothing is remembered and every claim is fresh.
+   * KeyPackage that has not expired (removed for good; skipped with `lastResortOnly`), else the
+   * last-resort one (kept), else undefined. With a `memoKey` (requester device and claim id) the answer
+   * is remembered for the memo window; without one nothing is remembered and every claim is fresh.
    */
   claim(
     acct: string,
     deviceId: string,
     memoKey: string | undefined,
     now: number,
+    options?: ClaimOptions,
   ): Promise<ClaimedKeyPackage | undefined>;
+  /**
+   * Removes every expired KeyPackage (ordinary, spent refs, last-resort, memos) of every device and
+   * counts what is left. Expired ones are never served either way; this bounds storage.
+   */
+  sweep(now: number): Promise<StoreStats>;
   /** True when the backend answers. */
   ready(): Promise<boolean>;
 }

@@ -2,6 +2,7 @@ import { bytesEqual } from "@mastodon-mls/bridge";
 import {
   DEFAULT_STORE_LIMITS,
   type AddKeyPackagesResult,
+  type ClaimOptions,
   type ClaimedKeyPackage,
   type DeviceRecord,
   type DirectoryStore,
@@ -9,6 +10,7 @@ import {
   type KeyPackageUpload,
   type PutDeviceResult,
   type StoreLimits,
+  type StoreStats,
   type StoredKeyPackage,
 } from "./directoryStore.js";
 
@@ -109,6 +111,7 @@ export class MemoryDirectoryStore implements DirectoryStore {
     deviceId: string,
     memoKey: string | undefined,
     now: number,
+    options: ClaimOptions = {},
   ): Promise<ClaimedKeyPackage | undefined> {
     const account = this.accounts.get(acct);
     const stock = account?.stock.get(deviceId);
@@ -119,7 +122,7 @@ export class MemoryDirectoryStore implements DirectoryStore {
       return { keyPackage: memo.keyPackage.slice(), lastResort: memo.lastResort, replayed: true };
     }
     let picked: { kp: StoredKeyPackage; lastResort: boolean } | undefined;
-    const next = soonestToExpire(stock.pool);
+    const next = options.lastResortOnly ? undefined : soonestToExpire(stock.pool);
     if (next) {
       stock.pool.delete(next.ref);
       stock.spent.set(next.ref, next.notAfter);
@@ -136,6 +139,21 @@ export class MemoryDirectoryStore implements DirectoryStore {
         until: now + this.limits.claimMemoSeconds,
       });
     return { keyPackage: picked.kp.keyPackage.slice(), lastResort: picked.lastResort, replayed: false };
+  }
+
+  async sweep(now: number): Promise<StoreStats> {
+    const stats: StoreStats = { keyPackages: 0, lastResort: 0, purged: 0 };
+    for (const account of this.accounts.values()) {
+      for (const [deviceId, stock] of account.stock) {
+        stats.purged += prune(stock, now);
+        stats.keyPackages += stock.pool.size;
+        if (stock.lastResort) stats.lastResort += 1;
+        const empty =
+          stock.pool.size === 0 && stock.spent.size === 0 && !stock.lastResort && stock.memos.size === 0;
+        if (empty) account.stock.delete(deviceId);
+      }
+    }
+    return stats;
   }
 
   async ready(): Promise<boolean> {
@@ -161,13 +179,27 @@ export class MemoryDirectoryStore implements DirectoryStore {
   }
 }
 
-/** Expired KeyPackages are dropped, never served; expired memos and spent refs are forgotten. */
-function prune(stock: DeviceStock, now: number): void {
-  for (const [ref, kp] of stock.pool) if (kp.notAfter <= now) stock.pool.delete(ref);
+/**
+ * Expired KeyPackages are dropped, never served; expired memos and spent refs are forgotten, and so is
+ * an expired last-resort KeyPackage. Returns how many KeyPackages (ordinary and last-resort) it dropped.
+ */
+function prune(stock: DeviceStock, now: number): number {
+  let dropped = 0;
+  for (const [ref, kp] of stock.pool) {
+    if (kp.notAfter <= now) {
+      stock.pool.delete(ref);
+      dropped += 1;
+    }
+  }
+  if (stock.lastResort && stock.lastResort.notAfter <= now) {
+    stock.lastResort = undefined;
+    dropped += 1;
+  }
   for (const [ref, notAfter] of stock.spent) if (notAfter <= now) stock.spent.delete(ref);
   for (const [requester, memo] of stock.memos) {
     if (memo.until <= now || memo.notAfter <= now) stock.memos.delete(requester);
   }
+  return dropped;
 }
 
 /** Same order as the Redis sorted set: by not_after, then by ref. */

@@ -8,8 +8,12 @@
  *   <prefix>{acct}:kps:<device>                  HASH  ref → KeyPackage (base64url)
  *   <prefix>{acct}:spent:<device>                ZSET  refs already handed out, scored by not_after
  *   <prefix>{acct}:lastresort:<device>           HASH  ref, not_after, kp
- *   <prefix>{acct}:memo:<device>:<requester>     HASH  kp, last_resort, not_after, until (TTL 10 min)
+ *   <prefix>{acct}:memo:<device>:<requester>.<claim id>  HASH  kp, last_resort, not_after, until (TTL 10 min)
  *   <prefix>nonce:<device>:<nonce>               STRING request nonces (service-kit RedisNonceStore)
+ *   <prefix>rl:<limit>:<key>                     STRING rate-limit counters (@fastify/rate-limit's Redis store)
+ *
+ * Every pool, kps, spent and lastresort key has a TTL reaching past the last not_after it holds, so a
+ * device that is never touched again leaves nothing behind once its KeyPackages expired.
  */
 export class RedisKeys {
   constructor(private readonly prefix: string) {}
@@ -40,5 +44,28 @@ export class RedisKeys {
 
   memo(acct: string, deviceId: string, requester: string): string {
     return `${this.account(acct)}:memo:${deviceId}:${requester}`;
+  }
+
+  /** The namespace of one rate limit's counters. */
+  rateLimit(limit: string): string {
+    return `${this.prefix}rl:${limit}:`;
+  }
+
+  /** A SCAN pattern for every key of one kind (`pool`, `lastresort`) of every device. */
+  pattern(kind: "pool" | "lastresort"): string {
+    // The prefix is letters, digits and `: _ . -` (config), none of them special in a glob.
+    return `${this.prefix}{*}:${kind}:*`;
+  }
+
+  /** The account and device of a key `pattern(kind)` matched; undefined for a key of another shape. */
+  parse(key: string, kind: "pool" | "lastresort"): { acct: string; deviceId: string } | undefined {
+    if (!key.startsWith(`${this.prefix}{`)) return undefined;
+    const close = key.indexOf("}:", this.prefix.length);
+    if (close < 0) return undefined;
+    const rest = key.slice(close + 2);
+    if (!rest.startsWith(`${kind}:`)) return undefined;
+    const deviceId = rest.slice(kind.length + 1);
+    if (!/^[A-Za-z0-9_-]+$/.test(deviceId)) return undefined;
+    return { acct: key.slice(this.prefix.length + 1, close), deviceId };
   }
 }

@@ -4,7 +4,14 @@ import { LuaScript } from "./luaScript.js";
 // by the caller (one clock for both stores, and testable); a KeyPackage whose not_after is at or before
 // `now` is dropped, never served.
 
-/** Drops expired ordinary KeyPackages and forgets expired spent refs. Expects pool, kps, spent in KEYS[1..3]. */
+/** Seconds a key outlives the last not_after it holds: room for clock skew between us and Redis. */
+export const KEY_EXPIRY_MARGIN_SECONDS = 3600;
+
+/**
+ * prune: drops expired ordinary KeyPackages and forgets expired spent refs; returns how many it dropped.
+ * keep_until: gives a key a TTL reaching at least `at` (+ margin), so a key whose contents all expired
+ * disappears by itself even if its device is never touched again. Every KeyPackage key has a TTL.
+ */
 const PRUNE = `
 local function prune(pool, kps, spent, now)
   local expired = redis.call('ZRANGEBYSCORE', pool, '-inf', now)
@@ -13,6 +20,13 @@ local function prune(pool, kps, spent, now)
     redis.call('HDEL', kps, unpack(expired))
   end
   redis.call('ZREMRANGEBYSCORE', spent, '-inf', now)
+  return #expired
+end
+local function keep_until(key, at, now)
+  local want = math.floor(tonumber(at) - now) + ${KEY_EXPIRY_MARGIN_SECONDS}
+  if want <= 0 then return end
+  local ttl = redis.call('TTL', key)
+  if ttl == -1 or ttl < want then redis.call('EXPIRE', key, want) end
 end
 `;
 
@@ -56,14 +70,22 @@ for i = 0, n - 1 do
   end
 end
 if redis.call('ZCARD', KEYS[2]) + #fresh > tonumber(ARGV[3]) then return {'key_package_limit'} end
+local latest = 0
 for _, at in ipairs(fresh) do
   redis.call('ZADD', KEYS[2], ARGV[at + 1], ARGV[at])
   redis.call('HSET', KEYS[3], ARGV[at], ARGV[at + 2])
+  latest = math.max(latest, tonumber(ARGV[at + 1]))
+end
+if latest > 0 then
+  keep_until(KEYS[2], latest, now)
+  keep_until(KEYS[3], latest, now)
 end
 local stored = #fresh
 local lr = 5 + 3 * n
 if ARGV[lr] and redis.call('HGET', KEYS[5], 'ref') ~= ARGV[lr] then
+  redis.call('DEL', KEYS[5])
   redis.call('HSET', KEYS[5], 'ref', ARGV[lr], 'not_after', ARGV[lr + 1], 'kp', ARGV[lr + 2])
+  keep_until(KEYS[5], ARGV[lr + 1], now)
   stored = stored + 1
 end
 local lrAfter = redis.call('HGET', KEYS[5], 'not_after')
@@ -84,7 +106,8 @@ return {count, hasLr}
 
 /**
  * KEYS: pool, kps, spent, last-resort, memo (of this requester and claim id for this device).
- * ARGV: now, memo seconds (0: no memo is read or written).
+ * ARGV: now, memo seconds (0: no memo is read or written), last-resort only ('1': the target account's
+ * claim budget is spent, so no ordinary KeyPackage is taken; a memo is still repeated).
  * The whole claim is this one script, so no KeyPackage is handed out twice however many claims race.
  * Returns {kp, last_resort '0'|'1', replayed 0|1} or nil when the device has nothing to give.
  */
@@ -99,13 +122,14 @@ if ttl > 0 then
 end
 prune(KEYS[1], KEYS[2], KEYS[3], now)
 local kp, lr, notAfter
-while true do
+while ARGV[3] ~= '1' do
   local popped = redis.call('ZPOPMIN', KEYS[1])
   if #popped == 0 then break end
   local bytes = redis.call('HGET', KEYS[2], popped[1])
   redis.call('HDEL', KEYS[2], popped[1])
   if bytes then
     redis.call('ZADD', KEYS[3], popped[2], popped[1])
+    keep_until(KEYS[3], popped[2], now)
     kp, lr, notAfter = bytes, '0', popped[2]
     break
   end
@@ -120,4 +144,23 @@ if ttl > 0 then
   redis.call('EXPIRE', KEYS[5], ttl)
 end
 return {kp, lr, 0}
+`);
+
+/**
+ * The sweep, per device. KEYS: pool, kps, spent. ARGV: now.
+ * Returns {ordinary KeyPackages left, expired ones dropped}.
+ */
+export const sweepDeviceScript = new LuaScript(`${PRUNE}
+local now = tonumber(ARGV[1])
+local dropped = prune(KEYS[1], KEYS[2], KEYS[3], now)
+return {redis.call('ZCARD', KEYS[1]), dropped}
+`);
+
+/** The sweep, per last-resort KeyPackage. KEYS: last-resort. ARGV: now. Returns 1 if kept, 0 if dropped. */
+export const sweepLastResortScript = new LuaScript(`
+local notAfter = redis.call('HGET', KEYS[1], 'not_after')
+if not notAfter then return -1 end
+if tonumber(notAfter) > tonumber(ARGV[1]) then return 1 end
+redis.call('DEL', KEYS[1])
+return 0
 `);

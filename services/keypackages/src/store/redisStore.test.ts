@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
 import { connectRedis, silentLogger, type Redis } from "@mastodon-mls/service-kit";
+import { KEY_EXPIRY_MARGIN_SECONDS } from "./redisScripts.js";
 import { RedisDirectoryStore } from "./redisStore.js";
 import { describeStoreContract } from "./storeContract.js";
 
@@ -70,6 +71,52 @@ describe("RedisDirectoryStore specifics", () => {
     const memoTtl = await redis.ttl(`${prefix}{alice@a.test}:memo:${"A".repeat(43)}:${"B".repeat(43)}`);
     expect(memoTtl).toBeGreaterThan(590);
     expect(memoTtl).toBeLessThanOrEqual(600);
+  });
+
+  it("gives every KeyPackage key a TTL past the last not_after it holds, so idle devices leave nothing", async () => {
+    const redis = connect();
+    const prefix = freshPrefix();
+    const store = new RedisDirectoryStore(redis, prefix);
+    const now = Math.floor(Date.now() / 1000);
+    const deviceId = "D".repeat(43);
+    const acct = "carol@a.test";
+    await store.putDevice({
+      acct,
+      deviceId,
+      certificate: new Uint8Array([1]),
+      sigKey: new Uint8Array(32),
+      registeredAt: now,
+    });
+    // A key written by an older version, without a TTL, gets one on the next write.
+    await redis.zadd(`${prefix}{${acct}}:pool:${deviceId}`, now + 60, "legacy");
+    const kp = (ref: string, life: number) => ({
+      ref,
+      keyPackage: new Uint8Array([7]),
+      notAfter: now + life,
+    });
+    await store.addKeyPackages(
+      acct,
+      deviceId,
+      { keyPackages: [kp("short", 1000), kp("long", 5000)], lastResort: kp("lr", 3000) },
+      now,
+    );
+    const ttl = (kind: string) => redis.ttl(`${prefix}{${acct}}:${kind}:${deviceId}`);
+    const margin = KEY_EXPIRY_MARGIN_SECONDS;
+    for (const kind of ["pool", "kps"]) {
+      expect(await ttl(kind)).toBeGreaterThan(5000 + margin - 5);
+      expect(await ttl(kind)).toBeLessThanOrEqual(5000 + margin);
+    }
+    expect(await ttl("lastresort")).toBeLessThanOrEqual(3000 + margin);
+    expect(await ttl("lastresort")).toBeGreaterThan(3000 + margin - 5);
+    // A replacing last-resort KeyPackage that expires sooner shortens its key's life accordingly.
+    await store.addKeyPackages(acct, deviceId, { keyPackages: [], lastResort: kp("lr2", 2000) }, now);
+    expect(await ttl("lastresort")).toBeLessThanOrEqual(2000 + margin);
+    // Handing out the soonest-expiring one puts its ref among the spent, which lives as long as it would.
+    await store.claim(acct, deviceId, undefined, now);
+    expect(await ttl("spent")).toBeLessThanOrEqual(1000 + margin);
+    expect(await ttl("spent")).toBeGreaterThan(1000 + margin - 5);
+    // The device record itself never expires.
+    expect(await redis.ttl(`${prefix}{${acct}}:devices`)).toBe(-1);
   });
 
   it("reloads its scripts after Redis forgot them", async () => {

@@ -4,6 +4,7 @@ import { redisReady } from "@mastodon-mls/service-kit";
 import {
   DEFAULT_STORE_LIMITS,
   type AddKeyPackagesResult,
+  type ClaimOptions,
   type ClaimedKeyPackage,
   type DeviceRecord,
   type DirectoryStore,
@@ -11,9 +12,17 @@ import {
   type KeyPackageUpload,
   type PutDeviceResult,
   type StoreLimits,
+  type StoreStats,
 } from "./directoryStore.js";
 import { RedisKeys } from "./redisKeys.js";
-import { addKeyPackagesScript, claimScript, countScript, putDeviceScript } from "./redisScripts.js";
+import {
+  addKeyPackagesScript,
+  claimScript,
+  countScript,
+  putDeviceScript,
+  sweepDeviceScript,
+  sweepLastResortScript,
+} from "./redisScripts.js";
 
 const PUT_RESULTS: ReadonlySet<string> = new Set<PutDeviceResult>([
   "created",
@@ -124,6 +133,7 @@ export class RedisDirectoryStore implements DirectoryStore {
     deviceId: string,
     memoKey: string | undefined,
     now: number,
+    options: ClaimOptions = {},
   ): Promise<ClaimedKeyPackage | undefined> {
     const reply = await claimScript.run(
       this.redis,
@@ -135,7 +145,7 @@ export class RedisDirectoryStore implements DirectoryStore {
         // Without a memo key the script neither reads nor writes a memo; it still needs a key of this slot.
         this.keys.memo(acct, deviceId, memoKey ?? "none"),
       ],
-      [now, memoKey === undefined ? 0 : this.limits.claimMemoSeconds],
+      [now, memoKey === undefined ? 0 : this.limits.claimMemoSeconds, options.lastResortOnly ? "1" : "0"],
     );
     if (reply === null) return undefined;
     if (!Array.isArray(reply) || typeof reply[0] !== "string") throw unexpected("claim", reply);
@@ -144,6 +154,55 @@ export class RedisDirectoryStore implements DirectoryStore {
       lastResort: reply[1] === "1",
       replayed: reply[2] === 1,
     };
+  }
+
+  /**
+   * Walks every device's pool and last-resort keys with SCAN (never KEYS), purging what expired. Each
+   * step is one script on one device's keys. SCAN may return a key twice: keys already seen are skipped,
+   * so that nothing is counted twice.
+   */
+  async sweep(now: number): Promise<StoreStats> {
+    const stats: StoreStats = { keyPackages: 0, lastResort: 0, purged: 0 };
+    const seen = new Set<string>();
+    const fresh = (kind: "pool" | "lastresort", batch: string[]) =>
+      batch.flatMap((key) => {
+        const owner = this.keys.parse(key, kind);
+        if (!owner || seen.has(key)) return [];
+        seen.add(key);
+        return [{ key, ...owner }];
+      });
+    for await (const batch of this.scan(this.keys.pattern("pool"))) {
+      const replies = await Promise.all(
+        fresh("pool", batch).map(({ key, acct, deviceId }) =>
+          sweepDeviceScript.run(
+            this.redis,
+            [key, this.keys.keyPackages(acct, deviceId), this.keys.spent(acct, deviceId)],
+            [now],
+          ),
+        ),
+      );
+      for (const reply of replies) {
+        if (!Array.isArray(reply) || typeof reply[0] !== "number" || typeof reply[1] !== "number") {
+          throw unexpected("sweep", reply);
+        }
+        stats.keyPackages += reply[0];
+        stats.purged += reply[1];
+      }
+    }
+    for await (const batch of this.scan(this.keys.pattern("lastresort"))) {
+      const replies = await Promise.all(
+        fresh("lastresort", batch).map(({ key }) => sweepLastResortScript.run(this.redis, [key], [now])),
+      );
+      for (const reply of replies) {
+        if (reply === 1) stats.lastResort += 1;
+        else if (reply === 0) stats.purged += 1;
+      }
+    }
+    return stats;
+  }
+
+  private scan(match: string): AsyncIterable<string[]> {
+    return this.redis.scanStream({ match, count: 1000 }) as AsyncIterable<string[]>;
   }
 
   ready(): Promise<boolean> {

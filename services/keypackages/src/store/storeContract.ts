@@ -291,6 +291,57 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         expect(await store.claim(d.acct, d.deviceId, "r2", NOW)).toBeUndefined();
       });
 
+      it("hands out only the last-resort KeyPackage when told to, still repeating a remembered answer", async () => {
+        const d = await registered();
+        const lr = kp();
+        await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: [kp(), kp()], lastResort: lr }, NOW);
+        const first = await store.claim(d.acct, d.deviceId, "r1", NOW);
+        expect(first?.lastResort).toBe(false);
+        const downgraded = await store.claim(d.acct, d.deviceId, "r2", NOW, { lastResortOnly: true });
+        expect(downgraded).toEqual({ keyPackage: lr.keyPackage, lastResort: true, replayed: false });
+        // r1 repeating its intent gets what it was given, not a downgrade.
+        expect(await store.claim(d.acct, d.deviceId, "r1", NOW + 1, { lastResortOnly: true })).toEqual({
+          ...first,
+          replayed: true,
+        });
+        expect((await store.countKeyPackages(d.acct, d.deviceId, NOW + 1)).count).toBe(1);
+        // Without a last-resort KeyPackage the device has nothing to give when told so.
+        const bare = await registered("bare@a.test");
+        await store.addKeyPackages(bare.acct, bare.deviceId, { keyPackages: [kp()] }, NOW);
+        expect(await store.claim(bare.acct, bare.deviceId, undefined, NOW, { lastResortOnly: true })).toBe(
+          undefined,
+        );
+      });
+
+      it("sweeps expired KeyPackages of every device and counts what is left", async () => {
+        const a = await registered("alice@a.test");
+        const b = await registered("bob@a.test");
+        const idle = await registered("idle@a.test");
+        await store.addKeyPackages(
+          a.acct,
+          a.deviceId,
+          { keyPackages: [kp(NOW + 100), kp(NOW + 100), kp()], lastResort: kp(NOW + 100) },
+          NOW,
+        );
+        await store.addKeyPackages(b.acct, b.deviceId, { keyPackages: [kp(), kp()], lastResort: kp() }, NOW);
+        await store.addKeyPackages(idle.acct, idle.deviceId, { keyPackages: [kp(NOW + 50)] }, NOW);
+        expect(await store.sweep(NOW)).toEqual({ keyPackages: 6, lastResort: 2, purged: 0 });
+        expect(await store.sweep(NOW + 100)).toEqual({ keyPackages: 3, lastResort: 1, purged: 4 });
+        // Nothing left to purge the second time, and the counts agree with each device's.
+        expect(await store.sweep(NOW + 100)).toEqual({ keyPackages: 3, lastResort: 1, purged: 0 });
+        expect(await store.countKeyPackages(a.acct, a.deviceId, NOW + 100)).toEqual({
+          count: 1,
+          lastResort: false,
+        });
+        expect(await store.countKeyPackages(idle.acct, idle.deviceId, NOW + 100)).toEqual({
+          count: 0,
+          lastResort: false,
+        });
+        // The swept device still works: a claim gets its remaining KeyPackage.
+        expect((await store.claim(a.acct, a.deviceId, undefined, NOW + 100))?.lastResort).toBe(false);
+        expect(await store.claim(a.acct, a.deviceId, undefined, NOW + 100)).toBeUndefined();
+      });
+
       it("under 50 concurrent claims, hands out each of 20 KeyPackages exactly once and the last-resort 30 times", async () => {
         const d = await registered();
         const batch = Array.from({ length: 20 }, () => kp());
