@@ -150,10 +150,7 @@ export async function verifyDeviceCertificate(
   if (cert.notAfter <= cert.notBefore || cert.notAfter - cert.notBefore > MAX_CERTIFICATE_VALIDITY_SECONDS) {
     fail("the validity period is empty or too long"); // CERT-6
   }
-  if (opts.checkTimes ?? true) {
-    if (now + CLOCK_SKEW_SECONDS < cert.notBefore) fail("not valid yet");
-    if (now > cert.notAfter) fail("expired");
-  }
+  if (opts.checkTimes ?? true) checkCertificateTimes(cert, now);
   const ok = await verifyLabeled(
     cert.accountKey,
     LABEL_DEVICE_CERT,
@@ -163,6 +160,15 @@ export async function verifyDeviceCertificate(
   if (!ok) fail("the account key's signature does not verify"); // CERT-7
   const { __in: _unverified, ...fields } = cert;
   return { ...fields, acct, deviceIdText: toBase64url(cert.deviceId), __verified: true };
+}
+
+/** CERT-6, the part that depends on the clock: checked on every use, also of a cached certificate. */
+export function checkCertificateTimes(cert: { notBefore: number; notAfter: number }, now: number): void {
+  if (now + CLOCK_SKEW_SECONDS < cert.notBefore) {
+    throw new ProtocolError("invalid_certificate", "The device certificate is invalid: not valid yet.");
+  }
+  if (now > cert.notAfter)
+    throw new ProtocolError("invalid_certificate", "The device certificate is invalid: expired.");
 }
 
 export async function parseDeviceCertificate(bytes: Uint8Array, now?: number): Promise<DeviceCertificate> {

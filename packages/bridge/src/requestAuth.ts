@@ -11,6 +11,7 @@ import {
 } from "@mastodon-mls/protocol";
 import { sha256, signLabeled, verifyLabeled } from "./crypto.js";
 import {
+  checkCertificateTimes,
   decodeDeviceCertificate,
   verifyDeviceCertificate,
   type DeviceCertificate,
@@ -108,6 +109,28 @@ export function parseAuthorization(header: string | undefined): AuthorizationIn 
   }
 }
 
+/**
+ * Devices send the same certificate with every request, and checking its signature was half the cost of
+ * a request. Verified certificates are remembered by their exact bytes (bounded); the clock-dependent part
+ * of CERT-6 is checked again on every use.
+ */
+const verifiedCertificates = new Map<string, DeviceCertificate>();
+const MAX_CACHED_CERTIFICATES = 10_000;
+
+async function verifiedCertificate(bytes: Uint8Array, now: number): Promise<DeviceCertificate> {
+  const id = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
+  let cert = verifiedCertificates.get(id);
+  if (cert === undefined) {
+    cert = await verifyDeviceCertificate(decodeDeviceCertificate(bytes), now, { checkTimes: false });
+    if (verifiedCertificates.size >= MAX_CACHED_CERTIFICATES) {
+      verifiedCertificates.delete(verifiedCertificates.keys().next().value!);
+    }
+    verifiedCertificates.set(id, cert);
+  }
+  checkCertificateTimes(cert, now);
+  return cert;
+}
+
 export interface VerifyRequestOptions {
   nonces: NonceStore;
   now?: number;
@@ -128,7 +151,7 @@ export async function verifyRequest(
   if (Math.abs(now - auth.timestamp) > AUTH_MAX_SKEW_SECONDS) throw new ProtocolError("auth_expired"); // REQ-2
   let cert: DeviceCertificate;
   try {
-    cert = await verifyDeviceCertificate(decodeDeviceCertificate(auth.certificate), now); // REQ-3
+    cert = await verifiedCertificate(auth.certificate, now); // REQ-3
   } catch (e) {
     if (e instanceof ProtocolError) throw new ProtocolError("auth_invalid", e.message);
     throw e;
