@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { CIPHERSUITE_ID, LIMITS } from "./constants.js";
+import { KeyRotations } from "./identity.js";
 import { AcctText, DeviceId, b64url } from "./schemas.js";
 
 // Wire shapes of the key-package directory (DESIGN §5, §11). MLS bytes travel as base64url.
@@ -24,13 +25,30 @@ export type KeyPackageCount = z.infer<typeof KeyPackageCount>;
 export const UploadKeyPackagesResponse = KeyPackageCount.extend({ stored: z.number().int().nonnegative() });
 export type UploadKeyPackagesResponse = z.infer<typeof UploadKeyPackagesResponse>;
 
-/** GET /v1/accounts/:acct/devices — public. `device_list` is null until the bridge issue lands. */
+/**
+ * GET /v1/accounts/:acct/devices — public. `device_list`: the account's current signed device list
+ * (docs/identity.md §2.2), null while it has published none; `key_rotations`: its account-key continuity
+ * statements (§2.4), oldest first.
+ */
 export const AccountDevices = z.object({
   acct: AcctText,
   device_list: b64url(64 * 1024).nullable(),
   devices: z.array(z.object({ device_id: DeviceId, certificate: b64url(LIMITS.certificateBytes) })),
+  key_rotations: KeyRotations,
 });
 export type AccountDevices = z.infer<typeof AccountDevices>;
+
+/**
+ * PUT /v1/accounts/:acct/device-list (body `PutDeviceListBody`, identity.ts) — the version now stored,
+ * and the devices whose registrations (and KeyPackages) the new list removed: those not in it, or
+ * certified by a key it no longer links to.
+ */
+export const PutDeviceListResponse = z.object({
+  acct: AcctText,
+  version: z.number().int().positive(),
+  removed: z.array(DeviceId),
+});
+export type PutDeviceListResponse = z.infer<typeof PutDeviceListResponse>;
 
 /** POST /v1/claims — device-signed. One KeyPackage per device of each named account. */
 export const ClaimBody = z.object({

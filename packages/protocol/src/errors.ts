@@ -26,6 +26,10 @@ export const errorCatalogue = {
   acct_mismatch: { status: 403, message: "The credential's account is not the authenticated account." },
   device_mismatch: { status: 403, message: "The key does not belong to this device." },
   unknown_device: { status: 404, message: "This device is not registered." },
+  device_not_listed: {
+    status: 403,
+    message: "This device is not in the account's current device list; publish a list with it first.",
+  },
   invalid_acct: { status: 400, message: "The account is not a canonical acct:user@domain handle." },
   foreign_account: {
     status: 404,

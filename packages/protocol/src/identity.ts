@@ -42,8 +42,9 @@ export type MemberStatusName = (typeof MEMBER_STATUSES)[number];
 
 /**
  * PUT /v1/accounts/:acct/device-list — bearer token; the list is signed by the account key. When the
- * list's account key differs from the stored list's, `key_rotation` must carry the old key's signature
- * over the new one (a continuity statement), which the directory keeps and serves.
+ * list's account key differs from the stored list's, `key_rotation` may carry the old key's signature over
+ * the new one (a continuity statement), which the directory keeps and serves. Without one the change is
+ * still accepted (the user may have lost the old key, I5); peers who pinned the old key see `key-changed`.
  */
 export const PutDeviceListBody = z.object({
   device_list: b64url(DEVICE_LIST_MAX_BYTES),

@@ -18,7 +18,17 @@ describe("loadDirectoryConfig", () => {
       deliveryUrl: undefined,
       rateLimits: { enabled: true, ...DEFAULT_RATE_LIMITS },
       sweepIntervalSeconds: 60,
+      deviceListRequired: false,
     });
+  });
+
+  it("reads DEVICE_LIST_REQUIRED (true or false only)", () => {
+    const base = { MASTODON_URL: "https://s.example" };
+    expect(loadDirectoryConfig({ ...base, DEVICE_LIST_REQUIRED: "true" }).deviceListRequired).toBe(true);
+    expect(loadDirectoryConfig({ ...base, DEVICE_LIST_REQUIRED: "false" }).deviceListRequired).toBe(false);
+    expect(() => loadDirectoryConfig({ ...base, DEVICE_LIST_REQUIRED: "yes" })).toThrow(
+      /DEVICE_LIST_REQUIRED/,
+    );
   });
 
   it("reads the rate limits and the sweep interval, and refuses nonsense there", () => {

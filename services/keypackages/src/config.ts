@@ -74,6 +74,11 @@ const DirectoryEnv = z
     RATE_LIMIT_TARGET_WINDOW_SECONDS: Seconds.default(DEFAULT_RATE_LIMITS.target.windowSeconds),
     RATE_LIMIT_ACCOUNT_MAX: Count.default(DEFAULT_RATE_LIMITS.account.max),
     RATE_LIMIT_ACCOUNT_WINDOW_SECONDS: Seconds.default(DEFAULT_RATE_LIMITS.account.windowSeconds),
+    /**
+     * `true`: an account without a signed device list can register no device, upload nothing and is
+     * claimed as `no_devices` (docs/decisions.md D7). `false` (for now): such accounts work as before lists.
+     */
+    DEVICE_LIST_REQUIRED: z.enum(["true", "false"]).default("false"),
     /** How often expired KeyPackages are purged and the stored gauge is refreshed; 0 turns the sweep off. */
     SWEEP_INTERVAL_SECONDS: z.coerce.number().int().min(0).max(86_400).default(60),
   })
@@ -95,6 +100,8 @@ export interface DirectoryConfig {
   rateLimits: RateLimits;
   /** Seconds between sweeps of expired KeyPackages; 0: no periodic sweep (pruning on access only). */
   sweepIntervalSeconds: number;
+  /** Accounts without a device list can neither register, upload nor be claimed (D7). */
+  deviceListRequired: boolean;
 }
 
 /** Validates the environment; throws a ConfigError naming every bad variable. */
@@ -122,5 +129,6 @@ export function loadDirectoryConfig(env: Record<string, string | undefined>): Di
       account: { max: e.RATE_LIMIT_ACCOUNT_MAX, windowSeconds: e.RATE_LIMIT_ACCOUNT_WINDOW_SECONDS },
     },
     sweepIntervalSeconds: e.SWEEP_INTERVAL_SECONDS,
+    deviceListRequired: e.DEVICE_LIST_REQUIRED === "true",
   };
 }

@@ -22,6 +22,7 @@ import { createLimiters } from "./rateLimits.js";
 import { activityRoutes } from "./routes/activityRoutes.js";
 import { decorateAuthentication } from "./routes/authentication.js";
 import { claimRoutes } from "./routes/claimRoutes.js";
+import { deviceListRoutes } from "./routes/deviceListRoutes.js";
 import { deviceRoutes } from "./routes/deviceRoutes.js";
 import { keyPackageRoutes } from "./routes/keyPackageRoutes.js";
 import {
@@ -124,6 +125,7 @@ export async function createDirectory(config: DirectoryConfig, deps: DirectoryDe
   });
   decorateAuthentication(app);
   await app.register(deviceRoutes, { ctx: context });
+  await app.register(deviceListRoutes, { ctx: context });
   await app.register(keyPackageRoutes, { ctx: context });
   await app.register(claimRoutes, { ctx: context });
   await app.register(activityRoutes, { ctx: context });

@@ -1,4 +1,4 @@
-import { bytesEqual, parseKeyPackage } from "@mastodon-mls/bridge";
+import { bytesEqual, parseKeyPackage, type DeviceCertificate } from "@mastodon-mls/bridge";
 import { ProtocolError, fromBase64url, type UploadKeyPackagesBody } from "@mastodon-mls/protocol";
 import type { KeyPackageUpload, StoredKeyPackage } from "./store/directoryStore.js";
 
@@ -6,6 +6,8 @@ import type { KeyPackageUpload, StoredKeyPackage } from "./store/directoryStore.
 export interface UploadOwner {
   acct: string;
   sigKey: Uint8Array;
+  /** Further checks of each KeyPackage's certificate (DIR-5 against the account's device list). */
+  checkCertificate?: (cert: DeviceCertificate) => Promise<void>;
 }
 
 /**
@@ -44,6 +46,7 @@ export async function verifyUploadEntry(
   if (!bytesEqual(kp.sigKey, owner.sigKey)) {
     throw new ProtocolError("device_mismatch", "The KeyPackage is signed by another device's key.");
   }
+  await owner.checkCertificate?.(kp.certificate);
   if (kp.lastResort !== lastResort) {
     throw new ProtocolError(
       "invalid_key_package",

@@ -8,6 +8,10 @@ export interface DirectoryMetrics {
   exhausted: Counter;
   keyPackagesStored: Counter;
   devicesRegistered: Counter<"result">;
+  /** Device lists stored (a retried PUT of the stored list is not counted). */
+  deviceListsStored: Counter;
+  /** Registrations a new device list removed, with their KeyPackages. */
+  devicesRemoved: Counter;
   /** Requests refused with 429, by limit; `target` counts claims served last-resort KeyPackages instead. */
   rateLimited: Counter<"limit">;
   /** KeyPackages held, as the last sweep counted them. */
@@ -49,6 +53,16 @@ export function createDirectoryMetrics(registry: Registry): DirectoryMetrics {
       name: "keypackages_device_registrations_total",
       help: "Device registrations by result (created, replaced, unchanged)",
       labelNames: ["result"],
+      registers,
+    }),
+    deviceListsStored: new Counter({
+      name: "keypackages_device_lists_stored_total",
+      help: "Signed device lists stored by PUT /v1/accounts/:acct/device-list",
+      registers,
+    }),
+    devicesRemoved: new Counter({
+      name: "keypackages_devices_removed_total",
+      help: "Device registrations removed, with their KeyPackages, by a new device list",
       registers,
     }),
     rateLimited: new Counter({

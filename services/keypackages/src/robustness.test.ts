@@ -92,6 +92,7 @@ const endpoints: Endpoint[] = [
     auth: bearer,
   },
   { name: "claims", method: "POST", path: () => "/v1/claims", auth: signed },
+  { name: "device list", method: "PUT", path: () => `/v1/accounts/${alice.acct}/device-list`, auth: bearer },
 ];
 
 describe.each(endpoints)("$name with a bad body", (endpoint) => {

@@ -28,6 +28,7 @@ describe("/openapi.json", () => {
         "/metrics",
         "/openapi.json",
         "/readyz",
+        "/v1/accounts/{acct}/device-list",
         "/v1/accounts/{acct}/devices",
         "/v1/accounts/{acct}/keypackages",
         "/v1/claims",

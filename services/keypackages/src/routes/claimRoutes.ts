@@ -15,7 +15,10 @@ export const claimRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> = asy
         summary: "Claim one KeyPackage per registered device of each named account",
         description:
           "Per account: `foreign` (another instance's), `no_devices`, or `ok` with one KeyPackage per " +
-          "device and `exhausted` listing the devices with nothing left. Per device, atomically: the " +
+          "device and `exhausted` listing the devices with nothing left. Only devices of the account's " +
+          "current signed device list hold KeyPackages (a new list removes the others at once); an " +
+          "account without a list is `no_devices` when the directory requires lists " +
+          "(DEVICE_LIST_REQUIRED). Per device, atomically: the " +
           "same answer again for a repeated `claim_id` within 10 minutes, else the ordinary KeyPackage " +
           "that expires soonest (handed out once), else the last-resort one (`last_resort: true`). " +
           "The requesting device is never handed its own. Rate limits per requesting device and per " +
@@ -49,8 +52,14 @@ export const claimRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> = asy
       const claimAccount = async ({ acct, domain }: NamedAccount): Promise<ClaimResult> => {
         const result: ClaimResult = { acct, status: "ok", key_packages: [], exhausted: [] };
         if (domain !== localDomain) return { ...result, status: "foreign" };
-        const devices = await ctx.store.listDevices(acct);
-        if (devices.length === 0) return { ...result, status: "no_devices" };
+        // Registrations are always a subset of the current list (a new list removes the others in the
+        // same step, and registrations are checked against it), so the registered devices are the ones
+        // to claim. Without a list, the account is claimable only while lists are not required (D7).
+        const [devices, unlisted] = await Promise.all([
+          ctx.store.listDevices(acct),
+          ctx.config.deviceListRequired ? ctx.store.getDeviceList(acct).then((l) => l === undefined) : false,
+        ]);
+        if (devices.length === 0 || unlisted) return { ...result, status: "no_devices" };
         // The requesting device never needs a KeyPackage of its own: it cannot add itself.
         const targets = devices.filter(
           (d) => d.deviceId !== requester.deviceIdText || d.acct !== requester.acct,

@@ -8,6 +8,7 @@ import {
   UploadKeyPackagesResponse,
 } from "@mastodon-mls/protocol";
 import type { DirectoryContext } from "../context.js";
+import { LIST_CHANGED, checkListed, checkRegisteredListed, withCurrentList } from "../deviceLists.js";
 import { verifyUpload } from "../keyPackageUpload.js";
 import { accountOf, deviceOf, requireAccount, requireDevice } from "./authentication.js";
 import { errorResponses } from "./errorResponses.js";
@@ -24,7 +25,10 @@ export const keyPackageRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> 
         summary: "Upload KeyPackages of a registered device, optionally a new last-resort one",
         description:
           "Up to 100 KeyPackages, each verified (docs/protocol.md KP-1…8, then the token's account and " +
-          "the registered device's key). All or nothing: the first bad entry refuses the upload and the " +
+          "the registered device's key; with a signed device list, each KeyPackage's certificate must " +
+          "be for a listed device (`device_not_listed`) by the list's key or one linked to it " +
+          "(`invalid_certificate`); without one, `device_not_listed` when the directory requires " +
+          "lists). All or nothing: the first bad entry refuses the upload and the " +
           "error names it (`field`, `index`). Idempotent by KeyPackageRef; one already handed out is " +
           "never taken back. At most 500 held per device (`too_many_items`). Registrations and uploads " +
           "of one account share a rate limit (`429`).",
@@ -34,7 +38,7 @@ export const keyPackageRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> 
         body: UploadKeyPackagesBody,
         response: {
           200: UploadKeyPackagesResponse,
-          ...errorResponses(400, 401, 403, 404, 413, 415, 429, 502, 503),
+          ...errorResponses(400, 401, 403, 404, 409, 413, 415, 429, 502, 503),
         },
       },
       preValidation: [
@@ -48,9 +52,22 @@ export const keyPackageRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> 
       if (!device) {
         throw new ProtocolError("unknown_device", "This device is not registered to the token's account.");
       }
-      const now = ctx.now();
-      const upload = await verifyUpload(req.body, { acct: account.acct, sigKey: device.sigKey }, now);
-      const result = await ctx.store.addKeyPackages(account.acct, device.deviceId, upload, now);
+      const result = await withCurrentList(ctx.store, account.acct, ctx.now, async (current, now) => {
+        checkRegisteredListed(current, device, ctx.config.deviceListRequired);
+        const upload = await verifyUpload(
+          req.body,
+          {
+            acct: account.acct,
+            sigKey: device.sigKey,
+            checkCertificate: (cert) => checkListed(current, cert, ctx.config.deviceListRequired, now),
+          },
+          now,
+        );
+        const added = await ctx.store.addKeyPackages(account.acct, device.deviceId, upload, now, {
+          listVersion: current.version,
+        });
+        return !added.ok && added.reason === "list_changed" ? LIST_CHANGED : added;
+      });
       if (!result.ok) {
         throw result.reason === "unknown_device"
           ? new ProtocolError("unknown_device")

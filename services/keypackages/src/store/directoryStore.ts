@@ -1,4 +1,4 @@
-import { LIMITS } from "@mastodon-mls/protocol";
+import { KEY_ROTATIONS_PER_ACCOUNT, LIMITS } from "@mastodon-mls/protocol";
 
 // The directory's storage contract. Two implementations pass one shared contract suite: the in-memory
 // embedded default and Redis. Everything of one account lives together (one Redis Cluster slot), so every
@@ -27,7 +27,44 @@ export type PutDeviceResult =
   /** The account already has the maximum number of devices. */
   | "device_limit"
   /** The device id is registered with another signature key (only a hash collision or a bug gets here). */
-  | "key_mismatch";
+  | "key_mismatch"
+  /** The account's device list is no longer the version the caller checked against: check again. */
+  | "list_changed";
+
+/** An account's signed device list as stored (verified before it reaches the store). */
+export interface StoredDeviceList {
+  /** The signed list bytes, exactly as uploaded. */
+  list: Uint8Array;
+  version: number;
+  /** Account-key continuity statements, oldest first, at most `rotationsPerAccount`. */
+  rotations: Uint8Array[];
+}
+
+/**
+ * One atomic replacement of an account's device list (compare-and-set). It happens only while the stored
+ * version is still `expectedVersion` and the registrations are still exactly `seen`, the state the
+ * caller verified the new list and chose `remove` against; otherwise nothing changes ("changed").
+ */
+export interface DeviceListReplacement {
+  /** The stored version the caller checked against; 0 when the account had no list. */
+  expectedVersion: number;
+  list: Uint8Array;
+  /** Higher than `expectedVersion`: a stored list is never rolled back. */
+  version: number;
+  /** A continuity statement to append (the oldest is dropped beyond the cap). */
+  rotation?: Uint8Array | undefined;
+  /** Every registration the caller saw: device id and certificate. */
+  seen: readonly { deviceId: string; certificate: Uint8Array }[];
+  /** Registrations removed in the same step, with every KeyPackage of those devices. */
+  remove: readonly string[];
+}
+
+export type PutDeviceListResult = "ok" | "changed";
+
+/** Guards a registration or an upload by the list version it was checked against (0: no list). */
+export interface ListGuard {
+  listVersion?: number;
+}
 
 /** A verified KeyPackage, as stored. */
 export interface StoredKeyPackage {
@@ -58,7 +95,7 @@ export type AddKeyPackagesResult =
       /** KeyPackages of this upload that were not held before (a changed last-resort one counts). */
       stored: number;
     })
-  | { ok: false; reason: "unknown_device" | "key_package_limit" };
+  | { ok: false; reason: "unknown_device" | "key_package_limit" | "list_changed" };
 
 export interface ClaimedKeyPackage {
   keyPackage: Uint8Array;
@@ -86,7 +123,8 @@ export interface StoreStats {
 }
 
 export interface DirectoryStore {
-  putDevice(device: DeviceRecord): Promise<PutDeviceResult>;
+  /** With `guard.listVersion`: only while the account's list version is that one ("list_changed"). */
+  putDevice(device: DeviceRecord, guard?: ListGuard): Promise<PutDeviceResult>;
   getDevice(acct: string, deviceId: string): Promise<DeviceRecord | undefined>;
   /** Oldest registration first. */
   listDevices(acct: string): Promise<DeviceRecord[]>;
@@ -99,6 +137,7 @@ export interface DirectoryStore {
     deviceId: string,
     upload: KeyPackageUpload,
     now: number,
+    guard?: ListGuard,
   ): Promise<AddKeyPackagesResult>;
   countKeyPackages(acct: string, deviceId: string, now: number): Promise<KeyPackageStock>;
   /**
@@ -114,6 +153,13 @@ export interface DirectoryStore {
     now: number,
     options?: ClaimOptions,
   ): Promise<ClaimedKeyPackage | undefined>;
+  /** The account's current device list and continuity statements; undefined before its first list. */
+  getDeviceList(acct: string): Promise<StoredDeviceList | undefined>;
+  /**
+   * Replaces the account's device list, appends the continuity statement and removes the registrations
+   * (and KeyPackages) in `remove`, all in one atomic step, or changes nothing (see DeviceListReplacement).
+   */
+  putDeviceList(acct: string, replacement: DeviceListReplacement): Promise<PutDeviceListResult>;
   /**
    * Removes every expired KeyPackage (ordinary, spent refs, last-resort, memos) of every device and
    * counts what is left. Expired ones are never served either way; this bounds storage.
@@ -128,10 +174,13 @@ export interface StoreLimits {
   keyPackagesPerDevice: number;
   /** How long a claim is remembered for its requester (DESIGN §5: 10 minutes). */
   claimMemoSeconds: number;
+  /** Continuity statements kept per account; the oldest is dropped beyond it. */
+  rotationsPerAccount: number;
 }
 
 export const DEFAULT_STORE_LIMITS: StoreLimits = {
   devicesPerAccount: LIMITS.devicesPerAccount,
   keyPackagesPerDevice: LIMITS.keyPackagesPerDevice,
   claimMemoSeconds: 600,
+  rotationsPerAccount: KEY_ROTATIONS_PER_ACCOUNT,
 };

@@ -4,11 +4,15 @@ import {
   type AddKeyPackagesResult,
   type ClaimOptions,
   type ClaimedKeyPackage,
+  type DeviceListReplacement,
   type DeviceRecord,
   type DirectoryStore,
   type KeyPackageStock,
   type KeyPackageUpload,
+  type ListGuard,
+  type PutDeviceListResult,
   type PutDeviceResult,
+  type StoredDeviceList,
   type StoreLimits,
   type StoreStats,
   type StoredKeyPackage,
@@ -34,6 +38,7 @@ interface DeviceStock {
 interface Account {
   devices: Map<string, DeviceRecord>;
   stock: Map<string, DeviceStock>;
+  deviceList: StoredDeviceList | undefined;
 }
 
 /**
@@ -48,8 +53,9 @@ export class MemoryDirectoryStore implements DirectoryStore {
     this.limits = { ...DEFAULT_STORE_LIMITS, ...limits };
   }
 
-  async putDevice(device: DeviceRecord): Promise<PutDeviceResult> {
+  async putDevice(device: DeviceRecord, guard: ListGuard = {}): Promise<PutDeviceResult> {
     const account = this.accountFor(device.acct);
+    if (!listIs(account, guard)) return "list_changed";
     const current = account.devices.get(device.deviceId);
     if (current) {
       if (!bytesEqual(current.sigKey, device.sigKey)) return "key_mismatch";
@@ -77,8 +83,12 @@ export class MemoryDirectoryStore implements DirectoryStore {
     deviceId: string,
     upload: KeyPackageUpload,
     now: number,
+    guard: ListGuard = {},
   ): Promise<AddKeyPackagesResult> {
     const account = this.accounts.get(acct);
+    if (account === undefined ? (guard.listVersion ?? 0) !== 0 : !listIs(account, guard)) {
+      return { ok: false, reason: "list_changed" };
+    }
     if (!account?.devices.has(deviceId)) return { ok: false, reason: "unknown_device" };
     const stock = this.stock(account, deviceId);
     prune(stock, now);
@@ -141,6 +151,41 @@ export class MemoryDirectoryStore implements DirectoryStore {
     return { keyPackage: picked.kp.keyPackage.slice(), lastResort: picked.lastResort, replayed: false };
   }
 
+  async getDeviceList(acct: string): Promise<StoredDeviceList | undefined> {
+    const stored = this.accounts.get(acct)?.deviceList;
+    return stored && copyDeviceList(stored);
+  }
+
+  async putDeviceList(acct: string, r: DeviceListReplacement): Promise<PutDeviceListResult> {
+    const account = this.accountFor(acct);
+    const current = account.deviceList?.version ?? 0;
+    if (current !== r.expectedVersion || r.version <= current) return "changed";
+    // The registrations must be exactly those the caller decided on.
+    if (account.devices.size !== r.seen.length) return "changed";
+    for (const { deviceId, certificate } of r.seen) {
+      const registered = account.devices.get(deviceId);
+      if (!registered || !bytesEqual(registered.certificate, certificate)) return "changed";
+    }
+    const rotations = account.deviceList?.rotations ?? [];
+    account.deviceList = {
+      list: r.list.slice(),
+      version: r.version,
+      rotations: (r.rotation ? [...rotations, r.rotation.slice()] : rotations).slice(
+        -this.limits.rotationsPerAccount,
+      ),
+    };
+    for (const deviceId of r.remove) {
+      account.devices.delete(deviceId);
+      // Its KeyPackages go at once; the spent refs and memos stay until they expire, as in Redis.
+      const stock = account.stock.get(deviceId);
+      if (stock) {
+        stock.pool.clear();
+        stock.lastResort = undefined;
+      }
+    }
+    return "ok";
+  }
+
   async sweep(now: number): Promise<StoreStats> {
     const stats: StoreStats = { keyPackages: 0, lastResort: 0, purged: 0 };
     for (const account of this.accounts.values()) {
@@ -163,7 +208,7 @@ export class MemoryDirectoryStore implements DirectoryStore {
   private accountFor(acct: string): Account {
     let account = this.accounts.get(acct);
     if (!account) {
-      account = { devices: new Map(), stock: new Map() };
+      account = { devices: new Map(), stock: new Map(), deviceList: undefined };
       this.accounts.set(acct, account);
     }
     return account;
@@ -221,6 +266,15 @@ function stockOf(stock: DeviceStock, now: number): KeyPackageStock {
 
 function copyDevice(d: DeviceRecord): DeviceRecord {
   return { ...d, certificate: d.certificate.slice(), sigKey: d.sigKey.slice() };
+}
+
+/** The account's list is still the version a guarded write was checked against. */
+function listIs(account: Account, guard: ListGuard): boolean {
+  return guard.listVersion === undefined || (account.deviceList?.version ?? 0) === guard.listVersion;
+}
+
+function copyDeviceList(d: StoredDeviceList): StoredDeviceList {
+  return { list: d.list.slice(), version: d.version, rotations: d.rotations.map((r) => r.slice()) };
 }
 
 function copyKeyPackage(kp: StoredKeyPackage): StoredKeyPackage {

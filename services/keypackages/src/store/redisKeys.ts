@@ -9,6 +9,8 @@
  *   <prefix>{acct}:spent:<device>                ZSET  refs already handed out, scored by not_after
  *   <prefix>{acct}:lastresort:<device>           HASH  ref, not_after, kp
  *   <prefix>{acct}:memo:<device>:<requester>.<claim id>  HASH  kp, last_resort, not_after, until (TTL 10 min)
+ *   <prefix>{acct}:devicelist                    HASH  list (base64url signed device list), version
+ *   <prefix>{acct}:rotations                     LIST  continuity statements (base64url), oldest first, ≤ 16
  *   <prefix>nonce:<device>:<nonce>               STRING request nonces (service-kit RedisNonceStore)
  *   <prefix>rl:<limit>:<key>                     STRING rate-limit counters (@fastify/rate-limit's Redis store)
  *
@@ -44,6 +46,14 @@ export class RedisKeys {
 
   memo(acct: string, deviceId: string, requester: string): string {
     return `${this.account(acct)}:memo:${deviceId}:${requester}`;
+  }
+
+  deviceList(acct: string): string {
+    return `${this.account(acct)}:devicelist`;
+  }
+
+  rotations(acct: string): string {
+    return `${this.account(acct)}:rotations`;
   }
 
   /** The namespace of one rate limit's counters. */

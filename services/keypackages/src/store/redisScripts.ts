@@ -31,10 +31,24 @@ end
 `;
 
 /**
- * KEYS: devices hash. ARGV: device id, certificate, sig key, registered_at, device limit.
+ * list_is: a guarded write (registration, upload) goes ahead only while the account's device list is the
+ * version it was checked against ('' = unguarded; 0 = no list yet).
+ */
+const LIST_IS = `
+local function list_is(devicelist, expected)
+  if expected == '' then return true end
+  local v = redis.call('HGET', devicelist, 'version')
+  return tonumber(v or '0') == tonumber(expected)
+end
+`;
+
+/**
+ * KEYS: devices hash, device list. ARGV: device id, certificate, sig key, registered_at, device limit,
+ * expected list version ('' unguarded).
  * A device id is only ever re-registered with the same signature key; the first registration time stays.
  */
-export const putDeviceScript = new LuaScript(`
+export const putDeviceScript = new LuaScript(`${LIST_IS}
+if not list_is(KEYS[2], ARGV[6]) then return 'list_changed' end
 local current = redis.call('HGET', KEYS[1], ARGV[1])
 if current then
   local rec = cjson.decode(current)
@@ -51,22 +65,24 @@ return 'created'
 `);
 
 /**
- * KEYS: devices, pool, kps, spent, last-resort. ARGV: device id, now, cap, n, then n × (ref, not_after, kp),
- * then optionally (ref, not_after, kp) of a new last-resort KeyPackage.
+ * KEYS: devices, pool, kps, spent, last-resort, device list. ARGV: device id, now, cap, expected list
+ * version ('' unguarded), n, then n × (ref, not_after, kp), then optionally (ref, not_after, kp) of a new
+ * last-resort KeyPackage.
  * Returns {'ok', stored, count, has_last_resort} or {reason}. Nothing is written unless everything fits.
  */
-export const addKeyPackagesScript = new LuaScript(`${PRUNE}
+export const addKeyPackagesScript = new LuaScript(`${PRUNE}${LIST_IS}
 local now = tonumber(ARGV[2])
+if not list_is(KEYS[6], ARGV[4]) then return {'list_changed'} end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return {'unknown_device'} end
 prune(KEYS[2], KEYS[3], KEYS[4], now)
-local n = tonumber(ARGV[4])
+local n = tonumber(ARGV[5])
 local fresh, seen = {}, {}
 for i = 0, n - 1 do
-  local ref = ARGV[5 + 3 * i]
-  if not seen[ref] and tonumber(ARGV[6 + 3 * i]) > now
+  local ref = ARGV[6 + 3 * i]
+  if not seen[ref] and tonumber(ARGV[7 + 3 * i]) > now
       and not redis.call('ZSCORE', KEYS[2], ref) and not redis.call('ZSCORE', KEYS[4], ref) then
     seen[ref] = true
-    fresh[#fresh + 1] = 5 + 3 * i
+    fresh[#fresh + 1] = 6 + 3 * i
   end
 end
 if redis.call('ZCARD', KEYS[2]) + #fresh > tonumber(ARGV[3]) then return {'key_package_limit'} end
@@ -81,7 +97,7 @@ if latest > 0 then
   keep_until(KEYS[3], latest, now)
 end
 local stored = #fresh
-local lr = 5 + 3 * n
+local lr = 6 + 3 * n
 if ARGV[lr] and redis.call('HGET', KEYS[5], 'ref') ~= ARGV[lr] then
   redis.call('DEL', KEYS[5])
   redis.call('HSET', KEYS[5], 'ref', ARGV[lr], 'not_after', ARGV[lr + 1], 'kp', ARGV[lr + 2])
@@ -163,4 +179,46 @@ if not notAfter then return -1 end
 if tonumber(notAfter) > tonumber(ARGV[1]) then return 1 end
 redis.call('DEL', KEYS[1])
 return 0
+`);
+
+/** KEYS: device list, rotations. Returns {list, version, rotation…} or false before the first list. */
+export const getDeviceListScript = new LuaScript(`
+local d = redis.call('HMGET', KEYS[1], 'list', 'version')
+if not d[1] then return false end
+local out = {d[1], d[2]}
+for _, r in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do out[#out + 1] = r end
+return out
+`);
+
+/**
+ * The compare-and-set replacement of an account's device list (DeviceListReplacement).
+ * KEYS: device list, rotations, devices, then per removed device: pool, kps, last-resort.
+ * ARGV: expected version, new version, list, rotation ('' none), rotations kept, n seen, then n × (device
+ * id, certificate) of the registrations the caller saw, then the removed device ids (one per key triple).
+ * Returns 'ok', or 'changed' with nothing written when the version or the registrations moved on.
+ * Spent refs and memos of removed devices stay until their TTLs (they are never consulted for a device
+ * that is not registered).
+ */
+export const putDeviceListScript = new LuaScript(`
+local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')
+if current ~= tonumber(ARGV[1]) or tonumber(ARGV[2]) <= current then return 'changed' end
+local nSeen = tonumber(ARGV[6])
+local seen = {}
+for i = 0, nSeen - 1 do seen[ARGV[7 + 2 * i]] = ARGV[8 + 2 * i] end
+local registered = redis.call('HGETALL', KEYS[3])
+if #registered ~= 2 * nSeen then return 'changed' end
+for i = 1, #registered, 2 do
+  if seen[registered[i]] ~= cjson.decode(registered[i + 1]).certificate then return 'changed' end
+end
+redis.call('HSET', KEYS[1], 'list', ARGV[3], 'version', ARGV[2])
+if ARGV[4] ~= '' then
+  redis.call('RPUSH', KEYS[2], ARGV[4])
+  redis.call('LTRIM', KEYS[2], -tonumber(ARGV[5]), -1)
+end
+local first = 7 + 2 * nSeen
+for r = 0, (#KEYS - 3) / 3 - 1 do
+  redis.call('HDEL', KEYS[3], ARGV[first + r])
+  redis.call('DEL', KEYS[4 + 3 * r], KEYS[5 + 3 * r], KEYS[6 + 3 * r])
+end
+return 'ok'
 `);

@@ -57,10 +57,20 @@ describe("RedisDirectoryStore specifics", () => {
       now,
     );
     await store.claim(device.acct, device.deviceId, "B".repeat(43), now);
+    await store.putDeviceList(device.acct, {
+      expectedVersion: 0,
+      version: 1,
+      list: new Uint8Array([5]),
+      rotation: new Uint8Array([6]),
+      seen: [{ deviceId: device.deviceId, certificate: device.certificate }],
+      remove: [],
+    });
     const keys = await redis.keys(`${prefix}*`);
     expect(keys.sort()).toEqual(
       [
         `${prefix}{alice@a.test}:devices`,
+        `${prefix}{alice@a.test}:devicelist`,
+        `${prefix}{alice@a.test}:rotations`,
         `${prefix}{alice@a.test}:pool:${"A".repeat(43)}`,
         `${prefix}{alice@a.test}:kps:${"A".repeat(43)}`,
         `${prefix}{alice@a.test}:spent:${"A".repeat(43)}`,

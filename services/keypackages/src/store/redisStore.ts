@@ -6,11 +6,15 @@ import {
   type AddKeyPackagesResult,
   type ClaimOptions,
   type ClaimedKeyPackage,
+  type DeviceListReplacement,
   type DeviceRecord,
   type DirectoryStore,
   type KeyPackageStock,
   type KeyPackageUpload,
+  type ListGuard,
+  type PutDeviceListResult,
   type PutDeviceResult,
+  type StoredDeviceList,
   type StoreLimits,
   type StoreStats,
 } from "./directoryStore.js";
@@ -19,6 +23,8 @@ import {
   addKeyPackagesScript,
   claimScript,
   countScript,
+  getDeviceListScript,
+  putDeviceListScript,
   putDeviceScript,
   sweepDeviceScript,
   sweepLastResortScript,
@@ -30,6 +36,7 @@ const PUT_RESULTS: ReadonlySet<string> = new Set<PutDeviceResult>([
   "replaced",
   "device_limit",
   "key_mismatch",
+  "list_changed",
 ]);
 
 interface DeviceJson {
@@ -53,16 +60,17 @@ export class RedisDirectoryStore implements DirectoryStore {
     this.limits = { ...DEFAULT_STORE_LIMITS, ...limits };
   }
 
-  async putDevice(device: DeviceRecord): Promise<PutDeviceResult> {
+  async putDevice(device: DeviceRecord, guard: ListGuard = {}): Promise<PutDeviceResult> {
     const result = await putDeviceScript.run(
       this.redis,
-      [this.keys.devices(device.acct)],
+      [this.keys.devices(device.acct), this.keys.deviceList(device.acct)],
       [
         device.deviceId,
         toBase64url(device.certificate),
         toBase64url(device.sigKey),
         device.registeredAt,
         this.limits.devicesPerAccount,
+        guard.listVersion ?? "",
       ],
     );
     if (typeof result !== "string" || !PUT_RESULTS.has(result)) throw unexpected("putDevice", result);
@@ -86,11 +94,13 @@ export class RedisDirectoryStore implements DirectoryStore {
     deviceId: string,
     upload: KeyPackageUpload,
     now: number,
+    guard: ListGuard = {},
   ): Promise<AddKeyPackagesResult> {
     const args: (string | number)[] = [
       deviceId,
       now,
       this.limits.keyPackagesPerDevice,
+      guard.listVersion ?? "",
       upload.keyPackages.length,
     ];
     for (const kp of upload.keyPackages) args.push(kp.ref, kp.notAfter, toBase64url(kp.keyPackage));
@@ -106,12 +116,15 @@ export class RedisDirectoryStore implements DirectoryStore {
         this.keys.keyPackages(acct, deviceId),
         this.keys.spent(acct, deviceId),
         this.keys.lastResort(acct, deviceId),
+        this.keys.deviceList(acct),
       ],
       args,
     );
     if (!Array.isArray(reply)) throw unexpected("addKeyPackages", reply);
     const [status, stored, count, hasLastResort] = reply as unknown[];
-    if (status === "unknown_device" || status === "key_package_limit") return { ok: false, reason: status };
+    if (status === "unknown_device" || status === "key_package_limit" || status === "list_changed") {
+      return { ok: false, reason: status };
+    }
     if (status !== "ok" || typeof stored !== "number" || typeof count !== "number") {
       throw unexpected("addKeyPackages", reply);
     }
@@ -154,6 +167,48 @@ export class RedisDirectoryStore implements DirectoryStore {
       lastResort: reply[1] === "1",
       replayed: reply[2] === 1,
     };
+  }
+
+  async getDeviceList(acct: string): Promise<StoredDeviceList | undefined> {
+    const reply = await getDeviceListScript.run(
+      this.redis,
+      [this.keys.deviceList(acct), this.keys.rotations(acct)],
+      [],
+    );
+    if (reply === null) return undefined;
+    if (!Array.isArray(reply) || !reply.every((x) => typeof x === "string")) {
+      throw unexpected("getDeviceList", reply);
+    }
+    const [list, version, ...rotations] = reply;
+    return {
+      list: fromBase64url(list!),
+      version: Number(version),
+      rotations: rotations.map((r) => fromBase64url(r)),
+    };
+  }
+
+  async putDeviceList(acct: string, r: DeviceListReplacement): Promise<PutDeviceListResult> {
+    const keys = [this.keys.deviceList(acct), this.keys.rotations(acct), this.keys.devices(acct)];
+    for (const deviceId of r.remove) {
+      keys.push(
+        this.keys.pool(acct, deviceId),
+        this.keys.keyPackages(acct, deviceId),
+        this.keys.lastResort(acct, deviceId),
+      );
+    }
+    const args: (string | number)[] = [
+      r.expectedVersion,
+      r.version,
+      toBase64url(r.list),
+      r.rotation ? toBase64url(r.rotation) : "",
+      this.limits.rotationsPerAccount,
+      r.seen.length,
+    ];
+    for (const d of r.seen) args.push(d.deviceId, toBase64url(d.certificate));
+    args.push(...r.remove);
+    const reply = await putDeviceListScript.run(this.redis, keys, args);
+    if (reply !== "ok" && reply !== "changed") throw unexpected("putDeviceList", reply);
+    return reply;
   }
 
   /**

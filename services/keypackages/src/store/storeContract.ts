@@ -97,6 +97,158 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
       });
     });
 
+    describe("device lists", () => {
+      const bytes = (n = 200) => new Uint8Array(randomBytes(n));
+      const seenOf = (devices: DeviceRecord[]) =>
+        devices.map((d) => ({ deviceId: d.deviceId, certificate: d.certificate }));
+
+      it("stores a first list, replaces it only with a higher version from the version checked, and never rolls back", async () => {
+        expect(await store.getDeviceList("alice@a.test")).toBeUndefined();
+        const v1 = bytes();
+        const put = (expectedVersion: number, version: number, list: Uint8Array) =>
+          store.putDeviceList("alice@a.test", { expectedVersion, version, list, seen: [], remove: [] });
+        expect(await put(1, 1, v1)).toBe("changed"); // there is no version 1 yet
+        expect(await put(0, 1, v1)).toBe("ok");
+        expect(await store.getDeviceList("alice@a.test")).toEqual({ list: v1, version: 1, rotations: [] });
+        const v3 = bytes();
+        expect(await put(0, 3, v3)).toBe("changed"); // checked against "no list": someone else won
+        expect(await put(1, 1, bytes())).toBe("changed"); // not higher
+        expect(await put(1, 3, v3)).toBe("ok");
+        expect(await put(1, 2, bytes())).toBe("changed"); // checked against v1, which is gone: no rollback
+        expect(await store.getDeviceList("alice@a.test")).toEqual({ list: v3, version: 3, rotations: [] });
+        expect(await store.getDeviceList("bob@a.test")).toBeUndefined();
+      });
+
+      it("keeps at most the configured number of continuity statements, oldest first", async () => {
+        const statements = Array.from({ length: 18 }, () => bytes(120));
+        for (const [i, rotation] of statements.entries()) {
+          const r = await store.putDeviceList("alice@a.test", {
+            expectedVersion: i,
+            version: i + 1,
+            list: bytes(),
+            rotation,
+            seen: [],
+            remove: [],
+          });
+          expect(r).toBe("ok");
+        }
+        await store.putDeviceList("alice@a.test", {
+          expectedVersion: 18,
+          version: 19,
+          list: bytes(),
+          seen: [],
+          remove: [],
+        });
+        const stored = await store.getDeviceList("alice@a.test");
+        expect(stored?.version).toBe(19);
+        expect(stored?.rotations).toEqual(statements.slice(2));
+      });
+
+      it("removes the registrations and KeyPackages of removed devices in the same step, others untouched", async () => {
+        const kept = await registered();
+        const gone = await registered();
+        const lr = kp();
+        await store.addKeyPackages(kept.acct, kept.deviceId, { keyPackages: [kp()] }, NOW);
+        await store.addKeyPackages(
+          gone.acct,
+          gone.deviceId,
+          { keyPackages: [kp(), kp()], lastResort: lr },
+          NOW,
+        );
+        const seen = seenOf(await store.listDevices("alice@a.test"));
+        expect(
+          await store.putDeviceList("alice@a.test", {
+            expectedVersion: 0,
+            version: 1,
+            list: bytes(),
+            seen,
+            remove: [gone.deviceId],
+          }),
+        ).toBe("ok");
+        expect((await store.listDevices("alice@a.test")).map((d) => d.deviceId)).toEqual([kept.deviceId]);
+        expect(await store.getDevice("alice@a.test", gone.deviceId)).toBeUndefined();
+        expect(await store.countKeyPackages(gone.acct, gone.deviceId, NOW)).toEqual({
+          count: 0,
+          lastResort: false,
+        });
+        expect(await store.claim(gone.acct, gone.deviceId, undefined, NOW)).toBeUndefined();
+        expect((await store.claim(kept.acct, kept.deviceId, undefined, NOW))?.lastResort).toBe(false);
+        // A removed device that comes back (in a later list) starts empty.
+        expect(await store.putDevice(gone, { listVersion: 1 })).toBe("created");
+        expect(await store.countKeyPackages(gone.acct, gone.deviceId, NOW)).toEqual({
+          count: 0,
+          lastResort: false,
+        });
+      });
+
+      it("changes nothing when the registrations are no longer those the caller decided on", async () => {
+        const first = await registered();
+        const seen = seenOf(await store.listDevices("alice@a.test"));
+        const late = await registered(); // registered after the caller looked
+        const replace = (s: typeof seen) =>
+          store.putDeviceList("alice@a.test", {
+            expectedVersion: 0,
+            version: 1,
+            list: bytes(),
+            seen: s,
+            remove: [],
+          });
+        expect(await replace(seen)).toBe("changed");
+        const renewed = { ...first, certificate: bytes(180) };
+        expect(await store.putDevice(renewed)).toBe("replaced");
+        const both = [{ deviceId: first.deviceId, certificate: first.certificate }, ...seenOf([late])];
+        expect(await replace(both)).toBe("changed"); // first's certificate changed meanwhile
+        expect(await store.getDeviceList("alice@a.test")).toBeUndefined();
+        expect(await replace(seenOf(await store.listDevices("alice@a.test")))).toBe("ok");
+      });
+
+      it("refuses a registration or an upload checked against another list version", async () => {
+        const d = await registered();
+        expect(await store.putDevice(device("alice@a.test"), { listVersion: 1 })).toBe("list_changed");
+        expect(
+          await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: [kp()] }, NOW, { listVersion: 1 }),
+        ).toEqual({ ok: false, reason: "list_changed" });
+        expect(
+          await store.addKeyPackages("nobody@a.test", d.deviceId, { keyPackages: [kp()] }, NOW, {
+            listVersion: 2,
+          }),
+        ).toEqual({ ok: false, reason: "list_changed" });
+        await store.putDeviceList("alice@a.test", {
+          expectedVersion: 0,
+          version: 1,
+          list: bytes(),
+          seen: seenOf([d]),
+          remove: [],
+        });
+        expect(await store.putDevice(device("alice@a.test"), { listVersion: 0 })).toBe("list_changed");
+        expect(
+          await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: [kp()] }, NOW, { listVersion: 0 }),
+        ).toEqual({ ok: false, reason: "list_changed" });
+        expect(await store.putDevice(device("alice@a.test"), { listVersion: 1 })).toBe("created");
+        expect(
+          await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: [kp()] }, NOW, { listVersion: 1 }),
+        ).toMatchObject({ ok: true, stored: 1 });
+      });
+
+      it("lets exactly one of many concurrent replacements of the same version win", async () => {
+        const lists = Array.from({ length: 10 }, () => bytes());
+        const results = await Promise.all(
+          lists.map((list, i) =>
+            sut.peers[i % sut.peers.length]!.putDeviceList("race@a.test", {
+              expectedVersion: 0,
+              version: 1,
+              list,
+              seen: [],
+              remove: [],
+            }),
+          ),
+        );
+        expect(results.filter((r) => r === "ok")).toHaveLength(1);
+        const winner = lists[results.indexOf("ok")]!;
+        expect((await store.getDeviceList("race@a.test"))?.list).toEqual(winner);
+      });
+    });
+
     describe("KeyPackages", () => {
       it("refuses KeyPackages for a device that is not registered to the account", async () => {
         const d = await registered();
