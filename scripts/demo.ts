@@ -18,6 +18,8 @@ function device(instance: Instance, user: string): Promise<MlsDmClient> {
     dir: join(home, user),
     acct: `${user}@${instance.domain}`,
     mastodonToken: instance.token(user),
+    // A throw-away demo directory: plain files (mode 0600), no passphrase to type.
+    protection: { kind: "none" },
     services,
     keyPackages: 5,
   });

@@ -45,6 +45,8 @@ export async function startWorld(store: StoreKind): Promise<World> {
         dir: join(home, `${user}-${instance.domain}`),
         acct: `${user}@${instance.domain}`,
         mastodonToken: instance.token(user),
+        // Test devices: plain files (mode 0600); encryption at rest is tested in packages/client.
+        protection: { kind: "none" },
         services,
         keyPackages: 4,
         retry: FAST_RETRY,

@@ -1,7 +1,17 @@
-import { ProtocolError, parseAcct, toBase64url, type Activity, type InboxItem } from "@mastodon-mls/protocol";
+import type { SigningKeyPair } from "@mastodon-mls/bridge";
+import {
+  ProtocolError,
+  fromBase64url,
+  parseAcct,
+  toBase64url,
+  type Activity,
+  type InboxItem,
+} from "@mastodon-mls/protocol";
+import { createAccountKeyBackup, openAccountKeyBackup } from "./backup.js";
 import { buildCreateNote } from "./cleartext.js";
 import { DeviceContext } from "./context.js";
-import { ServiceUnavailableError } from "./errors.js";
+import type { KdfPolicy } from "./crypto/kdf.js";
+import { ClientError, ServiceUnavailableError } from "./errors.js";
 import type { DmEvent } from "./events.js";
 import { canonicalAccts, newClaimId, type AddReport } from "./groups/changes.js";
 import type { PipelineDeps } from "./groups/commitPipeline.js";
@@ -9,22 +19,53 @@ import { createOwnGroup } from "./groups/create.js";
 import { followUp } from "./groups/followUp.js";
 import { processInboxItems, syncHubInbox } from "./groups/inbox.js";
 import { emptyReport, pipelineDeps, runIntent } from "./groups/intents.js";
+import { leaveGroup } from "./groups/leave.js";
 import { sendActivity } from "./groups/send.js";
 import { refillKeyPackages } from "./keyPackages.js";
 import { liveEvents, type LiveOptions } from "./liveEvents.js";
 import { leavesOf } from "./mls/leaves.js";
-import { completeSetup, isResolver, setUpDevice, setupComplete, type CreateDeviceOptions } from "./setup.js";
+import {
+  completeSetup,
+  isResolver,
+  setUpDevice,
+  setupComplete,
+  type CreateDeviceOptions,
+  type DeviceSetupOptions,
+} from "./setup.js";
+import type { StoreProtection } from "./store/cipher.js";
 import { DeviceStore } from "./store/deviceStore.js";
+import { acquireDeviceLock } from "./store/lock.js";
+import { migrateLegacyStore } from "./store/migrate.js";
 import type { CommitIntent, HistoryEntry } from "./store/schemas.js";
 import { WellKnownResolver, type ServiceResolver } from "./transport/resolver.js";
 import { DEFAULT_RETRY, type RetryPolicy } from "./util/backoff.js";
 import { SerialQueue } from "./util/serial.js";
 
-export interface OpenOptions {
-  /** How other instances' services are found. Default: `/.well-known/mls-services` over HTTPS. */
-  services?: ServiceResolver;
+const DEFAULT_LOCK_TIMEOUT_MS = 60_000;
+
+export interface ClientOptions extends KdfPolicy {
   /** Retries of commits that lost a race, and stream reconnections. */
   retry?: RetryPolicy;
+  /** Milliseconds since the Unix epoch. Default `Date.now`; tests inject one (weekly self-update). */
+  clock?: () => number;
+  /** How long an operation waits for another process working on the same directory. Default 60 s. */
+  lockTimeoutMs?: number;
+  /** Argon2id progress while unlocking (it takes seconds), 0…1. */
+  onProgress?: (fraction: number) => void;
+}
+
+export interface OpenOptions extends ClientOptions {
+  /** How other instances' services are found. Default: `/.well-known/mls-services` over HTTPS. */
+  services?: ServiceResolver;
+  /** Required when the directory is protected by a passphrase. */
+  passphrase?: string;
+}
+
+export interface RestoreOptions extends Omit<CreateDeviceOptions, "acct" | "onProgress">, ClientOptions {
+  /** The backup file's text. */
+  backup: string;
+  /** Its recovery key, or its passphrase (the backup says which). */
+  secret: string;
 }
 
 export interface GroupSummary {
@@ -65,32 +106,137 @@ export type HistoryItem = Omit<HistoryEntry, "v">;
 export class MlsDmClient {
   private readonly queue = new SerialQueue();
   private readonly deps: PipelineDeps;
+  /** The directory's generation as this process last saw or wrote it (see `op`). */
+  private generation = "";
 
-  private constructor(private readonly ctx: DeviceContext) {
+  private constructor(
+    private readonly ctx: DeviceContext,
+    private readonly lockTimeoutMs: number,
+  ) {
     this.deps = pipelineDeps(ctx);
   }
 
-  /** Sets up the first device of an account in `dir` (which must not hold a device yet). */
-  static async create(opts: CreateDeviceOptions & { retry?: RetryPolicy }): Promise<MlsDmClient> {
+  /**
+   * Sets up the first device of an account in `dir` (absent or empty): a new directory protected as
+   * `protection` says, a new account key, the device.
+   */
+  static async create(opts: CreateDeviceOptions & ClientOptions): Promise<MlsDmClient> {
+    const store = await DeviceStore.create(opts.dir, opts.protection, opts);
+    return MlsDmClient.createInStore(store, opts);
+  }
+
+  /**
+   * Sets up a device in a directory that exists but holds no device yet (e.g. after `mls-dm login`).
+   * With `accountKey`, the device is certified by that account key (a restore) instead of a new one.
+   */
+  static async createInStore(
+    store: DeviceStore,
+    opts: DeviceSetupOptions & ClientOptions,
+    accountKey?: SigningKeyPair,
+  ): Promise<MlsDmClient> {
     const resolver = isResolver(opts.services) ? opts.services : new WellKnownResolver();
     const home = isResolver(opts.services)
       ? await opts.services.resolve(parseAcct(opts.acct).domain)
       : opts.services;
-    const store = await setUpDevice(opts, home);
-    return new MlsDmClient(await DeviceContext.load(store, resolver, opts.retry ?? DEFAULT_RETRY));
+    const timeout = opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
+    const lock = await acquireDeviceLock(store.dir, { timeoutMs: timeout });
+    try {
+      await setUpDevice(store, opts, home, accountKey);
+      const ctx = await DeviceContext.load(store, resolver, opts.retry ?? DEFAULT_RETRY, opts.clock);
+      const client = new MlsDmClient(ctx, timeout);
+      client.generation = await store.bumpGeneration();
+      return client;
+    } finally {
+      await lock.release();
+    }
   }
 
-  /** Reopens a device directory; finishes a set-up that was cut short. */
+  /**
+   * A new device for an account whose first device is gone (DESIGN §9): the account key from the backup
+   * certifies a new device key; the device registers with the home directory and publishes KeyPackages.
+   * No group comes back: other members add the new device (device lists and linking: later issue).
+   */
+  static async restore(opts: RestoreOptions): Promise<MlsDmClient> {
+    const restored = await openAccountKeyBackup(opts.backup, opts.secret, opts);
+    const store = await DeviceStore.create(opts.dir, opts.protection, opts);
+    return MlsDmClient.createInStore(store, { ...opts, acct: restored.acct }, restored.accountKey);
+  }
+
+  /** Reopens a device directory (unlocking it with the passphrase); finishes a set-up that was cut short. */
   static async open(dir: string, opts: OpenOptions = {}): Promise<MlsDmClient> {
-    const store = await DeviceStore.open(dir);
-    const device = await store.readDevice();
-    if (!setupComplete(device)) await completeSetup(store, device);
-    const ctx = await DeviceContext.load(
-      store,
-      opts.services ?? new WellKnownResolver(),
-      opts.retry ?? DEFAULT_RETRY,
-    );
-    return new MlsDmClient(ctx);
+    return MlsDmClient.openStore(await DeviceStore.open(dir, opts), opts);
+  }
+
+  /** A client for an unlocked directory that holds a device. */
+  static async openStore(store: DeviceStore, opts: OpenOptions = {}): Promise<MlsDmClient> {
+    const timeout = opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
+    const lock = await acquireDeviceLock(store.dir, { timeoutMs: timeout });
+    try {
+      const generation = await store.readGeneration();
+      const writes = store.writes;
+      const device = await store.readDevice();
+      if (!setupComplete(device)) await completeSetup(store, device);
+      const ctx = await DeviceContext.load(
+        store,
+        opts.services ?? new WellKnownResolver(),
+        opts.retry ?? DEFAULT_RETRY,
+        opts.clock,
+      );
+      const client = new MlsDmClient(ctx, timeout);
+      client.generation = store.writes !== writes ? await store.bumpGeneration() : generation;
+      return client;
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /**
+   * Converts a directory of the first release (format 1, unencrypted) to the current format, protected
+   * as asked. Crash-safe: an interrupted migration is finished by the next open, or redone.
+   */
+  static async migrate(
+    dir: string,
+    protection: StoreProtection,
+    opts: KdfPolicy & { onProgress?: (fraction: number) => void } = {},
+  ): Promise<void> {
+    await migrateLegacyStore(dir, protection, opts);
+  }
+
+  /**
+   * Every operation: one at a time in this process (the queue), and across processes (the directory's
+   * lock file). When another process changed the directory since this one last looked, everything is
+   * re-read first; when this one changed it, the generation file says so to the others.
+   */
+  private op<T>(task: () => Promise<T>): Promise<T> {
+    return this.queue.run(async () => {
+      const store = this.ctx.store;
+      const lock = await acquireDeviceLock(store.dir, { timeoutMs: this.lockTimeoutMs });
+      const writes = store.writes;
+      try {
+        const current = await store.readGeneration();
+        if (current !== this.generation) {
+          await this.ctx.reload();
+          this.generation = current;
+        }
+        return await task();
+      } finally {
+        try {
+          if (store.writes !== writes) this.generation = await store.bumpGeneration();
+        } finally {
+          await lock.release();
+        }
+      }
+    });
+  }
+
+  /** Whether this device holds the account key (the first device, or one restored from a backup). */
+  get holdsAccountKey(): boolean {
+    return this.ctx.device.accountKey !== null;
+  }
+
+  /** How the directory is protected. */
+  get protection(): "passphrase" | "none" {
+    return this.ctx.store.protection;
   }
 
   /** `user@domain` */
@@ -110,7 +256,7 @@ export class MlsDmClient {
 
   /** Creates a group hosted on this device's home delivery service and adds `members` (accts). */
   createGroup(members: string[] = []): Promise<{ groupId: string } & AddReport> {
-    return this.queue.run(async () => {
+    return this.op(async () => {
       const accts = canonicalAccts(members);
       const groupId = await createOwnGroup(this.ctx);
       const report = emptyReport();
@@ -124,7 +270,7 @@ export class MlsDmClient {
    * posts an invitation to each account's home delivery service. Refused KeyPackages are reported, never added.
    */
   addMembers(groupId: string, accts: string[]): Promise<AddReport> {
-    return this.queue.run(async () => {
+    return this.op(async () => {
       const report = emptyReport();
       await this.commit(
         groupId,
@@ -137,7 +283,7 @@ export class MlsDmClient {
 
   /** Removes every device of each account (this device's own leaf excepted). Returns the accounts removed. */
   removeMembers(groupId: string, accts: string[]): Promise<{ removed: string[] }> {
-    return this.queue.run(async () => {
+    return this.op(async () => {
       const wanted = canonicalAccts(accts);
       const before = new Set(leavesOf(this.ctx.activeGroup(groupId).state.ratchetTree).map((l) => l.acct));
       await this.commit(groupId, { kind: "remove", accts: wanted });
@@ -145,23 +291,33 @@ export class MlsDmClient {
     });
   }
 
+  /**
+   * Leaves a group (DESIGN §9): proposes the Remove of this account's leaves and deletes the group's
+   * state here; another member commits the Removes. The history stays readable.
+   */
+  leave(groupId: string): Promise<{ proposed: number }> {
+    return this.op(() => leaveGroup(this.ctx, this.deps, groupId));
+  }
+
   /** A commit with an update path and no proposals: fresh keys for this device's leaf. */
   selfUpdate(groupId: string): Promise<void> {
-    return this.queue.run(async () => {
+    return this.op(async () => {
       await this.commit(groupId, { kind: "update" });
     });
   }
 
   /** Sends a plain-text note (DESIGN §8) to the group. */
   send(groupId: string, text: string, opts: { inReplyTo?: string } = {}): Promise<SendResult> {
-    return this.queue.run(async () => {
-      const g = this.ctx.activeGroup(groupId);
-      // ts-mls refuses to send while holding a received proposal: commit it first.
-      if (Object.keys(g.state.unappliedProposals).length > 0) {
-        await this.commit(groupId, { kind: "update" });
-      }
+    return this.op(async () => {
+      this.ctx.activeGroup(groupId);
       const activity = buildCreateNote(this.ctx.identity, text, opts);
-      const sent = await sendActivity(this.ctx, groupId, activity, (hub) => syncHubInbox(this.ctx, hub));
+      const sent = await sendActivity(
+        this.ctx,
+        groupId,
+        activity,
+        (hub) => syncHubInbox(this.ctx, hub),
+        () => this.commit(groupId, { kind: "proposals" }),
+      );
       await this.ctx.store.appendHistory(groupId, [ownEntry(this.ctx, sent.seq, activity)]);
       return { ...sent, activityId: activity.id, noteId: activity.object.id };
     });
@@ -176,7 +332,7 @@ export class MlsDmClient {
    * still polled.
    */
   sync(): Promise<DmEvent[]> {
-    return this.queue.run(async () => {
+    return this.op(async () => {
       const done = new Set<string>();
       for (;;) {
         const next = this.ctx.hubs().filter((h) => !done.has(h));
@@ -208,12 +364,12 @@ export class MlsDmClient {
       this.ctx,
       {
         processBatch: (hub: string, items: InboxItem[], cursor: string) =>
-          this.queue.run(async () => {
+          this.op(async () => {
             await processInboxItems(this.ctx, hub, items, cursor);
             await this.followUp();
           }),
         poll: (hub: string) =>
-          this.queue.run(async () => {
+          this.op(async () => {
             await syncHubInbox(this.ctx, hub);
             await this.followUp();
           }),
@@ -269,9 +425,41 @@ export class MlsDmClient {
     return (await this.ctx.store.readHistory(groupId)).map(({ v: _v, ...rest }) => rest);
   }
 
+  /**
+   * A backup of the account key (DESIGN §9), never of group state. Protected by a new recovery key
+   * (returned: show it once) unless a passphrase is given. Only the device holding the account key can.
+   */
+  backupAccountKey(
+    opts: { passphrase?: string; onProgress?: (fraction: number) => void } & KdfPolicy = {},
+  ): Promise<{ text: string; recoveryKey?: string }> {
+    const key = this.ctx.device.accountKey;
+    if (key === null) {
+      return Promise.reject(new ClientError("no_account_key", "this device does not hold the account key"));
+    }
+    return createAccountKeyBackup({
+      ...opts,
+      acct: this.ctx.device.acct,
+      accountKey: { publicKey: fromBase64url(key.publicKey), signKey: fromBase64url(key.signKey) },
+      createdAt: this.ctx.nowSeconds(),
+    });
+  }
+
+  /** Replaces the Mastodon token this device uses with its directory (after logging in again). */
+  setMastodonToken(token: string): Promise<void> {
+    return this.op(async () => {
+      this.ctx.device = { ...this.ctx.device, mastodonToken: token };
+      await this.ctx.saveDevice();
+    });
+  }
+
+  /** Re-reads the directory if another process changed it (queries show this process's last view). */
+  refresh(): Promise<void> {
+    return this.op(async () => undefined);
+  }
+
   /** Uploads KeyPackages until the directory holds the device's target count; returns how many were added. */
   refillKeyPackages(): Promise<number> {
-    return this.queue.run(() => refillKeyPackages(this.ctx));
+    return this.op(() => refillKeyPackages(this.ctx));
   }
 
   private commit(groupId: string, intent: CommitIntent, report: AddReport = emptyReport()): Promise<void> {

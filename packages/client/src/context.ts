@@ -5,6 +5,7 @@ import { ClientError } from "./errors.js";
 import type { DmEvent } from "./events.js";
 import { decodeState, encodeState } from "./mls/codec.js";
 import type { DeviceStore } from "./store/deviceStore.js";
+import { StoreFormatError } from "./store/records.js";
 import type {
   CommitIntent,
   CursorsRecord,
@@ -48,6 +49,8 @@ export class DeviceContext {
     readonly resolver: ServiceResolver,
     readonly cs: CiphersuiteImpl,
     readonly retry: RetryPolicy,
+    /** Milliseconds since the Unix epoch; injectable for tests (weekly self-update). */
+    readonly clock: () => number,
   ) {
     this.signatureKeyPair = {
       publicKey: fromBase64url(device.deviceKey.publicKey),
@@ -64,21 +67,31 @@ export class DeviceContext {
     store: DeviceStore,
     resolver: ServiceResolver,
     retry: RetryPolicy,
+    clock: () => number = Date.now,
   ): Promise<DeviceContext> {
     const device = await store.readDevice();
     const cursors = await store.readCursors();
-    const groups = new Map<string, GroupHandle>();
-    for (const id of await store.listGroupIds()) {
-      const record = await store.readGroup(id);
-      if (record === undefined) continue;
-      const pending = record.status === "active" ? await store.readPending(id) : undefined;
-      groups.set(id, {
-        record,
-        state: record.state === null ? undefined : decodeState(record.state),
-        pending,
-      });
-    }
-    return new DeviceContext(store, device, cursors, groups, resolver, await cipherSuite(), retry);
+    const groups = await readGroups(store);
+    return new DeviceContext(store, device, cursors, groups, resolver, await cipherSuite(), retry, clock);
+  }
+
+  /**
+   * Re-reads everything from disk, in place (the objects holding this context keep working): another
+   * process changed the directory since this one last looked.
+   */
+  async reload(): Promise<void> {
+    const device = await this.store.readDevice();
+    const cursors = await this.store.readCursors();
+    const groups = await readGroups(this.store);
+    this.device = device;
+    this.cursors = cursors;
+    this.groups.clear();
+    for (const [id, g] of groups) this.groups.set(id, g);
+  }
+
+  /** Unix seconds, from the injectable clock. */
+  nowSeconds(): number {
+    return Math.floor(this.clock() / 1000);
   }
 
   get identity(): string {
@@ -174,4 +187,24 @@ export class DeviceContext {
     this.listeners.add(wake);
     return () => this.listeners.delete(wake);
   }
+}
+
+async function readGroups(store: DeviceStore): Promise<Map<string, GroupHandle>> {
+  const groups = new Map<string, GroupHandle>();
+  for (const id of await store.listGroupIds()) {
+    const record = await store.readGroup(id);
+    if (record === undefined) continue;
+    const pending = record.status === "active" ? await store.readPending(id) : undefined;
+    let state: ClientState | undefined;
+    try {
+      state = record.state === null ? undefined : decodeState(record.state);
+    } catch (e) {
+      throw new StoreFormatError(
+        `${store.groupsDir}/${id}/group.json`,
+        `the MLS group state does not decode (${e instanceof Error ? e.message : String(e)})`,
+      );
+    }
+    groups.set(id, { record, state, pending });
+  }
+  return groups;
 }

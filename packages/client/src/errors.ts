@@ -1,6 +1,8 @@
 // Errors raised by the client itself. Errors a service answered with come back as the protocol's
 // ProtocolError (same code as on the wire); these cover what is not a protocol answer.
 
+import { ProtocolError, type ErrorCode } from "@mastodon-mls/protocol";
+
 /** The service could not be reached, or answered with something that is not our protocol. */
 export class ServiceUnavailableError extends Error {
   constructor(
@@ -14,6 +16,23 @@ export class ServiceUnavailableError extends Error {
   }
 }
 
+/**
+ * A service answered with one of our protocol's error codes. Still a ProtocolError (code, details), and
+ * it names the service and its URL, so that a person can tell which of several services refused.
+ */
+export class ServiceRefusedError extends ProtocolError {
+  constructor(
+    readonly service: string,
+    readonly url: string,
+    code: ErrorCode,
+    message: string,
+    details?: Record<string, unknown>,
+  ) {
+    super(code, message, details);
+    this.name = "ServiceRefusedError";
+  }
+}
+
 export type ClientErrorCode =
   | "unknown_group"
   | "group_left"
@@ -22,7 +41,19 @@ export type ClientErrorCode =
   | "commit_outcome_unknown"
   | "key_package_refused"
   | "invalid_service_url"
-  | "bad_input";
+  | "bad_input"
+  // the device directory
+  | "no_device"
+  | "device_exists"
+  | "device_busy"
+  | "needs_migration"
+  | "passphrase_required"
+  | "wrong_passphrase"
+  | "bad_key_derivation"
+  // the account-key backup
+  | "no_account_key"
+  | "bad_backup"
+  | "wrong_backup_secret";
 
 /** A local refusal: the request cannot be carried out from this device's state. */
 export class ClientError extends Error {

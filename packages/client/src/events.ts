@@ -32,6 +32,8 @@ export type DmEvent =
   | { type: "member_added"; groupId: string; accts: string[] }
   | { type: "member_removed"; groupId: string; accts: string[] }
   | { type: "removed_from_group"; groupId: string }
+  /** A member proposed its own Remove (`leave`); a member commits it shortly (DESIGN §9). */
+  | { type: "member_leaving"; groupId: string; acct: string; deviceId: string }
   | { type: "invalid_member"; groupId: string; acct: string; deviceId: string; reason: string }
   | { type: "invitation"; groupId: string; hub: string; from: string }
   /** Something the device does on its own (self-update after joining, invitations, KeyPackages) failed; retried later. */

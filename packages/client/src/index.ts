@@ -1,15 +1,29 @@
 export {
   MlsDmClient,
+  type ClientOptions,
   type OpenOptions,
+  type RestoreOptions,
   type GroupSummary,
   type Member,
   type SendResult,
   type HistoryItem,
 } from "./client.js";
-export type { CreateDeviceOptions } from "./setup.js";
+export type { CreateDeviceOptions, DeviceSetupOptions } from "./setup.js";
 export type { DmEvent, DmEventType } from "./events.js";
 export type { AddReport, Refusal } from "./groups/changes.js";
-export { ClientError, ServiceUnavailableError, type ClientErrorCode } from "./errors.js";
+export { ClientError, ServiceRefusedError, ServiceUnavailableError, type ClientErrorCode } from "./errors.js";
+export type { StoreProtection } from "./store/cipher.js";
+export { DEFAULT_KDF, type KdfParams, type KdfPolicy } from "./crypto/kdf.js";
+export {
+  createAccountKeyBackup,
+  openAccountKeyBackup,
+  inspectBackup,
+  parseRecoveryKey,
+  formatRecoveryKey,
+  type BackupInfo,
+  type BackupProtection,
+  type RestoredAccountKey,
+} from "./backup.js";
 export {
   StaticResolver,
   WellKnownResolver,

@@ -128,6 +128,12 @@ describe("three members on two instances", () => {
     ) as { state: string };
     expect(await alice.removeMembers(groupId, ["carol@b.test"])).toEqual({ removed: ["carol@b.test"] });
     const secret = await alice.send(groupId, "after carol left");
+    // The bytes as the hub stored them, read before everyone acknowledges them (the hub may then drop them).
+    const [removal, secretEntry] = await a.delivery.context.store.readLog(
+      groupId,
+      secret.seq - 1,
+      secret.seq,
+    );
     events = await settle([bob, carol, alice]);
     expect(texts(events.get(bob))).toEqual(["alice@a.test: after carol left"]);
     expect(events.get(bob)).toContainEqual({ type: "member_removed", groupId, accts: ["carol@b.test"] });
@@ -138,23 +144,18 @@ describe("three members on two instances", () => {
       "alice@a.test: after carol left",
     );
 
-    // Even her persisted state cannot read the message sent after the removal (bytes as the hub stored them).
-    const [removal, secretEntry] = await a.delivery.context.store.readLog(
-      groupId,
-      secret.seq - 1,
-      secret.seq,
-    );
+    // Even her persisted state cannot read the message sent after the removal.
     const cs = await cipherSuite();
     const old = decodeState(carolStateBefore.state);
     const afterRemoval = await processMessage(
-      asGroupMessage(decodeMessage(removal!.message)),
+      asGroupMessage(decodeMessage(logBytes(removal!.message))),
       old,
       emptyPskIndex,
       acceptAll,
       cs,
     );
     expect(afterRemoval.newState.groupActiveState.kind).toBe("removedFromGroup");
-    const secretMsg = asGroupMessage(decodeMessage(secretEntry!.message));
+    const secretMsg = asGroupMessage(decodeMessage(logBytes(secretEntry!.message)));
     await expect(processMessage(secretMsg, old, emptyPskIndex, acceptAll, cs)).rejects.toThrow();
     await expect(
       processMessage(secretMsg, afterRemoval.newState, emptyPskIndex, acceptAll, cs),
@@ -264,6 +265,45 @@ describe("races and KeyPackages", () => {
   });
 });
 
+describe("leave, through the real hub", () => {
+  it("the leaver proposes its removal and forgets the group; a member commits it; the others go on", async () => {
+    const gina = await newClient(a, "gina", resolver);
+    const hank = await newClient(a, "hank", resolver);
+    const ivy = await newClient(b, "ivy", resolver);
+    const { groupId } = await gina.createGroup(["hank@a.test", "ivy@b.test"]);
+    noProblems(await settle([hank, ivy, gina]));
+    await hank.send(groupId, "bye all");
+    noProblems(await settle([gina, ivy]));
+
+    expect(await hank.leave(groupId)).toEqual({ proposed: 1 });
+    expect(hank.groups()).toMatchObject([{ groupId, status: "left" }]);
+    expect(() => hank.epoch(groupId)).toThrow(/no longer in group/);
+    const before = gina.epoch(groupId);
+    const events = await settle([ivy, gina, hank]);
+    noProblems(events);
+    expect(events.get(gina)).toContainEqual({
+      type: "member_leaving",
+      groupId,
+      acct: "hank@a.test",
+      deviceId: hank.deviceId,
+    });
+    // Exactly one commit removed hank: whoever synced first committed it, the other processed it.
+    for (const c of [gina, ivy]) {
+      expect(
+        c
+          .members(groupId)
+          .map((m) => m.acct)
+          .sort(),
+      ).toEqual(["gina@a.test", "ivy@b.test"]);
+      expect(c.epoch(groupId)).toBe(before + 1);
+    }
+    expect(gina.epochAuthenticator(groupId)).toBe(ivy.epochAuthenticator(groupId));
+    await gina.send(groupId, "after hank left");
+    expect(texts((await settle([ivy, hank])).get(ivy))).toEqual(["gina@a.test: after hank left"]);
+    expect((await hank.history(groupId)).map((h) => h.from)).toEqual(["hank@a.test"]);
+  });
+});
+
 function asGroupMessage(m: MLSMessage) {
   if (m.wireformat !== "mls_public_message" && m.wireformat !== "mls_private_message")
     throw new Error(m.wireformat);
@@ -290,4 +330,9 @@ function historyAsEvent(h: Awaited<ReturnType<MlsDmClient["history"]>>[number]):
     activityId: h.content.activity.id,
     seq: h.seq,
   };
+}
+
+/** The hub's log holds each MLSMessage as bytes or (newer stores) as base64url. */
+function logBytes(message: Uint8Array | string): Uint8Array {
+  return typeof message === "string" ? fromBase64url(message) : message;
 }

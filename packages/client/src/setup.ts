@@ -1,8 +1,15 @@
-import { deviceIdText, generateSigningKeyPair, signDeviceCertificate } from "@mastodon-mls/bridge";
+import {
+  deviceIdText,
+  generateSigningKeyPair,
+  signDeviceCertificate,
+  type SigningKeyPair,
+} from "@mastodon-mls/bridge";
 import { formatAcct, formatIdentity, fromBase64url, parseAcct, toBase64url } from "@mastodon-mls/protocol";
 import { ClientError } from "./errors.js";
 import { publishKeyPackages } from "./keyPackages.js";
-import { DeviceStore } from "./store/deviceStore.js";
+import type { KdfPolicy } from "./crypto/kdf.js";
+import type { StoreProtection } from "./store/cipher.js";
+import type { DeviceStore } from "./store/deviceStore.js";
 import type { DeviceRecord } from "./store/schemas.js";
 import { DirectoryClient } from "./transport/directoryClient.js";
 import type { ServiceResolver, ServiceUrls } from "./transport/resolver.js";
@@ -14,8 +21,8 @@ export const CERTIFICATE_VALIDITY_SECONDS = 365 * 24 * 3600;
 const BACKDATE_SECONDS = 300;
 export const DEFAULT_KEY_PACKAGES = 20;
 
-export interface CreateDeviceOptions {
-  dir: string;
+/** What setting up a device needs besides its directory. */
+export interface DeviceSetupOptions {
   /** The account, e.g. "alice@a.test" or "@alice@a.test". */
   acct: string;
   /** A Mastodon access token of that account (scope `read:accounts` at least): the directory checks it. */
@@ -26,19 +33,38 @@ export interface CreateDeviceOptions {
   keyPackages?: number;
 }
 
+export interface CreateDeviceOptions extends DeviceSetupOptions, KdfPolicy {
+  dir: string;
+  /**
+   * How the directory's secrets are kept: under a passphrase (Argon2id, XChaCha20-Poly1305), or — the
+   * owner's explicit choice — in plain files readable by the owner only.
+   */
+  protection: StoreProtection;
+  /** Argon2id progress, 0…1. */
+  onProgress?: (fraction: number) => void;
+}
+
 /**
- * First device of an account (DESIGN §3): account key, device key, the certificate the first signs for
- * the second, registration with the home directory, KeyPackages. Every secret is on disk before anything
- * that depends on it is sent.
+ * A device of an account (DESIGN §3): on the first device a new account key; on a restored one the
+ * account key from the backup. Then a device key, the certificate the first signs for the second,
+ * registration with the home directory, KeyPackages. Every secret is on disk before anything that
+ * depends on it is sent.
  */
-export async function setUpDevice(opts: CreateDeviceOptions, home: ServiceUrls): Promise<DeviceStore> {
+export async function setUpDevice(
+  store: DeviceStore,
+  opts: DeviceSetupOptions,
+  home: ServiceUrls,
+  restoredAccountKey?: SigningKeyPair,
+): Promise<DeviceRecord> {
   const acct = parseAcct(opts.acct);
   const count = opts.keyPackages ?? DEFAULT_KEY_PACKAGES;
   if (!Number.isInteger(count) || count < 1)
     throw new ClientError("bad_input", "keyPackages must be at least 1");
-  const store = await DeviceStore.create(opts.dir);
+  if (await store.hasDevice()) {
+    throw new ClientError("device_exists", `${store.dir} already holds a device; open it instead`);
+  }
   const identity = formatIdentity(acct);
-  const accountKey = await generateSigningKeyPair();
+  const accountKey = restoredAccountKey ?? (await generateSigningKeyPair());
   const deviceKey = await generateSigningKeyPair();
   const now = Math.floor(Date.now() / 1000);
   const certificate = await signDeviceCertificate(
@@ -66,8 +92,7 @@ export async function setUpDevice(opts: CreateDeviceOptions, home: ServiceUrls):
     createdAt: now,
   };
   await store.writeDevice(device);
-  await completeSetup(store, device);
-  return store;
+  return completeSetup(store, device);
 }
 
 /** The device set-up is complete once it has a last-resort KeyPackage on record. */

@@ -8,11 +8,18 @@ import {
   parseAcct,
   toBase64url,
 } from "@mastodon-mls/protocol";
-import { createCommit, encodeMlsMessage, type ClientState, type Proposal } from "ts-mls";
+import {
+  createCommit,
+  encodeMlsMessage,
+  type ClientState,
+  type Proposal,
+  type UnappliedProposals,
+} from "ts-mls";
 import type { DeviceContext } from "../context.js";
 import { ClientError } from "../errors.js";
 import { encodeWelcomeMessage } from "../mls/codec.js";
 import { leavesOf } from "../mls/leaves.js";
+import type { LeavingDevice } from "../store/schemas.js";
 import type { BuiltCommit } from "./commitPipeline.js";
 
 // The three changes a member makes (DESIGN §2: only Add, Remove and Update after creation), each built
@@ -186,5 +193,66 @@ export async function buildRemove(
 /** A commit with an update path and no proposals of its own: fresh keys for this leaf (PCS). */
 export async function buildUpdate(ctx: DeviceContext, state: ClientState): Promise<BuiltCommit> {
   const result = await createCommit({ state, cipherSuite: ctx.cs }, { wireAsPublicMessage: true });
+  return { commit: encodeMlsMessage(result.commit), newState: result.newState, invitees: [] };
+}
+
+/** Proposals this device will commit: Removes of other leaves and Updates by reference, each leaf once. */
+export function committableProposals(state: ClientState): UnappliedProposals {
+  const own = state.privatePath.leafIndex;
+  const kept: UnappliedProposals = {};
+  const changed = new Set<number>();
+  const entries = Object.entries(state.unappliedProposals);
+  // Removes first: a leaf both updated and removed is removed (a commit changes each leaf once, SCR-9).
+  for (const [ref, p] of entries) {
+    if (p.proposal.proposalType !== "remove") continue;
+    const leaf = p.proposal.remove.removed;
+    if (leaf === own || changed.has(leaf)) continue;
+    changed.add(leaf);
+    kept[ref] = p;
+  }
+  for (const [ref, p] of entries) {
+    if (p.proposal.proposalType !== "update") continue;
+    const leaf = p.senderLeafIndex;
+    if (leaf === undefined || leaf === own || changed.has(leaf)) continue;
+    changed.add(leaf);
+    kept[ref] = p;
+  }
+  return kept;
+}
+
+/**
+ * DESIGN §9: a member holding proposals commits them. The commit carries, by reference, the Remove and
+ * Update proposals received this epoch, and a Remove of each member that asked to leave but whose
+ * proposal was lost (another commit closed the epoch first). Left out: Add proposals (our clients send
+ * none; their KeyPackages would come without invitations) and a proposal to remove this very device,
+ * which a device cannot commit itself. Undefined when there is nothing to commit.
+ */
+export async function buildProposalsCommit(
+  ctx: DeviceContext,
+  state: ClientState,
+  leaving: LeavingDevice[],
+): Promise<BuiltCommit | undefined> {
+  const own = state.privatePath.leafIndex;
+  const kept = committableProposals(state);
+  const removed = new Set(
+    Object.values(kept).flatMap((p) =>
+      p.proposal.proposalType === "remove" ? [p.proposal.remove.removed] : [],
+    ),
+  );
+  const present = new Map(leavesOf(state.ratchetTree).map((l) => [l.leafIndex, l.deviceId]));
+  const extra = leaving.filter(
+    (l) => l.leafIndex !== own && !removed.has(l.leafIndex) && present.get(l.leafIndex) === l.deviceId,
+  );
+  if (Object.keys(kept).length === 0 && extra.length === 0) return undefined;
+  const result = await createCommit(
+    { state: { ...state, unappliedProposals: kept }, cipherSuite: ctx.cs },
+    {
+      extraProposals: [...new Set(extra.map((l) => l.leafIndex))].map((leafIndex): Proposal => ({
+        proposalType: "remove",
+        remove: { removed: leafIndex },
+      })),
+      wireAsPublicMessage: true,
+    },
+  );
   return { commit: encodeMlsMessage(result.commit), newState: result.newState, invitees: [] };
 }

@@ -25,6 +25,7 @@ async function alice(): Promise<MlsDmClient> {
     dir,
     acct: "@alice@a.test",
     mastodonToken: "token",
+    protection: { kind: "none" },
     services: { directory: fake.url, delivery: fake.url },
     keyPackages: 1,
     retry: NO_WAIT,

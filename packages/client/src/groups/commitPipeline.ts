@@ -4,8 +4,8 @@ import type { ClientState } from "ts-mls";
 import type { DeviceContext, GroupHandle } from "../context.js";
 import { ClientError, ServiceUnavailableError } from "../errors.js";
 import { decodeMessage, decodeState, encodeState, messageHash } from "../mls/codec.js";
-import { checkLeaves } from "../mls/leaves.js";
-import type { CommitIntent, PendingCommitRecord } from "../store/schemas.js";
+import { checkLeaves, leavesOf, ownLeafKey } from "../mls/leaves.js";
+import type { CommitIntent, LeavingDevice, PendingCommitRecord } from "../store/schemas.js";
 import { backoff } from "../util/backoff.js";
 
 // DESIGN §6/§9: a commit is saved as pending (with its new state) BEFORE it is posted, and becomes the
@@ -77,7 +77,13 @@ export async function promotePending(
 ): Promise<void> {
   const p = g.pending;
   if (p === undefined) return;
+  const before = g.state;
   g.state = newState ?? decodeState(p.newState);
+  // DESIGN §2 weekly self-update: any commit of ours with an update path gives our leaf fresh keys.
+  if (before === undefined || ownLeafKey(before) !== ownLeafKey(g.state)) {
+    g.record.ownLeafUpdatedAt = ctx.nowSeconds();
+  }
+  g.record.leaving = stillLeaving(g.record.leaving, g.state);
   g.record.leaves = (await checkLeaves(g.state.ratchetTree, g.record.leaves)).checks;
   g.record.unsentInvitations = [...new Set([...g.record.unsentInvitations, ...p.invitees])];
   if (p.intent.kind === "update") g.record.needsSelfUpdate = false;
@@ -226,4 +232,11 @@ export async function sendInvitations(ctx: DeviceContext, g: GroupHandle): Promi
     g.record.unsentInvitations = remaining;
     await ctx.saveGroup(g);
   }
+}
+
+/** Leave requests whose device still sits at that leaf: the others are done. */
+export function stillLeaving(leaving: LeavingDevice[], state: ClientState): LeavingDevice[] {
+  if (leaving.length === 0) return leaving;
+  const present = new Map(leavesOf(state.ratchetTree).map((l) => [l.leafIndex, l.deviceId]));
+  return leaving.filter((l) => present.get(l.leafIndex) === l.deviceId);
 }

@@ -40,6 +40,8 @@ export async function createOwnGroup(ctx: DeviceContext): Promise<string> {
       buffered: [],
       unsentInvitations: [],
       needsSelfUpdate: false,
+      ownLeafUpdatedAt: ctx.nowSeconds(),
+      leaving: [],
     },
     state,
     pending: undefined,

@@ -1,13 +1,19 @@
 import type { DeviceContext } from "../context.js";
 import { replaceLastResort } from "../keyPackages.js";
-import { sendInvitations, settlePending, type PipelineDeps } from "./commitPipeline.js";
+import { committableProposals } from "./changes.js";
+import { sendInvitations, settlePending, stillLeaving, type PipelineDeps } from "./commitPipeline.js";
 import { runIntent } from "./intents.js";
+
+/** DESIGN §2: every device gives its leaf fresh keys at least weekly. */
+export const SELF_UPDATE_INTERVAL_SECONDS = 7 * 24 * 3600;
 
 /**
  * Work that follows receiving (in `sync()` and after each pushed batch): settle commits whose outcome is
- * unknown, retry changes whose commit lost its epoch, replace a used last-resort KeyPackage, self-update
- * newly joined groups (DESIGN §2), post invitations that failed before. Each is flagged on disk, so a
- * crash only delays it. A failure here is an `error` event, retried next time: receiving already succeeded.
+ * unknown, retry changes whose commit lost its epoch, replace a used last-resort KeyPackage, commit the
+ * proposals received (a member's `leave`, DESIGN §9), self-update newly joined groups and groups whose
+ * own leaf is over a week old (DESIGN §2), post invitations that failed before. Each is flagged on disk,
+ * so a crash only delays it. A failure here is an `error` event, retried next time: receiving already
+ * succeeded.
  */
 export async function followUp(ctx: DeviceContext, deps: PipelineDeps): Promise<void> {
   const attempt = async (operation: string, groupId: string | undefined, work: () => Promise<unknown>) => {
@@ -35,16 +41,38 @@ export async function followUp(ctx: DeviceContext, deps: PipelineDeps): Promise<
   if (ctx.device.lastResort.used) {
     await attempt("replace last-resort KeyPackage", undefined, () => replaceLastResort(ctx));
   }
-  for (const g of [...ctx.groups.values()]) {
-    if (g.record.status !== "active") continue;
-    const groupId = g.record.groupId;
-    if (g.record.needsSelfUpdate) {
+  for (const groupId of [...ctx.groups.keys()]) {
+    // Re-read before each step: the step before may have removed us or changed the state.
+    const active = () => {
+      const g = ctx.groups.get(groupId);
+      return g?.record.status === "active" && g.state !== undefined
+        ? { handle: g, state: g.state }
+        : undefined;
+    };
+    let now = active();
+    if (now === undefined) continue;
+    const { handle, state } = now;
+    if (
+      Object.keys(committableProposals(state)).length > 0 ||
+      stillLeaving(handle.record.leaving, state).length > 0
+    ) {
+      await attempt("commit received proposals", groupId, () =>
+        runIntent(ctx, deps, groupId, { kind: "proposals" }),
+      );
+    }
+    now = active();
+    if (now === undefined) continue;
+    if (now.handle.record.needsSelfUpdate) {
       await attempt("self-update after joining", groupId, () =>
         runIntent(ctx, deps, groupId, { kind: "update" }),
       );
+    } else if (ctx.nowSeconds() - now.handle.record.ownLeafUpdatedAt > SELF_UPDATE_INTERVAL_SECONDS) {
+      await attempt("weekly self-update", groupId, () => runIntent(ctx, deps, groupId, { kind: "update" }));
     }
-    if (g.record.unsentInvitations.length > 0) {
-      await attempt("send invitations", groupId, () => sendInvitations(ctx, g));
+    now = active();
+    if (now !== undefined && now.handle.record.unsentInvitations.length > 0) {
+      const h = now.handle;
+      await attempt("send invitations", groupId, () => sendInvitations(ctx, h));
     }
   }
 }

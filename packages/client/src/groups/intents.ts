@@ -1,17 +1,23 @@
 import type { DeviceContext } from "../context.js";
 import type { CommitIntent } from "../store/schemas.js";
 import { syncHubInbox } from "./inbox.js";
-import { buildAdd, buildRemove, buildUpdate, type AddReport } from "./changes.js";
+import { buildAdd, buildProposalsCommit, buildRemove, buildUpdate, type AddReport } from "./changes.js";
 import { runCommit, type CommitBuilder, type PipelineDeps } from "./commitPipeline.js";
 
-// An intent (add, remove, update) is what the user asked for; the commit is how it is carried out on
-// whatever state the group is in when it is (re)built. Intents are what survives a lost race or a crash.
+// An intent (add, remove, update, commit proposals) is what the user — or the group's hygiene — asked
+// for; the commit is how it is carried out on whatever state the group is in when it is (re)built.
+// Intents are what survives a lost race or a crash.
 
 export function emptyReport(): AddReport {
   return { added: [], refused: [] };
 }
 
-export function builderFor(ctx: DeviceContext, intent: CommitIntent, report: AddReport): CommitBuilder {
+export function builderFor(
+  ctx: DeviceContext,
+  groupId: string,
+  intent: CommitIntent,
+  report: AddReport,
+): CommitBuilder {
   switch (intent.kind) {
     case "add":
       return (state) => buildAdd(ctx, state, intent.accts, report, intent.claimId);
@@ -19,6 +25,8 @@ export function builderFor(ctx: DeviceContext, intent: CommitIntent, report: Add
       return (state) => buildRemove(ctx, state, intent.accts);
     case "update":
       return (state) => buildUpdate(ctx, state);
+    case "proposals":
+      return (state) => buildProposalsCommit(ctx, state, ctx.group(groupId).record.leaving);
   }
 }
 
@@ -28,7 +36,7 @@ export function pipelineDeps(ctx: DeviceContext): PipelineDeps {
     syncHub: (hub) => syncHubInbox(ctx, hub),
     rerun: async (groupId, intent) => {
       if (ctx.groups.get(groupId)?.record.status !== "active") return;
-      await runCommit(ctx, deps, groupId, intent, builderFor(ctx, intent, emptyReport()));
+      await runCommit(ctx, deps, groupId, intent, builderFor(ctx, groupId, intent, emptyReport()));
     },
   };
   return deps;
@@ -41,5 +49,5 @@ export async function runIntent(
   intent: CommitIntent,
   report: AddReport = emptyReport(),
 ): Promise<void> {
-  await runCommit(ctx, deps, groupId, intent, builderFor(ctx, intent, report));
+  await runCommit(ctx, deps, groupId, intent, builderFor(ctx, groupId, intent, report));
 }

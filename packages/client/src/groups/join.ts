@@ -82,6 +82,8 @@ export async function joinFromWelcome(
       buffered: [],
       unsentInvitations: [],
       needsSelfUpdate: true,
+      ownLeafUpdatedAt: ctx.nowSeconds(),
+      leaving: [],
     },
     state,
     pending: undefined,

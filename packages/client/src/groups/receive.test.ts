@@ -39,6 +39,7 @@ beforeEach(async () => {
     dir: join(await mkdtemp(join(tmpdir(), "mls-dm-recv-")), "alice"),
     acct: "alice@a.test",
     mastodonToken: "token",
+    protection: { kind: "none" },
     services: { directory: fake.url, delivery: fake.url },
     keyPackages: 1,
     retry: NO_WAIT,

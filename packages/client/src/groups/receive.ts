@@ -9,11 +9,11 @@ import {
 import { acceptAll, emptyPskIndex, processMessage, type ClientState, type MLSMessage } from "ts-mls";
 import type { DeviceContext, GroupHandle } from "../context.js";
 import { decodeMessage, messageHash } from "../mls/codec.js";
-import { checkLeaves, diffMembers } from "../mls/leaves.js";
+import { checkLeaves, diffMembers, leavesOf } from "../mls/leaves.js";
 import { screenIncoming } from "../mls/screening.js";
 import { senderLeafOf } from "../mls/sender.js";
 import type { BufferedMessage, HistoryEntry } from "../store/schemas.js";
-import { discardPending, promotePending } from "./commitPipeline.js";
+import { discardPending, promotePending, stillLeaving } from "./commitPipeline.js";
 
 /** At most this many future-epoch messages are kept per group; beyond, they become undecryptable events. */
 const MAX_BUFFERED = 1000;
@@ -141,7 +141,40 @@ async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage)
   }
   g.state = next;
   if (isCommit) await afterCommit(ctx, g, state, next);
+  else noteLeaveRequest(ctx, g, state, msg.publicMessage.content);
   return "done";
+}
+
+/**
+ * A Remove proposed by a member for a leaf of its own account is a leave request (DESIGN §9). It is
+ * remembered until a commit removes that leaf: if another commit closes the epoch without it, this
+ * device commits the Remove itself (followUp), so nobody who left lingers in the tree.
+ */
+function noteLeaveRequest(
+  ctx: DeviceContext,
+  g: GroupHandle,
+  state: ClientState,
+  content: Extract<MLSMessage, { wireformat: "mls_public_message" }>["publicMessage"]["content"],
+): void {
+  if (content.contentType !== "proposal" || content.proposal.proposalType !== "remove") return;
+  if (content.sender.senderType !== "member") return;
+  const leaves = new Map(leavesOf(state.ratchetTree).map((l) => [l.leafIndex, l]));
+  const sender = leaves.get(content.sender.leafIndex);
+  const removed = leaves.get(content.proposal.remove.removed);
+  if (sender === undefined || removed === undefined || sender.acct === "" || sender.acct !== removed.acct)
+    return;
+  if (g.record.leaving.some((l) => l.leafIndex === removed.leafIndex && l.deviceId === removed.deviceId))
+    return;
+  g.record.leaving = [
+    ...g.record.leaving,
+    { leafIndex: removed.leafIndex, deviceId: removed.deviceId, acct: removed.acct },
+  ];
+  ctx.emit({
+    type: "member_leaving",
+    groupId: g.record.groupId,
+    acct: removed.acct,
+    deviceId: removed.deviceId,
+  });
 }
 
 async function afterCommit(
@@ -156,6 +189,7 @@ async function afterCommit(
   if (removed.length > 0) ctx.emit({ type: "member_removed", groupId, accts: removed });
   const { checks, newlyInvalid } = await checkLeaves(after.ratchetTree, g.record.leaves);
   g.record.leaves = checks;
+  g.record.leaving = stillLeaving(g.record.leaving, after);
   for (const bad of newlyInvalid) {
     ctx.emit({
       type: "invalid_member",
@@ -235,7 +269,11 @@ async function receiveApplication(
 }
 
 /** Removed by a commit or told so by the hub: the keys go, the history stays. */
-export async function markLeft(ctx: DeviceContext, g: GroupHandle): Promise<void> {
+export async function markLeft(
+  ctx: DeviceContext,
+  g: GroupHandle,
+  opts: { byUs?: boolean } = {},
+): Promise<void> {
   if (g.record.status === "left") return;
   await discardPending(ctx, g);
   g.state = undefined;
@@ -243,8 +281,9 @@ export async function markLeft(ctx: DeviceContext, g: GroupHandle): Promise<void
   g.record.buffered = [];
   g.record.needsSelfUpdate = false;
   g.record.unsentInvitations = [];
+  g.record.leaving = [];
   await ctx.saveGroup(g);
-  ctx.emit({ type: "removed_from_group", groupId: g.record.groupId });
+  if (opts.byUs !== true) ctx.emit({ type: "removed_from_group", groupId: g.record.groupId });
 }
 
 function reason(e: unknown): string {

@@ -5,6 +5,7 @@ import type { DeviceContext } from "../context.js";
 import { ClientError } from "../errors.js";
 import { applicationPadding } from "../mls/padding.js";
 import { backoff } from "../util/backoff.js";
+import { committableProposals } from "./changes.js";
 
 export interface SentMessage {
   seq: number;
@@ -22,17 +23,29 @@ export async function sendActivity(
   groupId: string,
   activity: Activity,
   catchUp: (hub: string) => Promise<void>,
+  commitProposals: () => Promise<void>,
 ): Promise<SentMessage> {
   const cleartext = encodeCleartext(activity);
   for (let attempt = 0; attempt < ctx.retry.attempts; attempt++) {
+    // ts-mls refuses to send while holding a received, uncommitted proposal (UsageError): commit the
+    // ones this device commits (DESIGN §9) first — catching up may have brought new ones.
+    if (Object.keys(committableProposals(ctx.activeGroup(groupId).state)).length > 0) await commitProposals();
     const g = ctx.activeGroup(groupId);
+    // What remains is what this device does not commit (an Add by reference, its own Remove): another
+    // member will; it does not hold up this message.
     const padded = {
       ...g.state,
+      unappliedProposals: {},
       clientConfig: { ...profileClientConfig(), paddingConfig: applicationPadding(cleartext.byteLength) },
     };
     const { newState, privateMessage } = await createApplicationMessage(padded, cleartext, ctx.cs);
     const bytes = encodeMlsMessage({ version: "mls10", wireformat: "mls_private_message", privateMessage });
-    g.state = { ...newState, clientConfig: profileClientConfig() };
+    // The proposals set aside above stay in the state: a commit from another member may name them.
+    g.state = {
+      ...newState,
+      unappliedProposals: g.state.unappliedProposals,
+      clientConfig: profileClientConfig(),
+    };
     await ctx.saveGroup(g);
     try {
       const res = await ctx.delivery(g.record.hub).submit(groupId, bytes);

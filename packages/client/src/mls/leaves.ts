@@ -123,3 +123,9 @@ export function diffMembers(before: RatchetTree, after: RatchetTree): { added: s
   for (const [k, acct] of was) if (!is.has(k)) removed.add(acct);
   return { added: [...added].sort(), removed: [...removed].sort() };
 }
+
+/** This member's own leaf encryption key (base64url): it changes exactly when the leaf gets fresh keys. */
+export function ownLeafKey(state: { ratchetTree: RatchetTree; privatePath: { leafIndex: number } }): string {
+  const leaf = leafAt(state.ratchetTree, state.privatePath.leafIndex);
+  return leaf === undefined ? "" : toBase64url(leaf.hpkePublicKey);
+}

@@ -17,7 +17,7 @@ import type { GroupRecord, HistoryEntry } from "./schemas.js";
 
 async function freshStore(): Promise<DeviceStore> {
   const dir = join(await mkdtemp(join(tmpdir(), "mls-dm-store-")), "device");
-  return DeviceStore.create(dir);
+  return DeviceStore.create(dir, { kind: "none" });
 }
 
 function groupRecord(groupId: string, state: string | null): GroupRecord {
@@ -31,6 +31,8 @@ function groupRecord(groupId: string, state: string | null): GroupRecord {
     buffered: [{ seq: 4, epoch: 2, sender: "x".repeat(43), message: "AAAA" }],
     unsentInvitations: ["bob@a.test"],
     needsSelfUpdate: true,
+    ownLeafUpdatedAt: 1_700_000_000,
+    leaving: [],
   };
 }
 
@@ -94,7 +96,7 @@ describe("DeviceStore", () => {
       format: string;
       v: number;
     };
-    expect([raw.format, raw.v]).toEqual(["mls-dm.group", 1]);
+    expect([raw.format, raw.v]).toEqual(["mls-dm.group", 2]);
   });
 
   it("refuses a file written by a newer format version, and files of another kind", async () => {
@@ -103,12 +105,12 @@ describe("DeviceStore", () => {
     await mkdir(join(store.groupsDir, id), { recursive: true });
     await writeFile(
       join(store.groupsDir, id, "group.json"),
-      JSON.stringify({ format: "mls-dm.group", v: 2 }),
+      JSON.stringify({ format: "mls-dm.group", v: 3 }),
     );
     await expect(store.readGroup(id)).rejects.toThrow(/newer version/);
     await writeFile(
       join(store.groupsDir, id, "group.json"),
-      JSON.stringify({ format: "mls-dm.device", v: 1 }),
+      JSON.stringify({ format: "mls-dm.device", v: 2 }),
     );
     await expect(store.readGroup(id)).rejects.toBeInstanceOf(StoreFormatError);
   });

@@ -1,6 +1,9 @@
-import { chmod, open, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { randomBytes } from "node:crypto";
+import { chmod, open, readdir, rename, stat } from "node:fs/promises";
+import { join, relative, sep } from "node:path";
 import { GroupId } from "@mastodon-mls/protocol";
+import type { KdfPolicy } from "../crypto/kdf.js";
+import { ClientError } from "../errors.js";
 import {
   DIR_MODE,
   ensureDir,
@@ -10,8 +13,19 @@ import {
   readFileIfExists,
   removeFileDurably,
   removeStaleTempFiles,
+  writeFileAtomic,
   type AtomicWriteHooks,
 } from "./atomicFile.js";
+import {
+  STORE_KEY_FILE,
+  newStoreKey,
+  readProtection,
+  unlockStoreKey,
+  type StoreCipher,
+  type StoreProtection,
+  type UnlockOptions,
+} from "./cipher.js";
+import { LOCK_FILE } from "./lock.js";
 import { StoreFormatError, readRecord, writeRecord } from "./records.js";
 import {
   CursorsRecord,
@@ -20,48 +34,138 @@ import {
   HistoryEntry,
   KeyPackageRecord,
   PendingCommitRecord,
+  SessionRecord,
 } from "./schemas.js";
+
+/** What a directory holds, found without a passphrase. */
+export type DirectoryState =
+  | { kind: "absent" }
+  | { kind: "empty" }
+  /** Format 1 (unencrypted, first release): `migrate` converts it. */
+  | { kind: "legacy" }
+  | { kind: "store"; protection: "passphrase" | "none"; hasDevice: boolean; hasSession: boolean }
+  /** Not empty and not ours: never written into. */
+  | { kind: "foreign" };
+
+/** Suffix of the files a migration writes before switching over (see migrate.ts). */
+export const MIGRATION_SUFFIX = ".migrate";
+const GENERATION_FILE = "generation";
 
 /**
  * One directory per device:
  *
+ *   store-key.json                  how the directory is protected (the wrapped data key, or "none")
+ *   session.json                    the Mastodon login: instance, account, token, services
  *   device.json                     keys, certificate, Mastodon token, home services
  *   cursors.json                    hub URL → last processed inbox cursor
  *   keypackages/<ref>.json          private KeyPackages not yet used by a Welcome
  *   groups/<groupId>/group.json     MLS state, last processed sequence number, leaf checks, buffer
  *   groups/<groupId>/pending.json   a commit posted (or about to be) but not yet known to be accepted
- *   groups/<groupId>/history.jsonl  decrypted messages, one JSON object per line
+ *   groups/<groupId>/history.jsonl  decrypted messages, one sealed entry per line
+ *   lock, generation                which process works on the directory, and whether another changed it
+ *
+ * Every file but store-key.json, lock and generation is sealed under the data key (cipher.ts) unless the
+ * owner opted out.
  */
 export class DeviceStore {
-  constructor(
+  /** Files written through this instance since it was opened. */
+  writes = 0;
+
+  private constructor(
     readonly dir: string,
+    readonly cipher: StoreCipher,
     /** Test seam for crash simulation; see AtomicWriteHooks. */
     readonly hooks: AtomicWriteHooks = {},
   ) {}
 
-  static async create(dir: string): Promise<DeviceStore> {
-    if (await exists(join(dir, "device.json"))) {
-      throw new Error(`${dir} already holds a device; open it instead`);
+  static async inspect(dir: string): Promise<DirectoryState> {
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch (e) {
+      if ((e as { code?: unknown }).code === "ENOENT") return { kind: "absent" };
+      throw e;
     }
+    if (names.includes(STORE_KEY_FILE)) {
+      const path = join(dir, STORE_KEY_FILE);
+      const text = (await readFileIfExists(path))?.toString("utf8") ?? "";
+      return {
+        kind: "store",
+        protection: readProtection(path, text),
+        hasDevice: names.includes("device.json"),
+        hasSession: names.includes("session.json"),
+      };
+    }
+    if (names.includes("device.json")) return { kind: "legacy" };
+    return names.length === 0 ? { kind: "empty" } : { kind: "foreign" };
+  }
+
+  /** A new, empty device directory protected as asked. `dir` must not exist or be empty. */
+  static async create(
+    dir: string,
+    protection: StoreProtection,
+    opts: KdfPolicy & { onProgress?: (fraction: number) => void } = {},
+  ): Promise<DeviceStore> {
+    const state = await DeviceStore.inspect(dir);
+    if (state.kind === "store" || state.kind === "legacy") {
+      throw new ClientError("device_exists", `${dir} already holds a device directory; open it instead`);
+    }
+    if (state.kind === "foreign") {
+      throw new ClientError(
+        "device_exists",
+        `${dir} is not empty and not a device directory; choose another`,
+      );
+    }
+    const key = await newStoreKey(protection, opts, opts.onProgress);
     await ensureDir(dir);
     // mkdir's mode does not apply to a directory that already existed (e.g. an empty one made by the user).
     await chmod(dir, DIR_MODE);
-    const store = new DeviceStore(dir);
+    const store = new DeviceStore(dir, key.cipher);
     await Promise.all([ensureDir(store.keyPackagesDir), ensureDir(store.groupsDir)]);
+    await writeFileAtomic(join(dir, STORE_KEY_FILE), key.text);
     return store;
   }
 
-  static async open(dir: string): Promise<DeviceStore> {
-    if (!(await exists(join(dir, "device.json")))) throw new Error(`${dir} holds no device`);
+  /**
+   * Unlocks a device directory. Nothing is written before the passphrase is known to be right: a wrong
+   * one leaves the directory exactly as it was.
+   */
+  static async open(
+    dir: string,
+    opts: UnlockOptions & { hooks?: AtomicWriteHooks } = {},
+  ): Promise<DeviceStore> {
+    const state = await DeviceStore.inspect(dir);
+    if (state.kind === "absent" || state.kind === "empty") {
+      throw new ClientError("no_device", `${dir} holds no device`);
+    }
+    if (state.kind === "foreign") throw new ClientError("no_device", `${dir} is not a device directory`);
+    if (state.kind === "legacy") {
+      throw new ClientError(
+        "needs_migration",
+        `${dir} was written by an earlier release (format 1, unencrypted); run \`mls-dm migrate\` to ` +
+          "encrypt it (or MlsDmClient.migrate)",
+      );
+    }
     const mode = (await stat(dir)).mode & 0o777;
     if ((mode & 0o077) !== 0) {
-      throw new Error(`${dir} is readable by other users (mode ${mode.toString(8)}); chmod 700 it`);
+      throw new ClientError(
+        "bad_input",
+        `${dir} is accessible by other users (mode ${mode.toString(8)}); chmod 700 it`,
+      );
     }
-    const store = new DeviceStore(dir);
+    const keyPath = join(dir, STORE_KEY_FILE);
+    const text = (await readFileIfExists(keyPath))?.toString("utf8") ?? "";
+    const cipher = await unlockStoreKey(keyPath, text, opts);
+    const store = new DeviceStore(dir, cipher, opts.hooks ?? {});
+    await finishMigration(dir);
     await removeStaleTempFiles(dir);
     await removeStaleTempFiles(store.keyPackagesDir);
     for (const g of await listDir(store.groupsDir)) await removeStaleTempFiles(join(store.groupsDir, g));
     return store;
+  }
+
+  get protection(): "passphrase" | "none" {
+    return this.cipher.protection;
   }
 
   get keyPackagesDir(): string {
@@ -72,35 +176,76 @@ export class DeviceStore {
     return join(this.dir, "groups");
   }
 
+  get lockPath(): string {
+    return join(this.dir, LOCK_FILE);
+  }
+
   private groupDir(groupId: string): string {
     // Group ids come from hubs: never let one name a path outside the groups directory.
     if (!GroupId.safeParse(groupId).success) throw new Error(`not a group id: ${groupId}`);
     return join(this.groupsDir, groupId);
   }
 
+  private rel(path: string): string {
+    return relative(this.dir, path).split(sep).join("/");
+  }
+
+  private async write(path: string, format: string, body: object): Promise<void> {
+    this.writes++;
+    await writeRecord(path, this.rel(path), format, body, this.cipher, this.hooks);
+  }
+
+  private read<T>(path: string, format: string, schema: import("zod").ZodType<T>): Promise<T | undefined> {
+    return readRecord(path, this.rel(path), format, schema, this.cipher);
+  }
+
+  // generation: lets another process see that this one changed the directory (see MlsDmClient)
+
+  async readGeneration(): Promise<string> {
+    return (await readFileIfExists(join(this.dir, GENERATION_FILE)))?.toString("utf8") ?? "";
+  }
+
+  async bumpGeneration(): Promise<string> {
+    const token = randomBytes(12).toString("hex");
+    await writeFileAtomic(join(this.dir, GENERATION_FILE), token);
+    return token;
+  }
+
+  // session.json
+
+  async readSession(): Promise<SessionRecord | undefined> {
+    return this.read(join(this.dir, "session.json"), "mls-dm.session", SessionRecord);
+  }
+
+  async writeSession(rec: SessionRecord): Promise<void> {
+    return this.write(join(this.dir, "session.json"), "mls-dm.session", rec);
+  }
+
   // device.json
+
+  async hasDevice(): Promise<boolean> {
+    return exists(join(this.dir, "device.json"));
+  }
 
   async readDevice(): Promise<DeviceRecord> {
     const path = join(this.dir, "device.json");
-    const rec = await readRecord(path, "mls-dm.device", DeviceRecord);
-    if (rec === undefined) throw new StoreFormatError(path, "missing");
+    const rec = await this.read(path, "mls-dm.device", DeviceRecord);
+    if (rec === undefined) throw new ClientError("no_device", `${this.dir} holds no device yet`);
     return rec;
   }
 
   async writeDevice(rec: DeviceRecord): Promise<void> {
-    return writeRecord(join(this.dir, "device.json"), "mls-dm.device", rec, this.hooks);
+    return this.write(join(this.dir, "device.json"), "mls-dm.device", rec);
   }
 
   // cursors.json
 
   async readCursors(): Promise<CursorsRecord> {
-    return (
-      (await readRecord(join(this.dir, "cursors.json"), "mls-dm.cursors", CursorsRecord)) ?? { hubs: {} }
-    );
+    return (await this.read(join(this.dir, "cursors.json"), "mls-dm.cursors", CursorsRecord)) ?? { hubs: {} };
   }
 
   async writeCursors(rec: CursorsRecord): Promise<void> {
-    return writeRecord(join(this.dir, "cursors.json"), "mls-dm.cursors", rec, this.hooks);
+    return this.write(join(this.dir, "cursors.json"), "mls-dm.cursors", rec);
   }
 
   // keypackages/
@@ -111,43 +256,48 @@ export class DeviceStore {
   }
 
   async writeKeyPackage(rec: KeyPackageRecord): Promise<void> {
-    return writeRecord(this.keyPackagePath(rec.ref), "mls-dm.keypackage", rec, this.hooks);
+    return this.write(this.keyPackagePath(rec.ref), "mls-dm.keypackage", rec);
   }
 
   async readKeyPackage(ref: string): Promise<KeyPackageRecord | undefined> {
-    return readRecord(this.keyPackagePath(ref), "mls-dm.keypackage", KeyPackageRecord);
+    return this.read(this.keyPackagePath(ref), "mls-dm.keypackage", KeyPackageRecord);
   }
 
   async listKeyPackageRefs(): Promise<string[]> {
     return (await listDir(this.keyPackagesDir))
-      .filter((n) => n.endsWith(".json"))
+      .filter((n) => /^[A-Za-z0-9_-]{43}\.json$/.test(n))
       .map((n) => n.slice(0, -".json".length));
   }
 
   async deleteKeyPackage(ref: string): Promise<void> {
+    this.writes++;
     return removeFileDurably(this.keyPackagePath(ref));
   }
 
   // groups/<groupId>/
 
   async listGroupIds(): Promise<string[]> {
-    const ids = await listDir(this.groupsDir);
+    const ids = (await listDir(this.groupsDir)).filter((id) => GroupId.safeParse(id).success);
     const present = await Promise.all(ids.map((id) => exists(join(this.groupsDir, id, "group.json"))));
     return ids.filter((_, i) => present[i]);
   }
 
   async readGroup(groupId: string): Promise<GroupRecord | undefined> {
-    return readRecord(join(this.groupDir(groupId), "group.json"), "mls-dm.group", GroupRecord);
+    const rec = await this.read(join(this.groupDir(groupId), "group.json"), "mls-dm.group", GroupRecord);
+    if (rec !== undefined && rec.groupId !== groupId) {
+      throw new StoreFormatError(join(this.groupDir(groupId), "group.json"), "holds another group");
+    }
+    return rec;
   }
 
   async writeGroup(rec: GroupRecord): Promise<void> {
     const dir = this.groupDir(rec.groupId);
     await ensureDir(dir);
-    await writeRecord(join(dir, "group.json"), "mls-dm.group", rec, this.hooks);
+    await this.write(join(dir, "group.json"), "mls-dm.group", rec);
   }
 
   async readPending(groupId: string): Promise<PendingCommitRecord | undefined> {
-    return readRecord(
+    return this.read(
       join(this.groupDir(groupId), "pending.json"),
       "mls-dm.pending-commit",
       PendingCommitRecord,
@@ -157,10 +307,11 @@ export class DeviceStore {
   async writePending(groupId: string, rec: PendingCommitRecord): Promise<void> {
     const dir = this.groupDir(groupId);
     await ensureDir(dir);
-    await writeRecord(join(dir, "pending.json"), "mls-dm.pending-commit", rec, this.hooks);
+    await this.write(join(dir, "pending.json"), "mls-dm.pending-commit", rec);
   }
 
   async deletePending(groupId: string): Promise<void> {
+    this.writes++;
     return removeFileDurably(join(this.groupDir(groupId), "pending.json"));
   }
 
@@ -171,13 +322,15 @@ export class DeviceStore {
    */
   async appendHistory(groupId: string, entries: HistoryEntry[]): Promise<void> {
     if (entries.length === 0) return;
+    this.writes++;
     const dir = this.groupDir(groupId);
     await ensureDir(dir);
     const path = join(dir, "history.jsonl");
+    const rel = this.rel(path);
     const created = !(await exists(path));
     const handle = await open(path, "a", 0o600);
     try {
-      await handle.writeFile(entries.map((e) => `\n${JSON.stringify(e)}`).join(""));
+      await handle.writeFile(entries.map((e) => `\n${this.cipher.encodeLine(rel, e)}`).join(""));
       await handle.sync();
     } finally {
       await handle.close();
@@ -186,22 +339,41 @@ export class DeviceStore {
   }
 
   async readHistory(groupId: string): Promise<HistoryEntry[]> {
-    const bytes = await readFileIfExists(join(this.groupDir(groupId), "history.jsonl"));
+    const path = join(this.groupDir(groupId), "history.jsonl");
+    const bytes = await readFileIfExists(path);
     if (bytes === undefined) return [];
+    const rel = this.rel(path);
     const seen = new Set<number>();
     const out: HistoryEntry[] = [];
-    for (const line of bytes.toString("utf8").split("\n")) {
+    const lines = bytes.toString("utf8").split("\n");
+    for (const [i, line] of lines.entries()) {
       if (line === "") continue;
-      let parsed: ReturnType<typeof HistoryEntry.safeParse>;
-      try {
-        parsed = HistoryEntry.safeParse(JSON.parse(line));
-      } catch {
-        continue; // a torn last line from a crash mid-append
-      }
-      if (!parsed.success || seen.has(parsed.data.seq)) continue;
+      const entry = this.cipher.decodeLine(path, rel, line, i + 1);
+      if (entry === undefined) continue; // a torn last line from a crash mid-append
+      const parsed = HistoryEntry.safeParse(entry);
+      if (!parsed.success) throw new StoreFormatError(path, `line ${i + 1} is malformed`);
+      if (seen.has(parsed.data.seq)) continue;
       seen.add(parsed.data.seq);
       out.push(parsed.data);
     }
     return out.sort((a, b) => a.seq - b.seq);
+  }
+}
+
+/**
+ * The last step of a migration (migrate.ts), also run on every open: once store-key.json exists, each
+ * `<file>.migrate` written before it replaces its `<file>`. Idempotent, so a crash at any point is fine.
+ */
+export async function finishMigration(dir: string): Promise<void> {
+  const dirs = [
+    dir,
+    join(dir, "keypackages"),
+    ...(await listDir(join(dir, "groups"))).map((g) => join(dir, "groups", g)),
+  ];
+  for (const d of dirs) {
+    const pending = (await listDir(d)).filter((n) => n.endsWith(MIGRATION_SUFFIX));
+    if (pending.length === 0) continue;
+    for (const name of pending) await rename(join(d, name), join(d, name.slice(0, -MIGRATION_SUFFIX.length)));
+    await fsyncDir(d);
   }
 }

@@ -1,10 +1,16 @@
 import type { z } from "zod";
 import { readFileIfExists, writeFileAtomic, type AtomicWriteHooks } from "./atomicFile.js";
+import type { StoreCipher } from "./cipher.js";
 
-// Every JSON file of a device directory names what it holds and the version of its layout, so a later
+// Every file of a device directory names what it holds and the version of its layout, so that a later
 // release can migrate old files and an old release refuses files it does not understand.
+//
+//   format 1: plain JSON `{format, v: 1, ...body}` (the first release; `migrate` converts it)
+//   format 2: sealed `{format, v: 2, aead, nonce, ciphertext}`, or plain `{format, v: 2, ...body}` in a
+//             directory whose owner opted out of encryption (see cipher.ts)
 
-export const FORMAT_VERSION = 1;
+export const FORMAT_VERSION = 2;
+export const LEGACY_FORMAT_VERSION = 1;
 
 export class StoreFormatError extends Error {
   constructor(
@@ -18,24 +24,40 @@ export class StoreFormatError extends Error {
 
 export async function writeRecord(
   path: string,
+  relPath: string,
   format: string,
   body: object,
+  cipher: StoreCipher,
   hooks?: AtomicWriteHooks,
 ): Promise<void> {
-  await writeFileAtomic(path, JSON.stringify({ format, v: FORMAT_VERSION, ...body }), hooks);
+  await writeFileAtomic(path, cipher.encodeRecord(format, relPath, body), hooks);
 }
 
 export async function readRecord<T>(
   path: string,
+  relPath: string,
   format: string,
   schema: z.ZodType<T>,
+  cipher: StoreCipher,
 ): Promise<T | undefined> {
   const bytes = await readFileIfExists(path);
   if (bytes === undefined) return undefined;
-  return parseRecord(path, format, schema, bytes.toString("utf8"));
+  const json = parseHead(path, format, bytes.toString("utf8"), FORMAT_VERSION);
+  const body = cipher.decodeRecord(path, relPath, format, json);
+  const parsed = schema.safeParse(body);
+  if (!parsed.success) throw new StoreFormatError(path, `malformed: ${parsed.error.message}`);
+  return parsed.data;
 }
 
-export function parseRecord<T>(path: string, format: string, schema: z.ZodType<T>, text: string): T {
+/** A format-1 file (plain JSON), for migration. */
+export function parseLegacyRecord<T>(path: string, format: string, schema: z.ZodType<T>, text: string): T {
+  const json = parseHead(path, format, text, LEGACY_FORMAT_VERSION);
+  const parsed = schema.safeParse(json);
+  if (!parsed.success) throw new StoreFormatError(path, `malformed: ${parsed.error.message}`);
+  return parsed.data;
+}
+
+function parseHead(path: string, format: string, text: string, expected: number): Record<string, unknown> {
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -44,17 +66,17 @@ export function parseRecord<T>(path: string, format: string, schema: z.ZodType<T
   }
   const head = json as { format?: unknown; v?: unknown };
   if (typeof json !== "object" || json === null || head.format !== format) {
-    throw new StoreFormatError(path, `not a ${format} file`);
+    throw new StoreFormatError(path, `not a ${format} file (the file is damaged or misplaced)`);
   }
-  if (head.v !== FORMAT_VERSION) {
+  if (head.v !== expected) {
     throw new StoreFormatError(
       path,
-      typeof head.v === "number" && head.v > FORMAT_VERSION
-        ? `written by a newer version (format ${head.v}); upgrade this client`
-        : `unknown format version ${String(head.v)}`,
+      typeof head.v === "number" && head.v > expected
+        ? `written by a newer version (format ${head.v}); upgrade mls-dm`
+        : head.v === LEGACY_FORMAT_VERSION
+          ? "format 1 (unencrypted, from an earlier release): run `mls-dm migrate` on this directory"
+          : `unknown format version ${String(head.v)}`,
     );
   }
-  const parsed = schema.safeParse(json);
-  if (!parsed.success) throw new StoreFormatError(path, `malformed: ${parsed.error.message}`);
-  return parsed.data;
+  return json as Record<string, unknown>;
 }

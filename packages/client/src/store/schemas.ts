@@ -66,7 +66,16 @@ export const BufferedMessage = z.object({
 });
 export type BufferedMessage = z.infer<typeof BufferedMessage>;
 
-export const GroupRecord = z.object({
+/** A member device that proposed its own Remove (DESIGN §9 leave): committed even if the proposal is lost. */
+export const LeavingDevice = z.object({
+  leafIndex: z.number().int(),
+  deviceId: z.string(),
+  acct: z.string(),
+});
+export type LeavingDevice = z.infer<typeof LeavingDevice>;
+
+/** Format 1 (the first release): no leave requests, no self-update clock. Read only by `migrate`. */
+export const GroupRecordV1 = z.object({
   groupId: z.string(),
   hub: z.string(),
   status: z.enum(["active", "left"]),
@@ -82,6 +91,13 @@ export const GroupRecord = z.object({
   /** DESIGN §2: every device self-updates after joining; true until that commit is accepted. */
   needsSelfUpdate: z.boolean(),
 });
+
+export const GroupRecord = GroupRecordV1.extend({
+  /** When this device's own leaf last got fresh keys (Unix seconds): DESIGN §2 asks for at least weekly. */
+  ownLeafUpdatedAt: z.number(),
+  /** Members that asked to leave (proposed their own Remove) and are still in the tree. */
+  leaving: z.array(LeavingDevice),
+});
 export type GroupRecord = z.infer<typeof GroupRecord>;
 
 export const CommitIntent = z.discriminatedUnion("kind", [
@@ -89,6 +105,8 @@ export const CommitIntent = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("add"), accts: z.array(z.string()), claimId: z.string().optional() }),
   z.object({ kind: z.literal("remove"), accts: z.array(z.string()) }),
   z.object({ kind: z.literal("update") }),
+  /** Commit the proposals received this epoch and the Removes of members that asked to leave. */
+  z.object({ kind: z.literal("proposals") }),
 ]);
 export type CommitIntent = z.infer<typeof CommitIntent>;
 
@@ -120,3 +138,20 @@ export const HistoryEntry = z.object({
   ]),
 });
 export type HistoryEntry = z.infer<typeof HistoryEntry>;
+
+/**
+ * What `mls-dm login` learnt, kept in the device directory (sealed like every other file): the
+ * Mastodon instance and token, the account, and where its services are. A device set up later uses it.
+ */
+export const SessionRecord = z.object({
+  /** Origin of the Mastodon API, e.g. https://mastodon.example */
+  instanceUrl: z.string(),
+  /** `user@domain`, domain being the instance's LOCAL_DOMAIN. */
+  acct: z.string(),
+  mastodonToken: z.string(),
+  /** This account's own directory and delivery service. */
+  services: z.object({ directory: z.string(), delivery: z.string() }),
+  /** Development only: other instances' services, where /.well-known/mls-services cannot be used. */
+  servicesMap: z.record(z.string(), z.object({ directory: z.string(), delivery: z.string() })).optional(),
+});
+export type SessionRecord = z.infer<typeof SessionRecord>;

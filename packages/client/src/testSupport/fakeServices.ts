@@ -70,9 +70,20 @@ export class FakeServices {
    * Puts a message into the group's log as if another member had submitted it, bypassing the hub's rules
    * (a test decides its order and content).
    */
-  inject(groupId: string, sender: string, message: Uint8Array, epoch: number): number {
+  inject(
+    groupId: string,
+    sender: string,
+    message: Uint8Array,
+    epoch: number,
+    opts: { commit?: boolean } = {},
+  ): number {
     const group = this.groups.get(groupId)!;
     group.seq++;
+    // A commit accepted for the current epoch moves the hub's epoch on, as the real rule would.
+    if (opts.commit === true && epoch === group.epoch) {
+      group.winners.set(epoch, toBase64url(sha256(message)));
+      group.epoch++;
+    }
     this.log.push({ group_id: groupId, seq: group.seq, epoch, sender, message: toBase64url(message) });
     return group.seq;
   }

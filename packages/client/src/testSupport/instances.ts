@@ -78,6 +78,7 @@ export async function newClient(
     dir,
     acct: `@${username}@${instance.domain}`,
     mastodonToken: token,
+    protection: { kind: "none" },
     services: resolver,
     keyPackages,
     retry: FAST_RETRY,

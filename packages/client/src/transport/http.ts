@@ -1,7 +1,7 @@
 import { signRequest, type DeviceSigner } from "@mastodon-mls/bridge";
-import { ErrorBodySchema, ProtocolError, isErrorCode } from "@mastodon-mls/protocol";
+import { ErrorBodySchema, isErrorCode } from "@mastodon-mls/protocol";
 import type { z } from "zod";
-import { ServiceUnavailableError } from "../errors.js";
+import { ServiceRefusedError, ServiceUnavailableError } from "../errors.js";
 
 export type Auth =
   { kind: "none" } | { kind: "device"; signer: DeviceSigner } | { kind: "bearer"; token: string };
@@ -80,7 +80,13 @@ export class ServiceHttp {
     const body = ErrorBodySchema.safeParse(json);
     if (body.success && isErrorCode(body.data.error)) {
       const { error, message, ...details } = body.data;
-      return new ProtocolError(error, message, Object.keys(details).length > 0 ? details : undefined);
+      return new ServiceRefusedError(
+        this.service,
+        this.baseUrl,
+        error,
+        message,
+        Object.keys(details).length > 0 ? details : undefined,
+      );
     }
     // A proxy's HTML error page or an unknown code: the service as we know it did not answer.
     return new ServiceUnavailableError(

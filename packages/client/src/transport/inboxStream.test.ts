@@ -44,6 +44,7 @@ beforeEach(async () => {
         acks.push(frame.cursor);
         return;
       }
+      if (frame.type !== "auth") return;
       verifyRequest(
         frame.authorization,
         { method: "GET", origin: base, pathAndQuery: "/v1/stream", body: challenge },

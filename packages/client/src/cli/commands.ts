@@ -1,0 +1,511 @@
+import { constants } from "node:fs";
+import { open, readFile } from "node:fs/promises";
+import { resolve } from "node:path";
+import { inspectBackup, openAccountKeyBackup } from "../backup.js";
+import { MlsDmClient } from "../client.js";
+import { ClientError } from "../errors.js";
+import type { DmEvent } from "../events.js";
+import {
+  accountOfToken,
+  authorizeUrl,
+  exchangeCode,
+  instanceOrigin,
+  newPkce,
+  registerApp,
+} from "../mastodon/oauth.js";
+import { setupComplete } from "../setup.js";
+import type { DeviceStore } from "../store/deviceStore.js";
+import { DeviceStore as Store } from "../store/deviceStore.js";
+import type { SessionRecord } from "../store/schemas.js";
+import type { ServiceUrls } from "../transport/resolver.js";
+import { Cli, resolveGroup } from "./context.js";
+import { NotYetError } from "./errors.js";
+import { formatEvent, formatHistory, formatMember } from "./format.js";
+import { UsageError, withProgress } from "./io.js";
+import { checkServices } from "./services.js";
+
+// The commands. Each is a thin layer over the library: parse, call, print. Errors propagate to main.ts,
+// which turns them into a message, advice and an exit code (errors.ts).
+
+export interface ServiceOverrides {
+  directory?: string;
+  delivery?: string;
+}
+
+export interface NewDeviceOptions extends ServiceOverrides {
+  token?: string;
+  instance?: string;
+  passphrase: boolean;
+  keyPackages?: string;
+}
+
+function json(cli: Cli, value: unknown): void {
+  cli.io.out(JSON.stringify(value));
+}
+
+function printEvents(cli: Cli, events: DmEvent[], asJson: boolean, toStderr = false): void {
+  for (const e of events) {
+    if (asJson) {
+      if (toStderr) continue;
+      json(cli, e);
+      continue;
+    }
+    const line = formatEvent(e);
+    if (line === undefined) continue;
+    if (toStderr) cli.io.err(line);
+    else cli.io.out(line);
+  }
+}
+
+/** The home services of an account: explicit URLs, the services map, or the domain's well-known file. */
+async function homeServices(cli: Cli, domain: string, o: ServiceOverrides): Promise<ServiceUrls> {
+  if ((o.directory === undefined) !== (o.delivery === undefined)) {
+    throw new UsageError("give both --directory and --delivery, or neither");
+  }
+  const services =
+    o.directory !== undefined && o.delivery !== undefined
+      ? { directory: o.directory, delivery: o.delivery }
+      : await cli.resolver(undefined).resolve(domain);
+  return withProgress(cli.io, `Checking the services of ${domain}`, () => checkServices(services));
+}
+
+/** A session from a token given on the command line (scripts, tests): the instance says whose it is. */
+async function sessionFromToken(
+  cli: Cli,
+  token: string,
+  instance: string,
+  o: ServiceOverrides,
+): Promise<SessionRecord> {
+  const origin = instanceOrigin(instance);
+  const { acct, domain } = await withProgress(cli.io, `Asking ${origin} whose token this is`, () =>
+    accountOfToken(origin, token),
+  );
+  const services = await homeServices(cli, domain, o);
+  const map = cli.servicesMapOption();
+  return { instanceUrl: origin, acct, mastodonToken: token, services, ...(map ? { servicesMap: map } : {}) };
+}
+
+// ---- login ----
+
+export async function login(
+  cli: Cli,
+  instance: string,
+  opts: ServiceOverrides & { code?: string; passphrase: boolean },
+): Promise<void> {
+  const origin = instanceOrigin(instance);
+  const state = await Store.inspect(cli.dir);
+  if (state.kind === "legacy") {
+    throw new ClientError("needs_migration", `${cli.dir} is of an earlier format: run mls-dm migrate first`);
+  }
+  if (state.kind === "foreign") {
+    throw new ClientError(
+      "device_exists",
+      `${cli.dir} is not empty and not a device directory; choose another with --dir`,
+    );
+  }
+  // Everything that can fail on the network happens before anything is written.
+  const app = await withProgress(cli.io, `Registering mls-dm with ${origin}`, () => registerApp(origin));
+  const pkce = newPkce();
+  cli.io.err("Open this address in a browser, approve mls-dm, and paste the code it shows:");
+  cli.io.out(authorizeUrl(origin, app, pkce.challenge));
+  const code = opts.code ?? (await cli.io.readLine("Code: ")).trim();
+  if (code === "") throw new UsageError("no code given");
+  const token = await withProgress(cli.io, "Exchanging the code for a token", () =>
+    exchangeCode(origin, app, code, pkce.verifier),
+  );
+  const { acct, domain } = await accountOfToken(origin, token);
+  const services = await homeServices(cli, domain, opts);
+  const map = cli.servicesMapOption();
+  const session: SessionRecord = {
+    instanceUrl: origin,
+    acct,
+    mastodonToken: token,
+    services,
+    ...(map ? { servicesMap: map } : {}),
+  };
+
+  let store: DeviceStore;
+  if (state.kind === "store") {
+    store = await cli.openStore();
+    if (await store.hasDevice()) {
+      const device = await store.readDevice();
+      if (device.acct !== acct) {
+        throw new UsageError(
+          `${cli.dir} holds the device of ${device.acct}, not ${acct}; use --dir for another account`,
+        );
+      }
+      const client = await MlsDmClient.openStore(store, { services: cli.resolver(session) });
+      await client.setMastodonToken(token);
+    }
+  } else {
+    store = await cli.createStore(await cli.newProtection(opts.passphrase));
+  }
+  await store.writeSession(session);
+  cli.io.out(`Logged in as ${acct} (${origin}).`);
+  if (!(await store.hasDevice()))
+    cli.io.err("Next: mls-dm init (or mls-dm restore <backup> on a new device)");
+}
+
+// ---- init / restore ----
+
+/** The store and session a new device goes into; creates the directory when needed. */
+async function prepareNewDevice(
+  cli: Cli,
+  opts: NewDeviceOptions,
+): Promise<{ store: DeviceStore; session: SessionRecord } | { existing: MlsDmClient }> {
+  const state = await Store.inspect(cli.dir);
+  if (state.kind === "legacy") {
+    throw new ClientError("needs_migration", `${cli.dir} is of an earlier format: run mls-dm migrate`);
+  }
+  if (state.kind === "foreign") {
+    throw new ClientError(
+      "device_exists",
+      `${cli.dir} is not empty and not a device directory; choose another with --dir`,
+    );
+  }
+  if (state.kind === "store" && state.hasDevice) {
+    const store = await cli.openStore();
+    if (setupComplete(await store.readDevice())) {
+      throw new ClientError("device_exists", `${cli.dir} already holds a set-up device (see mls-dm whoami)`);
+    }
+    // A set-up cut short (a service was unreachable): opening finishes it.
+    const session = await store.readSession();
+    const existing = await withProgress(cli.io, "Finishing the device set-up", () =>
+      MlsDmClient.openStore(store, { services: cli.resolver(session) }),
+    );
+    return { existing };
+  }
+  let session: SessionRecord | undefined;
+  if (opts.token !== undefined) {
+    if (opts.instance === undefined) throw new UsageError("--token needs --instance <the Mastodon instance>");
+    session = await sessionFromToken(cli, opts.token, opts.instance, opts);
+  }
+  const store = state.kind === "store" ? await cli.openStore() : undefined;
+  session ??= await store?.readSession();
+  if (session === undefined) {
+    throw new UsageError("log in first: mls-dm login <instance> (or give --token and --instance)");
+  }
+  const ready = store ?? (await cli.createStore(await cli.newProtection(opts.passphrase)));
+  await ready.writeSession(session);
+  return { store: ready, session };
+}
+
+function keyPackageCount(text: string | undefined): number | undefined {
+  if (text === undefined) return undefined;
+  const n = Number(text);
+  if (!Number.isInteger(n) || n < 1 || n > 100) throw new UsageError("--key-packages must be 1…100");
+  return n;
+}
+
+export async function init(cli: Cli, opts: NewDeviceOptions): Promise<void> {
+  const keyPackages = keyPackageCount(opts.keyPackages);
+  const prepared = await prepareNewDevice(cli, opts);
+  if ("existing" in prepared) {
+    cli.io.out(`Device ${prepared.existing.deviceId} of ${prepared.existing.acct} is ready.`);
+    return;
+  }
+  const { store, session } = prepared;
+  const client = await withProgress(
+    cli.io,
+    "Creating the account key and the device, uploading KeyPackages",
+    () =>
+      MlsDmClient.createInStore(store, {
+        acct: session.acct,
+        mastodonToken: session.mastodonToken,
+        services: cli.resolver(session),
+        ...(keyPackages === undefined ? {} : { keyPackages }),
+      }),
+  );
+  cli.io.out(`Device ${client.deviceId} of ${client.acct} is ready.`);
+  cli.io.err("A new account key was made. Back it up now: mls-dm backup");
+}
+
+export async function restore(cli: Cli, file: string, opts: NewDeviceOptions): Promise<void> {
+  const keyPackages = keyPackageCount(opts.keyPackages);
+  const text = await readFile(resolve(file), "utf8").catch((e: unknown) => {
+    throw new UsageError(`cannot read ${file}: ${e instanceof Error ? e.message : String(e)}`);
+  });
+  const info = inspectBackup(text);
+  const secret =
+    info.protectedBy === "recovery-key"
+      ? (cli.io.env.MLS_DM_RECOVERY_KEY ??
+        (cli.io.stdinIsTty
+          ? await cli.io.readSecret("Recovery key: ")
+          : (() => {
+              throw new UsageError("set MLS_DM_RECOVERY_KEY or run in a terminal");
+            })()))
+      : await cli.backupPassphrase(false);
+  const policy = cli.kdfPolicy;
+  // The backup is opened before anything is created: a wrong secret changes nothing.
+  const restored = await withProgress(cli.io, "Opening the backup (Argon2id)", (report) =>
+    openAccountKeyBackup(text, secret, { ...policy, onProgress: report }),
+  );
+  const prepared = await prepareNewDevice(cli, opts);
+  if ("existing" in prepared) throw new ClientError("device_exists", `${cli.dir} already holds a device`);
+  const { store, session } = prepared;
+  if (session.acct !== restored.acct) {
+    throw new UsageError(`the backup is of ${restored.acct}, but you are logged in as ${session.acct}`);
+  }
+  const client = await withProgress(cli.io, "Creating the device, uploading KeyPackages", () =>
+    MlsDmClient.createInStore(
+      store,
+      {
+        acct: session.acct,
+        mastodonToken: session.mastodonToken,
+        services: cli.resolver(session),
+        ...(keyPackages === undefined ? {} : { keyPackages }),
+      },
+      restored.accountKey,
+    ),
+  );
+  cli.io.out(`Restored the account key of ${client.acct}; new device ${client.deviceId} is ready.`);
+  cli.io.err("Groups are not in the backup: ask a member of each group to add you again (mls-dm add).");
+}
+
+export async function migrate(cli: Cli, opts: { passphrase: boolean }): Promise<void> {
+  const state = await Store.inspect(cli.dir);
+  if (state.kind !== "legacy") {
+    throw new ClientError(
+      state.kind === "store" ? "device_exists" : "no_device",
+      state.kind === "store"
+        ? `${cli.dir} is already in the current format`
+        : `${cli.dir} holds no device to migrate`,
+    );
+  }
+  const protection = await cli.newProtection(opts.passphrase);
+  const policy = cli.kdfPolicy;
+  await withProgress(cli.io, "Encrypting the device directory", (report) =>
+    MlsDmClient.migrate(cli.dir, protection, { ...policy, onProgress: report }),
+  );
+  cli.io.out(
+    `${cli.dir} is now in the current format${protection.kind === "passphrase" ? ", encrypted" : ""}.`,
+  );
+}
+
+// ---- queries ----
+
+export async function whoami(cli: Cli, opts: { json?: boolean }): Promise<void> {
+  const { client, session, store } = await cli.openClient();
+  const info = {
+    acct: client.acct,
+    deviceId: client.deviceId,
+    dir: client.dir,
+    protection: store.protection,
+    instance: session?.instanceUrl ?? null,
+    holdsAccountKey: client.holdsAccountKey,
+    groups: client.groups().filter((g) => g.status === "active").length,
+  };
+  if (opts.json === true) return json(cli, info);
+  cli.io.out(`${info.acct}`);
+  cli.io.out(`  device     ${info.deviceId}`);
+  cli.io.out(
+    `  directory  ${info.dir} (${info.protection === "passphrase" ? "encrypted" : "NOT encrypted"})`,
+  );
+  if (info.instance !== null) cli.io.out(`  instance   ${info.instance}`);
+  cli.io.out(
+    `  account key ${info.holdsAccountKey ? "held by this device (back it up: mls-dm backup)" : "not on this device"}`,
+  );
+  cli.io.out(`  groups     ${info.groups}`);
+}
+
+async function syncFirst(cli: Cli, client: MlsDmClient, doSync: boolean): Promise<void> {
+  if (!doSync) return;
+  const events = await withProgress(cli.io, "Fetching new messages", () => client.sync());
+  printEvents(cli, events, false, true);
+}
+
+/**
+ * The group a command names. One this device has not heard of yet (an invitation not fetched) is looked
+ * for again after fetching new messages, printed to stderr.
+ */
+async function findGroup(cli: Cli, client: MlsDmClient, text: string): Promise<string> {
+  try {
+    return resolveGroup(client, text);
+  } catch (e) {
+    if (!(e instanceof UsageError)) throw e;
+    await syncFirst(cli, client, true);
+    return resolveGroup(client, text);
+  }
+}
+
+export async function groups(cli: Cli, opts: { json?: boolean; sync: boolean }): Promise<void> {
+  const { client } = await cli.openClient();
+  await syncFirst(cli, client, opts.sync);
+  const list = client.groups().map((g) => ({
+    ...g,
+    members: g.status === "active" ? [...new Set(client.members(g.groupId).map((m) => m.acct))] : [],
+  }));
+  if (opts.json === true) return json(cli, list);
+  if (list.length === 0) cli.io.out("No groups yet (mls-dm create <@user@domain>…)");
+  for (const g of list) {
+    cli.io.out(
+      g.status === "active"
+        ? `${g.groupId}  epoch ${g.epoch}  ${g.members.join(", ")}`
+        : `${g.groupId}  (left)`,
+    );
+  }
+}
+
+export async function members(
+  cli: Cli,
+  group: string,
+  opts: { json?: boolean; sync: boolean },
+): Promise<void> {
+  const { client } = await cli.openClient();
+  await syncFirst(cli, client, opts.sync);
+  const list = client.members(await findGroup(cli, client, group));
+  if (opts.json === true) return json(cli, list);
+  for (const m of list) cli.io.out(formatMember(m));
+}
+
+export async function history(
+  cli: Cli,
+  group: string,
+  opts: { json?: boolean; sync: boolean; limit?: string },
+): Promise<void> {
+  const { client } = await cli.openClient();
+  await syncFirst(cli, client, opts.sync);
+  let items = await client.history(await findGroup(cli, client, group));
+  if (opts.limit !== undefined) {
+    const n = Number(opts.limit);
+    if (!Number.isInteger(n) || n < 1) throw new UsageError("--limit must be a positive integer");
+    items = items.slice(-n);
+  }
+  for (const h of items) {
+    if (opts.json === true) json(cli, h);
+    else cli.io.out(formatHistory(h));
+  }
+}
+
+// ---- changes ----
+
+export async function create(cli: Cli, accts: string[], opts: { json?: boolean }): Promise<void> {
+  const { client } = await cli.openClient();
+  const result = await withProgress(cli.io, "Creating the group and adding members", () =>
+    client.createGroup(accts),
+  );
+  if (opts.json === true) return json(cli, result);
+  cli.io.out(`Created group ${result.groupId}`);
+  for (const a of result.added) cli.io.out(`  added ${a.acct} (device ${a.deviceId.slice(0, 12)})`);
+  for (const r of result.refused) cli.io.err(`  NOT added ${r.acct}: ${r.reason}`);
+}
+
+export async function add(cli: Cli, group: string, accts: string[], opts: { json?: boolean }): Promise<void> {
+  const { client } = await cli.openClient();
+  const id = await findGroup(cli, client, group);
+  const report = await withProgress(cli.io, "Adding members", () => client.addMembers(id, accts));
+  if (opts.json === true) return json(cli, report);
+  for (const a of report.added) cli.io.out(`added ${a.acct} (device ${a.deviceId.slice(0, 12)})`);
+  for (const r of report.refused) cli.io.err(`NOT added ${r.acct}: ${r.reason}`);
+  if (report.added.length === 0 && report.refused.length === 0) cli.io.out("nothing to add: already members");
+}
+
+export async function remove(cli: Cli, group: string, accts: string[]): Promise<void> {
+  const { client } = await cli.openClient();
+  const id = await findGroup(cli, client, group);
+  const { removed } = await withProgress(cli.io, "Removing members", () => client.removeMembers(id, accts));
+  cli.io.out(removed.length === 0 ? "nobody to remove: not members" : `removed ${removed.join(", ")}`);
+}
+
+export async function leave(cli: Cli, group: string): Promise<void> {
+  const { client } = await cli.openClient();
+  const id = await findGroup(cli, client, group);
+  await withProgress(cli.io, "Leaving", () => client.leave(id));
+  cli.io.out(
+    `Left group ${id}. Its keys are deleted here; its history stays (mls-dm history ${id.slice(0, 8)}).`,
+  );
+}
+
+export async function send(cli: Cli, group: string, words: string[]): Promise<void> {
+  let text = words.join(" ");
+  if (text === "-") text = await readStdin(cli);
+  if (text.trim() === "") throw new UsageError("nothing to send");
+  const { client } = await cli.openClient();
+  const id = await findGroup(cli, client, group);
+  const sent = await withProgress(cli.io, "Sending", () => client.send(id, text));
+  cli.io.out(`sent (#${sent.seq})`);
+}
+
+async function readStdin(cli: Cli): Promise<string> {
+  const lines: string[] = [];
+  for (;;) {
+    try {
+      lines.push(await cli.io.readLine(""));
+    } catch (e) {
+      if (e instanceof UsageError) break;
+      throw e;
+    }
+  }
+  return lines.join("\n");
+}
+
+export async function sync(cli: Cli, opts: { json?: boolean }): Promise<void> {
+  const { client } = await cli.openClient();
+  const events = await withProgress(cli.io, "Fetching new messages", () => client.sync());
+  printEvents(cli, events, opts.json === true);
+}
+
+/** Live events until Ctrl-C (SIGINT) or SIGTERM. */
+export async function listen(cli: Cli, opts: { json?: boolean }, signal: AbortSignal): Promise<void> {
+  const { client } = await cli.openClient();
+  if (opts.json !== true) cli.io.err(`Listening as ${client.acct} (Ctrl-C to stop)`);
+  for await (const e of client.events({ signal })) printEvents(cli, [e], opts.json === true);
+}
+
+// ---- backup ----
+
+export async function backup(
+  cli: Cli,
+  opts: { out?: string; passphrase?: boolean; force?: boolean; json?: boolean },
+): Promise<void> {
+  const { client } = await cli.openClient();
+  if (!client.holdsAccountKey) {
+    throw new ClientError(
+      "no_account_key",
+      "this device does not hold the account key: back up from the first device",
+    );
+  }
+  const passphrase = opts.passphrase === true ? await cli.backupPassphrase(true) : undefined;
+  const date = new Date().toISOString().slice(0, 10);
+  const path = resolve(opts.out ?? `mls-dm-account-key-${client.acct.replace("@", "_at_")}-${date}.txt`);
+  const policy = cli.kdfPolicy;
+  const made = await withProgress(cli.io, "Sealing the account key (Argon2id)", (report) =>
+    client.backupAccountKey({
+      ...policy,
+      ...(passphrase === undefined ? {} : { passphrase }),
+      onProgress: report,
+    }),
+  );
+  const flags =
+    constants.O_WRONLY | constants.O_CREAT | (opts.force === true ? constants.O_TRUNC : constants.O_EXCL);
+  let handle;
+  try {
+    handle = await open(path, flags, 0o600);
+  } catch (e) {
+    if ((e as { code?: unknown }).code === "EEXIST")
+      throw new UsageError(`${path} exists; choose another --out or add --force`);
+    throw e;
+  }
+  try {
+    await handle.writeFile(made.text);
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+  if (opts.json === true) return json(cli, { file: path, recoveryKey: made.recoveryKey ?? null });
+  cli.io.out(`Account key of ${client.acct} backed up to ${path}`);
+  cli.io.out("It holds no messages and no groups; restoring it makes a new device (mls-dm restore).");
+  if (made.recoveryKey !== undefined) {
+    cli.io.out("");
+    cli.io.out("Recovery key — shown only now. Write it down and keep it apart from the backup file:");
+    cli.io.out("");
+    cli.io.out(`    ${made.recoveryKey}`);
+    cli.io.out("");
+  }
+}
+
+// ---- not yet ----
+
+export function notYet(what: string): never {
+  throw new NotYetError(what);
+}

@@ -1,0 +1,162 @@
+import { homedir } from "node:os";
+import { join, resolve } from "node:path";
+import { MlsDmClient } from "../client.js";
+import type { KdfPolicy } from "../crypto/kdf.js";
+import type { StoreProtection } from "../store/cipher.js";
+import { DeviceStore } from "../store/deviceStore.js";
+import type { SessionRecord } from "../store/schemas.js";
+import { UsageError, withProgress, type Io } from "./io.js";
+import { CliResolver, parseServicesMap, type ServicesMap } from "./services.js";
+
+export interface GlobalOptions {
+  dir?: string;
+  servicesMap?: string;
+}
+
+/** Minimum length of a passphrase chosen here (the store's or a backup's). */
+const MIN_PASSPHRASE = 8;
+
+/** What every command needs: where the device lives, how to ask for secrets, how services are found. */
+export class Cli {
+  constructor(
+    readonly io: Io,
+    readonly globals: GlobalOptions,
+  ) {}
+
+  /** `--dir`, else MLS_DM_HOME, else $XDG_DATA_HOME/mls-dm, else ~/.local/share/mls-dm. */
+  get dir(): string {
+    const env = this.io.env;
+    if (this.globals.dir !== undefined) return resolve(this.globals.dir);
+    if (env.MLS_DM_HOME) return resolve(env.MLS_DM_HOME);
+    const data = env.XDG_DATA_HOME ? env.XDG_DATA_HOME : join(homedir(), ".local", "share");
+    return join(data, "mls-dm");
+  }
+
+  private policy: KdfPolicy | undefined;
+
+  /** MLS_DM_INSECURE_TEST_KDF=1: cheap Argon2id parameters, for the test suite only. */
+  get kdfPolicy(): KdfPolicy {
+    if (this.policy === undefined) {
+      this.policy = this.io.env.MLS_DM_INSECURE_TEST_KDF === "1" ? { insecureTestKdf: true } : {};
+      if (this.policy.insecureTestKdf === true) {
+        this.io.err("warning: MLS_DM_INSECURE_TEST_KDF=1: weak key derivation, for tests only");
+      }
+    }
+    return this.policy;
+  }
+
+  servicesMapOption(): ServicesMap | undefined {
+    return this.globals.servicesMap === undefined ? undefined : parseServicesMap(this.globals.servicesMap);
+  }
+
+  resolver(session: SessionRecord | undefined): CliResolver {
+    const map: ServicesMap = { ...(session?.servicesMap ?? {}), ...(this.servicesMapOption() ?? {}) };
+    if (session !== undefined) map[session.acct.split("@")[1]!] = session.services;
+    return new CliResolver(map);
+  }
+
+  /** The passphrase of an existing directory: MLS_DM_PASSPHRASE, else asked (no echo). */
+  async unlockPassphrase(): Promise<string> {
+    const env = this.io.env.MLS_DM_PASSPHRASE;
+    if (env !== undefined) return env;
+    if (!this.io.stdinIsTty) {
+      throw new UsageError(
+        `${this.dir} is protected by a passphrase: set MLS_DM_PASSPHRASE or run in a terminal`,
+      );
+    }
+    return this.io.readSecret(`Passphrase for ${this.dir}: `);
+  }
+
+  /** The protection of a new directory: a passphrase (MLS_DM_PASSPHRASE, else asked twice), or none. */
+  async newProtection(usePassphrase: boolean): Promise<StoreProtection> {
+    if (!usePassphrase) {
+      this.io.err(
+        `warning: --no-passphrase: the account key, the Mastodon token and every group key in ${this.dir} ` +
+          "are stored unencrypted, protected only by file permissions (0600). Anyone who can read your files " +
+          "(a backup, a stolen disk, another admin) can read and send your messages.",
+      );
+      return { kind: "none" };
+    }
+    let passphrase = this.io.env.MLS_DM_PASSPHRASE;
+    if (passphrase === undefined) {
+      if (!this.io.stdinIsTty) {
+        throw new UsageError(
+          "a new device directory needs a passphrase: set MLS_DM_PASSPHRASE, run in a terminal, or use --no-passphrase",
+        );
+      }
+      passphrase = await this.io.readSecret(`New passphrase for ${this.dir}: `);
+      if ((await this.io.readSecret("The same again: ")) !== passphrase) {
+        throw new UsageError("the two passphrases differ; nothing was created");
+      }
+    }
+    if (passphrase.length < MIN_PASSPHRASE) {
+      throw new UsageError(`the passphrase is too short (at least ${MIN_PASSPHRASE} characters)`);
+    }
+    return { kind: "passphrase", passphrase };
+  }
+
+  /** A passphrase for a backup: MLS_DM_BACKUP_PASSPHRASE, else asked (twice when choosing one). */
+  async backupPassphrase(confirm: boolean): Promise<string> {
+    const env = this.io.env.MLS_DM_BACKUP_PASSPHRASE;
+    if (env !== undefined) return env;
+    if (!this.io.stdinIsTty) throw new UsageError("set MLS_DM_BACKUP_PASSPHRASE or run in a terminal");
+    const p = await this.io.readSecret("Backup passphrase: ");
+    if (confirm) {
+      if (p.length < MIN_PASSPHRASE) {
+        throw new UsageError(`the passphrase is too short (at least ${MIN_PASSPHRASE} characters)`);
+      }
+      if ((await this.io.readSecret("The same again: ")) !== p)
+        throw new UsageError("the two passphrases differ");
+    }
+    return p;
+  }
+
+  async createStore(protection: StoreProtection): Promise<DeviceStore> {
+    const policy = this.kdfPolicy;
+    return withProgress(this.io, "Deriving the key from the passphrase (Argon2id)", (report) =>
+      DeviceStore.create(this.dir, protection, { ...policy, onProgress: report }),
+    );
+  }
+
+  /** Unlocks the directory (asking for the passphrase if it has one). */
+  async openStore(): Promise<DeviceStore> {
+    const state = await DeviceStore.inspect(this.dir);
+    const policy = this.kdfPolicy;
+    if (state.kind !== "store") return DeviceStore.open(this.dir, policy); // throws the right error
+    const passphrase = state.protection === "passphrase" ? await this.unlockPassphrase() : undefined;
+    return withProgress(this.io, `Unlocking ${this.dir} (Argon2id)`, (report) =>
+      DeviceStore.open(this.dir, {
+        ...policy,
+        ...(passphrase === undefined ? {} : { passphrase }),
+        onProgress: report,
+      }),
+    );
+  }
+
+  /** The device, unlocked and ready, with its login session. */
+  async openClient(): Promise<{
+    client: MlsDmClient;
+    store: DeviceStore;
+    session: SessionRecord | undefined;
+  }> {
+    const store = await this.openStore();
+    if (!(await store.hasDevice())) {
+      throw new UsageError(`${this.dir} holds no device yet: run mls-dm init (after mls-dm login)`);
+    }
+    const session = await store.readSession();
+    const client = await withProgress(this.io, "Opening the device", () =>
+      MlsDmClient.openStore(store, { services: this.resolver(session) }),
+    );
+    return { client, store, session };
+  }
+}
+
+/** A group named by its id or by any unique prefix of it. */
+export function resolveGroup(client: MlsDmClient, text: string): string {
+  const all = client.groups().map((g) => g.groupId);
+  if (all.includes(text)) return text;
+  const hits = all.filter((id) => id.startsWith(text));
+  if (text.length >= 4 && hits.length === 1) return hits[0]!;
+  if (hits.length > 1) throw new UsageError(`${text} matches several groups: ${hits.join(", ")}`);
+  throw new UsageError(`no group ${text} on this device (see mls-dm groups)`);
+}

@@ -1,0 +1,64 @@
+import type { HistoryItem, Member } from "../client.js";
+import type { DmEvent } from "../events.js";
+import { safeText } from "./io.js";
+
+// Readable output. Everything that came from another person passes through safeText (no terminal
+// escape sequences); group ids are shown in full (commands accept any unique prefix).
+
+export function short(groupId: string): string {
+  return groupId.slice(0, 8);
+}
+
+function time(at: Date = new Date()): string {
+  return at.toISOString().slice(11, 19);
+}
+
+/** One line per event, or undefined for events not worth a line. */
+export function formatEvent(e: DmEvent, now = new Date()): string | undefined {
+  const g = "groupId" in e && e.groupId !== undefined ? `[${short(e.groupId)}] ` : "";
+  const t = time(now);
+  switch (e.type) {
+    case "message":
+      return `${t} ${g}${e.from}: ${safeText(e.note.content)}`;
+    case "activity":
+      return `${t} ${g}${e.from} sent a ${e.activity.type}`;
+    case "unsupported":
+      return `${t} ${g}${e.from} sent something this version cannot show (${safeText(e.activityType)})`;
+    case "refused":
+      return `${t} ${g}refused a message from ${e.from}: ${safeText(e.reason)}`;
+    case "undecryptable":
+      return `${t} ${g}could not read message #${e.seq}: ${safeText(e.reason)}`;
+    case "joined":
+      return `${t} ${g}you joined group ${e.groupId}`;
+    case "invitation":
+      return `${t} ${g}${e.from} invited you to group ${e.groupId}`;
+    case "member_added":
+      return `${t} ${g}added: ${e.accts.join(", ")}`;
+    case "member_removed":
+      return `${t} ${g}left or removed: ${e.accts.join(", ")}`;
+    case "member_leaving":
+      return `${t} ${g}${e.acct} is leaving`;
+    case "removed_from_group":
+      return `${t} ${g}you are no longer in group ${e.groupId}`;
+    case "invalid_member":
+      return `${t} ${g}WARNING: a device of ${e.acct} has an invalid certificate (${safeText(e.reason)})`;
+    case "error":
+      return `${t} ${g}problem: ${e.operation}: ${safeText(e.message)}`;
+  }
+}
+
+export function formatHistory(h: HistoryItem): string {
+  const when = h.at.replace("T", " ").slice(0, 19);
+  if (h.content.kind === "unsupported") {
+    return `${when} ${h.from}: (unsupported: ${safeText(h.content.type)})`;
+  }
+  const a = h.content.activity;
+  if (a.type === "Create") return `${when} ${h.from}${h.own ? " (you)" : ""}: ${safeText(a.object.content)}`;
+  return `${when} ${h.from}: (${a.type})`;
+}
+
+export function formatMember(m: Member): string {
+  return `${m.acct}  device ${m.deviceId.slice(0, 12)}  ${m.status}${m.self ? "  (this device)" : ""}${
+    m.reason !== undefined ? `  ${safeText(m.reason)}` : ""
+  }`;
+}

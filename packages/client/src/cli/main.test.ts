@@ -1,0 +1,185 @@
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ProtocolError } from "@mastodon-mls/protocol";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { MlsDmClient } from "../client.js";
+import { ClientError, ServiceRefusedError, ServiceUnavailableError } from "../errors.js";
+import { MastodonError } from "../mastodon/oauth.js";
+import { StoreFormatError } from "../store/records.js";
+import { FakeServices } from "../testSupport/fakeServices.js";
+import { EXIT, explain } from "./errors.js";
+import { UsageError, safeText, type Io } from "./io.js";
+import { buildProgram, main } from "./main.js";
+
+// The CLI's parsing, help and exit codes, in this process (main() with a scripted terminal). The
+// commands themselves run as separate processes in the *.e2e.test.ts files.
+
+function fakeIo(env: Record<string, string> = {}): Io & { stdout: string[]; stderr: string[] } {
+  const stdout: string[] = [];
+  const stderr: string[] = [];
+  return {
+    stdout,
+    stderr,
+    out: (t) => stdout.push(t),
+    err: (t) => stderr.push(t),
+    env: { MLS_DM_INSECURE_TEST_KDF: "1", ...env },
+    stdinIsTty: false,
+    stderrIsTty: false,
+    readLine: () => Promise.reject(new UsageError("no input: standard input ended")),
+    readSecret: () => Promise.reject(new UsageError("no input: standard input ended")),
+  };
+}
+
+describe("mls-dm, parsing and help", () => {
+  it("has --help for every command, and the top-level help documents exit codes and the environment", async () => {
+    const names = buildProgram(fakeIo(), new AbortController().signal).commands.map((c) => c.name());
+    expect(names).toEqual(
+      expect.arrayContaining([
+        "login",
+        "init",
+        "whoami",
+        "groups",
+        "create",
+        "add",
+        "remove",
+        "leave",
+        "send",
+        "listen",
+        "history",
+        "members",
+        "backup",
+        "restore",
+        "migrate",
+        "sync",
+        "verify",
+        "devices",
+        "link-device",
+        "revoke-device",
+      ]),
+    );
+    for (const name of names) {
+      const io = fakeIo();
+      expect(await main([name, "--help"], io), name).toBe(EXIT.ok);
+      expect(io.stdout.join("\n"), name).toContain(`Usage: mls-dm ${name}`);
+    }
+    const io = fakeIo();
+    expect(await main(["--help"], io)).toBe(0);
+    const help = io.stdout.join("\n");
+    for (const text of ["Exit codes:", "  5  wrong passphrase", "MLS_DM_PASSPHRASE", "MLS_DM_HOME"])
+      expect(help).toContain(text);
+  });
+
+  it("exits 1 on bad usage and 6 for what is not available yet", async () => {
+    expect(await main(["frobnicate"], fakeIo())).toBe(EXIT.usage);
+    expect(await main(["send"], fakeIo())).toBe(EXIT.usage);
+    for (const args of [["verify", "@bob@b.test"], ["devices"], ["link-device"], ["revoke-device", "x"]]) {
+      const io = fakeIo();
+      expect(await main(args, io), args[0]).toBe(EXIT.notYet);
+      expect(io.stderr.join("\n")).toContain("not available yet");
+    }
+  });
+});
+
+describe("mls-dm against a device directory, in process", () => {
+  let fake: FakeServices;
+  let dir: string;
+  beforeEach(async () => {
+    fake = new FakeServices();
+    await fake.start();
+    dir = join(await mkdtemp(join(tmpdir(), "mls-dm-main-")), "d");
+  });
+  afterEach(() => fake.stop());
+
+  it("names a missing device (4), an unknown group (1), and needs a passphrase it cannot ask for (1)", async () => {
+    let io = fakeIo();
+    expect(await main(["--dir", dir, "whoami"], io)).toBe(EXIT.store);
+    expect(io.stderr.join("\n")).toContain(`${dir} holds no device`);
+    await MlsDmClient.create({
+      dir,
+      acct: "alice@a.test",
+      mastodonToken: "t",
+      services: { directory: fake.url, delivery: fake.url },
+      protection: { kind: "passphrase", passphrase: "long enough pass" },
+      insecureTestKdf: true,
+      keyPackages: 1,
+    });
+    io = fakeIo();
+    expect(await main(["--dir", dir, "whoami"], io)).toBe(EXIT.usage);
+    expect(io.stderr.join("\n")).toContain("set MLS_DM_PASSPHRASE or run in a terminal");
+    io = fakeIo({ MLS_DM_PASSPHRASE: "long enough pass" });
+    expect(await main(["--dir", dir, "send", "nosuchgroup", "hi"], io)).toBe(EXIT.usage);
+    expect(io.stderr.join("\n")).toContain("no group nosuchgroup on this device");
+    io = fakeIo({ MLS_DM_PASSPHRASE: "long enough pass" });
+    expect(await main(["--dir", dir, "whoami", "--json"], io)).toBe(EXIT.ok);
+    expect(JSON.parse(io.stdout[0]!)).toMatchObject({ acct: "alice@a.test", protection: "passphrase" });
+    io = fakeIo({ MLS_DM_PASSPHRASE: "long enough pass" });
+    expect(await main(["--dir", dir, "init"], io)).toBe(EXIT.store);
+    expect(io.stderr.join("\n")).toContain("already holds a set-up device");
+  });
+
+  it("refuses a short new passphrase, and warns loudly about --no-passphrase", async () => {
+    const io = fakeIo();
+    const cli = await import("./context.js");
+    const c = new cli.Cli(io, { dir });
+    expect(await c.newProtection(false)).toEqual({ kind: "none" });
+    expect(io.stderr.join("\n")).toMatch(/--no-passphrase: .* stored unencrypted/);
+    await expect(
+      new cli.Cli(fakeIo({ MLS_DM_PASSPHRASE: "short" }), { dir }).newProtection(true),
+    ).rejects.toThrow(/too short/);
+  });
+});
+
+describe("exit codes and advice", () => {
+  it("maps every kind of failure to its documented code, naming what failed", () => {
+    const cases: [unknown, number, RegExp][] = [
+      [
+        new ServiceUnavailableError("delivery service", "https://hub.example", "fetch failed"),
+        2,
+        /delivery service at https:\/\/hub.example/,
+      ],
+      [
+        new ServiceRefusedError("directory", "https://dir.example", "invalid_token", "bad token"),
+        3,
+        /directory at https:\/\/dir.example refused \(invalid_token\)/,
+      ],
+      [
+        new ServiceRefusedError("delivery service", "https://hub.example", "store_unavailable", "down"),
+        2,
+        /store_unavailable/,
+      ],
+      [new ProtocolError("rate_limited"), 3, /rate_limited/],
+      [
+        new MastodonError("unreachable", "https://m.example", "fetch failed"),
+        2,
+        /Mastodon instance at https:\/\/m.example/,
+      ],
+      [new MastodonError("refused", "https://m.example", "401"), 3, /refused/],
+      [new StoreFormatError("/x/groups/g/group.json", "does not decrypt"), 4, /\/x\/groups\/g\/group.json/],
+      [new ClientError("wrong_passphrase", "wrong passphrase"), 5, /wrong passphrase/],
+      [
+        new ClientError("wrong_backup_secret", "the recovery key does not open this backup"),
+        5,
+        /recovery key/,
+      ],
+      [new ClientError("device_busy", "another mls-dm process (pid 7)"), 4, /pid 7/],
+      [new ClientError("commit_outcome_unknown", "kept"), 2, /kept/],
+      [new ClientError("unknown_group", "no such group"), 1, /no such group/],
+      [Object.assign(new Error("EACCES: permission denied"), { code: "EACCES" }), 4, /permission denied/],
+      [new TypeError("oops"), 70, /internal error/],
+    ];
+    for (const [e, code, message] of cases) {
+      const x = explain(e);
+      expect(x.code, String(e)).toBe(code);
+      expect(x.message).toMatch(message);
+    }
+    expect(explain(new ServiceRefusedError("directory", "u", "invalid_token", "m")).hint).toMatch(
+      /mls-dm login/,
+    );
+  });
+
+  it("never lets text from others drive the terminal", () => {
+    expect(safeText("hi \u001b[2J\u0007 there\u202e")).toBe("hi \\u{1b}[2J\\u{7} there\\u{202e}");
+    expect(safeText("line one\nline two")).toBe("line one\nline two");
+  });
+});

@@ -1,0 +1,201 @@
+import { Command, CommanderError, Option } from "commander";
+import * as commands from "./commands.js";
+import { Cli, type GlobalOptions } from "./context.js";
+import { EXIT, EXIT_CODES_HELP, explain } from "./errors.js";
+import { processIo, type Io } from "./io.js";
+
+// mls-dm: end-to-end encrypted group conversations for Mastodon, on MLS. The only module that reads
+// argv and exits (with the codes of errors.ts).
+
+const ENV_HELP = `Environment:
+  MLS_DM_HOME                the device directory (default $XDG_DATA_HOME/mls-dm or ~/.local/share/mls-dm)
+  MLS_DM_PASSPHRASE          the device directory's passphrase (else asked, without echo)
+  MLS_DM_BACKUP_PASSPHRASE   a backup's passphrase (backup --passphrase, restore)
+  MLS_DM_RECOVERY_KEY        a backup's recovery key (restore)
+  MLS_DM_INSECURE_TEST_KDF=1 weak Argon2id parameters: for the test suite only, never for real use`;
+
+export function buildProgram(io: Io, signal: AbortSignal): Command {
+  const program = new Command();
+  const cli = () => new Cli(io, program.opts<GlobalOptions>());
+  program
+    .name("mls-dm")
+    .description("End-to-end encrypted group conversations for Mastodon users, on MLS (RFC 9420).")
+    .version("0.1.0")
+    .option("--dir <path>", "the device directory (one per device; see MLS_DM_HOME)")
+    .option(
+      "--services-map <json>",
+      'development: where instances\' services are, {"domain": {"directory": URL, "delivery": URL}} or @file ' +
+        "(saved at login/init; otherwise https://<domain>/.well-known/mls-services)",
+    )
+    .showHelpAfterError("(run with --help for usage)")
+    .addHelpText("after", `\n${EXIT_CODES_HELP}\n\n${ENV_HELP}`)
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
+
+  const passphraseOption = () =>
+    new Option(
+      "--no-passphrase",
+      "do not encrypt the device directory (files readable by you only; NOT recommended)",
+    );
+  const servicesOptions = (c: Command) =>
+    c
+      .option("--directory <url>", "this instance's key-package directory (instead of its well-known file)")
+      .option("--delivery <url>", "this instance's delivery service (instead of its well-known file)");
+
+  servicesOptions(
+    program
+      .command("login <instance>")
+      .description("log in to your Mastodon instance (OAuth; you paste the code it shows) and keep the token")
+      .option("--code <code>", "the authorization code (else read from standard input)")
+      .addOption(passphraseOption()),
+  ).action((instance: string, o: commands.ServiceOverrides & { code?: string; passphrase: boolean }) =>
+    commands.login(cli(), instance, o),
+  );
+
+  const newDevice = (c: Command) =>
+    servicesOptions(
+      c
+        .option("--token <token>", "a Mastodon access token (instead of mls-dm login; for scripts)")
+        .option("--instance <instance>", "the Mastodon instance the token is for (with --token)")
+        .option("--key-packages <n>", "KeyPackages to publish (default 20)")
+        .addOption(passphraseOption()),
+    );
+
+  newDevice(
+    program
+      .command("init")
+      .description("set up this device: a new account key, the device certificate, KeyPackages"),
+  ).action((o: commands.NewDeviceOptions) => commands.init(cli(), o));
+
+  newDevice(
+    program
+      .command("restore <backup-file>")
+      .description("set up a new device with the account key from a backup (mls-dm backup)"),
+  ).action((file: string, o: commands.NewDeviceOptions) => commands.restore(cli(), file, o));
+
+  program
+    .command("migrate")
+    .description("convert a device directory of the first release (unencrypted) to the current format")
+    .addOption(passphraseOption())
+    .action((o: { passphrase: boolean }) => commands.migrate(cli(), o));
+
+  program
+    .command("whoami")
+    .description("this device: account, device id, directory")
+    .option("--json", "machine-readable")
+    .action((o: { json?: boolean }) => commands.whoami(cli(), o));
+
+  program
+    .command("groups")
+    .description("the groups of this device (fetches new messages first)")
+    .option("--json", "machine-readable")
+    .option("--no-sync", "do not fetch new messages first")
+    .action((o: { json?: boolean; sync: boolean }) => commands.groups(cli(), o));
+
+  program
+    .command("create [accts...]")
+    .description("create a group with these people (@user@domain …)")
+    .option("--json", "machine-readable")
+    .action((accts: string[], o: { json?: boolean }) => commands.create(cli(), accts, o));
+
+  program
+    .command("add <group> <accts...>")
+    .description("add people (every device of theirs) to a group; <group> is its id or a unique prefix")
+    .option("--json", "machine-readable")
+    .action((group: string, accts: string[], o: { json?: boolean }) => commands.add(cli(), group, accts, o));
+
+  program
+    .command("remove <group> <accts...>")
+    .description("remove people (every device of theirs) from a group")
+    .action((group: string, accts: string[]) => commands.remove(cli(), group, accts));
+
+  program
+    .command("leave <group>")
+    .description("leave a group: propose your removal and delete its keys here (the history stays)")
+    .action((group: string) => commands.leave(cli(), group));
+
+  program
+    .command("send <group> <text...>")
+    .description('send a message ("-" reads it from standard input)')
+    .action((group: string, text: string[]) => commands.send(cli(), group, text));
+
+  program
+    .command("sync")
+    .description("fetch and process everything new once, and print it")
+    .option("--json", "one JSON event per line")
+    .action((o: { json?: boolean }) => commands.sync(cli(), o));
+
+  program
+    .command("listen")
+    .description("print messages and group changes as they arrive, until Ctrl-C")
+    .option("--json", "one JSON event per line, for scripts")
+    .action((o: { json?: boolean }) => commands.listen(cli(), o, signal));
+
+  program
+    .command("history <group>")
+    .description("the messages of a group (fetches new messages first)")
+    .option("--json", "one JSON object per line")
+    .option("--no-sync", "do not fetch new messages first")
+    .option("--limit <n>", "only the last n")
+    .action((group: string, o: { json?: boolean; sync: boolean; limit?: string }) =>
+      commands.history(cli(), group, o),
+    );
+
+  program
+    .command("members <group>")
+    .description("the members of a group, each device with its verification status")
+    .option("--json", "machine-readable")
+    .option("--no-sync", "do not fetch new messages first")
+    .action((group: string, o: { json?: boolean; sync: boolean }) => commands.members(cli(), group, o));
+
+  program
+    .command("backup")
+    .description(
+      "back up the account key (only the key: no messages, no groups), protected by a recovery key",
+    )
+    .option("--out <file>", "where to write it (default ./mls-dm-account-key-<you>-<date>.txt)")
+    .option("--passphrase", "protect it with a passphrase of your choice instead of a generated recovery key")
+    .option("--force", "overwrite an existing file")
+    .option("--json", "machine-readable ({file, recoveryKey})")
+    .action((o: { out?: string; passphrase?: boolean; force?: boolean; json?: boolean }) =>
+      commands.backup(cli(), o),
+    );
+
+  for (const [name, args, what] of [
+    ["verify", "<acct>", "compare safety numbers with a contact and mark them verified"],
+    ["devices", "", "list this account's devices"],
+    ["link-device", "", "link a new device to this account"],
+    ["revoke-device", "<device>", "revoke one of this account's devices"],
+  ] as const) {
+    program
+      .command(`${name}${args === "" ? "" : ` ${args}`}`)
+      .description(`${what} (not available yet)`)
+      .action(() => commands.notYet(`mls-dm ${name}`));
+  }
+  return program;
+}
+
+export async function main(argv: string[], io: Io = processIo()): Promise<number> {
+  const abort = new AbortController();
+  const stop = () => abort.abort();
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+  const program = buildProgram(io, abort.signal);
+  try {
+    await program.parseAsync(argv, { from: "user" });
+    return EXIT.ok;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      return e.code === "commander.helpDisplayed" || e.code === "commander.version" || e.exitCode === 0
+        ? EXIT.ok
+        : EXIT.usage;
+    }
+    const { code, message, hint } = explain(e);
+    io.err(`mls-dm: ${message}`);
+    if (hint !== undefined) io.err(`  ${hint}`);
+    return code;
+  } finally {
+    process.off("SIGINT", stop);
+    process.off("SIGTERM", stop);
+  }
+}
