@@ -68,6 +68,22 @@ describe("commit bookkeeping", () => {
     },
   );
 
+  it("keeps a commit pending on a 5xx answer (the hub may have accepted it) and settles it later", async () => {
+    fake.echoOwn = true;
+    const a = await alice();
+    const { groupId } = await a.createGroup();
+    fake.script = (s) => (s.isCommit ? "accept-then-503" : "accept");
+    const err = await a.selfUpdate(groupId).catch((e: unknown) => e);
+    expect((err as ClientError).code).toBe("commit_outcome_unknown");
+    expect(fake.epochOf(groupId)).toBe(1);
+    expect(await exists(pendingPath(a, groupId))).toBe(true);
+    fake.script = () => "accept";
+    await a.sync();
+    expect(a.epoch(groupId)).toBe(1);
+    expect(await exists(pendingPath(a, groupId))).toBe(false);
+    expect((await a.send(groupId, "after the 503")).epoch).toBe(1);
+  });
+
   it("drops a commit that lost its epoch to another, catches up, rebuilds and retries", async () => {
     const a = await alice();
     const { groupId } = await a.createGroup();

@@ -190,8 +190,9 @@ export async function runCommit(
         await backoff(ctx.retry, attempt);
         continue;
       }
-      if (e instanceof ServiceUnavailableError) {
-        // The hub may or may not have accepted it: keep it pending; the next operation or sync asks again.
+      if (e instanceof ServiceUnavailableError || (e instanceof ProtocolError && e.status >= 500)) {
+        // The hub may or may not have accepted it (a 503 can come after its store committed): keep it
+        // pending; the next operation or sync asks again. Only a 4xx is a refusal.
         throw new ClientError(
           "commit_outcome_unknown",
           `${e.message}; the change is kept and will be settled with the hub on the next sync`,

@@ -8,6 +8,7 @@ import {
 } from "@mastodon-mls/protocol";
 import { acceptAll, emptyPskIndex, processMessage, type ClientState, type MLSMessage } from "ts-mls";
 import type { DeviceContext, GroupHandle } from "../context.js";
+import { checkTargetAuthor } from "./authorship.js";
 import { decodeMessage, messageHash } from "../mls/codec.js";
 import { checkLeaves, diffMembers, leavesOf } from "../mls/leaves.js";
 import { screenIncoming } from "../mls/screening.js";
@@ -244,7 +245,11 @@ async function receiveApplication(
     content: clear.kind === "activity" ? clear : { kind: "unsupported", type: clear.type },
   };
   if (clear.kind === "activity") {
-    const broken = checkAttribution(clear.activity, identity);
+    const broken =
+      checkAttribution(clear.activity, identity) ??
+      (["Update", "Delete", "Undo"].includes(clear.activity.type)
+        ? checkTargetAuthor(clear.activity, from, await ctx.store.readHistory(groupId))
+        : undefined);
     if (broken !== undefined) {
       ctx.emit({ type: "refused", groupId, from, seq: item.seq, reason: broken });
       return;

@@ -10,7 +10,11 @@ import type { ClientState, MLSMessage } from "ts-mls";
  *
  * Throws ProtocolError: `screening_failed`, or `wrong_epoch`/`stale_epoch` for an epoch the caller
  * should have sorted out first (future epochs are buffered, past handshakes skipped).
+ *
+ * Time checks of added KeyPackages are off here: the committer and the hub checked them when the commit
+ * was made, and a member processing it later (offline for a while, or with a slow clock) must not refuse a
+ * commit the rest of the group accepted (review finding C4).
  */
 export function screenIncoming(msg: MLSMessage, state: ClientState): Promise<ScreenedMessage> {
-  return screenMessage(msg, groupViewFromState(state));
+  return screenMessage(msg, groupViewFromState(state), { checkTimes: false });
 }

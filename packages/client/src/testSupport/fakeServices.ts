@@ -11,6 +11,8 @@ export type SubmitAction =
   | "accept"
   /** Accept, then cut the connection before answering: the client never sees its 201. */
   | "accept-then-drop"
+  /** Accept, then answer 503 as a hub does when its store committed but the reply to it was lost. */
+  | "accept-then-503"
   | { status: number; body: Record<string, unknown> };
 
 export interface Submission {
@@ -178,6 +180,9 @@ export class FakeServices {
       if (action === "accept-then-drop") {
         req.socket.destroy();
         return;
+      }
+      if (action === "accept-then-503") {
+        return send(503, { error: "store_unavailable", message: "The storage backend is unavailable." });
       }
       return send(201, { seq: group.seq, epoch: group.epoch });
     }
