@@ -76,8 +76,8 @@ describe.each<StoreKind>(["memory", "redis"])("a conversation across two instanc
           .map((m) => m.acct)
           .sort(),
       ).toEqual(["alice@a.test", "bob@a.test", "carol@b.test"]);
-      // Until identity proofs exist, nobody is shown as verified.
-      expect(c.members(groupId).every((m) => m.status === "unverified")).toBe(true);
+      // Every account published its device list and profile proof at set-up: all verify.
+      expect(c.members(groupId).every((m) => m.status === "verified")).toBe(true);
     }
     expect(new Set([alice, bob, carol].map((c) => c.epochAuthenticator(groupId))).size).toBe(1);
   });

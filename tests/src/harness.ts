@@ -32,7 +32,11 @@ export async function startWorld(store: StoreKind): Promise<World> {
     startInstance({ domain: "a.test", accounts: ["alice", "bob"], store: storeOption }),
     startInstance({ domain: "b.test", accounts: ["carol"], store: storeOption }),
   ]);
-  const services = new StaticResolver(serviceMap([a, b]));
+  // Where each test domain's Mastodon is, too: clients verify members' profile proofs (docs/identity.md).
+  const map = serviceMap([a, b]);
+  const services = new StaticResolver(
+    Object.fromEntries([a, b].map((i) => [i.domain, { ...map[i.domain]!, mastodon: i.urls.mastodon }])),
+  );
   const home = await mkdtemp(join(tmpdir(), "mmls-e2e-"));
   return {
     a,

@@ -1,4 +1,4 @@
-import type { SigningKeyPair } from "@mastodon-mls/bridge";
+import { acceptNewKey, confirmPin, matchesSafetyNumber, type SigningKeyPair } from "@mastodon-mls/bridge";
 import {
   ProtocolError,
   fromBase64url,
@@ -6,6 +6,7 @@ import {
   toBase64url,
   type Activity,
   type InboxItem,
+  type MemberStatusName,
 } from "@mastodon-mls/protocol";
 import { createAccountKeyBackup, openAccountKeyBackup } from "./backup.js";
 import { buildCreateNote } from "./cleartext.js";
@@ -21,6 +22,15 @@ import { processInboxItems, syncHubInbox } from "./groups/inbox.js";
 import { emptyReport, pipelineDeps, runIntent } from "./groups/intents.js";
 import { leaveGroup } from "./groups/leave.js";
 import { sendActivity } from "./groups/send.js";
+import {
+  listOwnDevices,
+  revokeOwnDevice,
+  verifyAccount,
+  verifyGroupMembers,
+  type AccountDevice,
+  type VerifyResult,
+} from "./identity/members.js";
+import type { IdentityOptions } from "./identity/verifier.js";
 import { refillKeyPackages } from "./keyPackages.js";
 import { liveEvents, type LiveOptions } from "./liveEvents.js";
 import { leavesOf } from "./mls/leaves.js";
@@ -52,6 +62,17 @@ export interface ClientOptions extends KdfPolicy {
   lockTimeoutMs?: number;
   /** Argon2id progress while unlocking (it takes seconds), 0…1. */
   onProgress?: (fraction: number) => void;
+  /** How accounts are looked up for verification; production needs none of it (development, tests). */
+  identity?: IdentityOptions;
+}
+
+export interface AddOptions {
+  /**
+   * Also add devices of accounts whose status is `no-proof` (identity not published) or `unreachable`
+   * (could not be checked), on the offline certificate checks alone (docs/decisions.md D8). Never adds
+   * a `key-changed`, `invalid`, `revoked`, `stale`, `suspended`, `moved` or `gone` account.
+   */
+  allowUnverified?: boolean;
 }
 
 export interface OpenOptions extends ClientOptions {
@@ -59,6 +80,11 @@ export interface OpenOptions extends ClientOptions {
   services?: ServiceResolver;
   /** Required when the directory is protected by a passphrase. */
   passphrase?: string;
+  /**
+   * A new Mastodon token for this device, saved before anything else: finishes a set-up that stopped
+   * because the old token lacked a scope (publishing the proof needs `write:accounts`).
+   */
+  mastodonToken?: string;
 }
 
 export interface RestoreOptions extends Omit<CreateDeviceOptions, "acct" | "onProgress">, ClientOptions {
@@ -81,10 +107,12 @@ export interface Member {
   deviceId: string;
   leafIndex: number;
   /**
-   * `unverified`: the device certificate verified offline, no profile proof checked yet (the bridge issue
-   * adds the real verification statuses). `invalid`: the certificate does not verify.
+   * The account's status (docs/identity.md §6) from the last `sync()`/`verifyMembers()`, or, for this
+   * leaf, `invalid` (its certificate failed offline, MV-1/MV-14) or `revoked` (not in the account's list,
+   * MV-16). `unverified`: the certificate verified offline and the account has not been checked yet in
+   * this process.
    */
-  status: "unverified" | "invalid";
+  status: MemberStatusName | "unverified";
   reason?: string;
   /** This device's own leaf. */
   self: boolean;
@@ -134,15 +162,23 @@ export class MlsDmClient {
     opts: DeviceSetupOptions & ClientOptions,
     accountKey?: SigningKeyPair,
   ): Promise<MlsDmClient> {
-    const resolver = isResolver(opts.services) ? opts.services : new WellKnownResolver();
+    const resolver: ServiceResolver = isResolver(opts.services) ? opts.services : new WellKnownResolver();
     const home = isResolver(opts.services)
       ? await opts.services.resolve(parseAcct(opts.acct).domain)
       : opts.services;
     const timeout = opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
+    const domain = parseAcct(opts.acct).domain;
+    const mastodonUrl = opts.mastodonUrl ?? resolver.mastodonOrigin?.(domain);
     const lock = await acquireDeviceLock(store.dir, { timeoutMs: timeout });
     try {
-      await setUpDevice(store, opts, home, accountKey);
-      const ctx = await DeviceContext.load(store, resolver, opts.retry ?? DEFAULT_RETRY, opts.clock);
+      await setUpDevice(store, opts, home, accountKey, mastodonUrl);
+      const ctx = await DeviceContext.load(
+        store,
+        resolver,
+        opts.retry ?? DEFAULT_RETRY,
+        opts.clock,
+        opts.identity,
+      );
       const client = new MlsDmClient(ctx, timeout);
       client.generation = await store.bumpGeneration();
       return client;
@@ -174,13 +210,18 @@ export class MlsDmClient {
     try {
       const generation = await store.readGeneration();
       const writes = store.writes;
-      const device = await store.readDevice();
+      let device = await store.readDevice();
+      if (opts.mastodonToken !== undefined && opts.mastodonToken !== device.mastodonToken) {
+        device = { ...device, mastodonToken: opts.mastodonToken };
+        await store.writeDevice(device);
+      }
       if (!setupComplete(device)) await completeSetup(store, device);
       const ctx = await DeviceContext.load(
         store,
         opts.services ?? new WellKnownResolver(),
         opts.retry ?? DEFAULT_RETRY,
         opts.clock,
+        opts.identity,
       );
       const client = new MlsDmClient(ctx, timeout);
       client.generation = store.writes !== writes ? await store.bumpGeneration() : generation;
@@ -255,12 +296,12 @@ export class MlsDmClient {
   // ---- groups ----
 
   /** Creates a group hosted on this device's home delivery service and adds `members` (accts). */
-  createGroup(members: string[] = []): Promise<{ groupId: string } & AddReport> {
+  createGroup(members: string[] = [], opts: AddOptions = {}): Promise<{ groupId: string } & AddReport> {
     return this.op(async () => {
       const accts = canonicalAccts(members);
       const groupId = await createOwnGroup(this.ctx);
       const report = emptyReport();
-      if (accts.length > 0) await this.commit(groupId, { kind: "add", accts, claimId: newClaimId() }, report);
+      if (accts.length > 0) await this.commit(groupId, addIntent(accts, opts), report);
       return { groupId, ...report };
     });
   }
@@ -269,14 +310,10 @@ export class MlsDmClient {
    * Adds every device of each account (one KeyPackage claimed per device, each verified before use) and
    * posts an invitation to each account's home delivery service. Refused KeyPackages are reported, never added.
    */
-  addMembers(groupId: string, accts: string[]): Promise<AddReport> {
+  addMembers(groupId: string, accts: string[], opts: AddOptions = {}): Promise<AddReport> {
     return this.op(async () => {
       const report = emptyReport();
-      await this.commit(
-        groupId,
-        { kind: "add", accts: canonicalAccts(accts), claimId: newClaimId() },
-        report,
-      );
+      await this.commit(groupId, addIntent(canonicalAccts(accts), opts), report);
       return report;
     });
   }
@@ -350,6 +387,7 @@ export class MlsDmClient {
         }
       }
       await this.followUp();
+      await this.verifyAll();
       return this.ctx.drainEvents();
     });
   }
@@ -367,11 +405,13 @@ export class MlsDmClient {
           this.op(async () => {
             await processInboxItems(this.ctx, hub, items, cursor);
             await this.followUp();
+            await this.verifyAll();
           }),
         poll: (hub: string) =>
           this.op(async () => {
             await syncHubInbox(this.ctx, hub);
             await this.followUp();
+            await this.verifyAll();
           }),
       },
       opts,
@@ -392,21 +432,142 @@ export class MlsDmClient {
   members(groupId: string): Member[] {
     const g = this.ctx.activeGroup(groupId);
     const own = g.state.privatePath.leafIndex;
+    const verified = this.ctx.statuses.get(groupId);
     return leavesOf(g.state.ratchetTree).map((l) => {
+      const base = { acct: l.acct, deviceId: l.deviceId, leafIndex: l.leafIndex, self: l.leafIndex === own };
       const check = g.record.leaves[String(l.leafIndex)];
-      const status = check?.status ?? "invalid";
-      return {
-        acct: l.acct,
-        deviceId: l.deviceId,
-        leafIndex: l.leafIndex,
-        status,
-        ...(check?.reason !== undefined
-          ? { reason: check.reason }
-          : check === undefined
-            ? { reason: "not checked" }
-            : {}),
-        self: l.leafIndex === own,
-      };
+      // Offline certificate checks decide at once (MV-1).
+      if (check === undefined) return { ...base, status: "invalid", reason: "not checked" };
+      if (check.status === "invalid") {
+        return {
+          ...base,
+          status: "invalid",
+          ...(check.reason === undefined ? {} : { reason: check.reason }),
+        };
+      }
+      const v = verified?.get(l.acct);
+      if (v === undefined) return { ...base, status: "unverified", reason: "not verified online yet" };
+      const leaf = v.leaves.find((x) => x.deviceId === l.deviceId);
+      if (leaf !== undefined && (leaf.state === "invalid" || leaf.state === "revoked")) {
+        return { ...base, status: leaf.state, reason: leaf.reason ?? v.reason };
+      }
+      return { ...base, status: v.status, reason: v.reason };
+    });
+  }
+
+  /**
+   * Verifies every account of the group now (fresh lookups with `fresh`), emitting `status_changed`
+   * events for the next `sync()`, and returns `members(groupId)`. `sync()` does this for every group,
+   * reusing cached answers (profiles 10 minutes, directory lists 1 minute).
+   */
+  verifyMembers(groupId: string, opts: { fresh?: boolean } = {}): Promise<Member[]> {
+    return this.op(async () => {
+      await this.verifyGroup(groupId, opts);
+      return this.members(groupId);
+    });
+  }
+
+  /**
+   * One account's status (fresh lookups) and the safety number to compare with them (docs/identity.md
+   * §7). With `groupId`, the account's leaves in that group are checked too.
+   */
+  verify(acct: string, opts: { groupId?: string } = {}): Promise<VerifyResult> {
+    return this.op(async () => (await verifyAccount(this.ctx, acct, opts.groupId)).result);
+  }
+
+  /**
+   * The user compared safety numbers with `acct` and they matched: the pinned key becomes
+   * `verified-oob`. With `typed`, the digits (or scanned QR payload) are checked against the number
+   * first. Refused unless the account currently verifies under its pinned key.
+   */
+  confirmSafetyNumber(acct: string, opts: { typed?: string } = {}): Promise<VerifyResult> {
+    return this.op(async () => {
+      const { result, verification } = await verifyAccount(this.ctx, acct);
+      if (verification.accountKey === undefined || result.safetyNumber === undefined) {
+        throw new ClientError(
+          "not_verified",
+          `${result.acct} cannot be confirmed: ${result.status}: ${result.reason}`,
+        );
+      }
+      if (result.status !== "verified" && result.status !== "verified-oob") {
+        throw new ClientError(
+          "not_verified",
+          `${result.acct} is ${result.status} (${result.reason}); ` +
+            (result.status === "key-changed"
+              ? "accept the new key first, then compare again"
+              : "nothing confirmed"),
+        );
+      }
+      if (opts.typed !== undefined && !matchesSafetyNumber(result.safetyNumber, opts.typed)) {
+        throw new ClientError("not_verified", "the safety number entered does not match; nothing confirmed");
+      }
+      if (!(await confirmPin(this.ctx.pins, result.acct, verification.accountKey, this.ctx.nowSeconds()))) {
+        throw new ClientError(
+          "not_verified",
+          `the pinned key of ${result.acct} is another key; nothing confirmed`,
+        );
+      }
+      this.ctx.verifier.forget(result.acct);
+      return (await verifyAccount(this.ctx, result.acct)).result;
+    });
+  }
+
+  /**
+   * After `key-changed`, once the user checked with the person: pins the account's new key (unconfirmed;
+   * compare safety numbers again for `verified-oob`).
+   */
+  acceptNewKey(acct: string): Promise<VerifyResult> {
+    return this.op(async () => {
+      const { result, verification } = await verifyAccount(this.ctx, acct);
+      if (result.status !== "key-changed" || verification.accountKey === undefined) {
+        throw new ClientError(
+          "not_verified",
+          `${result.acct} is ${result.status}, not key-changed; nothing changed`,
+        );
+      }
+      await acceptNewKey(this.ctx.pins, result.acct, verification.accountKey, this.ctx.nowSeconds());
+      return (await verifyAccount(this.ctx, result.acct)).result;
+    });
+  }
+
+  /** This account's devices, from the list its home directory serves, verified under the account key. */
+  devices(): Promise<{ version: number; devices: AccountDevice[] }> {
+    return this.op(() => listOwnDevices(this.ctx));
+  }
+
+  /**
+   * Revokes one of this account's devices (needs the account key): a new list version without it, to
+   * the home directory (which drops its registration and KeyPackages), then the profile proof. Its
+   * leaves are removed from this device's groups now, and by the account's other devices as they see
+   * the new list (`revoked`).
+   */
+  revokeDevice(deviceId: string): Promise<{ version: number; removedFrom: string[] }> {
+    return this.op(async () => {
+      const version = await revokeOwnDevice(this.ctx, deviceId);
+      const removedFrom: string[] = [];
+      for (const g of [...this.ctx.groups.values()]) {
+        if (g.record.status !== "active" || g.state === undefined) continue;
+        const before = this.ctx.groups.get(g.record.groupId)!.state!;
+        if (!leavesOf(before.ratchetTree).some((l) => l.deviceId === deviceId)) continue;
+        try {
+          await this.commit(g.record.groupId, { kind: "remove-devices", deviceIds: [deviceId] });
+          removedFrom.push(g.record.groupId);
+        } catch (e) {
+          if (!(
+            e instanceof ServiceUnavailableError ||
+            e instanceof ProtocolError ||
+            e instanceof ClientError
+          ))
+            throw e;
+          this.ctx.emit({
+            type: "error",
+            groupId: g.record.groupId,
+            operation: "remove a revoked device",
+            message: e.message,
+          });
+        }
+      }
+      return { version, removedFrom };
     });
   }
 
@@ -469,6 +630,40 @@ export class MlsDmClient {
   private followUp(): Promise<void> {
     return followUp(this.ctx, this.deps);
   }
+
+  /** Verifies one group's accounts; this account's own revoked devices are removed at once. */
+  private async verifyGroup(groupId: string, opts: { fresh?: boolean } = {}): Promise<void> {
+    const revoked = await verifyGroupMembers(this.ctx, groupId, opts);
+    if (revoked.length > 0) await this.commit(groupId, { kind: "remove-devices", deviceIds: revoked });
+  }
+
+  /** Background verification of every active group; failures become `error` events, never mismatches. */
+  private async verifyAll(): Promise<void> {
+    for (const g of [...this.ctx.groups.values()]) {
+      if (g.record.status !== "active" || g.state === undefined) continue;
+      try {
+        await this.verifyGroup(g.record.groupId);
+      } catch (e) {
+        if (!(e instanceof ServiceUnavailableError || e instanceof ProtocolError || e instanceof ClientError))
+          throw e;
+        this.ctx.emit({
+          type: "error",
+          groupId: g.record.groupId,
+          operation: "verify members",
+          message: e.message,
+        });
+      }
+    }
+  }
+}
+
+function addIntent(accts: string[], opts: AddOptions): CommitIntent {
+  return {
+    kind: "add",
+    accts,
+    claimId: newClaimId(),
+    ...(opts.allowUnverified === true ? { allowUnverified: true } : {}),
+  };
 }
 
 function ownEntry(ctx: DeviceContext, seq: number, activity: Activity): HistoryEntry {

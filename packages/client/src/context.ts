@@ -1,8 +1,15 @@
-import { cipherSuite, type DeviceSigner, type SigningKeyPair } from "@mastodon-mls/bridge";
+import {
+  cipherSuite,
+  type DeviceSigner,
+  type MemberVerification,
+  type SigningKeyPair,
+} from "@mastodon-mls/bridge";
 import { fromBase64url, parseAcct } from "@mastodon-mls/protocol";
 import type { CiphersuiteImpl, ClientState } from "ts-mls";
 import { ClientError } from "./errors.js";
 import type { DmEvent } from "./events.js";
+import { DevicePinStore } from "./identity/pins.js";
+import { MemberVerifier, type IdentityOptions } from "./identity/verifier.js";
 import { decodeState, encodeState } from "./mls/codec.js";
 import type { DeviceStore } from "./store/deviceStore.js";
 import { StoreFormatError } from "./store/records.js";
@@ -37,6 +44,13 @@ export class DeviceContext {
    * outcome): the follow-up after receiving rebuilds and retries them.
    */
   readonly lostIntents: { groupId: string; intent: CommitIntent }[] = [];
+  /** Member verification (profile proofs, device lists, pins): one shared resolver and cache. */
+  readonly verifier: MemberVerifier;
+  /**
+   * The last status seen per group and acct (with each leaf's verdict), from `verifyMembers`/`sync`. In
+   * memory: a new process starts from the offline checks and verifies again.
+   */
+  readonly statuses = new Map<string, Map<string, MemberVerification>>();
   private readonly deliveries = new Map<string, DeliveryClient>();
   private readonly queued: DmEvent[] = [];
   private readonly listeners = new Set<() => void>();
@@ -51,6 +65,8 @@ export class DeviceContext {
     readonly retry: RetryPolicy,
     /** Milliseconds since the Unix epoch; injectable for tests (weekly self-update). */
     readonly clock: () => number,
+    readonly pins: DevicePinStore,
+    identity: IdentityOptions,
   ) {
     this.signatureKeyPair = {
       publicKey: fromBase64url(device.deviceKey.publicKey),
@@ -61,6 +77,12 @@ export class DeviceContext {
       directory: new DirectoryClient(checkServiceUrl(device.home.directory)),
       delivery: this.delivery(device.home.delivery),
     };
+    this.verifier = new MemberVerifier(
+      // Real time: certificates and lists are checked against it, like KeyPackages (the injectable clock
+      // drives the weekly self-update only).
+      { services: resolver, directoryOf: (d) => this.directoryOf(d), pins, clock: Date.now },
+      identity,
+    );
   }
 
   static async load(
@@ -68,11 +90,24 @@ export class DeviceContext {
     resolver: ServiceResolver,
     retry: RetryPolicy,
     clock: () => number = Date.now,
+    identity: IdentityOptions = {},
   ): Promise<DeviceContext> {
     const device = await store.readDevice();
     const cursors = await store.readCursors();
     const groups = await readGroups(store);
-    return new DeviceContext(store, device, cursors, groups, resolver, await cipherSuite(), retry, clock);
+    const pins = await DevicePinStore.load(store);
+    return new DeviceContext(
+      store,
+      device,
+      cursors,
+      groups,
+      resolver,
+      await cipherSuite(),
+      retry,
+      clock,
+      pins,
+      identity,
+    );
   }
 
   /**
@@ -83,6 +118,7 @@ export class DeviceContext {
     const device = await this.store.readDevice();
     const cursors = await this.store.readCursors();
     const groups = await readGroups(this.store);
+    await this.pins.reload();
     this.device = device;
     this.cursors = cursors;
     this.groups.clear();

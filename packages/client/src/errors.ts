@@ -53,7 +53,11 @@ export type ClientErrorCode =
   // the account-key backup
   | "no_account_key"
   | "bad_backup"
-  | "wrong_backup_secret";
+  | "wrong_backup_secret"
+  // identity (device lists, profile proofs, verification)
+  | "device_list_conflict"
+  | "unknown_device"
+  | "not_verified";
 
 /** A local refusal: the request cannot be carried out from this device's state. */
 export class ClientError extends Error {

@@ -1,4 +1,4 @@
-import type { Activity, Note } from "@mastodon-mls/protocol";
+import type { Activity, MemberStatusName, Note } from "@mastodon-mls/protocol";
 
 // What `sync()` returns and `events()` yields. Both come from the same processing, so they carry the
 // same events. Accounts are `user@domain`; group ids base64url; `seq` is the hub's sequence number.
@@ -36,6 +36,19 @@ export type DmEvent =
   | { type: "member_leaving"; groupId: string; acct: string; deviceId: string }
   | { type: "invalid_member"; groupId: string; acct: string; deviceId: string; reason: string }
   | { type: "invitation"; groupId: string; hub: string; from: string }
+  /**
+   * A member account's verification status (docs/identity.md §6) changed, or was first established, in a
+   * group. `previous` is "unverified" the first time. A network failure gives `unreachable`, never a
+   * mismatch.
+   */
+  | {
+      type: "status_changed";
+      groupId: string;
+      acct: string;
+      status: MemberStatusName;
+      previous: MemberStatusName | "unverified";
+      reason: string;
+    }
   /** Something the device does on its own (self-update after joining, invitations, KeyPackages) failed; retried later. */
   | { type: "error"; groupId?: string; operation: string; message: string };
 

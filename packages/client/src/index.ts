@@ -1,6 +1,7 @@
 export {
   MlsDmClient,
   type ClientOptions,
+  type AddOptions,
   type OpenOptions,
   type RestoreOptions,
   type GroupSummary,
@@ -9,6 +10,9 @@ export {
   type HistoryItem,
 } from "./client.js";
 export type { CreateDeviceOptions, DeviceSetupOptions } from "./setup.js";
+export type { IdentityOptions } from "./identity/verifier.js";
+export type { AccountDevice, VerifyResult } from "./identity/members.js";
+export { DevicePinStore } from "./identity/pins.js";
 export type { DmEvent, DmEventType } from "./events.js";
 export type { AddReport, Refusal } from "./groups/changes.js";
 export { ClientError, ServiceRefusedError, ServiceUnavailableError, type ClientErrorCode } from "./errors.js";
@@ -29,6 +33,7 @@ export {
   WellKnownResolver,
   type ServiceResolver,
   type ServiceUrls,
+  type DevServiceUrls,
 } from "./transport/resolver.js";
 export { DirectoryClient } from "./transport/directoryClient.js";
 export { DeliveryClient } from "./transport/deliveryClient.js";

@@ -93,7 +93,7 @@ describe("three members on two instances", () => {
         .members(groupId)
         .map((m) => `${m.acct} ${m.status}${m.self ? " (self)" : ""}`)
         .sort(),
-    ).toEqual(["alice@a.test unverified", "bob@a.test unverified (self)", "carol@b.test unverified"]);
+    ).toEqual(["alice@a.test verified", "bob@a.test verified (self)", "carol@b.test verified"]);
 
     // every client reopened from disk midway
     alice = await reopen(alice);

@@ -1,11 +1,18 @@
+import { hostname } from "node:os";
 import {
+  addDevice,
+  createDeviceList,
+  decodeDeviceList,
   deviceIdText,
   generateSigningKeyPair,
   signDeviceCertificate,
+  verifyDeviceList,
   type SigningKeyPair,
 } from "@mastodon-mls/bridge";
 import { formatAcct, formatIdentity, fromBase64url, parseAcct, toBase64url } from "@mastodon-mls/protocol";
 import { ClientError } from "./errors.js";
+import { accountListPending, publishAccountList } from "./identity/accountList.js";
+import { DevicePinStore } from "./identity/pins.js";
 import { publishKeyPackages } from "./keyPackages.js";
 import type { KdfPolicy } from "./crypto/kdf.js";
 import type { StoreProtection } from "./store/cipher.js";
@@ -25,8 +32,22 @@ export const DEFAULT_KEY_PACKAGES = 20;
 export interface DeviceSetupOptions {
   /** The account, e.g. "alice@a.test" or "@alice@a.test". */
   acct: string;
-  /** A Mastodon access token of that account (scope `read:accounts` at least): the directory checks it. */
+  /**
+   * A Mastodon access token of that account with `read:accounts` (the directory checks it) and
+   * `write:accounts` (the profile proof is published with it).
+   */
   mastodonToken: string;
+  /** Origin of the account's Mastodon API. Default: the resolver's development map, else https://<domain>. */
+  mastodonUrl?: string;
+  /** This device's name in the account's device list, as people see it. Default: the host name. */
+  deviceName?: string;
+  /**
+   * Default true: publish the account's device list and profile proof (DESIGN §3) before registering.
+   * false: register without them, as accounts did before device lists (docs/decisions.md D7; peers then
+   * see `no-proof` and add this device only with `allowUnverified`). For stand-in services in tests and
+   * instances whose profiles cannot be written; the directory refuses it once `DEVICE_LIST_REQUIRED`.
+   */
+  publishIdentity?: boolean;
   /** Where services live: a resolver, or this instance's own two URLs. */
   services: ServiceResolver | ServiceUrls;
   /** KeyPackages to upload (besides the last-resort one). Default 20. */
@@ -44,17 +65,31 @@ export interface CreateDeviceOptions extends DeviceSetupOptions, KdfPolicy {
   onProgress?: (fraction: number) => void;
 }
 
+/** At most 64 bytes of UTF-8 and no control characters (DL-7). */
+export function deviceNameOf(name: string | undefined): string {
+  const clean = (name ?? hostname()).replace(/[\p{Cc}\u202a-\u202e\u2066-\u2069]/gu, "").trim();
+  let out = "";
+  for (const ch of clean) {
+    if (new TextEncoder().encode(out + ch).byteLength > 64) break;
+    out += ch;
+  }
+  return out === "" ? "device" : out;
+}
+
 /**
  * A device of an account (DESIGN §3): on the first device a new account key; on a restored one the
- * account key from the backup. Then a device key, the certificate the first signs for the second,
- * registration with the home directory, KeyPackages. Every secret is on disk before anything that
- * depends on it is sent.
+ * account key from the backup. Then a device key, the certificate the first signs for the second, the
+ * account's device list naming the device (version 1, or the next version of the list the home
+ * directory serves, verified under the restored key), then — in this order, each step recorded when
+ * done — the list to the home directory, the profile proof to Mastodon, registration, KeyPackages.
+ * Every secret is on disk before anything that depends on it is sent.
  */
 export async function setUpDevice(
   store: DeviceStore,
   opts: DeviceSetupOptions,
   home: ServiceUrls,
   restoredAccountKey?: SigningKeyPair,
+  mastodonUrl?: string,
 ): Promise<DeviceRecord> {
   const acct = parseAcct(opts.acct);
   const count = opts.keyPackages ?? DEFAULT_KEY_PACKAGES;
@@ -90,21 +125,76 @@ export async function setUpDevice(
     lastResort: { ref: "", used: false },
     addedKeyPackages: {},
     createdAt: now,
+    ...(mastodonUrl === undefined ? {} : { mastodonUrl }),
   };
+  if (opts.publishIdentity === false) {
+    await store.writeDevice(device);
+    return completeSetup(store, device);
+  }
+  const name = deviceNameOf(opts.deviceName);
+  let list: Uint8Array;
+  let version: number;
+  const served =
+    restoredAccountKey === undefined
+      ? null
+      : (await new DirectoryClient(device.home.directory).accountDevices(device.acct)).device_list;
+  if (served === null) {
+    list = await createDeviceList({
+      identity,
+      accountKey,
+      devices: [{ sigKey: deviceKey.publicKey, name }],
+      now,
+    });
+    version = 1;
+  } else {
+    // A restore: the next version of the account's list, which must be signed by the restored key.
+    const decoded = decodeDeviceList(fromBase64url(served));
+    let current;
+    try {
+      current = await verifyDeviceList(decoded, accountKey.publicKey, now);
+    } catch {
+      throw new ClientError(
+        "device_list_conflict",
+        `the device list ${home.directory} serves for ${device.acct} is not signed by the backup's account ` +
+          "key: the account key was replaced after this backup was made",
+      );
+    }
+    if (current.acct !== device.acct) {
+      throw new ClientError("device_list_conflict", `the directory served the list of ${current.acct}`);
+    }
+    list = await addDevice(current, { sigKey: deviceKey.publicKey, name }, accountKey, now);
+    version = current.version + 1;
+  }
+  device.accountList = { list: toBase64url(list), version, directoryVersion: 0, profileVersion: 0 };
   await store.writeDevice(device);
+  // Our own key, pinned: a home admin swapping it shows as key-changed on our own devices too.
+  await (
+    await DevicePinStore.load(store)
+  ).set(device.acct, {
+    accountKey: accountKey.publicKey,
+    oobVerified: false,
+    pinnedAt: now,
+  });
   return completeSetup(store, device);
 }
 
-/** The device set-up is complete once it has a last-resort KeyPackage on record. */
+/**
+ * The device set-up is complete once its account's list is published (directory and profile) and it has
+ * a last-resort KeyPackage on record.
+ */
 export function setupComplete(device: DeviceRecord): boolean {
-  return device.lastResort.ref !== "";
+  return device.lastResort.ref !== "" && !accountListPending(device);
 }
 
 /**
- * Registers the device and publishes its KeyPackages. Registration is an idempotent PUT, so a set-up cut
- * short (network, crash) is finished by running this again — `MlsDmClient.open` does.
+ * Publishes the account's device list (directory, then profile proof), registers the device and
+ * publishes its KeyPackages. Every step is idempotent or recorded once done, so a set-up cut short
+ * (network, crash, a token without the scope) is finished by running this again — `MlsDmClient.open` does.
+ * The directory refuses a registration not in the list once the account has one: the list goes first.
  */
-export async function completeSetup(store: DeviceStore, device: DeviceRecord): Promise<DeviceRecord> {
+export async function completeSetup(store: DeviceStore, start: DeviceRecord): Promise<DeviceRecord> {
+  const device = await publishAccountList(store, start);
+  if (device.lastResort.ref !== "") return device;
   const certificate = fromBase64url(device.certificate);
   const directory = new DirectoryClient(device.home.directory);
   await directory.registerDevice(device.deviceId, certificate, device.mastodonToken);

@@ -1,6 +1,7 @@
 import { constants } from "node:fs";
 import { open, readFile } from "node:fs/promises";
 import { resolve } from "node:path";
+import { safetyNumberQr } from "@mastodon-mls/bridge";
 import { inspectBackup, openAccountKeyBackup } from "../backup.js";
 import { MlsDmClient } from "../client.js";
 import { ClientError } from "../errors.js";
@@ -21,7 +22,7 @@ import type { ServiceUrls } from "../transport/resolver.js";
 import { Cli, resolveGroup } from "./context.js";
 import { NotYetError } from "./errors.js";
 import { formatEvent, formatHistory, formatMember } from "./format.js";
-import { UsageError, withProgress } from "./io.js";
+import { UsageError, safeText, withProgress } from "./io.js";
 import { checkServices } from "./services.js";
 
 // The commands. Each is a thin layer over the library: parse, call, print. Errors propagate to main.ts,
@@ -34,6 +35,8 @@ export interface ServiceOverrides {
 
 export interface NewDeviceOptions extends ServiceOverrides {
   token?: string;
+  /** This device's name in the account's device list. */
+  name?: string;
   instance?: string;
   passphrase: boolean;
   keyPackages?: string;
@@ -207,12 +210,14 @@ export async function init(cli: Cli, opts: NewDeviceOptions): Promise<void> {
   const { store, session } = prepared;
   const client = await withProgress(
     cli.io,
-    "Creating the account key and the device, uploading KeyPackages",
+    "Creating the account key and the device, publishing the device list and profile proof, uploading KeyPackages",
     () =>
       MlsDmClient.createInStore(store, {
         acct: session.acct,
         mastodonToken: session.mastodonToken,
         services: cli.resolver(session),
+        mastodonUrl: session.instanceUrl,
+        ...(opts.name === undefined ? {} : { deviceName: opts.name }),
         ...(keyPackages === undefined ? {} : { keyPackages }),
       }),
   );
@@ -253,6 +258,8 @@ export async function restore(cli: Cli, file: string, opts: NewDeviceOptions): P
         acct: session.acct,
         mastodonToken: session.mastodonToken,
         services: cli.resolver(session),
+        mastodonUrl: session.instanceUrl,
+        ...(opts.name === undefined ? {} : { deviceName: opts.name }),
         ...(keyPackages === undefined ? {} : { keyPackages }),
       },
       restored.accountKey,
@@ -379,10 +386,15 @@ export async function history(
 
 // ---- changes ----
 
-export async function create(cli: Cli, accts: string[], opts: { json?: boolean }): Promise<void> {
+export interface AddCliOptions {
+  json?: boolean;
+  allowUnverified?: boolean;
+}
+
+export async function create(cli: Cli, accts: string[], opts: AddCliOptions): Promise<void> {
   const { client } = await cli.openClient();
-  const result = await withProgress(cli.io, "Creating the group and adding members", () =>
-    client.createGroup(accts),
+  const result = await withProgress(cli.io, "Creating the group, verifying and adding members", () =>
+    client.createGroup(accts, { allowUnverified: opts.allowUnverified === true }),
   );
   if (opts.json === true) return json(cli, result);
   cli.io.out(`Created group ${result.groupId}`);
@@ -390,10 +402,12 @@ export async function create(cli: Cli, accts: string[], opts: { json?: boolean }
   for (const r of result.refused) cli.io.err(`  NOT added ${r.acct}: ${r.reason}`);
 }
 
-export async function add(cli: Cli, group: string, accts: string[], opts: { json?: boolean }): Promise<void> {
+export async function add(cli: Cli, group: string, accts: string[], opts: AddCliOptions): Promise<void> {
   const { client } = await cli.openClient();
   const id = await findGroup(cli, client, group);
-  const report = await withProgress(cli.io, "Adding members", () => client.addMembers(id, accts));
+  const report = await withProgress(cli.io, "Verifying and adding members", () =>
+    client.addMembers(id, accts, { allowUnverified: opts.allowUnverified === true }),
+  );
   if (opts.json === true) return json(cli, report);
   for (const a of report.added) cli.io.out(`added ${a.acct} (device ${a.deviceId.slice(0, 12)})`);
   for (const r of report.refused) cli.io.err(`NOT added ${r.acct}: ${r.reason}`);
@@ -505,6 +519,94 @@ export async function backup(
 }
 
 // ---- not yet ----
+
+// ---- identity ----
+
+export interface VerifyCliOptions {
+  group?: string;
+  confirm?: boolean;
+  acceptNewKey?: boolean;
+  json?: boolean;
+}
+
+/** Status and reason, the safety number (digits and QR), the group's epoch authenticator. */
+export async function verify(cli: Cli, acct: string, opts: VerifyCliOptions): Promise<void> {
+  if (opts.confirm === true && opts.acceptNewKey === true) {
+    throw new UsageError(
+      "--confirm and --accept-new-key go in two steps: accept the key, compare, then confirm",
+    );
+  }
+  const { client } = await cli.openClient();
+  const groupId = opts.group === undefined ? undefined : await findGroup(cli, client, opts.group);
+  let result = await withProgress(cli.io, `Checking ${acct}`, () =>
+    client.verify(acct, groupId === undefined ? {} : { groupId }),
+  );
+  if (opts.acceptNewKey === true) result = await client.acceptNewKey(acct);
+  if (opts.confirm === true) result = await client.confirmSafetyNumber(acct);
+  const authenticator = groupId === undefined ? undefined : client.epochAuthenticator(groupId);
+  if (opts.json === true) {
+    return json(cli, {
+      acct: result.acct,
+      status: result.status,
+      reason: result.reason,
+      rule: result.rule,
+      accountKey: result.accountKey ?? null,
+      safetyNumber: result.safetyNumber?.digits ?? null,
+      epochAuthenticator: authenticator ?? null,
+    });
+  }
+  cli.io.out(`${result.acct}: ${result.status}`);
+  cli.io.out(`  ${safeText(result.reason)}`);
+  if (result.status === "key-changed") {
+    cli.io.out(
+      "  WARNING: their account key changed without a continuity statement. Someone (their instance's admin, " +
+        "or whoever took over the account) may be impersonating them. No new device of theirs will be added.",
+    );
+    cli.io.out(
+      "  Check with them in person, compare the safety number below, then: mls-dm verify --accept-new-key",
+    );
+  }
+  if (result.safetyNumber !== undefined) {
+    cli.io.out("");
+    cli.io.out("Safety number (compare it with theirs, in person or on a call):");
+    for (const line of result.safetyNumber.text.split("\n")) cli.io.out(`  ${line}`);
+    cli.io.out("");
+    cli.io.out(await safetyNumberQr(result.safetyNumber));
+    if (result.status === "verified") cli.io.out(`When it matches: mls-dm verify ${result.acct} --confirm`);
+  }
+  if (authenticator !== undefined) cli.io.out(`Group epoch authenticator: ${authenticator}`);
+}
+
+export async function devices(cli: Cli, opts: { json?: boolean }): Promise<void> {
+  const { client } = await cli.openClient();
+  const list = await withProgress(cli.io, "Fetching the device list", () => client.devices());
+  if (opts.json === true) return json(cli, list);
+  cli.io.out(`Device list version ${list.version} of ${client.acct}:`);
+  for (const d of list.devices) {
+    const added = new Date(d.addedAt * 1000).toISOString().slice(0, 10);
+    cli.io.out(
+      `  ${d.deviceId}  ${safeText(d.name)}  added ${added}${d.self ? "  (this device)" : ""}` +
+        `${d.registered ? "" : "  (not registered)"}`,
+    );
+  }
+}
+
+export async function revokeDevice(cli: Cli, deviceId: string): Promise<void> {
+  const { client } = await cli.openClient();
+  const all = (await client.devices()).devices;
+  const hits = all.filter((d) => d.deviceId.startsWith(deviceId));
+  if (deviceId.length < 6 || hits.length !== 1) {
+    throw new UsageError(
+      hits.length > 1 ? `${deviceId} matches several devices` : `no device ${deviceId} (see mls-dm devices)`,
+    );
+  }
+  const id = hits[0]!.deviceId;
+  const result = await withProgress(cli.io, "Publishing the new device list and profile proof", () =>
+    client.revokeDevice(id),
+  );
+  cli.io.out(`Revoked ${id}: device list version ${result.version}.`);
+  if (result.removedFrom.length > 0) cli.io.out(`Removed from ${result.removedFrom.length} group(s).`);
+}
 
 export function notYet(what: string): never {
   throw new NotYetError(what);

@@ -51,7 +51,12 @@ export class Cli {
 
   resolver(session: SessionRecord | undefined): CliResolver {
     const map: ServicesMap = { ...(session?.servicesMap ?? {}), ...(this.servicesMapOption() ?? {}) };
-    if (session !== undefined) map[session.acct.split("@")[1]!] = session.services;
+    if (session !== undefined) {
+      const domain = session.acct.split("@")[1]!;
+      // A development instance on loopback over plain HTTP is also where its WebFinger answers.
+      const dev = session.instanceUrl.startsWith("http://") ? { mastodon: session.instanceUrl } : {};
+      map[domain] = { ...dev, ...(map[domain] ?? {}), ...session.services };
+    }
     return new CliResolver(map);
   }
 

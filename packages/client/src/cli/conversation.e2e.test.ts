@@ -24,7 +24,11 @@ beforeAll(async () => {
     startInstance({ domain: "a.test", accounts: ["alice", "bob"], store }),
     startInstance({ domain: "b.test", accounts: ["carol", "dave"], store }),
   ]);
-  map = JSON.stringify(serviceMap([a, b]));
+  // Development map, with each test domain's Mastodon: members' profile proofs are looked up there.
+  const services = serviceMap([a, b]);
+  map = JSON.stringify(
+    Object.fromEntries([a, b].map((i) => [i.domain, { ...services[i.domain]!, mastodon: i.urls.mastodon }])),
+  );
   home = await mkdtemp(join(tmpdir(), "mls-dm-cli-"));
 });
 afterAll(async () => {
@@ -86,6 +90,21 @@ describe("the mls-dm CLI, each command a separate process", () => {
       expect(group.added.map((x) => x.acct).sort()).toEqual(["bob@a.test", "carol@b.test"]);
       expect(group.refused).toEqual([]);
       const g = group.groupId;
+
+      // Identity: carol's published proof verifies; the safety number and its QR; --confirm marks it
+      // verified-oob (she compared); alice's devices come from her verified device list.
+      const checked = ok(await as("alice", ["verify", "@carol@b.test", "--group", g]), "verify");
+      expect(checked.stdout).toMatch(/^carol@b\.test: verified$/m);
+      expect(checked.stdout).toMatch(/^ {2}(\d{5} ){3}\d{5}$/m);
+      expect(checked.stdout).toContain("\u2588"); // the QR code's blocks
+      expect(checked.stdout).toMatch(/^Group epoch authenticator: [A-Za-z0-9_-]+$/m);
+      const confirmed = JSON.parse(
+        ok(await as("alice", ["verify", "@carol@b.test", "--confirm", "--json"]), "verify --confirm").stdout,
+      ) as { status: string };
+      expect(confirmed.status).toBe("verified-oob");
+      expect(ok(await as("alice", ["devices"]), "devices").stdout).toMatch(
+        /^ {2}[A-Za-z0-9_-]{43} .*\(this device\)$/m,
+      );
 
       // carol listens live (JSON lines) while the others act; she also sends from another process meanwhile.
       const carol = live("carol", ["listen", "--json"]);
@@ -156,8 +175,8 @@ describe("the mls-dm CLI, each command a separate process", () => {
       expect(members.stderr).toContain("bob@a.test is leaving");
       const list = JSON.parse(members.stdout) as { acct: string; status: string; self: boolean }[];
       expect(list.map((m) => `${m.acct} ${m.status}${m.self ? " self" : ""}`).sort()).toEqual([
-        "alice@a.test unverified self",
-        "dave@b.test unverified",
+        "alice@a.test verified self",
+        "dave@b.test verified",
       ]);
 
       expect(await readFile(backupFile, "utf8")).toContain("-----BEGIN MLS-DM ACCOUNT KEY BACKUP-----");

@@ -42,6 +42,10 @@ export function formatEvent(e: DmEvent, now = new Date()): string | undefined {
       return `${t} ${g}you are no longer in group ${e.groupId}`;
     case "invalid_member":
       return `${t} ${g}WARNING: a device of ${e.acct} has an invalid certificate (${safeText(e.reason)})`;
+    case "status_changed":
+      return e.status === "verified" && e.previous === "unverified"
+        ? undefined
+        : `${t} ${g}${e.status === "key-changed" || e.status === "invalid" ? "WARNING: " : ""}${e.acct} is now ${e.status} (was ${e.previous}): ${safeText(e.reason)}`;
     case "error":
       return `${t} ${g}problem: ${e.operation}: ${safeText(e.message)}`;
   }

@@ -73,7 +73,7 @@ describe("mls-dm, parsing and help", () => {
   it("exits 1 on bad usage and 6 for what is not available yet", async () => {
     expect(await main(["frobnicate"], fakeIo())).toBe(EXIT.usage);
     expect(await main(["send"], fakeIo())).toBe(EXIT.usage);
-    for (const args of [["verify", "@bob@b.test"], ["devices"], ["link-device"], ["revoke-device", "x"]]) {
+    for (const args of [["link-device"]]) {
       const io = fakeIo();
       expect(await main(args, io), args[0]).toBe(EXIT.notYet);
       expect(io.stderr.join("\n")).toContain("not available yet");
@@ -103,6 +103,7 @@ describe("mls-dm against a device directory, in process", () => {
       protection: { kind: "passphrase", passphrase: "long enough pass" },
       insecureTestKdf: true,
       keyPackages: 1,
+      publishIdentity: false,
     });
     io = fakeIo();
     expect(await main(["--dir", dir, "whoami"], io)).toBe(EXIT.usage);

@@ -58,6 +58,7 @@ export function buildProgram(io: Io, signal: AbortSignal): Command {
         .option("--token <token>", "a Mastodon access token (instead of mls-dm login; for scripts)")
         .option("--instance <instance>", "the Mastodon instance the token is for (with --token)")
         .option("--key-packages <n>", "KeyPackages to publish (default 20)")
+        .option("--name <name>", "this device's name in your device list (default: the host name)")
         .addOption(passphraseOption()),
     );
 
@@ -94,15 +95,27 @@ export function buildProgram(io: Io, signal: AbortSignal): Command {
 
   program
     .command("create [accts...]")
-    .description("create a group with these people (@user@domain …)")
+    .description("create a group with these people (@user@domain …); only verified accounts are added")
     .option("--json", "machine-readable")
-    .action((accts: string[], o: { json?: boolean }) => commands.create(cli(), accts, o));
+    .option(
+      "--allow-unverified",
+      "also add people whose identity is not published (no-proof) or could not be checked (unreachable)",
+    )
+    .action((accts: string[], o: commands.AddCliOptions) => commands.create(cli(), accts, o));
 
   program
     .command("add <group> <accts...>")
-    .description("add people (every device of theirs) to a group; <group> is its id or a unique prefix")
+    .description(
+      "add people (every verified device of theirs) to a group; <group> is its id or a unique prefix",
+    )
     .option("--json", "machine-readable")
-    .action((group: string, accts: string[], o: { json?: boolean }) => commands.add(cli(), group, accts, o));
+    .option(
+      "--allow-unverified",
+      "also add people whose identity is not published (no-proof) or could not be checked (unreachable)",
+    )
+    .action((group: string, accts: string[], o: commands.AddCliOptions) =>
+      commands.add(cli(), group, accts, o),
+    );
 
   program
     .command("remove <group> <accts...>")
@@ -161,17 +174,35 @@ export function buildProgram(io: Io, signal: AbortSignal): Command {
       commands.backup(cli(), o),
     );
 
-  for (const [name, args, what] of [
-    ["verify", "<acct>", "compare safety numbers with a contact and mark them verified"],
-    ["devices", "", "list this account's devices"],
-    ["link-device", "", "link a new device to this account"],
-    ["revoke-device", "<device>", "revoke one of this account's devices"],
-  ] as const) {
-    program
-      .command(`${name}${args === "" ? "" : ` ${args}`}`)
-      .description(`${what} (not available yet)`)
-      .action(() => commands.notYet(`mls-dm ${name}`));
-  }
+  program
+    .command("verify <acct>")
+    .description(
+      "a contact's verification status, and the safety number (digits and QR) to compare with them",
+    )
+    .option("--group <group>", "also check their devices in this group and show its epoch authenticator")
+    .option("--confirm", "you compared the safety numbers and they match: mark them verified-oob")
+    .option("--accept-new-key", "after key-changed, once you checked with them: trust their new key")
+    .option("--json", "machine-readable")
+    .action((acct: string, o: commands.VerifyCliOptions) => commands.verify(cli(), acct, o));
+
+  program
+    .command("devices")
+    .description("this account's devices, from the device list its directory serves (verified)")
+    .option("--json", "machine-readable")
+    .action((o: { json?: boolean }) => commands.devices(cli(), o));
+
+  program
+    .command("revoke-device <device>")
+    .description(
+      "revoke one of this account's devices (id or unique prefix): a new device list and profile proof; " +
+        "it is removed from your groups",
+    )
+    .action((device: string) => commands.revokeDevice(cli(), device));
+
+  program
+    .command("link-device")
+    .description("link a new device to this account (not available yet; use backup and restore)")
+    .action(() => commands.notYet("mls-dm link-device"));
   return program;
 }
 

@@ -1,7 +1,12 @@
 import { readFileSync } from "node:fs";
 import { z } from "zod";
 import { ServiceHttp } from "../transport/http.js";
-import { WellKnownResolver, type ServiceResolver, type ServiceUrls } from "../transport/resolver.js";
+import {
+  WellKnownResolver,
+  type DevServiceUrls,
+  type ServiceResolver,
+  type ServiceUrls,
+} from "../transport/resolver.js";
 import { checkServiceUrl } from "../transport/serviceUrl.js";
 import { WellKnownServices } from "@mastodon-mls/protocol";
 import { UsageError } from "./io.js";
@@ -9,9 +14,12 @@ import { UsageError } from "./io.js";
 // Where each instance's directory and delivery service are: a map (development: `--services-map`, saved
 // at login) first, then https://<domain>/.well-known/mls-services (DESIGN §4).
 
-export type ServicesMap = Record<string, ServiceUrls>;
+export type ServicesMap = Record<string, DevServiceUrls>;
 
-const ServicesMapSchema = z.record(z.string(), z.object({ directory: z.string(), delivery: z.string() }));
+const ServicesMapSchema = z.record(
+  z.string(),
+  z.object({ directory: z.string(), delivery: z.string(), mastodon: z.string().optional() }),
+);
 
 /** `--services-map`: JSON text, or `@file` holding it. */
 export function parseServicesMap(text: string): ServicesMap {
@@ -40,19 +48,33 @@ export function parseServicesMap(text: string): ServicesMap {
   return Object.fromEntries(
     Object.entries(parsed.data).map(([d, s]) => [
       d.toLowerCase(),
-      { directory: checkServiceUrl(s.directory), delivery: checkServiceUrl(s.delivery) },
+      {
+        directory: checkServiceUrl(s.directory),
+        delivery: checkServiceUrl(s.delivery),
+        ...(s.mastodon === undefined ? {} : { mastodon: checkServiceUrl(s.mastodon) }),
+      },
     ]),
   );
 }
 
 export class CliResolver implements ServiceResolver {
   private readonly wellKnown = new WellKnownResolver();
+  /** A development map naming Mastodons: account lookups may then use plain HTTP to loopback (NET-1). */
+  readonly insecureLoopback: boolean;
 
-  constructor(private readonly map: ServicesMap) {}
+  constructor(private readonly map: ServicesMap) {
+    this.insecureLoopback = Object.values(map).some((s) => s.mastodon !== undefined);
+  }
+
+  mastodonOrigin(domain: string): string | undefined {
+    return this.map[domain.toLowerCase()]?.mastodon;
+  }
 
   resolve(domain: string): Promise<ServiceUrls> {
     const hit = this.map[domain.toLowerCase()];
-    return hit !== undefined ? Promise.resolve(hit) : this.wellKnown.resolve(domain);
+    return hit !== undefined
+      ? Promise.resolve({ directory: hit.directory, delivery: hit.delivery })
+      : this.wellKnown.resolve(domain);
   }
 }
 

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { parseKeyPackage, type VerifiedKeyPackage } from "@mastodon-mls/bridge";
+import { allowsNewDevices, parseKeyPackage, type VerifiedKeyPackage } from "@mastodon-mls/bridge";
 import {
   LIMITS,
   ProtocolError,
@@ -114,17 +114,86 @@ function safeCanonical(acct: string): string | undefined {
   }
 }
 
+/** Statuses `allowUnverified` lets through (docs/decisions.md D8): nothing contradicts the claim. */
+const UNVERIFIED_ALLOWED = new Set(["no-proof", "unreachable"]);
+
+/**
+ * DESIGN §3: a device is added only when its account verifies (`allowsNewDevices`: `verified` or
+ * `verified-oob`, docs/identity.md §6) with this very device in the account's verified list — fresh
+ * lookups, each acct's list from its own home directory. A KeyPackage whose leaf is marked `invalid`
+ * (a certificate not by the account's key, MV-1/MV-14: e.g. a key a directory made) or `revoked` (not in
+ * the list, MV-16) is refused with the reason and the account's other devices are checked again without
+ * it. With `allowUnverified`, accounts that are `no-proof` or `unreachable` are added on the offline
+ * checks alone (D8); every other status refuses (`key-changed` above all).
+ */
+export async function vetKeyPackages(
+  ctx: DeviceContext,
+  claimed: VerifiedKeyPackage[],
+  report: AddReport,
+  allowUnverified: boolean,
+): Promise<VerifiedKeyPackage[]> {
+  const byAcct = new Map<string, VerifiedKeyPackage[]>();
+  for (const kp of claimed) byAcct.set(kp.acct, [...(byAcct.get(kp.acct) ?? []), kp]);
+  const out: VerifiedKeyPackage[] = [];
+  for (const [acct, kps] of byAcct) {
+    let candidates = kps;
+    for (let pass = 0; pass < 2 && candidates.length > 0; pass++) {
+      const v = await ctx.verifier.verify(
+        acct,
+        candidates.map((kp) => kp.keyPackage.leafNode),
+        { fresh: pass === 0 },
+      );
+      const bad = new Map(
+        v.leaves.filter((l) => l.state === "invalid" || l.state === "revoked").map((l) => [l.deviceId, l]),
+      );
+      if (bad.size > 0 && bad.size < candidates.length && pass === 0) {
+        for (const kp of candidates.filter((k) => bad.has(k.deviceId))) {
+          const why = bad.get(kp.deviceId)!;
+          report.refused.push({
+            acct,
+            deviceId: kp.deviceId,
+            reason: `${why.state}: ${why.reason ?? v.reason}`,
+          });
+        }
+        candidates = candidates.filter((k) => !bad.has(k.deviceId));
+        continue;
+      }
+      const ok = allowsNewDevices(v.status) || (allowUnverified && UNVERIFIED_ALLOWED.has(v.status));
+      if (ok) {
+        out.push(...candidates);
+      } else {
+        const hint = UNVERIFIED_ALLOWED.has(v.status)
+          ? " (add it anyway only if you trust the directory and instance: allowUnverified / --allow-unverified)"
+          : "";
+        for (const kp of candidates) {
+          const leaf = v.leaves.find((l) => l.deviceId === kp.deviceId);
+          const reason = leaf?.reason ?? v.reason;
+          report.refused.push({ acct, deviceId: kp.deviceId, reason: `${v.status}: ${reason}${hint}` });
+        }
+      }
+      break;
+    }
+  }
+  return out;
+}
+
 export async function buildAdd(
   ctx: DeviceContext,
   state: ClientState,
   accts: string[],
   report: AddReport,
   claimId?: string,
+  allowUnverified = false,
 ): Promise<BuiltCommit | undefined> {
   report.added = [];
   report.refused = [];
   const present = new Set(leavesOf(state.ratchetTree).map((l) => toBase64url(l.node.signaturePublicKey)));
-  const claimed = await claimKeyPackages(ctx, accts, report, claimId);
+  const claimed = await vetKeyPackages(
+    ctx,
+    await claimKeyPackages(ctx, accts, report, claimId),
+    report,
+    allowUnverified,
+  );
   const fresh: VerifiedKeyPackage[] = [];
   for (const kp of claimed) {
     const key = toBase64url(kp.sigKey);
@@ -165,6 +234,29 @@ export async function buildAdd(
     newState: result.newState,
     invitees: [...new Set(fresh.map((kp) => kp.acct))],
   };
+}
+
+/** Removes the leaves of these devices (an own device revoked from the account's list), never this one's. */
+export async function buildRemoveDevices(
+  ctx: DeviceContext,
+  state: ClientState,
+  deviceIds: string[],
+): Promise<BuiltCommit | undefined> {
+  const wanted = new Set(deviceIds);
+  const own = state.privatePath.leafIndex;
+  const leaves = leavesOf(state.ratchetTree).filter((l) => wanted.has(l.deviceId) && l.leafIndex !== own);
+  if (leaves.length === 0) return undefined;
+  const result = await createCommit(
+    { state, cipherSuite: ctx.cs },
+    {
+      extraProposals: leaves.map((l): Proposal => ({
+        proposalType: "remove",
+        remove: { removed: l.leafIndex },
+      })),
+      wireAsPublicMessage: true,
+    },
+  );
+  return { commit: encodeMlsMessage(result.commit), newState: result.newState, invitees: [] };
 }
 
 /** Removes every leaf of the given accounts, except this device's own (a device cannot commit its own removal). */

@@ -28,6 +28,7 @@ async function alice(): Promise<MlsDmClient> {
     protection: { kind: "none" },
     services: { directory: fake.url, delivery: fake.url },
     keyPackages: 1,
+    publishIdentity: false,
     retry: NO_WAIT,
   });
 }

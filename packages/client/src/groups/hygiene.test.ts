@@ -50,10 +50,11 @@ beforeEach(async () => {
     protection: { kind: "none" },
     services: { directory: fake.url, delivery: fake.url },
     keyPackages: 1,
+    publishIdentity: false,
     retry: NO_WAIT,
     clock,
   });
-  groupId = (await alice.createGroup(["bob@a.test"])).groupId;
+  groupId = (await alice.createGroup(["bob@a.test"], { allowUnverified: true })).groupId;
   const welcome = decodeMessage(fake.lastWelcome!);
   if (welcome.wireformat !== "mls_welcome") throw new Error("no Welcome");
   bob = await joinGroup(

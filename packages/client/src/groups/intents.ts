@@ -1,7 +1,14 @@
 import type { DeviceContext } from "../context.js";
 import type { CommitIntent } from "../store/schemas.js";
 import { syncHubInbox } from "./inbox.js";
-import { buildAdd, buildProposalsCommit, buildRemove, buildUpdate, type AddReport } from "./changes.js";
+import {
+  buildAdd,
+  buildProposalsCommit,
+  buildRemove,
+  buildRemoveDevices,
+  buildUpdate,
+  type AddReport,
+} from "./changes.js";
 import { runCommit, type CommitBuilder, type PipelineDeps } from "./commitPipeline.js";
 
 // An intent (add, remove, update, commit proposals) is what the user — or the group's hygiene — asked
@@ -20,9 +27,12 @@ export function builderFor(
 ): CommitBuilder {
   switch (intent.kind) {
     case "add":
-      return (state) => buildAdd(ctx, state, intent.accts, report, intent.claimId);
+      return (state) =>
+        buildAdd(ctx, state, intent.accts, report, intent.claimId, intent.allowUnverified === true);
     case "remove":
       return (state) => buildRemove(ctx, state, intent.accts);
+    case "remove-devices":
+      return (state) => buildRemoveDevices(ctx, state, intent.deviceIds);
     case "update":
       return (state) => buildUpdate(ctx, state);
     case "proposals":

@@ -42,9 +42,10 @@ beforeEach(async () => {
     protection: { kind: "none" },
     services: { directory: fake.url, delivery: fake.url },
     keyPackages: 1,
+    publishIdentity: false,
     retry: NO_WAIT,
   });
-  const created = await alice.createGroup(["bob@a.test"]);
+  const created = await alice.createGroup(["bob@a.test"], { allowUnverified: true });
   expect(created.added).toEqual([{ acct: "bob@a.test", deviceId: bobDevice.deviceId }]);
   groupId = created.groupId;
   const welcome = decodeMessage(fake.lastWelcome!);

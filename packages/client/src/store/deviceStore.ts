@@ -34,6 +34,7 @@ import {
   HistoryEntry,
   KeyPackageRecord,
   PendingCommitRecord,
+  PinsRecord,
   SessionRecord,
 } from "./schemas.js";
 
@@ -58,6 +59,7 @@ const GENERATION_FILE = "generation";
  *   session.json                    the Mastodon login: instance, account, token, services
  *   device.json                     keys, certificate, Mastodon token, home services
  *   cursors.json                    hub URL → last processed inbox cursor
+ *   pins.json                       acct → pinned account key (trust on first use)
  *   keypackages/<ref>.json          private KeyPackages not yet used by a Welcome
  *   groups/<groupId>/group.json     MLS state, last processed sequence number, leaf checks, buffer
  *   groups/<groupId>/pending.json   a commit posted (or about to be) but not yet known to be accepted
@@ -236,6 +238,16 @@ export class DeviceStore {
 
   async writeDevice(rec: DeviceRecord): Promise<void> {
     return this.write(join(this.dir, "device.json"), "mls-dm.device", rec);
+  }
+
+  // pins.json
+
+  async readPins(): Promise<PinsRecord> {
+    return (await this.read(join(this.dir, "pins.json"), "mls-dm.pins", PinsRecord)) ?? { pins: {} };
+  }
+
+  async writePins(rec: PinsRecord): Promise<void> {
+    return this.write(join(this.dir, "pins.json"), "mls-dm.pins", rec);
   }
 
   // cursors.json

@@ -33,6 +33,7 @@ async function device(protection: "passphrase" | "none" = "passphrase"): Promise
     services: { directory: fake.url, delivery: fake.url },
     protection: protection === "passphrase" ? { kind: "passphrase", passphrase: PASS } : { kind: "none" },
     keyPackages: 2,
+    publishIdentity: false,
     retry: NO_WAIT,
   });
 }
@@ -201,6 +202,7 @@ describe("restoring the account key on a new device", () => {
       mastodonToken: "token",
       services: { directory: fake.url, delivery: fake.url },
       keyPackages: 1,
+      publishIdentity: false,
     });
     expect(restored.acct).toBe("alice@a.test");
     expect(restored.holdsAccountKey).toBe(true);

@@ -1,4 +1,4 @@
-import { Activity } from "@mastodon-mls/protocol";
+import { Activity, MEMBER_STATUSES } from "@mastodon-mls/protocol";
 import { z } from "zod";
 
 // The shapes of the files in a device directory. Bytes are base64url. Kept apart from the wire schemas:
@@ -6,6 +6,23 @@ import { z } from "zod";
 
 const b64 = z.string().regex(/^[A-Za-z0-9_-]*$/);
 const KeyPair = z.object({ publicKey: b64, signKey: b64 });
+
+export const AccountList = z.object({
+  /** The signed list (bridge `createDeviceList` …), base64url. */
+  list: b64,
+  version: z.number().int().positive(),
+  /** The highest version the home directory accepted (0: none yet). */
+  directoryVersion: z.number().int().nonnegative(),
+  /** The highest version the profile proof names (0: none yet). */
+  profileVersion: z.number().int().nonnegative(),
+});
+export type AccountList = z.infer<typeof AccountList>;
+
+/** Trust on first use (DESIGN §3): acct → pinned account key. */
+export const PinsRecord = z.object({
+  pins: z.record(z.string(), z.object({ accountKey: b64, oobVerified: z.boolean(), pinnedAt: z.number() })),
+});
+export type PinsRecord = z.infer<typeof PinsRecord>;
 
 export const DeviceRecord = z.object({
   acct: z.string(),
@@ -28,6 +45,15 @@ export const DeviceRecord = z.object({
    */
   addedKeyPackages: z.record(z.string(), z.number()),
   createdAt: z.number(),
+  /** Origin of the account's Mastodon API (where the profile proof is published). Absent: https://<domain>. */
+  mastodonUrl: z.string().optional(),
+  /**
+   * On a device holding the account key: the account's current signed device list (DESIGN §3) and how far
+   * it has been published — to the home directory, then as the profile proof. A version above either
+   * published one is work still to do (a set-up or revocation cut short finishes it on open). Absent or
+   * null: a device without the account key, or a directory set up before device lists.
+   */
+  accountList: AccountList.nullable().optional(),
 });
 export type DeviceRecord = z.infer<typeof DeviceRecord>;
 
@@ -97,13 +123,26 @@ export const GroupRecord = GroupRecordV1.extend({
   ownLeafUpdatedAt: z.number(),
   /** Members that asked to leave (proposed their own Remove) and are still in the tree. */
   leaving: z.array(LeavingDevice),
+  /**
+   * The last verification status announced per member acct (docs/identity.md §6), so a restarted
+   * process announces changes only (`status_changed`).
+   */
+  memberStatuses: z.record(z.string(), z.enum(MEMBER_STATUSES)).optional(),
 });
 export type GroupRecord = z.infer<typeof GroupRecord>;
 
 export const CommitIntent = z.discriminatedUnion("kind", [
   /** `claimId` names this intent to directories: its retries reuse the same KeyPackages, nothing else does (D1). */
-  z.object({ kind: z.literal("add"), accts: z.array(z.string()), claimId: z.string().optional() }),
+  z.object({
+    kind: z.literal("add"),
+    accts: z.array(z.string()),
+    claimId: z.string().optional(),
+    /** Add devices of accounts whose status is `no-proof` or `unreachable` (docs/decisions.md D8). */
+    allowUnverified: z.boolean().optional(),
+  }),
   z.object({ kind: z.literal("remove"), accts: z.array(z.string()) }),
+  /** Remove these devices (leaves) only: an own device revoked from the account's list. */
+  z.object({ kind: z.literal("remove-devices"), deviceIds: z.array(z.string()) }),
   z.object({ kind: z.literal("update") }),
   /** Commit the proposals received this epoch and the Removes of members that asked to leave. */
   z.object({ kind: z.literal("proposals") }),
@@ -152,6 +191,11 @@ export const SessionRecord = z.object({
   /** This account's own directory and delivery service. */
   services: z.object({ directory: z.string(), delivery: z.string() }),
   /** Development only: other instances' services, where /.well-known/mls-services cannot be used. */
-  servicesMap: z.record(z.string(), z.object({ directory: z.string(), delivery: z.string() })).optional(),
+  servicesMap: z
+    .record(
+      z.string(),
+      z.object({ directory: z.string(), delivery: z.string(), mastodon: z.string().optional() }),
+    )
+    .optional(),
 });
 export type SessionRecord = z.infer<typeof SessionRecord>;

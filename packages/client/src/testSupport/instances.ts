@@ -59,7 +59,9 @@ export async function stopInstance(i: Instance): Promise<void> {
 }
 
 export function resolverFor(instances: Instance[]): StaticResolver {
-  return new StaticResolver(Object.fromEntries(instances.map((i) => [i.domain, i.urls])));
+  return new StaticResolver(
+    Object.fromEntries(instances.map((i) => [i.domain, { ...i.urls, mastodon: i.mastodon.url }])),
+  );
 }
 
 export const FAST_RETRY: RetryPolicy = { attempts: 8, baseDelayMs: 5, maxDelayMs: 50 };

@@ -4,6 +4,7 @@ import {
   CIPHERSUITE_ID,
   ClaimResponse,
   KeyPackageCount,
+  PutDeviceListResponse,
   RegisterDeviceResponse,
   UploadKeyPackagesResponse,
   toBase64url,
@@ -61,6 +62,25 @@ export class DirectoryClient {
       path: `/v1/devices/${deviceId}/keypackages/count`,
       auth: { kind: "device", signer },
       response: KeyPackageCount,
+    });
+  }
+
+  /** PUT /v1/accounts/:acct/device-list — the account's signed device list (and continuity statement). */
+  putDeviceList(
+    acct: string,
+    deviceList: Uint8Array,
+    mastodonToken: string,
+    keyRotation?: Uint8Array,
+  ): Promise<PutDeviceListResponse> {
+    return this.http.request({
+      method: "PUT",
+      path: `/v1/accounts/${encodeURIComponent(acct)}/device-list`,
+      body: {
+        device_list: toBase64url(deviceList),
+        ...(keyRotation === undefined ? {} : { key_rotation: toBase64url(keyRotation) }),
+      },
+      auth: { kind: "bearer", token: mastodonToken },
+      response: PutDeviceListResponse,
     });
   }
 

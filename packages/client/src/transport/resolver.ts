@@ -11,6 +11,21 @@ export interface ServiceUrls {
 /** Where an instance's directory and delivery service live (DESIGN §4). */
 export interface ServiceResolver {
   resolve(domain: string): Promise<ServiceUrls>;
+  /**
+   * Development: where a domain's Mastodon answers WebFinger and its API, when that is not
+   * https://<domain> (test domains such as "a.test" do not resolve). Undefined: the default.
+   */
+  mastodonOrigin?(domain: string): string | undefined;
+  /**
+   * Development: account lookups may use plain HTTP to loopback addresses (NET-1 of docs/identity.md).
+   * Only resolvers built from a development map say so.
+   */
+  readonly insecureLoopback?: boolean;
+}
+
+/** A domain's services, and in development where its Mastodon is. */
+export interface DevServiceUrls extends ServiceUrls {
+  mastodon?: string;
 }
 
 /** The default: `GET https://<domain>/.well-known/mls-services`, remembered for the life of the resolver. */
@@ -43,14 +58,26 @@ export class WellKnownResolver implements ServiceResolver {
 /** A fixed map, for tests and development (test domains such as "a.test" do not resolve). */
 export class StaticResolver implements ServiceResolver {
   private readonly map: Map<string, ServiceUrls>;
+  private readonly mastodon: Map<string, string>;
+  /** A static map is a development set-up: lookups may reach loopback Mastodons over plain HTTP. */
+  readonly insecureLoopback = true;
 
-  constructor(map: Record<string, ServiceUrls>) {
+  constructor(map: Record<string, DevServiceUrls>) {
     this.map = new Map(
       Object.entries(map).map(([d, s]) => [
         d.toLowerCase(),
         { directory: checkServiceUrl(s.directory), delivery: checkServiceUrl(s.delivery) },
       ]),
     );
+    this.mastodon = new Map(
+      Object.entries(map).flatMap(([d, s]) =>
+        s.mastodon === undefined ? [] : [[d.toLowerCase(), checkServiceUrl(s.mastodon)] as const],
+      ),
+    );
+  }
+
+  mastodonOrigin(domain: string): string | undefined {
+    return this.mastodon.get(domain.toLowerCase());
   }
 
   resolve(domain: string): Promise<ServiceUrls> {

@@ -1,0 +1,119 @@
+import {
+  decodeDeviceList,
+  publishProof,
+  verifyDeviceList,
+  type DeviceList,
+  type SigningKeyPair,
+} from "@mastodon-mls/bridge";
+import { ProtocolError, fromBase64url, parseAcct, toBase64url } from "@mastodon-mls/protocol";
+import { ClientError } from "../errors.js";
+import type { DeviceStore } from "../store/deviceStore.js";
+import type { AccountList, DeviceRecord } from "../store/schemas.js";
+import { DirectoryClient } from "../transport/directoryClient.js";
+
+// The account's own device list (DESIGN §3, docs/identity.md §10 "Client"): kept in device.json on the
+// device holding the account key, published directory first, then as the profile proof — after every
+// change. Each step is recorded once done, so a set-up or revocation cut short is finished by running
+// `publishAccountList` again (MlsDmClient.open does).
+
+/** The Mastodon API origin of the device's account. */
+export function mastodonUrlOf(device: DeviceRecord): string {
+  return device.mastodonUrl ?? `https://${parseAcct(device.acct).domain}`;
+}
+
+export function accountKeyOf(device: DeviceRecord): SigningKeyPair {
+  if (device.accountKey === null) {
+    throw new ClientError("no_account_key", "this device does not hold the account key");
+  }
+  return {
+    publicKey: fromBase64url(device.accountKey.publicKey),
+    signKey: fromBase64url(device.accountKey.signKey),
+  };
+}
+
+/** Whether the device's list still has to reach the directory or the profile. */
+export function accountListPending(device: DeviceRecord): boolean {
+  const l = device.accountList;
+  return l != null && (l.directoryVersion < l.version || l.profileVersion < l.version);
+}
+
+export async function currentList(device: DeviceRecord): Promise<DeviceList> {
+  const l = device.accountList;
+  if (l == null) throw new ClientError("no_account_key", "this device keeps no device list of the account");
+  const key = accountKeyOf(device);
+  return verifyDeviceList(decodeDeviceList(fromBase64url(l.list)), key.publicKey);
+}
+
+/** A new version of the list (bytes), to be published: saved first, then sent. */
+export async function recordNewList(
+  store: DeviceStore,
+  device: DeviceRecord,
+  list: Uint8Array,
+  version: number,
+): Promise<DeviceRecord> {
+  const prev = device.accountList;
+  const next: AccountList = {
+    list: toBase64url(list),
+    version,
+    directoryVersion: prev?.directoryVersion ?? 0,
+    profileVersion: prev?.profileVersion ?? 0,
+  };
+  const updated = { ...device, accountList: next };
+  await store.writeDevice(updated);
+  return updated;
+}
+
+/**
+ * PUT the list to the home directory, then publish the profile proof naming its version (the directory
+ * first: a profile naming a version the directory does not have yet would show `stale`, MV-15).
+ */
+export async function publishAccountList(store: DeviceStore, device: DeviceRecord): Promise<DeviceRecord> {
+  let l = device.accountList;
+  if (l == null) return device;
+  let current = device;
+  if (l.directoryVersion < l.version) {
+    const directory = new DirectoryClient(device.home.directory);
+    try {
+      await directory.putDeviceList(device.acct, fromBase64url(l.list), device.mastodonToken);
+    } catch (e) {
+      if (e instanceof ProtocolError && e.code === "stale_device_list") {
+        throw new ClientError(
+          "device_list_conflict",
+          `the directory at ${device.home.directory} holds a newer device list of ${device.acct} than this ` +
+            "device's (another device holding the account key changed it); nothing was published",
+        );
+      }
+      throw e;
+    }
+    l = { ...l, directoryVersion: l.version };
+    current = { ...current, accountList: l };
+    await store.writeDevice(current);
+  }
+  if (l.profileVersion < l.version) {
+    const mastodonUrl = mastodonUrlOf(device);
+    try {
+      await publishProof({
+        mastodonUrl,
+        token: device.mastodonToken,
+        acct: device.acct,
+        accountKey: accountKeyOf(device),
+        deviceListVersion: l.version,
+      });
+    } catch (e) {
+      if (e instanceof ProtocolError && (e.code === "insufficient_scope" || e.code === "invalid_token")) {
+        throw new ProtocolError(
+          e.code,
+          `${mastodonUrl} refused to update the profile of ${device.acct}: publishing the identity proof ` +
+            "needs a token with the write:accounts scope (mls-dm login asks for it). Log in again, then " +
+            "reopen this device to finish.",
+          e.details,
+        );
+      }
+      throw e;
+    }
+    l = { ...l, profileVersion: l.version };
+    current = { ...current, accountList: l };
+    await store.writeDevice(current);
+  }
+  return current;
+}

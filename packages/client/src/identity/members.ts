@@ -1,0 +1,236 @@
+import {
+  decodeDeviceList,
+  revokeDevice as revokeFromList,
+  safetyNumber,
+  verifyDeviceList,
+  type MemberVerification,
+  type SafetyNumber,
+} from "@mastodon-mls/bridge";
+import { canonicalAcct, fromBase64url, toBase64url } from "@mastodon-mls/protocol";
+import type { DeviceContext } from "../context.js";
+import { ClientError } from "../errors.js";
+import { leavesOf } from "../mls/leaves.js";
+import { accountKeyOf, currentList, publishAccountList, recordNewList } from "./accountList.js";
+
+// Member statuses in groups (docs/identity.md §6), the safety-number view, and the account's own
+// devices (list, revoke). Everything here runs inside an MlsDmClient operation (serialised, locked).
+
+/** Verifies every account of a group; emits `status_changed`; returns own devices found revoked. */
+export async function verifyGroupMembers(
+  ctx: DeviceContext,
+  groupId: string,
+  opts: { fresh?: boolean } = {},
+): Promise<string[]> {
+  const g = ctx.activeGroup(groupId);
+  const byAcct = new Map<string, ReturnType<typeof leavesOf>>();
+  for (const l of leavesOf(g.state.ratchetTree)) {
+    if (l.acct === "") continue; // not a canonical acct: invalid offline (LeafCheck)
+    byAcct.set(l.acct, [...(byAcct.get(l.acct) ?? []), l]);
+  }
+  let seen = ctx.statuses.get(groupId);
+  if (seen === undefined) {
+    seen = new Map();
+    ctx.statuses.set(groupId, seen);
+  }
+  for (const acct of seen.keys()) if (!byAcct.has(acct)) seen.delete(acct);
+  let dirty = false;
+  for (const acct of Object.keys(g.record.memberStatuses ?? {})) {
+    if (!byAcct.has(acct)) {
+      const { [acct]: _gone, ...rest } = g.record.memberStatuses!;
+      g.record.memberStatuses = rest;
+      dirty = true;
+    }
+  }
+  const revokedOwn: string[] = [];
+  for (const [acct, leaves] of byAcct) {
+    const previous = seen.get(acct);
+    const announced = g.record.memberStatuses?.[acct];
+    // A device not seen before may be newer than what is cached (ST rules allow 10 minutes): look again.
+    const known = new Set(previous?.leaves.map((l) => l.deviceId) ?? []);
+    const fresh = opts.fresh === true || leaves.some((l) => !known.has(l.deviceId));
+    let v = await ctx.verifier.verify(
+      acct,
+      leaves.map((l) => l.node),
+      { fresh },
+    );
+    // Never act on (or report) a revocation or a mismatch from cached answers: confirm it first.
+    if (!fresh && (v.status !== previous?.status || v.leaves.some((l) => l.state === "revoked"))) {
+      v = await ctx.verifier.verify(
+        acct,
+        leaves.map((l) => l.node),
+        { fresh: true },
+      );
+    }
+    seen.set(acct, v);
+    // `unreachable` is "could not check": the last status announced stands (docs/identity.md §6.1), so it
+    // is neither announced nor recorded; `members()` shows it.
+    if (v.status === "unreachable") continue;
+    if (announced !== v.status) {
+      ctx.emit({
+        type: "status_changed",
+        groupId,
+        acct,
+        status: v.status,
+        previous: announced ?? "unverified",
+        reason: v.reason,
+      });
+    }
+    if (g.record.memberStatuses?.[acct] !== v.status) {
+      g.record.memberStatuses = { ...(g.record.memberStatuses ?? {}), [acct]: v.status };
+      dirty = true;
+    }
+    if (acct === ctx.device.acct) {
+      for (const leaf of v.leaves) {
+        if (leaf.state === "revoked" && leaf.deviceId !== ctx.deviceId) revokedOwn.push(leaf.deviceId);
+      }
+    }
+  }
+  if (dirty) await ctx.saveGroup(g);
+  return revokedOwn;
+}
+
+export interface VerifyResult {
+  acct: string;
+  status: MemberVerification["status"];
+  reason: string;
+  rule: string;
+  /** The account key the profile vouches for (base64url), once known. */
+  accountKey?: string;
+  /** Whether the pinned key had been confirmed by safety number before this check. */
+  wasOobVerified: boolean;
+  /** The 60-digit safety number of this account and the peer, when the peer's key is known. */
+  safetyNumber?: SafetyNumber;
+}
+
+/** The status of one account (fresh lookups), and the safety number to compare. */
+export async function verifyAccount(
+  ctx: DeviceContext,
+  acct: string,
+  groupId?: string,
+): Promise<{ result: VerifyResult; verification: MemberVerification }> {
+  const a = canonicalAcct(acct);
+  const leaves =
+    groupId === undefined
+      ? []
+      : leavesOf(ctx.activeGroup(groupId).state.ratchetTree)
+          .filter((l) => l.acct === a)
+          .map((l) => l.node);
+  const v = await ctx.verifier.verify(a, leaves, { fresh: true });
+  const own = await ownAccountKey(ctx);
+  const number =
+    v.accountKey !== undefined && own !== undefined
+      ? safetyNumber({ acct: ctx.device.acct, accountKey: own }, { acct: a, accountKey: v.accountKey })
+      : undefined;
+  return {
+    verification: v,
+    result: {
+      acct: a,
+      status: v.status,
+      reason: v.reason,
+      rule: v.rule,
+      ...(v.accountKey === undefined ? {} : { accountKey: toBase64url(v.accountKey) }),
+      wasOobVerified: v.wasOobVerified,
+      ...(number === undefined ? {} : { safetyNumber: number }),
+    },
+  };
+}
+
+async function ownAccountKey(ctx: DeviceContext): Promise<Uint8Array | undefined> {
+  if (ctx.device.accountKey !== null) return fromBase64url(ctx.device.accountKey.publicKey);
+  return (await ctx.pins.get(ctx.device.acct))?.accountKey;
+}
+
+export interface AccountDevice {
+  deviceId: string;
+  name: string;
+  /** Unix seconds. */
+  addedAt: number;
+  /** This device. */
+  self: boolean;
+  /** Registered with the directory (it can be added to groups). */
+  registered: boolean;
+}
+
+/**
+ * The account's devices as its home directory serves them, from the list verified under the account
+ * key (this device's, or the pinned one): what the directory claims without a valid list is not shown.
+ */
+export async function listOwnDevices(
+  ctx: DeviceContext,
+): Promise<{ version: number; devices: AccountDevice[] }> {
+  const served = await ctx.home.directory.accountDevices(ctx.device.acct);
+  const key = await ownAccountKey(ctx);
+  if (key === undefined)
+    throw new ClientError("no_account_key", "the account key of this account is not known here");
+  if (served.device_list === null) {
+    throw new ClientError(
+      "unknown_device",
+      `the directory at ${ctx.home.directory.baseUrl} serves no device list for ${ctx.device.acct}`,
+    );
+  }
+  let list;
+  try {
+    list = await verifyDeviceList(decodeDeviceList(fromBase64url(served.device_list)), key);
+  } catch (e) {
+    throw new ClientError(
+      "device_list_conflict",
+      `the device list the directory serves for ${ctx.device.acct} does not verify under this account's key ` +
+        `(${e instanceof Error ? e.message : String(e)})`,
+    );
+  }
+  const registered = new Set(served.devices.map((d) => d.device_id));
+  return {
+    version: list.version,
+    devices: list.devices.map((d) => {
+      const id = toBase64url(d.deviceId);
+      return {
+        deviceId: id,
+        name: d.name,
+        addedAt: d.addedAt,
+        self: id === ctx.deviceId,
+        registered: registered.has(id),
+      };
+    }),
+  };
+}
+
+/**
+ * A new version of the account's list without the device: saved, PUT to the home directory (which then
+ * drops the device's registration and KeyPackages), then the profile proof names the new version.
+ * Needs the account key. Returns the new version.
+ */
+export async function revokeOwnDevice(ctx: DeviceContext, deviceId: string): Promise<number> {
+  const key = accountKeyOf(ctx.device);
+  if (deviceId === ctx.deviceId) {
+    throw new ClientError("bad_input", "this device cannot revoke itself (use another device, or restore)");
+  }
+  let device = ctx.device;
+  if (device.accountList == null) {
+    throw new ClientError("no_account_key", "this device keeps no device list (set up before device lists)");
+  }
+  // Finish anything left to publish first, so the version we build on is the one the directory holds.
+  device = await publishAccountList(ctx.store, device);
+  ctx.device = device;
+  // Another device holding the account key (a restored one) may have published a newer version: build
+  // on whichever verifies under the account key and is newest.
+  let current = await currentList(device);
+  const served = (await ctx.home.directory.accountDevices(device.acct)).device_list;
+  if (served !== null) {
+    try {
+      const theirs = await verifyDeviceList(decodeDeviceList(fromBase64url(served)), key.publicKey);
+      if (theirs.acct === device.acct && theirs.version > current.version) current = theirs;
+    } catch {
+      // Not signed by our key: the directory (or a key change) is for the verification to report.
+    }
+  }
+  if (!current.devices.some((d) => toBase64url(d.deviceId) === deviceId)) {
+    throw new ClientError("unknown_device", `no device ${deviceId} in the list of ${device.acct}`);
+  }
+  const next = await revokeFromList(current, deviceId, key, ctx.nowSeconds());
+  device = await recordNewList(ctx.store, device, next, current.version + 1);
+  ctx.device = device;
+  device = await publishAccountList(ctx.store, device);
+  ctx.device = device;
+  ctx.verifier.forget(device.acct);
+  return current.version + 1;
+}

@@ -1,0 +1,119 @@
+import {
+  createAcctResolver,
+  verifyMember,
+  type AcctResolver,
+  type DirectoryAccount,
+  type HttpGet,
+  type MemberVerification,
+  type PinStore,
+} from "@mastodon-mls/bridge";
+import { ProtocolError, canonicalAcct, fromBase64url, parseAcct } from "@mastodon-mls/protocol";
+import type { LeafNode } from "ts-mls";
+import { ClientError, ServiceUnavailableError } from "../errors.js";
+import type { DirectoryClient } from "../transport/directoryClient.js";
+import type { ServiceResolver } from "../transport/resolver.js";
+
+/** How accounts are looked up (DESIGN §3). Production needs none of it. */
+export interface IdentityOptions {
+  /** Where WebFinger and the API of a domain's Mastodon are. Default: the service resolver's development
+   * map, else https://<domain>. */
+  resolveOrigin?: (domain: string) => string;
+  /** Development: plain HTTP to loopback Mastodons (NET-1). Default: what the service resolver says. */
+  allowInsecureLoopback?: boolean;
+  /** Replaces the lookup transport entirely (tests). */
+  get?: HttpGet;
+  /** How long a directory's answer for an acct is reused, ms. Default 60 s. */
+  directoryTtlMs?: number;
+}
+
+export const DIRECTORY_TTL_MS = 60_000;
+
+interface Cached {
+  at: number;
+  value: DirectoryAccount;
+}
+
+/**
+ * Member verification for one device (docs/identity.md §6): one shared acct resolver (its cache and
+ * last-good answers, ST-1…ST-4), each acct's device list fetched from that acct's own home directory
+ * (found by domain, as claims are), the device's pins. A network failure is never a mismatch: the
+ * lookup says `unreachable`, and a directory that cannot be reached is `directory: undefined` (MV-8).
+ */
+export class MemberVerifier {
+  private readonly resolver: AcctResolver;
+  private readonly directories = new Map<string, Cached>();
+  private readonly ttl: number;
+
+  constructor(
+    private readonly deps: {
+      services: ServiceResolver;
+      directoryOf: (domain: string) => Promise<DirectoryClient>;
+      pins: PinStore;
+      clock: () => number;
+    },
+    opts: IdentityOptions = {},
+  ) {
+    const services = deps.services;
+    this.ttl = opts.directoryTtlMs ?? DIRECTORY_TTL_MS;
+    this.resolver = createAcctResolver({
+      resolveOrigin:
+        opts.resolveOrigin ?? ((domain) => services.mastodonOrigin?.(domain) ?? `https://${domain}`),
+      allowInsecureLoopback: opts.allowInsecureLoopback ?? services.insecureLoopback === true,
+      ...(opts.get === undefined ? {} : { get: opts.get }),
+      now: deps.clock,
+    });
+  }
+
+  get pins(): PinStore {
+    return this.deps.pins;
+  }
+
+  /** Drops what is cached for an acct (its profile and its directory answer), e.g. before adding it. */
+  forget(acct: string): void {
+    const a = canonicalAcct(acct);
+    this.resolver.forget(a);
+    this.directories.delete(a);
+  }
+
+  /** What the acct's home directory serves; undefined when it cannot be reached (never a mismatch). */
+  async directoryAccount(acct: string): Promise<DirectoryAccount | undefined> {
+    const a = canonicalAcct(acct);
+    const hit = this.directories.get(a);
+    const now = this.deps.clock();
+    if (hit !== undefined && now - hit.at < this.ttl) return hit.value;
+    try {
+      const directory = await this.deps.directoryOf(parseAcct(a).domain);
+      const served = await directory.accountDevices(a);
+      const value: DirectoryAccount = {
+        deviceList: served.device_list === null ? null : fromBase64url(served.device_list),
+        keyRotations: served.key_rotations.map((r) => fromBase64url(r)),
+      };
+      this.directories.set(a, { at: now, value });
+      return value;
+    } catch (e) {
+      if (e instanceof ServiceUnavailableError || e instanceof ProtocolError) return undefined;
+      // A resolver that cannot find the domain's services (no well-known file) is unreachable too.
+      if (e instanceof ClientError) return undefined;
+      throw e;
+    }
+  }
+
+  /** docs/identity.md §6 for one acct and its leaves (in a group, or of KeyPackages about to be added). */
+  async verify(
+    acct: string,
+    leaves: readonly LeafNode[],
+    opts: { fresh?: boolean } = {},
+  ): Promise<MemberVerification> {
+    const a = canonicalAcct(acct);
+    if (opts.fresh === true) this.forget(a);
+    const [lookup, directory] = await Promise.all([this.resolver.lookup(a), this.directoryAccount(a)]);
+    return verifyMember({
+      acct: a,
+      leaves,
+      lookup,
+      directory,
+      pins: this.deps.pins,
+      now: Math.floor(this.deps.clock() / 1000),
+    });
+  }
+}
