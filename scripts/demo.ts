@@ -5,6 +5,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { MlsDmClient, StaticResolver, type DmEvent } from "@mastodon-mls/client";
+import type { LogEntry } from "@mastodon-mls/delivery";
 import { serviceMap, startInstance, type Instance } from "@mastodon-mls/devstack";
 import { decodeMlsMessage } from "ts-mls";
 
@@ -28,11 +29,26 @@ function device(instance: Instance, user: string): Promise<MlsDmClient> {
 const line = (s = "") => console.log(s);
 const said = new Set<string>();
 
+/**
+ * What the hub held, collected before each round of reading: it deletes log entries once every member
+ * device acknowledged them, so looking only at the end would show almost nothing.
+ */
+const seen = new Map<number, LogEntry>();
+let watched: string | undefined;
+async function snapshotHub(): Promise<void> {
+  if (watched === undefined) return;
+  const group = await a.delivery.context.store.loadGroup(watched);
+  if (!group) return;
+  for (const entry of await a.delivery.context.store.readLog(watched, 1, group.seq))
+    seen.set(entry.seq, entry);
+}
+
 /** Everyone fetches until nothing new arrives; prints what each person reads. */
 async function everyoneReads(people: Record<string, MlsDmClient>): Promise<void> {
   for (let round = 0; round < 6; round++) {
     let quiet = true;
     for (const [name, client] of Object.entries(people)) {
+      await snapshotHub();
       for (const e of await client.sync()) {
         quiet = false;
         describe(name, e);
@@ -76,7 +92,7 @@ async function hubView(groupId: string): Promise<void> {
   line(
     `\n  The delivery service at ${a.urls.delivery} stored (epoch ${group.epoch}, ${group.roster.size} members):`,
   );
-  for (const entry of await store.readLog(groupId, 1, group.seq)) {
+  for (const entry of [...seen.values()].sort((x, y) => x.seq - y.seq)) {
     const decoded = decodeMlsMessage(entry.message, 0)?.[0];
     const kind =
       decoded?.wireformat === "mls_public_message"
@@ -101,7 +117,14 @@ try {
 
   line(`\nalice creates a group with @bob@${a.domain} and @carol@${b.domain}`);
   const { groupId } = await alice.createGroup([`bob@${a.domain}`, `carol@${b.domain}`]);
+  watched = groupId;
   await everyoneReads(people);
+  await alice.verifyMembers(groupId);
+  const statuses = alice
+    .members(groupId)
+    .filter((m) => !m.self)
+    .map((m) => `${m.acct} ${m.status}`);
+  line(`  alice  checks  each member's profile proof and device list: ${statuses.join(", ")}`);
 
   line("\nEveryone says hello");
   await alice.send(groupId, "Hi both, this is end-to-end encrypted.");
@@ -123,9 +146,7 @@ try {
   line(`  bob   ${bob.epochAuthenticator(groupId)}`);
 
   await hubView(groupId);
-  const stored = (await a.delivery.context.store.readLog(groupId, 1, 1000)).map((e) =>
-    Buffer.from(e.message),
-  );
+  const stored = [...seen.values()].map((e) => Buffer.from(e.message));
   const leaked = ["end-to-end", "Hello from bob", "Carol cannot"].filter((t) =>
     stored.some((m) => m.includes(t)),
   );

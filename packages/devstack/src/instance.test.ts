@@ -18,8 +18,8 @@ describe("devstack", () => {
 
   it("runs two instances side by side, each advertising its own services", async () => {
     expect(serviceMap([a, b])).toEqual({
-      "a.test": { directory: a.urls.directory, delivery: a.urls.delivery },
-      "b.test": { directory: b.urls.directory, delivery: b.urls.delivery },
+      "a.test": { directory: a.urls.directory, delivery: a.urls.delivery, mastodon: a.urls.mastodon },
+      "b.test": { directory: b.urls.directory, delivery: b.urls.delivery, mastodon: b.urls.mastodon },
     });
     for (const i of [a, b]) {
       for (const url of [i.urls.directory, i.urls.delivery]) {

@@ -118,11 +118,17 @@ export async function startInstance(opts: InstanceOptions): Promise<Instance> {
   return instance;
 }
 
-/** domain → service URLs, for clients that cannot use https://<domain>/.well-known/mls-services here. */
+/**
+ * domain → service URLs, and the development Mastodon's (for proof publishing and lookups), for clients that
+ * cannot use https://<domain>/.well-known/mls-services and WebFinger here.
+ */
 export function serviceMap(
   instances: readonly Instance[],
-): Record<string, { directory: string; delivery: string }> {
+): Record<string, { directory: string; delivery: string; mastodon: string }> {
   return Object.fromEntries(
-    instances.map((i) => [i.domain, { directory: i.urls.directory, delivery: i.urls.delivery }]),
+    instances.map((i) => [
+      i.domain,
+      { directory: i.urls.directory, delivery: i.urls.delivery, mastodon: i.urls.mastodon },
+    ]),
   );
 }
