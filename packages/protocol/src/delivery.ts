@@ -70,11 +70,44 @@ export const InboxRemoved = z.object({
   group_id: GroupId,
   seq: z.number().int(),
 });
+/**
+ * A member reported that it cannot process the commit that ended `epoch` (POST …/commit-rejected): the
+ * group has forked. `sender` is the device that sent that commit. Every member's inbox gets this item,
+ * in log order at `seq`; the hub keeps ordering the group (docs/decisions.md, D5).
+ */
+export const InboxForked = z.object({
+  kind: z.literal("forked"),
+  group_id: GroupId,
+  seq: z.number().int().nonnegative(),
+  /** The epoch the rejected commit ended (the reporter is stuck in it). */
+  epoch: z.number().int().nonnegative(),
+  /** base64url SHA-256 of the rejected commit, as in `409 wrong_epoch`. */
+  commit_hash: z.string(),
+  /** The group seq of the rejected commit. */
+  commit_seq: z.number().int().nonnegative(),
+  /** The device that sent the rejected commit. */
+  sender: DeviceId,
+  /** The device that reported it. */
+  reporter: DeviceId,
+  reason: z.string(),
+});
+/**
+ * Messages of this group up to and including `seq` were deleted (retention) before this device read
+ * them. Its state is probably behind for good: it must be re-added (removed and added again by a member).
+ */
+export const InboxBehindRetention = z.object({
+  kind: z.literal("behind_retention"),
+  group_id: GroupId,
+  /** The last sequence number this device missed; the next item of the group, if any, is after it. */
+  seq: z.number().int().nonnegative(),
+});
 export const InboxItemBody = z.discriminatedUnion("kind", [
   InboxMessage,
   InboxWelcome,
   InboxInvitation,
   InboxRemoved,
+  InboxForked,
+  InboxBehindRetention,
 ]);
 export const InboxItem = z.intersection(InboxItemBody, z.object({ cursor: z.string().max(4096) }));
 export type InboxItem = z.infer<typeof InboxItem>;
@@ -109,6 +142,26 @@ export const StreamServerFrame = z.discriminatedUnion("type", [
   z.object({ type: z.literal("ready"), cursor: z.string() }),
   z.object({ type: z.literal("items"), items: z.array(InboxItem), cursor: z.string() }),
   z.object({ type: z.literal("error"), error: z.string(), message: z.string() }),
+  /** A `submit` frame's message was accepted: the same answer as `201` on the HTTP route. */
+  z.object({
+    type: z.literal("submitted"),
+    id: z.string(),
+    seq: z.number().int().nonnegative(),
+    epoch: z.number().int().nonnegative(),
+  }),
+  /** A `submit` frame's message was refused: the HTTP route's error body (code, message, extra fields). */
+  z.object({
+    type: z.literal("refused"),
+    id: z.string(),
+    error: z.string(),
+    message: z.string(),
+    /** `wrong_epoch` and `stale_epoch`: the group's current epoch. */
+    epoch: z.number().int().nonnegative().optional(),
+    /** `wrong_epoch`: as in WrongEpochDetails. */
+    commit_hash: z.string().nullable().optional(),
+    /** `rate_limited`: seconds to wait. */
+    retry_after: z.number().int().nonnegative().optional(),
+  }),
 ]);
 export type StreamServerFrame = z.infer<typeof StreamServerFrame>;
 export const StreamClientFrame = z.discriminatedUnion("type", [
@@ -121,6 +174,19 @@ export const StreamClientFrame = z.discriminatedUnion("type", [
       .optional(),
   }),
   z.object({ type: z.literal("ack"), cursor: z.string().max(64 * 1024) }),
+  /**
+   * Submit one MLSMessage over the authenticated stream (docs/decisions.md, D6), exactly as POST
+   * /v1/groups/:groupId/messages (same screening, ordering, limits); answered by `submitted` or `refused`
+   * with the same `id`.
+   */
+  z.object({
+    type: z.literal("submit"),
+    /** Chosen by the client to match the answer; answers come in the order of the submit frames. */
+    id: z.string().min(1).max(64),
+    group_id: GroupId,
+    message: b64url(LIMITS.mlsMessageBytes),
+    welcome: b64url(LIMITS.mlsMessageBytes).optional(),
+  }),
 ]);
 export type StreamClientFrame = z.infer<typeof StreamClientFrame>;
 
@@ -135,3 +201,46 @@ export const STREAM_CLOSE = {
 } as const;
 
 export { DeviceId };
+
+/** The extra field of a `429 rate_limited` answer (also in the Retry-After header). */
+export const RateLimitedDetails = z.object({ retry_after: z.number().int().nonnegative() });
+
+/**
+ * POST /v1/groups/:groupId/commit-rejected — this member cannot process the accepted commit that ended
+ * `epoch`. The hub records a fork once per epoch and tells every member (InboxForked).
+ */
+export const CommitRejectedBody = z.object({
+  epoch: z.number().int().nonnegative(),
+  /** base64url SHA-256 of the commit (the MLSMessage as delivered). */
+  commit_hash: z.string().regex(/^[A-Za-z0-9_-]{43}$/, "must be a base64url SHA-256"),
+  /** A short reason code, e.g. a screening rule id or `processing_failed`. */
+  reason: z.string().regex(/^[A-Za-z0-9_.:-]{1,64}$/, "must be a short reason code"),
+});
+export type CommitRejectedBody = z.infer<typeof CommitRejectedBody>;
+export const ForkRecord = z.object({
+  seq: z.number().int().nonnegative(),
+  epoch: z.number().int().nonnegative(),
+  commit_hash: z.string(),
+  commit_seq: z.number().int().nonnegative(),
+  sender: DeviceId,
+  reporter: DeviceId,
+  reason: z.string(),
+});
+export type ForkRecord = z.infer<typeof ForkRecord>;
+/** `201` for the first report of that epoch, `200` when it was already recorded. */
+export const CommitRejectedResponse = z.object({ forked: z.literal(true), fork: ForkRecord });
+export type CommitRejectedResponse = z.infer<typeof CommitRejectedResponse>;
+
+/** GET /v1/groups/:groupId — the hub's view of a group, for its members. */
+export const GroupStatusResponse = z.object({
+  group_id: GroupId,
+  epoch: z.number().int().nonnegative(),
+  /** The sequence number of the last accepted message. */
+  seq: z.number().int().nonnegative(),
+  /** Messages up to this seq were deleted (retention); 0 when none were. */
+  retained_after: z.number().int().nonnegative(),
+  members: z.number().int().nonnegative(),
+  /** Forks reported so far, oldest first. */
+  forks: z.array(ForkRecord),
+});
+export type GroupStatusResponse = z.infer<typeof GroupStatusResponse>;

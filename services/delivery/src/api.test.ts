@@ -386,14 +386,41 @@ describe.each<StoreKind>(["memory", "redis"])("delivery API (%s store)", (store)
     expect(Object.keys(spec.paths)).toEqual(
       expect.arrayContaining([
         "/v1/groups",
+        "/v1/groups/{groupId}",
         "/v1/groups/{groupId}/messages",
+        "/v1/groups/{groupId}/commit-rejected",
         "/v1/inbox",
         "/v1/inbox/ack",
         "/v1/invitations",
+        "/v1/stream",
       ]),
     );
+    // Every device-signed operation documents its request and its answers, errors and 429 included.
+    type Operation = { summary?: string; responses: Record<string, unknown>; requestBody?: unknown };
+    for (const [path, item] of Object.entries(spec.paths as Record<string, Record<string, Operation>>)) {
+      if (!path.startsWith("/v1/") || path === "/v1/stream") continue;
+      for (const [method, op] of Object.entries(item)) {
+        expect(op.summary, `${method} ${path}`).toBeTruthy();
+        expect(Object.keys(op.responses), `${method} ${path}`).toEqual(
+          expect.arrayContaining(["400", "401", "429", "503"]),
+        );
+        if (method === "post") expect(op.requestBody, `${method} ${path}`).toBeDefined();
+      }
+    }
     const metrics = await (await fetch(`${hub.url}/metrics`)).text();
-    expect(metrics).toContain("delivery_messages_accepted_total");
-    expect(metrics).toContain("delivery_stream_sockets");
+    for (const name of [
+      "delivery_messages_accepted_total",
+      "delivery_messages_refused_total",
+      "delivery_items_delivered_total",
+      "delivery_lag_seconds",
+      "delivery_stream_sockets",
+      "delivery_connected_devices",
+      "delivery_rate_limited_total",
+      "delivery_retention_deleted_total",
+    ]) {
+      expect(metrics).toContain(name);
+    }
+    expect(metrics).toMatch(/delivery_messages_refused_total\{kind="commit",reason="wrong_epoch"\} \d+/);
+    expect(metrics).toMatch(/delivery_items_delivered_total\{kind="message",path="poll"\} \d+/);
   });
 });

@@ -13,6 +13,10 @@ describe("loadDeliveryConfig", () => {
       logLevel: "info",
       directoryUrl: undefined,
       appEpochWindow: 2,
+      retentionSeconds: 14 * 86400,
+      sweepSeconds: 60,
+      rateLimits: { windowSeconds: 60, submissions: 1200, commits: 60, invitations: 60 },
+      pushCoalesceMs: 5,
     });
   });
 
@@ -25,7 +29,11 @@ describe("loadDeliveryConfig", () => {
       PUBLIC_URL: "https://dm.example.social/",
       DIRECTORY_URL: "",
       APP_EPOCH_WINDOW: "3",
+      RETENTION_SECONDS: "3600",
+      RATE_COMMITS: "5",
     });
+    expect(config.retentionSeconds).toBe(3600);
+    expect(config.rateLimits.commits).toBe(5);
     expect(config.store).toEqual({ kind: "redis", url: "redis://127.0.0.1:6379/2", prefix: "hub1:" });
     expect(config.publicUrl).toBe("https://dm.example.social");
     expect(config.directoryUrl).toBeUndefined();
@@ -45,12 +53,13 @@ describe("loadDeliveryConfig", () => {
         PUBLIC_URL: "https://dm.example.social/path",
         REDIS_PREFIX: "{g}",
         PORT: "70000",
+        RETENTION_SECONDS: "5",
       });
     expect(bad).toThrow(ConfigError);
     try {
       bad();
     } catch (e) {
-      for (const name of ["INSTANCE_DOMAIN", "PUBLIC_URL", "REDIS_PREFIX", "PORT"]) {
+      for (const name of ["INSTANCE_DOMAIN", "PUBLIC_URL", "REDIS_PREFIX", "PORT", "RETENTION_SECONDS"]) {
         expect((e as Error).message).toContain(name);
       }
     }

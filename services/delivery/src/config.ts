@@ -31,6 +31,25 @@ const DeliveryEnv = z
     DIRECTORY_URL: Origin.optional(),
     /** Past epochs whose application messages are still accepted; matches the clients' key retention. */
     APP_EPOCH_WINDOW: z.coerce.number().int().min(0).max(16).default(RETAIN_EPOCHS),
+    /** Log entries, Welcomes and invitations are deleted this long after they were accepted at the latest. */
+    RETENTION_SECONDS: z.coerce
+      .number()
+      .int()
+      .min(60)
+      .max(366 * 86400)
+      .default(14 * 86400),
+    /** How often each replica deletes what is older than RETENTION_SECONDS. */
+    RETENTION_SWEEP_SECONDS: z.coerce.number().int().min(1).max(86400).default(60),
+    /** The window of every rate limit below. */
+    RATE_WINDOW_SECONDS: z.coerce.number().int().min(1).max(3600).default(60),
+    /** Submissions (any message, and fork reports) per device per window. */
+    RATE_SUBMISSIONS: z.coerce.number().int().min(1).default(1200),
+    /** Commits per device per window (they count as submissions too). */
+    RATE_COMMITS: z.coerce.number().int().min(1).default(60),
+    /** Invitations per sending account per window. */
+    RATE_INVITATIONS: z.coerce.number().int().min(1).default(60),
+    /** A stream that sent a frame less than this many ms ago holds new pushes until then (0: never holds). */
+    PUSH_COALESCE_MS: z.coerce.number().int().min(0).max(100).default(5),
   })
   .superRefine(requireRedisWhenSelected);
 
@@ -45,6 +64,17 @@ export interface DeliveryConfig {
   logLevel: string;
   directoryUrl: string | undefined;
   appEpochWindow: number;
+  retentionSeconds: number;
+  sweepSeconds: number;
+  rateLimits: RateLimitConfig;
+  pushCoalesceMs: number;
+}
+
+export interface RateLimitConfig {
+  windowSeconds: number;
+  submissions: number;
+  commits: number;
+  invitations: number;
 }
 
 /** Validates the environment; throws a ConfigError naming every bad variable. */
@@ -64,5 +94,14 @@ export function loadDeliveryConfig(env: Record<string, string | undefined>): Del
     logLevel: e.LOG_LEVEL,
     directoryUrl: e.DIRECTORY_URL,
     appEpochWindow: e.APP_EPOCH_WINDOW,
+    retentionSeconds: e.RETENTION_SECONDS,
+    sweepSeconds: e.RETENTION_SWEEP_SECONDS,
+    rateLimits: {
+      windowSeconds: e.RATE_WINDOW_SECONDS,
+      submissions: e.RATE_SUBMISSIONS,
+      commits: e.RATE_COMMITS,
+      invitations: e.RATE_INVITATIONS,
+    },
+    pushCoalesceMs: e.PUSH_COALESCE_MS,
   };
 }

@@ -1,8 +1,10 @@
 import type { NonceStore } from "@mastodon-mls/bridge";
+import { LIMITS } from "@mastodon-mls/protocol";
 import type { Logger } from "@mastodon-mls/service-kit";
 import type { DeliveryConfig } from "./config.js";
 import type { DeliveryMetrics } from "./metrics.js";
 import type { Notifier } from "./notifier.js";
+import type { RateLimits } from "./rateLimits.js";
 import type { DeliveryStore } from "./store/types.js";
 
 /** Everything a route needs, made once from the config and handed to every route plugin. */
@@ -13,6 +15,7 @@ export interface DeliveryContext {
   nonces: NonceStore;
   notifier: Notifier;
   metrics: DeliveryMetrics;
+  rateLimits: RateLimits;
   /** Milliseconds since the Unix epoch. */
   now: () => number;
   limits: DeliveryLimits;
@@ -28,6 +31,18 @@ export interface DeliveryLimits {
   streamBufferBytes: number;
   /** A stream that has not authenticated within this time is closed with 4001. */
   streamAuthMs: number;
+  /** `submit` frames of one stream waiting for their answer; more are refused (rate_limited). */
+  streamSubmitQueue: number;
+  /** Groups a device may be in at this hub (created, or added to by a commit). */
+  groupsPerDevice: number;
+  /** Groups (or accounts) looked at per retention sweep step. */
+  sweepBatch: number;
+  /**
+   * A stream that sent a frame less than this long ago holds new pushed items until then, so that under
+   * load items leave several to a frame (one write each) instead of one each. An idle stream sends at once.
+   * From PUSH_COALESCE_MS unless a test sets it.
+   */
+  pushCoalesceMs: number;
 }
 
 export const DEFAULT_LIMITS: DeliveryLimits = {
@@ -35,4 +50,8 @@ export const DEFAULT_LIMITS: DeliveryLimits = {
   pageBytes: 2 * 1024 * 1024,
   streamBufferBytes: 8 * 1024 * 1024,
   streamAuthMs: 10_000,
+  streamSubmitQueue: 64,
+  groupsPerDevice: LIMITS.groupsPerDevice,
+  sweepBatch: 1000,
+  pushCoalesceMs: 5,
 };

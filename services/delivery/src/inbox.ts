@@ -1,15 +1,18 @@
 import { ProtocolError, toBase64url, type InboxItem } from "@mastodon-mls/protocol";
 import { ACCOUNT_STREAM, encodeCursor, groupNumberOf, membershipStream, type Cursor } from "./cursor.js";
-import type { DeliveryStore } from "./store/types.js";
+import type { DeliveryStore, LogEntry } from "./store/types.js";
 
 // A device's inbox is a merge, in a fixed order, of its streams (cursor.ts): the account's invitations
 // first, then each membership stretch in the order the device joined its groups. Within a stretch: the
 // Welcome, the group's log after the adding commit, then the `removed` notice after the removing commit.
 // The device's group index is read before anything else, so a group's messages never come out ahead of
 // the Welcome that lets the device read them.
+//
+// Retention: what a device had not read when it was deleted becomes one `behind_retention` item at the
+// position of the last deleted entry, and reading goes on after it. Invitations deleted unread are skipped.
 
 /** The wire limit of an item's cursor (protocol InboxItem). */
-const ITEM_CURSOR_CHARS = 4096;
+export const ITEM_CURSOR_CHARS = 4096;
 /** Log entries fetched per store call. */
 const LOG_CHUNK = 50;
 
@@ -24,10 +27,24 @@ export interface InboxOptions {
   maxBytes: number;
 }
 
+/** The device's last stretch in a group: where pushes for the group go. */
+export interface GroupStream {
+  key: string;
+  open: boolean;
+}
+
 export interface InboxPage {
   items: InboxItem[];
-  cursor: Cursor;
+  /** When each item was accepted (ms; 0 for items that are not log entries), for the lag metric. */
+  acceptedAt: number[];
+  cursor: Map<string, number>;
   more: boolean;
+  /** Only when `more` is false: the position every stream was read to. */
+  reached: Map<string, number>;
+  /** groupId → the device's last stretch in it. */
+  groups: Map<string, GroupStream>;
+  /** Stream key → its groupId (the account stream: undefined). */
+  streamGroups: Map<string, string | undefined>;
 }
 
 type ItemBody = InboxItem extends infer I ? (I extends unknown ? Omit<I, "cursor"> : never) : never;
@@ -36,16 +53,43 @@ interface Produced {
   pos: number;
   item: ItemBody;
   size: number;
+  at: number;
 }
 
 interface Stream {
   key: string;
+  groupId: string | undefined;
   /** The position before anything in the stream. */
   start: number;
   /** The last position the stream reaches right now. */
   end: number;
   /** Up to `max` of the stream's items after `pos`, in order. */
   read(pos: number, max: number): Promise<Produced[]>;
+}
+
+/** The inbox item of a log entry. */
+export function logItem(groupId: string, e: LogEntry): ItemBody {
+  if (e.fork) {
+    return {
+      kind: "forked",
+      group_id: groupId,
+      seq: e.seq,
+      epoch: e.fork.epoch,
+      commit_hash: e.fork.commitHash,
+      commit_seq: e.fork.commitSeq,
+      sender: e.fork.sender,
+      reporter: e.fork.reporter,
+      reason: e.fork.reason,
+    };
+  }
+  return {
+    kind: "message",
+    group_id: groupId,
+    seq: e.seq,
+    epoch: e.epoch,
+    sender: e.sender,
+    message: e.text,
+  };
 }
 
 /** The device's streams in inbox order, and its acknowledged positions. */
@@ -55,11 +99,12 @@ async function deviceStreams(store: DeliveryStore, reader: InboxReader) {
     store.cursor(reader.device),
     store.invitationCount(reader.acct),
   ]);
-  const ordered = [...groups].sort((a, b) => a[1] - b[1]);
+  const ordered = [...groups.numbers].sort((a, b) => a[1] - b[1]);
   const found = await Promise.all(ordered.map(([id]) => store.memberships(id, reader.device)));
   const streams: Stream[] = [
     {
       key: ACCOUNT_STREAM,
+      groupId: undefined,
       start: 0,
       end: invitationCount,
       read: async (pos, max) =>
@@ -67,47 +112,67 @@ async function deviceStreams(store: DeliveryStore, reader: InboxReader) {
           pos: seq,
           item: { kind: "invitation" as const, ...invitation },
           size: 256,
+          at: 0,
         })),
     },
   ];
+  const last = new Map<string, GroupStream>();
   ordered.forEach(([groupId, number], i) => {
     const inGroup = found[i];
-    if (!inGroup) return; // an index hint whose commit never landed
+    if (!inGroup) return; // an index hint whose commit never landed, or a group that forgot the device
     inGroup.memberships.forEach((m, k) => {
+      const key = membershipStream(number, k);
+      last.set(groupId, { key, open: m.until === null });
       const lastSeq = m.until ?? inGroup.seq;
+      const behind = (pos: number): Produced => ({
+        pos,
+        item: { kind: "behind_retention", group_id: groupId, seq: pos },
+        size: 0,
+        at: 0,
+      });
       streams.push({
-        key: membershipStream(number, k),
+        key,
+        groupId,
         // The creator starts at 0; an added device just before its Welcome (at the adding commit's seq).
         start: m.from === 0 ? 0 : m.from - 1,
         end: m.until === null ? inGroup.seq : m.until + 1,
         read: async (pos, max) => {
           const out: Produced[] = [];
-          if (m.from > 0 && pos < m.from) {
-            const welcome = await store.welcome(groupId, m.from);
-            const text = welcome ? toBase64url(welcome) : "";
-            out.push({
-              pos: m.from,
-              item: { kind: "welcome", group_id: groupId, seq: m.from, welcome: text },
-              size: text.length,
-            });
-          }
-          const first = Math.max(pos, m.from) + 1;
-          const last = Math.min(lastSeq, first + Math.min(max - out.length, LOG_CHUNK) - 1);
-          if (first <= last) {
-            for (const e of await store.readLog(groupId, first, last)) {
-              const text = toBase64url(e.message);
+          let at = pos;
+          if (m.from > 0 && at < m.from) {
+            const welcome = inGroup.base >= m.from ? undefined : await store.welcome(groupId, m.from);
+            if (welcome) {
+              const text = toBase64url(welcome);
               out.push({
-                pos: e.seq,
-                item: {
-                  kind: "message",
-                  group_id: groupId,
-                  seq: e.seq,
-                  epoch: e.epoch,
-                  sender: e.sender,
-                  message: text,
-                },
+                pos: m.from,
+                item: { kind: "welcome", group_id: groupId, seq: m.from, welcome: text },
                 size: text.length,
+                at: 0,
               });
+              at = m.from;
+            } else {
+              // Deleted with the log up to base: nothing of this stretch before base can be read.
+              at = Math.max(m.from, Math.min(inGroup.base, lastSeq));
+              out.push(behind(at));
+            }
+          }
+          const gone = Math.min(inGroup.base, lastSeq);
+          if (at < gone && out.length < max) {
+            at = gone;
+            out.push(behind(at));
+          }
+          const first = at + 1;
+          const room = max - out.length;
+          const lastWanted = Math.min(lastSeq, first + Math.min(room, LOG_CHUNK) - 1);
+          if (room > 0 && first <= lastWanted) {
+            const entries = await store.readLog(groupId, first, lastWanted);
+            // Entries are deleted from the front only: a gap, if any, is before the first one returned.
+            const firstFound = entries[0]?.seq ?? lastWanted + 1;
+            if (firstFound > first) out.push(behind(firstFound - 1));
+            for (const e of entries) {
+              if (out.length >= max) break;
+              const item = logItem(groupId, e);
+              out.push({ pos: e.seq, item, size: e.text.length, at: e.fork ? 0 : e.at });
             }
           }
           const reached = out.at(-1)?.pos ?? pos;
@@ -116,6 +181,7 @@ async function deviceStreams(store: DeliveryStore, reader: InboxReader) {
               pos: m.until + 1,
               item: { kind: "removed", group_id: groupId, seq: m.until },
               size: 0,
+              at: 0,
             });
           }
           return out;
@@ -123,7 +189,15 @@ async function deviceStreams(store: DeliveryStore, reader: InboxReader) {
       });
     });
   });
-  return { streams, acked };
+  return { streams, acked, groups: last, next: groups.next, numbers: groups.numbers };
+}
+
+/** A stream key the cursor may name although the device no longer has it: a group it has finished with. */
+function forgotten(key: string, next: number, numbers: ReadonlyMap<string, number>): boolean {
+  const n = groupNumberOf(key);
+  if (n === undefined || n < 1 || n > next) return false;
+  for (const v of numbers.values()) if (v === n) return false;
+  return true;
 }
 
 /**
@@ -137,10 +211,12 @@ export async function readInbox(
   after: Cursor | undefined,
   opts: InboxOptions,
 ): Promise<InboxPage> {
-  const { streams, acked } = await deviceStreams(store, reader);
+  const { streams, acked, groups, next, numbers } = await deviceStreams(store, reader);
   const byKey = new Map(streams.map((s) => [s.key, s]));
-  for (const key of after?.keys() ?? []) {
-    if (!byKey.has(key)) {
+  const named = new Map<string, number>();
+  for (const [key, pos] of after ?? []) {
+    if (byKey.has(key)) named.set(key, pos);
+    else if (!forgotten(key, next, numbers)) {
       throw new ProtocolError("invalid_cursor", "The cursor names a stream this device does not have.");
     }
   }
@@ -148,14 +224,16 @@ export async function readInbox(
   const floor = (key: string) => Math.max(acked.get(key) ?? 0, byKey.get(key)?.start ?? 0);
   const prune = (positions: Iterable<[string, number]>): Map<string, number> =>
     new Map([...positions].filter(([key, pos]) => pos > floor(key)));
-  const base = prune(after ?? []);
+  const base = prune(named);
   const progress = new Map<string, number>();
+  const reached = new Map<string, number>();
   const items: InboxItem[] = [];
+  const acceptedAt: number[] = [];
   let bytes = 0;
   let more = false;
 
   outer: for (const s of streams) {
-    let pos = Math.max(after?.get(s.key) ?? acked.get(s.key) ?? s.start, s.start);
+    let pos = Math.max(named.get(s.key) ?? acked.get(s.key) ?? s.start, s.start);
     while (pos < s.end) {
       const room = opts.limit - items.length;
       if (room <= 0) {
@@ -179,12 +257,15 @@ export async function readInbox(
           break outer;
         }
         items.push({ ...next.item, cursor });
+        acceptedAt.push(next.at);
         bytes += next.size;
         pos = next.pos;
       }
     }
+    reached.set(s.key, pos);
   }
-  return { items, cursor: prune([...base, ...progress]), more };
+  const streamGroups = new Map(streams.map((s) => [s.key, s.groupId]));
+  return { items, acceptedAt, cursor: prune([...base, ...progress]), more, reached, groups, streamGroups };
 }
 
 /**
@@ -202,14 +283,30 @@ function itemCursor(
   return own.length <= ITEM_CURSOR_CHARS ? own : undefined;
 }
 
+export interface AckResult {
+  /** Log entries retention deleted because of this acknowledgement. */
+  trimmed: number;
+}
+
 /**
- * Raises the device's acknowledged positions to the cursor's. Refuses (invalid_cursor) a stream the device
- * does not have and a position beyond what exists, which would silently skip future messages.
+ * Raises the device's acknowledged positions to the cursor's, then each group's record of them (which
+ * drives retention). Refuses (invalid_cursor) a stream the device never had and a position beyond what
+ * exists, which would silently skip future messages; ignores streams of groups the device has finished.
  */
-export async function ackCursor(store: DeliveryStore, reader: InboxReader, cursor: Cursor): Promise<void> {
+export async function ackCursor(
+  store: DeliveryStore,
+  reader: InboxReader,
+  cursor: Cursor,
+  delivered?: DeliveredStreams,
+): Promise<AckResult> {
+  if (delivered && [...cursor].every(([key, pos]) => pos <= (delivered.reached.get(key) ?? -1))) {
+    // Positions this stream handed out itself: nothing to look up to know they are valid.
+    await store.advanceCursor(reader.device, cursor);
+    return ackGroups(store, reader, cursor, (key) => delivered.streamGroups.get(key));
+  }
   const invalid = (why: string) => new ProtocolError("invalid_cursor", `The cursor is not valid: ${why}.`);
   const groups = await store.deviceGroups(reader.device);
-  const byNumber = new Map([...groups].map(([id, n]) => [n, id]));
+  const byNumber = new Map([...groups.numbers].map(([id, n]) => [n, id]));
   const ends = new Map<string, number>();
   const numbers = new Set([...cursor.keys()].map(groupNumberOf));
   for (const number of numbers) {
@@ -223,10 +320,51 @@ export async function ackCursor(store: DeliveryStore, reader: InboxReader, curso
       ends.set(membershipStream(number, k), m.until === null ? inGroup.seq : m.until + 1),
     );
   }
+  const valid = new Map<string, number>();
   for (const [key, pos] of cursor) {
     const end = ends.get(key);
-    if (end === undefined) throw invalid("it names a stream this device does not have");
+    if (end === undefined) {
+      if (forgotten(key, groups.next, groups.numbers)) continue;
+      throw invalid("it names a stream this device does not have");
+    }
     if (pos > end) throw invalid("it is ahead of the inbox");
+    valid.set(key, pos);
   }
-  await store.advanceCursor(reader.device, cursor);
+  await store.advanceCursor(reader.device, valid);
+  return ackGroups(store, reader, valid, (key) => {
+    const number = groupNumberOf(key);
+    return number === undefined ? undefined : byNumber.get(number);
+  });
+}
+
+/** What a stream knows it handed out: positions it read each stream to, and the stream's group. */
+export interface DeliveredStreams {
+  reached: ReadonlyMap<string, number>;
+  streamGroups: ReadonlyMap<string, string | undefined>;
+}
+
+/** Each group's record of the acknowledged positions of its stretches (stream "<n>.<k>" is stretch k). */
+async function ackGroups(
+  store: DeliveryStore,
+  reader: InboxReader,
+  valid: Cursor,
+  groupOf: (key: string) => string | undefined,
+): Promise<AckResult> {
+  const perGroup = new Map<string, { stretch: number; position: number }[]>();
+  for (const [key, position] of valid) {
+    const groupId = groupOf(key);
+    if (groupId === undefined) continue;
+    const list = perGroup.get(groupId) ?? [];
+    list.push({ stretch: Number(key.slice(key.indexOf(".") + 1)), position });
+    perGroup.set(groupId, list);
+  }
+  let trimmed = 0;
+  await Promise.all(
+    [...perGroup].map(async ([groupId, acks]) => {
+      const outcome = await store.ackGroup(groupId, reader.device, acks);
+      trimmed += outcome.trimmed;
+      if (outcome.done) await store.forgetDeviceGroup(reader.device, groupId);
+    }),
+  );
+  return { trimmed };
 }

@@ -1,5 +1,7 @@
+import rateLimit from "@fastify/rate-limit";
 import websocket from "@fastify/websocket";
 import { MemoryNonceStore, type NonceStore } from "@mastodon-mls/bridge";
+import { LIMITS, ProtocolError } from "@mastodon-mls/protocol";
 import {
   RedisNonceStore,
   connectRedis,
@@ -13,18 +15,22 @@ import type { DeliveryConfig } from "./config.js";
 import { DEFAULT_LIMITS, type DeliveryContext, type DeliveryLimits } from "./context.js";
 import { createDeliveryMetrics } from "./metrics.js";
 import { LocalNotifier, type Notifier } from "./notifier.js";
+import { createRateLimits } from "./rateLimits.js";
+import { RedisNotifier } from "./redisNotifier.js";
 import { groupRoutes } from "./routes/groups.js";
 import { inboxRoutes } from "./routes/inbox.js";
 import { invitationRoutes } from "./routes/invitations.js";
 import { streamRoutes } from "./routes/stream.js";
 import { MemoryDeliveryStore } from "./store/memory.js";
 import { RedisDeliveryStore } from "./store/redis.js";
-import type { DeliveryStore } from "./store/types.js";
+import type { DeliveryStore, SweepOutcome } from "./store/types.js";
 import { StreamSessions } from "./stream.js";
 
-const VERSION = "0.1.0";
-/** Largest client frame: an auth frame with a 64 KiB cursor, or an ack. */
-const MAX_FRAME_BYTES = 80 * 1024;
+const VERSION = "0.2.0";
+/** Largest client frame: a `submit` with a commit and its Welcome, as an HTTP body may carry them. */
+const MAX_FRAME_BYTES = LIMITS.bodyBytes;
+/** Sweep rounds per run at most (each deletes up to `sweepBatch` items per group or account). */
+const MAX_SWEEP_ROUNDS = 100;
 
 /** What tests and embedders may supply instead of what the config would make. */
 export interface DeliveryDeps {
@@ -39,8 +45,11 @@ export interface DeliveryDeps {
 export interface Delivery {
   app: ServiceApp;
   context: DeliveryContext;
+  sessions: StreamSessions;
   /** Starts listening on HOST:PORT; resolves to the URL it listens on. */
   listen(): Promise<string>;
+  /** Deletes what is older than RETENTION_SECONDS now (also run every RETENTION_SWEEP_SECONDS). */
+  sweep(): Promise<SweepOutcome>;
   /** Stops accepting, closes WebSockets with 4000, finishes in-flight requests, then closes Redis. */
   close(): Promise<void>;
 }
@@ -55,28 +64,94 @@ export async function createDelivery(config: DeliveryConfig, deps: DeliveryDeps 
     version: VERSION,
     logger: log,
   });
+  const redisConfig = config.store.kind === "redis" ? config.store : undefined;
+  // Auto-pipelining: the commands of one event-loop turn (many submissions, acks, reads) leave in one
+  // write instead of one each; order per connection is kept.
   const redis =
-    config.store.kind === "redis" && !(deps.store && deps.nonces)
-      ? connectRedis(config.store.url, log.child({ component: "redis" }))
+    redisConfig && !(deps.store && deps.nonces && deps.notifier)
+      ? connectRedis(redisConfig.url, log.child({ component: "redis" }), { enableAutoPipelining: true })
       : undefined;
-  const prefix = config.store.kind === "redis" ? config.store.prefix : "";
-  const ctx: DeliveryContext = {
-    config,
-    log,
-    store: deps.store ?? (redis ? new RedisDeliveryStore(redis, prefix) : new MemoryDeliveryStore()),
-    nonces: deps.nonces ?? (redis ? new RedisNonceStore(redis, prefix) : new MemoryNonceStore()),
-    notifier: deps.notifier ?? new LocalNotifier(),
-    metrics: createDeliveryMetrics(metrics.registry),
-    now: deps.now ?? Date.now,
-    limits: { ...DEFAULT_LIMITS, ...deps.limits },
-  };
-  const sessions = new StreamSessions(ctx);
+  const prefix = redisConfig?.prefix ?? "";
+  // Pub/sub needs a connection of its own (a subscribed connection runs no other command).
+  const subscriber =
+    redis && redisConfig && !deps.notifier
+      ? connectRedis(redisConfig.url, log.child({ component: "redis-pubsub" }), {
+          maxRetriesPerRequest: null,
+        })
+      : undefined;
+  const notifier =
+    deps.notifier ??
+    (redis && subscriber ? new RedisNotifier(redis, subscriber, prefix, log) : new LocalNotifier());
+  // With the RedisNotifier, the store announces each entry in the script that appends it.
+  const store =
+    deps.store ??
+    (redis
+      ? new RedisDeliveryStore(redis, prefix, { announce: subscriber !== undefined })
+      : new MemoryDeliveryStore());
 
   // Registered first, so it runs last on close: the store and Redis outlive every request.
   app.addHook("onClose", async () => {
-    await ctx.store.close();
+    await notifier.close();
+    await store.close();
     if (redis) await redis.quit().catch(() => redis.disconnect());
   });
+  // 429s carry Retry-After as well as `retry_after` in the body.
+  app.addHook("onError", async (_req, reply, err) => {
+    if (err instanceof ProtocolError && err.code === "rate_limited") {
+      const seconds = err.details?.retry_after;
+      reply.header("retry-after", typeof seconds === "number" ? String(seconds) : "1");
+    }
+  });
+  await app.register(rateLimit, {
+    global: false,
+    ...(redis ? { redis, nameSpace: `${prefix}rl:` } : {}),
+  });
+  const deliveryMetrics = createDeliveryMetrics(metrics.registry);
+  const ctx: DeliveryContext = {
+    config,
+    log,
+    store,
+    nonces: deps.nonces ?? (redis ? new RedisNonceStore(redis, prefix) : new MemoryNonceStore()),
+    notifier,
+    metrics: deliveryMetrics,
+    rateLimits: createRateLimits(app, config.rateLimits, deliveryMetrics),
+    now: deps.now ?? Date.now,
+    limits: { ...DEFAULT_LIMITS, pushCoalesceMs: config.pushCoalesceMs, ...deps.limits },
+  };
+  const sessions = new StreamSessions(ctx);
+
+  let sweeping: Promise<SweepOutcome> | undefined;
+  const sweep = (): Promise<SweepOutcome> => {
+    sweeping ??= (async () => {
+      const total: SweepOutcome = { entries: 0, invitations: 0 };
+      try {
+        for (let round = 0; round < MAX_SWEEP_ROUNDS; round++) {
+          const now = ctx.now();
+          const r = await ctx.store.sweep(now - config.retentionSeconds * 1000, now, ctx.limits.sweepBatch);
+          total.entries += r.entries;
+          total.invitations += r.invitations;
+          if (r.entries + r.invitations === 0) break;
+        }
+      } finally {
+        sweeping = undefined;
+      }
+      if (total.entries > 0) ctx.metrics.retained.inc({ cause: "age" }, total.entries);
+      if (total.entries + total.invitations > 0) ctx.log.info(total, "retention: deleted old items");
+      return total;
+    })();
+    return sweeping;
+  };
+  const sweeper = setInterval(() => {
+    sweep().catch((e: unknown) =>
+      ctx.log.warn({ err: e instanceof Error ? e.message : String(e) }, "retention sweep failed"),
+    );
+  }, config.sweepSeconds * 1000);
+  sweeper.unref();
+  app.addHook("onClose", async () => {
+    clearInterval(sweeper);
+    await sweeping?.catch(() => undefined);
+  });
+
   await app.register(websocket, {
     options: { maxPayload: MAX_FRAME_BYTES },
     preClose(done) {
@@ -98,7 +173,9 @@ export async function createDelivery(config: DeliveryConfig, deps: DeliveryDeps 
   return {
     app,
     context: ctx,
+    sessions,
     listen: () => app.listen({ host: config.host, port: config.port }),
+    sweep,
     close: () => app.close(),
   };
 }

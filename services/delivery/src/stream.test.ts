@@ -103,11 +103,33 @@ describe.each<StoreKind>(["memory", "redis"])("stream (%s store)", (store) => {
     expect((await badAfter.closed).code).toBe(4002);
   });
 
+  it("takes submissions on the stream, screened and answered like the HTTP route", async () => {
+    const stream = await StreamClient.open(hub.url, bob.signer);
+    const accepted = await stream.submit(g, await bob.encrypt("on the stream"));
+    expect(accepted).toMatchObject({ type: "submitted", epoch: 1, seq: expect.any(Number) });
+    // Its own message comes back in order, like everyone else's.
+    expect((await stream.items(1))[0]).toMatchObject({
+      kind: "message",
+      seq: (accepted as { seq: number }).seq,
+    });
+    const spoofed = await stream.submit(g, (await alice.commit()).commit);
+    expect(spoofed).toMatchObject({
+      type: "refused",
+      error: "screening_failed",
+      message: expect.stringMatching(/^SCR-6/),
+    });
+    const otherGroup = await stream.submit(randomGroupId().text, await bob.encrypt("elsewhere"));
+    expect(otherGroup).toMatchObject({ type: "refused", message: expect.stringMatching(/^SCR-2/) });
+    stream.send({ type: "submit", id: "x", group_id: "!", message: "A" });
+    expect((await stream.closed).code).toBe(4002);
+    await drain(bob, hub.client(bob));
+  });
+
   it("pushes the removed notice to a removed device's open socket", async () => {
     const stream = await StreamClient.open(hub.url, carol.signer);
-    // The Welcome and the three messages of the first test.
-    const backlog = await stream.items(4);
-    expect(backlog.map((i) => i.kind)).toEqual(["welcome", "message", "message", "message"]);
+    // The Welcome and the four messages of the tests before.
+    const backlog = await stream.items(5);
+    expect(backlog.map((i) => i.kind)).toEqual(["welcome", "message", "message", "message", "message"]);
     await carol.join(fromBase64url((backlog[0] as { welcome: string }).welcome));
     await drain(alice, hub.client(alice));
     const removal = await alice.commit([removeOf(carol.leaf)]);

@@ -1,31 +1,54 @@
 import { randomBytes } from "node:crypto";
+import { performance } from "node:perf_hooks";
 import type { WebSocket } from "ws";
 import {
+  LIMITS,
   ProtocolError,
   STREAM_CLOSE,
   StreamClientFrame,
+  fromBase64url,
   toBase64url,
+  type InboxItem,
   type StreamServerFrame,
 } from "@mastodon-mls/protocol";
-import { verifyRequest } from "@mastodon-mls/bridge";
+import { verifyRequest, type DeviceCertificate } from "@mastodon-mls/bridge";
 import type { DeliveryContext } from "./context.js";
 import { decodeCursor, encodeCursor, type Cursor } from "./cursor.js";
-import { ackCursor, readInbox, type InboxReader } from "./inbox.js";
-import type { InboxEvent } from "./notifier.js";
+import { ITEM_CURSOR_CHARS, ackCursor, readInbox, type GroupStream, type InboxReader } from "./inbox.js";
+import {
+  accountTopic,
+  deviceTopic,
+  groupTopic,
+  type GroupEvent,
+  type InboxEvent,
+  type Topic,
+} from "./notifier.js";
+import { submitMessage } from "./submit.js";
 
 // GET /v1/stream (DESIGN §6, §7): the inbox, pushed. The server speaks first with a challenge; the
 // client's first frame signs it; then the server sends `ready` and pushes `items` frames whenever its
-// device may have something new, starting after `after` or the acknowledged positions.
+// device may have something new, starting after `after` or the acknowledged positions. Once
+// authenticated, the client may also submit messages on the stream (`submit` frames).
+//
+// Pushing: a stream that has read its inbox to the end knows, per group, the position it reached. An event
+// for the entry right after that position, carrying the entry, is pushed as is (no store read); anything
+// else — a gap, a membership change, a notice, an event during a read — makes the stream read its inbox
+// from the store again. Pushed items wait for the end of the event-loop turn, and, on a stream that sent
+// a frame less than `pushCoalesceMs` ago, until then: under load items leave several to a frame.
 
-/** Sessions by device and account, woken by inbox events. */
+/** Per event, the JSON of its pushed item up to the cursor (base64url values: nothing to escape after). */
+const itemHeads = new WeakMap<GroupEvent, string>();
+
+/** Sessions by device, account and group, woken by inbox events. */
 export class StreamSessions {
   private readonly byDevice = new Map<string, Set<StreamSession>>();
   private readonly byAcct = new Map<string, Set<StreamSession>>();
+  private readonly byGroup = new Map<string, Set<StreamSession>>();
   private readonly all = new Set<StreamSession>();
   private readonly unsubscribe: () => void;
 
-  constructor(private readonly ctx: DeliveryContext) {
-    this.unsubscribe = ctx.notifier.subscribe((e) => this.wake(e));
+  constructor(readonly ctx: DeliveryContext) {
+    this.unsubscribe = ctx.notifier.subscribe((e) => this.dispatch(e));
   }
 
   open(socket: WebSocket): StreamSession {
@@ -34,21 +57,46 @@ export class StreamSessions {
     return session;
   }
 
-  /** Called once a session has authenticated. */
-  listen(session: StreamSession, reader: InboxReader): void {
+  /** Called once a session has authenticated; resolves once events for its device and account arrive. */
+  async listen(session: StreamSession, reader: InboxReader): Promise<void> {
     add(this.byDevice, reader.device, session);
     add(this.byAcct, reader.acct, session);
     this.ctx.metrics.sockets.inc();
+    this.ctx.metrics.devices.set(this.byDevice.size);
+    await Promise.all([this.watch(deviceTopic(reader.device)), this.watch(accountTopic(reader.acct))]);
+  }
+
+  /** The session holds an open stretch in these groups (and no longer in the others it had). */
+  async track(
+    session: StreamSession,
+    before: ReadonlySet<string>,
+    now: ReadonlySet<string>,
+  ): Promise<number> {
+    const added = [...now].filter((g) => !before.has(g));
+    for (const g of before) {
+      if (now.has(g)) continue;
+      remove(this.byGroup, g, session);
+      this.unwatch(groupTopic(g));
+    }
+    for (const g of added) add(this.byGroup, g, session);
+    await Promise.all(added.map((g) => this.watch(groupTopic(g))));
+    return added.length;
   }
 
   forget(session: StreamSession): void {
     if (!this.all.delete(session)) return;
     const reader = session.reader;
-    if (reader) {
-      remove(this.byDevice, reader.device, session);
-      remove(this.byAcct, reader.acct, session);
-      this.ctx.metrics.sockets.dec();
+    if (!reader) return;
+    remove(this.byDevice, reader.device, session);
+    remove(this.byAcct, reader.acct, session);
+    this.unwatch(deviceTopic(reader.device));
+    this.unwatch(accountTopic(reader.acct));
+    for (const g of session.tracked) {
+      remove(this.byGroup, g, session);
+      this.unwatch(groupTopic(g));
     }
+    this.ctx.metrics.sockets.dec();
+    this.ctx.metrics.devices.set(this.byDevice.size);
   }
 
   get size(): number {
@@ -61,10 +109,30 @@ export class StreamSessions {
     this.unsubscribe();
   }
 
-  private wake(e: InboxEvent): void {
-    const targets =
-      e.kind === "account" ? [this.byAcct.get(e.acct)] : e.devices.map((d) => this.byDevice.get(d));
-    for (const set of targets) for (const session of set ?? []) session.wake();
+  private watch(topic: Topic): Promise<void> {
+    return this.ctx.notifier.watch(topic);
+  }
+
+  private unwatch(topic: Topic): void {
+    this.ctx.notifier.unwatch(topic);
+  }
+
+  private dispatch(e: InboxEvent): void {
+    switch (e.kind) {
+      case "group":
+        for (const session of this.byGroup.get(e.groupId) ?? []) session.onGroupEvent(e);
+        for (const d of e.changed ?? []) for (const session of this.byDevice.get(d) ?? []) session.wake();
+        return;
+      case "devices":
+        for (const d of e.devices) for (const session of this.byDevice.get(d) ?? []) session.wake();
+        return;
+      case "account":
+        for (const session of this.byAcct.get(e.acct) ?? []) session.wake();
+        return;
+      case "resync":
+        for (const session of this.all) session.wake();
+        return;
+    }
   }
 }
 
@@ -80,14 +148,29 @@ function remove(map: Map<string, Set<StreamSession>>, key: string, s: StreamSess
   if (set?.size === 0) map.delete(key);
 }
 
+type SubmitFrame = Extract<StreamClientFrame, { type: "submit" }>;
+
 export class StreamSession {
   reader: InboxReader | undefined;
-  private readonly challenge = new Uint8Array(randomBytes(32));
-  private position: Cursor = new Map();
+  /** Groups this session is registered for (an open stretch). */
+  tracked: ReadonlySet<string> = new Set();
+  private certificate: DeviceCertificate | undefined;
+  private challenge: Uint8Array | undefined = new Uint8Array(randomBytes(32));
+  private position = new Map<string, number>();
+  /** After a full read: the position each stream was read to. */
+  private reached = new Map<string, number>();
+  private groups = new Map<string, GroupStream>();
+  private streamGroups = new Map<string, string | undefined>();
   private state: "challenged" | "authenticating" | "open" | "closed" = "challenged";
   private pumping = false;
   private again = false;
-  private readonly authTimer: NodeJS.Timeout;
+  private authTimer: NodeJS.Timeout | undefined;
+  /** Pushed items waiting for their frame, as JSON. */
+  private pending: string[] = [];
+  private flushScheduled = false;
+  private lastFlush = 0;
+  private submitting: Promise<void> = Promise.resolve();
+  private queued = 0;
 
   constructor(
     private readonly ctx: DeliveryContext,
@@ -101,24 +184,86 @@ export class StreamSession {
       () => this.fail(STREAM_CLOSE.authFailed, new ProtocolError("unauthorized", "No auth frame in time.")),
       ctx.limits.streamAuthMs,
     );
-    this.send({ type: "challenge", challenge: toBase64url(this.challenge) });
+    this.send({ type: "challenge", challenge: toBase64url(this.challenge!) });
   }
 
-  /** Something new may be waiting for this device. */
+  /** Something new may be waiting for this device: read the inbox from the store. */
   wake(): void {
     if (this.state === "open") void this.pump();
+  }
+
+  /** A new entry in a group this session tracks: push it if it is the next one, else read. */
+  onGroupEvent(e: GroupEvent): void {
+    if (this.state !== "open") return;
+    if (this.pumping) {
+      this.again = true;
+      return;
+    }
+    const g = this.groups.get(e.groupId);
+    const reached = g ? this.reached.get(g.key) : undefined;
+    if (!g || reached === undefined) {
+      void this.pump();
+      return;
+    }
+    if (e.seq <= reached) return; // already sent
+    if (!g.open || e.seq !== reached + 1 || e.message === undefined || e.notice || e.changed !== undefined) {
+      void this.pump();
+      return;
+    }
+    this.position.set(g.key, e.seq);
+    this.reached.set(g.key, e.seq);
+    let cursor = encodeCursor(this.position);
+    // The same rule as a page whose full cursor would be too long: this item's own progress is safe to ack.
+    if (cursor.length > ITEM_CURSOR_CHARS) cursor = encodeCursor(new Map([[g.key, e.seq]]));
+    // The item's JSON up to its cursor is the same for every stream of this replica: made once per event.
+    let head = itemHeads.get(e);
+    if (head === undefined) {
+      const { cursor: _, ...item } = {
+        kind: "message",
+        group_id: e.groupId,
+        seq: e.seq,
+        epoch: e.epoch,
+        sender: e.sender,
+        message: e.message,
+        cursor: "",
+      } satisfies InboxItem;
+      head = `${JSON.stringify(item).slice(0, -1)},"cursor":`;
+      itemHeads.set(e, head);
+    }
+    this.pending.push(`${head}"${cursor}"}`);
+    this.ctx.metrics.lag.observe(Math.max(0, this.ctx.now() - e.at) / 1000);
+    if (!this.flushScheduled) {
+      this.flushScheduled = true;
+      const wait = this.lastFlush + this.ctx.limits.pushCoalesceMs - performance.now();
+      if (wait > 0) setTimeout(() => this.flush(), wait);
+      else setImmediate(() => this.flush());
+    }
   }
 
   close(code: number, reason: string): void {
     if (this.state === "closed") return;
     this.closed();
+    this.ctx.metrics.streamsClosed.inc({ code: String(code) });
     this.socket.close(code, reason);
   }
 
   private closed(): void {
+    if (this.state === "closed") return;
     this.state = "closed";
     clearTimeout(this.authTimer);
+    this.pending = [];
     this.sessions.forget(this);
+  }
+
+  private flush(): void {
+    this.flushScheduled = false;
+    if (this.pending.length === 0 || this.state !== "open") return;
+    this.lastFlush = performance.now();
+    const items = this.pending;
+    this.pending = [];
+    this.ctx.metrics.itemsOut.inc({ kind: "message", path: "push" }, items.length);
+    // A StreamServerFrame `items`, assembled from the items' JSON.
+    this.sendText(`{"type":"items","items":[${items.join(",")}],"cursor":"${encodeCursor(this.position)}"}`);
   }
 
   private async onFrame(data: unknown, isBinary: boolean): Promise<void> {
@@ -142,12 +287,20 @@ export class StreamSession {
       await this.authenticate(frame.authorization, frame.after);
       return;
     }
-    if (this.state !== "open" || frame.type !== "ack") {
-      this.fail(STREAM_CLOSE.badFrame, new ProtocolError("bad_request", "Only ack frames are expected now."));
+    if (this.state !== "open" || frame.type === "auth") {
+      this.fail(STREAM_CLOSE.badFrame, new ProtocolError("bad_request", "Only ack and submit frames now."));
+      return;
+    }
+    if (frame.type === "submit") {
+      this.enqueueSubmit(frame);
       return;
     }
     try {
-      await ackCursor(this.ctx.store, this.reader!, decodeCursor(frame.cursor));
+      const { trimmed } = await ackCursor(this.ctx.store, this.reader!, decodeCursor(frame.cursor), {
+        reached: this.reached,
+        streamGroups: this.streamGroups,
+      });
+      if (trimmed > 0) this.ctx.metrics.retained.inc({ cause: "ack" }, trimmed);
     } catch (e) {
       this.failWith(e);
     }
@@ -155,9 +308,9 @@ export class StreamSession {
 
   private async authenticate(authorization: string, after: string | undefined): Promise<void> {
     this.state = "authenticating";
-    let reader: InboxReader;
+    let cert: DeviceCertificate;
     try {
-      const cert = await verifyRequest(
+      cert = await verifyRequest(
         authorization,
         {
           method: "GET",
@@ -167,7 +320,6 @@ export class StreamSession {
         },
         { nonces: this.ctx.nonces },
       );
-      reader = { device: cert.deviceIdText, acct: cert.acct };
     } catch (e) {
       if (e instanceof ProtocolError) this.fail(STREAM_CLOSE.authFailed, e);
       else this.failWith(e);
@@ -175,26 +327,37 @@ export class StreamSession {
     }
     if (this.state !== "authenticating") return; // closed meanwhile
     clearTimeout(this.authTimer);
+    this.authTimer = undefined;
+    this.challenge = undefined;
     try {
-      this.position = after === undefined ? new Map() : decodeCursor(after);
+      this.position = after === undefined ? new Map<string, number>() : new Map(decodeCursor(after));
     } catch (e) {
       this.failWith(e);
       return;
     }
-    this.reader = reader;
+    this.certificate = cert;
+    this.reader = { device: cert.deviceIdText, acct: cert.acct };
     this.state = "open";
-    this.sessions.listen(this, reader);
+    try {
+      // Listening before the first read: nothing accepted after that read can pass unannounced.
+      await this.sessions.listen(this, this.reader);
+    } catch (e) {
+      this.failWith(e);
+      return;
+    }
+    if (this.state !== "open") return;
     this.send({ type: "ready", cursor: encodeCursor(this.position) });
     await this.pump();
   }
 
-  /** Sends pages until the inbox is drained; a wake-up during a pump runs it once more. */
+  /** Sends pages until the inbox is drained; an event during a read runs it once more. */
   private async pump(): Promise<void> {
     if (this.pumping) {
       this.again = true;
       return;
     }
     this.pumping = true;
+    this.flush();
     try {
       do {
         this.again = false;
@@ -208,8 +371,24 @@ export class StreamSession {
           this.position = page.cursor;
           if (page.items.length > 0) {
             this.send({ type: "items", items: page.items, cursor: encodeCursor(page.cursor) });
+            const now = this.ctx.now();
+            page.items.forEach((item, i) => {
+              this.ctx.metrics.itemsOut.inc({ kind: item.kind, path: "stream" });
+              if (item.kind === "behind_retention") this.ctx.metrics.behindRetention.inc();
+              const at = page.acceptedAt[i]!;
+              if (at > 0) this.ctx.metrics.lag.observe(Math.max(0, now - at) / 1000);
+            });
           }
-          if (!page.more) break;
+          if (page.more) continue;
+          this.reached = page.reached;
+          this.groups = page.groups;
+          this.streamGroups = page.streamGroups;
+          const open = new Set([...page.groups].filter(([, g]) => g.open).map(([id]) => id));
+          const before = this.tracked;
+          this.tracked = open;
+          // Newly tracked groups: what was announced before the subscription took effect is read again.
+          if ((await this.sessions.track(this, before, open)) > 0) this.again = true;
+          break;
         }
       } while (this.again);
     } catch (e) {
@@ -219,9 +398,72 @@ export class StreamSession {
     }
   }
 
+  private enqueueSubmit(frame: SubmitFrame): void {
+    if (this.queued >= this.ctx.limits.streamSubmitQueue) {
+      this.send({
+        type: "refused",
+        id: frame.id,
+        ...new ProtocolError("rate_limited", "Too many submit frames waiting.", { retry_after: 1 }).toBody(),
+      });
+      return;
+    }
+    this.queued++;
+    // One at a time, in frame order: a device's messages are ordered as it sent them.
+    this.submitting = this.submitting.then(async () => {
+      try {
+        await this.submit(frame);
+      } finally {
+        this.queued--;
+      }
+    });
+  }
+
+  private async submit(frame: SubmitFrame): Promise<void> {
+    if (this.state !== "open") return;
+    const cert = this.certificate!;
+    // Wall-clock time, as for every request signature (the injected clock drives retention only).
+    if (Math.floor(Date.now() / 1000) > cert.notAfter) {
+      this.fail(
+        STREAM_CLOSE.authFailed,
+        new ProtocolError("auth_expired", "The device certificate expired."),
+      );
+      return;
+    }
+    try {
+      const accepted = await submitMessage(
+        this.ctx,
+        frame.group_id,
+        cert,
+        {
+          message: fromBase64url(frame.message, LIMITS.mlsMessageBytes),
+          text: frame.message,
+          welcome:
+            frame.welcome === undefined ? undefined : fromBase64url(frame.welcome, LIMITS.mlsMessageBytes),
+        },
+        "stream",
+      );
+      this.send({ type: "submitted", id: frame.id, ...accepted });
+    } catch (e) {
+      if (e instanceof ProtocolError) {
+        this.send({ type: "refused", id: frame.id, ...e.toBody() });
+        return;
+      }
+      this.ctx.log.warn(
+        { err: e instanceof Error ? { name: e.name, message: e.message } : String(e) },
+        "stream submit failed",
+      );
+      const code = isStoreFailure(e) ? "store_unavailable" : "internal";
+      this.send({ type: "refused", id: frame.id, ...new ProtocolError(code).toBody() });
+    }
+  }
+
   private send(frame: StreamServerFrame): void {
+    this.sendText(JSON.stringify(frame));
+  }
+
+  private sendText(text: string): void {
     if (this.state === "closed") return;
-    this.socket.send(JSON.stringify(frame));
+    this.socket.send(text);
     // A client that does not read cannot make the server hold its whole inbox in memory.
     if (this.socket.bufferedAmount > this.ctx.limits.streamBufferBytes) {
       this.close(STREAM_CLOSE.resume, "send buffer full; resume from your cursor");
@@ -246,6 +488,15 @@ export class StreamSession {
   }
 }
 
+function isStoreFailure(e: unknown): boolean {
+  return (
+    e instanceof Error &&
+    (e.name === "MaxRetriesPerRequestError" ||
+      e.name === "StoreUnavailableError" ||
+      /^(Connection is closed|Stream isn't writeable|connect ECONNREFUSED)/.test(e.message))
+  );
+}
+
 function parseFrame(data: unknown): StreamClientFrame | undefined {
   try {
     const text = Buffer.isBuffer(data)
@@ -259,3 +510,5 @@ function parseFrame(data: unknown): StreamClientFrame | undefined {
     return undefined;
   }
 }
+
+export type { Cursor };

@@ -15,13 +15,18 @@ import {
 import type { MLSMessage } from "ts-mls";
 import type { DeliveryContext } from "./context.js";
 import { hubView, leafOf, placeAdds } from "./roster.js";
-import type { AppendOutcome, CommitOutcome, GroupSnapshot } from "./store/types.js";
+import type { Accepted, AppendOutcome, CommitOutcome, GroupSnapshot } from "./store/types.js";
 import { checkWelcome } from "./welcome.js";
 
 export interface Submission {
   message: Uint8Array;
+  /** base64url of `message`, when the caller has it (JSON bodies, stream frames). */
+  text?: string | undefined;
   welcome?: Uint8Array | undefined;
 }
+
+/** Where a submission came from, for the metrics. */
+export type SubmitPath = "http" | "stream";
 
 /** A group id from a URL or body: canonical base64url of 1 to 64 bytes. */
 export function parseGroupId(text: string): Uint8Array {
@@ -31,31 +36,37 @@ export function parseGroupId(text: string): Uint8Array {
 }
 
 /**
- * POST /v1/groups/:groupId/messages: decode, check membership, screen against the hub's view, then accept
- * in one atomic store step. Refusals are counted by kind and reason.
+ * One MLSMessage for a group (POST /v1/groups/:groupId/messages, or a `submit` frame): decode, rate limits,
+ * screen against the hub's view, then accept in one atomic store step and announce it. Refusals are
+ * counted by kind and reason.
+ *
+ * An application message is a PrivateMessage: its sender leaf is encrypted and the hub screens only its
+ * group id, content type and epoch (SCR-2, SCR-3, SCR-7). It needs no snapshot of the group: the store
+ * step itself checks, atomically with the append, that the requester sits at a leaf and that the epoch is
+ * within the window. Handshakes are screened against a snapshot, and the commit's epoch compare-and-set
+ * makes the snapshot's roster the one the commit applies to.
  */
 export async function submitMessage(
   ctx: DeliveryContext,
   groupId: string,
   requester: DeviceCertificate,
   submission: Submission,
+  path: SubmitPath = "http",
 ): Promise<SubmitMessageResponse> {
   let kind = "unknown";
   try {
     const groupIdBytes = parseGroupId(groupId);
     const msg = decodeMlsMessageStrict(submission.message);
     kind = kindOf(msg);
-    const snap = await ctx.store.loadGroup(groupId);
-    if (!snap) throw new ProtocolError("unknown_group");
-    const leaf = leafOf(snap, requester.deviceIdText);
-    if (leaf === undefined) throw new ProtocolError("not_a_member");
-    const screened = await screen(ctx, msg, snap, groupIdBytes, leaf);
+    await ctx.rateLimits.take("submissions", requester.deviceIdText);
+    if (kind === "commit") await ctx.rateLimits.take("commits", requester.deviceIdText);
     const accepted =
-      screened.kind === "commit"
-        ? await acceptCommit(ctx, snap, leaf, requester, submission, screened)
-        : await acceptAppend(ctx, snap, leaf, requester, submission, screened);
-    ctx.metrics.messagesIn.inc({ kind });
-    return accepted;
+      msg.wireformat === "mls_private_message"
+        ? await acceptApplication(ctx, groupId, groupIdBytes, msg, requester, submission)
+        : await acceptHandshake(ctx, groupId, groupIdBytes, msg, requester, submission);
+    ctx.metrics.messagesIn.inc({ kind, path });
+    if (!accepted.announced) ctx.notifier.publish(accepted.event);
+    return { seq: accepted.seq, epoch: accepted.epoch };
   } catch (e) {
     if (e instanceof ProtocolError) {
       const rule = /^((SCR|WEL)-\d+):/.exec(e.message)?.[1];
@@ -63,6 +74,62 @@ export async function submitMessage(
     }
     throw e;
   }
+}
+
+async function acceptApplication(
+  ctx: DeliveryContext,
+  groupId: string,
+  groupIdBytes: Uint8Array,
+  msg: Extract<MLSMessage, { wireformat: "mls_private_message" }>,
+  requester: DeviceCertificate,
+  submission: Submission,
+): Promise<Accepted> {
+  const epoch = msg.privateMessage.epoch;
+  // SCR-1…3 here; SCR-7 (the epoch window) against the group's epoch in the store step below.
+  await screenMessage(msg, { groupId: groupIdBytes, epoch, leafCount: 0, isBlank: () => true });
+  checkWelcome(submission.welcome, []);
+  return appended(
+    await ctx.store.append(groupId, {
+      kind: "application",
+      epoch: Number(epoch),
+      sender: requester.deviceIdText,
+      leaf: undefined,
+      message: submission.message,
+      text: submission.text,
+      at: ctx.now(),
+      window: ctx.config.appEpochWindow,
+    }),
+  );
+}
+
+async function acceptHandshake(
+  ctx: DeliveryContext,
+  groupId: string,
+  groupIdBytes: Uint8Array,
+  msg: MLSMessage,
+  requester: DeviceCertificate,
+  submission: Submission,
+): Promise<Accepted> {
+  const snap = await ctx.store.loadGroup(groupId);
+  if (!snap) throw new ProtocolError("unknown_group");
+  const leaf = leafOf(snap, requester.deviceIdText);
+  if (leaf === undefined) throw new ProtocolError("not_a_member");
+  const screened = await screen(ctx, msg, snap, groupIdBytes, leaf);
+  if (screened.kind === "commit") return acceptCommit(ctx, snap, leaf, requester, submission, screened);
+  checkWelcome(submission.welcome, []);
+  return appended(
+    await ctx.store.append(groupId, {
+      kind: screened.kind,
+      epoch: Number(screened.epoch),
+      sender: requester.deviceIdText,
+      leaf,
+      message: submission.message,
+      text: submission.text,
+      at: ctx.now(),
+      ref: screened.kind === "proposal" ? screened.ref : undefined,
+      window: ctx.config.appEpochWindow,
+    }),
+  );
 }
 
 async function screen(
@@ -82,10 +149,8 @@ async function screen(
     if (e.code === "wrong_epoch") {
       const epoch = epochOf(msg);
       const winner =
-        kindOf(msg) !== "application" && epoch !== undefined && epoch < snap.epoch
-          ? await ctx.store.winningCommit(snap.groupId, epoch)
-          : null;
-      throw wrongEpoch(snap.epoch, winner, e.message);
+        epoch !== undefined && epoch < snap.epoch ? await ctx.store.winningCommit(snap.groupId, epoch) : null;
+      throw wrongEpoch(snap.epoch, winner?.hash ?? null, e.message);
     }
     if (e.code === "stale_epoch") throw new ProtocolError("stale_epoch", e.message, { epoch: snap.epoch });
     throw e;
@@ -99,22 +164,34 @@ async function acceptCommit(
   requester: DeviceCertificate,
   submission: Submission,
   screened: ScreenedCommit,
-): Promise<SubmitMessageResponse> {
+): Promise<Accepted> {
   const welcome = checkWelcome(submission.welcome, screened.adds);
   const adds = placeAdds(
     snap.roster,
     screened.removes,
     screened.adds.map((kp) => ({ device: kp.deviceId, acct: kp.acct })),
   );
+  // Groups per device: a device already in as many groups as allowed cannot be added to another.
+  const counts = await Promise.all(adds.map((a) => ctx.store.deviceGroupCount(a.member.device)));
+  const full = adds.find((_, i) => counts[i]! >= ctx.limits.groupsPerDevice);
+  if (full) {
+    throw new ProtocolError(
+      "too_many_groups",
+      `The device ${full.member.device} (${full.member.acct}) is in ${ctx.limits.groupsPerDevice} groups at this hub already.`,
+      { device: full.member.device },
+    );
+  }
   // The index hint goes first: if we stop between the two writes, the group's memberships still decide.
   await Promise.all(adds.map((a) => ctx.store.indexDeviceGroups(a.member.device, [snap.groupId])));
   const outcome: CommitOutcome = await ctx.store.commit(snap.groupId, {
     expectedEpoch: snap.epoch,
     sender: requester.deviceIdText,
     message: submission.message,
+    text: submission.text,
     hash: toBase64url(sha256(submission.message)),
     at: ctx.now(),
     removes: screened.removes,
+    removedDevices: screened.removes.flatMap((l) => snap.roster.get(l)?.device ?? []),
     adds,
     welcome,
   });
@@ -133,49 +210,24 @@ async function acceptCommit(
     },
     "commit accepted",
   );
-  ctx.notifier.publish({
-    kind: "devices",
-    devices: [...[...snap.roster.values()].map((m) => m.device), ...adds.map((a) => a.member.device)],
-  });
-  return { seq: outcome.seq, epoch: outcome.epoch };
+  return outcome;
 }
 
-async function acceptAppend(
-  ctx: DeliveryContext,
-  snap: GroupSnapshot,
-  leaf: number,
-  requester: DeviceCertificate,
-  submission: Submission,
-  screened: Exclude<ScreenedMessage, ScreenedCommit>,
-): Promise<SubmitMessageResponse> {
-  checkWelcome(submission.welcome, []);
-  const outcome: AppendOutcome = await ctx.store.append(snap.groupId, {
-    kind: screened.kind,
-    epoch: Number(screened.epoch),
-    sender: requester.deviceIdText,
-    leaf,
-    message: submission.message,
-    at: ctx.now(),
-    ref: screened.kind === "proposal" ? screened.ref : undefined,
-    window: ctx.config.appEpochWindow,
-  });
-  if (!outcome.ok) {
-    switch (outcome.reason) {
-      case "wrong_epoch":
-        throw wrongEpoch(outcome.epoch, outcome.winner);
-      case "stale_epoch":
-        throw new ProtocolError("stale_epoch", undefined, { epoch: outcome.epoch });
-      case "duplicate_proposal":
-        throw new ProtocolError(
-          "screening_failed",
-          "SCR-10: this proposal was already accepted in this epoch.",
-        );
-      default:
-        throw new ProtocolError(outcome.reason);
-    }
+function appended(outcome: AppendOutcome): Accepted {
+  if (outcome.ok) return outcome;
+  switch (outcome.reason) {
+    case "wrong_epoch":
+      throw wrongEpoch(outcome.epoch, outcome.winner);
+    case "stale_epoch":
+      throw new ProtocolError("stale_epoch", undefined, { epoch: outcome.epoch });
+    case "duplicate_proposal":
+      throw new ProtocolError(
+        "screening_failed",
+        "SCR-10: this proposal was already accepted in this epoch.",
+      );
+    default:
+      throw new ProtocolError(outcome.reason);
   }
-  ctx.notifier.publish({ kind: "devices", devices: [...snap.roster.values()].map((m) => m.device) });
-  return { seq: outcome.seq, epoch: outcome.epoch };
 }
 
 /** 409 with WrongEpochDetails: the current epoch, and the commit that won the epoch the client tried. */

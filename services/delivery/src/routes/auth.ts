@@ -35,11 +35,12 @@ export function signer(req: FastifyRequest): DeviceCertificate {
 
 /** Error answers every device-signed route may give (shape only; the codes are in docs/errors.md). */
 export const deviceErrors = {
-  400: ErrorBodySchema,
-  401: ErrorBodySchema,
-  403: ErrorBodySchema,
-  404: ErrorBodySchema,
-  413: ErrorBodySchema,
-  415: ErrorBodySchema,
-  503: ErrorBodySchema,
+  400: ErrorBodySchema.describe("bad_request, invalid_body, invalid_encoding, invalid_cursor, …"),
+  401: ErrorBodySchema.describe("unauthorized, auth_invalid, auth_expired, auth_replayed"),
+  403: ErrorBodySchema.describe("not_a_member"),
+  404: ErrorBodySchema.describe("unknown_group, unknown_commit, foreign_account"),
+  413: ErrorBodySchema.describe("payload_too_large"),
+  415: ErrorBodySchema.describe("unsupported_media_type"),
+  429: ErrorBodySchema.describe("rate_limited {retry_after}, with a Retry-After header"),
+  503: ErrorBodySchema.describe("store_unavailable, shutting_down"),
 };

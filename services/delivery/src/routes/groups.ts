@@ -1,7 +1,10 @@
 import {
+  CommitRejectedBody,
+  CommitRejectedResponse,
   CreateGroupBody,
   CreateGroupResponse,
   ErrorBodySchema,
+  GroupStatusResponse,
   ProtocolError,
   SubmitMessageBody,
   SubmitMessageResponse,
@@ -12,6 +15,8 @@ import {
 import type { ServiceApp } from "@mastodon-mls/service-kit";
 import { z } from "zod";
 import type { DeliveryContext } from "../context.js";
+import { forkWire, reportCommitRejected } from "../forks.js";
+import { leafOf } from "../roster.js";
 import { parseGroupId, submitMessage } from "../submit.js";
 import { deviceErrors, requireDeviceSignature, signer } from "./auth.js";
 
@@ -20,23 +25,37 @@ const GroupParams = z.object({ groupId: z.string().max(100) });
 export function groupRoutes(ctx: DeliveryContext) {
   return async (app: ServiceApp) => {
     requireDeviceSignature(app, ctx);
+    const refuseRaw = async (req: { body: unknown }) => {
+      if (Buffer.isBuffer(req.body)) throw new ProtocolError("unsupported_media_type");
+    };
+
     app.post(
       "/v1/groups",
       {
-        preValidation: async (req) => {
-          if (Buffer.isBuffer(req.body)) throw new ProtocolError("unsupported_media_type");
-        },
+        preValidation: refuseRaw,
         schema: {
           summary: "Create a group on this hub; the signing device is its leaf 0, at epoch 0",
           security: [{ device: [] }],
           body: CreateGroupBody,
-          response: { 201: CreateGroupResponse, 409: ErrorBodySchema, ...deviceErrors },
+          response: {
+            201: CreateGroupResponse,
+            409: ErrorBodySchema.describe("group_exists"),
+            422: ErrorBodySchema.describe("too_many_groups"),
+            ...deviceErrors,
+          },
         },
       },
       async (req, reply) => {
         const device = signer(req);
         const groupId = req.body.group_id;
         parseGroupId(groupId);
+        await ctx.rateLimits.take("submissions", device.deviceIdText);
+        if ((await ctx.store.deviceGroupCount(device.deviceIdText)) >= ctx.limits.groupsPerDevice) {
+          throw new ProtocolError(
+            "too_many_groups",
+            `This device is in ${ctx.limits.groupsPerDevice} groups at this hub already.`,
+          );
+        }
         await ctx.store.indexDeviceGroups(device.deviceIdText, [groupId]);
         const created = await ctx.store.createGroup({
           groupId,
@@ -46,6 +65,36 @@ export function groupRoutes(ctx: DeliveryContext) {
         if (!created) throw new ProtocolError("group_exists");
         ctx.log.info({ group: groupId }, "group created");
         return reply.status(201).send({ group_id: groupId, epoch: 0 });
+      },
+    );
+
+    app.get(
+      "/v1/groups/:groupId",
+      {
+        schema: {
+          summary: "The hub's view of a group (epoch, seq, retention, forks), for its current members",
+          security: [{ device: [] }],
+          params: GroupParams,
+          response: { 200: GroupStatusResponse, ...deviceErrors },
+        },
+      },
+      async (req) => {
+        const device = signer(req);
+        const groupId = req.params.groupId;
+        parseGroupId(groupId);
+        const snap = await ctx.store.loadGroup(groupId);
+        if (!snap) throw new ProtocolError("unknown_group");
+        if (leafOf(snap, device.deviceIdText) === undefined) throw new ProtocolError("not_a_member");
+        const status = await ctx.store.groupStatus(groupId);
+        if (!status) throw new ProtocolError("unknown_group");
+        return {
+          group_id: groupId,
+          epoch: status.epoch,
+          seq: status.seq,
+          retained_after: status.base,
+          members: status.members,
+          forks: status.forks.map(forkWire),
+        };
       },
     );
 
@@ -61,14 +110,17 @@ export function groupRoutes(ctx: DeliveryContext) {
         },
         schema: {
           summary: "Submit one MLSMessage: a commit (with its Welcome), a proposal or an application message",
-          description: "JSON with base64url fields, or the raw MLSMessage as `message/mls` (no Welcome).",
+          description:
+            "JSON with base64url fields, or the raw MLSMessage as `message/mls` (no Welcome). The same as a " +
+            "`submit` frame on /v1/stream. 409 `wrong_epoch` carries `epoch` and `commit_hash`; 429 carries " +
+            "`retry_after` and a Retry-After header.",
           security: [{ device: [] }],
           params: GroupParams,
           body: SubmitMessageBody,
           response: {
             201: SubmitMessageResponse,
-            409: ErrorBodySchema,
-            422: ErrorBodySchema,
+            409: ErrorBodySchema.describe("wrong_epoch {epoch, commit_hash}, stale_epoch {epoch}"),
+            422: ErrorBodySchema.describe("screening_failed (SCR-n / WEL-n), too_many_groups"),
             ...deviceErrors,
           },
         },
@@ -76,12 +128,39 @@ export function groupRoutes(ctx: DeliveryContext) {
       async (req, reply) => {
         const accepted = await submitMessage(ctx, req.params.groupId, signer(req), {
           message: fromBase64url(req.body.message, LIMITS.mlsMessageBytes),
+          text: req.body.message,
           welcome:
             req.body.welcome === undefined
               ? undefined
               : fromBase64url(req.body.welcome, LIMITS.mlsMessageBytes),
         });
         return reply.status(201).send(accepted);
+      },
+    );
+
+    app.post(
+      "/v1/groups/:groupId/commit-rejected",
+      {
+        preValidation: refuseRaw,
+        schema: {
+          summary: "Report an accepted commit this member cannot process: the group is marked forked",
+          description:
+            "The hub records the fork once per epoch (201; a repeat gets 200 and the first record), appends " +
+            "a `forked` item to the group's log for every member, and keeps ordering the group " +
+            "(docs/decisions.md, D5).",
+          security: [{ device: [] }],
+          params: GroupParams,
+          body: CommitRejectedBody,
+          response: {
+            200: CommitRejectedResponse,
+            201: CommitRejectedResponse,
+            ...deviceErrors,
+          },
+        },
+      },
+      async (req, reply) => {
+        const { fork, created } = await reportCommitRejected(ctx, req.params.groupId, signer(req), req.body);
+        return reply.status(created ? 201 : 200).send({ forked: true as const, fork });
       },
     );
   };

@@ -15,6 +15,8 @@ export function inboxRoutes(ctx: DeliveryContext) {
       {
         schema: {
           summary: "Everything for this device after the cursor (or after what it acknowledged), in order",
+          description:
+            "Items: invitation, welcome, message, removed, forked, behind_retention (docs/protocol.md §4).",
           security: [{ device: [] }],
           querystring: InboxQuery,
           response: { 200: InboxResponse, ...deviceErrors },
@@ -27,6 +29,10 @@ export function inboxRoutes(ctx: DeliveryContext) {
           limit: req.query.limit ?? ctx.limits.pageItems,
           maxBytes: ctx.limits.pageBytes,
         });
+        for (const item of page.items) {
+          ctx.metrics.itemsOut.inc({ kind: item.kind, path: "poll" });
+          if (item.kind === "behind_retention") ctx.metrics.behindRetention.inc();
+        }
         return { items: page.items, cursor: encodeCursor(page.cursor), more: page.more };
       },
     );
@@ -36,6 +42,7 @@ export function inboxRoutes(ctx: DeliveryContext) {
       {
         schema: {
           summary: "Acknowledge everything up to a cursor; acknowledged positions never move back",
+          description: "Entries every member device acknowledged are deleted (retention).",
           security: [{ device: [] }],
           body: AckBody,
           response: { 200: AckResponse, ...deviceErrors },
@@ -43,11 +50,12 @@ export function inboxRoutes(ctx: DeliveryContext) {
       },
       async (req) => {
         const device = signer(req);
-        await ackCursor(
+        const { trimmed } = await ackCursor(
           ctx.store,
           { device: device.deviceIdText, acct: device.acct },
           decodeCursor(req.body.cursor),
         );
+        if (trimmed > 0) ctx.metrics.retained.inc({ cause: "ack" }, trimmed);
         return { acked: true as const };
       },
     );

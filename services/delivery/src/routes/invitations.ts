@@ -20,6 +20,7 @@ export function invitationRoutes(ctx: DeliveryContext) {
       {
         schema: {
           summary: "Queue a pointer to a group for every device of an account of this instance",
+          description: "Rate-limited per sending account (RATE_INVITATIONS per RATE_WINDOW_SECONDS).",
           security: [{ device: [] }],
           body: InvitationBody,
           response: { 201: InvitationResponse, ...deviceErrors },
@@ -34,13 +35,19 @@ export function invitationRoutes(ctx: DeliveryContext) {
           throw new ProtocolError("bad_request", "The hub must be an http(s) URL.");
         }
         parseGroupId(req.body.group_id);
+        // Per sending account: its devices share one budget.
+        await ctx.rateLimits.take("invitations", from.acct);
         const target = formatAcct(acct);
-        await ctx.store.queueInvitation(target, {
-          from: from.acct,
-          from_device: from.deviceIdText,
-          hub: req.body.hub,
-          group_id: req.body.group_id,
-        });
+        await ctx.store.queueInvitation(
+          target,
+          {
+            from: from.acct,
+            from_device: from.deviceIdText,
+            hub: req.body.hub,
+            group_id: req.body.group_id,
+          },
+          ctx.now(),
+        );
         ctx.notifier.publish({ kind: "account", acct: target });
         return reply.status(201).send({ queued: true as const });
       },

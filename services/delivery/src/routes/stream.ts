@@ -1,20 +1,47 @@
+import type { IncomingMessage, ServerResponse } from "node:http";
+import { ErrorBodySchema, ProtocolError } from "@mastodon-mls/protocol";
 import type { ServiceApp } from "@mastodon-mls/service-kit";
 import type { StreamSessions } from "../stream.js";
 
 /** GET /v1/stream: the WebSocket inbox. The upgrade is unauthenticated; the first frame is signed. */
 export function streamRoutes(sessions: StreamSessions) {
+  // The HTTP response of each upgrade, until its WebSocket is handed over.
+  const responses = new WeakMap<IncomingMessage, ServerResponse>();
   return async (app: ServiceApp) => {
-    app.get(
-      "/v1/stream",
-      {
-        websocket: true,
-        schema: {
-          summary: "WebSocket: the inbox, pushed (StreamServerFrame / StreamClientFrame, docs/protocol.md)",
-        },
+    // app.route, not app.get(…, {websocket: true}): @fastify/websocket hides `websocket: true` routes
+    // from the OpenAPI document; with a `wsHandler` the route stays in it.
+    app.route({
+      method: "GET",
+      url: "/v1/stream",
+      schema: {
+        summary: "WebSocket: the inbox pushed, and submissions (StreamServerFrame / StreamClientFrame)",
+        description:
+          "Upgrade to a WebSocket. The server sends `challenge`; the client's first frame is `auth` (an " +
+          "MLS-Device authorization signed over GET /v1/stream with the challenge bytes as the body, and " +
+          "an optional `after` cursor). Then the server pushes `items` frames; the client may send `ack` " +
+          "and `submit` frames (answered by `submitted` / `refused`, as POST …/messages). Close codes: " +
+          "4000 resume (shutdown, or the client read too slowly), 4001 authentication failed, 4002 bad " +
+          "frame. docs/protocol.md §6.",
+        response: { 400: ErrorBodySchema.describe("bad_request: not a WebSocket upgrade") },
       },
-      (socket) => {
+      onRequest: (req, reply, done) => {
+        responses.set(req.raw, reply.raw);
+        done();
+      },
+      wsHandler: (socket, req) => {
+        // An upgraded request's HTTP response never finishes, so Node leaves it attached to the TCP socket,
+        // and with it Fastify's request and reply and the upgrade's headers: kilobytes per idle stream.
+        // Detach it, as Node does when a response finishes; and drop @fastify/websocket's own `error`
+        // listener, which closes over the same request and reply (the session handles errors itself).
+        const response = responses.get(req.raw);
+        if (response && req.raw.socket) response.detachSocket(req.raw.socket);
+        responses.delete(req.raw);
+        socket.removeAllListeners("error");
         sessions.open(socket);
       },
-    );
+      handler: async () => {
+        throw new ProtocolError("bad_request", "GET /v1/stream is a WebSocket: send an Upgrade request.");
+      },
+    });
   };
 }

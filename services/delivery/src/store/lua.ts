@@ -20,12 +20,27 @@ export class LuaScript {
 }
 
 // Memberships are kept per device as "from:until,from:until,from:" — an open stretch ends in ":", so
-// closing one is an append and the script needs no JSON.
+// closing one is an append and the scripts need no JSON. Log entries are JSON that starts with `{"t":<ms>`
+// (read by pattern when trimming by age). Retention: meta `base` is the seq of the last deleted entry; the
+// entry of seq n sits at list index n - base - 1.
+//
+// Every script that appends to a log publishes the event announcing it (`head .. seq .. tail`) to the
+// given channels in the same atomic step, so replicas hear of each entry once, in seq order, and an
+// accepted message is never left unannounced by a crash between two commands.
+
+/** Publishes `ARGV[i] .. seq .. ARGV[i + 1]` to the channels named in ARGV[i + 2 …]. */
+const ANNOUNCE = `
+local function announce(seq, i)
+  if ARGV[i] == '' then return end
+  local payload = ARGV[i] .. seq .. ARGV[i + 1]
+  for j = i + 2, #ARGV do redis.call('PUBLISH', ARGV[j], payload) end
+end
+`;
 
 /** KEYS: meta roster leaves mship. ARGV: at, creatorDevice, creatorJson. */
 export const CREATE_GROUP = new LuaScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'epoch', 0, 'seq', 0, 'created', ARGV[1])
+redis.call('HSET', KEYS[1], 'epoch', 0, 'seq', 0, 'base', 0, 'created', ARGV[1])
 redis.call('HSET', KEYS[2], '0', ARGV[3])
 redis.call('HSET', KEYS[3], ARGV[2], '0')
 redis.call('HSET', KEYS[4], ARGV[2], '0:')
@@ -33,23 +48,25 @@ return 1
 `);
 
 /**
- * The commit step (DESIGN §6): epoch compare-and-set, sequence number, log, roster change, Welcome.
- * KEYS: meta roster leaves mship log welcome props wins.
- * ARGV: expectedEpoch, entryJson, hash, welcome ('' for none), nRemoves, leaf…, nAdds, (leaf, device, memberJson)…
+ * The commit step (DESIGN §6): epoch compare-and-set, sequence number, log, roster change, Welcome,
+ * announcement. KEYS: meta roster leaves mship log welcome props wins.
+ * ARGV: expectedEpoch, entryJson, hash, welcome ('' for none), sender, nRemoves, leaf…,
+ *       nAdds, (leaf, device, memberJson)…, head, tail, channel…
  */
-export const COMMIT = new LuaScript(`
+export const COMMIT = new LuaScript(`${ANNOUNCE}
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then return {'unknown_group'} end
 if epoch ~= ARGV[1] then
-  return {'wrong_epoch', epoch, redis.call('HGET', KEYS[8], ARGV[1]) or ''}
+  local win = redis.call('HGET', KEYS[8], ARGV[1])
+  return {'wrong_epoch', epoch, win and string.match(win, '^%S+') or ''}
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('RPUSH', KEYS[5], ARGV[2])
 local nextEpoch = tonumber(epoch) + 1
 redis.call('HSET', KEYS[1], 'epoch', nextEpoch)
-redis.call('HSET', KEYS[8], ARGV[1], ARGV[3])
+redis.call('HSET', KEYS[8], ARGV[1], ARGV[3] .. ' ' .. seq .. ' ' .. ARGV[5])
 redis.call('DEL', KEYS[7])
-local i = 5
+local i = 6
 local nRemoves = tonumber(ARGV[i])
 for _ = 1, nRemoves do
   i = i + 1
@@ -80,31 +97,207 @@ for _ = 1, nAdds do
   end
 end
 if ARGV[4] ~= '' then redis.call('HSET', KEYS[6], seq, ARGV[4]) end
+announce(seq, i + 1)
 return {'ok', seq, nextEpoch}
 `);
 
 /**
  * A proposal or an application message. KEYS: meta leaves log props wins.
- * ARGV: kind ('proposal'|'application'), msgEpoch, device, leaf, entryJson, ref, proposalJson, window.
+ * ARGV: kind ('proposal'|'application'), msgEpoch, device, leaf ('' = wherever it sits), entryJson, ref,
+ *       proposalJsonHead (completed with the leaf), window, head, tail, channel…
  */
-export const APPEND = new LuaScript(`
+export const APPEND = new LuaScript(`${ANNOUNCE}
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then return {'unknown_group'} end
-if redis.call('HGET', KEYS[2], ARGV[3]) ~= ARGV[4] then return {'not_a_member'} end
+local leaf = redis.call('HGET', KEYS[2], ARGV[3])
+if not leaf or (ARGV[4] ~= '' and leaf ~= ARGV[4]) then return {'not_a_member'} end
 local current = tonumber(epoch)
 local msgEpoch = tonumber(ARGV[2])
 if ARGV[1] == 'proposal' then
   if msgEpoch ~= current then
-    return {'wrong_epoch', epoch, redis.call('HGET', KEYS[5], ARGV[2]) or ''}
+    local win = redis.call('HGET', KEYS[5], ARGV[2])
+    return {'wrong_epoch', epoch, win and string.match(win, '^%S+') or ''}
   end
-  if redis.call('HSETNX', KEYS[4], ARGV[6], ARGV[7]) == 0 then return {'duplicate_proposal'} end
+  if redis.call('HSETNX', KEYS[4], ARGV[6], '{"l":' .. leaf .. ARGV[7]) == 0 then
+    return {'duplicate_proposal'}
+  end
 else
   if msgEpoch > current then return {'wrong_epoch', epoch, ''} end
   if msgEpoch < current - tonumber(ARGV[8]) then return {'stale_epoch', epoch} end
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('RPUSH', KEYS[3], ARGV[5])
+announce(seq, 9)
 return {'ok', seq, current}
+`);
+
+/**
+ * A fork report: once per epoch, a notice in the log. KEYS: meta leaves wins forks log.
+ * ARGV: reporter, epoch, commitHash, reason, at, groupId, channel…
+ * Every field is base64url, decimal or a checked reason code: no JSON escaping is needed.
+ */
+export const REPORT_FORK = new LuaScript(`
+local current = redis.call('HGET', KEYS[1], 'epoch')
+if not current then return {'unknown_group'} end
+if not redis.call('HGET', KEYS[2], ARGV[1]) then return {'not_a_member'} end
+local win = redis.call('HGET', KEYS[3], ARGV[2])
+if not win then return {'unknown_commit'} end
+local hash, commitSeq, sender = string.match(win, '^(%S+) (%d+) (%S+)$')
+if hash ~= ARGV[3] then return {'unknown_commit'} end
+local existing = redis.call('HGET', KEYS[4], ARGV[2])
+if existing then return {'exists', existing} end
+local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
+local record = '{"seq":' .. seq .. ',"epoch":' .. ARGV[2] .. ',"commitHash":"' .. hash ..
+  '","commitSeq":' .. commitSeq .. ',"sender":"' .. sender .. '","reporter":"' .. ARGV[1] ..
+  '","reason":"' .. ARGV[4] .. '"}'
+redis.call('HSET', KEYS[4], ARGV[2], record)
+redis.call('RPUSH', KEYS[5], '{"t":' .. ARGV[5] .. ',"e":' .. current .. ',"d":"' .. ARGV[1] ..
+  '","m":"","f":' .. record .. '}')
+local payload = '{"seq":' .. seq .. ',"kind":"group","groupId":"' .. ARGV[6] .. '","epoch":' .. current ..
+  ',"sender":"' .. ARGV[1] .. '","at":' .. ARGV[5] .. ',"notice":true}'
+for j = 7, #ARGV do redis.call('PUBLISH', ARGV[j], payload) end
+return {'ok', record}
+`);
+
+/** KEYS: meta log. ARGV: from, to. → {base, entry…} for base < seq, from <= seq <= to. */
+export const READ_LOG = new LuaScript(`
+local base = tonumber(redis.call('HGET', KEYS[1], 'base') or '0')
+local from = math.max(tonumber(ARGV[1]), base + 1)
+local to = tonumber(ARGV[2])
+if to < from then return {base} end
+local entries = redis.call('LRANGE', KEYS[2], from - base - 1, to - base - 1)
+table.insert(entries, 1, base)
+return entries
+`);
+
+/**
+ * Scans a device's stretches "from:until,…": whether all are read to the end (acknowledged past the
+ * `removed` notice at until + 1), and the lowest position still to read (from just before the Welcome).
+ */
+const SCAN = `
+local function scan(acks, device, text, floor)
+  local k = 0
+  local done = true
+  for stretch in string.gmatch(text, '[^,]+') do
+    local sep = string.find(stretch, ':', 1, true)
+    local from = tonumber(string.sub(stretch, 1, sep - 1))
+    local untilText = string.sub(stretch, sep + 1)
+    local ack = acks[device .. '#' .. k] or -1
+    local start = from
+    if from > 0 then start = from - 1 end
+    if ack < start then ack = start end
+    if untilText == '' or ack < tonumber(untilText) + 1 then
+      done = false
+      if ack < floor then floor = ack end
+    end
+    k = k + 1
+  end
+  return done, floor, k
+end
+`;
+
+/** Deletes entries up to `target` and the Welcomes with them. */
+const TRIM = `
+local function trim(metaKey, logKey, welcomeKey, base, target)
+  if target <= base then return 0 end
+  redis.call('LTRIM', logKey, target - base, -1)
+  redis.call('HSET', metaKey, 'base', target)
+  for _, s in ipairs(redis.call('HKEYS', welcomeKey)) do
+    if tonumber(s) <= target then redis.call('HDEL', welcomeKey, s) end
+  end
+  return target - base
+end
+local function oldest(logKey)
+  local first = redis.call('LINDEX', logKey, 0)
+  if not first then return '' end
+  return string.match(first, '^{"t":(%d+)')
+end
+`;
+
+/**
+ * Acknowledgements in a group, then retention by acknowledgement. KEYS: meta mship acks log welcome.
+ * ARGV: device, (stretch, position)… → {done, trimmed, oldest ('' when the log is empty)}.
+ */
+export const ACK_GROUP = new LuaScript(`${SCAN}${TRIM}
+local device = ARGV[1]
+local mine = redis.call('HGET', KEYS[2], device)
+if not mine then return {0, 0, ''} end
+for i = 2, #ARGV, 2 do
+  local field = device .. '#' .. ARGV[i]
+  local old = tonumber(redis.call('HGET', KEYS[3], field) or '-1')
+  if tonumber(ARGV[i + 1]) > old then redis.call('HSET', KEYS[3], field, ARGV[i + 1]) end
+end
+local acks = {}
+local flat = redis.call('HGETALL', KEYS[3])
+for j = 1, #flat, 2 do acks[flat[j]] = tonumber(flat[j + 1]) end
+local meta = redis.call('HMGET', KEYS[1], 'seq', 'base')
+local seq = tonumber(meta[1])
+local base = tonumber(meta[2] or '0')
+local done, _, n = scan(acks, device, mine, seq)
+if done then
+  redis.call('HDEL', KEYS[2], device)
+  for k = 0, n - 1 do redis.call('HDEL', KEYS[3], device .. '#' .. k) end
+end
+local floor = seq
+local all = redis.call('HGETALL', KEYS[2])
+for j = 1, #all, 2 do
+  local _, f = scan(acks, all[j], all[j + 1], floor)
+  floor = f
+end
+local trimmed = trim(KEYS[1], KEYS[4], KEYS[5], base, floor)
+return {done and 1 or 0, trimmed, trimmed > 0 and oldest(KEYS[4]) or ''}
+`);
+
+/**
+ * Retention by age. KEYS: meta log welcome. ARGV: cutoff (ms), max.
+ * → {deleted (-1: no such group), oldest remaining ('' when empty)}.
+ */
+export const SWEEP_GROUP = new LuaScript(`${TRIM}
+local meta = redis.call('HMGET', KEYS[1], 'seq', 'base')
+if not meta[1] then return {-1, ''} end
+local base = tonumber(meta[2] or '0')
+local cutoff = tonumber(ARGV[1])
+local max = tonumber(ARGV[2])
+local n = 0
+local stop = false
+while not stop and n < max do
+  local chunk = redis.call('LRANGE', KEYS[2], n, n + 99)
+  if #chunk == 0 then break end
+  for _, entry in ipairs(chunk) do
+    if n >= max or tonumber(string.match(entry, '^{"t":(%d+)')) >= cutoff then
+      stop = true
+      break
+    end
+    n = n + 1
+  end
+end
+trim(KEYS[1], KEYS[2], KEYS[3], base, base + n)
+return {n, oldest(KEYS[2])}
+`);
+
+/** KEYS: inv invbase. ARGV: cutoff, max. → {deleted, oldest remaining ('' when empty)}. */
+export const SWEEP_INVITATIONS = new LuaScript(`
+local cutoff = tonumber(ARGV[1])
+local n = 0
+while n < tonumber(ARGV[2]) do
+  local first = redis.call('LINDEX', KEYS[1], 0)
+  if not first or tonumber(string.match(first, '^{"t":(%d+)')) >= cutoff then break end
+  redis.call('LPOP', KEYS[1])
+  n = n + 1
+end
+if n > 0 then redis.call('INCRBY', KEYS[2], n) end
+local first = redis.call('LINDEX', KEYS[1], 0)
+return {n, first and string.match(first, '^{"t":(%d+)') or ''}
+`);
+
+/** KEYS: inv invbase. ARGV: after, max. → {base, invitation…} with seq > max(after, base). */
+export const READ_INVITATIONS = new LuaScript(`
+local base = tonumber(redis.call('GET', KEYS[2]) or '0')
+local from = math.max(tonumber(ARGV[1]), base)
+local max = tonumber(ARGV[2])
+local items = redis.call('LRANGE', KEYS[1], from - base, from - base + max - 1)
+table.insert(items, 1, from)
+return items
 `);
 
 /** KEYS: groups next. ARGV: groupId… */

@@ -1,28 +1,52 @@
+import { toBase64url } from "@mastodon-mls/protocol";
+import { groupEvent } from "./events.js";
+import { logEntry } from "./types.js";
 import type {
+  AckOutcome,
   AppendOutcome,
   AppendWrite,
   CommitOutcome,
   CommitWrite,
   DeliveryStore,
+  DeviceGroups,
   DeviceInGroup,
+  ForkOutcome,
+  ForkRecord,
+  ForkReport,
   GroupSnapshot,
+  GroupStatus,
   Invitation,
   LogEntry,
   MemberRecord,
   Membership,
   NewGroup,
   StoredProposal,
+  StretchAck,
+  SweepOutcome,
+  WinningCommit,
 } from "./types.js";
 
 interface GroupData {
   epoch: number;
+  seq: number;
+  /** Entries up to this seq are deleted. */
+  base: number;
   roster: Map<number, MemberRecord>;
   leaves: Map<string, number>;
   memberships: Map<string, Membership[]>;
+  /** `device#stretch` → acknowledged position. */
+  acks: Map<string, number>;
+  /** Entries base+1 … seq. */
   log: LogEntry[];
   welcomes: Map<number, Uint8Array>;
   proposals: Map<string, StoredProposal>;
-  winners: Map<number, string>;
+  winners: Map<number, WinningCommit>;
+  forks: Map<number, ForkRecord>;
+}
+
+interface InvitationQueue {
+  base: number;
+  items: { invitation: Invitation; at: number }[];
 }
 
 /**
@@ -31,21 +55,25 @@ interface GroupData {
  */
 export class MemoryDeliveryStore implements DeliveryStore {
   private readonly groups = new Map<string, GroupData>();
-  private readonly deviceIndex = new Map<string, Map<string, number>>();
+  private readonly deviceIndex = new Map<string, { numbers: Map<string, number>; next: number }>();
   private readonly cursors = new Map<string, Map<string, number>>();
-  private readonly invitationQueues = new Map<string, Invitation[]>();
+  private readonly invitationQueues = new Map<string, InvitationQueue>();
 
   async createGroup(g: NewGroup): Promise<boolean> {
     if (this.groups.has(g.groupId)) return false;
     this.groups.set(g.groupId, {
       epoch: 0,
+      seq: 0,
+      base: 0,
       roster: new Map([[0, g.creator]]),
       leaves: new Map([[g.creator.device, 0]]),
       memberships: new Map([[g.creator.device, [{ from: 0, until: null }]]]),
+      acks: new Map(),
       log: [],
       welcomes: new Map(),
       proposals: new Map(),
       winners: new Map(),
+      forks: new Map(),
     });
     return true;
   }
@@ -56,7 +84,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
     return {
       groupId,
       epoch: g.epoch,
-      seq: g.log.length,
+      seq: g.seq,
       roster: new Map(g.roster),
       proposals: new Map(g.proposals),
     };
@@ -70,24 +98,27 @@ export class MemoryDeliveryStore implements DeliveryStore {
         ok: false,
         reason: "wrong_epoch",
         epoch: g.epoch,
-        winner: g.winners.get(w.expectedEpoch) ?? null,
+        winner: g.winners.get(w.expectedEpoch)?.hash ?? null,
       };
     }
-    const seq = g.log.length + 1;
-    g.log.push({ seq, epoch: w.expectedEpoch, sender: w.sender, at: w.at, message: w.message });
+    const seq = ++g.seq;
+    const text = w.text ?? toBase64url(w.message);
+    g.log.push(logEntry({ seq, epoch: w.expectedEpoch, sender: w.sender, at: w.at, text }));
     g.epoch = w.expectedEpoch + 1;
-    g.winners.set(w.expectedEpoch, w.hash);
+    g.winners.set(w.expectedEpoch, { hash: w.hash, seq, sender: w.sender });
     g.proposals.clear();
+    const changed: string[] = [];
     for (const leaf of w.removes) {
       const member = g.roster.get(leaf);
       if (!member) continue;
+      changed.push(member.device);
       g.roster.delete(leaf);
       g.leaves.delete(member.device);
-      const stretches = g.memberships.get(member.device);
-      const last = stretches?.at(-1);
+      const last = g.memberships.get(member.device)?.at(-1);
       if (last && last.until === null) last.until = seq;
     }
     for (const { leaf, member } of w.adds) {
+      changed.push(member.device);
       g.roster.set(leaf, member);
       g.leaves.set(member.device, leaf);
       const stretches = g.memberships.get(member.device) ?? [];
@@ -95,53 +126,121 @@ export class MemoryDeliveryStore implements DeliveryStore {
       g.memberships.set(member.device, stretches);
     }
     if (w.welcome) g.welcomes.set(seq, w.welcome);
-    return { ok: true, seq, epoch: g.epoch };
+    const event = groupEvent(
+      groupId,
+      seq,
+      { epoch: w.expectedEpoch, sender: w.sender, at: w.at, text },
+      changed,
+    );
+    return { ok: true, seq, epoch: g.epoch, event, announced: false };
   }
 
   async append(groupId: string, w: AppendWrite): Promise<AppendOutcome> {
     const g = this.groups.get(groupId);
     if (!g) return { ok: false, reason: "unknown_group" };
-    if (g.leaves.get(w.sender) !== w.leaf) return { ok: false, reason: "not_a_member" };
+    const leaf = g.leaves.get(w.sender);
+    if (leaf === undefined || (w.leaf !== undefined && leaf !== w.leaf)) {
+      return { ok: false, reason: "not_a_member" };
+    }
     if (w.kind === "proposal") {
       if (w.epoch !== g.epoch) {
-        return { ok: false, reason: "wrong_epoch", epoch: g.epoch, winner: g.winners.get(w.epoch) ?? null };
+        return {
+          ok: false,
+          reason: "wrong_epoch",
+          epoch: g.epoch,
+          winner: g.winners.get(w.epoch)?.hash ?? null,
+        };
       }
       if (w.ref === undefined || g.proposals.has(w.ref)) return { ok: false, reason: "duplicate_proposal" };
-      g.proposals.set(w.ref, { message: w.message, senderLeaf: w.leaf });
+      g.proposals.set(w.ref, { message: w.message, senderLeaf: leaf });
     } else {
       if (w.epoch > g.epoch) return { ok: false, reason: "wrong_epoch", epoch: g.epoch, winner: null };
       if (w.epoch < g.epoch - w.window) return { ok: false, reason: "stale_epoch", epoch: g.epoch };
     }
-    const seq = g.log.length + 1;
-    g.log.push({ seq, epoch: w.epoch, sender: w.sender, at: w.at, message: w.message });
-    return { ok: true, seq, epoch: g.epoch };
+    const seq = ++g.seq;
+    const text = w.text ?? toBase64url(w.message);
+    g.log.push(logEntry({ seq, epoch: w.epoch, sender: w.sender, at: w.at, text }));
+    const event = groupEvent(groupId, seq, { epoch: w.epoch, sender: w.sender, at: w.at, text });
+    return { ok: true, seq, epoch: g.epoch, event, announced: false };
   }
 
-  async winningCommit(groupId: string, epoch: number): Promise<string | null> {
+  async winningCommit(groupId: string, epoch: number): Promise<WinningCommit | null> {
     return this.groups.get(groupId)?.winners.get(epoch) ?? null;
   }
 
-  async indexDeviceGroups(device: string, groupIds: readonly string[]): Promise<void> {
-    const index = this.deviceIndex.get(device) ?? new Map<string, number>();
-    this.deviceIndex.set(device, index);
-    for (const id of groupIds) if (!index.has(id)) index.set(id, index.size + 1);
+  async reportFork(groupId: string, r: ForkReport): Promise<ForkOutcome> {
+    const g = this.groups.get(groupId);
+    if (!g) return { ok: false, reason: "unknown_group" };
+    if (!g.leaves.has(r.reporter)) return { ok: false, reason: "not_a_member" };
+    const win = g.winners.get(r.epoch);
+    if (!win || win.hash !== r.commitHash) return { ok: false, reason: "unknown_commit" };
+    const existing = g.forks.get(r.epoch);
+    if (existing) return { ok: true, fork: existing, created: false, event: undefined, announced: false };
+    const seq = ++g.seq;
+    const fork: ForkRecord = {
+      seq,
+      epoch: r.epoch,
+      commitHash: win.hash,
+      commitSeq: win.seq,
+      sender: win.sender,
+      reporter: r.reporter,
+      reason: r.reason,
+    };
+    g.forks.set(r.epoch, fork);
+    g.log.push(logEntry({ seq, epoch: g.epoch, sender: r.reporter, at: r.at, text: "", fork }));
+    return {
+      ok: true,
+      fork,
+      created: true,
+      event: { kind: "group", groupId, seq, epoch: g.epoch, sender: r.reporter, at: r.at, notice: true },
+      announced: false,
+    };
   }
 
-  async deviceGroups(device: string): Promise<ReadonlyMap<string, number>> {
-    return new Map(this.deviceIndex.get(device));
+  async groupStatus(groupId: string): Promise<GroupStatus | undefined> {
+    const g = this.groups.get(groupId);
+    if (!g) return undefined;
+    return {
+      epoch: g.epoch,
+      seq: g.seq,
+      base: g.base,
+      members: g.roster.size,
+      forks: [...g.forks.values()].sort((a, b) => a.seq - b.seq),
+    };
+  }
+
+  async indexDeviceGroups(device: string, groupIds: readonly string[]): Promise<void> {
+    const index = this.deviceIndex.get(device) ?? { numbers: new Map<string, number>(), next: 0 };
+    this.deviceIndex.set(device, index);
+    for (const id of groupIds) if (!index.numbers.has(id)) index.numbers.set(id, ++index.next);
+  }
+
+  async deviceGroups(device: string): Promise<DeviceGroups> {
+    const index = this.deviceIndex.get(device);
+    return { numbers: new Map(index?.numbers), next: index?.next ?? 0 };
+  }
+
+  async forgetDeviceGroup(device: string, groupId: string): Promise<void> {
+    this.deviceIndex.get(device)?.numbers.delete(groupId);
+  }
+
+  async deviceGroupCount(device: string): Promise<number> {
+    return this.deviceIndex.get(device)?.numbers.size ?? 0;
   }
 
   async memberships(groupId: string, device: string): Promise<DeviceInGroup | undefined> {
     const g = this.groups.get(groupId);
     const stretches = g?.memberships.get(device);
     if (!g || !stretches) return undefined;
-    return { seq: g.log.length, memberships: stretches.map((m) => ({ ...m })) };
+    return { seq: g.seq, base: g.base, memberships: stretches.map((m) => ({ ...m })) };
   }
 
   async readLog(groupId: string, from: number, to: number): Promise<LogEntry[]> {
     const g = this.groups.get(groupId);
-    if (!g || to < from) return [];
-    return g.log.slice(Math.max(from, 1) - 1, to);
+    if (!g) return [];
+    const first = Math.max(from, g.base + 1);
+    if (to < first) return [];
+    return g.log.slice(first - g.base - 1, to - g.base);
   }
 
   async welcome(groupId: string, seq: number): Promise<Uint8Array | undefined> {
@@ -158,20 +257,61 @@ export class MemoryDeliveryStore implements DeliveryStore {
     for (const [key, pos] of positions) if (pos > (stored.get(key) ?? -1)) stored.set(key, pos);
   }
 
-  async queueInvitation(acct: string, invitation: Invitation): Promise<number> {
-    const queue = this.invitationQueues.get(acct) ?? [];
+  async ackGroup(groupId: string, device: string, acks: readonly StretchAck[]): Promise<AckOutcome> {
+    const g = this.groups.get(groupId);
+    const stretches = g?.memberships.get(device);
+    if (!g || !stretches) return { done: false, trimmed: 0 };
+    for (const { stretch, position } of acks) {
+      const key = `${device}#${stretch}`;
+      if (stretch < stretches.length && position > (g.acks.get(key) ?? -1)) g.acks.set(key, position);
+    }
+    const mine = scan(g, device, stretches, g.seq);
+    if (mine.done) {
+      g.memberships.delete(device);
+      stretches.forEach((_, k) => g.acks.delete(`${device}#${k}`));
+    }
+    let floor = g.seq;
+    for (const [d, s] of g.memberships) floor = scan(g, d, s, floor).floor;
+    return { done: mine.done, trimmed: trimTo(g, floor) };
+  }
+
+  async sweep(cutoff: number): Promise<SweepOutcome> {
+    let entries = 0;
+    let invitations = 0;
+    for (const g of this.groups.values()) {
+      let n = 0;
+      while (n < g.log.length && g.log[n]!.at < cutoff) n++;
+      entries += trimTo(g, g.base + n);
+    }
+    for (const q of this.invitationQueues.values()) {
+      let n = 0;
+      while (n < q.items.length && q.items[n]!.at < cutoff) n++;
+      q.items.splice(0, n);
+      q.base += n;
+      invitations += n;
+    }
+    return { entries, invitations };
+  }
+
+  async queueInvitation(acct: string, invitation: Invitation, at: number): Promise<number> {
+    const queue = this.invitationQueues.get(acct) ?? { base: 0, items: [] };
     this.invitationQueues.set(acct, queue);
-    queue.push(invitation);
-    return queue.length;
+    queue.items.push({ invitation, at });
+    return queue.base + queue.items.length;
   }
 
   async invitationCount(acct: string): Promise<number> {
-    return this.invitationQueues.get(acct)?.length ?? 0;
+    const queue = this.invitationQueues.get(acct);
+    return queue ? queue.base + queue.items.length : 0;
   }
 
   async invitations(acct: string, after: number, max: number) {
-    const queue = this.invitationQueues.get(acct) ?? [];
-    return queue.slice(after, after + max).map((invitation, i) => ({ seq: after + i + 1, invitation }));
+    const queue = this.invitationQueues.get(acct);
+    if (!queue || max <= 0) return [];
+    const from = Math.max(after, queue.base);
+    return queue.items
+      .slice(from - queue.base, from - queue.base + max)
+      .map(({ invitation }, i) => ({ seq: from + i + 1, invitation }));
   }
 
   async ready(): Promise<boolean> {
@@ -179,4 +319,36 @@ export class MemoryDeliveryStore implements DeliveryStore {
   }
 
   async close(): Promise<void> {}
+}
+
+/**
+ * A device's stretches in a group: whether it has read them all to the end, and the lowest position it
+ * still has to read from (folded into `floor`). Unread positions count from just before its Welcome.
+ */
+function scan(
+  g: GroupData,
+  device: string,
+  stretches: readonly Membership[],
+  floor: number,
+): { done: boolean; floor: number } {
+  let done = true;
+  stretches.forEach((m, k) => {
+    const ack = Math.max(g.acks.get(`${device}#${k}`) ?? -1, m.from === 0 ? 0 : m.from - 1);
+    if (m.until === null || ack < m.until + 1) {
+      done = false;
+      floor = Math.min(floor, ack);
+    }
+  });
+  return { done, floor };
+}
+
+/** Deletes the log entries and Welcomes up to `floor`; returns how many entries went. */
+function trimTo(g: GroupData, floor: number): number {
+  const target = Math.min(floor, g.seq);
+  if (target <= g.base) return 0;
+  const n = target - g.base;
+  g.log.splice(0, n);
+  for (const seq of g.welcomes.keys()) if (seq <= target) g.welcomes.delete(seq);
+  g.base = target;
+  return n;
 }

@@ -1,44 +1,88 @@
 import { fromBase64url, toBase64url } from "@mastodon-mls/protocol";
 import { StoreUnavailableError, redisReady, type Redis } from "@mastodon-mls/service-kit";
-import { ADVANCE_CURSOR, APPEND, COMMIT, CREATE_GROUP, INDEX_DEVICE_GROUPS } from "./lua.js";
+import { channelsOf } from "../channels.js";
+import { groupTopic, topicsOf, type GroupEvent } from "../notifier.js";
+import { eventTemplate, groupEvent } from "./events.js";
+import { logEntry } from "./types.js";
+import {
+  ACK_GROUP,
+  ADVANCE_CURSOR,
+  APPEND,
+  COMMIT,
+  CREATE_GROUP,
+  INDEX_DEVICE_GROUPS,
+  READ_INVITATIONS,
+  READ_LOG,
+  REPORT_FORK,
+  SWEEP_GROUP,
+  SWEEP_INVITATIONS,
+} from "./lua.js";
 import type {
+  AckOutcome,
   AppendOutcome,
   AppendWrite,
   CommitOutcome,
   CommitWrite,
   DeliveryStore,
+  DeviceGroups,
   DeviceInGroup,
+  ForkOutcome,
+  ForkRecord,
+  ForkReport,
   GroupSnapshot,
+  GroupStatus,
   Invitation,
   LogEntry,
   MemberRecord,
   Membership,
   NewGroup,
   StoredProposal,
+  StretchAck,
+  SweepOutcome,
+  WinningCommit,
 } from "./types.js";
+
+export interface RedisStoreOptions {
+  /**
+   * Publish each new log entry's event (to the RedisNotifier's shard channels under the same prefix) in
+   * the script that appends it. Outcomes then say `announced: true` and the caller publishes nothing.
+   */
+  announce?: boolean;
+}
 
 /**
  * Key layout (README): every key starts with the prefix and is hash-tagged by the one group, device or
  * account it belongs to, so each atomic step touches a single Redis Cluster slot.
  *
- *   <p>{g:<groupId>}:meta      hash   epoch, seq, created
+ *   <p>{g:<groupId>}:meta      hash   epoch, seq, base (retention: entries up to it are gone), created
  *   <p>{g:<groupId>}:roster    hash   leaf → {"d": device, "a": acct}
  *   <p>{g:<groupId>}:leaves    hash   device → leaf
  *   <p>{g:<groupId>}:mship     hash   device → "from:until,from:" (membership stretches)
- *   <p>{g:<groupId>}:log       list   entry seq n at index n-1: {"e": epoch, "d": device, "t": ms, "m": b64url}
+ *   <p>{g:<groupId>}:acks      hash   "device#stretch" → acknowledged position
+ *   <p>{g:<groupId>}:log       list   entry seq n at index n-base-1: {"t": ms, "e": epoch, "d": device, "m": b64url}
  *   <p>{g:<groupId>}:welcome   hash   seq of the adding commit → Welcome (b64url)
  *   <p>{g:<groupId>}:props     hash   ProposalRef → {"l": leaf, "m": b64url}, this epoch only
- *   <p>{g:<groupId>}:wins      hash   epoch → b64url SHA-256 of the commit that ended it
+ *   <p>{g:<groupId>}:wins      hash   epoch → "<b64url SHA-256> <seq> <device>" of the commit that ended it
+ *   <p>{g:<groupId>}:forks     hash   epoch → fork record (JSON)
  *   <p>{d:<deviceId>}:groups   hash   groupId → the group's number in this device's cursors
  *   <p>{d:<deviceId>}:next     string counter for those numbers
  *   <p>{d:<deviceId>}:cursor   hash   cursor stream → acknowledged position
- *   <p>{a:<acct>}:inv          list   invitation seq n at index n-1 (JSON)
+ *   <p>{a:<acct>}:inv          list   invitations after invbase, in order (JSON, starting with "t")
+ *   <p>{a:<acct>}:invbase      string invitations deleted so far
+ *   <p>retention               zset   "g:<id>" / "a:<acct>" → ms of its oldest item (the sweeper's index)
  */
 export class RedisDeliveryStore implements DeliveryStore {
+  private readonly announce: boolean;
+  private readonly index: string;
+
   constructor(
     private readonly redis: Redis,
     private readonly prefix: string,
-  ) {}
+    opts: RedisStoreOptions = {},
+  ) {
+    this.announce = opts.announce ?? false;
+    this.index = `${prefix}retention`;
+  }
 
   private group(groupId: string) {
     const base = `${this.prefix}{g:${groupId}}:`;
@@ -47,10 +91,12 @@ export class RedisDeliveryStore implements DeliveryStore {
       roster: `${base}roster`,
       leaves: `${base}leaves`,
       mship: `${base}mship`,
+      acks: `${base}acks`,
       log: `${base}log`,
       welcome: `${base}welcome`,
       props: `${base}props`,
       wins: `${base}wins`,
+      forks: `${base}forks`,
     };
   }
 
@@ -60,7 +106,14 @@ export class RedisDeliveryStore implements DeliveryStore {
   }
 
   private account(acct: string) {
-    return { inv: `${this.prefix}{a:${acct}}:inv` };
+    const base = `${this.prefix}{a:${acct}}:`;
+    return { inv: `${base}inv`, base: `${base}invbase` };
+  }
+
+  /** `head, tail, channel…` for a script to publish `event` (or one empty argument: publish nothing). */
+  private announcement(event: GroupEvent): string[] {
+    if (!this.announce) return [""];
+    return [...eventTemplate(event), ...channelsOf(this.prefix, topicsOf(event))];
   }
 
   async createGroup(g: NewGroup): Promise<boolean> {
@@ -70,7 +123,9 @@ export class RedisDeliveryStore implements DeliveryStore {
       [k.meta, k.roster, k.leaves, k.mship],
       [g.at, g.creator.device, memberJson(g.creator)],
     );
-    return created === 1;
+    if (created !== 1) return false;
+    await this.redis.zadd(this.index, "NX", g.at, `g:${g.groupId}`);
+    return true;
   }
 
   async loadGroup(groupId: string): Promise<GroupSnapshot | undefined> {
@@ -91,15 +146,25 @@ export class RedisDeliveryStore implements DeliveryStore {
 
   async commit(groupId: string, w: CommitWrite): Promise<CommitOutcome> {
     const k = this.group(groupId);
+    const text = w.text ?? toBase64url(w.message);
+    // The snapshot the commit was screened against has this roster: the epoch compare-and-set below
+    // fails if any commit changed it since.
+    const changed = w.adds.map((a) => a.member.device);
+    const template = groupEvent(groupId, 0, { epoch: w.expectedEpoch, sender: w.sender, at: w.at, text }, [
+      ...(w.removedDevices ?? []),
+      ...changed,
+    ]);
     const args: (string | number)[] = [
       String(w.expectedEpoch),
-      entryJson(w.expectedEpoch, w.sender, w.at, w.message),
+      entryJson(w.at, w.expectedEpoch, w.sender, text),
       w.hash,
       w.welcome ? toBase64url(w.welcome) : "",
+      w.sender,
       w.removes.length,
       ...w.removes,
       w.adds.length,
       ...w.adds.flatMap((a) => [a.leaf, a.member.device, memberJson(a.member)]),
+      ...this.announcement(template),
     ];
     const reply = (await COMMIT.run(
       this.redis,
@@ -107,8 +172,16 @@ export class RedisDeliveryStore implements DeliveryStore {
       args,
     )) as [string, ...(string | number)[]];
     switch (reply[0]) {
-      case "ok":
-        return { ok: true, seq: Number(reply[1]), epoch: Number(reply[2]) };
+      case "ok": {
+        const seq = Number(reply[1]);
+        return {
+          ok: true,
+          seq,
+          epoch: Number(reply[2]),
+          event: { ...template, seq },
+          announced: this.announce,
+        };
+      }
       case "wrong_epoch":
         return {
           ok: false,
@@ -123,6 +196,8 @@ export class RedisDeliveryStore implements DeliveryStore {
 
   async append(groupId: string, w: AppendWrite): Promise<AppendOutcome> {
     const k = this.group(groupId);
+    const text = w.text ?? toBase64url(w.message);
+    const template = groupEvent(groupId, 0, { epoch: w.epoch, sender: w.sender, at: w.at, text });
     const reply = (await APPEND.run(
       this.redis,
       [k.meta, k.leaves, k.log, k.props, k.wins],
@@ -130,16 +205,25 @@ export class RedisDeliveryStore implements DeliveryStore {
         w.kind,
         String(w.epoch),
         w.sender,
-        String(w.leaf),
-        entryJson(w.epoch, w.sender, w.at, w.message),
+        w.leaf === undefined ? "" : String(w.leaf),
+        entryJson(w.at, w.epoch, w.sender, text),
         w.ref ?? "",
-        JSON.stringify({ l: w.leaf, m: toBase64url(w.message) }),
+        w.kind === "proposal" ? `,"m":${JSON.stringify(text)}}` : "",
         w.window,
+        ...this.announcement(template),
       ],
     )) as [string, ...(string | number)[]];
     switch (reply[0]) {
-      case "ok":
-        return { ok: true, seq: Number(reply[1]), epoch: Number(reply[2]) };
+      case "ok": {
+        const seq = Number(reply[1]);
+        return {
+          ok: true,
+          seq,
+          epoch: Number(reply[2]),
+          event: { ...template, seq },
+          announced: this.announce,
+        };
+      }
       case "wrong_epoch":
         return {
           ok: false,
@@ -157,8 +241,69 @@ export class RedisDeliveryStore implements DeliveryStore {
     }
   }
 
-  async winningCommit(groupId: string, epoch: number): Promise<string | null> {
-    return this.redis.hget(this.group(groupId).wins, String(epoch));
+  async winningCommit(groupId: string, epoch: number): Promise<WinningCommit | null> {
+    const win = await this.redis.hget(this.group(groupId).wins, String(epoch));
+    if (win === null) return null;
+    const [hash = "", seq = "0", sender = ""] = win.split(" ");
+    return { hash, seq: Number(seq), sender };
+  }
+
+  async reportFork(groupId: string, r: ForkReport): Promise<ForkOutcome> {
+    const k = this.group(groupId);
+    const channels = this.announce ? channelsOf(this.prefix, [groupTopic(groupId)]) : [];
+    const reply = (await REPORT_FORK.run(
+      this.redis,
+      [k.meta, k.leaves, k.wins, k.forks, k.log],
+      [r.reporter, String(r.epoch), r.commitHash, r.reason, r.at, groupId, ...channels],
+    )) as [string, string?];
+    switch (reply[0]) {
+      case "ok":
+      case "exists": {
+        const fork = JSON.parse(reply[1]!) as ForkRecord;
+        const created = reply[0] === "ok";
+        return {
+          ok: true,
+          fork,
+          created,
+          event: created
+            ? {
+                kind: "group",
+                groupId,
+                seq: fork.seq,
+                epoch: r.epoch,
+                sender: r.reporter,
+                at: r.at,
+                notice: true,
+              }
+            : undefined,
+          announced: this.announce,
+        };
+      }
+      case "not_a_member":
+      case "unknown_commit":
+        return { ok: false, reason: reply[0] };
+      default:
+        return { ok: false, reason: "unknown_group" };
+    }
+  }
+
+  async groupStatus(groupId: string): Promise<GroupStatus | undefined> {
+    const k = this.group(groupId);
+    const replies = await this.redis
+      .multi()
+      .hmget(k.meta, "epoch", "seq", "base")
+      .hlen(k.roster)
+      .hvals(k.forks)
+      .exec();
+    const [meta, members, forks] = results<unknown>(replies, 3) as [(string | null)[], number, string[]];
+    if (meta[0] === null || meta[0] === undefined) return undefined;
+    return {
+      epoch: Number(meta[0]),
+      seq: Number(meta[1]),
+      base: Number(meta[2] ?? 0),
+      members,
+      forks: forks.map((f) => JSON.parse(f) as ForkRecord).sort((a, b) => a.seq - b.seq),
+    };
   }
 
   async indexDeviceGroups(device: string, groupIds: readonly string[]): Promise<void> {
@@ -167,27 +312,38 @@ export class RedisDeliveryStore implements DeliveryStore {
     await INDEX_DEVICE_GROUPS.run(this.redis, [k.groups, k.next], groupIds);
   }
 
-  async deviceGroups(device: string): Promise<ReadonlyMap<string, number>> {
-    const all = await this.redis.hgetall(this.device(device).groups);
-    return new Map(Object.entries(all).map(([id, n]) => [id, Number(n)]));
+  async deviceGroups(device: string): Promise<DeviceGroups> {
+    const k = this.device(device);
+    const replies = await this.redis.multi().hgetall(k.groups).get(k.next).exec();
+    const [all, next] = results<unknown>(replies, 2) as [Record<string, string>, string | null];
+    return {
+      numbers: new Map(Object.entries(all).map(([id, n]) => [id, Number(n)])),
+      next: Number(next ?? 0),
+    };
+  }
+
+  async forgetDeviceGroup(device: string, groupId: string): Promise<void> {
+    await this.redis.hdel(this.device(device).groups, groupId);
+  }
+
+  async deviceGroupCount(device: string): Promise<number> {
+    return this.redis.hlen(this.device(device).groups);
   }
 
   async memberships(groupId: string, device: string): Promise<DeviceInGroup | undefined> {
     const k = this.group(groupId);
-    const replies = await this.redis.multi().hget(k.meta, "seq").hget(k.mship, device).exec();
-    const [seq, stretches] = results<string | null>(replies, 2);
-    if (!seq || !stretches) return undefined;
-    return { seq: Number(seq), memberships: parseStretches(stretches) };
+    const replies = await this.redis.multi().hmget(k.meta, "seq", "base").hget(k.mship, device).exec();
+    const [meta, stretches] = results<unknown>(replies, 2) as [(string | null)[], string | null];
+    if (!meta[0] || !stretches) return undefined;
+    return { seq: Number(meta[0]), base: Number(meta[1] ?? 0), memberships: parseStretches(stretches) };
   }
 
   async readLog(groupId: string, from: number, to: number): Promise<LogEntry[]> {
-    const start = Math.max(from, 1);
-    if (to < start) return [];
-    const raw = await this.redis.lrange(this.group(groupId).log, start - 1, to - 1);
-    return raw.map((json, i) => {
-      const e = JSON.parse(json) as { e: number; d: string; t: number; m: string };
-      return { seq: start + i, epoch: e.e, sender: e.d, at: e.t, message: fromBase64url(e.m) };
-    });
+    const k = this.group(groupId);
+    const reply = (await READ_LOG.run(this.redis, [k.meta, k.log], [from, to])) as [number, ...string[]];
+    const [base, ...raw] = reply;
+    const first = Math.max(from, base + 1);
+    return raw.map((json, i) => parseEntry(first + i, json));
   }
 
   async welcome(groupId: string, seq: number): Promise<Uint8Array | undefined> {
@@ -206,18 +362,78 @@ export class RedisDeliveryStore implements DeliveryStore {
     await ADVANCE_CURSOR.run(this.redis, [this.device(device).cursor], args);
   }
 
-  async queueInvitation(acct: string, invitation: Invitation): Promise<number> {
-    return this.redis.rpush(this.account(acct).inv, JSON.stringify(invitation));
+  async ackGroup(groupId: string, device: string, acks: readonly StretchAck[]): Promise<AckOutcome> {
+    const k = this.group(groupId);
+    const reply = (await ACK_GROUP.run(
+      this.redis,
+      [k.meta, k.mship, k.acks, k.log, k.welcome],
+      [device, ...acks.flatMap((a) => [a.stretch, a.position])],
+    )) as [number, number, string];
+    const [done, trimmed, oldest] = reply;
+    if (trimmed > 0 && oldest !== "") await this.redis.zadd(this.index, "XX", oldest, `g:${groupId}`);
+    return { done: done === 1, trimmed };
+  }
+
+  async sweep(cutoff: number, now: number, max: number): Promise<SweepOutcome> {
+    const out: SweepOutcome = { entries: 0, invitations: 0 };
+    const due = await this.redis.zrangebyscore(this.index, "-inf", `(${cutoff}`, "LIMIT", 0, max);
+    for (const member of due) {
+      const id = member.slice(2);
+      let reply: [number, string];
+      if (member.startsWith("g:")) {
+        const k = this.group(id);
+        reply = (await SWEEP_GROUP.run(this.redis, [k.meta, k.log, k.welcome], [cutoff, max])) as [
+          number,
+          string,
+        ];
+        if (reply[0] < 0) {
+          await this.redis.zrem(this.index, member);
+          continue;
+        }
+        out.entries += reply[0];
+      } else {
+        const k = this.account(id);
+        reply = (await SWEEP_INVITATIONS.run(this.redis, [k.inv, k.base], [cutoff, max])) as [number, string];
+        out.invitations += reply[0];
+      }
+      // Never removed while the group or account exists, so a concurrent first write cannot be lost:
+      // an empty one is looked at again one retention period from now.
+      await this.redis.zadd(this.index, "XX", reply[1] === "" ? now : reply[1], member);
+    }
+    return out;
+  }
+
+  async queueInvitation(acct: string, invitation: Invitation, at: number): Promise<number> {
+    const k = this.account(acct);
+    const replies = await this.redis
+      .multi()
+      .rpush(k.inv, JSON.stringify({ t: at, ...invitation }))
+      .get(k.base)
+      .exec();
+    const [length, base] = results<unknown>(replies, 2) as [number, string | null];
+    await this.redis.zadd(this.index, "NX", at, `a:${acct}`);
+    return Number(base ?? 0) + length;
   }
 
   async invitationCount(acct: string): Promise<number> {
-    return this.redis.llen(this.account(acct).inv);
+    const k = this.account(acct);
+    const replies = await this.redis.multi().llen(k.inv).get(k.base).exec();
+    const [length, base] = results<unknown>(replies, 2) as [number, string | null];
+    return Number(base ?? 0) + length;
   }
 
   async invitations(acct: string, after: number, max: number) {
     if (max <= 0) return [];
-    const raw = await this.redis.lrange(this.account(acct).inv, after, after + max - 1);
-    return raw.map((json, i) => ({ seq: after + i + 1, invitation: JSON.parse(json) as Invitation }));
+    const k = this.account(acct);
+    const reply = (await READ_INVITATIONS.run(this.redis, [k.inv, k.base], [after, max])) as [
+      number,
+      ...string[],
+    ];
+    const [from, ...raw] = reply;
+    return raw.map((json, i) => {
+      const { t: _t, ...invitation } = JSON.parse(json) as Invitation & { t: number };
+      return { seq: from + i + 1, invitation };
+    });
   }
 
   async ready(): Promise<boolean> {
@@ -237,8 +453,14 @@ function parseMember(json: string): MemberRecord {
   return { device: m.d, acct: m.a };
 }
 
-function entryJson(epoch: number, device: string, at: number, message: Uint8Array): string {
-  return JSON.stringify({ e: epoch, d: device, t: at, m: toBase64url(message) });
+/** `t` first: the retention scripts read it by pattern. */
+function entryJson(at: number, epoch: number, device: string, text: string): string {
+  return `{"t":${at},"e":${epoch},"d":${JSON.stringify(device)},"m":${JSON.stringify(text)}}`;
+}
+
+function parseEntry(seq: number, json: string): LogEntry {
+  const e = JSON.parse(json) as { t: number; e: number; d: string; m: string; f?: ForkRecord };
+  return logEntry({ seq, epoch: e.e, sender: e.d, at: e.t, text: e.m, ...(e.f ? { fork: e.f } : {}) });
 }
 
 function parseStretches(text: string): Membership[] {

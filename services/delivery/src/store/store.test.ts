@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
 import { connectRedis, silentLogger, type Redis } from "@mastodon-mls/service-kit";
+import { toBase64url } from "@mastodon-mls/protocol";
 import { MemoryDeliveryStore } from "./memory.js";
 import { RedisDeliveryStore } from "./redis.js";
 import type { CommitWrite, DeliveryStore, MemberRecord } from "./types.js";
@@ -50,6 +51,29 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make) => {
     store = make();
   });
 
+  /** A group with alice at leaf 0 and, with `at` = 1000 + seq, n application messages by her. */
+  async function groupWithLog(n: number, others: string[] = []) {
+    const id = newGroupId();
+    await store.createGroup({ groupId: id, creator: member("alice"), at: 1000 });
+    if (others.length > 0) {
+      const adds = others.map((o, i) => ({ leaf: i + 1, member: member(o) }));
+      await store.commit(id, commitWrite(0, { adds, welcome: bytes(9), at: 1001 }));
+    }
+    const start = (await store.loadGroup(id))!.seq;
+    for (let i = 1; i <= n; i++) {
+      await store.append(id, {
+        kind: "application",
+        epoch: others.length > 0 ? 1 : 0,
+        sender: "dev-alice",
+        leaf: undefined,
+        message: bytes(i),
+        at: 1000 + start + i,
+        window: 2,
+      });
+    }
+    return id;
+  }
+
   it("creates a group once, with its creator at leaf 0", async () => {
     const id = newGroupId();
     expect(await store.createGroup({ groupId: id, creator: member("alice"), at: 1 })).toBe(true);
@@ -59,6 +83,7 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make) => {
     expect([...snap!.roster]).toEqual([[0, member("alice")]]);
     expect(await store.memberships(id, "dev-alice")).toEqual({
       seq: 0,
+      base: 0,
       memberships: [{ from: 0, until: null }],
     });
     expect(await store.loadGroup(newGroupId())).toBeUndefined();
@@ -78,7 +103,16 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make) => {
         welcome,
       }),
     );
-    expect(first).toEqual({ ok: true, seq: 1, epoch: 1 });
+    expect(first).toMatchObject({ ok: true, seq: 1, epoch: 1 });
+    expect(first.ok && first.event).toMatchObject({
+      kind: "group",
+      groupId: id,
+      seq: 1,
+      epoch: 0,
+      sender: "dev-alice",
+      message: toBase64url(bytes(1, 2, 0)),
+      changed: ["dev-bob", "dev-carol"],
+    });
     expect(await store.commit(id, commitWrite(0, { hash: "other" }))).toEqual({
       ok: false,
       reason: "wrong_epoch",
@@ -91,23 +125,28 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make) => {
       epoch: 1,
       winner: null,
     });
-    expect(await store.winningCommit(id, 0)).toBe("hash-0");
+    expect(await store.winningCommit(id, 0)).toEqual({ hash: "hash-0", seq: 1, sender: "dev-alice" });
     expect(await store.winningCommit(id, 1)).toBeNull();
     expect(await store.welcome(id, 1)).toEqual(welcome);
     expect(await store.memberships(id, "dev-bob")).toEqual({
       seq: 1,
+      base: 0,
       memberships: [{ from: 1, until: null }],
     });
     const snap = await store.loadGroup(id);
     expect([...snap!.roster.keys()].sort()).toEqual([0, 1, 2]);
     // Remove bob, then add him back: two stretches.
-    expect(await store.commit(id, commitWrite(1, { removes: [1] }))).toEqual({ ok: true, seq: 2, epoch: 2 });
     expect(
-      await store.commit(id, commitWrite(2, { adds: [{ leaf: 1, member: member("bob") }], welcome })),
+      await store.commit(id, commitWrite(1, { removes: [1], removedDevices: ["dev-bob"] })),
     ).toMatchObject({
       ok: true,
-      seq: 3,
+      seq: 2,
+      epoch: 2,
+      event: { changed: ["dev-bob"] },
     });
+    expect(
+      await store.commit(id, commitWrite(2, { adds: [{ leaf: 1, member: member("bob") }], welcome })),
+    ).toMatchObject({ ok: true, seq: 3 });
     expect((await store.memberships(id, "dev-bob"))!.memberships).toEqual([
       { from: 1, until: 2 },
       { from: 3, until: null },
@@ -123,7 +162,7 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make) => {
     );
     const winners = outcomes.filter((o) => o.ok);
     expect(winners).toHaveLength(1);
-    const winner = await store.winningCommit(id, 0);
+    const winner = (await store.winningCommit(id, 0))!.hash;
     for (const o of outcomes) if (!o.ok) expect(o).toMatchObject({ reason: "wrong_epoch", epoch: 1, winner });
     expect((await store.loadGroup(id))!.seq).toBe(1);
   });
@@ -131,11 +170,13 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make) => {
   it("appends proposals and application messages under the epoch and membership rules", async () => {
     const id = newGroupId();
     await store.createGroup({ groupId: id, creator: member("alice"), at: 1 });
-    const app = (epoch: number, leaf = 0, sender = "dev-alice") =>
+    const app = (epoch: number, leaf: number | undefined = 0, sender = "dev-alice") =>
       store.append(id, { kind: "application", epoch, sender, leaf, message: bytes(epoch), at: 5, window: 2 });
-    expect(await app(0)).toEqual({ ok: true, seq: 1, epoch: 0 });
+    expect(await app(0)).toMatchObject({ ok: true, seq: 1, epoch: 0 });
+    expect(await app(0, undefined)).toMatchObject({ ok: true, seq: 2, epoch: 0 });
     expect(await app(0, 1)).toEqual({ ok: false, reason: "not_a_member" });
     expect(await app(0, 0, "dev-mallory")).toEqual({ ok: false, reason: "not_a_member" });
+    expect(await app(0, undefined, "dev-mallory")).toEqual({ ok: false, reason: "not_a_member" });
     expect(await app(1)).toEqual({ ok: false, reason: "wrong_epoch", epoch: 0, winner: null });
     const proposal = (ref: string, epoch = 0) =>
       store.append(id, {
@@ -148,36 +189,148 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make) => {
         ref,
         window: 2,
       });
-    expect(await proposal("ref1")).toEqual({ ok: true, seq: 2, epoch: 0 });
+    expect(await proposal("ref1")).toMatchObject({ ok: true, seq: 3, epoch: 0 });
     expect(await proposal("ref1")).toEqual({ ok: false, reason: "duplicate_proposal" });
     expect((await store.loadGroup(id))!.proposals.get("ref1")).toEqual({ message: bytes(7), senderLeaf: 0 });
     for (let e = 0; e < 3; e++) await store.commit(id, commitWrite(e));
     // A commit clears the epoch's proposals.
     expect((await store.loadGroup(id))!.proposals.size).toBe(0);
     expect(await proposal("ref2", 2)).toMatchObject({ reason: "wrong_epoch", epoch: 3, winner: "hash-2" });
-    expect(await app(1)).toEqual({ ok: true, seq: 6, epoch: 3 });
+    expect(await app(1)).toMatchObject({ ok: true, seq: 7, epoch: 3 });
     expect(await app(0)).toEqual({ ok: false, reason: "stale_epoch", epoch: 3 });
-    const log = await store.readLog(id, 1, 6);
+    const log = await store.readLog(id, 1, 7);
     expect(log.map((e) => [e.seq, e.epoch, e.sender])).toEqual([
       [1, 0, "dev-alice"],
       [2, 0, "dev-alice"],
       [3, 0, "dev-alice"],
-      [4, 1, "dev-alice"],
-      [5, 2, "dev-alice"],
-      [6, 1, "dev-alice"],
+      [4, 0, "dev-alice"],
+      [5, 1, "dev-alice"],
+      [6, 2, "dev-alice"],
+      [7, 1, "dev-alice"],
     ]);
+    expect(log[0]!.text).toEqual(toBase64url(bytes(0)));
     expect(log[0]!.message).toEqual(bytes(0));
-    expect(await store.readLog(id, 5, 100)).toHaveLength(2);
-    expect(await store.readLog(id, 7, 10)).toEqual([]);
+    expect(await store.readLog(id, 6, 100)).toHaveLength(2);
+    expect(await store.readLog(id, 8, 10)).toEqual([]);
   });
 
-  it("indexes a device's groups once each, in order", async () => {
+  it("records a fork once per epoch, as a notice in the log, for an accepted commit only", async () => {
+    const id = newGroupId();
+    await store.createGroup({ groupId: id, creator: member("alice"), at: 1 });
+    await store.commit(id, commitWrite(0, { adds: [{ leaf: 1, member: member("bob") }], welcome: bytes(1) }));
+    const report = (over: Partial<Parameters<DeliveryStore["reportFork"]>[1]> = {}) =>
+      store.reportFork(id, {
+        reporter: "dev-bob",
+        epoch: 0,
+        commitHash: "hash-0",
+        reason: "SCR-9",
+        at: 7,
+        ...over,
+      });
+    expect(await report({ commitHash: "other" })).toEqual({ ok: false, reason: "unknown_commit" });
+    expect(await report({ epoch: 1 })).toEqual({ ok: false, reason: "unknown_commit" });
+    expect(await report({ reporter: "dev-mallory" })).toEqual({ ok: false, reason: "not_a_member" });
+    expect(
+      await store.reportFork(newGroupId(), { reporter: "x", epoch: 0, commitHash: "h", reason: "r", at: 1 }),
+    ).toEqual({ ok: false, reason: "unknown_group" });
+    const fork = {
+      seq: 2,
+      epoch: 0,
+      commitHash: "hash-0",
+      commitSeq: 1,
+      sender: "dev-alice",
+      reporter: "dev-bob",
+      reason: "SCR-9",
+    };
+    expect(await report()).toMatchObject({ ok: true, created: true, fork, event: { seq: 2, notice: true } });
+    expect(await report({ reporter: "dev-alice", reason: "other" })).toMatchObject({
+      ok: true,
+      created: false,
+      fork,
+    });
+    const [entry] = await store.readLog(id, 2, 2);
+    expect(entry).toMatchObject({ seq: 2, epoch: 1, sender: "dev-bob", text: "", fork });
+    expect(await store.groupStatus(id)).toEqual({ epoch: 1, seq: 2, base: 0, members: 2, forks: [fork] });
+    // The group goes on.
+    expect(await store.commit(id, commitWrite(1))).toMatchObject({ ok: true, seq: 3, epoch: 2 });
+  });
+
+  it("deletes what every device with a stretch has acknowledged, and forgets finished devices", async () => {
+    const id = await groupWithLog(4, ["bob"]); // seq 1: add bob; 2–5: messages
+    expect(await store.ackGroup(id, "dev-alice", [{ stretch: 0, position: 4 }])).toEqual({
+      done: false,
+      trimmed: 0,
+    });
+    // bob read up to 3: entries 1–3 go (bob's Welcome, at 1, with them).
+    expect(await store.ackGroup(id, "dev-bob", [{ stretch: 0, position: 3 }])).toEqual({
+      done: false,
+      trimmed: 3,
+    });
+    expect((await store.memberships(id, "dev-bob"))!.base).toBe(3);
+    expect(await store.welcome(id, 1)).toBeUndefined();
+    expect((await store.readLog(id, 1, 10)).map((e) => e.seq)).toEqual([4, 5]);
+    // Acks never go back.
+    expect(await store.ackGroup(id, "dev-bob", [{ stretch: 0, position: 1 }])).toEqual({
+      done: false,
+      trimmed: 0,
+    });
+    // bob is removed at 6 and reads to the `removed` notice (7): he is done and forgotten.
+    await store.commit(id, commitWrite(1, { removes: [1], removedDevices: ["dev-bob"] }));
+    expect(await store.ackGroup(id, "dev-bob", [{ stretch: 0, position: 6 }])).toEqual({
+      done: false,
+      trimmed: 1,
+    });
+    expect(await store.ackGroup(id, "dev-bob", [{ stretch: 0, position: 7 }])).toEqual({
+      done: true,
+      trimmed: 0,
+    });
+    expect(await store.memberships(id, "dev-bob")).toBeUndefined();
+    // Only alice holds the rest back now.
+    expect(await store.ackGroup(id, "dev-alice", [{ stretch: 0, position: 6 }])).toEqual({
+      done: false,
+      trimmed: 2,
+    });
+    expect(await store.readLog(id, 1, 10)).toEqual([]);
+    expect(await store.groupStatus(id)).toMatchObject({ seq: 6, base: 6 });
+    // New entries still get the next seq, and read fine after the trimmed ones.
+    await store.commit(id, commitWrite(2, { at: 2000 }));
+    expect((await store.readLog(id, 1, 10)).map((e) => e.seq)).toEqual([7]);
+  });
+
+  it("deletes log entries, Welcomes and invitations older than the cutoff", async () => {
+    const id = await groupWithLog(5, ["bob"]); // seq 1 at 1001, seq n at 1000 + n
+    expect(await store.queueInvitation("erin@a.test", invitation(1), 1002)).toBe(1);
+    expect(await store.queueInvitation("erin@a.test", invitation(2), 1005)).toBe(2);
+    const out = await store.sweep(1004, 5000, 1000);
+    expect(out.entries).toBeGreaterThanOrEqual(3);
+    expect(out.invitations).toBe(1);
+    expect((await store.readLog(id, 1, 10)).map((e) => e.seq)).toEqual([4, 5, 6]);
+    expect(await store.welcome(id, 1)).toBeUndefined();
+    expect((await store.memberships(id, "dev-bob"))!.base).toBe(3);
+    expect(await store.invitationCount("erin@a.test")).toBe(2);
+    expect(await store.invitations("erin@a.test", 0, 10)).toEqual([{ seq: 2, invitation: invitation(2) }]);
+    expect(await store.queueInvitation("erin@a.test", invitation(3), 1006)).toBe(3);
+    // Nothing older is left: a second sweep deletes nothing; a later cutoff deletes the rest.
+    expect(await store.sweep(1004, 5000, 1000)).toEqual({ entries: 0, invitations: 0 });
+    expect(await store.sweep(10_000, 20_000, 1000)).toMatchObject({ invitations: 2 });
+    expect(await store.readLog(id, 1, 10)).toEqual([]);
+    expect(await store.invitations("erin@a.test", 0, 10)).toEqual([]);
+    expect(await store.invitationCount("erin@a.test")).toBe(3);
+  });
+
+  it("indexes a device's groups once each, in order, and forgets one on request", async () => {
     await store.indexDeviceGroups("dev-x", ["g1", "g2"]);
     await store.indexDeviceGroups("dev-x", ["g2", "g3"]);
     const groups = await store.deviceGroups("dev-x");
-    expect([...groups].sort((a, b) => a[1] - b[1]).map(([g]) => g)).toEqual(["g1", "g2", "g3"]);
-    expect(new Set(groups.values()).size).toBe(3);
-    expect((await store.deviceGroups("dev-none")).size).toBe(0);
+    expect([...groups.numbers].sort((a, b) => a[1] - b[1]).map(([g]) => g)).toEqual(["g1", "g2", "g3"]);
+    expect(new Set(groups.numbers.values()).size).toBe(3);
+    expect(groups.next).toBe(3);
+    expect(await store.deviceGroupCount("dev-x")).toBe(3);
+    await store.forgetDeviceGroup("dev-x", "g2");
+    expect([...(await store.deviceGroups("dev-x")).numbers.keys()].sort()).toEqual(["g1", "g3"]);
+    await store.indexDeviceGroups("dev-x", ["g2"]);
+    expect((await store.deviceGroups("dev-x")).numbers.get("g2")).toBe(4);
+    expect(await store.deviceGroups("dev-none")).toEqual({ numbers: new Map(), next: 0 });
   });
 
   it("raises cursors and never lowers them", async () => {
@@ -200,20 +353,14 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make) => {
   });
 
   it("queues invitations per account", async () => {
-    const inv = (n: number) => ({
-      from: "bob@b.test",
-      from_device: `d${n}`,
-      hub: "https://hub.b.test",
-      group_id: `g${n}`,
-    });
-    expect(await store.queueInvitation("carol@a.test", inv(1))).toBe(1);
-    expect(await store.queueInvitation("carol@a.test", inv(2))).toBe(2);
+    expect(await store.queueInvitation("carol@a.test", invitation(1), 1)).toBe(1);
+    expect(await store.queueInvitation("carol@a.test", invitation(2), 2)).toBe(2);
     expect(await store.invitationCount("carol@a.test")).toBe(2);
     expect(await store.invitations("carol@a.test", 0, 10)).toEqual([
-      { seq: 1, invitation: inv(1) },
-      { seq: 2, invitation: inv(2) },
+      { seq: 1, invitation: invitation(1) },
+      { seq: 2, invitation: invitation(2) },
     ]);
-    expect(await store.invitations("carol@a.test", 1, 10)).toEqual([{ seq: 2, invitation: inv(2) }]);
+    expect(await store.invitations("carol@a.test", 1, 10)).toEqual([{ seq: 2, invitation: invitation(2) }]);
     expect(await store.invitations("dave@a.test", 0, 10)).toEqual([]);
   });
 
@@ -221,3 +368,7 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make) => {
     expect(await store.ready()).toBe(true);
   });
 });
+
+function invitation(n: number) {
+  return { from: "bob@b.test", from_device: `d${n}`, hub: "https://hub.b.test", group_id: `g${n}` };
+}

@@ -2,6 +2,8 @@
 // MemoryDeliveryStore (the embedded default) and RedisDeliveryStore. Every method that changes a group is
 // one atomic step over that group's data only, so each lands in one Redis Cluster hash slot.
 
+import type { GroupEvent } from "../notifier.js";
+
 /** A device at a leaf of a group's tree, as the hub knows it. */
 export interface MemberRecord {
   /** base64url SHA-256 of the device's signature key. */
@@ -28,15 +30,44 @@ export interface GroupSnapshot {
   proposals: ReadonlyMap<string, StoredProposal>;
 }
 
+/** A fork: a member reported that it cannot process the accepted commit that ended `epoch`. */
+export interface ForkRecord {
+  /** The seq of the fork notice in the group's log. */
+  seq: number;
+  epoch: number;
+  commitHash: string;
+  commitSeq: number;
+  /** The device that sent the rejected commit. */
+  sender: string;
+  reporter: string;
+  reason: string;
+}
+
 export interface LogEntry {
   seq: number;
-  /** The epoch the message was sent in (for a commit: the epoch it ends). */
+  /** The epoch the message was sent in (for a commit: the epoch it ends; for a fork notice: the group's). */
   epoch: number;
-  /** Device id of the submitting device. */
+  /** Device id of the submitting (or reporting) device. */
   sender: string;
   /** Milliseconds since the Unix epoch, when accepted. */
   at: number;
-  message: Uint8Array;
+  /** The MLSMessage (decoded from `text` when read); empty for a fork notice. */
+  readonly message: Uint8Array;
+  /** The MLSMessage, base64url, as stored; empty for a fork notice. */
+  text: string;
+  /** Set on a fork notice (not an MLS message). */
+  fork?: ForkRecord;
+}
+
+/** A log entry whose `message` bytes are decoded from `text` only if asked for. */
+export function logEntry(fields: Omit<LogEntry, "message">): LogEntry {
+  return {
+    ...fields,
+    get message() {
+      const bytes = Buffer.from(this.text, "base64url");
+      return new Uint8Array(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    },
+  };
 }
 
 export interface NewGroup {
@@ -51,19 +82,32 @@ export interface CommitWrite {
   expectedEpoch: number;
   sender: string;
   message: Uint8Array;
+  /** base64url of `message`, when the caller already has it. */
+  text?: string | undefined;
   /** base64url SHA-256 of `message`, reported to losers of the epoch. */
   hash: string;
   at: number;
   /** Leaves blanked. */
   removes: readonly number[];
+  /** The devices at those leaves (from the snapshot the commit was screened against), to tell them. */
+  removedDevices?: readonly string[] | undefined;
   /** Devices placed, each at the leaf MLS puts it in. */
   adds: readonly { leaf: number; member: MemberRecord }[];
   /** The Welcome (an MLSMessage) for the added devices; required when there are adds. */
   welcome: Uint8Array | undefined;
 }
 
+/** What an accepted write tells the replicas; `announced` when the store already published it. */
+export interface Accepted {
+  ok: true;
+  seq: number;
+  epoch: number;
+  event: GroupEvent;
+  announced: boolean;
+}
+
 export type CommitOutcome =
-  | { ok: true; seq: number; epoch: number }
+  | Accepted
   | { ok: false; reason: "wrong_epoch"; epoch: number; winner: string | null }
   | { ok: false; reason: "unknown_group" };
 
@@ -73,21 +117,54 @@ export interface AppendWrite {
   /** The message's own epoch. */
   epoch: number;
   sender: string;
-  /** The sender's leaf: the append is refused if the device no longer sits there. */
-  leaf: number;
+  /**
+   * The sender's leaf: the append is refused if the device no longer sits there. Undefined (application
+   * messages, whose sender leaf is encrypted): the device must sit at some leaf.
+   */
+  leaf: number | undefined;
   message: Uint8Array;
+  /** base64url of `message`, when the caller already has it. */
+  text?: string | undefined;
   at: number;
   /** base64url ProposalRef, for a proposal. */
-  ref?: string;
+  ref?: string | undefined;
   /** Past epochs still accepted for an application message. */
   window: number;
 }
 
 export type AppendOutcome =
-  | { ok: true; seq: number; epoch: number }
+  | Accepted
   | { ok: false; reason: "wrong_epoch"; epoch: number; winner: string | null }
   | { ok: false; reason: "stale_epoch"; epoch: number }
   | { ok: false; reason: "not_a_member" | "unknown_group" | "duplicate_proposal" };
+
+/** The commit that won an epoch. */
+export interface WinningCommit {
+  hash: string;
+  seq: number;
+  sender: string;
+}
+
+export interface ForkReport {
+  reporter: string;
+  epoch: number;
+  commitHash: string;
+  reason: string;
+  at: number;
+}
+
+export type ForkOutcome =
+  | { ok: true; fork: ForkRecord; created: boolean; event: GroupEvent | undefined; announced: boolean }
+  | { ok: false; reason: "unknown_group" | "not_a_member" | "unknown_commit" };
+
+export interface GroupStatus {
+  epoch: number;
+  seq: number;
+  /** Entries up to this seq were deleted. */
+  base: number;
+  members: number;
+  forks: ForkRecord[];
+}
 
 /**
  * One stretch of a device's membership in a group: it reads the group's log after `from` (the seq of
@@ -101,7 +178,16 @@ export interface Membership {
 export interface DeviceInGroup {
   /** The group's current sequence number, read atomically with the memberships. */
   seq: number;
+  /** Retention: log entries and Welcomes up to this seq are deleted. */
+  base: number;
   memberships: Membership[];
+}
+
+/** A device's groups at this hub: groupId → its number in the device's cursors. */
+export interface DeviceGroups {
+  numbers: ReadonlyMap<string, number>;
+  /** The highest number ever given (numbers are never reused). */
+  next: number;
 }
 
 export interface Invitation {
@@ -111,24 +197,48 @@ export interface Invitation {
   group_id: string;
 }
 
+/** A device's acknowledged position in one of its membership stretches of a group. */
+export interface StretchAck {
+  /** The stretch's index among the device's stretches in the group. */
+  stretch: number;
+  position: number;
+}
+
+export interface AckOutcome {
+  /** The device has read all of its stretches in the group to the end; the group forgot it. */
+  done: boolean;
+  /** Entries deleted because every member has read past them. */
+  trimmed: number;
+}
+
+export interface SweepOutcome {
+  /** Log entries (and with them Welcomes) deleted. */
+  entries: number;
+  invitations: number;
+}
+
 export interface DeliveryStore {
   /** False when a group with this id exists. */
   createGroup(group: NewGroup): Promise<boolean>;
   loadGroup(groupId: string): Promise<GroupSnapshot | undefined>;
   commit(groupId: string, write: CommitWrite): Promise<CommitOutcome>;
   append(groupId: string, write: AppendWrite): Promise<AppendOutcome>;
-  /** base64url SHA-256 of the commit that ended `epoch`, if one did. */
-  winningCommit(groupId: string, epoch: number): Promise<string | null>;
+  /** The commit that ended `epoch`, if one did. */
+  winningCommit(groupId: string, epoch: number): Promise<WinningCommit | null>;
+  /** Records a fork once per epoch, with a notice in the log; a repeat returns the first record. */
+  reportFork(groupId: string, report: ForkReport): Promise<ForkOutcome>;
+  groupStatus(groupId: string): Promise<GroupStatus | undefined>;
 
   /**
    * Notes that a device may be a member of these groups (a hint, written before the commit that adds it,
    * so a crash between the two loses nothing); the group's own memberships decide. Idempotent.
    */
   indexDeviceGroups(device: string, groupIds: readonly string[]): Promise<void>;
-  /** groupId → a small number, unique per device, that names the group in the device's cursors. */
-  deviceGroups(device: string): Promise<ReadonlyMap<string, number>>;
+  deviceGroups(device: string): Promise<DeviceGroups>;
+  /** Drops a group from the device's index (after the group forgot the device). */
+  forgetDeviceGroup(device: string, groupId: string): Promise<void>;
   memberships(groupId: string, device: string): Promise<DeviceInGroup | undefined>;
-  /** Log entries with `from <= seq <= to`, in order. */
+  /** Log entries with `from <= seq <= to` that still exist (seq > base), in order. */
   readLog(groupId: string, from: number, to: number): Promise<LogEntry[]>;
   welcome(groupId: string, seq: number): Promise<Uint8Array | undefined>;
 
@@ -136,13 +246,23 @@ export interface DeliveryStore {
   cursor(device: string): Promise<ReadonlyMap<string, number>>;
   /** Raises each named position to the given value; never lowers one. */
   advanceCursor(device: string, positions: ReadonlyMap<string, number>): Promise<void>;
+  /**
+   * Raises the device's acknowledged positions in a group's stretches (never lowers), then deletes the
+   * log entries and Welcomes every device with a stretch in the group has read past. A device that has
+   * read all its stretches to the end is forgotten by the group.
+   */
+  ackGroup(groupId: string, device: string, acks: readonly StretchAck[]): Promise<AckOutcome>;
+  /** Deletes log entries, Welcomes and invitations accepted before `cutoff` (ms), at most `max` each call. */
+  sweep(cutoff: number, now: number, max: number): Promise<SweepOutcome>;
 
   /** Queues an invitation for every device of `acct`; returns its sequence number. */
-  queueInvitation(acct: string, invitation: Invitation): Promise<number>;
+  queueInvitation(acct: string, invitation: Invitation, at: number): Promise<number>;
   /** The seq of the last invitation queued for `acct` (0: none). */
   invitationCount(acct: string): Promise<number>;
-  /** Up to `max` invitations with seq > `after`, in order. */
+  /** Up to `max` invitations with seq > `after` that still exist, in order. */
   invitations(acct: string, after: number, max: number): Promise<{ seq: number; invitation: Invitation }[]>;
+  /** How many groups the device is indexed in. */
+  deviceGroupCount(device: string): Promise<number>;
 
   ready(): Promise<boolean>;
   close(): Promise<void>;

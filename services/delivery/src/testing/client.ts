@@ -3,6 +3,7 @@ import { toBase64url, type InboxResponse } from "@mastodon-mls/protocol";
 
 export interface Answer {
   status: number;
+  headers?: Record<string, string>;
   // Tests look into answers freely.
   // eslint-disable-next-line @typescript-eslint/no-explicit-any
   body: any;
@@ -50,7 +51,14 @@ export class HubClient {
     } catch {
       // not JSON: keep the text
     }
-    return { status: res.status, body: parsed };
+    const answer: Answer = { status: res.status, body: parsed };
+    const answerHeaders: Record<string, string> = {};
+    res.headers.forEach((value, name) => {
+      answerHeaders[name] = value;
+    });
+    // Not enumerable: tests compare answers with toEqual({status, body}).
+    Object.defineProperty(answer, "headers", { value: answerHeaders, enumerable: false });
+    return answer;
   }
 
   createGroup(groupId: string): Promise<Answer> {

@@ -1,3 +1,4 @@
+import type { Socket } from "node:net";
 import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
 import { silentLogger } from "@mastodon-mls/service-kit";
 import { loadDeliveryConfig } from "../config.js";
@@ -15,16 +16,31 @@ export interface TestHub {
   delivery: Delivery;
   /** http://127.0.0.1:<port> */
   url: string;
+  /** The Redis key prefix (replicas of one hub share it). */
+  prefix: string | undefined;
   client(device: TestDevice): HubClient;
   close(): Promise<void>;
+  /** Drops every TCP connection at once (no WebSocket close handshake), then closes: a crashed replica. */
+  kill(): Promise<void>;
+}
+
+export interface HubOptions {
+  redis?: RedisHandle;
+  /** Share this Redis prefix with another hub: two replicas of one service. */
+  prefix?: string;
+  limits?: Partial<DeliveryLimits>;
+  now?: () => number;
+  /** More environment variables (RATE_*, RETENTION_*, …). */
+  env?: Record<string, string>;
 }
 
 /** A delivery service on port 0, with the memory store or a Redis started for it (or shared). */
-export async function startHub(
-  store: StoreKind,
-  opts: { redis?: RedisHandle; limits?: Partial<DeliveryLimits> } = {},
-): Promise<TestHub> {
+export async function startHub(store: StoreKind, opts: HubOptions = {}): Promise<TestHub> {
   const redis = store === "redis" ? (opts.redis ?? (await startRedis())) : undefined;
+  // A fresh prefix per hub unless given, so hubs sharing one Redis do not see each other's groups.
+  const prefix = redis
+    ? (opts.prefix ?? `${redis.keyPrefix}${Math.random().toString(36).slice(2, 8)}:`)
+    : undefined;
   const config = loadDeliveryConfig({
     PORT: "0",
     PUBLIC_URL: HUB_ORIGIN,
@@ -33,18 +49,44 @@ export async function startHub(
     LOG_LEVEL: "silent",
     STORE: store,
     REDIS_URL: redis?.url,
-    // A fresh prefix per hub, so hubs sharing one Redis do not see each other's groups.
-    REDIS_PREFIX: redis ? `${redis.keyPrefix}${Math.random().toString(36).slice(2, 8)}:` : undefined,
+    REDIS_PREFIX: prefix,
+    ...opts.env,
   });
-  const delivery = await createDelivery(config, { logger: silentLogger(), limits: opts.limits });
+  const delivery = await createDelivery(config, {
+    logger: silentLogger(),
+    limits: opts.limits,
+    ...(opts.now ? { now: opts.now } : {}),
+  });
+  const sockets = new Set<Socket>();
+  delivery.app.server.on("connection", (socket: Socket) => {
+    sockets.add(socket);
+    socket.on("close", () => sockets.delete(socket));
+  });
   const url = await delivery.listen();
+  const close = async () => {
+    await delivery.close();
+    if (redis && !opts.redis) await redis.stop();
+  };
   return {
     delivery,
     url,
+    prefix,
     client: (device) => new HubClient(url, HUB_ORIGIN, device.signer),
-    close: async () => {
-      await delivery.close();
-      if (redis && !opts.redis) await redis.stop();
+    close,
+    kill: async () => {
+      for (const socket of sockets) socket.destroy();
+      await close();
+    },
+  };
+}
+
+/** A clock tests move by hand. */
+export function manualClock(start = Date.now()) {
+  let now = start;
+  return {
+    now: () => now,
+    advance(ms: number) {
+      now += ms;
     },
   };
 }

@@ -1,0 +1,86 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
+import { drain, randomGroupId } from "./testing/flow.js";
+import { startHub, type TestHub } from "./testing/hub.js";
+import { TestDevice, addOf } from "./testing/mls.js";
+import { StreamClient } from "./testing/stream.js";
+
+// Rate limits (DESIGN §6, §10) through @fastify/rate-limit with its Redis store: counted across
+// replicas, answered with 429, Retry-After and the catalogue body; groups per device.
+
+let redis: RedisHandle;
+let one: TestHub, two: TestHub;
+beforeAll(async () => {
+  redis = await startRedis();
+  const env = { RATE_SUBMISSIONS: "6", RATE_COMMITS: "2", RATE_INVITATIONS: "2", RATE_WINDOW_SECONDS: "600" };
+  one = await startHub("redis", { redis, env, limits: { groupsPerDevice: 2 } });
+  two = await startHub("redis", { redis, env, prefix: one.prefix, limits: { groupsPerDevice: 2 } });
+});
+afterAll(async () => {
+  await Promise.all([one.close(), two.close()]);
+  await redis.stop();
+});
+
+describe("limits", () => {
+  it("limits commits and all submissions per device, on every replica and on the stream", async () => {
+    const [alice, bob] = await Promise.all([TestDevice.create("alice"), TestDevice.create("bob")]);
+    const id = randomGroupId();
+    await alice.startGroup(id.bytes);
+    expect((await one.client(alice).createGroup(id.text)).status).toBe(201); // submission 1
+    const add = await alice.commit([addOf(await bob.keyPackage())]);
+    expect((await one.client(alice).submit(id.text, add.commit, add.welcome)).status).toBe(201); // 2, commit 1
+    add.apply();
+    await drain(bob, one.client(bob));
+    const update = await alice.commit();
+    expect((await two.client(alice).submit(id.text, update.commit)).status).toBe(201); // 3, commit 2
+    update.apply();
+    const third = await alice.commit();
+    const refused = await one.client(alice).request("POST", `/v1/groups/${id.text}/messages`, {
+      json: { message: Buffer.from(third.commit).toString("base64url") },
+    }); // 4, commit 3: over
+    expect(refused.status).toBe(429);
+    expect(refused.body).toMatchObject({ error: "rate_limited", retry_after: expect.any(Number) });
+    expect(refused.body.retry_after).toBeGreaterThan(0);
+    expect(refused.body.retry_after).toBeLessThanOrEqual(600);
+    expect(refused.headers?.["retry-after"]).toBe(String(refused.body.retry_after));
+    // Application messages still go, until all submissions are used up — on the stream too.
+    expect((await two.client(alice).submit(id.text, await alice.encrypt("5"))).status).toBe(201);
+    const stream = await StreamClient.open(one.url, alice.signer);
+    expect(await stream.submit(id.text, await alice.encrypt("6"))).toMatchObject({ type: "submitted" });
+    expect(await stream.submit(id.text, await alice.encrypt("7"))).toMatchObject({
+      type: "refused",
+      error: "rate_limited",
+      retry_after: expect.any(Number),
+    });
+    stream.close();
+    // Another device has its own budget.
+    await drain(bob, one.client(bob));
+    expect((await one.client(bob).submit(id.text, await bob.encrypt("bob"))).status).toBe(201);
+    const metrics = await (await fetch(`${one.url}/metrics`)).text();
+    expect(metrics).toMatch(/delivery_rate_limited_total\{limit="commits"\} 1/);
+    expect(metrics).toMatch(/delivery_rate_limited_total\{limit="submissions"\} 1/);
+  });
+
+  it("limits invitations per sending account, whichever device sends", async () => {
+    const [phone, laptop] = await Promise.all([TestDevice.create("frank"), TestDevice.create("frank")]);
+    const g = randomGroupId().text;
+    expect((await one.client(phone).invite("gina@a.test", "https://hub.a.test", g)).status).toBe(201);
+    expect((await two.client(laptop).invite("gina@a.test", "https://hub.a.test", g)).status).toBe(201);
+    const third = await one.client(laptop).invite("hana@a.test", "https://hub.a.test", g);
+    expect(third).toMatchObject({ status: 429, body: { error: "rate_limited" } });
+  });
+
+  it("limits the groups a device is in", async () => {
+    const [owner, ivan] = await Promise.all([TestDevice.create("owner"), TestDevice.create("ivan")]);
+    for (let i = 0; i < 2; i++)
+      expect((await one.client(ivan).createGroup(randomGroupId().text)).status).toBe(201);
+    const tooMany = await two.client(ivan).createGroup(randomGroupId().text);
+    expect(tooMany).toMatchObject({ status: 422, body: { error: "too_many_groups" } });
+    const id = randomGroupId();
+    await owner.startGroup(id.bytes);
+    expect((await one.client(owner).createGroup(id.text)).status).toBe(201);
+    const add = await owner.commit([addOf(await ivan.keyPackage())]);
+    const refused = await one.client(owner).submit(id.text, add.commit, add.welcome);
+    expect(refused).toMatchObject({ status: 422, body: { error: "too_many_groups", device: ivan.deviceId } });
+  });
+});
