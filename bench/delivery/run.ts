@@ -20,7 +20,15 @@ import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { MemoryNonceStore, verifyRequest } from "@mastodon-mls/bridge";
 import { startRedis } from "@mastodon-mls/testkit";
-import { authorization, cpuSeconds, machineCpu, machineShares, makeDevice, rssBytes } from "./common.js";
+import {
+  authorization,
+  cpuSeconds,
+  cpuSplit,
+  machineCpu,
+  machineShares,
+  makeDevice,
+  rssBytes,
+} from "./common.js";
 
 const env = process.env;
 const REPLICAS = Number(env.BENCH_REPLICAS ?? 2);
@@ -162,6 +170,7 @@ async function main() {
   for (let i = 0; i < 2; i++) {
     await next(load, "start");
     const cpu0 = cpuOf();
+    const split0 = pids.replicas.map(cpuSplit);
     const machine0 = machineCpu();
     const t0 = Date.now();
     let peak = pids.replicas.map(rssBytes);
@@ -172,7 +181,10 @@ async function main() {
     clearInterval(sampler);
     const seconds = (Date.now() - t0) / 1000;
     const cpu1 = cpuOf();
+    const split1 = pids.replicas.map(cpuSplit);
     const machineUse = machineShares(machine0, machineCpu());
+    const replicaSystem = split1.reduce((n, s, j) => n + s.system - split0[j]!.system, 0);
+    const replicaUser = split1.reduce((n, s, j) => n + s.user - split0[j]!.user, 0);
     const result = (await next(load, "result")).result as Record<string, unknown>;
     phases.push({
       ...result,
@@ -183,6 +195,8 @@ async function main() {
         redis: Number(((cpu1.redis - cpu0.redis) / seconds).toFixed(2)),
       },
       machine: machineUse,
+      // Kernel time includes, on loopback, the receiving side's TCP work done inside the sender's writes.
+      replicas_system_pct: Math.round((100 * replicaSystem) / Math.max(0.001, replicaSystem + replicaUser)),
     });
     console.error(`phase ${i}: ${JSON.stringify(phases.at(-1))}`);
   }
@@ -237,6 +251,7 @@ async function main() {
     replica_rss_peak_mb: number[];
     cpu_cores: { replicas: number[]; load: number; redis: number };
     machine: { busy_pct: number; idle_pct: number; steal_pct: number };
+    replicas_system_pct: number;
   }[];
   const rows = [
     ["offered messages/s", fmt(full!.offered_per_s), fmt(half!.offered_per_s)],
@@ -260,6 +275,7 @@ async function main() {
         (p) => `${p.cpu_cores.replicas.join(" + ")} / ${p.cpu_cores.load} / ${p.cpu_cores.redis}`,
       ),
     ],
+    ["replicas' CPU in the kernel (%)", ...[full!, half!].map((p) => String(p.replicas_system_pct))],
     [
       "machine busy / idle / steal (%)",
       ...[full!, half!].map((p) => `${p.machine.busy_pct} / ${p.machine.idle_pct} / ${p.machine.steal_pct}`),

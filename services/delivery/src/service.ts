@@ -26,7 +26,7 @@ import { RedisDeliveryStore } from "./store/redis.js";
 import type { DeliveryStore, SweepOutcome } from "./store/types.js";
 import { StreamSessions } from "./stream.js";
 
-const VERSION = "0.2.0";
+const VERSION = "0.1.0";
 /** Largest client frame: a `submit` with a commit and its Welcome, as an HTTP body may carry them. */
 const MAX_FRAME_BYTES = LIMITS.bodyBytes;
 /** Sweep rounds per run at most (each deletes up to `sweepBatch` items per group or account). */
