@@ -10,12 +10,16 @@ export class ConfigError extends Error {
   }
 }
 
-/** Parses `env` with `schema`, or throws a ConfigError naming every bad variable. */
+/**
+ * Parses `env` with `schema`, or throws a ConfigError naming every bad variable. An empty variable
+ * (`FOO=` in a unit file) means "not set", not "set to nothing", so its default applies.
+ */
 export function parseEnv<S extends z.ZodType>(
   schema: S,
   env: Record<string, string | undefined>,
 ): z.infer<S> {
-  const result = schema.safeParse(env);
+  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
+  const result = schema.safeParse(present);
   if (result.success) return result.data;
   const lines = result.error.issues.map((i) => `  ${i.path.join(".") || "(env)"}: ${i.message}`);
   throw new ConfigError(`Invalid configuration:\n${lines.join("\n")}`);

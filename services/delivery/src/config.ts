@@ -79,9 +79,7 @@ export interface RateLimitConfig {
 
 /** Validates the environment; throws a ConfigError naming every bad variable. */
 export function loadDeliveryConfig(env: Record<string, string | undefined>): DeliveryConfig {
-  // An empty variable (`FOO=` in a unit file) means "not set", not "set to nothing".
-  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
-  const e = parseEnv(DeliveryEnv, present);
+  const e = parseEnv(DeliveryEnv, env);
   return {
     host: e.HOST,
     port: e.PORT,

@@ -106,9 +106,7 @@ export interface DirectoryConfig {
 
 /** Validates the environment; throws a ConfigError naming every bad variable. */
 export function loadDirectoryConfig(env: Record<string, string | undefined>): DirectoryConfig {
-  // An empty variable (`FOO=` in a unit file) means "not set", not "set to nothing".
-  const present = Object.fromEntries(Object.entries(env).filter(([, v]) => v !== undefined && v !== ""));
-  const e = parseEnv(DirectoryEnv, present);
+  const e = parseEnv(DirectoryEnv, env);
   return {
     host: e.HOST,
     port: e.PORT,
