@@ -14,16 +14,19 @@ import { DeviceContext } from "./context.js";
 import type { KdfPolicy } from "./crypto/kdf.js";
 import { ClientError, ServiceUnavailableError } from "./errors.js";
 import type { DmEvent } from "./events.js";
-import { canonicalAccts, newClaimId, type AddReport } from "./groups/changes.js";
+import { canonicalAccts, newClaimId, type AddReport, type Refusal } from "./groups/changes.js";
 import type { PipelineDeps } from "./groups/commitPipeline.js";
 import { createOwnGroup } from "./groups/create.js";
 import { followUp } from "./groups/followUp.js";
+import { canWrite, groupHealth, type GroupHealth } from "./groups/forks.js";
 import { processInboxItems, syncHubInbox } from "./groups/inbox.js";
 import { emptyReport, pipelineDeps, runIntent } from "./groups/intents.js";
 import { leaveGroup } from "./groups/leave.js";
+import { recreatePlan } from "./groups/recreate.js";
 import { sendActivity } from "./groups/send.js";
 import {
   listOwnDevices,
+  missingOwnDevices,
   revokeOwnDevice,
   verifyAccount,
   verifyGroupMembers,
@@ -33,6 +36,15 @@ import {
 import type { IdentityOptions } from "./identity/verifier.js";
 import { refillKeyPackages } from "./keyPackages.js";
 import { liveEvents, type LiveOptions } from "./liveEvents.js";
+import { approveLink, type Approval } from "./link/approve.js";
+import { decodeLinkCode, sameConfirmation, verifyLinkRequest } from "./link/code.js";
+import {
+  beginLink,
+  finishLink,
+  type LinkSetupOptions,
+  type PendingLink,
+  type WaitOptions,
+} from "./link/newDevice.js";
 import { leavesOf } from "./mls/leaves.js";
 import {
   completeSetup,
@@ -47,11 +59,13 @@ import { DeviceStore } from "./store/deviceStore.js";
 import { acquireDeviceLock } from "./store/lock.js";
 import { migrateLegacyStore } from "./store/migrate.js";
 import type { CommitIntent, HistoryEntry } from "./store/schemas.js";
-import { WellKnownResolver, type ServiceResolver } from "./transport/resolver.js";
+import { WellKnownResolver, type ServiceResolver, type ServiceUrls } from "./transport/resolver.js";
 import { DEFAULT_RETRY, type RetryPolicy } from "./util/backoff.js";
 import { SerialQueue } from "./util/serial.js";
 
 const DEFAULT_LOCK_TIMEOUT_MS = 60_000;
+/** How long before verification adds or removes the same device of a group again. */
+const RETRY_MEMBER_CHANGE_MS = 10 * 60_000;
 
 export interface ClientOptions extends KdfPolicy {
   /** Retries of commits that lost a race, and stream reconnections. */
@@ -94,12 +108,31 @@ export interface RestoreOptions extends Omit<CreateDeviceOptions, "acct" | "onPr
   secret: string;
 }
 
-export interface GroupSummary {
+/**
+ * `condition` (GroupHealth): `ok`; `forked` — a member could not process a commit, this device can go on;
+ * `stuck` — this device could not, and can no longer read or send here; `needs_readd` — the hub deleted
+ * messages before this device read them. `advice` says what to do.
+ */
+export interface GroupSummary extends GroupHealth {
   groupId: string;
   hub: string;
   status: "active" | "left";
   /** Undefined once left. */
   epoch: number | undefined;
+}
+
+export interface RecreateOptions extends AddOptions {
+  /** Accounts to leave out. Default: the senders of the commits that forked the group (none if none did). */
+  without?: string[];
+}
+
+export interface RecreateReport extends AddReport {
+  /** The new group. */
+  groupId: string;
+  /** The group it replaces, which stays as it is (leave it once everyone has moved). */
+  previous: string;
+  /** The accounts left out. */
+  without: string[];
 }
 
 export interface Member {
@@ -136,6 +169,8 @@ export class MlsDmClient {
   private readonly deps: PipelineDeps;
   /** The directory's generation as this process last saw or wrote it (see `op`). */
   private generation = "";
+  /** groupId → device id → when verifyGroup last added or removed it. */
+  private readonly actedOn = new Map<string, Map<string, number>>();
 
   private constructor(
     private readonly ctx: DeviceContext,
@@ -196,6 +231,59 @@ export class MlsDmClient {
     const restored = await openAccountKeyBackup(opts.backup, opts.secret, opts);
     const store = await DeviceStore.create(opts.dir, opts.protection, opts);
     return MlsDmClient.createInStore(store, { ...opts, acct: restored.acct }, restored.accountKey);
+  }
+
+  /**
+   * Starts linking a new device in `store` (empty, e.g. after `mls-dm login`): its key, kept in the
+   * store, and the link code and confirmation code to show (docs/protocol.md "Linking a device"). Calling
+   * it again resumes with the same key.
+   */
+  static async beginLink(store: DeviceStore, opts: LinkSetupOptions): Promise<PendingLink> {
+    const lock = await acquireDeviceLock(store.dir, { timeoutMs: DEFAULT_LOCK_TIMEOUT_MS });
+    try {
+      return await beginLink(store, opts, Math.floor(Date.now() / 1000));
+    } finally {
+      await lock.release();
+    }
+  }
+
+  /**
+   * Waits until a device holding the account key approved the link (`approveLink` there), checks the
+   * certificate against the account's profile proof, and sets this device up: registration, KeyPackages.
+   * Its groups come as Welcomes once the other device adds it (`addOwnDevices`, or its next sync).
+   */
+  static async finishLink(
+    store: DeviceStore,
+    opts: LinkSetupOptions & ClientOptions & { services: ServiceResolver | ServiceUrls },
+    wait: WaitOptions,
+  ): Promise<MlsDmClient> {
+    const resolver: ServiceResolver = isResolver(opts.services) ? opts.services : new WellKnownResolver();
+    const domain = parseAcct(opts.acct).domain;
+    const home = isResolver(opts.services) ? await opts.services.resolve(domain) : opts.services;
+    const mastodonUrl = opts.mastodonUrl ?? resolver.mastodonOrigin?.(domain);
+    const timeout = opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
+    const lock = await acquireDeviceLock(store.dir, { timeoutMs: timeout });
+    try {
+      await finishLink(
+        store,
+        { ...opts, ...(mastodonUrl === undefined ? {} : { mastodonUrl }) },
+        resolver,
+        home,
+        { ...wait, ...(opts.identity === undefined ? {} : { identity: opts.identity }) },
+      );
+      const ctx = await DeviceContext.load(
+        store,
+        resolver,
+        opts.retry ?? DEFAULT_RETRY,
+        opts.clock,
+        opts.identity,
+      );
+      const client = new MlsDmClient(ctx, timeout);
+      client.generation = await store.bumpGeneration();
+      return client;
+    } finally {
+      await lock.release();
+    }
   }
 
   /** Reopens a device directory (unlocking it with the passphrase); finishes a set-up that was cut short. */
@@ -303,6 +391,24 @@ export class MlsDmClient {
       const report = emptyReport();
       if (accts.length > 0) await this.commit(groupId, addIntent(accts, opts), report);
       return { groupId, ...report };
+    });
+  }
+
+  /**
+   * A new group with the members of `groupId` but those in `without` (default: the accounts whose commit
+   * forked it; DESIGN §6, docs/decisions.md D10), hosted on this device's home hub — the way on after a
+   * fork, also from a device stuck in it. The old group stays as it is and records its replacement.
+   */
+  recreateGroup(groupId: string, opts: RecreateOptions = {}): Promise<RecreateReport> {
+    return this.op(async () => {
+      const plan = recreatePlan(this.ctx, groupId, opts.without);
+      const newId = await createOwnGroup(this.ctx);
+      const old = this.ctx.group(groupId);
+      old.record.replacedBy = newId;
+      await this.ctx.saveGroup(old);
+      const report = emptyReport();
+      if (plan.accts.length > 0) await this.commit(newId, addIntent(plan.accts, opts), report);
+      return { groupId: newId, previous: groupId, without: plan.without, ...report };
     });
   }
 
@@ -426,6 +532,7 @@ export class MlsDmClient {
       hub: g.record.hub,
       status: g.record.status,
       epoch: g.state === undefined ? undefined : Number(g.state.groupContext.epoch),
+      ...groupHealth(g.record),
     }));
   }
 
@@ -571,6 +678,49 @@ export class MlsDmClient {
     });
   }
 
+  /**
+   * Approves a new device's link code (needs the account key): `confirmation` is the code the new device
+   * shows beside it, as the person typed it here. A new device list and profile proof name the device,
+   * then its certificate goes to the home directory, where the new device picks it up. Nothing changes
+   * when the confirmation does not match. Then `addOwnDevices` puts it into the groups.
+   */
+  approveLink(code: string, confirmation: string): Promise<Approval> {
+    return this.op(async () => {
+      const request = verifyLinkRequest(
+        decodeLinkCode(code),
+        this.ctx.device.acct,
+        Math.floor(Date.now() / 1000),
+      );
+      if (!sameConfirmation(confirmation, request.confirmation)) {
+        throw new ClientError(
+          "bad_link_code",
+          "The confirmation code does not match the link code: it was mistyped, or the link code was " +
+            "changed on its way. Nothing was changed; compare both screens and try again.",
+        );
+      }
+      return approveLink(this.ctx, request);
+    });
+  }
+
+  /**
+   * DESIGN §3: a user's own devices are kept in every group. Adds this account's listed devices missing
+   * from each active group (e.g. one just linked); a device without KeyPackages yet is reported refused.
+   */
+  addOwnDevices(): Promise<{ groupId: string; added: string[]; refused: Refusal[] }[]> {
+    return this.op(async () => {
+      const out: { groupId: string; added: string[]; refused: Refusal[] }[] = [];
+      for (const g of [...this.ctx.groups.values()]) {
+        if (g.record.status !== "active" || g.state === undefined) continue;
+        const groupId = g.record.groupId;
+        if ((await missingOwnDevices(this.ctx, groupId, { fresh: true })).length === 0) continue;
+        const report = emptyReport();
+        await this.commit(groupId, addIntent([this.ctx.device.acct], {}), report);
+        out.push({ groupId, added: report.added.map((a) => a.deviceId), refused: report.refused });
+      }
+      return out;
+    });
+  }
+
   epoch(groupId: string): number {
     return Number(this.ctx.activeGroup(groupId).state.groupContext.epoch);
   }
@@ -631,18 +781,59 @@ export class MlsDmClient {
     return followUp(this.ctx, this.deps);
   }
 
-  /** Verifies one group's accounts; this account's own revoked devices are removed at once. */
-  private async verifyGroup(groupId: string, opts: { fresh?: boolean } = {}): Promise<void> {
-    const revoked = await verifyGroupMembers(this.ctx, groupId, opts);
-    if (revoked.length > 0) await this.commit(groupId, { kind: "remove-devices", deviceIds: revoked });
+  /**
+   * Verifies one group's accounts; this account's own revoked devices are removed at once, and its listed
+   * devices missing from the group are added (DESIGN §3). With `removeBad` (background verification),
+   * other accounts' devices their verified account disowns (`invalid`, `revoked`) are removed too. Adding
+   * and removing is tried again for a device at most every 10 minutes: one without KeyPackages yet cannot
+   * be added, and a failing commit must not be retried on every sync.
+   */
+  private async verifyGroup(
+    groupId: string,
+    opts: { fresh?: boolean; removeBad?: boolean } = {},
+  ): Promise<void> {
+    const { revokedOwn, badLeaves } = await verifyGroupMembers(this.ctx, groupId, opts);
+    if (revokedOwn.length > 0) await this.commit(groupId, { kind: "remove-devices", deviceIds: revokedOwn });
+    const bad =
+      opts.removeBad === true
+        ? this.due(
+            groupId,
+            badLeaves.map((l) => l.deviceId),
+          )
+        : [];
+    if (bad.length > 0) {
+      for (const l of badLeaves.filter((x) => bad.includes(x.deviceId))) {
+        this.ctx.emit({
+          type: "invalid_member",
+          groupId,
+          acct: l.acct,
+          deviceId: l.deviceId,
+          reason: `${l.state}: ${l.reason}`,
+        });
+      }
+      await this.commit(groupId, { kind: "remove-devices", deviceIds: bad });
+    }
+    const missing = this.due(groupId, await missingOwnDevices(this.ctx, groupId));
+    if (missing.length > 0) await this.commit(groupId, addIntent([this.ctx.device.acct], {}));
+  }
+
+  /** Of these devices of a group, those not acted on in the last 10 minutes; marks them acted on now. */
+  private due(groupId: string, deviceIds: string[]): string[] {
+    const now = Date.now();
+    const tried = this.actedOn.get(groupId) ?? new Map<string, number>();
+    const due = deviceIds.filter((id) => now - (tried.get(id) ?? -Infinity) >= RETRY_MEMBER_CHANGE_MS);
+    for (const id of due) tried.set(id, now);
+    this.actedOn.set(groupId, tried);
+    return due;
   }
 
   /** Background verification of every active group; failures become `error` events, never mismatches. */
   private async verifyAll(): Promise<void> {
     for (const g of [...this.ctx.groups.values()]) {
-      if (g.record.status !== "active" || g.state === undefined) continue;
+      // A group this device cannot follow (stuck, behind retention) takes no commits from it.
+      if (g.record.status !== "active" || g.state === undefined || !canWrite(g)) continue;
       try {
-        await this.verifyGroup(g.record.groupId);
+        await this.verifyGroup(g.record.groupId, { removeBad: true });
       } catch (e) {
         if (!(e instanceof ServiceUnavailableError || e instanceof ProtocolError || e instanceof ClientError))
           throw e;

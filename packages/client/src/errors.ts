@@ -56,8 +56,15 @@ export type ClientErrorCode =
   | "wrong_backup_secret"
   // identity (device lists, profile proofs, verification)
   | "device_list_conflict"
+  | "account_key_exists"
   | "unknown_device"
-  | "not_verified";
+  | "not_verified"
+  // linking a device
+  | "bad_link_code"
+  | "link_timeout"
+  // forks and retention gaps (docs/decisions.md D10)
+  | "group_stuck"
+  | "needs_readd";
 
 /** A local refusal: the request cannot be carried out from this device's state. */
 export class ClientError extends Error {

@@ -49,7 +49,34 @@ export type DmEvent =
       previous: MemberStatusName | "unverified";
       reason: string;
     }
+  /**
+   * A member could not process the accepted commit that ended `epoch` (DESIGN §6 forks, docs/decisions.md
+   * D10): either this device (`stuck`: it cannot follow the group any more and has reported it to the hub)
+   * or another member (the hub's `forked` notice). Once per fork. `recreateGroup` offers a way on without
+   * the sender. Accts are null when the device is not in this device's view of the group.
+   */
+  | {
+      type: "group_forked";
+      groupId: string;
+      epoch: number;
+      commitSeq: number;
+      sender: ForkParty;
+      reporter: ForkParty;
+      reason: string;
+      stuck: boolean;
+    }
+  /**
+   * The hub deleted messages of the group up to `seq` before this device read them: it cannot catch up
+   * and must be removed and re-added by a member. Also for a group whose Welcome was deleted unread.
+   */
+  | { type: "behind_retention"; groupId: string; seq: number }
   /** Something the device does on its own (self-update after joining, invitations, KeyPackages) failed; retried later. */
   | { type: "error"; groupId?: string; operation: string; message: string };
 
 export type DmEventType = DmEvent["type"];
+
+/** A device named by a fork notice, with its account when known. */
+export interface ForkParty {
+  acct: string | null;
+  deviceId: string;
+}

@@ -8,12 +8,15 @@ export {
   type Member,
   type SendResult,
   type HistoryItem,
+  type RecreateOptions,
+  type RecreateReport,
 } from "./client.js";
+export type { GroupCondition, GroupHealth, ForkInfo } from "./groups/forks.js";
 export type { CreateDeviceOptions, DeviceSetupOptions } from "./setup.js";
 export type { IdentityOptions } from "./identity/verifier.js";
 export type { AccountDevice, VerifyResult } from "./identity/members.js";
 export { DevicePinStore } from "./identity/pins.js";
-export type { DmEvent, DmEventType } from "./events.js";
+export type { DmEvent, DmEventType, ForkParty } from "./events.js";
 export type { AddReport, Refusal } from "./groups/changes.js";
 export { ClientError, ServiceRefusedError, ServiceUnavailableError, type ClientErrorCode } from "./errors.js";
 export type { StoreProtection } from "./store/cipher.js";

@@ -139,7 +139,9 @@ describe("three members on two instances", () => {
     expect(events.get(bob)).toContainEqual({ type: "member_removed", groupId, accts: ["carol@b.test"] });
     expect(events.get(carol)!.map((e) => e.type)).toEqual(["removed_from_group"]);
     expect(() => carol.epoch(groupId)).toThrow(/no longer in group/);
-    expect(carol.groups()).toEqual([{ groupId, hub: a.urls.delivery, status: "left", epoch: undefined }]);
+    expect(carol.groups()).toEqual([
+      { groupId, hub: a.urls.delivery, status: "left", epoch: undefined, condition: "ok", forks: [] },
+    ]);
     expect(texts((await carol.history(groupId)).map(historyAsEvent))).not.toContain(
       "alice@a.test: after carol left",
     );

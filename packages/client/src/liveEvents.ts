@@ -73,6 +73,14 @@ export async function* liveEvents(
         onStatus: (s) => {
           if (s.kind === "ready") stopPolling(hub);
           if (s.kind === "disconnected" && s.failures >= fallbackAfter) startPolling(hub);
+          if (s.kind === "refused") {
+            stopPolling(hub);
+            ctx.emit({
+              type: "error",
+              operation: `listen to ${hub}`,
+              message: `${s.reason}. This device is no longer registered for its account (revoked?): set it up again or link it anew.`,
+            });
+          }
         },
       });
       streams.set(hub, stream);

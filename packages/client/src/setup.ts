@@ -2,9 +2,11 @@ import { hostname } from "node:os";
 import {
   addDevice,
   createDeviceList,
+  deviceIdOf,
   decodeDeviceList,
   deviceIdText,
   generateSigningKeyPair,
+  signDeviceList,
   signDeviceCertificate,
   verifyDeviceList,
   type SigningKeyPair,
@@ -48,6 +50,12 @@ export interface DeviceSetupOptions {
    * instances whose profiles cannot be written; the directory refuses it once `DEVICE_LIST_REQUIRED`.
    */
   publishIdentity?: boolean;
+  /**
+   * The account already has an account key (a device list at its home directory) and this device starts
+   * over with a new one: every device and the backup were lost. Contacts see `key-changed`. Default false:
+   * set-up is refused with `account_key_exists`.
+   */
+  replaceAccountKey?: boolean;
   /** Where services live: a resolver, or this instance's own two URLs. */
   services: ServiceResolver | ServiceUrls;
   /** KeyPackages to upload (besides the last-resort one). Default 20. */
@@ -100,33 +108,20 @@ export async function setUpDevice(
   }
   const identity = formatIdentity(acct);
   const accountKey = restoredAccountKey ?? (await generateSigningKeyPair());
-  const deviceKey = await generateSigningKeyPair();
+  const deviceKey = await newDeviceKey();
   const now = Math.floor(Date.now() / 1000);
-  const certificate = await signDeviceCertificate(
-    {
-      identity,
-      accountKey: accountKey.publicKey,
-      sigKey: deviceKey.publicKey,
-      notBefore: now - BACKDATE_SECONDS,
-      notAfter: now - BACKDATE_SECONDS + CERTIFICATE_VALIDITY_SECONDS,
-    },
-    accountKey.signKey,
-  );
-  const device: DeviceRecord = {
+  const certificate = await certifyDevice(identity, accountKey, deviceKey.publicKey, now);
+  const device = newDeviceRecord({
     acct: formatAcct(acct),
-    identity,
-    deviceId: deviceIdText(deviceKey.publicKey),
-    deviceKey: { publicKey: toBase64url(deviceKey.publicKey), signKey: toBase64url(deviceKey.signKey) },
-    accountKey: { publicKey: toBase64url(accountKey.publicKey), signKey: toBase64url(accountKey.signKey) },
-    certificate: toBase64url(certificate),
+    deviceKey,
+    accountKey,
+    certificate,
     mastodonToken: opts.mastodonToken,
-    home: { directory: checkServiceUrl(home.directory), delivery: checkServiceUrl(home.delivery) },
-    keyPackageTarget: count,
-    lastResort: { ref: "", used: false },
-    addedKeyPackages: {},
-    createdAt: now,
-    ...(mastodonUrl === undefined ? {} : { mastodonUrl }),
-  };
+    home,
+    keyPackages: count,
+    now,
+    mastodonUrl,
+  });
   if (opts.publishIdentity === false) {
     await store.writeDevice(device);
     return completeSetup(store, device);
@@ -134,10 +129,7 @@ export async function setUpDevice(
   const name = deviceNameOf(opts.deviceName);
   let list: Uint8Array;
   let version: number;
-  const served =
-    restoredAccountKey === undefined
-      ? null
-      : (await new DirectoryClient(device.home.directory).accountDevices(device.acct)).device_list;
+  const served = (await new DirectoryClient(device.home.directory).accountDevices(device.acct)).device_list;
   if (served === null) {
     list = await createDeviceList({
       identity,
@@ -146,6 +138,33 @@ export async function setUpDevice(
       now,
     });
     version = 1;
+  } else if (restoredAccountKey === undefined) {
+    // The account has a key already. Replacing it is the last resort of someone who lost every device
+    // and the backup: their contacts then see key-changed, so it is never done without being asked.
+    const old = decodeDeviceList(fromBase64url(served));
+    if (opts.replaceAccountKey !== true) {
+      throw new ClientError(
+        "account_key_exists",
+        `${device.acct} already has an account key (device list version ${old.version} at ` +
+          `${home.directory}). Link this device from one of yours (mls-dm link-device), or restore a backup ` +
+          "(mls-dm restore). Only if every device and the backup are lost: start over with a new account key " +
+          "(mls-dm init --new-account-key); your contacts will then see key-changed until they check it with you.",
+      );
+    }
+    // Only the version is taken from the old list: it is under the key being replaced (DIR-4, I5).
+    version = old.version + 1;
+    list = await signDeviceList(
+      {
+        identity,
+        accountKey: accountKey.publicKey,
+        version,
+        devices: [
+          { deviceId: deviceIdOf(deviceKey.publicKey), sigKey: deviceKey.publicKey, name, addedAt: now },
+        ],
+        issuedAt: now,
+      },
+      accountKey,
+    );
   } else {
     // A restore: the next version of the account's list, which must be signed by the restored key.
     const decoded = decodeDeviceList(fromBase64url(served));
@@ -176,6 +195,69 @@ export async function setUpDevice(
     pinnedAt: now,
   });
   return completeSetup(store, device);
+}
+
+/**
+ * A device's signature key. Its id (base64url SHA-256) is typed on command lines, where one starting with
+ * "-" would read as an option: such keys (1 in 64) are not used.
+ */
+export async function newDeviceKey(): Promise<SigningKeyPair> {
+  for (;;) {
+    const key = await generateSigningKeyPair();
+    if (!deviceIdText(key.publicKey).startsWith("-")) return key;
+  }
+}
+
+/** A certificate for `sigKey` under the account key: backdated a little, valid for a year. */
+export function certifyDevice(
+  identity: string,
+  accountKey: SigningKeyPair,
+  sigKey: Uint8Array,
+  now: number,
+): Promise<Uint8Array> {
+  return signDeviceCertificate(
+    {
+      identity,
+      accountKey: accountKey.publicKey,
+      sigKey,
+      notBefore: now - BACKDATE_SECONDS,
+      notAfter: now - BACKDATE_SECONDS + CERTIFICATE_VALIDITY_SECONDS,
+    },
+    accountKey.signKey,
+  );
+}
+
+/** device.json of a device not yet registered: no KeyPackages, no list published. */
+export function newDeviceRecord(p: {
+  acct: string;
+  deviceKey: SigningKeyPair;
+  /** null on a linked device: the account key stays on the device that linked it (DESIGN §3). */
+  accountKey: SigningKeyPair | null;
+  certificate: Uint8Array;
+  mastodonToken: string;
+  home: ServiceUrls;
+  keyPackages: number;
+  now: number;
+  mastodonUrl: string | undefined;
+}): DeviceRecord {
+  return {
+    acct: p.acct,
+    identity: formatIdentity(parseAcct(p.acct)),
+    deviceId: deviceIdText(p.deviceKey.publicKey),
+    deviceKey: { publicKey: toBase64url(p.deviceKey.publicKey), signKey: toBase64url(p.deviceKey.signKey) },
+    accountKey:
+      p.accountKey === null
+        ? null
+        : { publicKey: toBase64url(p.accountKey.publicKey), signKey: toBase64url(p.accountKey.signKey) },
+    certificate: toBase64url(p.certificate),
+    mastodonToken: p.mastodonToken,
+    home: { directory: checkServiceUrl(p.home.directory), delivery: checkServiceUrl(p.home.delivery) },
+    keyPackageTarget: p.keyPackages,
+    lastResort: { ref: "", used: false },
+    addedKeyPackages: {},
+    createdAt: p.now,
+    ...(p.mastodonUrl === undefined ? {} : { mastodonUrl: p.mastodonUrl }),
+  };
 }
 
 /**

@@ -85,6 +85,14 @@ export const errorCatalogue = {
   mastodon_refused: { status: 502, message: "The Mastodon instance refused the profile update." },
   too_many_groups: { status: 422, message: "A device is in as many groups as this hub allows." },
   unknown_commit: { status: 404, message: "No accepted commit with this hash ended that epoch." },
+  device_not_registered: {
+    status: 403,
+    message: "This device is not registered for its account at the account's instance directory.",
+  },
+  directory_unavailable: {
+    status: 503,
+    message: "The instance's key-package directory could not be asked; retry later.",
+  },
   internal: { status: 500, message: "Internal error." },
 } as const satisfies Record<string, ErrorSpec>;
 

@@ -1,6 +1,7 @@
+import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "@mastodon-mls/service-kit";
-import { loadDeliveryConfig } from "./config.js";
+import { DeliveryEnv, loadDeliveryConfig } from "./config.js";
 
 describe("loadDeliveryConfig", () => {
   it("applies the defaults", () => {
@@ -12,6 +13,7 @@ describe("loadDeliveryConfig", () => {
       store: { kind: "memory" },
       logLevel: "info",
       directoryUrl: undefined,
+      directoryCacheSeconds: 60,
       appEpochWindow: 2,
       retentionSeconds: 14 * 86400,
       sweepSeconds: 60,
@@ -63,5 +65,28 @@ describe("loadDeliveryConfig", () => {
         expect((e as Error).message).toContain(name);
       }
     }
+  });
+
+  it.each([
+    ["docs/operations.md", "../../../docs/operations.md", "### Delivery service"],
+    ["the README", "../README.md", "## Configuration"],
+  ])("is documented in %s, every variable with its default", (_name, file, heading) => {
+    const text = readFileSync(new URL(file, import.meta.url), "utf8");
+    const start = text.indexOf(heading);
+    expect(start).toBeGreaterThanOrEqual(0);
+    const section = text.slice(start, text.indexOf("\n#", start + heading.length));
+    const rows = [...section.matchAll(/^\| `([A-Z_]+)` \| ([^|]*) \|/gm)].map((m) => [m[1]!, m[2]!.trim()]);
+    expect(rows.map(([name]) => name).sort()).toEqual(Object.keys(DeliveryEnv.shape).sort());
+    // Every default is a string or a number; the parsed environment says so only as a union of its fields.
+    const defaults = DeliveryEnv.parse({ INSTANCE_DOMAIN: "a.test" }) as Record<
+      string,
+      string | number | undefined
+    >;
+    for (const [name, cell] of rows) {
+      const value = name === "INSTANCE_DOMAIN" ? undefined : defaults[name!];
+      if (value === undefined) expect(cell, name).toMatch(/^—/);
+      else expect(/^`([^`]*)`/.exec(cell!)?.[1], name).toBe(String(value));
+    }
+    expect(rows.find(([name]) => name === "INSTANCE_DOMAIN")?.[1]).toContain("required");
   });
 });

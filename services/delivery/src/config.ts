@@ -14,7 +14,8 @@ import {
 // The delivery service's configuration, read from the environment once at start (DESIGN §10). Nothing
 // else in this service reads process.env.
 
-const DeliveryEnv = z
+/** Exported for the test that holds docs/operations.md and the README to it. */
+export const DeliveryEnv = z
   .object({
     HOST: z.string().default("127.0.0.1"),
     PORT: Port.default(DEFAULT_PORTS.delivery),
@@ -27,8 +28,13 @@ const DeliveryEnv = z
     // No braces: every key is hash-tagged by group, device or account, and a brace here would break that.
     REDIS_PREFIX: RedisPrefix.default("ds:"),
     LOG_LEVEL: LogLevel,
-    /** Advertised at /.well-known/mls-services next to this service's own PUBLIC_URL. */
+    /**
+     * This instance's key-package directory: advertised at /.well-known/mls-services, and asked which
+     * devices an account of INSTANCE_DOMAIN has. Unset: the hub queues and serves no invitations.
+     */
     DIRECTORY_URL: Origin.optional(),
+    /** How long the directory's answer about an account's devices is used (a revocation waits this long). */
+    DIRECTORY_CACHE_SECONDS: z.coerce.number().int().min(1).max(3600).default(60),
     /** Past epochs whose application messages are still accepted; matches the clients' key retention. */
     APP_EPOCH_WINDOW: z.coerce.number().int().min(0).max(16).default(RETAIN_EPOCHS),
     /** Log entries, Welcomes and invitations are deleted this long after they were accepted at the latest. */
@@ -63,6 +69,7 @@ export interface DeliveryConfig {
   store: StoreConfig;
   logLevel: string;
   directoryUrl: string | undefined;
+  directoryCacheSeconds: number;
   appEpochWindow: number;
   retentionSeconds: number;
   sweepSeconds: number;
@@ -91,6 +98,7 @@ export function loadDeliveryConfig(env: Record<string, string | undefined>): Del
         : { kind: "memory" },
     logLevel: e.LOG_LEVEL,
     directoryUrl: e.DIRECTORY_URL,
+    directoryCacheSeconds: e.DIRECTORY_CACHE_SECONDS,
     appEpochWindow: e.APP_EPOCH_WINDOW,
     retentionSeconds: e.RETENTION_SECONDS,
     sweepSeconds: e.RETENTION_SWEEP_SECONDS,

@@ -2,6 +2,7 @@ import type { NonceStore } from "@mastodon-mls/bridge";
 import { LIMITS } from "@mastodon-mls/protocol";
 import type { Logger } from "@mastodon-mls/service-kit";
 import type { DeliveryConfig } from "./config.js";
+import type { DirectoryDevices } from "./directoryDevices.js";
 import type { DeliveryMetrics } from "./metrics.js";
 import type { Notifier } from "./notifier.js";
 import type { RateLimits } from "./rateLimits.js";
@@ -16,6 +17,8 @@ export interface DeliveryContext {
   notifier: Notifier;
   metrics: DeliveryMetrics;
   rateLimits: RateLimits;
+  /** The devices of this instance's accounts, as its directory lists them; undefined without DIRECTORY_URL. */
+  directory: DirectoryDevices | undefined;
   /** Milliseconds since the Unix epoch. */
   now: () => number;
   limits: DeliveryLimits;
@@ -43,6 +46,12 @@ export interface DeliveryLimits {
    * From PUSH_COALESCE_MS unless a test sets it.
    */
   pushCoalesceMs: number;
+  /** Accounts whose device registrations are cached (the least recently used go first). */
+  directoryCacheAccounts: number;
+  /** A device missing from a cached answer younger than this is refused without asking the directory again. */
+  directoryMissRefreshMs: number;
+  /** How long a request to the directory may take. */
+  directoryTimeoutMs: number;
 }
 
 export const DEFAULT_LIMITS: DeliveryLimits = {
@@ -54,4 +63,7 @@ export const DEFAULT_LIMITS: DeliveryLimits = {
   groupsPerDevice: LIMITS.groupsPerDevice,
   sweepBatch: 1000,
   pushCoalesceMs: 5,
+  directoryCacheAccounts: 10_000,
+  directoryMissRefreshMs: 1000,
+  directoryTimeoutMs: 5000,
 };

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
 import { fromBase64url, toBase64url, type InboxItem } from "@mastodon-mls/protocol";
 import { decodeCursor } from "./cursor.js";
+import { startTestDirectory } from "./testing/directory.js";
 import { drain, randomGroupId } from "./testing/flow.js";
 import { startHub, type StoreKind, type TestHub } from "./testing/hub.js";
 import { TestDevice, addOf } from "./testing/mls.js";
@@ -90,12 +91,16 @@ describe.each<StoreKind>(["memory", "redis"])("inbox (%s store)", (store) => {
   });
 
   it("queues invitations for every device of an account of this instance", async () => {
+    // Invitations need the instance's directory: only devices it lists for an account read its invitations.
+    const directory = await startTestDirectory();
+    const withDirectory = await startHub(store, { redis, directory });
     const carol = await TestDevice.create("carol");
     const carolPhone = await TestDevice.create("carol");
-    const invite = await hub.client(alice).invite("@Carol@A.TEST", "https://hub.b.test", g);
+    await directory.register(alice, carol, carolPhone);
+    const invite = await withDirectory.client(alice).invite("@Carol@A.TEST", "https://hub.b.test", g);
     expect(invite).toEqual({ status: 201, body: { queued: true } });
     for (const device of [carol, carolPhone]) {
-      const page = await hub.client(device).inbox();
+      const page = await withDirectory.client(device).inbox();
       expect(page.items).toEqual([
         {
           kind: "invitation",
@@ -108,17 +113,25 @@ describe.each<StoreKind>(["memory", "redis"])("inbox (%s store)", (store) => {
       ]);
     }
     // One device's ack is its own.
-    await hub.client(carol).ack((await hub.client(carol).inbox()).cursor);
-    expect((await hub.client(carol).inbox()).items).toEqual([]);
-    expect((await hub.client(carolPhone).inbox()).items).toHaveLength(1);
+    await withDirectory.client(carol).ack((await withDirectory.client(carol).inbox()).cursor);
+    expect((await withDirectory.client(carol).inbox()).items).toEqual([]);
+    expect((await withDirectory.client(carolPhone).inbox()).items).toHaveLength(1);
 
-    expect((await hub.client(alice).invite("carol@b.test", "https://hub.b.test", g)).body).toMatchObject({
+    expect(
+      (await withDirectory.client(alice).invite("carol@b.test", "https://hub.b.test", g)).body,
+    ).toMatchObject({
       error: "foreign_account",
     });
-    expect((await hub.client(alice).invite("not an acct", "https://hub.b.test", g)).body).toMatchObject({
+    expect(
+      (await withDirectory.client(alice).invite("not an acct", "https://hub.b.test", g)).body,
+    ).toMatchObject({
       error: "invalid_acct",
     });
-    expect((await hub.client(alice).invite("carol@a.test", "ftp://hub.b.test", g)).status).toBe(400);
+    expect((await withDirectory.client(alice).invite("carol@a.test", "ftp://hub.b.test", g)).status).toBe(
+      400,
+    );
+    await withDirectory.close();
+    await directory.close();
   });
 
   it("keeps the inbox of a device in several groups in join order, Welcome first", async () => {

@@ -18,7 +18,8 @@ const LOG_CHUNK = 50;
 
 export interface InboxReader {
   device: string;
-  acct: string;
+  /** The account whose invitations the device reads (deviceAccess.ts); undefined: none. */
+  acct: string | undefined;
 }
 
 export interface InboxOptions {
@@ -97,7 +98,7 @@ async function deviceStreams(store: DeliveryStore, reader: InboxReader) {
   const [groups, acked, invitationCount] = await Promise.all([
     store.deviceGroups(reader.device),
     store.cursor(reader.device),
-    store.invitationCount(reader.acct),
+    reader.acct === undefined ? 0 : store.invitationCount(reader.acct),
   ]);
   const ordered = [...groups.numbers].sort((a, b) => a[1] - b[1]);
   const found = await Promise.all(ordered.map(([id]) => store.memberships(id, reader.device)));
@@ -108,12 +109,14 @@ async function deviceStreams(store: DeliveryStore, reader: InboxReader) {
       start: 0,
       end: invitationCount,
       read: async (pos, max) =>
-        (await store.invitations(reader.acct, pos, max)).map(({ seq, invitation }) => ({
-          pos: seq,
-          item: { kind: "invitation" as const, ...invitation },
-          size: 256,
-          at: 0,
-        })),
+        (reader.acct === undefined ? [] : await store.invitations(reader.acct, pos, max)).map(
+          ({ seq, invitation }) => ({
+            pos: seq,
+            item: { kind: "invitation" as const, ...invitation },
+            size: 256,
+            at: 0,
+          }),
+        ),
     },
   ];
   const last = new Map<string, GroupStream>();
@@ -311,7 +314,7 @@ export async function ackCursor(
   const numbers = new Set([...cursor.keys()].map(groupNumberOf));
   for (const number of numbers) {
     if (number === undefined) {
-      ends.set(ACCOUNT_STREAM, await store.invitationCount(reader.acct));
+      ends.set(ACCOUNT_STREAM, reader.acct === undefined ? 0 : await store.invitationCount(reader.acct));
       continue;
     }
     const groupId = byNumber.get(number);

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
+import { startTestDirectory, type TestDirectory } from "./testing/directory.js";
 import { drain, randomGroupId } from "./testing/flow.js";
 import { startHub, type TestHub } from "./testing/hub.js";
 import { TestDevice, addOf } from "./testing/mls.js";
@@ -9,21 +10,24 @@ import { StreamClient } from "./testing/stream.js";
 // replicas, answered with 429, Retry-After and the catalogue body; groups per device.
 
 let redis: RedisHandle;
+let directory: TestDirectory;
 let one: TestHub, two: TestHub;
 beforeAll(async () => {
-  redis = await startRedis();
+  [redis, directory] = await Promise.all([startRedis(), startTestDirectory()]);
   const env = { RATE_SUBMISSIONS: "6", RATE_COMMITS: "2", RATE_INVITATIONS: "2", RATE_WINDOW_SECONDS: "600" };
-  one = await startHub("redis", { redis, env, limits: { groupsPerDevice: 2 } });
-  two = await startHub("redis", { redis, env, prefix: one.prefix, limits: { groupsPerDevice: 2 } });
+  const limits = { groupsPerDevice: 2 };
+  one = await startHub("redis", { redis, env, limits, directory });
+  two = await startHub("redis", { redis, env, prefix: one.prefix, limits, directory });
 });
 afterAll(async () => {
   await Promise.all([one.close(), two.close()]);
-  await redis.stop();
+  await Promise.all([redis.stop(), directory.close()]);
 });
 
 describe("limits", () => {
   it("limits commits and all submissions per device, on every replica and on the stream", async () => {
     const [alice, bob] = await Promise.all([TestDevice.create("alice"), TestDevice.create("bob")]);
+    await directory.register(alice, bob);
     const id = randomGroupId();
     await alice.startGroup(id.bytes);
     expect((await one.client(alice).createGroup(id.text)).status).toBe(201); // submission 1
@@ -63,6 +67,7 @@ describe("limits", () => {
 
   it("limits invitations per sending account, whichever device sends", async () => {
     const [phone, laptop] = await Promise.all([TestDevice.create("frank"), TestDevice.create("frank")]);
+    await directory.register(phone, laptop);
     const g = randomGroupId().text;
     expect((await one.client(phone).invite("gina@a.test", "https://hub.a.test", g)).status).toBe(201);
     expect((await two.client(laptop).invite("gina@a.test", "https://hub.a.test", g)).status).toBe(201);

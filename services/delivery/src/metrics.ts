@@ -23,6 +23,10 @@ export interface DeliveryMetrics {
   retained: Counter<"cause">;
   /** `behind_retention` items handed out. */
   behindRetention: Counter;
+  /** Requests to the directory for an account's devices, by result (ok, unavailable). */
+  directoryLookups: Counter<"result">;
+  /** Devices refused for an account of this instance because its directory does not list them. */
+  devicesRefused: Counter;
 }
 
 export function createDeliveryMetrics(registry: Registry): DeliveryMetrics {
@@ -84,6 +88,17 @@ export function createDeliveryMetrics(registry: Registry): DeliveryMetrics {
     behindRetention: new Counter({
       name: "delivery_behind_retention_total",
       help: "behind_retention items handed out",
+      registers,
+    }),
+    directoryLookups: new Counter({
+      name: "delivery_directory_lookups_total",
+      help: "Requests to the directory for an account's devices, by result (ok, unavailable)",
+      labelNames: ["result"],
+      registers,
+    }),
+    devicesRefused: new Counter({
+      name: "delivery_devices_refused_total",
+      help: "Devices refused for an account of this instance that its directory does not list",
       registers,
     }),
   };

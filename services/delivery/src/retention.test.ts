@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
 import { fromBase64url, type InboxItem } from "@mastodon-mls/protocol";
+import { startTestDirectory } from "./testing/directory.js";
 import { drain, randomGroupId } from "./testing/flow.js";
 import { manualClock, startHub, type StoreKind, type TestHub } from "./testing/hub.js";
 import { TestDevice, addOf, removeOf } from "./testing/mls.js";
@@ -118,16 +119,31 @@ describe.each<StoreKind>(["memory", "redis"])("retention (%s store)", (store) =>
   });
 
   it("deletes invitations past the retention period", async () => {
+    // Invitations need the instance's directory (deviceAccess.ts); this hub shares the clock.
+    const directory = await startTestDirectory();
+    const withDirectory = await startHub(store, {
+      redis,
+      now: clock.now,
+      env: { RETENTION_SECONDS: "3600" },
+      directory,
+    });
     const [alice, erin] = await Promise.all([TestDevice.create("alice"), TestDevice.create("erin")]);
+    await directory.register(alice, erin);
     const g = randomGroupId().text;
-    expect((await hub.client(alice).invite("erin@a.test", "https://hub.b.test", g)).status).toBe(201);
+    expect((await withDirectory.client(alice).invite("erin@a.test", "https://hub.b.test", g)).status).toBe(
+      201,
+    );
     clock.advance(HOUR / 2);
-    expect((await hub.client(alice).invite("erin@a.test", "https://hub.b.test", g)).status).toBe(201);
+    expect((await withDirectory.client(alice).invite("erin@a.test", "https://hub.b.test", g)).status).toBe(
+      201,
+    );
     clock.advance(HOUR / 2 + 1000);
-    expect((await hub.delivery.sweep()).invitations).toBe(1);
-    expect((await hub.client(erin).inbox()).items.map((i) => i.kind)).toEqual(["invitation"]);
+    expect((await withDirectory.delivery.sweep()).invitations).toBe(1);
+    expect((await withDirectory.client(erin).inbox()).items.map((i) => i.kind)).toEqual(["invitation"]);
     clock.advance(HOUR);
-    expect((await hub.delivery.sweep()).invitations).toBe(1);
-    expect((await hub.client(erin).inbox()).items).toEqual([]);
+    expect((await withDirectory.delivery.sweep()).invitations).toBe(1);
+    expect((await withDirectory.client(erin).inbox()).items).toEqual([]);
+    await withDirectory.close();
+    await directory.close();
   });
 });

@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
 import { sha256 } from "@mastodon-mls/bridge";
 import { fromBase64url, toBase64url, type InboxItem } from "@mastodon-mls/protocol";
+import { startTestDirectory, type TestDirectory } from "./testing/directory.js";
 import { drain, randomGroupId } from "./testing/flow.js";
 import { startHub, type TestHub } from "./testing/hub.js";
 import { TestDevice, addOf, removeOf } from "./testing/mls.js";
@@ -24,6 +25,7 @@ const seqOf = (i: InboxItem) => ("seq" in i ? i.seq : -1);
 
 /** alice creates a group on `hub` and adds the others with one commit; everyone joins from the inbox. */
 async function group(hub: TestHub, alice: TestDevice, ...others: TestDevice[]) {
+  await hub.directory?.register(alice, ...others);
   const g = randomGroupId();
   await alice.startGroup(g.bytes);
   expect((await hub.client(alice).createGroup(g.text)).status).toBe(201);
@@ -36,13 +38,18 @@ async function group(hub: TestHub, alice: TestDevice, ...others: TestDevice[]) {
 }
 
 describe("two replicas on one Redis", () => {
+  // The instance's directory: each replica asks it (and caches its answers) on its own.
+  let directory: TestDirectory;
   let one: TestHub, two: TestHub;
+  const replica = () => startHub("redis", { redis, prefix: one.prefix, directory });
   beforeAll(async () => {
-    one = await startHub("redis", { redis });
-    two = await startHub("redis", { redis, prefix: one.prefix });
+    directory = await startTestDirectory();
+    one = await startHub("redis", { redis, directory });
+    two = await replica();
   });
   afterAll(async () => {
     await Promise.all([one.close(), two.close()]);
+    await directory.close();
   });
 
   it("pushes what one replica accepts to streams on the other, and cuts a removed device off there", async () => {
@@ -138,7 +145,7 @@ describe("two replicas on one Redis", () => {
   });
 
   it("keeps devices of a replica that dies: they reconnect to the other and miss nothing", async () => {
-    const extra = await startHub("redis", { redis, prefix: one.prefix });
+    const extra = await replica();
     const [alice, bob, carol] = await Promise.all(["alice", "bob", "carol"].map((n) => TestDevice.create(n)));
     const g = await group(one, alice!, bob!, carol!);
     let alive = [extra.url, two.url];
@@ -175,7 +182,7 @@ describe("two replicas on one Redis", () => {
     }
     await Promise.all(readers.map((r) => r.stop()));
     // A graceful stop closes with 4000 (resume): the reader moves on again and misses nothing.
-    const third = await startHub("redis", { redis, prefix: one.prefix });
+    const third = await replica();
     alive = [third.url, two.url];
     const late = new ResilientReader(() => alive, bob!.signer);
     await late.start();

@@ -13,6 +13,7 @@ import {
 } from "@mastodon-mls/service-kit";
 import type { DeliveryConfig } from "./config.js";
 import { DEFAULT_LIMITS, type DeliveryContext, type DeliveryLimits } from "./context.js";
+import { DirectoryDevices } from "./directoryDevices.js";
 import { createDeliveryMetrics } from "./metrics.js";
 import { LocalNotifier, type Notifier } from "./notifier.js";
 import { createRateLimits } from "./rateLimits.js";
@@ -50,6 +51,11 @@ export interface Delivery {
   listen(): Promise<string>;
   /** Deletes what is older than RETENTION_SECONDS now (also run every RETENTION_SWEEP_SECONDS). */
   sweep(): Promise<SweepOutcome>;
+  /**
+   * Asks the directory again about the accounts of open streams whose answer is older than
+   * DIRECTORY_CACHE_SECONDS, closing the streams of devices it no longer lists (also run that often).
+   */
+  recheckStreams(): Promise<void>;
   /** Stops accepting, closes WebSockets with 4000, finishes in-flight requests, then closes Redis. */
   close(): Promise<void>;
 }
@@ -82,12 +88,15 @@ export async function createDelivery(config: DeliveryConfig, deps: DeliveryDeps 
   const notifier =
     deps.notifier ??
     (redis && subscriber ? new RedisNotifier(redis, subscriber, prefix, log) : new LocalNotifier());
+  // Past an epoch's commit leaving the log, its winner is kept while application messages of that epoch
+  // are still taken (a member that far behind may still commit for it and should hear who won).
+  const winnerEpochs = config.appEpochWindow + 1;
   // With the RedisNotifier, the store announces each entry in the script that appends it.
   const store =
     deps.store ??
     (redis
-      ? new RedisDeliveryStore(redis, prefix, { announce: subscriber !== undefined })
-      : new MemoryDeliveryStore());
+      ? new RedisDeliveryStore(redis, prefix, { announce: subscriber !== undefined, winnerEpochs })
+      : new MemoryDeliveryStore({ winnerEpochs }));
 
   // Registered first, so it runs last on close: the store and Redis outlive every request.
   app.addHook("onClose", async () => {
@@ -107,6 +116,20 @@ export async function createDelivery(config: DeliveryConfig, deps: DeliveryDeps 
     ...(redis ? { redis, nameSpace: `${prefix}rl:` } : {}),
   });
   const deliveryMetrics = createDeliveryMetrics(metrics.registry);
+  const limits: DeliveryLimits = { ...DEFAULT_LIMITS, pushCoalesceMs: config.pushCoalesceMs, ...deps.limits };
+  const now = deps.now ?? Date.now;
+  const directory = config.directoryUrl
+    ? new DirectoryDevices({
+        directoryUrl: config.directoryUrl,
+        ttlMs: config.directoryCacheSeconds * 1000,
+        missRefreshMs: limits.directoryMissRefreshMs,
+        maxAccounts: limits.directoryCacheAccounts,
+        timeoutMs: limits.directoryTimeoutMs,
+        now,
+        log: log.child({ component: "directory" }),
+        metrics: deliveryMetrics,
+      })
+    : undefined;
   const ctx: DeliveryContext = {
     config,
     log,
@@ -115,8 +138,9 @@ export async function createDelivery(config: DeliveryConfig, deps: DeliveryDeps 
     notifier,
     metrics: deliveryMetrics,
     rateLimits: createRateLimits(app, config.rateLimits, deliveryMetrics),
-    now: deps.now ?? Date.now,
-    limits: { ...DEFAULT_LIMITS, pushCoalesceMs: config.pushCoalesceMs, ...deps.limits },
+    directory,
+    now,
+    limits,
   };
   const sessions = new StreamSessions(ctx);
 
@@ -152,6 +176,12 @@ export async function createDelivery(config: DeliveryConfig, deps: DeliveryDeps 
     await sweeping?.catch(() => undefined);
   });
 
+  if (directory) {
+    const rechecker = setInterval(() => void sessions.recheck(), config.directoryCacheSeconds * 1000);
+    rechecker.unref();
+    app.addHook("onClose", async () => clearInterval(rechecker));
+  }
+
   await app.register(websocket, {
     options: { maxPayload: MAX_FRAME_BYTES },
     preClose(done) {
@@ -176,6 +206,7 @@ export async function createDelivery(config: DeliveryConfig, deps: DeliveryDeps 
     sessions,
     listen: () => app.listen({ host: config.host, port: config.port }),
     sweep,
+    recheckStreams: () => sessions.recheck(),
     close: () => app.close(),
   };
 }

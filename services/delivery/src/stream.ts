@@ -14,6 +14,8 @@ import {
 import { verifyRequest, type DeviceCertificate } from "@mastodon-mls/bridge";
 import type { DeliveryContext } from "./context.js";
 import { decodeCursor, encodeCursor, type Cursor } from "./cursor.js";
+import { inboxReader } from "./deviceAccess.js";
+import { isListed, type RegisteredDevices } from "./directoryDevices.js";
 import { ITEM_CURSOR_CHARS, ackCursor, readInbox, type GroupStream, type InboxReader } from "./inbox.js";
 import {
   accountTopic,
@@ -39,6 +41,9 @@ import { submitMessage } from "./submit.js";
 /** Per event, the JSON of its pushed item up to the cursor (base64url values: nothing to escape after). */
 const itemHeads = new WeakMap<GroupEvent, string>();
 
+/** Directory requests in flight at once when re-checking the accounts of open streams. */
+const RECHECK_CONCURRENCY = 8;
+
 /** Sessions by device, account and group, woken by inbox events. */
 export class StreamSessions {
   private readonly byDevice = new Map<string, Set<StreamSession>>();
@@ -49,6 +54,27 @@ export class StreamSessions {
 
   constructor(readonly ctx: DeliveryContext) {
     this.unsubscribe = ctx.notifier.subscribe((e) => this.dispatch(e));
+    // Whatever made the hub ask (a request of any device of the account, or recheck()), a device the
+    // directory no longer lists loses its open streams then.
+    ctx.directory?.onAnswer((acct, answer) => {
+      for (const session of [...(this.byAcct.get(acct) ?? [])]) session.dropIfUnlisted(answer);
+    });
+  }
+
+  /**
+   * Asks the directory again about each account with a stream here whose last answer is older than the
+   * cache window (a few at a time), so that a revoked device's stream closes even if nothing else of its
+   * account asks. A directory that cannot be asked closes nothing.
+   */
+  async recheck(): Promise<void> {
+    const directory = this.ctx.directory;
+    if (!directory) return;
+    const stale = [...this.byAcct.keys()].filter((acct) => directory.isStale(acct));
+    for (let i = 0; i < stale.length; i += RECHECK_CONCURRENCY) {
+      await Promise.all(
+        stale.slice(i, i + RECHECK_CONCURRENCY).map((acct) => directory.refresh(acct).catch(() => undefined)),
+      );
+    }
   }
 
   open(socket: WebSocket): StreamSession {
@@ -60,10 +86,13 @@ export class StreamSessions {
   /** Called once a session has authenticated; resolves once events for its device and account arrive. */
   async listen(session: StreamSession, reader: InboxReader): Promise<void> {
     add(this.byDevice, reader.device, session);
-    add(this.byAcct, reader.acct, session);
+    if (reader.acct !== undefined) add(this.byAcct, reader.acct, session);
     this.ctx.metrics.sockets.inc();
     this.ctx.metrics.devices.set(this.byDevice.size);
-    await Promise.all([this.watch(deviceTopic(reader.device)), this.watch(accountTopic(reader.acct))]);
+    await Promise.all([
+      this.watch(deviceTopic(reader.device)),
+      reader.acct === undefined ? undefined : this.watch(accountTopic(reader.acct)),
+    ]);
   }
 
   /** The session holds an open stretch in these groups (and no longer in the others it had). */
@@ -88,9 +117,11 @@ export class StreamSessions {
     const reader = session.reader;
     if (!reader) return;
     remove(this.byDevice, reader.device, session);
-    remove(this.byAcct, reader.acct, session);
     this.unwatch(deviceTopic(reader.device));
-    this.unwatch(accountTopic(reader.acct));
+    if (reader.acct !== undefined) {
+      remove(this.byAcct, reader.acct, session);
+      this.unwatch(accountTopic(reader.acct));
+    }
     for (const g of session.tracked) {
       remove(this.byGroup, g, session);
       this.unwatch(groupTopic(g));
@@ -240,6 +271,15 @@ export class StreamSession {
     }
   }
 
+  /** Closes the stream (4001) if its device is not in the directory's answer for its account. */
+  dropIfUnlisted(answer: RegisteredDevices): void {
+    if (this.state !== "open" || !this.certificate || isListed(answer, this.certificate)) return;
+    this.fail(
+      STREAM_CLOSE.authFailed,
+      new ProtocolError("device_not_registered", "This device was removed from its account's device list."),
+    );
+  }
+
   close(code: number, reason: string): void {
     if (this.state === "closed") return;
     this.closed();
@@ -326,6 +366,14 @@ export class StreamSession {
       return;
     }
     if (this.state !== "authenticating") return; // closed meanwhile
+    let reader: InboxReader;
+    try {
+      reader = await inboxReader(this.ctx, cert);
+    } catch (e) {
+      this.refuseDevice(e);
+      return;
+    }
+    if (this.state !== "authenticating") return;
     clearTimeout(this.authTimer);
     this.authTimer = undefined;
     this.challenge = undefined;
@@ -336,7 +384,7 @@ export class StreamSession {
       return;
     }
     this.certificate = cert;
-    this.reader = { device: cert.deviceIdText, acct: cert.acct };
+    this.reader = reader;
     this.state = "open";
     try {
       // Listening before the first read: nothing accepted after that read can pass unannounced.
@@ -480,6 +528,17 @@ export class StreamSession {
       "stream failed",
     );
     this.close(STREAM_CLOSE.resume, "try again");
+  }
+
+  /** The directory does not list the device (4001), or could not be asked (4000: come back later). */
+  private refuseDevice(e: unknown): void {
+    if (e instanceof ProtocolError && e.code === "directory_unavailable") {
+      this.fail(STREAM_CLOSE.resume, e);
+    } else if (e instanceof ProtocolError && e.status === 403) {
+      this.fail(STREAM_CLOSE.authFailed, e);
+    } else {
+      this.failWith(e);
+    }
   }
 
   private fail(code: number, e: ProtocolError): void {

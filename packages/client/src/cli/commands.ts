@@ -20,9 +20,9 @@ import { DeviceStore as Store } from "../store/deviceStore.js";
 import type { SessionRecord } from "../store/schemas.js";
 import type { ServiceUrls } from "../transport/resolver.js";
 import { Cli, resolveGroup } from "./context.js";
-import { NotYetError } from "./errors.js";
 import { formatEvent, formatHistory, formatMember } from "./format.js";
 import { UsageError, safeText, withProgress } from "./io.js";
+import { conditionLine } from "./recreate.js";
 import { checkServices } from "./services.js";
 
 // The commands. Each is a thin layer over the library: parse, call, print. Errors propagate to main.ts,
@@ -152,7 +152,7 @@ export async function login(
 // ---- init / restore ----
 
 /** The store and session a new device goes into; creates the directory when needed. */
-async function prepareNewDevice(
+export async function prepareNewDevice(
   cli: Cli,
   opts: NewDeviceOptions,
 ): Promise<{ store: DeviceStore; session: SessionRecord } | { existing: MlsDmClient }> {
@@ -193,14 +193,14 @@ async function prepareNewDevice(
   return { store: ready, session };
 }
 
-function keyPackageCount(text: string | undefined): number | undefined {
+export function keyPackageCount(text: string | undefined): number | undefined {
   if (text === undefined) return undefined;
   const n = Number(text);
   if (!Number.isInteger(n) || n < 1 || n > 100) throw new UsageError("--key-packages must be 1…100");
   return n;
 }
 
-export async function init(cli: Cli, opts: NewDeviceOptions): Promise<void> {
+export async function init(cli: Cli, opts: NewDeviceOptions & { newAccountKey?: boolean }): Promise<void> {
   const keyPackages = keyPackageCount(opts.keyPackages);
   const prepared = await prepareNewDevice(cli, opts);
   if ("existing" in prepared) {
@@ -219,6 +219,7 @@ export async function init(cli: Cli, opts: NewDeviceOptions): Promise<void> {
         mastodonUrl: session.instanceUrl,
         ...(opts.name === undefined ? {} : { deviceName: opts.name }),
         ...(keyPackages === undefined ? {} : { keyPackages }),
+        ...(opts.newAccountKey === true ? { replaceAccountKey: true } : {}),
       }),
   );
   cli.io.out(`Device ${client.deviceId} of ${client.acct} is ready.`);
@@ -266,7 +267,10 @@ export async function restore(cli: Cli, file: string, opts: NewDeviceOptions): P
     ),
   );
   cli.io.out(`Restored the account key of ${client.acct}; new device ${client.deviceId} is ready.`);
-  cli.io.err("Groups are not in the backup: ask a member of each group to add you again (mls-dm add).");
+  cli.io.err(
+    "Groups are not in the backup: your other devices add this one to your groups when they next sync; " +
+      "if none is left, ask a member of each group to add you again (mls-dm add).",
+  );
 }
 
 export async function migrate(cli: Cli, opts: { passphrase: boolean }): Promise<void> {
@@ -345,11 +349,14 @@ export async function groups(cli: Cli, opts: { json?: boolean; sync: boolean }):
   if (opts.json === true) return json(cli, list);
   if (list.length === 0) cli.io.out("No groups yet (mls-dm create <@user@domain>…)");
   for (const g of list) {
+    const replaced = g.replacedBy === undefined ? "" : `  (re-created as ${g.replacedBy})`;
     cli.io.out(
       g.status === "active"
-        ? `${g.groupId}  epoch ${g.epoch}  ${g.members.join(", ")}`
-        : `${g.groupId}  (left)`,
+        ? `${g.groupId}  epoch ${g.epoch}  ${g.members.join(", ")}${replaced}`
+        : `${g.groupId}  (left)${replaced}`,
     );
+    const trouble = conditionLine(g);
+    if (trouble !== undefined) cli.io.out(`  ${trouble}`);
   }
 }
 
@@ -360,9 +367,12 @@ export async function members(
 ): Promise<void> {
   const { client } = await cli.openClient();
   await syncFirst(cli, client, opts.sync);
-  const list = client.members(await findGroup(cli, client, group));
+  const id = await findGroup(cli, client, group);
+  const list = client.members(id);
   if (opts.json === true) return json(cli, list);
   for (const m of list) cli.io.out(formatMember(m));
+  const trouble = conditionLine(client.groups().find((g) => g.groupId === id)!);
+  if (trouble !== undefined) cli.io.out(trouble);
 }
 
 export async function history(
@@ -606,8 +616,4 @@ export async function revokeDevice(cli: Cli, deviceId: string): Promise<void> {
   );
   cli.io.out(`Revoked ${id}: device list version ${result.version}.`);
   if (result.removedFrom.length > 0) cli.io.out(`Removed from ${result.removedFrom.length} group(s).`);
-}
-
-export function notYet(what: string): never {
-  throw new NotYetError(what);
 }

@@ -9,7 +9,8 @@ import { LiveCli, runCli, type CliResult } from "../testSupport/cliProcess.js";
 // The mls-dm CLI end to end, every command a separate process (the bin, from the sources): two fake
 // Mastodon instances with the real directory and delivery services on a real Redis; alice and bob on
 // a.test, carol and dave on b.test. Create, talk (listen --json and history), add a fourth, remove one,
-// leave, back up the account key and restore it on a new device, which is then added to the group.
+// leave, back up the account key and restore it on a new device, which alice's first device then adds to
+// the group.
 
 let redis: RedisHandle;
 let a: Instance;
@@ -138,47 +139,40 @@ describe("the mls-dm CLI, each command a separate process", () => {
       expect(await carol.stop()).toBe(0);
       for (const line of carol.lines) expect(() => JSON.parse(line) as unknown).not.toThrow();
 
-      // bob leaves (a proposal; the next member to sync commits it) while alice backs up her account key
+      // bob leaves (a proposal; the next member to sync commits it); then alice backs up her account key
       // (recovery key by default) and restores it on a new device directory.
-      const backupFile = join(home, "alice-backup.txt");
-      const [members, restoredAs] = await Promise.all([
-        (async () => {
-          expect(ok(await as("bob", ["leave", g.slice(0, 8)]), "leave").stdout).toContain(`Left group ${g}`);
-          return ok(await as("alice", ["members", g, "--json"]), "members");
-        })(),
-        (async () => {
-          const made = JSON.parse(
-            ok(await as("alice", ["backup", "--out", backupFile, "--json"]), "backup").stdout,
-          ) as {
-            recoveryKey: string;
-          };
-          expect(made.recoveryKey).toMatch(/^([0-9A-Z]{4}-){8}[0-9A-Z]{4}$/);
-          return ok(
-            await as(
-              "alice-new",
-              [
-                "restore",
-                backupFile,
-                "--token",
-                a.token("alice"),
-                "--instance",
-                a.urls.mastodon,
-                "--key-packages",
-                "2",
-              ],
-              { MLS_DM_RECOVERY_KEY: made.recoveryKey.toLowerCase() },
-            ),
-            "restore",
-          );
-        })(),
-      ]);
+      expect(ok(await as("bob", ["leave", g.slice(0, 8)]), "leave").stdout).toContain(`Left group ${g}`);
+      const members = ok(await as("alice", ["members", g, "--json"]), "members");
       expect(members.stderr).toContain("bob@a.test is leaving");
       const list = JSON.parse(members.stdout) as { acct: string; status: string; self: boolean }[];
       expect(list.map((m) => `${m.acct} ${m.status}${m.self ? " self" : ""}`).sort()).toEqual([
         "alice@a.test verified self",
         "dave@b.test verified",
       ]);
-
+      const backupFile = join(home, "alice-backup.txt");
+      const made = JSON.parse(
+        ok(await as("alice", ["backup", "--out", backupFile, "--json"]), "backup").stdout,
+      ) as {
+        recoveryKey: string;
+      };
+      expect(made.recoveryKey).toMatch(/^([0-9A-Z]{4}-){8}[0-9A-Z]{4}$/);
+      const restoredAs = ok(
+        await as(
+          "alice-new",
+          [
+            "restore",
+            backupFile,
+            "--token",
+            a.token("alice"),
+            "--instance",
+            a.urls.mastodon,
+            "--key-packages",
+            "2",
+          ],
+          { MLS_DM_RECOVERY_KEY: made.recoveryKey.toLowerCase() },
+        ),
+        "restore",
+      );
       expect(await readFile(backupFile, "utf8")).toContain("-----BEGIN MLS-DM ACCOUNT KEY BACKUP-----");
       const newDevice =
         /^Restored the account key of alice@a\.test; new device ([A-Za-z0-9_-]{43}) is ready\.$/m.exec(
@@ -186,13 +180,23 @@ describe("the mls-dm CLI, each command a separate process", () => {
         )?.[1];
       expect(newDevice).toBeDefined();
       expect(newDevice).not.toBe(aliceDevice);
-      // The restored device's certificate is good: dave (joining the group now, through everything that
-      // happened since he was added) adds it — alice's old device is already a member — and it reads
-      // what follows.
-      const daveAdds = ok(await as("dave", ["add", g, "@alice@a.test"]), "dave adds the new device");
-      expect(daveAdds.stderr).toContain(`you joined group ${g}`);
-      expect(daveAdds.stdout).toContain("added alice@a.test");
-      ok(await as("dave", ["send", g, "welcome back"]), "dave send");
+      // The restored device's certificate is good: alice's first device, at its next sync, adds it to the
+      // group (an account's devices are kept in every group); dave (joining the group now, through
+      // everything that happened since he was added) writes, and the new device reads it.
+      ok(await as("alice", ["sync"]), "alice sync");
+      const both = JSON.parse(ok(await as("alice", ["members", g, "--json"]), "members again").stdout) as {
+        acct: string;
+        deviceId: string;
+        status: string;
+      }[];
+      expect(
+        both
+          .filter((m) => m.acct === "alice@a.test")
+          .map((m) => m.deviceId)
+          .sort(),
+      ).toEqual([aliceDevice, newDevice].sort());
+      const daveSends = ok(await as("dave", ["send", g, "welcome back"]), "dave send");
+      expect(daveSends.stderr).toContain(`you joined group ${g}`);
       const newHistory = ok(await as("alice-new", ["history", g]), "new device history");
       expect(newHistory.stderr).toContain(`you joined group ${g}`);
       expect(newHistory.stdout).toMatch(/dave@b\.test: welcome back/);

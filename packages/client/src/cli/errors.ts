@@ -17,8 +17,6 @@ export const EXIT = {
   store: 4,
   /** Wrong passphrase or recovery key, or a backup file that is damaged. */
   secret: 5,
-  /** The command exists but is not available yet. */
-  notYet: 6,
   /** Ctrl-C while waiting for input. */
   interrupted: 130,
   /** A bug: please report it. */
@@ -32,18 +30,7 @@ export const EXIT_CODES_HELP = `Exit codes:
   3  a Mastodon instance or an mls service refused the request
   4  local device directory: missing, damaged, busy, other format
   5  wrong passphrase or recovery key, damaged backup file
-  6  not available yet
  70  internal error (a bug)`;
-
-export class NotYetError extends Error {
-  constructor(what: string) {
-    super(
-      `${what} is not available yet: it comes with account verification and multi-device support ` +
-        "(profile proofs, device lists), which this version does not have",
-    );
-    this.name = "NotYetError";
-  }
-}
 
 export interface Explained {
   code: number;
@@ -66,6 +53,12 @@ const USAGE_CODES = new Set([
   "invalid_service_url",
   "passphrase_required",
   "no_account_key",
+  "bad_link_code",
+  "account_key_exists",
+  "link_timeout",
+  // a group this device cannot follow (fork, retention): the message says what to do
+  "group_stuck",
+  "needs_readd",
 ]);
 
 const PROTOCOL_HINTS: Partial<Record<string, string>> = {
@@ -86,7 +79,6 @@ const PROTOCOL_HINTS: Partial<Record<string, string>> = {
 export function explain(e: unknown): Explained {
   if (e instanceof UsageError) return { code: EXIT.usage, message: e.message };
   if (e instanceof Interrupted) return { code: EXIT.interrupted, message: "interrupted" };
-  if (e instanceof NotYetError) return { code: EXIT.notYet, message: e.message };
   if (e instanceof MastodonError) {
     return e.kind === "unreachable"
       ? {

@@ -1,5 +1,5 @@
 import type { HistoryItem, Member } from "../client.js";
-import type { DmEvent } from "../events.js";
+import type { DmEvent, ForkParty } from "../events.js";
 import { safeText } from "./io.js";
 
 // Readable output. Everything that came from another person passes through safeText (no terminal
@@ -46,9 +46,29 @@ export function formatEvent(e: DmEvent, now = new Date()): string | undefined {
       return e.status === "verified" && e.previous === "unverified"
         ? undefined
         : `${t} ${g}${e.status === "key-changed" || e.status === "invalid" ? "WARNING: " : ""}${e.acct} is now ${e.status} (was ${e.previous}): ${safeText(e.reason)}`;
+    case "group_forked": {
+      const sender = e.stuck ? who(e.sender) : `${who(e.sender)}'s`;
+      return e.stuck
+        ? `${t} ${g}WARNING: this device could not process the commit of ${sender} that ended epoch ` +
+            `${e.epoch} (${safeText(e.reason)}): it cannot read or send in this group any more. The hub ` +
+            `was told. Re-create the group without them: mls-dm recreate ${short(e.groupId)}`
+        : `${t} ${g}WARNING: the group has forked: ${who(e.reporter)} could not process ${sender} commit ` +
+            `that ended epoch ${e.epoch} (${safeText(e.reason)}). You can go on here; to continue without ` +
+            `${who(e.sender)}: mls-dm recreate ${short(e.groupId)}`;
+    }
+    case "behind_retention":
+      return (
+        `${t} ${g}WARNING: the hub deleted messages up to #${e.seq} before this device read them, so it ` +
+        `cannot catch up in group ${e.groupId}. Ask a member to remove and re-add this device.`
+      );
     case "error":
       return `${t} ${g}problem: ${e.operation}: ${safeText(e.message)}`;
   }
+}
+
+/** A device named by a fork notice: its acct, else the start of its device id. */
+function who(p: ForkParty): string {
+  return p.acct ?? `device ${p.deviceId.slice(0, 12)}`;
 }
 
 export function formatHistory(h: HistoryItem): string {

@@ -56,6 +56,7 @@ describe("mls-dm, parsing and help", () => {
         "devices",
         "link-device",
         "revoke-device",
+        "recreate",
       ]),
     );
     for (const name of names) {
@@ -70,14 +71,10 @@ describe("mls-dm, parsing and help", () => {
       expect(help).toContain(text);
   });
 
-  it("exits 1 on bad usage and 6 for what is not available yet", async () => {
+  it("exits 1 on bad usage", async () => {
     expect(await main(["frobnicate"], fakeIo())).toBe(EXIT.usage);
     expect(await main(["send"], fakeIo())).toBe(EXIT.usage);
-    for (const args of [["link-device"]]) {
-      const io = fakeIo();
-      expect(await main(args, io), args[0]).toBe(EXIT.notYet);
-      expect(io.stderr.join("\n")).toContain("not available yet");
-    }
+    expect(await main(["link-device", "--timeout", "0"], fakeIo())).toBe(EXIT.usage);
   });
 });
 
@@ -114,6 +111,12 @@ describe("mls-dm against a device directory, in process", () => {
     io = fakeIo({ MLS_DM_PASSPHRASE: "long enough pass" });
     expect(await main(["--dir", dir, "whoami", "--json"], io)).toBe(EXIT.ok);
     expect(JSON.parse(io.stdout[0]!)).toMatchObject({ acct: "alice@a.test", protection: "passphrase" });
+    // A link code that is not one: refused before anything is changed, saying what to do.
+    io = fakeIo({ MLS_DM_PASSPHRASE: "long enough pass" });
+    expect(await main(["--dir", dir, "link-device", "--approve", "MLSDM-LINK1-garbage!"], io)).toBe(
+      EXIT.usage,
+    );
+    expect(io.stderr.join("\n")).toContain("not a valid link code");
     io = fakeIo({ MLS_DM_PASSPHRASE: "long enough pass" });
     expect(await main(["--dir", dir, "init"], io)).toBe(EXIT.store);
     expect(io.stderr.join("\n")).toContain("already holds a set-up device");

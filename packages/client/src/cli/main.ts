@@ -2,7 +2,9 @@ import { Command, CommanderError, Option } from "commander";
 import * as commands from "./commands.js";
 import { Cli, type GlobalOptions } from "./context.js";
 import { EXIT, EXIT_CODES_HELP, explain } from "./errors.js";
+import { linkDevice, type LinkCliOptions } from "./link.js";
 import { processIo, type Io } from "./io.js";
+import { RECREATE_HELP, recreate, type RecreateCliOptions } from "./recreate.js";
 
 // mls-dm: end-to-end encrypted group conversations for Mastodon, on MLS. The only module that reads
 // argv and exits (with the codes of errors.ts).
@@ -65,8 +67,13 @@ export function buildProgram(io: Io, signal: AbortSignal): Command {
   newDevice(
     program
       .command("init")
-      .description("set up this device: a new account key, the device certificate, KeyPackages"),
-  ).action((o: commands.NewDeviceOptions) => commands.init(cli(), o));
+      .description("set up this device: a new account key, the device certificate, KeyPackages")
+      .option(
+        "--new-account-key",
+        "your account has a key already but every device and the backup are lost: start over with a new " +
+          "one (your contacts will see key-changed)",
+      ),
+  ).action((o: commands.NewDeviceOptions & { newAccountKey?: boolean }) => commands.init(cli(), o));
 
   newDevice(
     program
@@ -126,6 +133,20 @@ export function buildProgram(io: Io, signal: AbortSignal): Command {
     .command("leave <group>")
     .description("leave a group: propose your removal and delete its keys here (the history stays)")
     .action((group: string) => commands.leave(cli(), group));
+
+  program
+    .command("recreate <group>")
+    .description(
+      "after a fork: a new group with the same people, without the sender of the commit that forked it",
+    )
+    .option("--without <accts...>", "leave out these accounts instead (@user@domain …)")
+    .option("--json", "machine-readable ({groupId, previous, without, added, refused})")
+    .option(
+      "--allow-unverified",
+      "also add people whose identity is not published (no-proof) or could not be checked (unreachable)",
+    )
+    .addHelpText("after", RECREATE_HELP)
+    .action((group: string, o: RecreateCliOptions) => recreate(cli(), group, o));
 
   program
     .command("send <group> <text...>")
@@ -199,10 +220,19 @@ export function buildProgram(io: Io, signal: AbortSignal): Command {
     )
     .action((device: string) => commands.revokeDevice(cli(), device));
 
-  program
-    .command("link-device")
-    .description("link a new device to this account (not available yet; use backup and restore)")
-    .action(() => commands.notYet("mls-dm link-device"));
+  newDevice(
+    program
+      .command("link-device")
+      .description(
+        "on a new device: show a link code (and QR) and wait until your other device approves it; " +
+          "with --approve on the device holding your account key: approve such a code",
+      )
+      .option("--approve <code>", 'approve a new device\'s link code ("-" reads it from standard input)')
+      .option("--confirm-code <digits>", "with --approve: the confirmation code the new device shows")
+      .option("--timeout <seconds>", "how long to wait (new device: 600; --approve, for its groups: 120)")
+      .option("--no-qr", "do not print the link code as a QR code")
+      .option("--json", "machine-readable (one JSON object per line)"),
+  ).action((o: LinkCliOptions) => linkDevice(cli(), o, signal));
   return program;
 }
 

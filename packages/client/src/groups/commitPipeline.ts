@@ -7,6 +7,7 @@ import { decodeMessage, decodeState, encodeState, messageHash } from "../mls/cod
 import { checkLeaves, leavesOf, ownLeafKey } from "../mls/leaves.js";
 import type { CommitIntent, LeavingDevice, PendingCommitRecord } from "../store/schemas.js";
 import { backoff } from "../util/backoff.js";
+import { assertCanWrite } from "./forks.js";
 
 // DESIGN §6/§9: a commit is saved as pending (with its new state) BEFORE it is posted, and becomes the
 // group's state only once the hub accepted it — on 201, on a 409 naming our own commit as the winner, or
@@ -167,7 +168,10 @@ export async function runCommit(
     if ((await settlePending(ctx, g)) === "lost") await deps.rerun(groupId, earlier);
   }
   for (let attempt = 0; attempt < ctx.retry.attempts; attempt++) {
-    const state = ctx.activeGroup(groupId).state;
+    const current = ctx.activeGroup(groupId);
+    // Catching up (below) may have found that this device cannot follow the group any more.
+    assertCanWrite(current);
+    const state = current.state;
     const built = await build(state);
     if (built === undefined) return undefined;
     const pending = await savePending(ctx, g, intent, built, state.groupContext.epoch);

@@ -11,7 +11,10 @@ import { checkLeaves } from "../mls/leaves.js";
  * the hub, never a local group without one.)
  */
 export async function createOwnGroup(ctx: DeviceContext): Promise<string> {
-  const groupIdBytes = new Uint8Array(randomBytes(16));
+  // A group id is typed on command lines: one starting with "-" would read as an option there (1 in 64).
+  let groupIdBytes: Uint8Array;
+  do groupIdBytes = new Uint8Array(randomBytes(16));
+  while ((groupIdBytes[0]! & 0xfc) === 0xf8);
   const groupId = toBase64url(groupIdBytes);
   // A fresh KeyPackage of this device, never published: its keys go straight into the group state. It
   // carries the certificate extension and the profile's capabilities like every leaf of ours.

@@ -2,6 +2,7 @@ import type { DeviceContext } from "../context.js";
 import { replaceLastResort } from "../keyPackages.js";
 import { committableProposals } from "./changes.js";
 import { sendInvitations, settlePending, stillLeaving, type PipelineDeps } from "./commitPipeline.js";
+import { canWrite, reportForks } from "./forks.js";
 import { runIntent } from "./intents.js";
 
 /** DESIGN §2: every device gives its leaf fresh keys at least weekly. */
@@ -28,6 +29,8 @@ export async function followUp(ctx: DeviceContext, deps: PipelineDeps): Promise<
       });
     }
   };
+  // Fork reports a hub could not take before (reportForks never throws).
+  await reportForks(ctx);
   for (const g of [...ctx.groups.values()]) {
     if (g.record.status !== "active" || g.pending === undefined) continue;
     const intent = g.pending.intent;
@@ -50,7 +53,8 @@ export async function followUp(ctx: DeviceContext, deps: PipelineDeps): Promise<
         : undefined;
     };
     let now = active();
-    if (now === undefined) continue;
+    // A device stuck after a fork, or behind retention, cannot commit: trying would only fail each time.
+    if (now === undefined || !canWrite(now.handle)) continue;
     const { handle, state } = now;
     if (
       Object.keys(committableProposals(state)).length > 0 ||

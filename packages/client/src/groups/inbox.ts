@@ -2,6 +2,7 @@ import { ProtocolError, type InboxItem } from "@mastodon-mls/protocol";
 import type { DeviceContext } from "../context.js";
 import { ClientError } from "../errors.js";
 import { checkServiceUrl } from "../transport/serviceUrl.js";
+import { noteBehindRetention, noteForkNotice, reportForks } from "./forks.js";
 import { joinFromWelcome } from "./join.js";
 import { markLeft, receiveGroupMessage } from "./receive.js";
 
@@ -18,6 +19,8 @@ export async function processInboxItems(
 ): Promise<void> {
   for (const item of items) await processItem(ctx, hub, item);
   await ctx.saveCursor(hub, cursor);
+  // A commit this device could not process is reported once the batch is on disk (never throws).
+  await reportForks(ctx);
 }
 
 async function processItem(ctx: DeviceContext, hub: string, item: InboxItem): Promise<void> {
@@ -62,6 +65,12 @@ async function processItem(ctx: DeviceContext, hub: string, item: InboxItem): Pr
       await markLeft(ctx, g);
       return;
     }
+    case "forked":
+      await noteForkNotice(ctx, hub, item);
+      return;
+    case "behind_retention":
+      await noteBehindRetention(ctx, hub, item.group_id, item.seq);
+      return;
   }
 }
 

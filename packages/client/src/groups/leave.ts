@@ -5,6 +5,7 @@ import { ClientError } from "../errors.js";
 import { leavesOf } from "../mls/leaves.js";
 import { backoff } from "../util/backoff.js";
 import { settlePending, type PipelineDeps } from "./commitPipeline.js";
+import { canWrite } from "./forks.js";
 import { markLeft } from "./receive.js";
 
 /**
@@ -19,6 +20,12 @@ export async function leaveGroup(
   groupId: string,
 ): Promise<{ proposed: number }> {
   const first = ctx.activeGroup(groupId);
+  if (!canWrite(first)) {
+    // Stuck after a fork or behind retention: a proposal from this state is for an epoch the hub left
+    // and would only be refused. The keys go here; the others still see this device until one removes it.
+    await markLeft(ctx, first, { byUs: true });
+    return { proposed: 0 };
+  }
   // A commit of ours whose outcome is unknown decides the epoch: settle it (if it lost, so be it).
   if (first.pending !== undefined) await settlePending(ctx, first);
   for (let attempt = 0; attempt < ctx.retry.attempts; attempt++) {

@@ -1,7 +1,7 @@
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { cipherSuite, profileClientConfig } from "@mastodon-mls/bridge";
+import { cipherSuite, profileClientConfig, sha256 } from "@mastodon-mls/bridge";
 import { encodeCleartext } from "@mastodon-mls/protocol";
 import {
   createApplicationMessage,
@@ -103,7 +103,7 @@ describe("receiving", () => {
     );
   });
 
-  it("screens every handshake before ts-mls: a Remove of a leaf that does not exist is refused, and the group goes on", async () => {
+  it("screens every handshake before ts-mls: a Remove of a leaf that does not exist is refused and reported as a fork, and messages of the epoch still open", async () => {
     const update = await createCommit(
       { state: bob, cipherSuite: await cipherSuite() },
       { wireAsPublicMessage: true },
@@ -119,9 +119,28 @@ describe("receiving", () => {
     crafted.publicMessage.content.commit.proposals = [
       { proposalOrRefType: "proposal", proposal: { proposalType: "remove", remove: { removed: 7 } } },
     ];
-    const seq = fake.inject(groupId, bobDevice.deviceId, encodeMlsMessage(crafted), 1);
+    // The (scripted) hub accepted it as the commit of epoch 1: alice cannot follow the group past it.
+    const bytes = encodeMlsMessage(crafted);
+    const seq = fake.inject(groupId, bobDevice.deviceId, bytes, 1, { commit: true });
     expect(await alice.sync()).toMatchObject([
       { type: "undecryptable", groupId, seq, reason: expect.stringMatching(/SCR-9/) as string },
+      {
+        type: "group_forked",
+        groupId,
+        epoch: 1,
+        commitSeq: seq,
+        sender: { acct: "bob@a.test", deviceId: bobDevice.deviceId },
+        reporter: { acct: "alice@a.test", deviceId: alice.deviceId },
+        reason: "SCR-9",
+        stuck: true,
+      },
+    ]);
+    expect(fake.forkReports).toEqual([
+      {
+        groupId,
+        reporter: alice.deviceId,
+        body: { epoch: 1, commit_hash: Buffer.from(sha256(bytes)).toString("base64url"), reason: "SCR-9" },
+      },
     ]);
     expect(alice.epoch(groupId)).toBe(1);
     fake.inject(groupId, bobDevice.deviceId, await bobSays("still here"), 1);

@@ -15,6 +15,7 @@ import { screenIncoming } from "../mls/screening.js";
 import { senderLeafOf } from "../mls/sender.js";
 import type { BufferedMessage, HistoryEntry } from "../store/schemas.js";
 import { discardPending, promotePending, stillLeaving } from "./commitPipeline.js";
+import { noteRejectedCommit, rejectionReason, stuckFork, stuckReason } from "./forks.js";
 
 /** At most this many future-epoch messages are kept per group; beyond, they become undecryptable events. */
 const MAX_BUFFERED = 1000;
@@ -108,17 +109,32 @@ async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage)
     await discardPending(ctx, g);
   }
   const current = state.groupContext.epoch;
-  // ts-mls fails opaquely on a future epoch: wait for the commit that opens it.
-  if (epoch > current) return "buffered";
+  if (epoch > current) {
+    // A device that could not process an accepted commit never reaches a later epoch: say so for each
+    // such message rather than keep it forever.
+    const stuck = stuckFork(g.record);
+    if (stuck !== undefined) {
+      emitUndecryptable(ctx, g, item.seq, stuckReason(stuck));
+      return "done";
+    }
+    // ts-mls fails opaquely on a future epoch: wait for the commit that opens it.
+    return "buffered";
+  }
   if (msg.wireformat === "mls_public_message" && epoch < current) {
     // A handshake for an epoch we have left. A proposal is simply superseded; a commit means a fork.
     if (isCommit) emitUndecryptable(ctx, g, item.seq, `a commit for past epoch ${epoch} (now ${current})`);
     return "done";
   }
+  // From here on the message is for the epoch this device is in. A commit that fails now is one the hub
+  // accepted and this device cannot follow: a fork, reported to the hub (forks.ts). Its sequence number
+  // is done, so it is never tried again.
   try {
     await screenIncoming(msg, state);
   } catch (e) {
     emitUndecryptable(ctx, g, item.seq, reason(e));
+    if (isCommit) {
+      noteRejectedCommit(ctx, g, item, Number(epoch), messageHash(bytes), rejectionReason(e, "screening"));
+    }
     return "done";
   }
 
@@ -132,6 +148,9 @@ async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage)
     result = await processMessage(msg, state, emptyPskIndex, acceptAll, ctx.cs);
   } catch (e) {
     emitUndecryptable(ctx, g, item.seq, `could not process: ${reason(e)}`);
+    if (isCommit) {
+      noteRejectedCommit(ctx, g, item, Number(epoch), messageHash(bytes), rejectionReason(e, "processing"));
+    }
     return "done";
   }
   if (result.kind !== "newState") return "done";
@@ -185,6 +204,9 @@ async function afterCommit(
   after: ClientState,
 ): Promise<void> {
   const groupId = g.record.groupId;
+  // A commit this device could process proves its state follows the group: whatever the hub deleted
+  // unread (behind_retention) held no commit it lacks.
+  g.record.behindRetention = undefined;
   const { added, removed } = diffMembers(before.ratchetTree, after.ratchetTree);
   if (added.length > 0) ctx.emit({ type: "member_added", groupId, accts: added });
   if (removed.length > 0) ctx.emit({ type: "member_removed", groupId, accts: removed });

@@ -6,6 +6,7 @@ import { ClientError } from "../errors.js";
 import { applicationPadding } from "../mls/padding.js";
 import { backoff } from "../util/backoff.js";
 import { committableProposals } from "./changes.js";
+import { assertCanWrite } from "./forks.js";
 
 export interface SentMessage {
   seq: number;
@@ -27,6 +28,8 @@ export async function sendActivity(
 ): Promise<SentMessage> {
   const cleartext = encodeCleartext(activity);
   for (let attempt = 0; attempt < ctx.retry.attempts; attempt++) {
+    // A device stuck after a fork or behind retention would send into an epoch the others left.
+    assertCanWrite(ctx.activeGroup(groupId));
     // ts-mls refuses to send while holding a received, uncommitted proposal (UsageError): commit the
     // ones this device commits (DESIGN §9) first — catching up may have brought new ones.
     if (Object.keys(committableProposals(ctx.activeGroup(groupId).state)).length > 0) await commitProposals();

@@ -3,6 +3,7 @@ import {
   revokeDevice as revokeFromList,
   safetyNumber,
   verifyDeviceList,
+  type DeviceList,
   type MemberVerification,
   type SafetyNumber,
 } from "@mastodon-mls/bridge";
@@ -15,12 +16,28 @@ import { accountKeyOf, currentList, publishAccountList, recordNewList } from "./
 // Member statuses in groups (docs/identity.md §6), the safety-number view, and the account's own
 // devices (list, revoke). Everything here runs inside an MlsDmClient operation (serialised, locked).
 
-/** Verifies every account of a group; emits `status_changed`; returns own devices found revoked. */
+/** A member device to remove: not in its verified account's list, or certified by another key. */
+export interface BadLeaf {
+  acct: string;
+  deviceId: string;
+  state: "invalid" | "revoked";
+  reason: string;
+}
+
+/**
+ * Verifies every account of a group; emits `status_changed`. Returns this account's own devices found
+ * revoked, and other accounts' leaves found `invalid` (MV-14: certified by a key that does not chain to
+ * the account key) or `revoked` (MV-16: not in the account's verified list), confirmed by fresh lookups:
+ * devices the account's own key and list disown (DESIGN §3: proposed for removal). Only these two rules,
+ * which run after the pinned key matched (MV-13): for an account that is `key-changed`, or whose list or
+ * proof does not verify, nothing is returned — a swapped key must not make members remove the person's
+ * real devices.
+ */
 export async function verifyGroupMembers(
   ctx: DeviceContext,
   groupId: string,
   opts: { fresh?: boolean } = {},
-): Promise<string[]> {
+): Promise<{ revokedOwn: string[]; badLeaves: BadLeaf[] }> {
   const g = ctx.activeGroup(groupId);
   const byAcct = new Map<string, ReturnType<typeof leavesOf>>();
   for (const l of leavesOf(g.state.ratchetTree)) {
@@ -42,6 +59,7 @@ export async function verifyGroupMembers(
     }
   }
   const revokedOwn: string[] = [];
+  const badLeaves: BadLeaf[] = [];
   for (const [acct, leaves] of byAcct) {
     const previous = seen.get(acct);
     const announced = g.record.memberStatuses?.[acct];
@@ -54,7 +72,10 @@ export async function verifyGroupMembers(
       { fresh },
     );
     // Never act on (or report) a revocation or a mismatch from cached answers: confirm it first.
-    if (!fresh && (v.status !== previous?.status || v.leaves.some((l) => l.state === "revoked"))) {
+    if (
+      !fresh &&
+      (v.status !== previous?.status || v.leaves.some((l) => l.state === "revoked" || l.state === "invalid"))
+    ) {
       v = await ctx.verifier.verify(
         acct,
         leaves.map((l) => l.node),
@@ -83,10 +104,53 @@ export async function verifyGroupMembers(
       for (const leaf of v.leaves) {
         if (leaf.state === "revoked" && leaf.deviceId !== ctx.deviceId) revokedOwn.push(leaf.deviceId);
       }
+    } else if (
+      (v.status === "invalid" && v.rule === "MV-14") ||
+      (v.status === "revoked" && v.rule === "MV-16")
+    ) {
+      // Leaf-level findings under a key the pin accepted (MV-13 passed): the account's own key and list
+      // disown these devices. Account-level trouble (key-changed, an unverifiable list) never gets here.
+      for (const leaf of v.leaves) {
+        if (leaf.state === "revoked" || leaf.state === "invalid") {
+          badLeaves.push({
+            acct,
+            deviceId: leaf.deviceId,
+            state: leaf.state,
+            reason: leaf.reason ?? v.reason,
+          });
+        }
+      }
     }
   }
   if (dirty) await ctx.saveGroup(g);
-  return revokedOwn;
+  return { revokedOwn, badLeaves };
+}
+
+/**
+ * This account's devices that its verified device list names and that are not in the group (DESIGN §3:
+ * a user's own devices are kept in every group). None while one of the account's devices is leaving the
+ * group (DESIGN §9 leave removes all of them), or when the list cannot be fetched or verified now.
+ */
+export async function missingOwnDevices(
+  ctx: DeviceContext,
+  groupId: string,
+  opts: { fresh?: boolean } = {},
+): Promise<string[]> {
+  const g = ctx.activeGroup(groupId);
+  if (g.record.leaving.some((l) => l.acct === ctx.device.acct)) return [];
+  const key = await ownAccountKey(ctx);
+  if (key === undefined) return [];
+  if (opts.fresh === true) ctx.verifier.forget(ctx.device.acct);
+  const served = await ctx.verifier.directoryAccount(ctx.device.acct);
+  if (served?.deviceList == null) return [];
+  let list: DeviceList;
+  try {
+    list = await verifyDeviceList(decodeDeviceList(served.deviceList), key);
+  } catch {
+    return []; // not under the account key: verification reports it
+  }
+  const present = new Set(leavesOf(g.state.ratchetTree).map((l) => l.deviceId));
+  return list.devices.map((d) => toBase64url(d.deviceId)).filter((id) => !present.has(id));
 }
 
 export interface VerifyResult {
@@ -195,6 +259,26 @@ export async function listOwnDevices(
 }
 
 /**
+ * The list to build the next version on: this device's, or a newer one the home directory serves when
+ * another device holding the account key (a restored one) published it — whichever verifies under the
+ * account key and is newest.
+ */
+export async function newestOwnList(ctx: DeviceContext): Promise<DeviceList> {
+  const key = accountKeyOf(ctx.device);
+  let current = await currentList(ctx.device);
+  const served = (await ctx.home.directory.accountDevices(ctx.device.acct)).device_list;
+  if (served !== null) {
+    try {
+      const theirs = await verifyDeviceList(decodeDeviceList(fromBase64url(served)), key.publicKey);
+      if (theirs.acct === ctx.device.acct && theirs.version > current.version) current = theirs;
+    } catch {
+      // Not signed by our key: the directory (or a key change) is for the verification to report.
+    }
+  }
+  return current;
+}
+
+/**
  * A new version of the account's list without the device: saved, PUT to the home directory (which then
  * drops the device's registration and KeyPackages), then the profile proof names the new version.
  * Needs the account key. Returns the new version.
@@ -211,18 +295,7 @@ export async function revokeOwnDevice(ctx: DeviceContext, deviceId: string): Pro
   // Finish anything left to publish first, so the version we build on is the one the directory holds.
   device = await publishAccountList(ctx.store, device);
   ctx.device = device;
-  // Another device holding the account key (a restored one) may have published a newer version: build
-  // on whichever verifies under the account key and is newest.
-  let current = await currentList(device);
-  const served = (await ctx.home.directory.accountDevices(device.acct)).device_list;
-  if (served !== null) {
-    try {
-      const theirs = await verifyDeviceList(decodeDeviceList(fromBase64url(served)), key.publicKey);
-      if (theirs.acct === device.acct && theirs.version > current.version) current = theirs;
-    } catch {
-      // Not signed by our key: the directory (or a key change) is for the verification to report.
-    }
-  }
+  const current = await newestOwnList(ctx);
   if (!current.devices.some((d) => toBase64url(d.deviceId) === deviceId)) {
     throw new ClientError("unknown_device", `no device ${deviceId} in the list of ${device.acct}`);
   }

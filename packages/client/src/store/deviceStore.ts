@@ -34,6 +34,7 @@ import {
   HistoryEntry,
   KeyPackageRecord,
   PendingCommitRecord,
+  PendingLinkRecord,
   PinsRecord,
   SessionRecord,
 } from "./schemas.js";
@@ -238,6 +239,21 @@ export class DeviceStore {
 
   async writeDevice(rec: DeviceRecord): Promise<void> {
     return this.write(join(this.dir, "device.json"), "mls-dm.device", rec);
+  }
+
+  // link.json: a device being linked keeps its key here until its certificate arrives
+
+  async readLink(): Promise<PendingLinkRecord | undefined> {
+    return this.read(join(this.dir, "link.json"), "mls-dm.link", PendingLinkRecord);
+  }
+
+  async writeLink(rec: PendingLinkRecord): Promise<void> {
+    return this.write(join(this.dir, "link.json"), "mls-dm.link", rec);
+  }
+
+  async deleteLink(): Promise<void> {
+    this.writes++;
+    return removeFileDurably(join(this.dir, "link.json"));
   }
 
   // pins.json

@@ -57,6 +57,18 @@ export const DeviceRecord = z.object({
 });
 export type DeviceRecord = z.infer<typeof DeviceRecord>;
 
+/**
+ * A device being linked (docs/protocol.md "Linking a device"): its key exists, and is shown as a link
+ * code, before a device holding the account key certifies it. Deleted once the device is set up.
+ */
+export const PendingLinkRecord = z.object({
+  acct: z.string(),
+  deviceKey: KeyPair,
+  name: z.string(),
+  createdAt: z.number().int(),
+});
+export type PendingLinkRecord = z.infer<typeof PendingLinkRecord>;
+
 export const CursorsRecord = z.object({
   /** Every hub this device listens to, with the last inbox cursor it processed durably (null: none yet). */
   hubs: z.record(z.string(), z.string().nullable()),
@@ -100,6 +112,26 @@ export const LeavingDevice = z.object({
 });
 export type LeavingDevice = z.infer<typeof LeavingDevice>;
 
+/**
+ * A member could not process the accepted commit that ended `epoch` (DESIGN §6 forks). Accts are null
+ * when the device is not (or no longer) in this device's view of the tree.
+ */
+export const GroupFork = z.object({
+  epoch: z.number().int(),
+  commitHash: z.string(),
+  commitSeq: z.number().int(),
+  sender: z.string(),
+  senderAcct: z.string().nullable(),
+  reporter: z.string(),
+  reporterAcct: z.string().nullable(),
+  reason: z.string(),
+  /** This device is one that could not process the commit: its state stays at `epoch` for good. */
+  stuck: z.boolean(),
+  /** A fork this device found: whether the hub has its report yet (`pending` is retried on every sync). */
+  report: z.enum(["pending", "done", "refused"]).optional(),
+});
+export type GroupFork = z.infer<typeof GroupFork>;
+
 /** Format 1 (the first release): no leave requests, no self-update clock. Read only by `migrate`. */
 export const GroupRecordV1 = z.object({
   groupId: z.string(),
@@ -128,6 +160,15 @@ export const GroupRecord = GroupRecordV1.extend({
    * process announces changes only (`status_changed`).
    */
   memberStatuses: z.record(z.string(), z.enum(MEMBER_STATUSES)).optional(),
+  /** Forks of this group this device knows of (DESIGN §6, docs/decisions.md D5, D10), oldest first. */
+  forks: z.array(GroupFork).optional(),
+  /**
+   * The hub deleted messages of this group up to `seq` before this device read them (`behind_retention`):
+   * it must be re-added. Cleared when a later commit is processed (the state provably follows the group).
+   */
+  behindRetention: z.object({ seq: z.number().int() }).optional(),
+  /** The group `recreateGroup` made to replace this one. */
+  replacedBy: z.string().optional(),
 });
 export type GroupRecord = z.infer<typeof GroupRecord>;
 

@@ -38,6 +38,8 @@ export class FakeServices {
   script: (s: Submission) => SubmitAction = () => "accept";
   /** Whether a device's own messages come back in its inbox. */
   echoOwn = true;
+  /** Fork reports (POST …/commit-rejected), as received. */
+  readonly forkReports: { groupId: string; reporter: string; body: Record<string, unknown> }[] = [];
   /** KeyPackages (MLSMessage bytes) handed out by POST /v1/claims, by `user@domain`. */
   readonly keyPackages = new Map<string, { deviceId: string; keyPackage: Uint8Array }>();
   private readonly groups = new Map<string, { epoch: number; seq: number; winners: Map<number, string> }>();
@@ -185,6 +187,33 @@ export class FakeServices {
         return send(503, { error: "store_unavailable", message: "The storage backend is unavailable." });
       }
       return send(201, { seq: group.seq, epoch: group.epoch });
+    }
+    const rejected = /^\/v1\/groups\/([A-Za-z0-9_-]+)\/commit-rejected$/.exec(url.pathname);
+    if (req.method === "POST" && rejected) {
+      // The hub's rule (D5): only the commit that won the epoch can be reported.
+      const reporter = await this.device(req, body);
+      const groupId = rejected[1]!;
+      this.forkReports.push({ groupId, reporter, body: json });
+      if (this.groups.get(groupId)?.winners.get(json.epoch as number) !== json.commit_hash) {
+        return send(404, {
+          error: "unknown_commit",
+          message: "No accepted commit with this hash ended that epoch.",
+        });
+      }
+      // Recorded, but no `forked` notice goes into the log: no test here needs one.
+      const commit = this.log.find(
+        (m) => m.group_id === groupId && toBase64url(sha256(fromBase64url(m.message))) === json.commit_hash,
+      )!;
+      const fork = {
+        seq: commit.seq,
+        epoch: json.epoch,
+        commit_hash: json.commit_hash,
+        commit_seq: commit.seq,
+        sender: commit.sender,
+        reporter,
+        reason: json.reason,
+      };
+      return send(201, { forked: true, fork });
     }
     if (req.method === "GET" && url.pathname === "/v1/inbox") {
       const me = await this.device(req, body);

@@ -20,7 +20,14 @@ export interface Instance {
   urls: ServiceUrls;
 }
 
-export async function startInstance(domain: string): Promise<Instance> {
+export interface InstanceOptions {
+  /** More environment variables of the delivery service (RETENTION_SECONDS, …). */
+  deliveryEnv?: Record<string, string>;
+  /** The delivery service's clock (retention ages entries by it); request signatures keep real time. */
+  deliveryNow?: () => number;
+}
+
+export async function startInstance(domain: string, opts: InstanceOptions = {}): Promise<Instance> {
   const mastodon = await createDevMastodon({ domain });
   // Services check signatures against their configured origin, so it must be where they listen.
   const [dirPort, dsPort] = [await freePort(), await freePort()];
@@ -45,7 +52,9 @@ export async function startInstance(domain: string): Promise<Instance> {
       INSTANCE_DOMAIN: domain,
       DIRECTORY_URL: urls.directory,
       LOG_LEVEL: "silent",
+      ...opts.deliveryEnv,
     }),
+    opts.deliveryNow === undefined ? {} : { now: opts.deliveryNow },
   );
   await directory.listen();
   await delivery.listen();

@@ -2,11 +2,13 @@ import type { DeviceSigner } from "@mastodon-mls/bridge";
 import {
   AckResponse,
   CIPHERSUITE_ID,
+  CommitRejectedResponse,
   CreateGroupResponse,
   InboxResponse,
   InvitationResponse,
   SubmitMessageResponse,
   toBase64url,
+  type CommitRejectedBody,
 } from "@mastodon-mls/protocol";
 import { ServiceHttp } from "./http.js";
 
@@ -47,6 +49,20 @@ export class DeliveryClient {
       body: { message: toBase64url(message), ...(welcome ? { welcome: toBase64url(welcome) } : {}) },
       auth: this.auth,
       response: SubmitMessageResponse,
+    });
+  }
+
+  /**
+   * This member cannot process the accepted commit that ended `epoch` (DESIGN §6 forks): the hub records
+   * the fork once per epoch (201, or 200 with the first report's record) and tells every member.
+   */
+  commitRejected(groupId: string, body: CommitRejectedBody): Promise<CommitRejectedResponse> {
+    return this.http.request({
+      method: "POST",
+      path: `/v1/groups/${groupId}/commit-rejected`,
+      body,
+      auth: this.auth,
+      response: CommitRejectedResponse,
     });
   }
 

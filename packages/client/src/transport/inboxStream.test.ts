@@ -146,4 +146,36 @@ describe("InboxStream", () => {
     });
     expect(status).toBe("removed");
   });
+
+  it("stops for good when the hub refuses the device as no longer registered, and retries other refusals", async () => {
+    let refusals = 0;
+    onReady = (ws, n) => {
+      // First an ordinary failure (the stream reconnects), then the final refusal of a revoked device.
+      if (n === 1) return ws.close(STREAM_CLOSE.authFailed, "bad");
+      refusals++;
+      ws.send(JSON.stringify({ type: "error", error: "device_not_registered", message: "revoked" }));
+      ws.close(STREAM_CLOSE.authFailed, "device_not_registered");
+    };
+    const seen: StreamStatus[] = [];
+    const final = await new Promise<StreamStatus>((resolve) => {
+      const stream = new InboxStream({
+        baseUrl: base,
+        signer,
+        after: () => undefined,
+        reconnect: { attempts: 1, baseDelayMs: 10, maxDelayMs: 10 },
+        onStatus: (s) => {
+          seen.push(s);
+          if (s.kind === "refused") resolve(s);
+        },
+        onItems: async () => undefined,
+      });
+      stream.start();
+    });
+    expect(final).toMatchObject({
+      kind: "refused",
+      reason: expect.stringContaining("device_not_registered"),
+    });
+    expect(seen.map((s) => s.kind)).toEqual(["ready", "disconnected", "ready", "refused"]);
+    expect(refusals).toBe(1);
+  });
 });

@@ -16,6 +16,11 @@ export type StreamStatus =
   | { kind: "disconnected"; reason: string; failures: number }
   /** The hub says this device is no longer a member anywhere it listened: the stream stops. */
   | { kind: "removed" }
+  /**
+   * The hub refuses this device for good (`device_not_registered`: its account's directory no longer
+   * lists it, e.g. revoked): the stream stops, and polling would be refused too.
+   */
+  | { kind: "refused"; reason: string }
   | { kind: "closed" };
 
 export interface InboxStreamOptions {
@@ -68,6 +73,7 @@ export class InboxStream {
     this.ws = ws;
     this.work = Promise.resolve();
     let why = "connection closed";
+    let final = false;
     ws.on("message", (data: WebSocket.RawData) => {
       let frame: StreamServerFrame;
       try {
@@ -77,6 +83,7 @@ export class InboxStream {
         ws.close(STREAM_CLOSE.badFrame);
         return;
       }
+      if (frame.type === "error" && frame.error === "device_not_registered") final = true;
       this.onFrame(ws, frame).catch((e: unknown) => {
         why = e instanceof Error ? e.message : String(e);
         ws.close(1011);
@@ -91,6 +98,11 @@ export class InboxStream {
       if (code === STREAM_CLOSE.removed) {
         this.closed = true;
         this.opts.onStatus?.({ kind: "removed" });
+        return;
+      }
+      if (final) {
+        this.closed = true;
+        this.opts.onStatus?.({ kind: "refused", reason: why });
         return;
       }
       const text = reason.toString("utf8");

@@ -37,10 +37,10 @@ export function signer(req: FastifyRequest): DeviceCertificate {
 export const deviceErrors = {
   400: ErrorBodySchema.describe("bad_request, invalid_body, invalid_encoding, invalid_cursor, …"),
   401: ErrorBodySchema.describe("unauthorized, auth_invalid, auth_expired, auth_replayed"),
-  403: ErrorBodySchema.describe("not_a_member"),
+  403: ErrorBodySchema.describe("not_a_member, device_not_registered"),
   404: ErrorBodySchema.describe("unknown_group, unknown_commit, foreign_account"),
   413: ErrorBodySchema.describe("payload_too_large"),
   415: ErrorBodySchema.describe("unsupported_media_type"),
   429: ErrorBodySchema.describe("rate_limited {retry_after}, with a Retry-After header"),
-  503: ErrorBodySchema.describe("store_unavailable, shutting_down"),
+  503: ErrorBodySchema.describe("store_unavailable, shutting_down, directory_unavailable"),
 };

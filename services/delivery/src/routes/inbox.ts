@@ -2,6 +2,7 @@ import { AckBody, AckResponse, InboxQuery, InboxResponse } from "@mastodon-mls/p
 import type { ServiceApp } from "@mastodon-mls/service-kit";
 import type { DeliveryContext } from "../context.js";
 import { decodeCursor, encodeCursor } from "../cursor.js";
+import { inboxReader } from "../deviceAccess.js";
 import { ackCursor, readInbox } from "../inbox.js";
 import { deviceErrors, refuseRawBodies, requireDeviceSignature, signer } from "./auth.js";
 
@@ -16,16 +17,18 @@ export function inboxRoutes(ctx: DeliveryContext) {
         schema: {
           summary: "Everything for this device after the cursor (or after what it acknowledged), in order",
           description:
-            "Items: invitation, welcome, message, removed, forked, behind_retention (docs/protocol.md §4).",
+            "Items: invitation, welcome, message, removed, forked, behind_retention (docs/protocol.md §4). " +
+            "A device of an account of this instance must be listed for it by the instance's directory " +
+            "(`403 device_not_registered`, `503 directory_unavailable`); so must it to acknowledge.",
           security: [{ device: [] }],
           querystring: InboxQuery,
           response: { 200: InboxResponse, ...deviceErrors },
         },
       },
       async (req) => {
-        const device = signer(req);
+        const reader = await inboxReader(ctx, signer(req));
         const after = req.query.after === undefined ? undefined : decodeCursor(req.query.after);
-        const page = await readInbox(ctx.store, { device: device.deviceIdText, acct: device.acct }, after, {
+        const page = await readInbox(ctx.store, reader, after, {
           limit: req.query.limit ?? ctx.limits.pageItems,
           maxBytes: ctx.limits.pageBytes,
         });
@@ -49,12 +52,8 @@ export function inboxRoutes(ctx: DeliveryContext) {
         },
       },
       async (req) => {
-        const device = signer(req);
-        const { trimmed } = await ackCursor(
-          ctx.store,
-          { device: device.deviceIdText, acct: device.acct },
-          decodeCursor(req.body.cursor),
-        );
+        const reader = await inboxReader(ctx, signer(req));
+        const { trimmed } = await ackCursor(ctx.store, reader, decodeCursor(req.body.cursor));
         if (trimmed > 0) ctx.metrics.retained.inc({ cause: "ack" }, trimmed);
         return { acked: true as const };
       },

@@ -7,6 +7,7 @@ import {
 } from "@mastodon-mls/protocol";
 import type { ServiceApp } from "@mastodon-mls/service-kit";
 import type { DeliveryContext } from "../context.js";
+import { requireInvitationSender } from "../deviceAccess.js";
 import { parseGroupId } from "../submit.js";
 import { deviceErrors, refuseRawBodies, requireDeviceSignature, signer } from "./auth.js";
 
@@ -20,7 +21,11 @@ export function invitationRoutes(ctx: DeliveryContext) {
       {
         schema: {
           summary: "Queue a pointer to a group for every device of an account of this instance",
-          description: "Rate-limited per sending account (RATE_INVITATIONS per RATE_WINDOW_SECONDS).",
+          description:
+            "A sender of this instance must be a device its directory lists for the account " +
+            "(`403 device_not_registered`; `503 directory_unavailable` when the directory cannot be asked " +
+            "or DIRECTORY_URL is unset). Rate-limited per sending account (RATE_INVITATIONS per " +
+            "RATE_WINDOW_SECONDS).",
           security: [{ device: [] }],
           body: InvitationBody,
           response: { 201: InvitationResponse, ...deviceErrors },
@@ -35,6 +40,8 @@ export function invitationRoutes(ctx: DeliveryContext) {
           throw new ProtocolError("bad_request", "The hub must be an http(s) URL.");
         }
         parseGroupId(req.body.group_id);
+        // Before the rate limit: a device that is not the account's must not spend the account's budget.
+        await requireInvitationSender(ctx, from);
         // Per sending account: its devices share one budget.
         await ctx.rateLimits.take("invitations", from.acct);
         const target = formatAcct(acct);

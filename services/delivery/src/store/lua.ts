@@ -37,6 +37,31 @@ local function announce(seq, i)
 end
 `;
 
+/**
+ * The winner of an epoch (`wins`) answers a 409 for that epoch and names the commit a fork report is
+ * about; both concern commits members can still read. So a winner is forgotten once its commit has left
+ * the log (retention: seq <= base) and it is not among the last `keep` epochs' winners. Winners go
+ * oldest first from meta `wlow` (the lowest epoch that may still have one), at most 100 per call, so
+ * that a group that kept every winner before this rule catches up a little at each step.
+ */
+const FORGET_WINS = `
+local function forget_wins(metaKey, winsKey, epoch, keep)
+  local meta = redis.call('HMGET', metaKey, 'base', 'wlow')
+  local base = tonumber(meta[1] or '0')
+  local low = tonumber(meta[2] or '0')
+  local start = low
+  while low < epoch - keep and low - start < 100 do
+    local win = redis.call('HGET', winsKey, low)
+    if win then
+      if tonumber(string.match(win, '^%S+ (%d+)')) > base then break end
+      redis.call('HDEL', winsKey, low)
+    end
+    low = low + 1
+  end
+  if low ~= start then redis.call('HSET', metaKey, 'wlow', low) end
+end
+`;
+
 /** KEYS: meta roster leaves mship. ARGV: at, creatorDevice, creatorJson. */
 export const CREATE_GROUP = new LuaScript(`
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
@@ -49,11 +74,11 @@ return 1
 
 /**
  * The commit step (DESIGN §6): epoch compare-and-set, sequence number, log, roster change, Welcome,
- * announcement. KEYS: meta roster leaves mship log welcome props wins.
- * ARGV: expectedEpoch, entryJson, hash, welcome ('' for none), sender, nRemoves, leaf…,
+ * announcement, and forgetting winners no longer needed. KEYS: meta roster leaves mship log welcome props
+ * wins. ARGV: expectedEpoch, entryJson, hash, welcome ('' for none), sender, keep, nRemoves, leaf…,
  *       nAdds, (leaf, device, memberJson)…, head, tail, channel…
  */
-export const COMMIT = new LuaScript(`${ANNOUNCE}
+export const COMMIT = new LuaScript(`${ANNOUNCE}${FORGET_WINS}
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then return {'unknown_group'} end
 if epoch ~= ARGV[1] then
@@ -66,7 +91,8 @@ local nextEpoch = tonumber(epoch) + 1
 redis.call('HSET', KEYS[1], 'epoch', nextEpoch)
 redis.call('HSET', KEYS[8], ARGV[1], ARGV[3] .. ' ' .. seq .. ' ' .. ARGV[5])
 redis.call('DEL', KEYS[7])
-local i = 6
+forget_wins(KEYS[1], KEYS[8], nextEpoch, tonumber(ARGV[6]))
+local i = 7
 local nRemoves = tonumber(ARGV[i])
 for _ = 1, nRemoves do
   i = i + 1
@@ -215,14 +241,14 @@ end
 `;
 
 /**
- * Acknowledgements in a group, then retention by acknowledgement. KEYS: meta mship acks log welcome.
- * ARGV: device, (stretch, position)… → {done, trimmed, oldest ('' when the log is empty)}.
+ * Acknowledgements in a group, then retention by acknowledgement. KEYS: meta mship acks log welcome wins.
+ * ARGV: device, keep, (stretch, position)… → {done, trimmed, oldest ('' when the log is empty)}.
  */
-export const ACK_GROUP = new LuaScript(`${SCAN}${TRIM}
+export const ACK_GROUP = new LuaScript(`${SCAN}${TRIM}${FORGET_WINS}
 local device = ARGV[1]
 local mine = redis.call('HGET', KEYS[2], device)
 if not mine then return {0, 0, ''} end
-for i = 2, #ARGV, 2 do
+for i = 3, #ARGV, 2 do
   local field = device .. '#' .. ARGV[i]
   local old = tonumber(redis.call('HGET', KEYS[3], field) or '-1')
   if tonumber(ARGV[i + 1]) > old then redis.call('HSET', KEYS[3], field, ARGV[i + 1]) end
@@ -230,7 +256,7 @@ end
 local acks = {}
 local flat = redis.call('HGETALL', KEYS[3])
 for j = 1, #flat, 2 do acks[flat[j]] = tonumber(flat[j + 1]) end
-local meta = redis.call('HMGET', KEYS[1], 'seq', 'base')
+local meta = redis.call('HMGET', KEYS[1], 'seq', 'base', 'epoch')
 local seq = tonumber(meta[1])
 local base = tonumber(meta[2] or '0')
 local done, _, n = scan(acks, device, mine, seq)
@@ -245,15 +271,16 @@ for j = 1, #all, 2 do
   floor = f
 end
 local trimmed = trim(KEYS[1], KEYS[4], KEYS[5], base, floor)
+if trimmed > 0 then forget_wins(KEYS[1], KEYS[6], tonumber(meta[3]), tonumber(ARGV[2])) end
 return {done and 1 or 0, trimmed, trimmed > 0 and oldest(KEYS[4]) or ''}
 `);
 
 /**
- * Retention by age. KEYS: meta log welcome. ARGV: cutoff (ms), max.
+ * Retention by age. KEYS: meta log welcome wins. ARGV: cutoff (ms), max, keep.
  * → {deleted (-1: no such group), oldest remaining ('' when empty)}.
  */
-export const SWEEP_GROUP = new LuaScript(`${TRIM}
-local meta = redis.call('HMGET', KEYS[1], 'seq', 'base')
+export const SWEEP_GROUP = new LuaScript(`${TRIM}${FORGET_WINS}
+local meta = redis.call('HMGET', KEYS[1], 'seq', 'base', 'epoch')
 if not meta[1] then return {-1, ''} end
 local base = tonumber(meta[2] or '0')
 local cutoff = tonumber(ARGV[1])
@@ -272,6 +299,7 @@ while not stop and n < max do
   end
 end
 trim(KEYS[1], KEYS[2], KEYS[3], base, base + n)
+if n > 0 then forget_wins(KEYS[1], KEYS[4], tonumber(meta[3]), tonumber(ARGV[3])) end
 return {n, oldest(KEYS[2])}
 `);
 

@@ -1,6 +1,6 @@
 import { toBase64url } from "@mastodon-mls/protocol";
 import { groupEvent } from "./events.js";
-import { logEntry } from "./types.js";
+import { DEFAULT_WINNER_EPOCHS, logEntry } from "./types.js";
 import type {
   AckOutcome,
   AppendOutcome,
@@ -41,6 +41,8 @@ interface GroupData {
   welcomes: Map<number, Uint8Array>;
   proposals: Map<string, StoredProposal>;
   winners: Map<number, WinningCommit>;
+  /** Winners of epochs below this are forgotten. */
+  winnersLow: number;
   forks: Map<number, ForkRecord>;
 }
 
@@ -54,10 +56,16 @@ interface InvitationQueue {
  * no await in between, which makes it as atomic as the Redis store's Lua scripts within one process.
  */
 export class MemoryDeliveryStore implements DeliveryStore {
+  private readonly winnerEpochs: number;
   private readonly groups = new Map<string, GroupData>();
   private readonly deviceIndex = new Map<string, { numbers: Map<string, number>; next: number }>();
   private readonly cursors = new Map<string, Map<string, number>>();
   private readonly invitationQueues = new Map<string, InvitationQueue>();
+
+  /** `winnerEpochs`: as the Redis store's option (types.ts DEFAULT_WINNER_EPOCHS). */
+  constructor(opts: { winnerEpochs?: number } = {}) {
+    this.winnerEpochs = opts.winnerEpochs ?? DEFAULT_WINNER_EPOCHS;
+  }
 
   async createGroup(g: NewGroup): Promise<boolean> {
     if (this.groups.has(g.groupId)) return false;
@@ -73,6 +81,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
       welcomes: new Map(),
       proposals: new Map(),
       winners: new Map(),
+      winnersLow: 0,
       forks: new Map(),
     });
     return true;
@@ -106,6 +115,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
     g.log.push(logEntry({ seq, epoch: w.expectedEpoch, sender: w.sender, at: w.at, text }));
     g.epoch = w.expectedEpoch + 1;
     g.winners.set(w.expectedEpoch, { hash: w.hash, seq, sender: w.sender });
+    forgetWinners(g, this.winnerEpochs);
     g.proposals.clear();
     const changed: string[] = [];
     for (const leaf of w.removes) {
@@ -272,7 +282,9 @@ export class MemoryDeliveryStore implements DeliveryStore {
     }
     let floor = g.seq;
     for (const [d, s] of g.memberships) floor = scan(g, d, s, floor).floor;
-    return { done: mine.done, trimmed: trimTo(g, floor) };
+    const trimmed = trimTo(g, floor);
+    if (trimmed > 0) forgetWinners(g, this.winnerEpochs);
+    return { done: mine.done, trimmed };
   }
 
   async sweep(cutoff: number): Promise<SweepOutcome> {
@@ -281,7 +293,9 @@ export class MemoryDeliveryStore implements DeliveryStore {
     for (const g of this.groups.values()) {
       let n = 0;
       while (n < g.log.length && g.log[n]!.at < cutoff) n++;
-      entries += trimTo(g, g.base + n);
+      const trimmed = trimTo(g, g.base + n);
+      if (trimmed > 0) forgetWinners(g, this.winnerEpochs);
+      entries += trimmed;
     }
     for (const q of this.invitationQueues.values()) {
       let n = 0;
@@ -351,4 +365,22 @@ function trimTo(g: GroupData, floor: number): number {
   for (const seq of g.welcomes.keys()) if (seq <= target) g.welcomes.delete(seq);
   g.base = target;
   return n;
+}
+
+/**
+ * As lua.ts FORGET_WINS: the winners of epochs before the latest `keep` whose commits have left the log
+ * go, oldest first, at most 100 per step.
+ */
+function forgetWinners(g: GroupData, keep: number): void {
+  const start = g.winnersLow;
+  let low = start;
+  while (low < g.epoch - keep && low - start < 100) {
+    const win = g.winners.get(low);
+    if (win) {
+      if (win.seq > g.base) break;
+      g.winners.delete(low);
+    }
+    low++;
+  }
+  g.winnersLow = low;
 }

@@ -3,7 +3,7 @@ import { StoreUnavailableError, redisReady, type Redis } from "@mastodon-mls/ser
 import { channelsOf } from "../channels.js";
 import { groupTopic, topicsOf, type GroupEvent } from "../notifier.js";
 import { eventTemplate, groupEvent } from "./events.js";
-import { logEntry } from "./types.js";
+import { DEFAULT_WINNER_EPOCHS, logEntry } from "./types.js";
 import {
   ACK_GROUP,
   ADVANCE_CURSOR,
@@ -43,6 +43,8 @@ import type {
 } from "./types.js";
 
 export interface RedisStoreOptions {
+  /** The winners of this many latest epochs are kept even after their commits left the log (lua.ts). */
+  winnerEpochs?: number;
   /**
    * Publish each new log entry's event (to the RedisNotifier's shard channels under the same prefix) in
    * the script that appends it. Outcomes then say `announced: true` and the caller publishes nothing.
@@ -54,7 +56,8 @@ export interface RedisStoreOptions {
  * Key layout (README): every key starts with the prefix and is hash-tagged by the one group, device or
  * account it belongs to, so each atomic step touches a single Redis Cluster slot.
  *
- *   <p>{g:<groupId>}:meta      hash   epoch, seq, base (retention: entries up to it are gone), created
+ *   <p>{g:<groupId>}:meta      hash   epoch, seq, base (retention: entries up to it are gone), created,
+ *                                     wlow (winners of epochs below it are forgotten)
  *   <p>{g:<groupId>}:roster    hash   leaf → {"d": device, "a": acct}
  *   <p>{g:<groupId>}:leaves    hash   device → leaf
  *   <p>{g:<groupId>}:mship     hash   device → "from:until,from:" (membership stretches)
@@ -62,7 +65,8 @@ export interface RedisStoreOptions {
  *   <p>{g:<groupId>}:log       list   entry seq n at index n-base-1: {"t": ms, "e": epoch, "d": device, "m": b64url}
  *   <p>{g:<groupId>}:welcome   hash   seq of the adding commit → Welcome (b64url)
  *   <p>{g:<groupId>}:props     hash   ProposalRef → {"l": leaf, "m": b64url}, this epoch only
- *   <p>{g:<groupId>}:wins      hash   epoch → "<b64url SHA-256> <seq> <device>" of the commit that ended it
+ *   <p>{g:<groupId>}:wins      hash   epoch → "<b64url SHA-256> <seq> <device>" of the commit that ended it,
+ *                                     while that commit is in the log or among the last winnerEpochs
  *   <p>{g:<groupId>}:forks     hash   epoch → fork record (JSON)
  *   <p>{d:<deviceId>}:groups   hash   groupId → the group's number in this device's cursors
  *   <p>{d:<deviceId>}:next     string counter for those numbers
@@ -74,6 +78,7 @@ export interface RedisStoreOptions {
 export class RedisDeliveryStore implements DeliveryStore {
   private readonly announce: boolean;
   private readonly index: string;
+  private readonly winnerEpochs: number;
 
   constructor(
     private readonly redis: Redis,
@@ -81,6 +86,7 @@ export class RedisDeliveryStore implements DeliveryStore {
     opts: RedisStoreOptions = {},
   ) {
     this.announce = opts.announce ?? false;
+    this.winnerEpochs = opts.winnerEpochs ?? DEFAULT_WINNER_EPOCHS;
     this.index = `${prefix}retention`;
   }
 
@@ -160,6 +166,7 @@ export class RedisDeliveryStore implements DeliveryStore {
       w.hash,
       w.welcome ? toBase64url(w.welcome) : "",
       w.sender,
+      this.winnerEpochs,
       w.removes.length,
       ...w.removes,
       w.adds.length,
@@ -366,8 +373,8 @@ export class RedisDeliveryStore implements DeliveryStore {
     const k = this.group(groupId);
     const reply = (await ACK_GROUP.run(
       this.redis,
-      [k.meta, k.mship, k.acks, k.log, k.welcome],
-      [device, ...acks.flatMap((a) => [a.stretch, a.position])],
+      [k.meta, k.mship, k.acks, k.log, k.welcome, k.wins],
+      [device, this.winnerEpochs, ...acks.flatMap((a) => [a.stretch, a.position])],
     )) as [number, number, string];
     const [done, trimmed, oldest] = reply;
     if (trimmed > 0 && oldest !== "") await this.redis.zadd(this.index, "XX", oldest, `g:${groupId}`);
@@ -382,10 +389,11 @@ export class RedisDeliveryStore implements DeliveryStore {
       let reply: [number, string];
       if (member.startsWith("g:")) {
         const k = this.group(id);
-        reply = (await SWEEP_GROUP.run(this.redis, [k.meta, k.log, k.welcome], [cutoff, max])) as [
-          number,
-          string,
-        ];
+        reply = (await SWEEP_GROUP.run(
+          this.redis,
+          [k.meta, k.log, k.welcome, k.wins],
+          [cutoff, max, this.winnerEpochs],
+        )) as [number, string];
         if (reply[0] < 0) {
           await this.redis.zrem(this.index, member);
           continue;

@@ -40,12 +40,23 @@ afterAll(async () => {
   await redisHandle.stop();
 });
 
-const stores: [string, () => DeliveryStore][] = [
-  ["memory", () => new MemoryDeliveryStore()],
-  ["redis", () => new RedisDeliveryStore(redis, `${redisHandle.keyPrefix}${++counter}:`)],
+/** How many winners a group's Redis hash holds (the memory store has no such hash to look at). */
+type WinsSize = (groupId: string) => Promise<number | undefined>;
+
+let redisPrefix = "";
+const stores: [string, () => DeliveryStore, WinsSize][] = [
+  ["memory", () => new MemoryDeliveryStore(), async () => undefined],
+  [
+    "redis",
+    () => {
+      redisPrefix = `${redisHandle.keyPrefix}${++counter}:`;
+      return new RedisDeliveryStore(redis, redisPrefix);
+    },
+    (groupId) => redis.hlen(`${redisPrefix}{g:${groupId}}:wins`),
+  ],
 ];
 
-describe.each(stores)("DeliveryStore contract (%s)", (_name, make) => {
+describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => {
   let store: DeliveryStore;
   beforeAll(() => {
     store = make();
@@ -253,6 +264,56 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make) => {
     expect(await store.groupStatus(id)).toEqual({ epoch: 1, seq: 2, base: 0, members: 2, forks: [fork] });
     // The group goes on.
     expect(await store.commit(id, commitWrite(1))).toMatchObject({ ok: true, seq: 3, epoch: 2 });
+  });
+
+  it("forgets the winners of epochs whose commits left the log, keeping the latest three", async () => {
+    const id = newGroupId();
+    await store.createGroup({ groupId: id, creator: member("alice"), at: 1000 });
+    const known = async (upTo: number) => {
+      const out: number[] = [];
+      for (let e = 0; e < upTo; e++) if (await store.winningCommit(id, e)) out.push(e);
+      return out;
+    };
+    for (let e = 0; e < 10; e++) await store.commit(id, commitWrite(e, { at: 1000 + e }));
+    // Every commit is still in the log: every winner is known.
+    expect(await known(10)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
+    // alice, the only member, read them all: the commits leave the log, and with them the old winners.
+    expect(await store.ackGroup(id, "dev-alice", [{ stretch: 0, position: 10 }])).toMatchObject({
+      trimmed: 10,
+    });
+    expect(await known(10)).toEqual([7, 8, 9]);
+    // A 409 for a recent epoch still names its winner; for a forgotten one, none.
+    expect(await store.commit(id, commitWrite(9, { hash: "late" }))).toEqual({
+      ok: false,
+      reason: "wrong_epoch",
+      epoch: 10,
+      winner: "hash-9",
+    });
+    expect(await store.commit(id, commitWrite(2, { hash: "late" }))).toMatchObject({ winner: null });
+    expect(
+      await store.reportFork(id, {
+        reporter: "dev-alice",
+        epoch: 2,
+        commitHash: "hash-2",
+        reason: "r",
+        at: 1,
+      }),
+    ).toEqual({ ok: false, reason: "unknown_commit" });
+    // Group after group of commits read as they come: the hash stays at three, in the commit step itself.
+    for (let e = 10; e < 60; e++) {
+      await store.commit(id, commitWrite(e, { at: 1000 + e }));
+      await store.ackGroup(id, "dev-alice", [{ stretch: 0, position: e + 1 }]);
+      const size = await winsSize(id);
+      if (size !== undefined) expect(size).toBeLessThanOrEqual(4);
+    }
+    expect(await known(60)).toEqual([57, 58, 59]);
+    expect(await winsSize(id)).toSatisfy((n: number | undefined) => n === undefined || n === 3);
+    // Unread commits keep their winners (those of 57–59 went in these commit steps) until retention by
+    // age takes the commits.
+    for (let e = 60; e < 70; e++) await store.commit(id, commitWrite(e, { at: 5000 + e }));
+    expect(await known(70)).toEqual([60, 61, 62, 63, 64, 65, 66, 67, 68, 69]);
+    await store.sweep(6000, 6000, 1000);
+    expect(await known(70)).toEqual([67, 68, 69]);
   });
 
   it("deletes what every device with a stretch has acknowledged, and forgets finished devices", async () => {

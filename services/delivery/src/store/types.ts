@@ -59,6 +59,12 @@ export interface LogEntry {
   fork?: ForkRecord;
 }
 
+/**
+ * The winners of this many latest epochs are kept even once their commits left the log; older ones go
+ * with their commits (store/lua.ts). The service passes APP_EPOCH_WINDOW + 1.
+ */
+export const DEFAULT_WINNER_EPOCHS = 3;
+
 /** A log entry whose `message` bytes are decoded from `text` only if asked for. */
 export function logEntry(fields: Omit<LogEntry, "message">): LogEntry {
   return {
@@ -223,7 +229,10 @@ export interface DeliveryStore {
   loadGroup(groupId: string): Promise<GroupSnapshot | undefined>;
   commit(groupId: string, write: CommitWrite): Promise<CommitOutcome>;
   append(groupId: string, write: AppendWrite): Promise<AppendOutcome>;
-  /** The commit that ended `epoch`, if one did. */
+  /**
+   * The commit that ended `epoch`, if one did and it is still known: winners are kept while their commit
+   * is in the log, and for the latest `winnerEpochs` epochs in any case.
+   */
   winningCommit(groupId: string, epoch: number): Promise<WinningCommit | null>;
   /** Records a fork once per epoch, with a notice in the log; a repeat returns the first record. */
   reportFork(groupId: string, report: ForkReport): Promise<ForkOutcome>;

@@ -4,6 +4,7 @@ import { silentLogger } from "@mastodon-mls/service-kit";
 import { loadDeliveryConfig } from "../config.js";
 import type { DeliveryLimits } from "../context.js";
 import { createDelivery, type Delivery } from "../service.js";
+import type { TestDirectory } from "./directory.js";
 import type { TestDevice } from "./mls.js";
 import { HubClient } from "./client.js";
 
@@ -18,6 +19,8 @@ export interface TestHub {
   url: string;
   /** The Redis key prefix (replicas of one hub share it). */
   prefix: string | undefined;
+  /** The instance's directory the hub asks, if it was given one. */
+  directory: TestDirectory | undefined;
   client(device: TestDevice): HubClient;
   close(): Promise<void>;
   /** Drops every TCP connection at once (no WebSocket close handshake), then closes: a crashed replica. */
@@ -32,6 +35,11 @@ export interface HubOptions {
   now?: () => number;
   /** More environment variables (RATE_*, RETENTION_*, …). */
   env?: Record<string, string>;
+  /**
+   * The instance's directory (DIRECTORY_URL): then devices of a.test accounts must be registered there
+   * to read their inbox or send invitations. Without one the hub queues no invitations.
+   */
+  directory?: TestDirectory;
 }
 
 /** A delivery service on port 0, with the memory store or a Redis started for it (or shared). */
@@ -45,7 +53,7 @@ export async function startHub(store: StoreKind, opts: HubOptions = {}): Promise
     PORT: "0",
     PUBLIC_URL: HUB_ORIGIN,
     INSTANCE_DOMAIN: "a.test",
-    DIRECTORY_URL: "http://directory.a.test",
+    DIRECTORY_URL: opts.directory?.url,
     LOG_LEVEL: "silent",
     STORE: store,
     REDIS_URL: redis?.url,
@@ -71,6 +79,7 @@ export async function startHub(store: StoreKind, opts: HubOptions = {}): Promise
     delivery,
     url,
     prefix,
+    directory: opts.directory,
     client: (device) => new HubClient(url, HUB_ORIGIN, device.signer),
     close,
     kill: async () => {

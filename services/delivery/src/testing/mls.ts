@@ -11,6 +11,7 @@ import {
   signDeviceCertificate,
   type DeviceSigner,
   type GeneratedKeyPackage,
+  type SigningKeyPair,
 } from "@mastodon-mls/bridge";
 import {
   acceptAll,
@@ -45,11 +46,14 @@ export class TestDevice {
     readonly domain: string,
     readonly sig: { publicKey: Uint8Array; signKey: Uint8Array },
     readonly certificate: Uint8Array,
+    /** The account key that signed the certificate. */
+    readonly account: SigningKeyPair,
   ) {}
 
-  static async create(name: string, domain = "a.test"): Promise<TestDevice> {
+  /** A device of `name@domain`, certified by `account` (a fresh account key unless given). */
+  static async create(name: string, domain = "a.test", account?: SigningKeyPair): Promise<TestDevice> {
     const now = Math.floor(Date.now() / 1000);
-    const account = await generateSigningKeyPair();
+    account ??= await generateSigningKeyPair();
     const sig = await generateSigningKeyPair();
     const certificate = await signDeviceCertificate(
       {
@@ -61,12 +65,12 @@ export class TestDevice {
       },
       account.signKey,
     );
-    return new TestDevice(name, domain, sig, certificate);
+    return new TestDevice(name, domain, sig, certificate, account);
   }
 
   /** The same device (same keys, same device id) with a state of its own, to be in a second group. */
   twin(): TestDevice {
-    return new TestDevice(this.name, this.domain, this.sig, this.certificate);
+    return new TestDevice(this.name, this.domain, this.sig, this.certificate, this.account);
   }
 
   get acct(): string {

@@ -1,0 +1,59 @@
+import { describe, expect, it } from "vitest";
+import { formatEvent } from "./format.js";
+
+// How `listen` and `sync` show a fork and a retention gap: who could not process whose commit, what it
+// means for this device, and what to do. The text in `reason` comes from another member's report.
+
+const at = new Date("2030-01-01T12:34:56Z");
+const g = "AbCdEfGhIjKlMnOpQrStUv";
+const bob = { acct: "bob@a.test", deviceId: "B".repeat(43) };
+const carol = { acct: "carol@b.test", deviceId: "C".repeat(43) };
+
+describe("formatEvent, forks and retention", () => {
+  it("tells a member that may go on who forked the group, and how to continue without the sender", () => {
+    const line = formatEvent(
+      {
+        type: "group_forked",
+        groupId: g,
+        epoch: 3,
+        commitSeq: 9,
+        sender: bob,
+        reporter: carol,
+        reason: "processing_failed",
+        stuck: false,
+      },
+      at,
+    );
+    expect(line).toBe(
+      "12:34:56 [AbCdEfGh] WARNING: the group has forked: carol@b.test could not process bob@a.test's " +
+        "commit that ended epoch 3 (processing_failed). You can go on here; to continue without " +
+        "bob@a.test: mls-dm recreate AbCdEfGh",
+    );
+  });
+
+  it("tells the stuck device that it cannot go on, and names a device whose account is unknown", () => {
+    const line = formatEvent(
+      {
+        type: "group_forked",
+        groupId: g,
+        epoch: 3,
+        commitSeq: 9,
+        sender: { acct: null, deviceId: bob.deviceId },
+        reporter: carol,
+        reason: "SCR-7\u001b[2J",
+        stuck: true,
+      },
+      at,
+    );
+    expect(line).toContain(`the commit of device ${"B".repeat(12)} that ended epoch 3 (SCR-7\\u{1b}[2J)`);
+    expect(line).toContain("it cannot read or send in this group any more");
+    expect(line).toContain("mls-dm recreate AbCdEfGh");
+  });
+
+  it("says what a retention gap means and what to ask for", () => {
+    expect(formatEvent({ type: "behind_retention", groupId: g, seq: 41 }, at)).toBe(
+      `12:34:56 [AbCdEfGh] WARNING: the hub deleted messages up to #41 before this device read them, so ` +
+        `it cannot catch up in group ${g}. Ask a member to remove and re-add this device.`,
+    );
+  });
+});

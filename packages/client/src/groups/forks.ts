@@ -1,0 +1,299 @@
+import { ProtocolError, type CommitRejectedBody, type ForkRecord } from "@mastodon-mls/protocol";
+import type { DeviceContext, GroupHandle } from "../context.js";
+import { ClientError, ServiceUnavailableError } from "../errors.js";
+import type { ForkParty } from "../events.js";
+import { leavesOf } from "../mls/leaves.js";
+import type { BufferedMessage, GroupFork, GroupRecord } from "../store/schemas.js";
+
+// Forks and retention gaps (DESIGN §6, docs/decisions.md D5 and D10). The hub orders every group but cannot
+// process MLS; when a member cannot process a commit the hub accepted, only the members can tell. The
+// device that fails reports it (signed `commit-rejected`), and is stuck at that epoch for good: nothing
+// later of the group can be read or sent from here. The hub tells every member (`forked`), who may go on
+// — D5: the hub refuses nothing — and may re-create the group without the commit's sender
+// (`recreateGroup`). A device told `behind_retention` missed messages the hub already deleted and cannot
+// catch up either; a member must remove and re-add it.
+
+export type GroupCondition = "ok" | "forked" | "stuck" | "needs_readd";
+
+export interface ForkInfo {
+  epoch: number;
+  commitSeq: number;
+  sender: ForkParty;
+  reporter: ForkParty;
+  reason: string;
+  /** This device could not process that commit. */
+  stuck: boolean;
+  /** For a fork this device found: whether the hub has the report. */
+  report?: "pending" | "done" | "refused";
+}
+
+/** What is wrong with a group, for `groups()` and the CLI; `advice` says what the user can do. */
+export interface GroupHealth {
+  condition: GroupCondition;
+  forks: ForkInfo[];
+  /** `needs_readd`: messages up to this sequence number were deleted before this device read them. */
+  missedUpTo?: number;
+  /** The group `recreateGroup` made to replace this one. */
+  replacedBy?: string;
+  advice?: string;
+}
+
+function party(deviceId: string, acct: string | null): ForkParty {
+  return { acct, deviceId };
+}
+
+export function forkInfo(f: GroupFork): ForkInfo {
+  return {
+    epoch: f.epoch,
+    commitSeq: f.commitSeq,
+    sender: party(f.sender, f.senderAcct),
+    reporter: party(f.reporter, f.reporterAcct),
+    reason: f.reason,
+    stuck: f.stuck,
+    ...(f.report === undefined ? {} : { report: f.report }),
+  };
+}
+
+function who(p: ForkParty): string {
+  return p.acct ?? `device ${p.deviceId.slice(0, 12)}`;
+}
+
+/** The fork that stopped this device, if one did. */
+export function stuckFork(record: GroupRecord): GroupFork | undefined {
+  return record.forks?.find((f) => f.stuck);
+}
+
+export function groupHealth(record: GroupRecord): GroupHealth {
+  const forks = (record.forks ?? []).map(forkInfo);
+  const base = {
+    forks,
+    ...(record.behindRetention === undefined ? {} : { missedUpTo: record.behindRetention.seq }),
+    ...(record.replacedBy === undefined ? {} : { replacedBy: record.replacedBy }),
+  };
+  if (record.status !== "active") return { condition: "ok", ...base };
+  const short = record.groupId.slice(0, 8);
+  const stuck = forks.find((f) => f.stuck);
+  if (stuck !== undefined) {
+    return {
+      condition: "stuck",
+      ...base,
+      advice:
+        `this device could not process the commit of ${who(stuck.sender)} that ended epoch ${stuck.epoch} ` +
+        `(${stuck.reason}) and cannot read or send in this group any more. Re-create the group without ` +
+        `them (mls-dm recreate ${short}), or ask a member to remove and re-add this device.`,
+    };
+  }
+  if (record.behindRetention !== undefined) {
+    return {
+      condition: "needs_readd",
+      ...base,
+      advice:
+        `messages up to #${record.behindRetention.seq} were deleted by the hub before this device read ` +
+        "them, so it cannot catch up. Ask a member to remove and re-add this device " +
+        "(mls-dm remove, then mls-dm add, with your account).",
+    };
+  }
+  const last = forks.at(-1);
+  if (last !== undefined) {
+    return {
+      condition: "forked",
+      ...base,
+      advice:
+        `${who(last.reporter)} could not process the commit of ${who(last.sender)} that ended epoch ` +
+        `${last.epoch} (${last.reason}); this device is fine and can go on. To continue without ` +
+        `${who(last.sender)}: mls-dm recreate ${short}.`,
+    };
+  }
+  return { condition: "ok", ...base };
+}
+
+/**
+ * Refuses to send or commit from a device that cannot follow the group: its messages would be for an
+ * epoch the others left, and it could not read the answers.
+ */
+export function assertCanWrite(g: GroupHandle): void {
+  const health = groupHealth(g.record);
+  if (health.condition === "stuck") {
+    throw new ClientError("group_stuck", `group ${g.record.groupId}: ${health.advice}`);
+  }
+  if (health.condition === "needs_readd") {
+    throw new ClientError("needs_readd", `group ${g.record.groupId}: ${health.advice}`);
+  }
+}
+
+export function canWrite(g: GroupHandle): boolean {
+  const c = groupHealth(g.record).condition;
+  return c !== "stuck" && c !== "needs_readd";
+}
+
+/** The acct of a device in the group as this device knows it, or null. */
+function acctOfDevice(g: GroupHandle, deviceId: string): string | null {
+  const leaf =
+    g.state === undefined ? undefined : leavesOf(g.state.ratchetTree).find((l) => l.deviceId === deviceId);
+  if (leaf !== undefined && leaf.acct !== "") return leaf.acct;
+  const checked = Object.values(g.record.leaves).find((c) => c.deviceId === deviceId);
+  return checked !== undefined && checked.acct !== "" ? checked.acct : null;
+}
+
+/** A short reason code for the hub (CommitRejectedBody): the screening rule, or that ts-mls refused it. */
+export function rejectionReason(e: unknown, stage: "screening" | "processing"): string {
+  if (stage === "processing") return "processing_failed";
+  if (e instanceof ProtocolError) {
+    const rule = /^(SCR-\d+)/.exec(e.message)?.[1];
+    return rule ?? e.code;
+  }
+  return "screening_failed";
+}
+
+/**
+ * This device could not process a commit the hub accepted for the epoch it is in (the caller has shown the
+ * `undecryptable` event); `epoch` is the commit's own (the one it ends). The group is marked forked and
+ * this device stuck, persisted with the group record by the caller; the commit is never processed again
+ * (its sequence number is done). The report to the hub goes out once the batch is on disk
+ * (`reportForks`). Messages waiting for a later epoch can never be read now: each becomes an
+ * `undecryptable` event instead of lingering.
+ */
+export function noteRejectedCommit(
+  ctx: DeviceContext,
+  g: GroupHandle,
+  item: Pick<BufferedMessage, "seq" | "sender">,
+  epoch: number,
+  commitHash: string,
+  reason: string,
+): void {
+  if (stuckFork(g.record) !== undefined) return;
+  const fork: GroupFork = {
+    epoch,
+    commitHash,
+    commitSeq: item.seq,
+    sender: item.sender,
+    senderAcct: acctOfDevice(g, item.sender),
+    reporter: ctx.deviceId,
+    reporterAcct: ctx.device.acct,
+    reason,
+    stuck: true,
+    report: "pending",
+  };
+  g.record.forks = [...(g.record.forks ?? []).filter((f) => f.epoch !== fork.epoch), fork];
+  ctx.emit(forkEvent(g.record.groupId, fork));
+  for (const b of g.record.buffered) {
+    ctx.emit({ type: "undecryptable", groupId: g.record.groupId, seq: b.seq, reason: stuckReason(fork) });
+  }
+  g.record.buffered = [];
+}
+
+/** Why a message of a later epoch cannot be read by a stuck device. */
+export function stuckReason(fork: GroupFork): string {
+  return (
+    `this device could not process the commit that ended epoch ${fork.epoch} (group forked), so it ` +
+    "cannot read anything later in this group"
+  );
+}
+
+function forkEvent(groupId: string, f: GroupFork) {
+  return {
+    type: "group_forked" as const,
+    groupId,
+    epoch: f.epoch,
+    commitSeq: f.commitSeq,
+    sender: party(f.sender, f.senderAcct),
+    reporter: party(f.reporter, f.reporterAcct),
+    reason: f.reason,
+    stuck: f.stuck,
+  };
+}
+
+/**
+ * The hub's `forked` notice (in log order, so after the commit it names). A fork this device reported
+ * itself is only marked as known to the hub; any other is recorded and announced once.
+ */
+export async function noteForkNotice(
+  ctx: DeviceContext,
+  hub: string,
+  item: Omit<ForkRecord, "seq"> & { group_id: string },
+): Promise<void> {
+  const g = ctx.groups.get(item.group_id);
+  // A hub speaks only for the groups it hosts.
+  if (g === undefined || g.record.hub !== hub || g.record.status !== "active") return;
+  const forks = g.record.forks ?? [];
+  const known = forks.find((f) => f.epoch === item.epoch);
+  if (known !== undefined) {
+    if (known.report !== "pending") return;
+    g.record.forks = forks.map((f) => (f === known ? { ...f, report: "done" as const } : f));
+    await ctx.saveGroup(g);
+    return;
+  }
+  const fork: GroupFork = {
+    epoch: item.epoch,
+    commitHash: item.commit_hash,
+    commitSeq: item.commit_seq,
+    sender: item.sender,
+    senderAcct: acctOfDevice(g, item.sender),
+    reporter: item.reporter,
+    reporterAcct: acctOfDevice(g, item.reporter),
+    reason: item.reason,
+    stuck: false,
+  };
+  g.record.forks = [...forks, fork];
+  await ctx.saveGroup(g);
+  ctx.emit(forkEvent(g.record.groupId, fork));
+}
+
+/**
+ * Posts the reports of forks this device found and the hub does not have yet. Never throws: a hub that
+ * cannot be reached leaves the report pending for the next sync (an `error` event says so); a refusal is
+ * final (the hub says it is not that commit, or this device is no longer a member) and is shown.
+ */
+export async function reportForks(ctx: DeviceContext): Promise<void> {
+  for (const g of ctx.groups.values()) {
+    if (g.record.status !== "active") continue;
+    for (const f of g.record.forks ?? []) {
+      if (f.report !== "pending") continue;
+      const body: CommitRejectedBody = { epoch: f.epoch, commit_hash: f.commitHash, reason: f.reason };
+      let outcome: "done" | "refused";
+      try {
+        await ctx.delivery(g.record.hub).commitRejected(g.record.groupId, body);
+        outcome = "done";
+      } catch (e) {
+        if (!(e instanceof ProtocolError || e instanceof ServiceUnavailableError)) throw e;
+        const retry =
+          e instanceof ServiceUnavailableError ||
+          e.status >= 500 ||
+          e.code === "rate_limited" ||
+          e.code === "store_unavailable";
+        ctx.emit({
+          type: "error",
+          groupId: g.record.groupId,
+          operation: retry ? "report the fork to the hub (retried on the next sync)" : "report the fork",
+          message: e.message,
+        });
+        if (retry) continue;
+        outcome = "refused";
+      }
+      g.record.forks = (g.record.forks ?? []).map((x) =>
+        x.epoch === f.epoch ? { ...x, report: outcome } : x,
+      );
+      await ctx.saveGroup(g);
+    }
+  }
+}
+
+/**
+ * The hub's `behind_retention`: messages of the group up to `seq` were deleted before this device read
+ * them. A group this device is in is marked as needing a re-add; for one it never joined (its Welcome was
+ * deleted) only the event is shown — the advice is the same.
+ */
+export async function noteBehindRetention(
+  ctx: DeviceContext,
+  hub: string,
+  groupId: string,
+  seq: number,
+): Promise<void> {
+  const g = ctx.groups.get(groupId);
+  if (g !== undefined) {
+    if (g.record.hub !== hub || g.record.status !== "active") return;
+    g.record.behindRetention = { seq: Math.max(seq, g.record.behindRetention?.seq ?? -1) };
+    await ctx.saveGroup(g);
+  }
+  ctx.emit({ type: "behind_retention", groupId, seq });
+}
