@@ -283,7 +283,13 @@ describe("identity: proofs, statuses, pins, refusals", () => {
     // Pins survive a restart.
     const again = await MlsDmClient.open(alice.dir, { services: resolver, retry: FAST_RETRY });
     expect((await again.verify("@bob@b.test")).status).toBe("key-changed");
+    // bob's safety number had been compared: nothing goes to the group until alice decides.
+    const sentBefore = (await again.history(groupId)).length;
+    await expect(again.send(groupId, "is this still you?")).rejects.toMatchObject({ code: "not_verified" });
+    expect((await again.history(groupId)).length).toBe(sentBefore);
     expect((await again.acceptNewKey("@bob@b.test")).status).toBe("verified");
+    await again.send(groupId, "new key accepted");
+    expect((await again.history(groupId)).length).toBe(sentBefore + 1);
   }, 120_000);
 
   it("a token without write:accounts stops set-up with a clear error; reopening with a new token finishes it", async () => {

@@ -3,6 +3,7 @@ import { ProtocolError, encodeCleartext, type Activity } from "@mastodon-mls/pro
 import { createApplicationMessage, encodeMlsMessage } from "ts-mls";
 import type { DeviceContext } from "../context.js";
 import { ClientError } from "../errors.js";
+import { assertNoBrokenVerification } from "../identity/sendPolicy.js";
 import { applicationPadding } from "../mls/padding.js";
 import { backoff } from "../util/backoff.js";
 import { committableProposals } from "./changes.js";
@@ -30,6 +31,7 @@ export async function sendActivity(
   for (let attempt = 0; attempt < ctx.retry.attempts; attempt++) {
     // A device stuck after a fork or behind retention would send into an epoch the others left.
     assertCanWrite(ctx.activeGroup(groupId));
+    await assertNoBrokenVerification(ctx, ctx.activeGroup(groupId));
     // ts-mls refuses to send while holding a received, uncommitted proposal (UsageError): commit the
     // ones this device commits (DESIGN §9) first — catching up may have brought new ones.
     if (Object.keys(committableProposals(ctx.activeGroup(groupId).state)).length > 0) await commitProposals();
