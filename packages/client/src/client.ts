@@ -33,6 +33,7 @@ import {
   type AccountDevice,
   type VerifyResult,
 } from "./identity/members.js";
+import { rotateAccountKey, type Rotation } from "./identity/rotation.js";
 import type { IdentityOptions } from "./identity/verifier.js";
 import { refillKeyPackages } from "./keyPackages.js";
 import { liveEvents, type LiveOptions } from "./liveEvents.js";
@@ -700,6 +701,16 @@ export class MlsDmClient {
       }
       return approveLink(this.ctx, request);
     });
+  }
+
+  /**
+   * Replaces the account key (needs it): a continuity statement signed by the old key, the device list
+   * re-signed under the new one, the profile proof. Peers follow the statement (their pins move; a
+   * safety-number confirmation does not carry over); devices need no new link. The old backup no longer
+   * restores: make a new one.
+   */
+  rotateAccountKey(): Promise<Rotation> {
+    return this.op(() => rotateAccountKey(this.ctx));
   }
 
   /**

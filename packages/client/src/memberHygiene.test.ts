@@ -137,4 +137,59 @@ describe("member hygiene", () => {
       expect(restored.epochAuthenticator(groupId)).toBe(alice.epochAuthenticator(groupId));
     },
   );
+
+  it(
+    "rotates an account key: peers follow the continuity statement, linked devices go on, the old backup is void",
+    { timeout: 120_000 },
+    async () => {
+      const amy = await newClient(a, "amy", resolver);
+      const ben = await newClient(b, "ben", resolver);
+      const { groupId } = await amy.createGroup(["@ben@b.test"]);
+      await settle([amy, ben]);
+      const compared = await ben.verify("@amy@a.test");
+      expect(
+        (await ben.confirmSafetyNumber("@amy@a.test", { typed: compared.safetyNumber!.text })).status,
+      ).toBe("verified-oob");
+      const phone = await link(amy, a, "amy");
+      await settle([amy, phone, ben]);
+      const oldBackup = await amy.backupAccountKey({ passphrase: "amy's long backup passphrase" });
+      const before = (await amy.devices()).version;
+
+      const rotation = await amy.rotateAccountKey();
+      expect(rotation.version).toBe(before + 1);
+      expect((await amy.devices()).devices.map((d) => d.deviceId).sort()).toEqual(
+        [amy.deviceId, phone.deviceId].sort(),
+      );
+      // ben pinned the old key and had compared safety numbers: he follows the statement (verified; the
+      // comparison was of the old key, so it does not carry over) instead of seeing key-changed.
+      const followed = await ben.verify("@amy@a.test");
+      expect(followed.status).toBe("verified");
+      expect(followed.accountKey).toBe(rotation.accountKey);
+      expect(followed.safetyNumber!.text).not.toBe(compared.safetyNumber!.text);
+      const members = await ben.verifyMembers(groupId, { fresh: true });
+      expect(members.filter((m) => m.acct === "amy@a.test").map((m) => m.status)).toEqual([
+        "verified",
+        "verified",
+      ]);
+      // Devices certified under the old key go on: the phone writes, ben reads; ben is not blocked.
+      await phone.send(groupId, "after the rotation");
+      await ben.send(groupId, "still here");
+      await settle([amy, phone, ben]);
+      expect((await ben.history(groupId)).map((h) => h.from)).toContain("amy@a.test");
+      expect((await phone.history(groupId)).map((h) => h.from)).toContain("ben@b.test");
+      // The backup of the old key restores nothing now.
+      await expect(
+        MlsDmClient.restore({
+          dir: join(await mkdtemp(join(tmpdir(), "mls-dm-amy-old-")), "device"),
+          protection: { kind: "none" },
+          backup: oldBackup.text,
+          secret: "amy's long backup passphrase",
+          mastodonToken: a.mastodon.issueToken({ username: "amy", scopes: "read write" }),
+          services: resolver,
+          keyPackages: 1,
+          retry: FAST_RETRY,
+        }),
+      ).rejects.toMatchObject({ code: "device_list_conflict" });
+    },
+  );
 });

@@ -617,3 +617,19 @@ export async function revokeDevice(cli: Cli, deviceId: string): Promise<void> {
   cli.io.out(`Revoked ${id}: device list version ${result.version}.`);
   if (result.removedFrom.length > 0) cli.io.out(`Removed from ${result.removedFrom.length} group(s).`);
 }
+
+export async function rotateAccountKey(cli: Cli, opts: { json?: boolean }): Promise<void> {
+  const { client } = await cli.openClient();
+  const result = await withProgress(
+    cli.io,
+    "Signing the continuity statement, publishing the device list and profile proof",
+    () => client.rotateAccountKey(),
+  );
+  if (opts.json === true) return json(cli, result);
+  cli.io.out(`New account key for ${client.acct} (device list version ${result.version}).`);
+  cli.io.err(
+    "Your contacts' apps follow the change through the continuity statement. Safety numbers change: compare " +
+      "again with the people you had verified. Back up the new key now (mls-dm backup): the old backup no " +
+      "longer restores.",
+  );
+}

@@ -213,6 +213,15 @@ export function buildProgram(io: Io, signal: AbortSignal): Command {
     .action((o: { json?: boolean }) => commands.devices(cli(), o));
 
   program
+    .command("rotate-account-key")
+    .description(
+      "replace your account key (e.g. the old one may have leaked): your contacts' apps follow the change; " +
+        "back up the new key afterwards",
+    )
+    .option("--json", "machine-readable")
+    .action((o: { json?: boolean }) => commands.rotateAccountKey(cli(), o));
+
+  program
     .command("revoke-device <device>")
     .description(
       "revoke one of this account's devices (id or unique prefix): a new device list and profile proof; " +

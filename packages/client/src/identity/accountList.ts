@@ -74,7 +74,12 @@ export async function publishAccountList(store: DeviceStore, device: DeviceRecor
   if (l.directoryVersion < l.version) {
     const directory = new DirectoryClient(device.home.directory);
     try {
-      await directory.putDeviceList(device.acct, fromBase64url(l.list), device.mastodonToken);
+      await directory.putDeviceList(
+        device.acct,
+        fromBase64url(l.list),
+        device.mastodonToken,
+        l.rotation === undefined ? undefined : fromBase64url(l.rotation),
+      );
     } catch (e) {
       if (e instanceof ProtocolError && e.code === "stale_device_list") {
         throw new ClientError(
@@ -85,7 +90,8 @@ export async function publishAccountList(store: DeviceStore, device: DeviceRecor
       }
       throw e;
     }
-    l = { ...l, directoryVersion: l.version };
+    const { rotation: _sent, ...rest } = l;
+    l = { ...rest, directoryVersion: l.version };
     current = { ...current, accountList: l };
     await store.writeDevice(current);
   }

@@ -15,6 +15,11 @@ export const AccountList = z.object({
   directoryVersion: z.number().int().nonnegative(),
   /** The highest version the profile proof names (0: none yet). */
   profileVersion: z.number().int().nonnegative(),
+  /**
+   * An account-key rotation's continuity statement (old key → the key `list` is under), sent with the
+   * list to the directory; dropped once the directory has it.
+   */
+  rotation: b64.optional(),
 });
 export type AccountList = z.infer<typeof AccountList>;
 
