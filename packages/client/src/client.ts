@@ -779,6 +779,11 @@ export class MlsDmClient {
     return this.op(async () => undefined);
   }
 
+  /** How many KeyPackages the home directory holds for this device (the last-resort one not counted). */
+  async keyPackageCount(): Promise<number> {
+    return (await this.ctx.home.directory.keyPackageCount(this.ctx.deviceId, this.ctx.signer)).count;
+  }
+
   /** Uploads KeyPackages until the directory holds the device's target count; returns how many were added. */
   refillKeyPackages(): Promise<number> {
     return this.op(() => refillKeyPackages(this.ctx));

@@ -44,6 +44,8 @@ export class DeviceContext {
    * outcome): the follow-up after receiving rebuilds and retries them.
    */
   readonly lostIntents: { groupId: string; intent: CommitIntent }[] = [];
+  /** A Welcome used one of this device's KeyPackages since the directory's count was last checked. */
+  keyPackageUsed = false;
   /** Member verification (profile proofs, device lists, pins): one shared resolver and cache. */
   readonly verifier: MemberVerifier;
   /**

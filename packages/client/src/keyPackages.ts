@@ -82,6 +82,30 @@ export async function replaceLastResort(ctx: DeviceContext): Promise<void> {
   await ctx.saveDevice();
 }
 
+/** Below this share of its target, a device tops its KeyPackages up without being asked. */
+export const REFILL_BELOW = 0.5;
+/** How often the directory's count is checked when no Welcome used a KeyPackage (claims may have). */
+export const KEY_PACKAGE_CHECK_SECONDS = 24 * 3600;
+
+/**
+ * Issue 4 "the client tops up below a threshold": after a Welcome used one of this device's KeyPackages,
+ * and at least daily (others may have claimed KeyPackages without adding the device), the directory's
+ * count is checked; below half the target, it is filled up to the target. One request when nothing is due
+ * to be uploaded.
+ */
+export async function topUpKeyPackages(ctx: DeviceContext): Promise<number> {
+  const now = ctx.nowSeconds();
+  const due = now - (ctx.device.keyPackagesCheckedAt ?? ctx.device.createdAt) >= KEY_PACKAGE_CHECK_SECONDS;
+  if (!ctx.keyPackageUsed && !due) return 0;
+  const { count } = await ctx.home.directory.keyPackageCount(ctx.deviceId, ctx.signer);
+  const added =
+    count < Math.ceil(ctx.device.keyPackageTarget * REFILL_BELOW) ? await refillKeyPackages(ctx) : 0;
+  ctx.keyPackageUsed = false;
+  ctx.device = { ...ctx.device, keyPackagesCheckedAt: now };
+  await ctx.saveDevice();
+  return added;
+}
+
 /** Tops the directory up to the device's target count; also forgets expired private KeyPackages. */
 export async function refillKeyPackages(ctx: DeviceContext): Promise<number> {
   const now = Math.floor(Date.now() / 1000);

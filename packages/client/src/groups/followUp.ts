@@ -1,5 +1,5 @@
 import type { DeviceContext } from "../context.js";
-import { replaceLastResort } from "../keyPackages.js";
+import { replaceLastResort, topUpKeyPackages } from "../keyPackages.js";
 import { committableProposals } from "./changes.js";
 import { sendInvitations, settlePending, stillLeaving, type PipelineDeps } from "./commitPipeline.js";
 import { canWrite, reportForks } from "./forks.js";
@@ -44,6 +44,7 @@ export async function followUp(ctx: DeviceContext, deps: PipelineDeps): Promise<
   if (ctx.device.lastResort.used) {
     await attempt("replace last-resort KeyPackage", undefined, () => replaceLastResort(ctx));
   }
+  await attempt("top up KeyPackages", undefined, () => topUpKeyPackages(ctx));
   for (const groupId of [...ctx.groups.keys()]) {
     // Re-read before each step: the step before may have removed us or changed the state.
     const active = () => {

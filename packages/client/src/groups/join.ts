@@ -108,6 +108,7 @@ export async function joinFromWelcome(
  * replaced later, and a retired one is kept until it expires, since other Welcomes may use it (D2).
  */
 async function forgetUsedKeyPackage(ctx: DeviceContext, ref: string): Promise<void> {
+  ctx.keyPackageUsed = true;
   if (ref === ctx.device.lastResort.ref) {
     if (!ctx.device.lastResort.used) {
       ctx.device = { ...ctx.device, lastResort: { ref, used: true } };

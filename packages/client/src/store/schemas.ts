@@ -50,6 +50,8 @@ export const DeviceRecord = z.object({
    */
   addedKeyPackages: z.record(z.string(), z.number()),
   createdAt: z.number(),
+  /** When the directory's count of this device's KeyPackages was last checked (Unix seconds). */
+  keyPackagesCheckedAt: z.number().optional(),
   /** Origin of the account's Mastodon API (where the profile proof is published). Absent: https://<domain>. */
   mastodonUrl: z.string().optional(),
   /**

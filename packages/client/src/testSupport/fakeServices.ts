@@ -114,6 +114,11 @@ export class FakeServices {
     if (req.method === "PUT" && url.pathname.startsWith("/v1/devices/")) {
       return send(200, { acct: "alice@a.test", device_id: url.pathname.split("/")[3] });
     }
+    if (req.method === "GET" && /^\/v1\/devices\/[A-Za-z0-9_-]+\/keypackages\/count$/.test(url.pathname)) {
+      // This stand-in hands out the same KeyPackage again and again: it never runs low.
+      await this.device(req, body);
+      return send(200, { count: 100, last_resort: true });
+    }
     if (req.method === "POST" && url.pathname.endsWith("/keypackages")) {
       const n = (json.key_packages as unknown[]).length;
       return send(200, { stored: n, count: n, last_resort: true });

@@ -1,0 +1,47 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import {
+  newClient,
+  resolverFor,
+  startInstance,
+  stopInstance,
+  type Instance,
+} from "./testSupport/instances.js";
+import type { StaticResolver } from "./transport/resolver.js";
+
+// Issue 4 "the client tops up below a threshold", against a real directory and hub: KeyPackages used by
+// Welcomes are replaced on the device's own once the directory holds fewer than half its target.
+
+let a: Instance;
+let resolver: StaticResolver;
+
+beforeAll(async () => {
+  a = await startInstance("a.test");
+  resolver = resolverFor([a]);
+});
+afterAll(() => stopInstance(a));
+
+describe("KeyPackage top-up", () => {
+  it(
+    "refills to the target after Welcomes use KeyPackages below half of it, and not before",
+    { timeout: 60_000 },
+    async () => {
+      const alice = await newClient(a, "alice", resolver, 4);
+      const [bob, carol, dave] = await Promise.all(
+        ["bob", "carol", "dave"].map((u) => newClient(a, u, resolver, 1)),
+      );
+      const count = () => alice.keyPackageCount();
+      expect(await count()).toBe(4);
+
+      // One Welcome: 3 left, not below half of 4: nothing uploaded.
+      await bob.createGroup(["@alice@a.test"]);
+      expect((await alice.sync()).some((e) => e.type === "joined")).toBe(true);
+      expect(await count()).toBe(3);
+      // Two more: 1 left, below half: the device fills up to 4 while processing them.
+      await carol.createGroup(["@alice@a.test"]);
+      await dave.createGroup(["@alice@a.test"]);
+      expect((await alice.sync()).filter((e) => e.type === "joined")).toHaveLength(2);
+      expect(await count()).toBe(4);
+      expect(await alice.refillKeyPackages()).toBe(0);
+    },
+  );
+});
