@@ -26,9 +26,9 @@ describe("KeyPackage top-up", () => {
     { timeout: 60_000 },
     async () => {
       const alice = await newClient(a, "alice", resolver, 4);
-      const [bob, carol, dave] = await Promise.all(
-        ["bob", "carol", "dave"].map((u) => newClient(a, u, resolver, 1)),
-      );
+      const bob = await newClient(a, "bob", resolver, 1);
+      const carol = await newClient(a, "carol", resolver, 1);
+      const dave = await newClient(a, "dave", resolver, 1);
       const count = () => alice.keyPackageCount();
       expect(await count()).toBe(4);
 

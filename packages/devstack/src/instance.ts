@@ -46,48 +46,27 @@ export async function startInstance(opts: InstanceOptions): Promise<Instance> {
     port: opts.ports?.mastodon ?? 0,
     accounts: (opts.accounts ?? []).map((username) => ({ username, displayName: username })),
   });
-  const directoryPort = opts.ports?.directory || (await freePort(host));
-  const deliveryPort = opts.ports?.delivery || (await freePort(host));
-  const urls: InstanceUrls = {
-    mastodon: mastodon.url,
-    directory: `http://${host}:${directoryPort}`,
-    delivery: `http://${host}:${deliveryPort}`,
-  };
-  const store = opts.store ?? { kind: "memory" as const };
-  const tag = opts.domain.replace(/[^a-z0-9]/g, "_");
-  const storeEnv =
-    store.kind === "redis"
-      ? { STORE: "redis", REDIS_URL: store.url, prefix: `${store.prefix ?? ""}${tag}:` }
-      : { STORE: "memory", REDIS_URL: undefined, prefix: "" };
-
-  const directoryConfig = loadDirectoryConfig({
-    HOST: host,
-    PORT: String(directoryPort),
-    PUBLIC_URL: urls.directory,
-    MASTODON_URL: mastodon.listenUrl,
-    INSTANCE_DOMAIN: opts.domain,
-    DELIVERY_URL: urls.delivery,
-    STORE: storeEnv.STORE,
-    REDIS_URL: storeEnv.REDIS_URL,
-    REDIS_PREFIX: store.kind === "redis" ? `${storeEnv.prefix}kp:` : undefined,
-    LOG_LEVEL: logLevel,
-  });
-  const deliveryConfig = loadDeliveryConfig({
-    HOST: host,
-    PORT: String(deliveryPort),
-    PUBLIC_URL: urls.delivery,
-    INSTANCE_DOMAIN: opts.domain,
-    DIRECTORY_URL: urls.directory,
-    STORE: storeEnv.STORE,
-    REDIS_URL: storeEnv.REDIS_URL,
-    REDIS_PREFIX: store.kind === "redis" ? `${storeEnv.prefix}ds:` : undefined,
-    LOG_LEVEL: logLevel,
-  });
-
-  let directory: Directory = await createDirectory(directoryConfig, { defaultMetrics: false });
-  let delivery: Delivery = await createDelivery(deliveryConfig);
-  await directory.listen();
-  await delivery.listen();
+  // A port found free can be taken by another process before a service binds it (tests run in
+  // parallel): unless the ports were given, everything is tried again on new ones.
+  let started: Awaited<ReturnType<typeof startServices>>;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      started = await startServices(opts, host, logLevel, mastodon);
+      break;
+    } catch (e) {
+      const retry =
+        (e as { code?: unknown }).code === "EADDRINUSE" &&
+        attempt < 5 &&
+        !opts.ports?.directory &&
+        !opts.ports?.delivery;
+      if (!retry) {
+        await mastodon.close();
+        throw e;
+      }
+    }
+  }
+  const { urls, directoryConfig, deliveryConfig } = started;
+  let { directory, delivery } = started;
 
   const instance: Instance = {
     domain: mastodon.domain,
@@ -131,4 +110,56 @@ export function serviceMap(
       { directory: i.urls.directory, delivery: i.urls.delivery, mastodon: i.urls.mastodon },
     ]),
   );
+}
+
+async function startServices(opts: InstanceOptions, host: string, logLevel: string, mastodon: DevMastodon) {
+  const directoryPort = opts.ports?.directory || (await freePort(host));
+  const deliveryPort = opts.ports?.delivery || (await freePort(host));
+  const urls: InstanceUrls = {
+    mastodon: mastodon.url,
+    directory: `http://${host}:${directoryPort}`,
+    delivery: `http://${host}:${deliveryPort}`,
+  };
+  const store = opts.store ?? { kind: "memory" as const };
+  const tag = opts.domain.replace(/[^a-z0-9]/g, "_");
+  const storeEnv =
+    store.kind === "redis"
+      ? { STORE: "redis", REDIS_URL: store.url, prefix: `${store.prefix ?? ""}${tag}:` }
+      : { STORE: "memory", REDIS_URL: undefined, prefix: "" };
+
+  const directoryConfig = loadDirectoryConfig({
+    HOST: host,
+    PORT: String(directoryPort),
+    PUBLIC_URL: urls.directory,
+    MASTODON_URL: mastodon.listenUrl,
+    INSTANCE_DOMAIN: opts.domain,
+    DELIVERY_URL: urls.delivery,
+    STORE: storeEnv.STORE,
+    REDIS_URL: storeEnv.REDIS_URL,
+    REDIS_PREFIX: store.kind === "redis" ? `${storeEnv.prefix}kp:` : undefined,
+    LOG_LEVEL: logLevel,
+  });
+  const deliveryConfig = loadDeliveryConfig({
+    HOST: host,
+    PORT: String(deliveryPort),
+    PUBLIC_URL: urls.delivery,
+    INSTANCE_DOMAIN: opts.domain,
+    DIRECTORY_URL: urls.directory,
+    STORE: storeEnv.STORE,
+    REDIS_URL: storeEnv.REDIS_URL,
+    REDIS_PREFIX: store.kind === "redis" ? `${storeEnv.prefix}ds:` : undefined,
+    LOG_LEVEL: logLevel,
+  });
+
+  const directory: Directory = await createDirectory(directoryConfig, { defaultMetrics: false });
+  const delivery: Delivery = await createDelivery(deliveryConfig);
+  try {
+    await directory.listen();
+    await delivery.listen();
+  } catch (e) {
+    await delivery.close();
+    await directory.close();
+    throw e;
+  }
+  return { urls, directoryConfig, deliveryConfig, directory, delivery };
 }

@@ -11,6 +11,7 @@ import { canonicalAcct, fromBase64url, toBase64url } from "@mastodon-mls/protoco
 import type { DeviceContext } from "../context.js";
 import { ClientError } from "../errors.js";
 import { leavesOf } from "../mls/leaves.js";
+import { mapLimit } from "../util/mapLimit.js";
 import { accountKeyOf, currentList, publishAccountList, recordNewList } from "./accountList.js";
 
 // Member statuses in groups (docs/identity.md §6), the safety-number view, and the account's own
@@ -33,10 +34,22 @@ export interface BadLeaf {
  * proof does not verify, nothing is returned — a swapped key must not make members remove the person's
  * real devices.
  */
-export async function verifyGroupMembers(
+export function verifyGroupMembers(
   ctx: DeviceContext,
   groupId: string,
   opts: { fresh?: boolean } = {},
+): Promise<{ revokedOwn: string[]; badLeaves: BadLeaf[] }> {
+  // Newly seen accounts are pinned as they are verified; pins.json is written once for the pass.
+  return ctx.pins.batch(() => verifyGroupMembersNow(ctx, groupId, opts));
+}
+
+/** How many accounts are looked up at once (four requests each: WebFinger, instance, lookup, directory). */
+const LOOKUP_CONCURRENCY = 8;
+
+async function verifyGroupMembersNow(
+  ctx: DeviceContext,
+  groupId: string,
+  opts: { fresh?: boolean },
 ): Promise<{ revokedOwn: string[]; badLeaves: BadLeaf[] }> {
   const g = ctx.activeGroup(groupId);
   const byAcct = new Map<string, ReturnType<typeof leavesOf>>();
@@ -60,13 +73,15 @@ export async function verifyGroupMembers(
   }
   const revokedOwn: string[] = [];
   const badLeaves: BadLeaf[] = [];
-  for (const [acct, leaves] of byAcct) {
-    const previous = seen.get(acct);
-    const announced = g.record.memberStatuses?.[acct];
+  const known = seen;
+  // The lookups, several accounts at once; what follows from them, one account after the other in tree
+  // order, so events come out in the same order whatever answered first.
+  const verdicts = await mapLimit([...byAcct], LOOKUP_CONCURRENCY, async ([acct, leaves]) => {
+    const previous = known.get(acct);
     // A device not seen before may be newer than what is cached (ST rules allow 10 minutes): look again.
-    const known = new Set(previous?.leaves.map((l) => l.deviceId) ?? []);
-    const fresh = opts.fresh === true || leaves.some((l) => !known.has(l.deviceId));
-    let v = await ctx.verifier.verify(
+    const seenDevices = new Set(previous?.leaves.map((l) => l.deviceId) ?? []);
+    const fresh = opts.fresh === true || leaves.some((l) => !seenDevices.has(l.deviceId));
+    const v = await ctx.verifier.verify(
       acct,
       leaves.map((l) => l.node),
       { fresh },
@@ -76,12 +91,17 @@ export async function verifyGroupMembers(
       !fresh &&
       (v.status !== previous?.status || v.leaves.some((l) => l.state === "revoked" || l.state === "invalid"))
     ) {
-      v = await ctx.verifier.verify(
+      return ctx.verifier.verify(
         acct,
         leaves.map((l) => l.node),
         { fresh: true },
       );
     }
+    return v;
+  });
+  for (const [i, acct] of [...byAcct.keys()].entries()) {
+    const v = verdicts[i]!;
+    const announced = g.record.memberStatuses?.[acct];
     seen.set(acct, v);
     // `unreachable` is "could not check": the last status announced stands (docs/identity.md §6.1), so it
     // is neither announced nor recorded; `members()` shows it.

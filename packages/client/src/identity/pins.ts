@@ -9,10 +9,30 @@ import type { PinsRecord } from "../store/schemas.js";
  * compared safety numbers for that key.
  */
 export class DevicePinStore implements PinStore {
+  /** Inside `batch`: how many writes are being held back. */
+  private held = -1;
+
   constructor(
     private readonly store: DeviceStore,
     private record: PinsRecord,
   ) {}
+
+  /**
+   * Runs `work` with pin writes held back and written once at the end — before `batch` returns, so before
+   * anything decided in `work` leaves the operation. Verifying a group pins each newly seen account: one
+   * write per pass instead of one per account (512 rewrites of a growing file when joining a large group).
+   */
+  async batch<T>(work: () => Promise<T>): Promise<T> {
+    if (this.held >= 0) return work();
+    this.held = 0;
+    try {
+      return await work();
+    } finally {
+      const changed = this.held > 0;
+      this.held = -1;
+      if (changed) await this.store.writePins(this.record);
+    }
+  }
 
   static async load(store: DeviceStore): Promise<DevicePinStore> {
     return new DevicePinStore(store, await store.readPins());
@@ -43,6 +63,11 @@ export class DevicePinStore implements PinStore {
         },
       },
     };
+    if (this.held >= 0) {
+      this.held++;
+      this.record = next;
+      return;
+    }
     // On disk first: a pin the process relied on must survive it.
     await this.store.writePins(next);
     this.record = next;

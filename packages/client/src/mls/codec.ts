@@ -25,8 +25,21 @@ export function messageHash(bytes: Uint8Array): string {
   return toBase64url(sha256(bytes));
 }
 
+/**
+ * Each state object's encoding, once: ts-mls states are immutable (every operation returns a new one, and
+ * nothing here changes one in place), and encoding a large group's state costs ~110 ms at 512 members —
+ * a commit's state used to be encoded for the pending record, again when promoted, again with its
+ * invitations, and a record-only change (a status, a cursor) re-encoded an unchanged state.
+ */
+const encoded = new WeakMap<ClientState, string>();
+
 export function encodeState(state: ClientState): string {
-  return toBase64url(encodeGroupState(state));
+  let text = encoded.get(state);
+  if (text === undefined) {
+    text = toBase64url(encodeGroupState(state));
+    encoded.set(state, text);
+  }
+  return text;
 }
 
 /** The encoding drops `clientConfig` (notes/ts-mls-facts.md): re-attach our profile's on every load. */
@@ -34,5 +47,8 @@ export function decodeState(text: string): ClientState {
   const bytes = fromBase64url(text);
   const decoded = decodeGroupState(bytes, 0);
   if (decoded === undefined || decoded[1] !== bytes.byteLength) throw new Error("damaged group state");
-  return { ...decoded[0], clientConfig: profileClientConfig() };
+  const state = { ...decoded[0], clientConfig: profileClientConfig() };
+  // The text it came from is an encoding of it: saving it unchanged needs no new encode.
+  encoded.set(state, text);
+  return state;
 }

@@ -28,19 +28,21 @@ export async function writeFileAtomic(
   path: string,
   data: Uint8Array | string,
   hooks: AtomicWriteHooks = {},
+  /** false: atomic (readers see the old or the new file) but not durable — for markers a crash may lose. */
+  durable = true,
 ): Promise<void> {
   const dir = dirname(path);
   const temp = join(dir, `${basename(path)}${TEMP_MARK}${randomBytes(6).toString("hex")}`);
   const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, FILE_MODE);
   try {
     await handle.writeFile(data);
-    await handle.sync();
+    if (durable) await handle.sync();
   } finally {
     await handle.close();
   }
   await hooks.beforeRename?.(temp);
   await rename(temp, path);
-  await fsyncDir(dir);
+  if (durable) await fsyncDir(dir);
 }
 
 export async function fsyncDir(dir: string): Promise<void> {

@@ -210,7 +210,9 @@ export class DeviceStore {
 
   async bumpGeneration(): Promise<string> {
     const token = randomBytes(12).toString("hex");
-    await writeFileAtomic(join(this.dir, GENERATION_FILE), token);
+    // Only tells other live processes to re-read: after a crash every process starts by reading anyway,
+    // so the marker needs no fsync (two per operation otherwise).
+    await writeFileAtomic(join(this.dir, GENERATION_FILE), token, {}, false);
     return token;
   }
 

@@ -29,6 +29,25 @@ export interface InstanceOptions {
 
 export async function startInstance(domain: string, opts: InstanceOptions = {}): Promise<Instance> {
   const mastodon = await createDevMastodon({ domain });
+  // A port found free can be taken by another process before the service binds it (tests run in
+  // parallel): then everything is tried again on new ports.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startServices(domain, mastodon, opts);
+    } catch (e) {
+      if ((e as { code?: unknown }).code !== "EADDRINUSE" || attempt >= 5) {
+        await mastodon.close();
+        throw e;
+      }
+    }
+  }
+}
+
+async function startServices(
+  domain: string,
+  mastodon: DevMastodon,
+  opts: InstanceOptions,
+): Promise<Instance> {
   // Services check signatures against their configured origin, so it must be where they listen.
   const [dirPort, dsPort] = [await freePort(), await freePort()];
   const urls = { directory: `http://127.0.0.1:${dirPort}`, delivery: `http://127.0.0.1:${dsPort}` };
@@ -56,8 +75,14 @@ export async function startInstance(domain: string, opts: InstanceOptions = {}):
     }),
     opts.deliveryNow === undefined ? {} : { now: opts.deliveryNow },
   );
-  await directory.listen();
-  await delivery.listen();
+  try {
+    await directory.listen();
+    await delivery.listen();
+  } catch (e) {
+    await delivery.close();
+    await directory.close();
+    throw e;
+  }
   return { domain, mastodon, directory, delivery, urls };
 }
 
