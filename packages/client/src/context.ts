@@ -1,16 +1,17 @@
 import {
   cipherSuite,
+  sha256,
   type DeviceSigner,
   type MemberVerification,
   type SigningKeyPair,
 } from "@mastodon-mls/bridge";
-import { fromBase64url, parseAcct } from "@mastodon-mls/protocol";
+import { fromBase64url, parseAcct, toBase64url } from "@mastodon-mls/protocol";
 import type { CiphersuiteImpl, ClientState } from "ts-mls";
 import { ClientError } from "./errors.js";
 import type { DmEvent } from "./events.js";
 import { DevicePinStore } from "./identity/pins.js";
 import { MemberVerifier, type IdentityOptions } from "./identity/verifier.js";
-import { decodeState, encodeState } from "./mls/codec.js";
+import { decodeState, decodeStateDelta, encodeState, encodeStateDelta } from "./mls/codec.js";
 import type { DeviceStore } from "./store/deviceStore.js";
 import { StoreFormatError } from "./store/records.js";
 import type {
@@ -32,6 +33,15 @@ export interface GroupHandle {
   /** Undefined once the group is left. Always replaced, never mutated (ts-mls states are values). */
   state: ClientState | undefined;
   pending: PendingCommitRecord | undefined;
+  /** The base snapshot on disk that `state`'s tree and past epochs come from (see `saveGroup`). */
+  base?: StateBase;
+}
+
+/** A written base snapshot, and the very objects of the state it holds that the deltas build on. */
+interface StateBase {
+  name: string;
+  ratchetTree: ClientState["ratchetTree"];
+  historicalReceiverData: ClientState["historicalReceiverData"];
 }
 
 /** Everything the operations of one device share. Owned by MlsDmClient; not part of the public API. */
@@ -176,10 +186,36 @@ export class DeviceContext {
     return g as GroupHandle & { state: ClientState };
   }
 
-  /** Writes the group record with its current state: the one place group state reaches the disk. */
+  /**
+   * Writes the group record with its current state: the one place group state reaches the disk. The
+   * ratchet tree and past epochs' receiver data (most of a large group's state) change only with the
+   * epoch: they go into a base snapshot, written (durably, named by its hash) only when they changed —
+   * ts-mls states are values, so "changed" is "another object" — and group.json carries the rest. The
+   * snapshot a group.json names is always on disk before it; older ones are deleted after.
+   */
   async saveGroup(g: GroupHandle): Promise<void> {
-    g.record.state = g.state === undefined ? null : encodeState(g.state);
+    const id = g.record.groupId;
+    const previous = g.record.stateBase;
+    if (g.state === undefined) {
+      g.record.state = null;
+      delete g.record.stateBase;
+      g.base = undefined;
+    } else {
+      const s = g.state;
+      if (
+        g.base?.ratchetTree !== s.ratchetTree ||
+        g.base.historicalReceiverData !== s.historicalReceiverData
+      ) {
+        const whole = encodeState(s);
+        const name = toBase64url(sha256(new TextEncoder().encode(whole)));
+        if (name !== previous) await this.store.writeGroupBase(id, name, whole);
+        g.base = { name, ratchetTree: s.ratchetTree, historicalReceiverData: s.historicalReceiverData };
+      }
+      g.record.state = encodeStateDelta(s);
+      g.record.stateBase = g.base.name;
+    }
     await this.store.writeGroup(g.record);
+    if (previous !== g.record.stateBase) await this.store.deleteGroupBases(id, g.record.stateBase);
   }
 
   async saveDevice(): Promise<void> {
@@ -233,16 +269,40 @@ async function readGroups(store: DeviceStore): Promise<Map<string, GroupHandle>>
     const record = await store.readGroup(id);
     if (record === undefined) continue;
     const pending = record.status === "active" ? await store.readPending(id) : undefined;
-    let state: ClientState | undefined;
-    try {
-      state = record.state === null ? undefined : decodeState(record.state);
-    } catch (e) {
-      throw new StoreFormatError(
-        `${store.groupsDir}/${id}/group.json`,
-        `the MLS group state does not decode (${e instanceof Error ? e.message : String(e)})`,
-      );
-    }
-    groups.set(id, { record, state, pending });
+    const { state, base } = await loadGroupState(store, record);
+    groups.set(id, { record, state, pending, ...(base === undefined ? {} : { base }) });
   }
   return groups;
+}
+
+/** A group record's state: whole (earlier files), or its delta on the base snapshot it names. */
+export async function loadGroupState(
+  store: DeviceStore,
+  record: GroupRecord,
+): Promise<{ state: ClientState | undefined; base?: StateBase }> {
+  const where = `${store.groupsDir}/${record.groupId}/group.json`;
+  if (record.state === null) return { state: undefined };
+  try {
+    if (record.stateBase === undefined) return { state: decodeState(record.state) };
+    const whole = await store.readGroupBase(record.groupId, record.stateBase);
+    if (whole === undefined) {
+      throw new StoreFormatError(where, `the state base base-${record.stateBase}.json it names is missing`);
+    }
+    const baseState = decodeState(whole);
+    const state = decodeStateDelta(record.state, baseState);
+    return {
+      state,
+      base: {
+        name: record.stateBase,
+        ratchetTree: state.ratchetTree,
+        historicalReceiverData: state.historicalReceiverData,
+      },
+    };
+  } catch (e) {
+    if (e instanceof StoreFormatError) throw e;
+    throw new StoreFormatError(
+      where,
+      `the MLS group state does not decode (${e instanceof Error ? e.message : String(e)})`,
+    );
+  }
 }

@@ -8,7 +8,8 @@ import { UsageError } from "./cli/io.js";
 import { MlsDmClient } from "./client.js";
 import { ClientError } from "./errors.js";
 import type { DmEvent } from "./events.js";
-import { decodeState, encodeState, messageHash } from "./mls/codec.js";
+import { loadGroupState } from "./context.js";
+import { encodeState, messageHash } from "./mls/codec.js";
 import { leavesOf } from "./mls/leaves.js";
 import { DeviceStore } from "./store/deviceStore.js";
 import { acquireDeviceLock } from "./store/lock.js";
@@ -108,7 +109,7 @@ async function plantPendingCommit(
   try {
     const store = await DeviceStore.open(dir);
     const record = await store.readGroup(groupId);
-    const state = decodeState(record!.state!);
+    const state = (await loadGroupState(store, record!)).state!;
     const built = await build(state);
     await store.writePending(groupId, {
       intent: { kind: "update" },

@@ -14,7 +14,8 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { buildCreateNote } from "./cleartext.js";
 import { MlsDmClient } from "./client.js";
 import type { DmEvent } from "./events.js";
-import { decodeMessage, decodeState } from "./mls/codec.js";
+import { decodeMessage } from "./mls/codec.js";
+import { openGroupStateReader } from "./testSupport/groupState.js";
 import { DeliveryClient } from "./transport/deliveryClient.js";
 import {
   FAST_RETRY,
@@ -123,9 +124,7 @@ describe("three members on two instances", () => {
     expect((await settle([alice, bob, carol])).get(alice)).toEqual([]);
 
     // carol is removed; her state as persisted just before she learns of it is kept aside.
-    const carolStateBefore = JSON.parse(
-      await readFile(join(carol.dir, "groups", groupId, "group.json"), "utf8"),
-    ) as { state: string };
+    const carolStateBefore = await (await openGroupStateReader(carol.dir, {}))(groupId);
     expect(await alice.removeMembers(groupId, ["carol@b.test"])).toEqual({ removed: ["carol@b.test"] });
     const secret = await alice.send(groupId, "after carol left");
     // The bytes as the hub stored them, read before everyone acknowledges them (the hub may then drop them).
@@ -148,7 +147,7 @@ describe("three members on two instances", () => {
 
     // Even her persisted state cannot read the message sent after the removal.
     const cs = await cipherSuite();
-    const old = decodeState(carolStateBefore.state);
+    const old = carolStateBefore;
     const afterRemoval = await processMessage(
       asGroupMessage(decodeMessage(logBytes(removal!.message))),
       old,
@@ -186,11 +185,9 @@ describe("three members on two instances", () => {
       certificate: string;
       deviceKey: { signKey: string };
     };
-    const bobGroup = JSON.parse(await readFile(join(bob.dir, "groups", groupId, "group.json"), "utf8")) as {
-      state: string;
-    };
+    const bobState = await (await openGroupStateReader(bob.dir, {}))(groupId);
     const forged = await createApplicationMessage(
-      decodeState(bobGroup.state),
+      bobState,
       encodeCleartext(buildCreateNote("acct:alice@a.test", "I am alice")),
       cs,
     );

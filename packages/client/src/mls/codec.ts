@@ -1,5 +1,6 @@
 import { decodeMlsMessageStrict, profileClientConfig, sha256 } from "@mastodon-mls/bridge";
 import { ProtocolError, fromBase64url, toBase64url } from "@mastodon-mls/protocol";
+import { decodeGroupStateWithoutTree, encodeGroupStateWithoutTree } from "ts-mls/clientState.js";
 import {
   decodeGroupState,
   encodeGroupState,
@@ -50,5 +51,37 @@ export function decodeState(text: string): ClientState {
   const state = { ...decoded[0], clientConfig: profileClientConfig() };
   // The text it came from is an encoding of it: saving it unchanged needs no new encode.
   encoded.set(state, text);
+  return state;
+}
+
+/**
+ * The part of a state that changes with every message (secret tree, key schedule, proposals …): the
+ * state without its ratchet tree and without the receiver data of past epochs — at 512 members about a
+ * tenth of the whole. The rest changes only with the epoch (or a late message of a past epoch) and is kept
+ * in a separate base snapshot (docs: packages/client/README.md "Storage").
+ */
+const encodedDeltas = new WeakMap<ClientState, string>();
+
+export function encodeStateDelta(state: ClientState): string {
+  let text = encodedDeltas.get(state);
+  if (text === undefined) {
+    text = toBase64url(encodeGroupStateWithoutTree({ ...state, historicalReceiverData: new Map() }));
+    encodedDeltas.set(state, text);
+  }
+  return text;
+}
+
+/** A delta on its base: the base's tree and past epochs (the same objects), the delta's everything else. */
+export function decodeStateDelta(text: string, base: ClientState): ClientState {
+  const bytes = fromBase64url(text);
+  const decoded = decodeGroupStateWithoutTree(base.ratchetTree)(bytes, 0);
+  if (decoded === undefined || decoded[1] !== bytes.byteLength) throw new Error("damaged group state");
+  const state: ClientState = {
+    ...decoded[0],
+    ratchetTree: base.ratchetTree,
+    historicalReceiverData: base.historicalReceiverData,
+    clientConfig: profileClientConfig(),
+  };
+  encodedDeltas.set(state, text);
   return state;
 }

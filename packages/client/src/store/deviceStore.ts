@@ -35,6 +35,7 @@ import {
   KeyPackageRecord,
   PendingCommitRecord,
   PendingLinkRecord,
+  GroupBaseRecord,
   PinsRecord,
   SessionRecord,
 } from "./schemas.js";
@@ -324,6 +325,32 @@ export class DeviceStore {
     const dir = this.groupDir(rec.groupId);
     await ensureDir(dir);
     await this.write(join(dir, "group.json"), "mls-dm.group", rec);
+  }
+
+  private basePath(groupId: string, name: string): string {
+    if (!/^[A-Za-z0-9_-]{43}$/.test(name)) throw new Error(`not a state base name: ${name}`);
+    return join(this.groupDir(groupId), `base-${name}.json`);
+  }
+
+  /** A group's state base snapshot (the whole encoded state at the time), named by its hash. */
+  async writeGroupBase(groupId: string, name: string, state: string): Promise<void> {
+    const dir = this.groupDir(groupId);
+    await ensureDir(dir);
+    await this.write(this.basePath(groupId, name), "mls-dm.group-base", { state });
+  }
+
+  async readGroupBase(groupId: string, name: string): Promise<string | undefined> {
+    return (await this.read(this.basePath(groupId, name), "mls-dm.group-base", GroupBaseRecord))?.state;
+  }
+
+  /** Deletes the group's base snapshots but `keep` (after group.json stopped naming them). */
+  async deleteGroupBases(groupId: string, keep: string | undefined): Promise<void> {
+    for (const file of await listDir(this.groupDir(groupId))) {
+      const m = /^base-([A-Za-z0-9_-]{43})\.json$/.exec(file);
+      if (m === null || m[1] === keep) continue;
+      this.writes++;
+      await removeFileDurably(join(this.groupDir(groupId), file));
+    }
   }
 
   async readPending(groupId: string): Promise<PendingCommitRecord | undefined> {

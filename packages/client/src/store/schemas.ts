@@ -139,6 +139,9 @@ export const GroupFork = z.object({
 });
 export type GroupFork = z.infer<typeof GroupFork>;
 
+/** `base-<hash>.json` of a group: a whole encoded state, the base its `group.json` delta applies to. */
+export const GroupBaseRecord = z.object({ state: b64 });
+
 /** Format 1 (the first release): no leave requests, no self-update clock. Read only by `migrate`. */
 export const GroupRecordV1 = z.object({
   groupId: z.string(),
@@ -158,6 +161,15 @@ export const GroupRecordV1 = z.object({
 });
 
 export const GroupRecord = GroupRecordV1.extend({
+  /**
+   * With it, `state` is only the delta (the state without its ratchet tree and past epochs' receiver
+   * data) and the rest is in the base snapshot `base-<stateBase>.json` beside this file: a message then
+   * rewrites a tenth of the state, not all of it. Without it, `state` is the whole state (earlier files).
+   */
+  stateBase: z
+    .string()
+    .regex(/^[A-Za-z0-9_-]{43}$/)
+    .optional(),
   /** When this device's own leaf last got fresh keys (Unix seconds): DESIGN §2 asks for at least weekly. */
   ownLeafUpdatedAt: z.number(),
   /** Members that asked to leave (proposed their own Remove) and are still in the tree. */

@@ -1,5 +1,5 @@
 import type { ClientState } from "ts-mls";
-import { decodeState } from "../mls/codec.js";
+import { loadGroupState } from "../context.js";
 import type { UnlockOptions } from "../store/cipher.js";
 import { DeviceStore } from "../store/deviceStore.js";
 
@@ -15,7 +15,8 @@ export async function openGroupStateReader(dir: string, opts: UnlockOptions): Pr
   const store = await DeviceStore.open(dir, opts);
   return async (groupId) => {
     const record = await store.readGroup(groupId);
-    if (record === undefined || record.state === null) throw new Error(`${dir} holds no state of ${groupId}`);
-    return decodeState(record.state);
+    const state = record === undefined ? undefined : (await loadGroupState(store, record)).state;
+    if (state === undefined) throw new Error(`${dir} holds no state of ${groupId}`);
+    return state;
   };
 }
