@@ -1,0 +1,136 @@
+import { cpSync, existsSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MlsDmClient } from "./client.js";
+import type { DmEvent } from "./events.js";
+import { DeviceStore } from "./store/deviceStore.js";
+import { LOCK_FILE } from "./store/lock.js";
+import {
+  FAST_RETRY,
+  newClient,
+  resolverFor,
+  startInstance,
+  stopInstance,
+  type Instance,
+} from "./testSupport/instances.js";
+import type { StaticResolver } from "./transport/resolver.js";
+
+// Issue 6, against real directories and hubs: a device that dies between the hub accepting its commit
+// and saving the new state converges when restarted; a device offline for 200 messages and 5 epochs
+// catches up with everything, in order.
+
+let a: Instance;
+let b: Instance;
+let resolver: StaticResolver;
+
+beforeAll(async () => {
+  [a, b] = await Promise.all([startInstance("a.test"), startInstance("b.test")]);
+  resolver = resolverFor([a, b]);
+});
+afterAll(async () => {
+  await Promise.all([a, b].map(stopInstance));
+});
+
+async function settle(clients: MlsDmClient[]): Promise<Map<MlsDmClient, DmEvent[]>> {
+  const all = new Map<MlsDmClient, DmEvent[]>(clients.map((c) => [c, []]));
+  for (let round = 0; round < 8; round++) {
+    let quiet = true;
+    for (const c of clients) {
+      const events = await c.sync();
+      all.get(c)!.push(...events);
+      if (events.some((e) => e.type !== "status_changed")) quiet = false;
+    }
+    if (quiet) return all;
+  }
+  throw new Error("clients did not settle");
+}
+
+const texts = async (c: MlsDmClient, groupId: string) =>
+  (await c.history(groupId)).flatMap((h) =>
+    h.content.kind === "activity" && h.content.activity.type === "Create"
+      ? [(h.content.activity.object as { content: string }).content]
+      : [],
+  );
+
+describe("recovery", () => {
+  it(
+    "a device killed after the hub accepted its commit, before saving the new state, converges on restart",
+    { timeout: 60_000 },
+    async () => {
+      const alice = await newClient(a, "alice", resolver);
+      const bob = await newClient(b, "bob", resolver);
+      const { groupId } = await alice.createGroup(["@bob@b.test"]);
+      await settle([alice, bob]);
+      const epoch = alice.epoch(groupId);
+
+      // A second process on alice's directory "loses power" at the first group-state write after its pending
+      // commit was saved — the hub has accepted the commit by then (it is promoted after the 201). The disk
+      // as it is at that instant is copied aside (the lock file aside: its process is gone) and a new
+      // process starts from the copy; what the doomed process does after the throw never reaches it.
+      const crashDir = `${alice.dir}-after-crash`;
+      let armed = false;
+      const store = await DeviceStore.open(alice.dir, {
+        hooks: {
+          beforeRename: (temp) => {
+            if (temp.includes("pending.json")) armed = true;
+            else if (armed && /(group|base-[^/]+)\.json/.test(temp) && !existsSync(crashDir)) {
+              cpSync(alice.dir, crashDir, { recursive: true, filter: (src) => !src.endsWith(LOCK_FILE) });
+              throw new Error("power cut");
+            }
+          },
+        },
+      });
+      const doomed = await MlsDmClient.openStore(store, { services: resolver, retry: FAST_RETRY });
+      await expect(doomed.selfUpdate(groupId)).rejects.toThrow("power cut");
+      expect(existsSync(crashDir)).toBe(true);
+
+      // Restarted: the pending commit is found accepted and applied, once; bob processed the same commit.
+      const restarted = await MlsDmClient.open(crashDir, { services: resolver, retry: FAST_RETRY });
+      expect(restarted.epoch(groupId)).toBe(epoch); // what the disk holds: the state before the commit
+      await settle([restarted, bob]);
+      expect(restarted.epoch(groupId)).toBe(epoch + 1);
+      expect(bob.epoch(groupId)).toBe(epoch + 1);
+      expect(restarted.epochAuthenticator(groupId)).toBe(bob.epochAuthenticator(groupId));
+      await restarted.send(groupId, "back");
+      await bob.send(groupId, "welcome back");
+      await settle([restarted, bob]);
+      expect(await texts(bob, groupId)).toContain("back");
+      expect(await texts(restarted, groupId)).toContain("welcome back");
+    },
+  );
+
+  it(
+    "a device offline for 200 messages and 5 epochs catches up with all of them, in order",
+    { timeout: 180_000 },
+    async () => {
+      const carol = await newClient(a, "carol", resolver);
+      const dave = await newClient(b, "dave", resolver);
+      const erin = await newClient(b, "erin", resolver);
+      const { groupId } = await carol.createGroup(["@dave@b.test", "@erin@b.test"]);
+      await settle([carol, dave, erin]);
+      const epoch = erin.epoch(groupId);
+      // erin is offline; carol and dave talk, with a self-update every 40 messages.
+      const sent: string[] = [];
+      for (let i = 0; i < 200; i++) {
+        const who = i % 2 === 0 ? carol : dave;
+        if (i % 40 === 39) {
+          await who.sync();
+          await who.selfUpdate(groupId);
+        }
+        await who.sync();
+        const text = `message ${i}`;
+        await who.send(groupId, text);
+        sent.push(text);
+      }
+      await settle([carol, dave]);
+      expect(carol.epoch(groupId)).toBe(epoch + 5);
+
+      const events = await erin.sync();
+      expect(events.filter((e) => e.type === "undecryptable" || e.type === "error")).toEqual([]);
+      expect(await texts(erin, groupId)).toEqual(sent);
+      expect(erin.epochAuthenticator(groupId)).toBe(carol.epochAuthenticator(groupId));
+      await erin.send(groupId, "caught up");
+      await settle([carol, dave, erin]);
+      expect((await texts(dave, groupId)).at(-1)).toBe("caught up");
+    },
+  );
+});
