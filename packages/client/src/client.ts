@@ -477,6 +477,7 @@ export class MlsDmClient {
    */
   sync(): Promise<DmEvent[]> {
     return this.op(async () => {
+      await this.ctx.pruneHubs();
       const done = new Set<string>();
       for (;;) {
         const next = this.ctx.hubs().filter((h) => !done.has(h));

@@ -27,6 +27,11 @@ import type { ServiceResolver } from "./transport/resolver.js";
 import { checkServiceUrl } from "./transport/serviceUrl.js";
 import type { RetryPolicy } from "./util/backoff.js";
 
+/** How long a hub named by an invitation is polled while none of this device's groups is there. */
+export const INVITED_HUB_SECONDS = 14 * 24 * 3600;
+/** At most this many such hubs are polled; the most recently named ones are kept. */
+export const MAX_IDLE_HUBS = 32;
+
 /** A group as held in memory: the record as on disk, its live MLS state, and a commit awaiting the hub. */
 export interface GroupHandle {
   record: GroupRecord;
@@ -229,21 +234,52 @@ export class DeviceContext {
     return [...all];
   }
 
+  /** A hub an invitation pointed to: polled from now on, for a while even if no Welcome comes (`pruneHubs`). */
   async rememberHub(hub: string): Promise<boolean> {
     const base = checkServiceUrl(hub);
     if (base in this.cursors.hubs) return false;
-    this.cursors = { hubs: { ...this.cursors.hubs, [base]: null } };
+    this.cursors = {
+      ...this.cursors,
+      hubs: { ...this.cursors.hubs, [base]: null },
+      invitedAt: { ...this.cursors.invitedAt, [base]: this.nowSeconds() },
+    };
     await this.store.writeCursors(this.cursors);
+    await this.pruneHubs();
     return true;
   }
 
+  /**
+   * Hubs that host none of this device's active groups (invitations that led nowhere, groups left) are
+   * forgotten once the invitation is INVITED_HUB_SECONDS old, and beyond the MAX_IDLE_HUBS most recent:
+   * anyone can send invitations naming any URL, and each hub is polled on every sync and listened to.
+   */
+  async pruneHubs(): Promise<void> {
+    const busy = new Set<string>([this.home.delivery.baseUrl]);
+    for (const g of this.groups.values()) if (g.record.status === "active") busy.add(g.record.hub);
+    const invitedAt = this.cursors.invitedAt ?? {};
+    const idle = Object.keys(this.cursors.hubs)
+      .filter((h) => !busy.has(h))
+      .sort((x, y) => (invitedAt[y] ?? 0) - (invitedAt[x] ?? 0));
+    const now = this.nowSeconds();
+    const gone = idle.filter((h, i) => i >= MAX_IDLE_HUBS || now - (invitedAt[h] ?? 0) > INVITED_HUB_SECONDS);
+    if (gone.length === 0) return;
+    const hubs = { ...this.cursors.hubs };
+    const since = { ...invitedAt };
+    for (const h of gone) {
+      delete hubs[h];
+      delete since[h];
+    }
+    this.cursors = { hubs, invitedAt: since };
+    await this.store.writeCursors(this.cursors);
+  }
+
   async saveCursor(hub: string, cursor: string): Promise<void> {
-    this.cursors = { hubs: { ...this.cursors.hubs, [hub]: cursor } };
+    this.cursors = { ...this.cursors, hubs: { ...this.cursors.hubs, [hub]: cursor } };
     await this.store.writeCursors(this.cursors);
   }
 
   async clearCursor(hub: string): Promise<void> {
-    this.cursors = { hubs: { ...this.cursors.hubs, [hub]: null } };
+    this.cursors = { ...this.cursors, hubs: { ...this.cursors.hubs, [hub]: null } };
     await this.store.writeCursors(this.cursors);
   }
 

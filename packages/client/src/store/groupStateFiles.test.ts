@@ -4,6 +4,7 @@ import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { MlsDmClient } from "../client.js";
 import { FakeServices } from "../testSupport/fakeServices.js";
+import { StaticResolver } from "../transport/resolver.js";
 
 // How a group's state is kept on disk (README "Storage"): the ratchet tree and past epochs in a base
 // snapshot written only when they change, group.json holding the rest. A message leaves the base alone;
@@ -60,7 +61,9 @@ describe("group state files", () => {
     await alice.send(groupId, "two");
     const auth = alice.epochAuthenticator(groupId);
     const epoch = alice.epoch(groupId);
-    const reopened = await MlsDmClient.open(dir, { services: { directory: fake.url, delivery: fake.url } });
+    const reopened = await MlsDmClient.open(dir, {
+      services: new StaticResolver({ "a.test": { directory: fake.url, delivery: fake.url } }),
+    });
     expect(reopened.epochAuthenticator(groupId)).toBe(auth);
     expect(reopened.epoch(groupId)).toBe(epoch);
     await reopened.send(groupId, "three");

@@ -79,6 +79,8 @@ export type PendingLinkRecord = z.infer<typeof PendingLinkRecord>;
 export const CursorsRecord = z.object({
   /** Every hub this device listens to, with the last inbox cursor it processed durably (null: none yet). */
   hubs: z.record(z.string(), z.string().nullable()),
+  /** When a hub was first heard of through an invitation (Unix seconds): how long it is polled unjoined. */
+  invitedAt: z.record(z.string(), z.number()).optional(),
 });
 export type CursorsRecord = z.infer<typeof CursorsRecord>;
 

@@ -1,0 +1,69 @@
+import { randomBytes } from "node:crypto";
+import { fromBase64url, toBase64url } from "@mastodon-mls/protocol";
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { MAX_IDLE_HUBS, INVITED_HUB_SECONDS } from "./context.js";
+import { MlsDmClient } from "./client.js";
+import { DeviceStore } from "./store/deviceStore.js";
+import {
+  FAST_RETRY,
+  newClient,
+  resolverFor,
+  startInstance,
+  stopInstance,
+  type Instance,
+} from "./testSupport/instances.js";
+import { DeliveryClient } from "./transport/deliveryClient.js";
+import type { StaticResolver } from "./transport/resolver.js";
+
+// Review item C6: anyone can send an invitation naming any hub, and every hub a device heard of is polled
+// on each sync. Hubs hosting none of the device's groups are polled for a while only, and only the most
+// recently named ones.
+
+let a: Instance;
+let resolver: StaticResolver;
+
+beforeAll(async () => {
+  a = await startInstance("a.test");
+  resolver = resolverFor([a]);
+});
+afterAll(() => stopInstance(a));
+
+describe("hubs named by invitations", () => {
+  it(
+    `are polled at most ${MAX_IDLE_HUBS} at a time, and forgotten when no group came of them in time`,
+    { timeout: 60_000 },
+    async () => {
+      const alice = await newClient(a, "alice", resolver);
+      const mallory = await newClient(a, "mallory", resolver);
+      const device = await (await DeviceStore.open(mallory.dir)).readDevice();
+      const asMallory = new DeliveryClient(a.urls.delivery, {
+        certificate: fromBase64url(device.certificate),
+        signKey: fromBase64url(device.deviceKey.signKey),
+      });
+      // 40 invitations, each naming another hub where nothing listens.
+      for (let port = 1; port <= 40; port++) {
+        await asMallory.invite(
+          "alice@a.test",
+          `http://127.0.0.1:${port}`,
+          toBase64url(new Uint8Array(randomBytes(16))),
+        );
+      }
+      const polled = (events: Awaited<ReturnType<MlsDmClient["sync"]>>) =>
+        events.filter((e) => e.type === "error" && e.operation.startsWith("sync http://127.0.0.1:")).length;
+      expect((await alice.sync()).filter((e) => e.type === "invitation")).toHaveLength(40);
+      expect(polled(await alice.sync())).toBe(MAX_IDLE_HUBS);
+
+      // Two weeks later (the device's clock), none of them is polled any more; its own hub still is.
+      let now = Date.now() + (INVITED_HUB_SECONDS + 60) * 1000;
+      const later = await MlsDmClient.open(alice.dir, {
+        services: resolver,
+        retry: FAST_RETRY,
+        clock: () => now,
+      });
+      expect(polled(await later.sync())).toBe(0);
+      const { groupId } = await mallory.createGroup(["@alice@a.test"]);
+      now = Date.now() + (INVITED_HUB_SECONDS + 120) * 1000;
+      expect((await later.sync()).some((e) => e.type === "joined" && e.groupId === groupId)).toBe(true);
+    },
+  );
+});
