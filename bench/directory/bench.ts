@@ -11,10 +11,13 @@
 // level, default 192), BENCH_UPLOAD_BATCH (KeyPackages per upload, default 10), BENCH_CLAIMS (claim
 // requests per level, default 6000), BENCH_SERVER_NODE_OPTIONS (extra node flags for the directory
 // process, e.g. --cpu-prof), BENCH_DIRECTORY_PROCESSES (replicas of the directory on the same Redis,
-// default 1; clients spread over them), REDIS_BENCHMARK_BIN (default redis-benchmark on PATH).
+// default 1; clients spread over them), BENCH_DIRECTORY_WORKERS (WORKERS of each: node:cluster
+// workers behind one port, default 1), BENCH_RATE_LIMITS (`on`, the default: every limit is counted
+// as in production, with maxima the benchmark's own traffic never reaches; `off`: RATE_LIMITS=off),
+// REDIS_BENCHMARK_BIN (default redis-benchmark on PATH).
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import { randomBytes } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, readdirSync } from "node:fs";
 import http from "node:http";
 import os from "node:os";
 import { performance } from "node:perf_hooks";
@@ -32,6 +35,7 @@ import { RedisDirectoryStore } from "@mastodon-mls/keypackages";
 import { toBase64url } from "@mastodon-mls/protocol";
 import { connectRedis, silentLogger } from "@mastodon-mls/service-kit";
 import { freePort, startRedis, type RedisHandle } from "@mastodon-mls/testkit";
+import { RawConnection, encodeRequest, type RawRequest } from "./rawClient.js";
 
 const env = process.env;
 const LEVELS = (env.BENCH_LEVELS ?? "1,8,64").split(",").map(Number);
@@ -39,6 +43,23 @@ const UPLOADS = Number(env.BENCH_UPLOADS ?? 192);
 const UPLOAD_BATCH = Number(env.BENCH_UPLOAD_BATCH ?? 10);
 const CLAIMS = Number(env.BENCH_CLAIMS ?? 6000);
 const PROCESSES = Number(env.BENCH_DIRECTORY_PROCESSES ?? 1);
+const WORKERS = env.BENCH_DIRECTORY_WORKERS ?? "1";
+const RATE_LIMITS = env.BENCH_RATE_LIMITS ?? "on";
+if (RATE_LIMITS !== "on" && RATE_LIMITS !== "off") throw new Error("BENCH_RATE_LIMITS must be on or off");
+/**
+ * Rate limits as production counts them, every counter incremented on every request, but with maxima
+ * above what this run sends (at most 18 000 claims, ~300 per target account, 576 uploads): a refused or
+ * downgraded claim would fail the run instead of measuring it.
+ */
+const BENCH_LIMITS: Record<string, string> =
+  RATE_LIMITS === "on"
+    ? Object.fromEntries(
+        ["DEVICE", "DOMAIN", "TARGET", "ACCOUNT"].flatMap((name) => [
+          [`RATE_LIMIT_${name}_MAX`, "1000000000"],
+          [`RATE_LIMIT_${name}_WINDOW_SECONDS`, "3600"],
+        ]),
+      )
+    : { RATE_LIMITS: "off" };
 const DOMAIN = "bench.test";
 const PREFIX = "kpbench:";
 /** One account and device per client at the highest level: uploads of a client never share a device. */
@@ -52,12 +73,7 @@ interface Device {
   deviceId: string;
 }
 
-interface Request {
-  method: "POST" | "PUT" | "GET";
-  path: string;
-  headers: Record<string, string>;
-  body: string;
-}
+type Request = RawRequest;
 
 interface LevelResult {
   clients: number;
@@ -83,9 +99,37 @@ function cpuSeconds(pid: number | undefined): number {
 }
 
 interface CpuShares {
+  /** Share of one core each used while the level ran. */
   directory: number;
   redis: number;
   client: number;
+  /** CPU seconds each used while the level ran. */
+  seconds: { directory: number; redis: number; client: number };
+}
+
+/**
+ * A process and every process below it (the workers of a directory started with DIRECTORY_WORKERS), from
+ * /proc; just the process where /proc is missing.
+ */
+function withDescendants(root: number): number[] {
+  const children = new Map<number, number[]>();
+  try {
+    for (const entry of readdirSync("/proc")) {
+      if (!/^\d+$/.test(entry)) continue;
+      try {
+        const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+        const ppid = Number(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[1]);
+        children.set(ppid, [...(children.get(ppid) ?? []), Number(entry)]);
+      } catch {
+        // The process ended meanwhile.
+      }
+    }
+  } catch {
+    return [root];
+  }
+  const out = [root];
+  for (let i = 0; i < out.length; i++) out.push(...(children.get(out[i]!) ?? []));
+  return out;
 }
 
 /** Runs `work` and says how busy each process was meanwhile, as a share of one core. */
@@ -93,18 +137,25 @@ async function measured<T>(
   pids: { directory: number[]; redis: number | undefined },
   work: () => Promise<T>,
 ): Promise<[T, CpuShares]> {
-  const directoryCpu = () => pids.directory.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
+  const all = pids.directory.flatMap(withDescendants);
+  const directoryCpu = () => all.reduce((sum, pid) => sum + cpuSeconds(pid), 0);
   const before = { d: directoryCpu(), r: cpuSeconds(pids.redis), c: process.cpuUsage() };
   const start = performance.now();
   const result = await work();
   const seconds = (performance.now() - start) / 1000;
   const client = process.cpuUsage(before.c);
+  const used = {
+    directory: directoryCpu() - before.d,
+    redis: cpuSeconds(pids.redis) - before.r,
+    client: (client.user + client.system) / 1e6,
+  };
   return [
     result,
     {
-      directory: (directoryCpu() - before.d) / seconds,
-      redis: (cpuSeconds(pids.redis) - before.r) / seconds,
-      client: (client.user + client.system) / 1e6 / seconds,
+      directory: used.directory / seconds,
+      redis: used.redis / seconds,
+      client: used.client / seconds,
+      seconds: used,
     },
   ];
 }
@@ -168,25 +219,31 @@ function send(base: URL, agent: http.Agent, req: Request): Promise<{ status: num
   });
 }
 
-/** Sends every request with `clients` concurrent connections; counts as a failure any answer but `ok`. */
+/**
+ * Sends every request with `clients` concurrent keep-alive connections (each one request at a time);
+ * counts as a failure any answer but `ok`. The requests are encoded before the clock starts.
+ */
 async function runLevel(
   bases: URL[],
   clients: number,
   requests: Request[],
   ok: (status: number, body: string) => boolean,
 ): Promise<LevelResult> {
-  const agent = new http.Agent({ keepAlive: true, maxSockets: clients });
+  const encoded = requests.map(encodeRequest);
+  // Each client talks to one replica, the clients spread evenly over them.
+  const connections = Array.from({ length: clients }, (_, i) => {
+    const base = bases[i % bases.length]!;
+    return new RawConnection(base.hostname, Number(base.port));
+  });
   const latencies: number[] = [];
   let next = 0;
   let failures = 0;
   let firstFailure = "";
-  const worker = async (_: unknown, index: number) => {
-    // Each client talks to one replica, the clients spread evenly over them.
-    const base = bases[index % bases.length]!;
-    while (next < requests.length) {
-      const req = requests[next++]!;
+  const worker = async (connection: RawConnection) => {
+    while (next < encoded.length) {
+      const req = encoded[next++]!;
       const t0 = performance.now();
-      const res = await send(base, agent, req);
+      const res = await connection.send(req);
       latencies.push(performance.now() - t0);
       if (!ok(res.status, res.body)) {
         failures += 1;
@@ -195,9 +252,12 @@ async function runLevel(
     }
   };
   const start = performance.now();
-  await Promise.all(Array.from({ length: clients }, worker));
+  try {
+    await Promise.all(connections.map(worker));
+  } finally {
+    for (const c of connections) c.close();
+  }
   const seconds = Math.max((performance.now() - start) / 1000, 1e-9);
-  agent.destroy();
   if (failures > 0) log(`  ${failures} failed, e.g. ${firstFailure}`);
   latencies.sort((a, b) => a - b);
   const at = (q: number) => latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] ?? 0;
@@ -235,8 +295,9 @@ async function startDirectory(
         STORE: "redis",
         REDIS_URL: redis.url,
         REDIS_PREFIX: PREFIX,
-        RATE_LIMITS: "off",
+        ...BENCH_LIMITS,
         SWEEP_INTERVAL_SECONDS: "0",
+        WORKERS,
         LOG_LEVEL: "warn",
       },
       stdio: ["ignore", "pipe", "inherit"],
@@ -290,6 +351,14 @@ function cpuModel(): string {
 
 const shares = (cpu: CpuShares | undefined) =>
   cpu ? [cpu.directory, cpu.redis, cpu.client].map((x) => `${Math.round(x * 100)}%`).join(" / ") : "";
+
+/** CPU microseconds per request of each process: the figure that load on the machine disturbs least. */
+const perRequest = (r: LevelResult) =>
+  r.cpu
+    ? [r.cpu.seconds.directory, r.cpu.seconds.redis, r.cpu.seconds.client]
+        .map((s) => Math.round((s * 1e6) / r.requests))
+        .join(" / ")
+    : "";
 
 const fmt = (n: number, digits = 0) =>
   n.toLocaleString("en-US", { maximumFractionDigits: digits, minimumFractionDigits: digits });
@@ -426,18 +495,18 @@ async function main(): Promise<void> {
       "",
       `key-package directory benchmark — ${started.toISOString()}`,
       `machine: ${os.availableParallelism()} cores (${cpuModel()}), load average at start ${load.map((l) => l.toFixed(2)).join(" ")}; node ${process.version}`,
-      `directory: ${PROCESSES} process(es) on one Redis, rate limits off, LOG_LEVEL=warn`,
+      `directory: ${PROCESSES} process(es)${WORKERS === "1" ? "" : ` of WORKERS=${WORKERS}`} on one Redis, rate limits ${RATE_LIMITS === "on" ? "counted (maxima above this run's traffic)" : "off"}, LOG_LEVEL=warn`,
       `uploads: ${UPLOADS} requests of ${UPLOAD_BATCH} KeyPackages per level; claims: ${CLAIMS} requests per level, one account (one device) each`,
       "",
-      "| clients | uploads/s | KeyPackages uploaded/s | upload p50 / p99 ms | claims/s | claim p50 / p99 ms | CPU during claims: directory / redis / load generator |",
-      "|---:|---:|---:|---:|---:|---:|---:|",
+      "| clients | uploads/s | KeyPackages uploaded/s | upload p50 / p99 ms | claims/s | claim p50 / p99 ms | CPU during claims: directory / redis / load generator | CPU µs per claim: directory / redis / load generator |",
+      "|---:|---:|---:|---:|---:|---:|---:|---:|",
       ...LEVELS.map((clients, i) => {
         const u = uploads[i]!;
         const c = claims[i]!;
-        return `| ${clients} | ${fmt(u.perSecond, 1)} | ${fmt(u.perSecond * UPLOAD_BATCH)} | ${fmt(u.p50, 1)} / ${fmt(u.p99, 1)} | ${fmt(c.perSecond)} | ${fmt(c.p50, 2)} / ${fmt(c.p99, 2)} | ${shares(c.cpu)} |`;
+        return `| ${clients} | ${fmt(u.perSecond, 1)} | ${fmt(u.perSecond * UPLOAD_BATCH)} | ${fmt(u.p50, 1)} / ${fmt(u.p99, 1)} | ${fmt(c.perSecond)} | ${fmt(c.p50, 2)} / ${fmt(c.p99, 2)} | ${shares(c.cpu)} | ${perRequest(c)} |`;
       }),
       "",
-      "CPU is the share of one core each process used during the claims (2 cores in all, shared with whatever else runs).",
+      `CPU is the share of one core each process used during the claims (${os.availableParallelism()} cores in all, shared with whatever else runs), and its CPU time per claim.`,
       "",
     ];
     let ratio: number | null = null;
@@ -460,6 +529,8 @@ async function main(): Promise<void> {
         bench: "directory",
         date: started.toISOString(),
         directory_processes: PROCESSES,
+        directory_workers: WORKERS,
+        rate_limits: RATE_LIMITS,
         cores: os.availableParallelism(),
         cpu: cpuModel(),
         load_average: load.map((l) => Math.round(l * 100) / 100),
@@ -477,6 +548,16 @@ async function main(): Promise<void> {
               directory: Math.round(r.cpu.directory * 100) / 100,
               redis: Math.round(r.cpu.redis * 100) / 100,
               client: Math.round(r.cpu.client * 100) / 100,
+            },
+          ]),
+        ),
+        claim_cpu_us: Object.fromEntries(
+          claims.map((r) => [
+            String(r.clients),
+            r.cpu && {
+              directory: Math.round((r.cpu.seconds.directory * 1e6) / r.requests),
+              redis: Math.round((r.cpu.seconds.redis * 1e6) / r.requests),
+              client: Math.round((r.cpu.seconds.client * 1e6) / r.requests),
             },
           ]),
         ),

@@ -72,4 +72,40 @@ describe("the verified-certificate cache", () => {
       verifyRequest(await signRequest(signer, target, late), target, { nonces, now: late }),
     ).rejects.toThrow(/expired/);
   });
+
+  it("is keyed by the certificate's exact text: another spelling of the same bytes is still refused", async () => {
+    const now = 1_900_000_000;
+    const account = await generateSigningKeyPair();
+    const dev = await generateSigningKeyPair();
+    const certificate = await signDeviceCertificate(
+      {
+        identity: "acct:spelling@a.test",
+        accountKey: account.publicKey,
+        sigKey: dev.publicKey,
+        notBefore: now - 10,
+        notAfter: now + 100,
+      },
+      account.signKey,
+    );
+    const target = { method: "GET", origin: "https://x.test", pathAndQuery: "/v1/inbox" };
+    const signer = { certificate, signKey: dev.signKey };
+    const nonces = new MemoryNonceStore();
+    await verifyRequest(await signRequest(signer, target, now), target, { nonces, now });
+    // The same certificate bytes with stray bits in the last character: a lenient decoder reads the
+    // same bytes, the strict one refuses it, cached twin or not.
+    const header = await signRequest(signer, target, now);
+    const [scheme, rest] = header.split(" ") as [string, string];
+    const [cert, ...others] = rest.split(".");
+    const last = cert!.at(-1)!;
+    const alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    // Its length leaves unused low bits in the last character (the identity's length fixes it); flipping
+    // the lowest one changes the text, not the bytes.
+    expect(cert!.length % 4).not.toBe(0);
+    const stray = alphabet[alphabet.indexOf(last) ^ 1]!;
+    expect(Buffer.from(cert!.slice(0, -1) + stray, "base64url")).toEqual(Buffer.from(cert!, "base64url"));
+    const respelled = `${scheme} ${[cert!.slice(0, -1) + stray, ...others].join(".")}`;
+    await expect(verifyRequest(respelled, target, { nonces, now })).rejects.toMatchObject({
+      code: "auth_invalid",
+    });
+  });
 });

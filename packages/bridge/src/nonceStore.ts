@@ -1,7 +1,14 @@
+import type { DeviceCertificate } from "./deviceCertificate.js";
+
 /** Remembers request nonces for their lifetime so a replayed request is refused (DESIGN §7). */
 export interface NonceStore {
-  /** True the first time a key is seen within `ttlSeconds`; false for a replay. */
-  claim(key: string, ttlSeconds: number): Promise<boolean>;
+  /**
+   * True the first time a key is seen within `ttlSeconds`; false for a replay. `device` is the verified
+   * certificate of the device spending the nonce (its signature already checked): a service may count
+   * the request against that device's rate limits in the same atomic step, so that a replay, refused
+   * here, never spends anyone's budget.
+   */
+  claim(key: string, ttlSeconds: number, device: DeviceCertificate): Promise<boolean>;
 }
 
 /** In-memory nonce store for the embedded default and for clients; expired entries are swept lazily. */

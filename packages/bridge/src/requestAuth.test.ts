@@ -106,6 +106,27 @@ describe("request signatures", () => {
     );
   });
 
+  it("hands the nonce store the verified certificate, and only once the signature checked out", async () => {
+    // Services count rate limits in the nonce store's step: a forged request must never get there.
+    const { signer, dev } = await device();
+    const spent: { key: string; acct: string; sigKey: Uint8Array }[] = [];
+    const nonces = {
+      claim: (key: string, _ttl: number, cert: { acct: string; sigKey: Uint8Array }) => {
+        spent.push({ key, acct: cert.acct, sigKey: cert.sigKey });
+        return Promise.resolve(true);
+      },
+    };
+    const header = await signRequest(signer, target, NOW);
+    const cert = await verifyRequest(header, target, { nonces, now: NOW });
+    expect(spent).toHaveLength(1);
+    expect(spent[0]!.key.startsWith(`${cert.deviceIdText}:`)).toBe(true);
+    expect(spent[0]!.acct).toBe("alice@a.test");
+    expect(spent[0]!.sigKey).toEqual(dev.publicKey);
+    const forged = { ...target, body: new TextEncoder().encode('{"message":"AAAB"}') };
+    await expect(codeOf(verifyRequest(header, forged, { nonces, now: NOW }))).resolves.toBe("auth_invalid");
+    expect(spent).toHaveLength(1);
+  });
+
   it("refuses skew, another origin, another path, another body, another method", async () => {
     const { signer } = await device();
     const header = await signRequest(signer, target, NOW);

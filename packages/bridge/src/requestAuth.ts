@@ -48,9 +48,14 @@ export interface DeviceSigner {
 
 const NONCE_BYTES = 16;
 
+/** A service checks every request against its one configured origin: parsed once, not per request. */
+let lastOrigin: { text: string; origin: string } | undefined;
+
 export function normaliseOrigin(origin: string): string {
-  const url = new URL(origin);
-  return url.origin;
+  if (lastOrigin?.text === origin) return lastOrigin.origin;
+  const normalised = new URL(origin).origin;
+  lastOrigin = { text: origin, origin: normalised };
+  return normalised;
 }
 
 function requestTbs(t: RequestTarget, timestamp: number, nonce: Uint8Array): Uint8Array {
@@ -84,48 +89,77 @@ export interface AuthorizationIn {
 
 /** REQ-1: the header's syntax. */
 export function parseAuthorization(header: string | undefined): AuthorizationIn {
+  const { certificate, certificateText, ...rest } = parseHeader(header, () => false);
+  return { certificate: certificate ?? decodeCertificate(certificateText), ...rest };
+}
+
+const malformed = (why: string) =>
+  new ProtocolError("auth_invalid", `The Authorization header is malformed: ${why}.`);
+
+/**
+ * The header's parts; the certificate is decoded only when `known` says its text is not one already
+ * verified (decoding a certificate again that was decoded strictly before cannot fail).
+ */
+function parseHeader(
+  header: string | undefined,
+  known: (certificateText: string) => boolean,
+): Omit<AuthorizationIn, "certificate"> & { certificate: Uint8Array | undefined; certificateText: string } {
   if (header === undefined || header === "") throw new ProtocolError("unauthorized");
-  const bad = (why: string) =>
-    new ProtocolError("auth_invalid", `The Authorization header is malformed: ${why}.`);
-  if (header.length > 8192) throw bad("too long");
+  if (header.length > 8192) throw malformed("too long");
   const space = header.indexOf(" ");
-  if (space < 0 || header.slice(0, space) !== AUTH_SCHEME) throw bad(`expected the ${AUTH_SCHEME} scheme`);
+  if (space < 0 || header.slice(0, space) !== AUTH_SCHEME) {
+    throw malformed(`expected the ${AUTH_SCHEME} scheme`);
+  }
   const parts = header.slice(space + 1).split(".");
-  if (parts.length !== 4) throw bad("expected four dot-separated parts");
+  if (parts.length !== 4) throw malformed("expected four dot-separated parts");
   const [cert, ts, nonce, sig] = parts as [string, string, string, string];
-  if (!/^[0-9]{1,15}$/.test(ts)) throw bad("the timestamp is not a decimal number");
+  if (!/^[0-9]{1,15}$/.test(ts)) throw malformed("the timestamp is not a decimal number");
   try {
     const parsed = {
-      certificate: fromBase64url(cert, LIMITS.certificateBytes),
+      certificateText: cert,
+      certificate: known(cert) ? undefined : fromBase64url(cert, LIMITS.certificateBytes),
       timestamp: Number(ts),
       nonce: fromBase64url(nonce, 64),
       signature: fromBase64url(sig, 128),
     };
-    if (parsed.nonce.byteLength !== NONCE_BYTES) throw bad(`the nonce must be ${NONCE_BYTES} bytes`);
+    if (parsed.nonce.byteLength !== NONCE_BYTES) throw malformed(`the nonce must be ${NONCE_BYTES} bytes`);
     return parsed;
   } catch (e) {
     if (e instanceof ProtocolError && e.code === "auth_invalid") throw e;
-    throw bad("a part is not base64url");
+    throw malformed("a part is not base64url");
+  }
+}
+
+function decodeCertificate(text: string): Uint8Array {
+  try {
+    return fromBase64url(text, LIMITS.certificateBytes);
+  } catch {
+    throw malformed("a part is not base64url");
   }
 }
 
 /**
  * Devices send the same certificate with every request, and checking its signature was half the cost of
- * a request. Verified certificates are remembered by their exact bytes (bounded); the clock-dependent part
+ * a request. Verified certificates are remembered by the exact text they travel as (strict base64url, so
+ * one text is one byte string), which also spares decoding them again; bounded. The clock-dependent part
  * of CERT-6 is checked again on every use.
  */
 const verifiedCertificates = new Map<string, DeviceCertificate>();
 const MAX_CACHED_CERTIFICATES = 10_000;
 
-async function verifiedCertificate(bytes: Uint8Array, now: number): Promise<DeviceCertificate> {
-  const id = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
-  let cert = verifiedCertificates.get(id);
+async function verifiedCertificate(
+  text: string,
+  bytes: Uint8Array | undefined,
+  now: number,
+): Promise<DeviceCertificate> {
+  let cert = verifiedCertificates.get(text);
   if (cert === undefined) {
-    cert = await verifyDeviceCertificate(decodeDeviceCertificate(bytes), now, { checkTimes: false });
+    const decoded = decodeDeviceCertificate(bytes ?? decodeCertificate(text));
+    cert = await verifyDeviceCertificate(decoded, now, { checkTimes: false });
     if (verifiedCertificates.size >= MAX_CACHED_CERTIFICATES) {
       verifiedCertificates.delete(verifiedCertificates.keys().next().value!);
     }
-    verifiedCertificates.set(id, cert);
+    verifiedCertificates.set(text, cert);
   }
   checkCertificateTimes(cert, now);
   return cert;
@@ -146,12 +180,12 @@ export async function verifyRequest(
   target: RequestTarget,
   opts: VerifyRequestOptions,
 ): Promise<DeviceCertificate> {
-  const auth = parseAuthorization(header);
+  const auth = parseHeader(header, (text) => verifiedCertificates.has(text));
   const now = opts.now ?? Math.floor(Date.now() / 1000);
   if (Math.abs(now - auth.timestamp) > AUTH_MAX_SKEW_SECONDS) throw new ProtocolError("auth_expired"); // REQ-2
   let cert: DeviceCertificate;
   try {
-    cert = await verifiedCertificate(auth.certificate, now); // REQ-3
+    cert = await verifiedCertificate(auth.certificateText, auth.certificate, now); // REQ-3
   } catch (e) {
     if (e instanceof ProtocolError) throw new ProtocolError("auth_invalid", e.message);
     throw e;
@@ -166,6 +200,7 @@ export async function verifyRequest(
   const fresh = await opts.nonces.claim(
     `${cert.deviceIdText}:${toBase64url(auth.nonce)}`,
     AUTH_NONCE_TTL_SECONDS,
+    cert,
   );
   if (!fresh) throw new ProtocolError("auth_replayed"); // REQ-5
   return cert;

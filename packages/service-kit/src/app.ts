@@ -10,6 +10,7 @@ import { z } from "zod";
 import { Health, LIMITS, WellKnownServices } from "@mastodon-mls/protocol";
 import { installBodyParsers } from "./rawBody.js";
 import { body, installErrorHandling } from "./errorHandler.js";
+import { clusterMetrics } from "./cluster.js";
 import { createMetrics, installHttpMetrics, type ServiceMetrics } from "./metrics.js";
 import type { Logger } from "./logger.js";
 
@@ -25,6 +26,8 @@ export interface ServiceAppOptions {
   trustProxy?: boolean;
   /** Collect process metrics (off in tests that start many apps). */
   defaultMetrics?: boolean;
+  /** A worker of a clustered service (`startClusterPrimary`): /metrics answers for every worker. */
+  clusterWorker?: boolean;
 }
 
 /**
@@ -72,7 +75,7 @@ export async function createServiceApp(opts: ServiceAppOptions) {
     transform: jsonSchemaTransform,
   });
   const metrics: ServiceMetrics = createMetrics(opts.name, opts.defaultMetrics ?? false);
-  installHttpMetrics(app, metrics);
+  installHttpMetrics(app, metrics, opts.clusterWorker ? clusterMetrics(metrics.registry) : undefined);
   app.get(
     "/openapi.json",
     {

@@ -6,3 +6,4 @@ export * from "./rawBody.js";
 export * from "./deviceAuth.js";
 export * from "./metrics.js";
 export * from "./app.js";
+export * from "./cluster.js";

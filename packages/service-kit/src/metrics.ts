@@ -30,7 +30,12 @@ export function createMetrics(prefix: string, defaults = true): ServiceMetrics {
   };
 }
 
-export function installHttpMetrics(app: FastifyInstance, metrics: ServiceMetrics): void {
+/** `text`: the exposition served at /metrics; this process's registry unless the service is clustered. */
+export function installHttpMetrics(
+  app: FastifyInstance,
+  metrics: ServiceMetrics,
+  text: () => Promise<string> = () => metrics.registry.metrics(),
+): void {
   app.addHook("onResponse", (req, reply, done) => {
     // The route pattern, never the raw URL: label values must stay few.
     const route = req.routeOptions.url ?? "unmatched";
@@ -45,6 +50,6 @@ export function installHttpMetrics(app: FastifyInstance, metrics: ServiceMetrics
   };
   app.get("/metrics", { schema }, async (_req, reply) => {
     reply.header("content-type", metrics.registry.contentType);
-    return metrics.registry.metrics();
+    return text();
   });
 }

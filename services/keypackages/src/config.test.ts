@@ -1,3 +1,4 @@
+import os from "node:os";
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "@mastodon-mls/service-kit";
 import { DEFAULT_RATE_LIMITS, loadDirectoryConfig } from "./config.js";
@@ -19,7 +20,21 @@ describe("loadDirectoryConfig", () => {
       rateLimits: { enabled: true, ...DEFAULT_RATE_LIMITS },
       sweepIntervalSeconds: 60,
       deviceListRequired: false,
+      workers: 1,
     });
+  });
+
+  it("reads WORKERS: a count, or auto for one per core, and more than one only on Redis", () => {
+    const redis = { MASTODON_URL: "https://s.example", STORE: "redis", REDIS_URL: "redis://127.0.0.1:6379" };
+    expect(loadDirectoryConfig({ ...redis, WORKERS: "3" }).workers).toBe(3);
+    expect(loadDirectoryConfig({ ...redis, WORKERS: "auto" }).workers).toBe(os.availableParallelism());
+    for (const bad of ["0", "65", "1.5", "many"]) {
+      expect(() => loadDirectoryConfig({ ...redis, WORKERS: bad }), bad).toThrow(/WORKERS/);
+    }
+    expect(() => loadDirectoryConfig({ MASTODON_URL: "https://s.example", WORKERS: "2" })).toThrow(
+      /WORKERS: more than 1 needs STORE=redis/,
+    );
+    expect(loadDirectoryConfig({ MASTODON_URL: "https://s.example", WORKERS: "1" }).workers).toBe(1);
   });
 
   it("reads DEVICE_LIST_REQUIRED (true or false only)", () => {

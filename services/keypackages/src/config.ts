@@ -1,3 +1,4 @@
+import os from "node:os";
 import { z } from "zod";
 import { DEFAULT_PORTS } from "@mastodon-mls/protocol";
 import {
@@ -81,8 +82,23 @@ const DirectoryEnv = z
     DEVICE_LIST_REQUIRED: z.enum(["true", "false"]).default("false"),
     /** How often expired KeyPackages are purged and the stored gauge is refreshed; 0 turns the sweep off. */
     SWEEP_INTERVAL_SECONDS: z.coerce.number().int().min(0).max(86_400).default(60),
+    /**
+     * Processes serving the port (node:cluster); `auto`: one per core. Each is a whole directory on the
+     * shared Redis, so more than one needs STORE=redis.
+     */
+    WORKERS: z
+      .union([z.literal("auto"), z.coerce.number().int().min(1).max(64)])
+      .default(1)
+      .transform((w) => (w === "auto" ? os.availableParallelism() : w)),
   })
-  .superRefine(requireRedisWhenSelected);
+  .superRefine(requireRedisWhenSelected)
+  .superRefine((cfg, ctx) => {
+    // In-memory nonces, counters and KeyPackages are per process: workers would each hand out their
+    // own, and accept a request another one already saw.
+    if (cfg.WORKERS > 1 && cfg.STORE !== "redis") {
+      ctx.addIssue({ code: "custom", path: ["WORKERS"], message: "more than 1 needs STORE=redis" });
+    }
+  });
 
 export interface DirectoryConfig {
   host: string;
@@ -102,6 +118,8 @@ export interface DirectoryConfig {
   sweepIntervalSeconds: number;
   /** Accounts without a device list can neither register, upload nor be claimed (D7). */
   deviceListRequired: boolean;
+  /** Processes serving the port: 1 is this process alone; more run as a node:cluster (`serveDirectory`). */
+  workers: number;
 }
 
 /** Validates the environment; throws a ConfigError naming every bad variable. */
@@ -128,5 +146,6 @@ export function loadDirectoryConfig(env: Record<string, string | undefined>): Di
     },
     sweepIntervalSeconds: e.SWEEP_INTERVAL_SECONDS,
     deviceListRequired: e.DEVICE_LIST_REQUIRED === "true",
+    workers: e.WORKERS,
   };
 }

@@ -1,10 +1,9 @@
-import type { NonceStore } from "@mastodon-mls/bridge";
 import type { Logger } from "@mastodon-mls/service-kit";
 import type { DirectoryConfig } from "./config.js";
 import type { InstanceDomain } from "./mastodon/instanceDomain.js";
 import type { TokenVerifier } from "./mastodon/tokenVerifier.js";
 import type { DirectoryMetrics } from "./metrics.js";
-import type { DirectoryLimiters } from "./rateLimits.js";
+import type { Admitter, DirectoryLimiters } from "./rateLimits.js";
 import type { DirectoryStore, StoreLimits } from "./store/directoryStore.js";
 
 /** Everything a route needs, built once from the config and handed to every route plugin. */
@@ -13,12 +12,13 @@ export interface DirectoryContext {
   log: Logger;
   store: DirectoryStore;
   limits: StoreLimits;
-  nonces: NonceStore;
+  /** Spends request nonces and counts the requester rate limits (README "Rate limits"). */
+  admission: Admitter;
+  /** The plugin-backed limiters, each undefined when RATE_LIMITS=off; claims count `target` with them. */
+  limiters: DirectoryLimiters;
   instance: InstanceDomain;
   tokens: TokenVerifier;
   metrics: DirectoryMetrics;
-  /** Each undefined when RATE_LIMITS=off. */
-  limiters: DirectoryLimiters;
   /** Seconds since the Unix epoch. */
   now: () => number;
 }

@@ -1,6 +1,7 @@
 export { createDirectory, DIRECTORY_BODY_LIMIT, SERVICE_VERSION } from "./directory.js";
 export type { Directory, DirectoryDeps } from "./directory.js";
 export { loadDirectoryConfig, type DirectoryConfig } from "./config.js";
+export { serveDirectory, type ServingDirectory } from "./serve.js";
 export type { DirectoryContext } from "./context.js";
 export * from "./store/directoryStore.js";
 export { MemoryDirectoryStore } from "./store/memoryStore.js";

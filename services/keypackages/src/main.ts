@@ -1,6 +1,6 @@
 import { ConfigError, createRootLogger } from "@mastodon-mls/service-kit";
 import { loadDirectoryConfig, type DirectoryConfig } from "./config.js";
-import { createDirectory } from "./directory.js";
+import { serveDirectory } from "./serve.js";
 
 let config: DirectoryConfig;
 try {
@@ -12,14 +12,23 @@ try {
 }
 
 const log = createRootLogger({ level: config.logLevel, name: "keypackages" });
-const directory = await createDirectory(config, { logger: log });
-const url = await directory.listen();
-log.info({ url, store: config.store, mastodon: config.mastodonUrl }, "key-package directory listening");
+const serving = await serveDirectory(config, log, { env: process.env });
+// Workers of a cluster answer to their primary, which logs once for all of them.
+if (serving.role !== "worker") {
+  log.info(
+    { url: serving.url, store: config.store, mastodon: config.mastodonUrl, workers: config.workers },
+    "key-package directory listening",
+  );
+}
+serving.stopped.catch((err: unknown) => {
+  log.fatal({ err }, "the directory stopped");
+  process.exit(1);
+});
 
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
   process.once(signal, () => {
     log.info({ signal }, "shutting down");
-    directory.close().then(
+    serving.close().then(
       () => process.exit(0),
       (err: unknown) => {
         log.error({ err }, "shutdown failed");

@@ -1,5 +1,5 @@
 import rateLimit from "@fastify/rate-limit";
-import type { FastifyInstance, FastifyRequest, preValidationAsyncHookHandler } from "fastify";
+import type { FastifyInstance, FastifyReply, FastifyRequest } from "fastify";
 import type { Redis } from "ioredis";
 import { ProtocolError } from "@mastodon-mls/protocol";
 import type { RateLimit, RateLimits } from "./config.js";
@@ -7,10 +7,16 @@ import type { DirectoryMetrics } from "./metrics.js";
 import type { RedisKeys } from "./store/redisKeys.js";
 
 // The directory's rate limits (README "Rate limits"), counted by @fastify/rate-limit: its Redis store
-// (one Lua INCR + PEXPIRE per hit, a fixed window per key) with STORE=redis, so every replica shares the
-// counters; its in-memory LRU store otherwise.
+// (one Lua INCR + PEXPIRE per hit, a fixed window per key) with STORE=redis, so every replica and worker
+// shares the counters; its in-memory LRU store otherwise. A request is admitted once its credentials
+// checked out: the device-signed request's nonce is spent first (a replay is refused there and counts
+// nothing), then the request is counted against each of its limits in order, stopping at the first one
+// it is over (so it is not counted against the limits after it). The `target` limit is counted by the
+// claim route per account it names, and downgrades the claim instead of refusing it (D4).
 
 export type LimitName = "device" | "domain" | "target" | "account";
+/** The limits that refuse a request (`target` downgrades a claim instead). */
+export type RequesterLimit = Exclude<LimitName, "target">;
 
 export interface LimitOutcome {
   exceeded: boolean;
@@ -27,10 +33,11 @@ export interface Limiter {
   hit(req: FastifyRequest, key: string): Promise<LimitOutcome>;
 }
 
+/** Each undefined when RATE_LIMITS=off. */
 export type DirectoryLimiters = Record<LimitName, Limiter | undefined>;
 
 /** Entries the in-memory store keeps per limit; the least recently used key beyond that is forgotten. */
-const MEMORY_KEYS_PER_LIMIT = 100_000;
+export const MEMORY_KEYS_PER_LIMIT = 100_000;
 
 const LIMIT_KEY = Symbol("rateLimitKey");
 type KeyedRequest = FastifyRequest & { [LIMIT_KEY]: string };
@@ -102,33 +109,84 @@ async function createLimiter(
   };
 }
 
-const REFUSALS: Record<Exclude<LimitName, "target">, string> = {
+/** One count: the limit, and the key it is counted under (a device id, a domain, an acct). */
+export interface Hit {
+  limit: RequesterLimit;
+  key: string;
+}
+
+/** The first limit a request went over, and the whole seconds until its window ends (at least 1). */
+export interface Refusal {
+  limit: RequesterLimit;
+  retryAfterSeconds: number;
+}
+
+/** "replayed": the nonce was seen before and nothing was counted; else the refusal, if any. */
+export type Admission = "replayed" | { refusal: Refusal | undefined };
+
+export interface Admitter {
+  /**
+   * Spends `nonce` (when given; one already spent is "replayed" and nothing is counted), then counts
+   * `req` against each hit in order, stopping at the first one over its limit.
+   */
+  admit(
+    req: FastifyRequest,
+    nonce: { key: string; ttlSeconds: number } | undefined,
+    hits: readonly Hit[],
+  ): Promise<Admission>;
+}
+
+/** Where nonces are spent: the bridge's MemoryNonceStore or service-kit's RedisNonceStore. */
+export interface NonceSpender {
+  /** True the first time a key is seen within `ttlSeconds`; false for a replay. */
+  claim(key: string, ttlSeconds: number): Promise<boolean>;
+}
+
+const ADMITTED: Admission = { refusal: undefined };
+
+/** The nonce store, then the plugin-backed limiters, one after the other. */
+export class LimiterAdmitter implements Admitter {
+  constructor(
+    private readonly nonces: NonceSpender,
+    private readonly limiters: DirectoryLimiters,
+  ) {}
+
+  async admit(
+    req: FastifyRequest,
+    nonce: { key: string; ttlSeconds: number } | undefined,
+    hits: readonly Hit[],
+  ): Promise<Admission> {
+    if (nonce && !(await this.nonces.claim(nonce.key, nonce.ttlSeconds))) return "replayed";
+    for (const { limit, key } of hits) {
+      const limiter = this.limiters[limit];
+      if (!limiter) continue;
+      const outcome = await limiter.hit(req, key);
+      if (outcome.exceeded) return { refusal: { limit, retryAfterSeconds: outcome.retryAfterSeconds } };
+    }
+    return ADMITTED;
+  }
+}
+
+const REFUSALS: Record<RequesterLimit, string> = {
   device: "This device made too many requests",
   domain: "Devices of this requester's domain made too many claims",
   account: "This account made too many registrations and uploads",
 };
 
-/**
- * A preValidation hook, run after authentication: counts the request against `limiter` under the key
- * `keyOf` gives, and refuses it with 429 `rate_limited` and `Retry-After` once over the limit.
- */
-export function enforceLimit(
-  limiter: Limiter | undefined,
+/** Refuses a request over `refusal`'s limit: 429 `rate_limited` with `Retry-After`. */
+export function refuse(
+  reply: FastifyReply,
   metrics: DirectoryMetrics,
-  keyOf: (req: FastifyRequest) => string,
-): preValidationAsyncHookHandler {
-  return async (req, reply) => {
-    if (!limiter) return;
-    const outcome = await limiter.hit(req, keyOf(req));
-    if (!outcome.exceeded) return;
-    metrics.rateLimited.inc({ limit: limiter.name });
-    void reply.header("retry-after", String(outcome.retryAfterSeconds));
-    const name = limiter.name as Exclude<LimitName, "target">;
-    throw new ProtocolError(
-      "rate_limited",
-      `${REFUSALS[name]} (at most ${limiter.limit.max} per ${limiter.limit.windowSeconds} s); ` +
-        `retry in ${outcome.retryAfterSeconds} s.`,
-      { limit: limiter.name, retry_after: outcome.retryAfterSeconds },
-    );
-  };
+  limits: RateLimits,
+  refusal: Refusal,
+): never {
+  const limit: RateLimit = limits[refusal.limit];
+  metrics.rateLimited.inc({ limit: refusal.limit });
+  void reply.header("retry-after", String(refusal.retryAfterSeconds));
+  throw new ProtocolError(
+    "rate_limited",
+    `${REFUSALS[refusal.limit]} (at most ${limit.max} per ${limit.windowSeconds} s); ` +
+      `retry in ${refusal.retryAfterSeconds} s.`,
+    { limit: refusal.limit, retry_after: refusal.retryAfterSeconds },
+  );
 }

@@ -1,7 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DevMastodon } from "@mastodon-mls/dev-mastodon";
 import { parseKeyPackage } from "@mastodon-mls/bridge";
-import { fromBase64url } from "@mastodon-mls/protocol";
+import { ClaimResult, ClaimedKeyPackage, fromBase64url } from "@mastodon-mls/protocol";
+import { z } from "zod";
 import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
 import { b64, createTestDevice, deviceSigned, keyPackageOf, type TestDevice } from "../testing/devices.js";
 import {
@@ -45,8 +46,20 @@ async function claim(
     body,
     now: opts.now ?? clock,
   });
-  return { signed, answer: await call(dir.url, "/v1/claims", { method: "POST", ...signed }) };
+  const answer = await call(dir.url, "/v1/claims", { method: "POST", ...signed });
+  // The route writes its 200s without the schema's encoder: every one must still be exactly one.
+  if (answer.status === 200) expect(StrictClaimResponse.parse(answer.json)).toEqual(answer.json);
+  return { signed, answer };
 }
+
+const StrictClaimResponse = z.strictObject({
+  accounts: z.array(
+    z.strictObject({
+      ...ClaimResult.shape,
+      key_packages: z.array(z.strictObject(ClaimedKeyPackage.shape)),
+    }),
+  ),
+});
 
 describe("POST /v1/claims", () => {
   it("hands each KeyPackage to exactly one of 50 concurrent requesters, then the last-resort one", async () => {

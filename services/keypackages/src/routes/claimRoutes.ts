@@ -1,10 +1,9 @@
-import type { FastifyPluginAsyncZod } from "fastify-type-provider-zod";
-import { ClaimBody, ClaimResponse, toBase64url, type ClaimResult } from "@mastodon-mls/protocol";
+import { serializerCompiler, type FastifyPluginAsyncZod } from "fastify-type-provider-zod";
+import { ClaimBody, ClaimResponse, type ClaimResult } from "@mastodon-mls/protocol";
 import type { DirectoryContext } from "../context.js";
 import { namedAccount, type NamedAccount } from "./accountParam.js";
 import { deviceOf, requireDevice } from "./authentication.js";
 import { errorResponses } from "./errorResponses.js";
-import { enforceLimit } from "../rateLimits.js";
 
 /** POST /v1/claims: device-signed by any device, of any instance (its certificate is self-contained). */
 export const claimRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> = async (app, { ctx }) => {
@@ -29,11 +28,16 @@ export const claimRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> = asy
         body: ClaimBody,
         response: { 200: ClaimResponse, ...errorResponses(400, 401, 413, 415, 429, 502, 503) },
       },
-      preValidation: [
-        requireDevice(ctx),
-        enforceLimit(ctx.limiters.device, ctx.metrics, (req) => deviceOf(req).deviceIdText),
-        enforceLimit(ctx.limiters.domain, ctx.metrics, (req) => domainOf(deviceOf(req).acct)),
-      ],
+      preValidation: requireDevice(ctx, ["device", "domain"]),
+      // A 200 is built below from canonical accts and what the store holds, every field of which was
+      // checked on its way in; zod's encoder re-checked ~2 KB of base64url per KeyPackage on every
+      // claim. So it is written as it is; ClaimResponse still documents it (OpenAPI), the tests hold
+      // every answer to it, and errors keep the schema's serializer.
+      serializerCompiler: (route) =>
+        route.httpStatus === "200"
+          ? (data) => JSON.stringify(data)
+          : // Fastify hands a serializer compiler the schema of one status, not the route's.
+            serializerCompiler(route as unknown as Parameters<typeof serializerCompiler>[0]),
     },
     async (req) => {
       const requester = deviceOf(req);
@@ -52,42 +56,44 @@ export const claimRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> = asy
       const claimAccount = async ({ acct, domain }: NamedAccount): Promise<ClaimResult> => {
         const result: ClaimResult = { acct, status: "ok", key_packages: [], exhausted: [] };
         if (domain !== localDomain) return { ...result, status: "foreign" };
-        // Registrations are always a subset of the current list (a new list removes the others in the
-        // same step, and registrations are checked against it), so the registered devices are the ones
-        // to claim. Without a list, the account is claimable only while lists are not required (D7).
-        const [devices, unlisted] = await Promise.all([
-          ctx.store.listDevices(acct),
-          ctx.config.deviceListRequired ? ctx.store.getDeviceList(acct).then((l) => l === undefined) : false,
-        ]);
-        if (devices.length === 0 || unlisted) return { ...result, status: "no_devices" };
-        // The requesting device never needs a KeyPackage of its own: it cannot add itself.
-        const targets = devices.filter(
-          (d) => d.deviceId !== requester.deviceIdText || d.acct !== requester.acct,
-        );
-        if (targets.length === 0) return result;
-        // Nobody drains an account: once the claims naming it spent its budget for the window, its
-        // devices hand out their last-resort KeyPackages only (README "Rate limits").
-        const budget = await ctx.limiters.target?.hit(req, acct);
-        const lastResortOnly = budget?.exceeded ?? false;
-        if (lastResortOnly) ctx.metrics.rateLimited.inc({ limit: "target" });
-        const claimed = await Promise.all(
-          targets.map((d) => ctx.store.claim(acct, d.deviceId, memoKey, now, { lastResortOnly })),
-        );
-        targets.forEach((device, i) => {
-          const kp = claimed[i];
+        const scope = {
+          excludeDeviceId: requester.acct === acct ? requester.deviceIdText : undefined,
+          listRequired: ctx.config.deviceListRequired,
+        };
+        // Nobody drains an account: each claim naming it counts against its `target` budget (the
+        // plugin-backed limiter), and once the claims of the window spent it, its devices hand out their
+        // last-resort KeyPackages only (README "Rate limits", D4). Only accounts with devices to claim
+        // from (other than the requester's) are counted, so that naming made-up accounts creates no
+        // counters and cannot push real ones out of the in-memory store.
+        let overBudget = false;
+        const target = ctx.limiters.target;
+        if (target) {
+          const targets = await ctx.store.claimTargets(acct, scope);
+          if (targets === "no_devices") return { ...result, status: "no_devices" };
+          if (targets > 0) overBudget = (await target.hit(req, acct)).exceeded;
+        }
+        // One step of the store: the registered devices (always a subset of the current list: a new
+        // list removes the others in the same step, and registrations are checked against it), unless
+        // the account has no list while lists are required (D7); and one KeyPackage per device, last-
+        // resort ones only when over budget. The requesting device never needs a KeyPackage of its
+        // own: it cannot add itself.
+        const claimed = await ctx.store.claimAccount(acct, { ...scope, memoKey, now, overBudget });
+        if (claimed.status === "no_devices") return { ...result, status: "no_devices" };
+        if (overBudget && claimed.devices.length > 0) ctx.metrics.rateLimited.inc({ limit: "target" });
+        for (const { deviceId, claimed: kp } of claimed.devices) {
           if (!kp) {
-            result.exhausted.push(device.deviceId);
+            result.exhausted.push(deviceId);
             ctx.metrics.exhausted.inc();
-            return;
+            continue;
           }
           if (kp.replayed) ctx.metrics.claimReplays.inc();
           else ctx.metrics.handedOut.inc({ kind: kp.lastResort ? "last_resort" : "ordinary" });
           result.key_packages.push({
-            device_id: device.deviceId,
-            key_package: toBase64url(kp.keyPackage),
+            device_id: deviceId,
+            key_package: kp.keyPackage,
             last_resort: kp.lastResort,
           });
-        });
+        }
         return result;
       };
 
@@ -95,8 +101,3 @@ export const claimRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> = asy
     },
   );
 };
-
-/** The domain of a canonical `user@domain`. */
-function domainOf(acct: string): string {
-  return acct.slice(acct.lastIndexOf("@") + 1);
-}

@@ -12,7 +12,6 @@ import {
 } from "@mastodon-mls/protocol";
 import type { DirectoryContext } from "../context.js";
 import { LIST_CHANGED, survives, withCurrentList } from "../deviceLists.js";
-import { enforceLimit } from "../rateLimits.js";
 import { namedAccount } from "./accountParam.js";
 import { accountOf, requireAccount } from "./authentication.js";
 import { errorResponses } from "./errorResponses.js";
@@ -48,10 +47,7 @@ export const deviceListRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> 
           ...errorResponses(400, 401, 403, 409, 413, 415, 429, 502, 503),
         },
       },
-      preValidation: [
-        requireAccount(ctx),
-        enforceLimit(ctx.limiters.account, ctx.metrics, (req) => accountOf(req).acct),
-      ],
+      preValidation: requireAccount(ctx),
     },
     async (req) => {
       const account = accountOf(req);

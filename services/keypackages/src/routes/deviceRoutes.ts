@@ -17,7 +17,6 @@ import { LIST_CHANGED, checkListed, withCurrentList } from "../deviceLists.js";
 import { namedAccount } from "./accountParam.js";
 import { accountOf, requireAccount } from "./authentication.js";
 import { errorResponses } from "./errorResponses.js";
-import { enforceLimit } from "../rateLimits.js";
 
 /** PUT /v1/devices/:deviceId (bearer token) and GET /v1/accounts/:acct/devices (public). */
 export const deviceRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> = async (app, { ctx }) => {
@@ -45,10 +44,7 @@ export const deviceRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> = as
           ...errorResponses(400, 401, 403, 409, 413, 415, 429, 502, 503),
         },
       },
-      preValidation: [
-        requireAccount(ctx),
-        enforceLimit(ctx.limiters.account, ctx.metrics, (req) => accountOf(req).acct),
-      ],
+      preValidation: requireAccount(ctx),
     },
     async (req, reply) => {
       const account = accountOf(req);

@@ -12,7 +12,6 @@ import { LIST_CHANGED, checkListed, checkRegisteredListed, withCurrentList } fro
 import { verifyUpload } from "../keyPackageUpload.js";
 import { accountOf, deviceOf, requireAccount, requireDevice } from "./authentication.js";
 import { errorResponses } from "./errorResponses.js";
-import { enforceLimit } from "../rateLimits.js";
 
 const DeviceParams = z.object({ deviceId: DeviceId });
 
@@ -41,10 +40,7 @@ export const keyPackageRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> 
           ...errorResponses(400, 401, 403, 404, 409, 413, 415, 429, 502, 503),
         },
       },
-      preValidation: [
-        requireAccount(ctx),
-        enforceLimit(ctx.limiters.account, ctx.metrics, (req) => accountOf(req).acct),
-      ],
+      preValidation: requireAccount(ctx),
     },
     async (req) => {
       const account = accountOf(req);
@@ -94,10 +90,7 @@ export const keyPackageRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> 
         params: DeviceParams,
         response: { 200: KeyPackageCount, ...errorResponses(400, 401, 403, 404, 429, 503) },
       },
-      preValidation: [
-        requireDevice(ctx),
-        enforceLimit(ctx.limiters.device, ctx.metrics, (req) => deviceOf(req).deviceIdText),
-      ],
+      preValidation: requireDevice(ctx, ["device"]),
     },
     async (req) => {
       const requester = deviceOf(req);

@@ -112,6 +112,40 @@ export interface ClaimOptions {
   lastResortOnly?: boolean;
 }
 
+/** One claim of one account (`POST /v1/claims` does one per local account it names). */
+export interface AccountClaim {
+  /** The requesting device's id when it is one of this account's: it is never handed its own KeyPackage. */
+  excludeDeviceId?: string | undefined;
+  /** Requester device and claim id, as for `claim`. */
+  memoKey: string | undefined;
+  now: number;
+  /** An account without a device list has nothing to claim (DEVICE_LIST_REQUIRED, D7). */
+  listRequired: boolean;
+  /**
+   * The claims naming this account spent its `target` budget for the window (README "Rate limits",
+   * counted by the caller): its devices hand out last-resort KeyPackages only (a memo is still repeated).
+   */
+  overBudget?: boolean | undefined;
+}
+
+/** A claimed KeyPackage as it is served: base64url, as the store keeps it. */
+export interface ServedKeyPackage {
+  keyPackage: string;
+  lastResort: boolean;
+  replayed: boolean;
+}
+
+export type AccountClaimResult =
+  | { status: "no_devices" }
+  | {
+      status: "ok";
+      /** Oldest registration first, the requester's own device left out; undefined: nothing left. */
+      devices: { deviceId: string; claimed: ServedKeyPackage | undefined }[];
+    };
+
+/** See DirectoryStore.claimTargets. */
+export type ClaimTargets = "no_devices" | number;
+
 /** What a sweep found still stored after purging everything expired. */
 export interface StoreStats {
   /** Unexpired ordinary KeyPackages, all devices together. */
@@ -153,6 +187,21 @@ export interface DirectoryStore {
     now: number,
     options?: ClaimOptions,
   ): Promise<ClaimedKeyPackage | undefined>;
+  /**
+   * One atomic step: the account's registered devices (none: "no_devices") and `claim` for each device
+   * but the requester's (`lastResortOnly` when `overBudget`). What `POST /v1/claims` does per local account, in one
+   * round trip to the store.
+   */
+  claimAccount(acct: string, claim: AccountClaim): Promise<AccountClaimResult>;
+  /**
+   * What `claimAccount` would find, taking nothing: "no_devices" as it would say it, else how many
+   * devices other than the requester's it would claim from. Claims count the account's `target` budget
+   * only when that is more than 0 (README "Rate limits").
+   */
+  claimTargets(
+    acct: string,
+    claim: Pick<AccountClaim, "excludeDeviceId" | "listRequired">,
+  ): Promise<ClaimTargets>;
   /** The account's current device list and continuity statements; undefined before its first list. */
   getDeviceList(acct: string): Promise<StoredDeviceList | undefined>;
   /**

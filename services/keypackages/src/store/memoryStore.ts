@@ -1,8 +1,12 @@
 import { bytesEqual } from "@mastodon-mls/bridge";
+import { toBase64url } from "@mastodon-mls/protocol";
 import {
   DEFAULT_STORE_LIMITS,
+  type AccountClaim,
+  type AccountClaimResult,
   type AddKeyPackagesResult,
   type ClaimOptions,
+  type ClaimTargets,
   type ClaimedKeyPackage,
   type DeviceListReplacement,
   type DeviceRecord,
@@ -124,15 +128,58 @@ export class MemoryDirectoryStore implements DirectoryStore {
     options: ClaimOptions = {},
   ): Promise<ClaimedKeyPackage | undefined> {
     const account = this.accounts.get(acct);
-    const stock = account?.stock.get(deviceId);
+    const picked = account && this.claimNow(account, deviceId, memoKey, now, options.lastResortOnly ?? false);
+    return picked && { ...picked, keyPackage: picked.keyPackage.slice() };
+  }
+
+  async claimTargets(
+    acct: string,
+    claim: Pick<AccountClaim, "excludeDeviceId" | "listRequired">,
+  ): Promise<ClaimTargets> {
+    const account = this.accounts.get(acct);
+    if (!account || account.devices.size === 0 || (claim.listRequired && !account.deviceList)) {
+      return "no_devices";
+    }
+    const excluded = claim.excludeDeviceId !== undefined && account.devices.has(claim.excludeDeviceId);
+    return account.devices.size - (excluded ? 1 : 0);
+  }
+
+  async claimAccount(acct: string, claim: AccountClaim): Promise<AccountClaimResult> {
+    const account = this.accounts.get(acct);
+    if (!account || account.devices.size === 0 || (claim.listRequired && !account.deviceList)) {
+      return { status: "no_devices" };
+    }
+    const targets = [...account.devices.values()]
+      .filter((d) => d.deviceId !== claim.excludeDeviceId)
+      .sort((a, b) => a.registeredAt - b.registeredAt || compare(a.deviceId, b.deviceId));
+    const lastResortOnly = claim.overBudget ?? false;
+    return {
+      status: "ok",
+      devices: targets.map(({ deviceId }) => {
+        const picked = this.claimNow(account, deviceId, claim.memoKey, claim.now, lastResortOnly);
+        return {
+          deviceId,
+          claimed: picked && { ...picked, keyPackage: toBase64url(picked.keyPackage) },
+        };
+      }),
+    };
+  }
+
+  /** One device's claim (see DirectoryStore.claim); the KeyPackage returned is the stored one, not a copy. */
+  private claimNow(
+    account: Account,
+    deviceId: string,
+    memoKey: string | undefined,
+    now: number,
+    lastResortOnly: boolean,
+  ): ClaimedKeyPackage | undefined {
+    const stock = account.stock.get(deviceId);
     if (!stock) return undefined;
     prune(stock, now);
     const memo = memoKey === undefined ? undefined : stock.memos.get(memoKey);
-    if (memo) {
-      return { keyPackage: memo.keyPackage.slice(), lastResort: memo.lastResort, replayed: true };
-    }
+    if (memo) return { keyPackage: memo.keyPackage, lastResort: memo.lastResort, replayed: true };
     let picked: { kp: StoredKeyPackage; lastResort: boolean } | undefined;
-    const next = options.lastResortOnly ? undefined : soonestToExpire(stock.pool);
+    const next = lastResortOnly ? undefined : soonestToExpire(stock.pool);
     if (next) {
       stock.pool.delete(next.ref);
       stock.spent.set(next.ref, next.notAfter);
@@ -148,7 +195,7 @@ export class MemoryDirectoryStore implements DirectoryStore {
         notAfter: picked.kp.notAfter,
         until: now + this.limits.claimMemoSeconds,
       });
-    return { keyPackage: picked.kp.keyPackage.slice(), lastResort: picked.lastResort, replayed: false };
+    return { keyPackage: picked.kp.keyPackage, lastResort: picked.lastResort, replayed: false };
   }
 
   async getDeviceList(acct: string): Promise<StoredDeviceList | undefined> {

@@ -20,7 +20,11 @@
 export class RedisKeys {
   constructor(private readonly prefix: string) {}
 
-  private account(acct: string): string {
+  /**
+   * What every key of an account starts with. The claim script derives the per-device keys below from
+   * it (`<base>:pool:<device>` …), so their shapes must not change without it.
+   */
+  account(acct: string): string {
     return `${this.prefix}{${acct}}`;
   }
 

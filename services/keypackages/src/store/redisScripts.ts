@@ -121,45 +121,106 @@ return {count, hasLr}
 `);
 
 /**
+ * claim_one: one device's claim, the whole of DirectoryStore.claim. pool, kps, spent, last-resort, memo
+ * (of this requester and claim id for this device) are that device's keys; memo_ttl 0: no memo is read or
+ * written; last_resort_only: the target account's claim budget is spent, so no ordinary KeyPackage is
+ * taken (a memo is still repeated).
+ * Returns kp, last_resort ('0'|'1'), replayed (0|1), or false when the device has nothing to give.
+ */
+const CLAIM_ONE = `
+local function claim_one(pool, kps, spent, lastresort, memo, now, memo_ttl, last_resort_only)
+  if memo_ttl > 0 then
+    local m = redis.call('HMGET', memo, 'kp', 'last_resort', 'not_after', 'until')
+    if m[1] and tonumber(m[3]) > now and tonumber(m[4]) > now then return m[1], m[2], 1 end
+  end
+  prune(pool, kps, spent, now)
+  local kp, lr, notAfter
+  while not last_resort_only do
+    local popped = redis.call('ZPOPMIN', pool)
+    if #popped == 0 then break end
+    local bytes = redis.call('HGET', kps, popped[1])
+    redis.call('HDEL', kps, popped[1])
+    if bytes then
+      redis.call('ZADD', spent, popped[2], popped[1])
+      keep_until(spent, popped[2], now)
+      kp, lr, notAfter = bytes, '0', popped[2]
+      break
+    end
+  end
+  if not kp then
+    local last = redis.call('HMGET', lastresort, 'kp', 'not_after')
+    if last[1] and tonumber(last[2]) > now then kp, lr, notAfter = last[1], '1', last[2] end
+  end
+  if not kp then return false end
+  if memo_ttl > 0 then
+    redis.call('HSET', memo, 'kp', kp, 'last_resort', lr, 'not_after', notAfter, 'until', now + memo_ttl)
+    redis.call('EXPIRE', memo, memo_ttl)
+  end
+  return kp, lr, 0
+end
+`;
+
+/**
  * KEYS: pool, kps, spent, last-resort, memo (of this requester and claim id for this device).
- * ARGV: now, memo seconds (0: no memo is read or written), last-resort only ('1': the target account's
- * claim budget is spent, so no ordinary KeyPackage is taken; a memo is still repeated).
+ * ARGV: now, memo seconds (0: no memo is read or written), last-resort only ('1').
  * The whole claim is this one script, so no KeyPackage is handed out twice however many claims race.
  * Returns {kp, last_resort '0'|'1', replayed 0|1} or nil when the device has nothing to give.
  */
-export const claimScript = new LuaScript(`${PRUNE}
-local now = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[2])
-if ttl > 0 then
-  local memo = redis.call('HMGET', KEYS[5], 'kp', 'last_resort', 'not_after', 'until')
-  if memo[1] and tonumber(memo[3]) > now and tonumber(memo[4]) > now then
-    return {memo[1], memo[2], 1}
-  end
-end
-prune(KEYS[1], KEYS[2], KEYS[3], now)
-local kp, lr, notAfter
-while ARGV[3] ~= '1' do
-  local popped = redis.call('ZPOPMIN', KEYS[1])
-  if #popped == 0 then break end
-  local bytes = redis.call('HGET', KEYS[2], popped[1])
-  redis.call('HDEL', KEYS[2], popped[1])
-  if bytes then
-    redis.call('ZADD', KEYS[3], popped[2], popped[1])
-    keep_until(KEYS[3], popped[2], now)
-    kp, lr, notAfter = bytes, '0', popped[2]
-    break
-  end
-end
-if not kp then
-  local last = redis.call('HMGET', KEYS[4], 'kp', 'not_after')
-  if last[1] and tonumber(last[2]) > now then kp, lr, notAfter = last[1], '1', last[2] end
-end
+export const claimScript = new LuaScript(`${PRUNE}${CLAIM_ONE}
+local kp, lr, replayed = claim_one(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5],
+  tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1')
 if not kp then return false end
-if ttl > 0 then
-  redis.call('HSET', KEYS[5], 'kp', kp, 'last_resort', lr, 'not_after', notAfter, 'until', now + ttl)
-  redis.call('EXPIRE', KEYS[5], ttl)
+return {kp, lr, replayed}
+`);
+
+/**
+ * What claimAccountScript would find, taking nothing. KEYS: devices, device list. ARGV: the requester's
+ * device id when it is of this account (else ''), '1' when an account needs a device list to be claimed.
+ * Returns -1 for no devices, else how many devices but the requester's.
+ */
+export const claimTargetsScript = new LuaScript(`
+if ARGV[2] == '1' and redis.call('EXISTS', KEYS[2]) == 0 then return -1 end
+local n = redis.call('HLEN', KEYS[1])
+if n == 0 then return -1 end
+if ARGV[1] ~= '' and redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then n = n - 1 end
+return n
+`);
+
+/**
+ * A whole claim of one account (DirectoryStore.claimAccount), in one round trip: its registered devices
+ * and claim_one for each device but the requester's.
+ * KEYS: devices, device list. ARGV: the account's key base (RedisKeys.account), now, memo seconds (0:
+ * none), memo suffix (`<requester>.<claim id>`), the requester's device id when it is of this account
+ * (else ''), '1' when an account needs a device list to be claimed, '1' when the account's `target`
+ * budget is spent (counted by the caller: last-resort KeyPackages only).
+ * The per-device keys are derived here from the account's base, the layout of RedisKeys: they carry the
+ * same hash tag as KEYS, so the script still touches the one slot of the account.
+ * Returns {'no_devices'} or {'ok', then per device: id, registered_at, kp ('' when it has nothing),
+ * last_resort, replayed}.
+ */
+export const claimAccountScript = new LuaScript(`${PRUNE}${CLAIM_ONE}
+local now = tonumber(ARGV[2])
+if ARGV[6] == '1' and redis.call('EXISTS', KEYS[2]) == 0 then return {'no_devices'} end
+local all = redis.call('HGETALL', KEYS[1])
+if #all == 0 then return {'no_devices'} end
+local out = {'ok'}
+local base, memo_ttl, last_resort_only = ARGV[1], tonumber(ARGV[3]), ARGV[7] == '1'
+for i = 1, #all, 2 do
+  local id = all[i]
+  if id ~= ARGV[5] then
+    local d = base .. ':'
+    local kp, lr, replayed = claim_one(d .. 'pool:' .. id, d .. 'kps:' .. id, d .. 'spent:' .. id,
+      d .. 'lastresort:' .. id, d .. 'memo:' .. id .. ':' .. ARGV[4], now, memo_ttl, last_resort_only)
+    out[#out + 1] = id
+    -- Only registered_at is needed, not the certificate beside it: read it without decoding the record.
+    local at = string.match(all[i + 1], '"registered_at":(%d+)')
+    out[#out + 1] = tonumber(at or cjson.decode(all[i + 1]).registered_at) or 0
+    out[#out + 1] = kp or ''
+    out[#out + 1] = lr or '0'
+    out[#out + 1] = replayed or 0
+  end
 end
-return {kp, lr, 0}
+return out
 `);
 
 /**

@@ -53,10 +53,15 @@ describe("RedisDirectoryStore specifics", () => {
     await store.addKeyPackages(
       device.acct,
       device.deviceId,
-      { keyPackages: [kp("r1"), kp("r2")], lastResort: kp("lr") },
+      { keyPackages: [kp("r1"), kp("r2"), kp("r3")], lastResort: kp("lr") },
       now,
     );
     await store.claim(device.acct, device.deviceId, "B".repeat(43), now);
+    await store.claimAccount(device.acct, {
+      memoKey: "C".repeat(43),
+      now,
+      listRequired: false,
+    });
     await store.putDeviceList(device.acct, {
       expectedVersion: 0,
       version: 1,
@@ -76,6 +81,7 @@ describe("RedisDirectoryStore specifics", () => {
         `${prefix}{alice@a.test}:spent:${"A".repeat(43)}`,
         `${prefix}{alice@a.test}:lastresort:${"A".repeat(43)}`,
         `${prefix}{alice@a.test}:memo:${"A".repeat(43)}:${"B".repeat(43)}`,
+        `${prefix}{alice@a.test}:memo:${"A".repeat(43)}:${"C".repeat(43)}`,
       ].sort(),
     );
     const memoTtl = await redis.ttl(`${prefix}{alice@a.test}:memo:${"A".repeat(43)}:${"B".repeat(43)}`);

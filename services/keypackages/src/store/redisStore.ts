@@ -3,8 +3,11 @@ import { fromBase64url, toBase64url } from "@mastodon-mls/protocol";
 import { redisReady } from "@mastodon-mls/service-kit";
 import {
   DEFAULT_STORE_LIMITS,
+  type AccountClaim,
+  type AccountClaimResult,
   type AddKeyPackagesResult,
   type ClaimOptions,
+  type ClaimTargets,
   type ClaimedKeyPackage,
   type DeviceListReplacement,
   type DeviceRecord,
@@ -14,6 +17,7 @@ import {
   type ListGuard,
   type PutDeviceListResult,
   type PutDeviceResult,
+  type ServedKeyPackage,
   type StoredDeviceList,
   type StoreLimits,
   type StoreStats,
@@ -21,7 +25,9 @@ import {
 import { RedisKeys } from "./redisKeys.js";
 import {
   addKeyPackagesScript,
+  claimAccountScript,
   claimScript,
+  claimTargetsScript,
   countScript,
   getDeviceListScript,
   putDeviceListScript,
@@ -166,6 +172,59 @@ export class RedisDirectoryStore implements DirectoryStore {
       keyPackage: fromBase64url(reply[0]),
       lastResort: reply[1] === "1",
       replayed: reply[2] === 1,
+    };
+  }
+
+  async claimTargets(
+    acct: string,
+    claim: Pick<AccountClaim, "excludeDeviceId" | "listRequired">,
+  ): Promise<ClaimTargets> {
+    const reply = await claimTargetsScript.run(
+      this.redis,
+      [this.keys.devices(acct), this.keys.deviceList(acct)],
+      [claim.excludeDeviceId ?? "", claim.listRequired ? "1" : "0"],
+    );
+    if (typeof reply !== "number") throw unexpected("claimTargets", reply);
+    return reply < 0 ? "no_devices" : reply;
+  }
+
+  async claimAccount(acct: string, claim: AccountClaim): Promise<AccountClaimResult> {
+    const reply = await claimAccountScript.run(
+      this.redis,
+      [this.keys.devices(acct), this.keys.deviceList(acct)],
+      [
+        this.keys.account(acct),
+        claim.now,
+        claim.memoKey === undefined ? 0 : this.limits.claimMemoSeconds,
+        claim.memoKey ?? "",
+        claim.excludeDeviceId ?? "",
+        claim.listRequired ? "1" : "0",
+        claim.overBudget ? "1" : "0",
+      ],
+    );
+    if (!Array.isArray(reply)) throw unexpected("claimAccount", reply);
+    if (reply[0] === "no_devices") return { status: "no_devices" };
+    if (reply[0] !== "ok" || (reply.length - 1) % 5 !== 0) throw unexpected("claimAccount", reply);
+    const devices: { deviceId: string; registeredAt: number; claimed: ServedKeyPackage | undefined }[] = [];
+    for (let i = 1; i < reply.length; i += 5) {
+      const [deviceId, registeredAt, kp, lastResort, replayed] = reply.slice(i, i + 5) as unknown[];
+      if (typeof deviceId !== "string" || typeof registeredAt !== "number" || typeof kp !== "string") {
+        throw unexpected("claimAccount", reply);
+      }
+      devices.push({
+        deviceId,
+        registeredAt,
+        claimed:
+          kp === ""
+            ? undefined
+            : { keyPackage: kp, lastResort: lastResort === "1", replayed: replayed === 1 },
+      });
+    }
+    // Sorted here, not in Lua: Redis compares Lua strings by the server's locale, not byte by byte.
+    devices.sort((a, b) => a.registeredAt - b.registeredAt || compare(a.deviceId, b.deviceId));
+    return {
+      status: "ok",
+      devices: devices.map(({ deviceId, claimed }) => ({ deviceId, claimed })),
     };
   }
 

@@ -1,6 +1,12 @@
 import { randomBytes } from "node:crypto";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import type { DeviceRecord, DirectoryStore, StoreLimits, StoredKeyPackage } from "./directoryStore.js";
+import type {
+  AccountClaim,
+  DeviceRecord,
+  DirectoryStore,
+  StoreLimits,
+  StoredKeyPackage,
+} from "./directoryStore.js";
 
 // One behavioural contract, run against every DirectoryStore. The store trusts its caller to have
 // verified what it stores, so these tests use synthetic bytes: they are about bookkeeping, not MLS.
@@ -511,6 +517,135 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         expect(lastResort).toHaveLength(30);
         expect(lastResort.every((r) => text(r!.keyPackage) === text(lr.keyPackage))).toBe(true);
         expect(await store.countKeyPackages(d.acct, d.deviceId, NOW)).toEqual({ count: 0, lastResort: true });
+      });
+
+      describe("claims of a whole account", () => {
+        const claimOf = (over: Partial<AccountClaim> = {}): AccountClaim => ({
+          memoKey: undefined,
+          now: NOW,
+          listRequired: false,
+          ...over,
+        });
+
+        it("claims one KeyPackage per device, oldest registration first, never the requester's own", async () => {
+          const acct = "alice@a.test";
+          const older = device(acct, { registeredAt: NOW - 100 });
+          const newer = device(acct, { registeredAt: NOW });
+          const requester = device(acct, { registeredAt: NOW - 50 });
+          // Registered out of order: the answer is still oldest first.
+          for (const d of [newer, requester, older]) expect(await store.putDevice(d)).toBe("created");
+          const [a, b] = [kp(), kp()];
+          await store.addKeyPackages(acct, older.deviceId, { keyPackages: [a] }, NOW);
+          await store.addKeyPackages(acct, requester.deviceId, { keyPackages: [b] }, NOW);
+          const result = await store.claimAccount(acct, claimOf({ excludeDeviceId: requester.deviceId }));
+          expect(result).toEqual({
+            status: "ok",
+            devices: [
+              {
+                deviceId: older.deviceId,
+                claimed: { keyPackage: text(a.keyPackage), lastResort: false, replayed: false },
+              },
+              // Nothing uploaded: exhausted.
+              { deviceId: newer.deviceId, claimed: undefined },
+            ],
+          });
+          // The requester's own device was not touched; the claimed one is empty now.
+          expect(await store.countKeyPackages(acct, requester.deviceId, NOW)).toEqual({
+            count: 1,
+            lastResort: false,
+          });
+          expect(await store.countKeyPackages(acct, older.deviceId, NOW)).toEqual({
+            count: 0,
+            lastResort: false,
+          });
+          // Only the requester's own device registered: nothing to hand out, but the account has devices.
+          const solo = await registered("solo@a.test");
+          expect(await store.claimAccount(solo.acct, claimOf({ excludeDeviceId: solo.deviceId }))).toEqual({
+            status: "ok",
+            devices: [],
+          });
+        });
+
+        it("has no devices without registrations, or without a device list when lists are required", async () => {
+          expect(await store.claimAccount("nobody@a.test", claimOf())).toEqual({ status: "no_devices" });
+          const d = await registered("listless@a.test");
+          await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: [kp()] }, NOW);
+          expect(await store.claimAccount(d.acct, claimOf({ listRequired: true }))).toEqual({
+            status: "no_devices",
+          });
+          // Refused as no_devices, so nothing was taken.
+          expect((await store.countKeyPackages(d.acct, d.deviceId, NOW)).count).toBe(1);
+          expect(
+            await store.putDeviceList(d.acct, {
+              expectedVersion: 0,
+              version: 1,
+              list: new Uint8Array([1]),
+              seen: [{ deviceId: d.deviceId, certificate: d.certificate }],
+              remove: [],
+            }),
+          ).toBe("ok");
+          const listed = await store.claimAccount(d.acct, claimOf({ listRequired: true }));
+          expect(listed.status === "ok" && listed.devices[0]?.claimed?.lastResort).toBe(false);
+        });
+
+        it("says what a claim would find without taking anything", async () => {
+          expect(await store.claimTargets("nobody@a.test", claimOf())).toBe("no_devices");
+          const d = await registered("peek@a.test");
+          await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: [kp()] }, NOW);
+          expect(await store.claimTargets(d.acct, claimOf())).toBe(1);
+          // The requester's own device is not one to claim from; another account's device id changes nothing.
+          expect(await store.claimTargets(d.acct, claimOf({ excludeDeviceId: d.deviceId }))).toBe(0);
+          expect(await store.claimTargets(d.acct, claimOf({ excludeDeviceId: "X".repeat(43) }))).toBe(1);
+          expect(await store.claimTargets(d.acct, claimOf({ listRequired: true }))).toBe("no_devices");
+          expect((await store.countKeyPackages(d.acct, d.deviceId, NOW)).count).toBe(1);
+        });
+
+        it("hands out last-resort KeyPackages only while the account is over its budget", async () => {
+          const d = await registered("target@a.test");
+          const lr = kp();
+          await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: [kp(), kp()], lastResort: lr }, NOW);
+          const first = await store.claimAccount(d.acct, claimOf({ memoKey: "r1" }));
+          expect(first.status === "ok" && first.devices[0]?.claimed?.lastResort).toBe(false);
+          const over = await store.claimAccount(d.acct, claimOf({ memoKey: "r2", overBudget: true }));
+          expect(over.status === "ok" && over.devices[0]?.claimed).toEqual({
+            keyPackage: text(lr.keyPackage),
+            lastResort: true,
+            replayed: false,
+          });
+          // The ordinary KeyPackage left was not touched.
+          expect((await store.countKeyPackages(d.acct, d.deviceId, NOW)).count).toBe(1);
+          // A repeat of r1's intent still gets what r1 got, not a downgrade.
+          const repeat = await store.claimAccount(
+            d.acct,
+            claimOf({ memoKey: "r1", overBudget: true, now: NOW + 1 }),
+          );
+          expect(repeat.status === "ok" && repeat.devices[0]?.claimed).toMatchObject({
+            lastResort: false,
+            replayed: true,
+          });
+          // Within budget again: the ordinary one.
+          const within = await store.claimAccount(d.acct, claimOf({ memoKey: "r3", now: NOW + 2 }));
+          expect(within.status === "ok" && within.devices[0]?.claimed?.lastResort).toBe(false);
+        });
+
+        it("under 50 concurrent account claims, hands out each of 20 KeyPackages exactly once", async () => {
+          const d = await registered();
+          const batch = Array.from({ length: 20 }, () => kp());
+          const lr = kp();
+          await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: batch, lastResort: lr }, NOW);
+          const results = await Promise.all(
+            Array.from({ length: 50 }, (_, i) =>
+              sut.peers[i % sut.peers.length]!.claimAccount(d.acct, claimOf({ memoKey: `requester-${i}` })),
+            ),
+          );
+          const claimed = results.map((r) => (r.status === "ok" ? r.devices[0]?.claimed : undefined));
+          const ordinary = claimed.filter((c) => c && !c.lastResort).map((c) => c!.keyPackage);
+          expect(ordinary).toHaveLength(20);
+          expect(new Set(ordinary)).toEqual(new Set(batch.map((k) => text(k.keyPackage))));
+          const lastResort = claimed.filter((c) => c?.lastResort);
+          expect(lastResort).toHaveLength(30);
+          expect(lastResort.every((c) => c!.keyPackage === text(lr.keyPackage))).toBe(true);
+        });
       });
     });
   });
