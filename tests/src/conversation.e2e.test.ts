@@ -11,7 +11,9 @@ import {
   emptyPskIndex,
   processMessage,
   type ClientState,
+  type GroupState,
 } from "ts-mls";
+import { decodeGroupStateWithoutTree } from "ts-mls/clientState.js";
 import { settle, startWorld, texts, type StoreKind, type World } from "./harness.js";
 
 // The foundation's end-to-end test (issue 2): alice (a.test) creates a group with bob (a.test) and carol
@@ -19,13 +21,27 @@ import { settle, startWorld, texts, type StoreKind, type World } from "./harness
 // stored state; bob self-updates and everyone agrees on the epoch authenticator; every client is restarted
 // from disk midway (and, on Redis, both services too). Real services, real ts-mls, real HTTP.
 
-/** carol's persisted group state as it was on disk, decoded with nothing but ts-mls. */
+/**
+ * A persisted group state as it is on disk, decoded with nothing but ts-mls: the base snapshot group.json
+ * names (tree and past epochs) with group.json's delta on it (packages/client README "Storage").
+ */
 async function storedState(client: MlsDmClient, groupId: string): Promise<ClientState> {
-  const record = JSON.parse(await readFile(join(client.dir, "groups", groupId, "group.json"), "utf8")) as {
+  const dir = join(client.dir, "groups", groupId);
+  const record = JSON.parse(await readFile(join(dir, "group.json"), "utf8")) as {
     state: string;
+    stateBase?: string;
   };
-  const bytes = fromBase64url(record.state);
-  const [state] = decodeGroupState(bytes, 0)!;
+  let state: GroupState;
+  if (record.stateBase === undefined) {
+    state = decodeGroupState(fromBase64url(record.state), 0)![0];
+  } else {
+    const base = JSON.parse(await readFile(join(dir, `base-${record.stateBase}.json`), "utf8")) as {
+      state: string;
+    };
+    const [whole] = decodeGroupState(fromBase64url(base.state), 0)!;
+    const [delta] = decodeGroupStateWithoutTree(whole.ratchetTree)(fromBase64url(record.state), 0)!;
+    state = { ...delta, historicalReceiverData: whole.historicalReceiverData };
+  }
   return { ...state, clientConfig: profileClientConfig() };
 }
 
