@@ -63,7 +63,10 @@ const GENERATION_FILE = "generation";
  *   cursors.json                    hub URL → last processed inbox cursor
  *   pins.json                       acct → pinned account key (trust on first use)
  *   keypackages/<ref>.json          private KeyPackages not yet used by a Welcome
- *   groups/<groupId>/group.json     MLS state, last processed sequence number, leaf checks, buffer
+ *   link.json                       a device being linked: its key until its certificate arrives
+ *   groups/<groupId>/base-<h>.json  the whole MLS state when its tree or past epochs last changed
+ *   groups/<groupId>/group.json     the rest of the MLS state (a delta on that base), last processed
+ *                                   sequence number, leaf checks, buffer
  *   groups/<groupId>/pending.json   a commit posted (or about to be) but not yet known to be accepted
  *   groups/<groupId>/history.jsonl  decrypted messages, one sealed entry per line
  *   lock, generation                which process works on the directory, and whether another changed it
