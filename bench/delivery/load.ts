@@ -10,9 +10,15 @@
 //
 // Environment: BENCH_URLS (replica URLs, comma-separated), BENCH_ORIGIN (their PUBLIC_URL),
 // BENCH_GROUPS, BENCH_MEMBERS, BENCH_PHASES ("rate:seconds,…", messages/s over all devices),
-// BENCH_VARIANTS (distinct messages per group, default 8), BENCH_ACK_MS (ack period, default 1000).
+// BENCH_VARIANTS (distinct messages per group, default 8), BENCH_ACK_MS (each device acknowledges
+// what it received this often, default 1000, each at its own phase, as independent clients do;
+// BENCH_ACK_TOGETHER=1: all devices at the same moment, a burst of 500 acknowledgements a second).
+// BENCH_PROFILE_DIR: write a CPU profile of each phase there (load-<pid>-<phase>.cpuprofile).
+// BENCH_LATENCY_TRACE: write each delivery's arrival time and latency to <value>-<phase>.txt.
 // Output: JSON lines on stdout ({"ready"}, {"phase", "start"}, {"phase", "result"}); progress on stderr.
-import { performance } from "node:perf_hooks";
+import { writeFileSync } from "node:fs";
+import { Session } from "node:inspector/promises";
+import { monitorEventLoopDelay, performance } from "node:perf_hooks";
 import WebSocket from "ws";
 import { cipherSuite, generateDeviceKeyPackage, profileClientConfig } from "@mastodon-mls/bridge";
 import { CIPHERSUITE_ID, fromBase64url, toBase64url } from "@mastodon-mls/protocol";
@@ -37,7 +43,11 @@ const PHASES = (env.BENCH_PHASES ?? "5000:20,2500:20").split(",").map((p) => {
 });
 const VARIANTS = Number(env.BENCH_VARIANTS ?? 8);
 const ACK_MS = Number(env.BENCH_ACK_MS ?? 1000);
+const ACK_TOGETHER = env.BENCH_ACK_TOGETHER === "1";
 const DOMAIN = env.BENCH_DOMAIN ?? "bench.test";
+const PROFILE_DIR = env.BENCH_PROFILE_DIR;
+const profiler = PROFILE_DIR ? new Session() : undefined;
+profiler?.connect();
 
 const log = (...args: unknown[]) => console.error("[load]", ...args);
 const emit = (o: unknown) => console.log(JSON.stringify(o));
@@ -60,15 +70,22 @@ interface Member {
   last: number;
   /** Seqs skipped over (they may still come: out of order; or never: lost). */
   gaps: Set<number>;
+  /** The last cursor received: as text, or as a span of the last frame (decoded when acknowledging). */
   cursor: string | undefined;
+  cursorFrame: Buffer | undefined;
+  cursorSpan: [number, number];
   acked: string | undefined;
   sent: number;
   sendTimes: Map<string, number>;
   nextAt: number;
+  nextAck: number;
   variant: number;
 }
 
 interface Stats {
+  /** WebSocket frames received (items frames and answers), to see how many items share a frame. */
+  frames: number;
+  itemFrames: number;
   accepted: number;
   refused: Record<string, number>;
   deliveries: number;
@@ -77,12 +94,12 @@ interface Stats {
   firstSend: number;
   lastAccept: number;
   lastDelivery: number;
-  recvGroup: number[];
-  recvSeq: number[];
-  recvAt: number[];
+  received: Received;
 }
 
 const newStats = (): Stats => ({
+  frames: 0,
+  itemFrames: 0,
   accepted: 0,
   refused: {},
   deliveries: 0,
@@ -91,10 +108,32 @@ const newStats = (): Stats => ({
   firstSend: 0,
   lastAccept: 0,
   lastDelivery: 0,
-  recvGroup: [],
-  recvSeq: [],
-  recvAt: [],
+  received: new Received(),
 });
+/** Every delivery of a phase (group, seq, arrival time), in typed arrays: no garbage, no big old-space arrays. */
+class Received {
+  n = 0;
+  group = new Int32Array(1 << 16);
+  seq = new Int32Array(1 << 16);
+  at = new Float64Array(1 << 16);
+
+  push(group: number, seq: number, at: number): void {
+    if (this.n === this.at.length) {
+      const grow = <T extends Int32Array | Float64Array>(a: T): T => {
+        const b = new (a.constructor as new (n: number) => T)(a.length * 2);
+        b.set(a);
+        return b;
+      };
+      this.group = grow(this.group);
+      this.seq = grow(this.seq);
+      this.at = grow(this.at);
+    }
+    this.group[this.n] = group;
+    this.seq[this.n] = seq;
+    this.at[this.n++] = at;
+  }
+}
+
 let stats = newStats();
 let closing = false;
 
@@ -174,23 +213,68 @@ async function setUpGroup(index: number, devices: BenchDevice[]): Promise<Group>
 function onItems(member: Member, items: { kind: string; seq?: number; cursor: string }[], now: number): void {
   for (const item of items) {
     member.cursor = item.cursor;
+    member.cursorFrame = undefined;
     if (item.kind !== "message" || item.seq === undefined) continue;
-    const seq = item.seq;
-    if (seq === member.last + 1) member.last = seq;
-    else if (seq <= member.last) {
-      if (member.gaps.delete(seq)) stats.outOfOrder++;
-      else stats.duplicated++;
-    } else {
-      for (let s = member.last + 1; s < seq; s++) member.gaps.add(s);
-      member.last = seq;
-    }
-    if (seq <= 1) continue; // the setup commit
-    stats.deliveries++;
-    stats.lastDelivery = now;
-    stats.recvGroup.push(member.group.index);
-    stats.recvSeq.push(seq);
-    stats.recvAt.push(now);
+    onMessage(member, item.seq, now);
   }
+}
+
+const ITEMS_FRAME = Buffer.from('{"type":"items","items":[');
+const KIND = Buffer.from('"kind":');
+const KIND_MESSAGE = Buffer.from('"kind":"message"');
+const SEQ = Buffer.from('"seq":');
+const CURSOR = Buffer.from('"cursor":"');
+
+/**
+ * Reads an `items` frame holding only message items without JSON.parse (nor even a string), which
+ * would build every item and its message: this process reads tens of thousands of items a second on the
+ * same two cores as the replicas. Every value in such a frame is a number or base64url (ids, messages,
+ * cursors), so no key pattern can occur inside a value. Returns false, reading nothing, for any frame
+ * with another kind of item.
+ */
+function scanItems(member: Member, data: Buffer, now: number): boolean {
+  let kinds = 0;
+  for (let i = data.indexOf(KIND); i !== -1; i = data.indexOf(KIND, i + KIND.length)) {
+    if (data.compare(KIND_MESSAGE, 0, KIND_MESSAGE.length, i, i + KIND_MESSAGE.length) !== 0) return false;
+    kinds++;
+  }
+  let seqs = 0;
+  for (let i = data.indexOf(SEQ); i !== -1; i = data.indexOf(SEQ, i + SEQ.length)) {
+    let seq = 0;
+    for (let j = i + SEQ.length, c = data[j]!; c >= 48 && c <= 57; c = data[++j]!) seq = seq * 10 + c - 48;
+    onMessage(member, seq, now);
+    seqs++;
+  }
+  if (seqs !== kinds) throw new Error(`an items frame with ${kinds} items and ${seqs} seqs`);
+  // The frame's own cursor comes last: the position after all its items.
+  const at = data.lastIndexOf(CURSOR) + CURSOR.length;
+  member.cursorFrame = data;
+  member.cursorSpan = [at, data.indexOf(0x22, at)];
+  return true;
+}
+
+/** The member's last cursor as text. */
+function cursorOf(member: Member): string | undefined {
+  if (member.cursorFrame) {
+    member.cursor = member.cursorFrame.toString("latin1", ...member.cursorSpan);
+    member.cursorFrame = undefined;
+  }
+  return member.cursor;
+}
+
+function onMessage(member: Member, seq: number, now: number): void {
+  if (seq === member.last + 1) member.last = seq;
+  else if (seq <= member.last) {
+    if (member.gaps.delete(seq)) stats.outOfOrder++;
+    else stats.duplicated++;
+  } else {
+    for (let s = member.last + 1; s < seq; s++) member.gaps.add(s);
+    member.last = seq;
+  }
+  if (seq <= 1) return; // the setup commit
+  stats.deliveries++;
+  stats.lastDelivery = now;
+  stats.received.push(member.group.index, seq, now);
 }
 
 function connect(device: BenchDevice, group: Group, url: string): Promise<Member> {
@@ -206,10 +290,13 @@ function connect(device: BenchDevice, group: Group, url: string): Promise<Member
       last: 0,
       gaps: new Set(),
       cursor: undefined,
+      cursorFrame: undefined,
+      cursorSpan: [0, 0],
       acked: undefined,
       sent: 0,
       sendTimes: new Map(),
       nextAt: 0,
+      nextAck: 0,
       variant: 0,
     };
     socket.on("error", reject);
@@ -218,6 +305,16 @@ function connect(device: BenchDevice, group: Group, url: string): Promise<Member
     });
     socket.on("message", (data: Buffer) => {
       const now = performance.now();
+      stats.frames++;
+      if (
+        data.length > ITEMS_FRAME.length &&
+        data.compare(ITEMS_FRAME, 0, ITEMS_FRAME.length, 0, ITEMS_FRAME.length) === 0
+      ) {
+        if (scanItems(member, data, now)) {
+          stats.itemFrames++;
+          return;
+        }
+      }
       const frame = JSON.parse(data.toString("utf8")) as {
         type: string;
         challenge?: string;
@@ -245,6 +342,7 @@ function connect(device: BenchDevice, group: Group, url: string): Promise<Member
           resolve(member);
           return;
         case "items":
+          stats.itemFrames++;
           onItems(member, frame.items!, now);
           return;
         case "submitted": {
@@ -288,6 +386,12 @@ async function until(condition: () => boolean, timeoutMs: number): Promise<boole
 async function runPhase(index: number, members: Member[], groups: Group[], rate: number, seconds: number) {
   stats = newStats();
   for (const g of groups) g.sentAt.clear();
+  if (profiler) {
+    await profiler.post("Profiler.enable");
+    await profiler.post("Profiler.start");
+  }
+  loopDelay.reset();
+  const cpu0 = process.cpuUsage();
   const interval = (1000 * members.length) / rate; // ms between two sends of one member
   const start = performance.now();
   const sentBefore = members.reduce((n, m) => n + m.sent, 0);
@@ -319,15 +423,36 @@ async function runPhase(index: number, members: Member[], groups: Group[], rate:
     30_000,
   );
   const finished = performance.now();
+  const cpu = process.cpuUsage(cpu0);
+  if (profiler) {
+    const { profile } = await profiler.post("Profiler.stop");
+    writeFileSync(`${PROFILE_DIR}/load-${process.pid}-${index}.cpuprofile`, JSON.stringify(profile));
+  }
+  const eld = {
+    p50: round(loopDelay.percentile(50) / 1e6),
+    p99: round(loopDelay.percentile(99) / 1e6),
+    max: round(loopDelay.max / 1e6),
+  };
   emit({ phase: index, end: true });
   let lost = 0;
   for (const m of members) lost += Math.max(0, m.group.maxSeq - m.last) + m.gaps.size;
   const latencies: number[] = [];
   let unmatched = 0;
-  for (let i = 0; i < stats.recvAt.length; i++) {
-    const sentAt = groups[stats.recvGroup[i]!]!.sentAt.get(stats.recvSeq[i]!);
+  const r = stats.received;
+  for (let i = 0; i < r.n; i++) {
+    const sentAt = groups[r.group[i]!]!.sentAt.get(r.seq[i]!);
     if (sentAt === undefined) unmatched++;
-    else latencies.push(stats.recvAt[i]! - sentAt);
+    else latencies.push(r.at[i]! - sentAt);
+  }
+  if (env.BENCH_LATENCY_TRACE) {
+    // For looking at when the slow deliveries happen: arrival time (ms into the phase) and latency.
+    const rows: string[] = [];
+    for (let i = 0; i < r.n; i++) {
+      const sentAt = groups[r.group[i]!]!.sentAt.get(r.seq[i]!);
+      if (sentAt !== undefined)
+        rows.push(`${(r.at[i]! - start).toFixed(1)} ${(r.at[i]! - sentAt).toFixed(2)}`);
+    }
+    writeFileSync(`${env.BENCH_LATENCY_TRACE}-${index}.txt`, rows.join("\n"));
   }
   const sorted = Float64Array.from(latencies).sort();
   const accepting = (stats.lastAccept - start) / 1000;
@@ -353,10 +478,20 @@ async function runPhase(index: number, members: Member[], groups: Group[], rate:
     answered,
     drained,
     wall_s: round((finished - start) / 1000),
+    frames_received: stats.frames,
+    items_per_frame: round(stats.deliveries / Math.max(1, stats.itemFrames)),
+    // This process's own figures: its CPU per delivery read, and its event-loop delay, which would show
+    // in every latency it measures.
+    load_cpu_us_per_delivery: round((cpu.user + cpu.system) / Math.max(1, stats.deliveries)),
+    load_eld_ms: eld,
   };
 }
 
 const round = (x: number) => Math.round(x * 100) / 100;
+const loopDelay = monitorEventLoopDelay({ resolution: 2 });
+loopDelay.enable();
+// run.ts stops this process with SIGTERM once it reported: exit normally, so that --cpu-prof writes.
+process.once("SIGTERM", () => process.exit(0));
 
 async function main() {
   if (URLS.length === 0 || ORIGIN === "") throw new Error("BENCH_URLS and BENCH_ORIGIN are required");
@@ -378,16 +513,22 @@ async function main() {
     );
   }
   // Everyone has the setup commit (or its Welcome) before the clock starts.
-  await until(() => members.every((m) => m.cursor !== undefined), 30_000);
+  await until(() => members.every((m) => cursorOf(m) !== undefined), 30_000);
   for (const m of members) m.last = 1;
+  const ackStart = performance.now();
+  for (const m of members) m.nextAck = ackStart + (ACK_TOGETHER ? ACK_MS : Math.random() * ACK_MS);
   const acker = setInterval(() => {
+    const now = performance.now();
     for (const m of members) {
-      if (m.cursor !== undefined && m.cursor !== m.acked) {
-        m.socket.send(JSON.stringify({ type: "ack", cursor: m.cursor }));
-        m.acked = m.cursor;
+      if (m.nextAck > now) continue;
+      m.nextAck += ACK_MS;
+      const cursor = cursorOf(m);
+      if (cursor !== undefined && cursor !== m.acked) {
+        m.socket.send(JSON.stringify({ type: "ack", cursor }));
+        m.acked = cursor;
       }
     }
-  }, ACK_MS);
+  }, 10);
   emit({
     ready: {
       groups: GROUPS,

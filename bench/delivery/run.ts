@@ -12,14 +12,16 @@
 // Environment (all optional): BENCH_REPLICAS (2), BENCH_GROUPS (50), BENCH_MEMBERS (10), BENCH_RATE
 // (5000), BENCH_SECONDS (20), BENCH_IDLE (10000; 0 skips), BENCH_REPLICA_NODE_OPTIONS (extra node flags
 // for the replicas, e.g. --cpu-prof), BENCH_LOAD_NODE_OPTIONS (the same for the load generator),
-// PUSH_COALESCE_MS and the other variables of the service (passed to the replicas),
+// BENCH_PROFILE_DIR (CPU profiles of each phase, of every replica and of the load generator, written
+// there), PUSH_COALESCE_MS and the other variables of the service (passed to the replicas),
 // REDIS_BENCHMARK_BIN (default redis-benchmark on PATH).
 import { execFile, spawn, type ChildProcess } from "node:child_process";
 import os from "node:os";
 import { createInterface } from "node:readline";
 import { fileURLToPath } from "node:url";
 import { MemoryNonceStore, verifyRequest } from "@mastodon-mls/bridge";
-import { startRedis } from "@mastodon-mls/testkit";
+import type { Redis } from "@mastodon-mls/service-kit";
+import { closeRedisClients, redisClient, startRedis } from "@mastodon-mls/testkit";
 import {
   authorization,
   cpuSeconds,
@@ -52,9 +54,9 @@ function start(script: string, extraEnv: Record<string, string>, nodeFlags: stri
   const child = spawn(
     process.execPath,
     ["--conditions=mastodon-mls-source", "--import", "tsx", ...nodeFlags, here(script)],
-    { env: { ...env, ...extraEnv }, stdio: ["ignore", "pipe", "inherit"] },
+    { env: { ...env, ...extraEnv }, stdio: ["ignore", "pipe", "inherit", "ipc"] },
   );
-  const lines = createInterface({ input: child.stdout })[Symbol.asyncIterator]() as AsyncIterator<
+  const lines = createInterface({ input: child.stdout! })[Symbol.asyncIterator]() as AsyncIterator<
     string,
     undefined
   >;
@@ -74,6 +76,62 @@ async function next(proc: Proc, key: string): Promise<Record<string, unknown>> {
       // not a JSON line
     }
   }
+}
+
+interface ReplicaStats {
+  cpu_ms: number;
+  user_ms: number;
+  system_ms: number;
+  eld_ms: { p50: number; p99: number; max: number };
+  gc: { pauses: number; total_ms: number; max_ms: number; major: number; major_max_ms: number };
+}
+
+/** Asks a replica (replica.ts) to start measuring, or for what it measured since. */
+function replicaStats(proc: Proc, what: "reset"): void;
+function replicaStats(proc: Proc, what: "read"): Promise<ReplicaStats>;
+function replicaStats(proc: Proc, what: "reset" | "read"): Promise<ReplicaStats> | void {
+  if (what === "reset") {
+    proc.child.send({ stats: "reset" });
+    return;
+  }
+  return new Promise((resolve) => {
+    const onMessage = (m: { stats?: ReplicaStats }) => {
+      if (!m.stats) return;
+      proc.child.off("message", onMessage);
+      resolve(m.stats);
+    };
+    proc.child.on("message", onMessage);
+    proc.child.send({ stats: "read" });
+  });
+}
+
+/** Redis INFO commandstats: calls and microseconds per command. */
+async function commandStats(redis: Redis): Promise<Map<string, { calls: number; usec: number }>> {
+  const text = await redis.info("commandstats");
+  const out = new Map<string, { calls: number; usec: number }>();
+  for (const m of text.matchAll(/^cmdstat_([^:]+):calls=(\d+),usec=(\d+)/gm)) {
+    out.set(m[1]!, { calls: Number(m[2]), usec: Number(m[3]) });
+  }
+  return out;
+}
+
+/**
+ * Per accepted message, the commands Redis ran, by name. Commands a Lua script calls are counted under
+ * their own names as well as the script's `evalsha`, so `evalsha` + the commands sent alone (multi, exec,
+ * hget …) is what crossed the network; what the scripts did inside shows as hincrby, rpush, publish ….
+ */
+function commandsPerMessage(
+  a: Map<string, { calls: number; usec: number }>,
+  b: Map<string, { calls: number; usec: number }>,
+  accepted: number,
+): Record<string, number> {
+  const per: Record<string, number> = {};
+  for (const [name, now] of b) {
+    const calls = now.calls - (a.get(name)?.calls ?? 0);
+    if (calls <= 0 || name === "info") continue;
+    per[name] = Math.round((100 * calls) / Math.max(1, accepted)) / 100;
+  }
+  return per;
 }
 
 function stop(proc: Proc): Promise<void> {
@@ -110,6 +168,7 @@ function redisBenchmark(port: number): Promise<number> {
   });
 }
 
+const round3 = (x: number) => Math.round(x * 1000) / 1000;
 const fmt = (n: number, digits = 0) => (Number.isFinite(n) ? n.toFixed(digits) : "n/a");
 
 async function main() {
@@ -166,9 +225,12 @@ async function main() {
     redis: cpuSeconds(pids.redis),
   });
 
+  const stats = redisClient(redis);
   const phases: Record<string, unknown>[] = [];
   for (let i = 0; i < 2; i++) {
     await next(load, "start");
+    for (const r of replicas) replicaStats(r, "reset");
+    const commands0 = await commandStats(stats);
     const cpu0 = cpuOf();
     const split0 = pids.replicas.map(cpuSplit);
     const machine0 = machineCpu();
@@ -185,9 +247,26 @@ async function main() {
     const machineUse = machineShares(machine0, machineCpu());
     const replicaSystem = split1.reduce((n, s, j) => n + s.system - split0[j]!.system, 0);
     const replicaUser = split1.reduce((n, s, j) => n + s.user - split0[j]!.user, 0);
-    const result = (await next(load, "result")).result as Record<string, unknown>;
+    const own = await Promise.all(replicas.map((r) => replicaStats(r, "read")));
+    const commands1 = await commandStats(stats);
+    const result = (await next(load, "result")).result as Record<string, unknown> & {
+      accepted: number;
+      deliveries: number;
+    };
+    const accepted = Math.max(1, result.accepted);
+    const replicaMs = own.reduce((n, o) => n + o.cpu_ms, 0);
     phases.push({
       ...result,
+      // CPU time per accepted message (each delivered to its group's members), from the processes' own
+      // counters: less noisy than messages/s on a shared machine.
+      cost: {
+        replicas_cpu_ms_per_message: round3(replicaMs / accepted),
+        replicas_cpu_us_per_delivery: round3((1000 * replicaMs) / Math.max(1, result.deliveries)),
+        redis_cpu_ms_per_message: round3((1000 * (cpu1.redis - cpu0.redis)) / accepted),
+        redis_commands_per_message: commandsPerMessage(commands0, commands1, accepted),
+      },
+      replica_eld_ms: own.map((o) => o.eld_ms),
+      replica_gc: own.map((o) => o.gc),
       replica_rss_peak_mb: peak.map((b) => Math.round(b / MB)),
       cpu_cores: {
         replicas: cpu1.replicas.map((c, j) => Number(((c - cpu0.replicas[j]!) / seconds).toFixed(2))),
@@ -202,6 +281,7 @@ async function main() {
   }
   await next(load, "done");
   await stop(load);
+  await closeRedisClients(redis);
 
   const xadd = await redisBenchmark(redis.port);
 
@@ -252,6 +332,16 @@ async function main() {
     cpu_cores: { replicas: number[]; load: number; redis: number };
     machine: { busy_pct: number; idle_pct: number; steal_pct: number };
     replicas_system_pct: number;
+    items_per_frame: number;
+    load_cpu_us_per_delivery: number;
+    load_eld_ms: { p50: number; p99: number; max: number };
+    replica_eld_ms: { p50: number; p99: number; max: number }[];
+    cost: {
+      replicas_cpu_ms_per_message: number;
+      replicas_cpu_us_per_delivery: number;
+      redis_cpu_ms_per_message: number;
+      redis_commands_per_message: Record<string, number>;
+    };
   }[];
   const rows = [
     ["offered messages/s", fmt(full!.offered_per_s), fmt(half!.offered_per_s)],
@@ -274,6 +364,28 @@ async function main() {
       ...[full!, half!].map(
         (p) => `${p.cpu_cores.replicas.join(" + ")} / ${p.cpu_cores.load} / ${p.cpu_cores.redis}`,
       ),
+    ],
+    [
+      "replicas' CPU per accepted message (ms) / per delivery (µs)",
+      ...[full!, half!].map(
+        (p) => `${p.cost.replicas_cpu_ms_per_message} / ${p.cost.replicas_cpu_us_per_delivery}`,
+      ),
+    ],
+    [
+      "Redis: CPU per message (ms) / scripts per message",
+      ...[full!, half!].map(
+        (p) => `${p.cost.redis_cpu_ms_per_message} / ${p.cost.redis_commands_per_message.evalsha ?? 0}`,
+      ),
+    ],
+    [
+      "event-loop delay p99 (ms): replicas / load generator",
+      ...[full!, half!].map(
+        (p) => `${p.replica_eld_ms.map((e) => e.p99).join(" + ")} / ${p.load_eld_ms.p99}`,
+      ),
+    ],
+    [
+      "items per pushed frame / load generator CPU per delivery (µs)",
+      ...[full!, half!].map((p) => `${p.items_per_frame} / ${p.load_cpu_us_per_delivery}`),
     ],
     ["replicas' CPU in the kernel (%)", ...[full!, half!].map((p) => String(p.replicas_system_pct))],
     [

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
+import { startRedis, waitFor, type RedisHandle } from "@mastodon-mls/testkit";
 import { fromBase64url, toBase64url, type InboxItem } from "@mastodon-mls/protocol";
 import { privateMessage } from "./testing/craft.js";
 import { drain, randomGroupId } from "./testing/flow.js";
@@ -138,6 +138,47 @@ describe.each<StoreKind>(["memory", "redis"])("stream (%s store)", (store) => {
     const items = await stream.items(2);
     expect(items.map((i) => i.kind)).toEqual(["message", "removed"]);
     stream.close();
+  });
+
+  it("holds pushes on a stream that just sent some, and lets an answer take them along at once", async () => {
+    // A hold far longer than this test waits: a held item can only arrive early with an answer.
+    const held = await startHub(store, { redis, limits: { pushCoalesceMs: 120_000 } });
+    try {
+      const [owner, reader] = await Promise.all([TestDevice.create("ada"), TestDevice.create("ray")]);
+      const id = randomGroupId();
+      await owner.startGroup(id.bytes);
+      await held.client(owner).createGroup(id.text);
+      const add = await owner.commit([addOf(await reader.keyPackage())]);
+      expect((await held.client(owner).submit(id.text, add.commit, add.welcome)).status).toBe(201);
+      add.apply();
+      const stream = await StreamClient.open(held.url, reader.signer);
+      const [welcome] = await stream.items(1);
+      await reader.join(fromBase64url((welcome as { welcome: string }).welcome));
+      // Pushed items seen by the hub (counted when queued for the stream, before they are written).
+      const queued = async () =>
+        (await held.delivery.context.metrics.lag.get()).values.find((v) => v.metricName?.endsWith("_count"))
+          ?.value ?? 0;
+
+      // The first push leaves at once; the next one, right after, waits for the hold.
+      expect((await held.client(owner).submit(id.text, await owner.encrypt("first"))).status).toBe(201);
+      expect(seqs(await stream.items(1))).toEqual([2]);
+      expect((await held.client(owner).submit(id.text, await owner.encrypt("second"))).status).toBe(201);
+      await waitFor(async () => (await queued()) === 2);
+      expect(stream.frames.filter((f) => f.type === "items")).toEqual([]);
+
+      // An answer on the stream goes out at the end of the turn, with the held item behind it.
+      const answer = await stream.submit(id.text, await reader.encrypt("third"));
+      expect(answer).toMatchObject({ type: "submitted", seq: 4 });
+      const items = await stream.items(2);
+      expect(seqs(items)).toEqual([3, 4]);
+      expect(await reader.receive(fromBase64url((items[0] as { message: string }).message))).toBe("second");
+      const pushed = (await held.delivery.context.metrics.itemsOut.get()).values.find(
+        (v) => v.labels.path === "push",
+      );
+      expect(pushed?.value).toBe(3);
+    } finally {
+      await held.close();
+    }
   });
 
   it("closes a stream that does not read with 4000 once its send buffer is full", async () => {

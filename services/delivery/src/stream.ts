@@ -1,5 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { performance } from "node:perf_hooks";
+import type { Duplex } from "node:stream";
 import type { WebSocket } from "ws";
 import {
   LIMITS,
@@ -37,9 +38,91 @@ import { submitMessage } from "./submit.js";
 // else — a gap, a membership change, a notice, an event during a read — makes the stream read its inbox
 // from the store again. Pushed items wait for the end of the event-loop turn, and, on a stream that sent
 // a frame less than `pushCoalesceMs` ago, until then: under load items leave several to a frame.
+//
+// Writing: each frame the socket sends on its own is a system call (and, on loopback, the receiver's TCP
+// work too), the largest cost of a push. So answers to `submit` frames wait for the end of the event-loop
+// turn as well, and everything a stream has to send then leaves in one write: typically a sender's
+// `submitted` and the push of its own message, whose announcement arrives in the same turn.
 
-/** Per event, the JSON of its pushed item up to the cursor (base64url values: nothing to escape after). */
-const itemHeads = new WeakMap<GroupEvent, string>();
+/**
+ * The pushed item's JSON up to the cursor's value, UTF-8, of the event being dispatched: the same for
+ * every stream of this replica, so made once per event and copied, not re-encoded, into each stream's
+ * frame. One entry, not a WeakMap: dispatch hands an event to all its streams in a row, and a WeakMap
+ * entry per event would be an ephemeron for every young-generation GC to trace.
+ */
+let headEvent: GroupEvent | undefined;
+let headBytes: Buffer | undefined;
+const FRAME_START = Buffer.from('{"type":"items","items":[');
+const FRAME_CURSOR = Buffer.from('],"cursor":"');
+const QUOTE = 0x22;
+const CLOSE = 0x7d;
+const COMMA = 0x2c;
+
+/**
+ * A StreamServerFrame `items` as UTF-8 from `items`: each item's head followed by its cursor, then the
+ * frame's cursor. Cursors are base64url (ASCII), so their latin1 bytes are their UTF-8 bytes.
+ */
+function itemsFrame(items: readonly (Buffer | string)[], cursor: string): Buffer {
+  let size = FRAME_START.length + items.length / 2 - 1 + FRAME_CURSOR.length + cursor.length + 2;
+  for (let i = 0; i < items.length; i += 2) size += items[i]!.length + items[i + 1]!.length + 2;
+  const out = Buffer.allocUnsafe(size);
+  let at = FRAME_START.copy(out, 0);
+  for (let i = 0; i < items.length; i += 2) {
+    if (i > 0) out[at++] = COMMA;
+    at += (items[i] as Buffer).copy(out, at);
+    at += out.write(items[i + 1] as string, at, "latin1");
+    out[at++] = QUOTE;
+    out[at++] = CLOSE;
+  }
+  at += FRAME_CURSOR.copy(out, at);
+  at += out.write(cursor, at, "latin1");
+  out[at++] = QUOTE;
+  out[at++] = CLOSE;
+  return out;
+}
+
+/**
+ * When the streams of this replica write what they hold: at the end of this event-loop turn, or at a
+ * whole millisecond (a hold). One Immediate per turn and one timer per due millisecond for all streams,
+ * instead of one timer object per stream per frame (tens of thousands a second under load).
+ */
+class FlushScheduler {
+  private soon: StreamSession[] = [];
+  private soonScheduled = false;
+  private readonly held = new Map<number, StreamSession[]>();
+
+  /** `due`: 0 for the end of this turn, else a performance.now() time in whole milliseconds. */
+  add(session: StreamSession, due: number): void {
+    if (due === 0) {
+      this.soon.push(session);
+      if (!this.soonScheduled) {
+        this.soonScheduled = true;
+        setImmediate(() => this.runSoon());
+      }
+      return;
+    }
+    const bucket = this.held.get(due);
+    if (bucket) {
+      bucket.push(session);
+      return;
+    }
+    this.held.set(due, [session]);
+    setTimeout(() => this.runHeld(due), Math.max(1, due - performance.now()));
+  }
+
+  private runSoon(): void {
+    const sessions = this.soon;
+    this.soon = [];
+    this.soonScheduled = false;
+    for (const s of sessions) s.flushIfDue(0);
+  }
+
+  private runHeld(due: number): void {
+    const sessions = this.held.get(due) ?? [];
+    this.held.delete(due);
+    for (const s of sessions) s.flushIfDue(due);
+  }
+}
 
 /** Directory requests in flight at once when re-checking the accounts of open streams. */
 const RECHECK_CONCURRENCY = 8;
@@ -51,6 +134,7 @@ export class StreamSessions {
   private readonly byGroup = new Map<string, Set<StreamSession>>();
   private readonly all = new Set<StreamSession>();
   private readonly unsubscribe: () => void;
+  readonly flushes = new FlushScheduler();
 
   constructor(readonly ctx: DeliveryContext) {
     this.unsubscribe = ctx.notifier.subscribe((e) => this.dispatch(e));
@@ -77,8 +161,9 @@ export class StreamSessions {
     }
   }
 
-  open(socket: WebSocket): StreamSession {
-    const session = new StreamSession(this.ctx, socket, this);
+  /** `raw`: the TCP socket under `socket`, corked around a stream's frames so that they leave in one write. */
+  open(socket: WebSocket, raw?: Duplex): StreamSession {
+    const session = new StreamSession(this.ctx, socket, this, raw);
     this.all.add(session);
     return session;
   }
@@ -196,10 +281,16 @@ export class StreamSession {
   private pumping = false;
   private again = false;
   private authTimer: NodeJS.Timeout | undefined;
-  /** Pushed items waiting for their frame, as JSON. */
-  private pending: string[] = [];
-  private flushScheduled = false;
-  private lastFlush = 0;
+  // Both made when first needed: an idle stream (most of them) holds neither.
+  /** Pushed items waiting for their frame: each event's item head, then this stream's cursor for it. */
+  private pending: (Buffer | string)[] | undefined;
+  /** Whole frames (answers) waiting for the next write, in order; they leave before `pending`. */
+  private outbox: (string | Buffer)[] | undefined;
+  /** When the scheduled flush is due (FlushScheduler): 0 at the end of this turn; undefined: none. */
+  private flushDue: number | undefined;
+  private lastFlush = Number.NEGATIVE_INFINITY;
+  /** encodeCursor(this.position) while pushes wait: a frame's cursor is usually its last item's. */
+  private positionText: string | undefined;
   private submitting: Promise<void> = Promise.resolve();
   private queued = 0;
 
@@ -207,6 +298,7 @@ export class StreamSession {
     private readonly ctx: DeliveryContext,
     private readonly socket: WebSocket,
     private readonly sessions: StreamSessions,
+    private readonly raw?: Duplex,
   ) {
     socket.on("message", (data, isBinary) => void this.onFrame(data, isBinary));
     socket.on("close", () => this.closed());
@@ -244,10 +336,11 @@ export class StreamSession {
     this.position.set(g.key, e.seq);
     this.reached.set(g.key, e.seq);
     let cursor = encodeCursor(this.position);
+    this.positionText = cursor;
     // The same rule as a page whose full cursor would be too long: this item's own progress is safe to ack.
     if (cursor.length > ITEM_CURSOR_CHARS) cursor = encodeCursor(new Map([[g.key, e.seq]]));
     // The item's JSON up to its cursor is the same for every stream of this replica: made once per event.
-    let head = itemHeads.get(e);
+    let head = headEvent === e ? headBytes : undefined;
     if (head === undefined) {
       const { cursor: _, ...item } = {
         kind: "message",
@@ -258,17 +351,36 @@ export class StreamSession {
         message: e.message,
         cursor: "",
       } satisfies InboxItem;
-      head = `${JSON.stringify(item).slice(0, -1)},"cursor":`;
-      itemHeads.set(e, head);
+      head = Buffer.from(`${JSON.stringify(item).slice(0, -1)},"cursor":"`, "utf8");
+      headEvent = e;
+      headBytes = head;
     }
-    this.pending.push(`${head}"${cursor}"}`);
+    (this.pending ??= []).push(head, cursor);
     this.ctx.metrics.lag.observe(Math.max(0, this.ctx.now() - e.at) / 1000);
-    if (!this.flushScheduled) {
-      this.flushScheduled = true;
-      const wait = this.lastFlush + this.ctx.limits.pushCoalesceMs - performance.now();
-      if (wait > 0) setTimeout(() => this.flush(), wait);
-      else setImmediate(() => this.flush());
-    }
+    this.scheduleFlush(false);
+  }
+
+  /**
+   * Makes sure a flush is coming: at the end of this event-loop turn, or, for pushes (`now` false) on a
+   * stream that sent items less than pushCoalesceMs ago, when that hold ends. An answer cuts a hold
+   * short: it leaves at the end of the turn and takes the held items with it (one write for both).
+   */
+  private scheduleFlush(now: boolean): void {
+    if (this.flushDue !== undefined && (!now || this.flushDue === 0)) return;
+    // Whole milliseconds, so that the holds of many streams share a timer.
+    let due = now ? 0 : Math.ceil(this.lastFlush + this.ctx.limits.pushCoalesceMs);
+    if (due !== 0 && due <= performance.now()) due = 0;
+    this.flushDue = due;
+    this.sessions.flushes.add(this, due);
+  }
+
+  /** Called by the FlushScheduler; a flush that was cut short or cancelled meanwhile is not due. */
+  flushIfDue(due: number): void {
+    if (this.flushDue === due) this.flush();
+  }
+
+  private cancelFlush(): void {
+    this.flushDue = undefined;
   }
 
   /** Closes the stream (4001) if its device is not in the directory's answer for its account. */
@@ -291,19 +403,27 @@ export class StreamSession {
     if (this.state === "closed") return;
     this.state = "closed";
     clearTimeout(this.authTimer);
-    this.pending = [];
+    this.cancelFlush();
+    this.pending = undefined;
+    this.outbox = undefined;
     this.sessions.forget(this);
   }
 
+  /** Writes the waiting answers, then the pushed items in one `items` frame. */
   private flush(): void {
-    this.flushScheduled = false;
-    if (this.pending.length === 0 || this.state !== "open") return;
-    this.lastFlush = performance.now();
-    const items = this.pending;
-    this.pending = [];
-    this.ctx.metrics.itemsOut.inc({ kind: "message", path: "push" }, items.length);
-    // A StreamServerFrame `items`, assembled from the items' JSON.
-    this.sendText(`{"type":"items","items":[${items.join(",")}],"cursor":"${encodeCursor(this.position)}"}`);
+    this.cancelFlush();
+    if (this.state === "closed") return;
+    const frames = this.outbox ?? [];
+    const pending = this.pending;
+    this.outbox = undefined;
+    this.pending = undefined;
+    if (pending && this.state === "open") {
+      this.lastFlush = performance.now();
+      this.ctx.metrics.countPushed(pending.length / 2);
+      frames.push(itemsFrame(pending, this.positionText ?? encodeCursor(this.position)));
+      this.positionText = undefined;
+    }
+    if (frames.length > 0) this.write(frames);
   }
 
   private async onFrame(data: unknown, isBinary: boolean): Promise<void> {
@@ -379,6 +499,7 @@ export class StreamSession {
     this.challenge = undefined;
     try {
       this.position = after === undefined ? new Map<string, number>() : new Map(decodeCursor(after));
+      this.positionText = undefined;
     } catch (e) {
       this.failWith(e);
       return;
@@ -417,6 +538,7 @@ export class StreamSession {
           });
           if (this.state !== "open") return;
           this.position = page.cursor;
+          this.positionText = undefined;
           if (page.items.length > 0) {
             this.send({ type: "items", items: page.items, cursor: encodeCursor(page.cursor) });
             const now = this.ctx.now();
@@ -448,7 +570,7 @@ export class StreamSession {
 
   private enqueueSubmit(frame: SubmitFrame): void {
     if (this.queued >= this.ctx.limits.streamSubmitQueue) {
-      this.send({
+      this.answer({
         type: "refused",
         id: frame.id,
         ...new ProtocolError("rate_limited", "Too many submit frames waiting.", { retry_after: 1 }).toBody(),
@@ -490,10 +612,10 @@ export class StreamSession {
         },
         "stream",
       );
-      this.send({ type: "submitted", id: frame.id, ...accepted });
+      this.answer({ type: "submitted", id: frame.id, ...accepted });
     } catch (e) {
       if (e instanceof ProtocolError) {
-        this.send({ type: "refused", id: frame.id, ...e.toBody() });
+        this.answer({ type: "refused", id: frame.id, ...e.toBody() });
         return;
       }
       this.ctx.log.warn(
@@ -501,17 +623,31 @@ export class StreamSession {
         "stream submit failed",
       );
       const code = isStoreFailure(e) ? "store_unavailable" : "internal";
-      this.send({ type: "refused", id: frame.id, ...new ProtocolError(code).toBody() });
+      this.answer({ type: "refused", id: frame.id, ...new ProtocolError(code).toBody() });
     }
   }
 
+  /** Sends a frame now, after the answers and pushed items waiting (so nothing overtakes them). */
   private send(frame: StreamServerFrame): void {
-    this.sendText(JSON.stringify(frame));
+    if (this.state === "closed") return;
+    (this.outbox ??= []).push(JSON.stringify(frame));
+    this.flush();
   }
 
-  private sendText(text: string): void {
+  /** An answer to a `submit` frame: sent at the end of this event-loop turn, in order with the others. */
+  private answer(frame: StreamServerFrame): void {
     if (this.state === "closed") return;
-    this.socket.send(text);
+    (this.outbox ??= []).push(JSON.stringify(frame));
+    this.scheduleFlush(true);
+  }
+
+  /** Text frames, in order, in one write to the TCP socket (each ws send alone is one system call). */
+  private write(frames: readonly (string | Buffer)[]): void {
+    // One frame is one write already (ws corks its header and payload together).
+    const cork = frames.length > 1 ? this.raw : undefined;
+    cork?.cork();
+    for (const frame of frames) this.socket.send(frame, { binary: false });
+    cork?.uncork();
     // A client that does not read cannot make the server hold its whole inbox in memory.
     if (this.socket.bufferedAmount > this.ctx.limits.streamBufferBytes) {
       this.close(STREAM_CLOSE.resume, "send buffer full; resume from your cursor");

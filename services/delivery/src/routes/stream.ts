@@ -37,7 +37,7 @@ export function streamRoutes(sessions: StreamSessions) {
         if (response && req.raw.socket) response.detachSocket(req.raw.socket);
         responses.delete(req.raw);
         socket.removeAllListeners("error");
-        sessions.open(socket);
+        sessions.open(socket, req.raw.socket);
       },
       handler: async () => {
         throw new ProtocolError("bad_request", "GET /v1/stream is a WebSocket: send an Upgrade request.");

@@ -129,13 +129,17 @@ return {'ok', seq, nextEpoch}
 
 /**
  * A proposal or an application message. KEYS: meta leaves log props wins.
- * ARGV: kind ('proposal'|'application'), msgEpoch, device, leaf ('' = wherever it sits), entryJson, ref,
- *       proposalJsonHead (completed with the leaf), window, head, tail, channel…
+ * ARGV: kind ('proposal'|'application'), msgEpoch, deviceJson, leaf ('' = wherever it sits), at,
+ *       textJson, ref, window, eventTail ('' = announce nothing), withMessage ('1' or ''), channel…
+ * deviceJson and textJson are JSON strings (quoted): the message travels once, and the log entry
+ * (entryJson in redis.ts) and the announcement (events.ts) are put together here, byte for byte as
+ * JSON.stringify would make them.
  */
-export const APPEND = new LuaScript(`${ANNOUNCE}
+export const APPEND = new LuaScript(`
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then return {'unknown_group'} end
-local leaf = redis.call('HGET', KEYS[2], ARGV[3])
+local device = cjson.decode(ARGV[3])
+local leaf = redis.call('HGET', KEYS[2], device)
 if not leaf or (ARGV[4] ~= '' and leaf ~= ARGV[4]) then return {'not_a_member'} end
 local current = tonumber(epoch)
 local msgEpoch = tonumber(ARGV[2])
@@ -144,7 +148,7 @@ if ARGV[1] == 'proposal' then
     local win = redis.call('HGET', KEYS[5], ARGV[2])
     return {'wrong_epoch', epoch, win and string.match(win, '^%S+') or ''}
   end
-  if redis.call('HSETNX', KEYS[4], ARGV[6], '{"l":' .. leaf .. ARGV[7]) == 0 then
+  if redis.call('HSETNX', KEYS[4], ARGV[7], '{"l":' .. leaf .. ',"m":' .. ARGV[6] .. '}') == 0 then
     return {'duplicate_proposal'}
   end
 else
@@ -152,8 +156,13 @@ else
   if msgEpoch < current - tonumber(ARGV[8]) then return {'stale_epoch', epoch} end
 end
 local seq = redis.call('HINCRBY', KEYS[1], 'seq', 1)
-redis.call('RPUSH', KEYS[3], ARGV[5])
-announce(seq, 9)
+redis.call('RPUSH', KEYS[3], '{"t":' .. ARGV[5] .. ',"e":' .. ARGV[2] .. ',"d":' .. ARGV[3] .. ',"m":' .. ARGV[6] .. '}')
+if ARGV[9] ~= '' then
+  local payload = '{"seq":' .. seq .. ARGV[9]
+  if ARGV[10] == '1' then payload = payload .. ',"message":' .. ARGV[6] end
+  payload = payload .. '}'
+  for j = 11, #ARGV do redis.call('PUBLISH', ARGV[j], payload) end
+end
 return {'ok', seq, current}
 `);
 

@@ -205,19 +205,27 @@ export class RedisDeliveryStore implements DeliveryStore {
     const k = this.group(groupId);
     const text = w.text ?? toBase64url(w.message);
     const template = groupEvent(groupId, 0, { epoch: w.epoch, sender: w.sender, at: w.at, text });
+    // The script puts the message into both the entry and the announcement: it is sent once.
+    const announcement: string[] = this.announce
+      ? [
+          eventTemplate({ ...template, message: undefined })[1].slice(0, -1),
+          template.message === undefined ? "" : "1",
+          ...channelsOf(this.prefix, topicsOf(template)),
+        ]
+      : ["", ""];
     const reply = (await APPEND.run(
       this.redis,
       [k.meta, k.leaves, k.log, k.props, k.wins],
       [
         w.kind,
         String(w.epoch),
-        w.sender,
+        JSON.stringify(w.sender),
         w.leaf === undefined ? "" : String(w.leaf),
-        entryJson(w.at, w.epoch, w.sender, text),
+        w.at,
+        JSON.stringify(text),
         w.ref ?? "",
-        w.kind === "proposal" ? `,"m":${JSON.stringify(text)}}` : "",
         w.window,
-        ...this.announcement(template),
+        ...announcement,
       ],
     )) as [string, ...(string | number)[]];
     switch (reply[0]) {

@@ -1,7 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
+import { startRedis, waitFor, type RedisHandle } from "@mastodon-mls/testkit";
 import { connectRedis, silentLogger, type Redis } from "@mastodon-mls/service-kit";
 import { toBase64url } from "@mastodon-mls/protocol";
+import { channelsOf } from "../channels.js";
+import { groupTopic } from "../notifier.js";
+import { EVENT_MESSAGE_CHARS } from "./events.js";
 import { MemoryDeliveryStore } from "./memory.js";
 import { RedisDeliveryStore } from "./redis.js";
 import type { CommitWrite, DeliveryStore, MemberRecord } from "./types.js";
@@ -433,3 +436,65 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
 function invitation(n: number) {
   return { from: "bob@b.test", from_device: `d${n}`, hub: "https://hub.b.test", group_id: `g${n}` };
 }
+
+describe("RedisDeliveryStore announcements", () => {
+  it("stores and announces an appended message exactly as JSON.stringify would write them", async () => {
+    // The APPEND script puts the entry and the announcement together from one copy of the message.
+    const prefix = `${redisHandle.keyPrefix}${++counter}:`;
+    const store = new RedisDeliveryStore(redis, prefix, { announce: true });
+    const sub = connectRedis(redisHandle.url, silentLogger(), { maxRetriesPerRequest: null });
+    const payloads: string[] = [];
+    sub.on("message", (_channel: string, payload: string) => payloads.push(payload));
+    const id = newGroupId();
+    await sub.subscribe(...channelsOf(prefix, [groupTopic(id)]));
+    await store.createGroup({ groupId: id, creator: member("alice"), at: 1 });
+    const small = bytes(1, 2, 3);
+    const large = new Uint8Array(EVENT_MESSAGE_CHARS); // its base64url is longer than events carry
+    const outcomes = [
+      await store.append(id, {
+        kind: "application",
+        epoch: 0,
+        sender: "dev-alice",
+        leaf: undefined,
+        message: small,
+        at: 1234,
+        window: 2,
+      }),
+      await store.append(id, {
+        kind: "application",
+        epoch: 0,
+        sender: "dev-alice",
+        leaf: 0,
+        message: large,
+        at: 1235,
+        window: 2,
+      }),
+      await store.append(id, {
+        kind: "proposal",
+        epoch: 0,
+        sender: "dev-alice",
+        leaf: 0,
+        message: small,
+        at: 1236,
+        ref: "r1",
+        window: 2,
+      }),
+    ];
+    await waitFor(() => payloads.length === 3);
+    await sub.quit();
+    const events = outcomes.map((o) => (o.ok ? o.event : undefined));
+    expect(payloads.map((p) => JSON.parse(p) as unknown)).toEqual(events);
+    expect(events[0]).toMatchObject({ seq: 1, sender: "dev-alice", at: 1234, message: toBase64url(small) });
+    expect(events[1]).not.toHaveProperty("message");
+    const entry = (at: number, message: Uint8Array) =>
+      JSON.stringify({ t: at, e: 0, d: "dev-alice", m: toBase64url(message) });
+    expect(await redis.lrange(`${prefix}{g:${id}}:log`, 0, -1)).toEqual([
+      entry(1234, small),
+      entry(1235, large),
+      entry(1236, small),
+    ]);
+    expect(await redis.hget(`${prefix}{g:${id}}:props`, "r1")).toBe(
+      JSON.stringify({ l: 0, m: toBase64url(small) }),
+    );
+  });
+});
