@@ -198,29 +198,9 @@ export class MlsDmClient {
     opts: DeviceSetupOptions & ClientOptions,
     accountKey?: SigningKeyPair,
   ): Promise<MlsDmClient> {
-    const resolver: ServiceResolver = isResolver(opts.services) ? opts.services : new WellKnownResolver();
-    const home = isResolver(opts.services)
-      ? await opts.services.resolve(parseAcct(opts.acct).domain)
-      : opts.services;
-    const timeout = opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
-    const domain = parseAcct(opts.acct).domain;
-    const mastodonUrl = opts.mastodonUrl ?? resolver.mastodonOrigin?.(domain);
-    const lock = await acquireDeviceLock(store.dir, { timeoutMs: timeout });
-    try {
-      await setUpDevice(store, opts, home, accountKey, mastodonUrl);
-      const ctx = await DeviceContext.load(
-        store,
-        resolver,
-        opts.retry ?? DEFAULT_RETRY,
-        opts.clock,
-        opts.identity,
-      );
-      const client = new MlsDmClient(ctx, timeout);
-      client.generation = await store.bumpGeneration();
-      return client;
-    } finally {
-      await lock.release();
-    }
+    return MlsDmClient.setUpIn(store, opts, (resolver, home, mastodonUrl) =>
+      setUpDevice(store, opts, home, accountKey, mastodonUrl),
+    );
   }
 
   /**
@@ -258,6 +238,23 @@ export class MlsDmClient {
     opts: LinkSetupOptions & ClientOptions & { services: ServiceResolver | ServiceUrls },
     wait: WaitOptions,
   ): Promise<MlsDmClient> {
+    return MlsDmClient.setUpIn(store, opts, (resolver, home, mastodonUrl) =>
+      finishLink(store, { ...opts, ...(mastodonUrl === undefined ? {} : { mastodonUrl }) }, resolver, home, {
+        ...wait,
+        ...(opts.identity === undefined ? {} : { identity: opts.identity }),
+      }),
+    );
+  }
+
+  /**
+   * A device set up in `store` by `work` (a first device, a restored or a linked one), under the
+   * directory's lock, then opened: the services and Mastodon origin `work` needs are resolved here once.
+   */
+  private static async setUpIn(
+    store: DeviceStore,
+    opts: ClientOptions & { acct: string; mastodonUrl?: string; services: ServiceResolver | ServiceUrls },
+    work: (resolver: ServiceResolver, home: ServiceUrls, mastodonUrl: string | undefined) => Promise<unknown>,
+  ): Promise<MlsDmClient> {
     const resolver: ServiceResolver = isResolver(opts.services) ? opts.services : new WellKnownResolver();
     const domain = parseAcct(opts.acct).domain;
     const home = isResolver(opts.services) ? await opts.services.resolve(domain) : opts.services;
@@ -265,13 +262,7 @@ export class MlsDmClient {
     const timeout = opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
     const lock = await acquireDeviceLock(store.dir, { timeoutMs: timeout });
     try {
-      await finishLink(
-        store,
-        { ...opts, ...(mastodonUrl === undefined ? {} : { mastodonUrl }) },
-        resolver,
-        home,
-        { ...wait, ...(opts.identity === undefined ? {} : { identity: opts.identity }) },
-      );
+      await work(resolver, home, mastodonUrl);
       const ctx = await DeviceContext.load(
         store,
         resolver,

@@ -22,6 +22,7 @@ import {
   type Instance,
 } from "./testSupport/instances.js";
 import type { StaticResolver } from "./transport/resolver.js";
+import { settle as settleAll } from "./testSupport/settle.js";
 
 // Forks and retention gaps (DESIGN §6, docs/decisions.md D5, D10) with real parts: two fake Mastodons, the
 // real directories and delivery services, real ts-mls, MlsDmClients; the CLI runs in this process (main()).
@@ -54,19 +55,8 @@ afterAll(async () => {
 });
 
 /** Syncs every client, in turn, until a full round brings no event (self-updates trigger more work). */
-async function settle(clients: MlsDmClient[]): Promise<Map<MlsDmClient, DmEvent[]>> {
-  const all = new Map<MlsDmClient, DmEvent[]>(clients.map((c) => [c, []]));
-  for (let round = 0; round < 6; round++) {
-    let quiet = true;
-    for (const c of clients) {
-      const events = await c.sync();
-      all.get(c)!.push(...events);
-      if (events.length > 0) quiet = false;
-    }
-    if (quiet) return all;
-  }
-  throw new Error("clients did not settle");
-}
+/** Every client synced until a whole round brings no event at all. */
+const settle = (clients: MlsDmClient[]) => settleAll(clients, { rounds: 6, quietDespite: [] });
 
 const ofType = <T extends DmEvent["type"]>(events: DmEvent[] | undefined, type: T) =>
   (events ?? []).filter((e): e is Extract<DmEvent, { type: T }> => e.type === type);

@@ -16,7 +16,6 @@ import { formatIdentity, fromBase64url, parseAcct, toBase64url } from "@mastodon
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createAccountKeyBackup } from "./backup.js";
 import { MlsDmClient } from "./client.js";
-import type { DmEvent } from "./events.js";
 import {
   FAST_RETRY,
   newClient,
@@ -27,6 +26,7 @@ import {
 } from "./testSupport/instances.js";
 import { DirectoryClient } from "./transport/directoryClient.js";
 import { StaticResolver } from "./transport/resolver.js";
+import { settle } from "./testSupport/settle.js";
 
 // Identity wired into the client (issue 3): published proofs and device lists, member statuses,
 // pins, refusing devices that do not verify. alice@a.test and bob@b.test (carol@b.test for additions),
@@ -47,20 +47,6 @@ afterAll(async () => {
   await new Promise<void>((r) => (rogue ? rogue.close(() => r()) : r()));
   await Promise.all([a, b].map(stopInstance));
 });
-
-async function settle(clients: MlsDmClient[]): Promise<Map<MlsDmClient, DmEvent[]>> {
-  const all = new Map<MlsDmClient, DmEvent[]>(clients.map((c) => [c, []]));
-  for (let round = 0; round < 8; round++) {
-    let quiet = true;
-    for (const c of clients) {
-      const events = await c.sync();
-      all.get(c)!.push(...events);
-      if (events.some((e) => e.type !== "status_changed")) quiet = false;
-    }
-    if (quiet) return all;
-  }
-  throw new Error("clients did not settle");
-}
 
 const statusOf = (c: MlsDmClient, groupId: string, acct: string) =>
   [

@@ -26,6 +26,7 @@ import {
   type Instance,
 } from "./testSupport/instances.js";
 import type { StaticResolver } from "./transport/resolver.js";
+import { settle as settleAll } from "./testSupport/settle.js";
 
 // alice and bob on a.test, carol on b.test: two fake Mastodons, two directories, two delivery services.
 // The group lives on a.test's hub; carol reaches it through the invitation on her own home service.
@@ -45,19 +46,8 @@ afterAll(async () => {
 const reopen = (c: MlsDmClient) => MlsDmClient.open(c.dir, { services: resolver, retry: FAST_RETRY });
 
 /** Syncs every client, in turn, until a full round brings no event (self-updates trigger more work). */
-async function settle(clients: MlsDmClient[]): Promise<Map<MlsDmClient, DmEvent[]>> {
-  const all = new Map<MlsDmClient, DmEvent[]>(clients.map((c) => [c, []]));
-  for (let round = 0; round < 6; round++) {
-    let quiet = true;
-    for (const c of clients) {
-      const events = await c.sync();
-      all.get(c)!.push(...events);
-      if (events.length > 0) quiet = false;
-    }
-    if (quiet) return all;
-  }
-  throw new Error("clients did not settle");
-}
+/** Every client synced until a whole round brings no event at all. */
+const settle = (clients: MlsDmClient[]) => settleAll(clients, { rounds: 6, quietDespite: [] });
 
 function texts(events: DmEvent[] | undefined): string[] {
   return (events ?? []).flatMap((e) => (e.type === "message" ? [`${e.from}: ${e.note.content}`] : []));

@@ -3,7 +3,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MlsDmClient } from "./client.js";
-import type { DmEvent } from "./events.js";
 import { DeviceStore } from "./store/deviceStore.js";
 import {
   FAST_RETRY,
@@ -14,6 +13,7 @@ import {
   type Instance,
 } from "./testSupport/instances.js";
 import type { StaticResolver } from "./transport/resolver.js";
+import { settle } from "./testSupport/settle.js";
 
 // DESIGN §3 in groups, through the library against real directories and hubs: an account's devices are
 // kept in every group (a linked device is added by the account's other device on its own, without
@@ -31,20 +31,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all([a, b].map(stopInstance));
 });
-
-async function settle(clients: MlsDmClient[]): Promise<Map<MlsDmClient, DmEvent[]>> {
-  const all = new Map<MlsDmClient, DmEvent[]>(clients.map((c) => [c, []]));
-  for (let round = 0; round < 8; round++) {
-    let quiet = true;
-    for (const c of clients) {
-      const events = await c.sync();
-      all.get(c)!.push(...events);
-      if (events.some((e) => e.type !== "status_changed")) quiet = false;
-    }
-    if (quiet) return all;
-  }
-  throw new Error("clients did not settle");
-}
 
 /** A second device of `first`'s account, linked the way `mls-dm link-device` does it. */
 async function link(first: MlsDmClient, instance: Instance, username: string): Promise<MlsDmClient> {

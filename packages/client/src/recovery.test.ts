@@ -1,7 +1,6 @@
 import { cpSync, existsSync } from "node:fs";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MlsDmClient } from "./client.js";
-import type { DmEvent } from "./events.js";
 import { DeviceStore } from "./store/deviceStore.js";
 import { LOCK_FILE } from "./store/lock.js";
 import {
@@ -13,6 +12,7 @@ import {
   type Instance,
 } from "./testSupport/instances.js";
 import type { StaticResolver } from "./transport/resolver.js";
+import { settle } from "./testSupport/settle.js";
 
 // Issue 6, against real directories and hubs: a device that dies between the hub accepting its commit
 // and saving the new state converges when restarted; a device offline for 200 messages and 5 epochs
@@ -29,20 +29,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all([a, b].map(stopInstance));
 });
-
-async function settle(clients: MlsDmClient[]): Promise<Map<MlsDmClient, DmEvent[]>> {
-  const all = new Map<MlsDmClient, DmEvent[]>(clients.map((c) => [c, []]));
-  for (let round = 0; round < 8; round++) {
-    let quiet = true;
-    for (const c of clients) {
-      const events = await c.sync();
-      all.get(c)!.push(...events);
-      if (events.some((e) => e.type !== "status_changed")) quiet = false;
-    }
-    if (quiet) return all;
-  }
-  throw new Error("clients did not settle");
-}
 
 const texts = async (c: MlsDmClient, groupId: string) =>
   (await c.history(groupId)).flatMap((h) =>

@@ -237,37 +237,33 @@ export async function buildAdd(
 }
 
 /** Removes the leaves of these devices (an own device revoked from the account's list), never this one's. */
-export async function buildRemoveDevices(
+export function buildRemoveDevices(
   ctx: DeviceContext,
   state: ClientState,
   deviceIds: string[],
 ): Promise<BuiltCommit | undefined> {
   const wanted = new Set(deviceIds);
-  const own = state.privatePath.leafIndex;
-  const leaves = leavesOf(state.ratchetTree).filter((l) => wanted.has(l.deviceId) && l.leafIndex !== own);
-  if (leaves.length === 0) return undefined;
-  const result = await createCommit(
-    { state, cipherSuite: ctx.cs },
-    {
-      extraProposals: leaves.map((l): Proposal => ({
-        proposalType: "remove",
-        remove: { removed: l.leafIndex },
-      })),
-      wireAsPublicMessage: true,
-    },
-  );
-  return { commit: encodeMlsMessage(result.commit), newState: result.newState, invitees: [] };
+  return buildRemoveLeaves(ctx, state, (l) => wanted.has(l.deviceId));
 }
 
 /** Removes every leaf of the given accounts, except this device's own (a device cannot commit its own removal). */
-export async function buildRemove(
+export function buildRemove(
   ctx: DeviceContext,
   state: ClientState,
   accts: string[],
 ): Promise<BuiltCommit | undefined> {
   const wanted = new Set(accts);
+  return buildRemoveLeaves(ctx, state, (l) => wanted.has(l.acct));
+}
+
+/** A commit removing the leaves `pick` chooses, this device's own excepted; undefined when none is left. */
+async function buildRemoveLeaves(
+  ctx: DeviceContext,
+  state: ClientState,
+  pick: (leaf: ReturnType<typeof leavesOf>[number]) => boolean,
+): Promise<BuiltCommit | undefined> {
   const own = state.privatePath.leafIndex;
-  const leaves = leavesOf(state.ratchetTree).filter((l) => wanted.has(l.acct) && l.leafIndex !== own);
+  const leaves = leavesOf(state.ratchetTree).filter((l) => pick(l) && l.leafIndex !== own);
   if (leaves.length === 0) return undefined;
   const result = await createCommit(
     { state, cipherSuite: ctx.cs },
