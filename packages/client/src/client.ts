@@ -712,10 +712,12 @@ export class MlsDmClient {
   addOwnDevices(): Promise<{ groupId: string; added: string[]; refused: Refusal[] }[]> {
     return this.op(async () => {
       const out: { groupId: string; added: string[]; refused: Refusal[] }[] = [];
+      // One fresh look at the account's list serves every group.
+      this.ctx.verifier.forget(this.ctx.device.acct);
       for (const g of [...this.ctx.groups.values()]) {
         if (g.record.status !== "active" || g.state === undefined) continue;
         const groupId = g.record.groupId;
-        if ((await missingOwnDevices(this.ctx, groupId, { fresh: true })).length === 0) continue;
+        if ((await missingOwnDevices(this.ctx, groupId)).length === 0) continue;
         const report = emptyReport();
         await this.commit(groupId, addIntent([this.ctx.device.acct], {}), report);
         out.push({ groupId, added: report.added.map((a) => a.deviceId), refused: report.refused });

@@ -99,7 +99,7 @@ export async function topUpKeyPackages(ctx: DeviceContext): Promise<number> {
   if (!ctx.keyPackageUsed && !due) return 0;
   const { count } = await ctx.home.directory.keyPackageCount(ctx.deviceId, ctx.signer);
   const added =
-    count < Math.ceil(ctx.device.keyPackageTarget * REFILL_BELOW) ? await refillKeyPackages(ctx) : 0;
+    count < Math.ceil(ctx.device.keyPackageTarget * REFILL_BELOW) ? await refillKeyPackages(ctx, count) : 0;
   ctx.keyPackageUsed = false;
   ctx.device = { ...ctx.device, keyPackagesCheckedAt: now };
   await ctx.saveDevice();
@@ -107,7 +107,7 @@ export async function topUpKeyPackages(ctx: DeviceContext): Promise<number> {
 }
 
 /** Tops the directory up to the device's target count; also forgets expired private KeyPackages. */
-export async function refillKeyPackages(ctx: DeviceContext): Promise<number> {
+export async function refillKeyPackages(ctx: DeviceContext, known?: number): Promise<number> {
   const now = Math.floor(Date.now() / 1000);
   for (const ref of await ctx.store.listKeyPackageRefs()) {
     const rec = await ctx.store.readKeyPackage(ref);
@@ -115,7 +115,8 @@ export async function refillKeyPackages(ctx: DeviceContext): Promise<number> {
       await ctx.store.deleteKeyPackage(ref);
     }
   }
-  const { count } = await ctx.home.directory.keyPackageCount(ctx.deviceId, ctx.signer);
+  // The directory's count, unless the caller has just asked for it.
+  const count = known ?? (await ctx.home.directory.keyPackageCount(ctx.deviceId, ctx.signer)).count;
   const missing = Math.max(0, ctx.device.keyPackageTarget - count);
   if (missing > 0) {
     await publishKeyPackages(

@@ -151,16 +151,11 @@ async function verifyGroupMembersNow(
  * a user's own devices are kept in every group). None while one of the account's devices is leaving the
  * group (DESIGN §9 leave removes all of them), or when the list cannot be fetched or verified now.
  */
-export async function missingOwnDevices(
-  ctx: DeviceContext,
-  groupId: string,
-  opts: { fresh?: boolean } = {},
-): Promise<string[]> {
+export async function missingOwnDevices(ctx: DeviceContext, groupId: string): Promise<string[]> {
   const g = ctx.activeGroup(groupId);
   if (g.record.leaving.some((l) => l.acct === ctx.device.acct)) return [];
   const key = await ownAccountKey(ctx);
   if (key === undefined) return [];
-  if (opts.fresh === true) ctx.verifier.forget(ctx.device.acct);
   const served = await ctx.verifier.directoryAccount(ctx.device.acct);
   if (served?.deviceList == null) return [];
   let list: DeviceList;
