@@ -1,4 +1,4 @@
-import { sha256 as nobleSha256 } from "@noble/hashes/sha2.js";
+import { createHash } from "node:crypto";
 import { CIPHERSUITE_NAME } from "@mastodon-mls/protocol";
 import { getCiphersuiteFromName, getCiphersuiteImpl, type CiphersuiteImpl } from "ts-mls";
 import { ed25519Sign, ed25519Verify } from "./ed25519.js";
@@ -12,8 +12,10 @@ export function cipherSuite(): Promise<CiphersuiteImpl> {
   return suitePromise;
 }
 
+/** OpenSSL's SHA-256: every signed request hashes its body, and clients hash whole group states. */
 export function sha256(bytes: Uint8Array): Uint8Array {
-  return nobleSha256(bytes);
+  // A copy, not a view: callers may hand `.buffer` on, and a Buffer can be a slice of a shared pool.
+  return new Uint8Array(createHash("sha256").update(bytes).digest());
 }
 
 export interface SigningKeyPair {
