@@ -1,17 +1,23 @@
+import { createHash } from "node:crypto";
 import {
   cipherSuite,
-  sha256,
   type DeviceSigner,
   type MemberVerification,
   type SigningKeyPair,
 } from "@mastodon-mls/bridge";
-import { fromBase64url, parseAcct, toBase64url } from "@mastodon-mls/protocol";
+import { fromBase64url, parseAcct } from "@mastodon-mls/protocol";
 import type { CiphersuiteImpl, ClientState } from "ts-mls";
 import { ClientError } from "./errors.js";
 import type { DmEvent } from "./events.js";
 import { DevicePinStore } from "./identity/pins.js";
 import { MemberVerifier, type IdentityOptions } from "./identity/verifier.js";
-import { decodeState, decodeStateDelta, encodeState, encodeStateDelta } from "./mls/codec.js";
+import {
+  changedSecretNodes,
+  decodeState,
+  decodeStateDelta,
+  encodeState,
+  encodeStateDelta,
+} from "./mls/codec.js";
 import type { DeviceStore } from "./store/deviceStore.js";
 import { StoreFormatError } from "./store/records.js";
 import type {
@@ -43,10 +49,21 @@ export interface GroupHandle {
 }
 
 /** A written base snapshot, and the very objects of the state it holds that the deltas build on. */
-interface StateBase {
+export interface StateBase {
   name: string;
   ratchetTree: ClientState["ratchetTree"];
   historicalReceiverData: ClientState["historicalReceiverData"];
+  secretTree: ClientState["secretTree"];
+}
+
+/** The base snapshot `name`, which holds `state` whole. */
+export function baseOf(name: string, state: ClientState): StateBase {
+  return {
+    name,
+    ratchetTree: state.ratchetTree,
+    historicalReceiverData: state.historicalReceiverData,
+    secretTree: state.secretTree,
+  };
 }
 
 /** Everything the operations of one device share. Owned by MlsDmClient; not part of the public API. */
@@ -193,10 +210,13 @@ export class DeviceContext {
 
   /**
    * Writes the group record with its current state: the one place group state reaches the disk. The
-   * ratchet tree and past epochs' receiver data (most of a large group's state) change only with the
-   * epoch: they go into a base snapshot, written (durably, named by its hash) only when they changed —
-   * ts-mls states are values, so "changed" is "another object" — and group.json carries the rest. The
-   * snapshot a group.json names is always on disk before it; older ones are deleted after.
+   * ratchet tree, past epochs' receiver data and the secret tree (most of a large group's state) change
+   * with the epoch: they go into a base snapshot, written durably and named by its hash, and group.json
+   * carries the rest plus the few secret-tree nodes a message changed (codec.ts). ts-mls states are
+   * values, so "changed" is "another object". A new base is written when the tree or past epochs changed,
+   * or when a quarter of the secret tree differs from the base's (each such node then costs more in
+   * group.json than in the base). The snapshot a group.json names is always on disk before it; the
+   * others (but a pending commit's) are deleted after.
    */
   async saveGroup(g: GroupHandle): Promise<void> {
     const id = g.record.groupId;
@@ -204,23 +224,36 @@ export class DeviceContext {
     if (g.state === undefined) {
       g.record.state = null;
       delete g.record.stateBase;
+      delete g.record.secretNodes;
       g.base = undefined;
     } else {
       const s = g.state;
       if (
         g.base?.ratchetTree !== s.ratchetTree ||
-        g.base.historicalReceiverData !== s.historicalReceiverData
+        g.base.historicalReceiverData !== s.historicalReceiverData ||
+        changedSecretNodes(s, g.base.secretTree).length * 4 > Math.max(s.secretTree.length, 16)
       ) {
-        const whole = encodeState(s);
-        const name = toBase64url(sha256(new TextEncoder().encode(whole)));
-        if (name !== previous) await this.store.writeGroupBase(id, name, whole);
-        g.base = { name, ratchetTree: s.ratchetTree, historicalReceiverData: s.historicalReceiverData };
+        g.base = await this.writeBase(id, s);
       }
-      g.record.state = encodeStateDelta(s);
+      const delta = encodeStateDelta(s, g.base.secretTree);
+      g.record.state = delta.state;
+      g.record.secretNodes = delta.secretNodes;
       g.record.stateBase = g.base.name;
     }
     await this.store.writeGroup(g.record);
-    if (previous !== g.record.stateBase) await this.store.deleteGroupBases(id, g.record.stateBase);
+    if (previous !== g.record.stateBase) {
+      const keep = [g.record.stateBase, g.pending?.newStateBase].filter((n) => n !== undefined);
+      await this.store.deleteGroupBases(id, keep);
+    }
+  }
+
+  /** Writes `state` whole as a base snapshot of the group (unless that very snapshot is on disk). */
+  async writeBase(groupId: string, state: ClientState): Promise<StateBase> {
+    const whole = encodeState(state);
+    const name = createHash("sha256").update(whole).digest("base64url");
+    if (!(await this.store.hasGroupBase(groupId, name)))
+      await this.store.writeGroupBase(groupId, name, whole);
+    return baseOf(name, state);
   }
 
   async saveDevice(): Promise<void> {
@@ -320,20 +353,9 @@ export async function loadGroupState(
   if (record.state === null) return { state: undefined };
   try {
     if (record.stateBase === undefined) return { state: decodeState(record.state) };
-    const whole = await store.readGroupBase(record.groupId, record.stateBase);
-    if (whole === undefined) {
-      throw new StoreFormatError(where, `the state base base-${record.stateBase}.json it names is missing`);
-    }
-    const baseState = decodeState(whole);
-    const state = decodeStateDelta(record.state, baseState);
-    return {
-      state,
-      base: {
-        name: record.stateBase,
-        ratchetTree: state.ratchetTree,
-        historicalReceiverData: state.historicalReceiverData,
-      },
-    };
+    const baseState = await readBase(store, record.groupId, record.stateBase, where);
+    const state = decodeStateDelta(record.state, baseState, record.secretNodes);
+    return { state, base: baseOf(record.stateBase, baseState) };
   } catch (e) {
     if (e instanceof StoreFormatError) throw e;
     throw new StoreFormatError(
@@ -341,4 +363,38 @@ export async function loadGroupState(
       `the MLS group state does not decode (${e instanceof Error ? e.message : String(e)})`,
     );
   }
+}
+
+/** The state a pending commit leads to, with the base snapshot it is (when it names one). */
+export async function loadPendingState(
+  store: DeviceStore,
+  groupId: string,
+  pending: PendingCommitRecord,
+): Promise<{ state: ClientState; base?: StateBase }> {
+  const where = `${store.groupsDir}/${groupId}/pending.json`;
+  try {
+    if (pending.newState !== undefined) return { state: decodeState(pending.newState) };
+    const name = pending.newStateBase!;
+    const state = await readBase(store, groupId, name, where);
+    return { state, base: baseOf(name, state) };
+  } catch (e) {
+    if (e instanceof StoreFormatError) throw e;
+    throw new StoreFormatError(
+      where,
+      `the MLS group state does not decode (${e instanceof Error ? e.message : String(e)})`,
+    );
+  }
+}
+
+async function readBase(
+  store: DeviceStore,
+  groupId: string,
+  name: string,
+  where: string,
+): Promise<ClientState> {
+  const whole = await store.readGroupBase(groupId, name);
+  if (whole === undefined) {
+    throw new StoreFormatError(where, `the state base base-${name}.json it names is missing`);
+  }
+  return decodeState(whole);
 }

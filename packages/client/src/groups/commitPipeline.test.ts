@@ -1,4 +1,4 @@
-import { mkdtemp, readFile } from "node:fs/promises";
+import { mkdtemp, readFile, readdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
@@ -39,6 +39,9 @@ async function onDiskEpoch(client: MlsDmClient, groupId: string): Promise<number
 }
 
 const pendingPath = (c: MlsDmClient, g: string) => join(c.dir, "groups", g, "pending.json");
+/** The base snapshots on disk (context.ts saveGroup): the group's, and a pending commit's new state. */
+const baseFiles = async (c: MlsDmClient, g: string) =>
+  (await readdir(join(c.dir, "groups", g))).filter((f) => f.startsWith("base-")).length;
 
 describe("commit bookkeeping", () => {
   it.each([
@@ -57,12 +60,14 @@ describe("commit bookkeeping", () => {
       expect(a.epoch(groupId)).toBe(0);
       expect(await onDiskEpoch(a, groupId)).toBe(0);
       expect(await exists(pendingPath(a, groupId))).toBe(true);
+      expect(await baseFiles(a, groupId)).toBe(2); // the group's, and the pending commit's new state
 
       fake.script = () => "accept";
       const reopened = await MlsDmClient.open(a.dir, { retry: NO_WAIT });
       expect(await reopened.sync()).toEqual([]);
       expect(reopened.epoch(groupId)).toBe(1);
       expect(await exists(pendingPath(a, groupId))).toBe(false);
+      expect(await baseFiles(a, groupId)).toBe(1);
       expect(fake.submissions.filter((s) => s.isCommit)).toHaveLength(echo ? 1 : 2);
       // and the group goes on: a message at the new epoch is accepted
       expect((await reopened.send(groupId, "after the lost answer")).epoch).toBe(1);
@@ -103,6 +108,7 @@ describe("commit bookkeeping", () => {
     expect(new Set(commits.map((c) => Buffer.from(c.bytes).toString("hex"))).size).toBe(3);
     expect(a.epoch(groupId)).toBe(1);
     expect(await exists(pendingPath(a, groupId))).toBe(false);
+    expect(await baseFiles(a, groupId)).toBe(1); // the losers' new states are gone
     expect(await onDiskEpoch(a, groupId)).toBe(1);
   });
 
@@ -117,6 +123,8 @@ describe("commit bookkeeping", () => {
     expect(fake.submissions.filter((s) => s.isCommit)).toHaveLength(NO_WAIT.attempts);
     expect(a.epoch(groupId)).toBe(0);
     expect(await exists(pendingPath(a, groupId))).toBe(false);
+    expect(await baseFiles(a, groupId)).toBe(1);
+    expect(await onDiskEpoch(a, groupId)).toBe(0);
   });
 
   it("discards a commit the hub refuses outright and keeps the old state", async () => {
@@ -129,6 +137,7 @@ describe("commit bookkeeping", () => {
     await expect(a.selfUpdate(groupId)).rejects.toMatchObject({ code: "screening_failed" });
     expect(a.epoch(groupId)).toBe(0);
     expect(await exists(pendingPath(a, groupId))).toBe(false);
+    expect(await baseFiles(a, groupId)).toBe(1);
   });
 
   it("saves the advanced ratchet before posting an application message", async () => {

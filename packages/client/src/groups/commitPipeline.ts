@@ -1,9 +1,9 @@
 import { keyPackageRef } from "@mastodon-mls/bridge";
 import { ProtocolError, WrongEpochDetails, fromBase64url, toBase64url } from "@mastodon-mls/protocol";
 import type { ClientState } from "ts-mls";
-import type { DeviceContext, GroupHandle } from "../context.js";
+import { baseOf, loadPendingState, type DeviceContext, type GroupHandle } from "../context.js";
 import { ClientError, ServiceUnavailableError } from "../errors.js";
-import { decodeMessage, decodeState, encodeState, messageHash } from "../mls/codec.js";
+import { decodeMessage, messageHash } from "../mls/codec.js";
 import { checkLeaves, leavesOf, ownLeafKey } from "../mls/leaves.js";
 import type { CommitIntent, LeavingDevice, PendingCommitRecord } from "../store/schemas.js";
 import { backoff } from "../util/backoff.js";
@@ -56,13 +56,16 @@ export async function savePending(
   built: BuiltCommit,
   baseEpoch: bigint,
 ): Promise<PendingCommitRecord> {
+  // The new state is written once, as the base snapshot it will be once accepted: promoting it then
+  // writes only group.json's small delta.
+  const base = await ctx.writeBase(g.record.groupId, built.newState);
   const pending: PendingCommitRecord = {
     intent,
     epoch: Number(baseEpoch),
     commitHash: messageHash(built.commit),
     commit: toBase64url(built.commit),
     welcome: built.welcome === undefined ? null : toBase64url(built.welcome),
-    newState: encodeState(built.newState),
+    newStateBase: base.name,
     invitees: built.invitees,
   };
   await ctx.store.writePending(g.record.groupId, pending);
@@ -79,7 +82,14 @@ export async function promotePending(
   const p = g.pending;
   if (p === undefined) return;
   const before = g.state;
-  g.state = newState ?? decodeState(p.newState);
+  if (newState !== undefined) {
+    g.state = newState;
+    if (p.newStateBase !== undefined) g.base = baseOf(p.newStateBase, newState);
+  } else {
+    const loaded = await loadPendingState(ctx.store, g.record.groupId, p);
+    g.state = loaded.state;
+    if (loaded.base !== undefined) g.base = loaded.base;
+  }
   // DESIGN §2 weekly self-update: any commit of ours with an update path gives our leaf fresh keys.
   if (before === undefined || ownLeafKey(before) !== ownLeafKey(g.state)) {
     g.record.ownLeafUpdatedAt = ctx.nowSeconds();
@@ -116,8 +126,15 @@ async function rememberAddedKeyPackages(ctx: DeviceContext, commitBytes: Uint8Ar
 /** Another commit won the epoch: forget ours (its state was never the group's). */
 export async function discardPending(ctx: DeviceContext, g: GroupHandle): Promise<void> {
   if (g.pending === undefined) return;
+  const orphan = g.pending.newStateBase;
   await ctx.store.deletePending(g.record.groupId);
   g.pending = undefined;
+  if (orphan !== undefined && orphan !== g.record.stateBase) {
+    await ctx.store.deleteGroupBases(
+      g.record.groupId,
+      [g.record.stateBase].filter((n) => n !== undefined),
+    );
+  }
 }
 
 /**

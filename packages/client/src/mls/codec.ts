@@ -1,6 +1,8 @@
 import { decodeMlsMessageStrict, profileClientConfig, sha256 } from "@mastodon-mls/bridge";
 import { ProtocolError, fromBase64url, toBase64url } from "@mastodon-mls/protocol";
 import { decodeGroupStateWithoutTree, encodeGroupStateWithoutTree } from "ts-mls/clientState.js";
+import { encode } from "ts-mls/codec/tlsEncoder.js";
+import { decodeSecretTreeNode, secretTreeNodeEncoder } from "ts-mls/secretTree.js";
 import {
   decodeGroupState,
   encodeGroupState,
@@ -55,33 +57,84 @@ export function decodeState(text: string): ClientState {
 }
 
 /**
- * The part of a state that changes with every message (secret tree, key schedule, proposals …): the
- * state without its ratchet tree and without the receiver data of past epochs — at 512 members about a
- * tenth of the whole. The rest changes only with the epoch (or a late message of a past epoch) and is kept
- * in a separate base snapshot (docs: packages/client/README.md "Storage").
+ * The part of a state that changes with every message (key schedule, proposals, our path secrets …):
+ * the state without its ratchet tree, without the receiver data of past epochs and without its secret
+ * tree. Those change only with the epoch (or a late message of a past epoch) and are kept in a separate
+ * base snapshot; of the secret tree, a message changes one node (the sender's ratchet — ts-mls copies the
+ * array and replaces that node, so the others stay the very same objects), and only the nodes that are
+ * not the base's go here (`secretNodes`). At 512 members the whole state is ~3 MB encoded, the delta of a
+ * message a few KB (docs: packages/client/README.md "Storage").
  */
-const encodedDeltas = new WeakMap<ClientState, string>();
-
-export function encodeStateDelta(state: ClientState): string {
-  let text = encodedDeltas.get(state);
-  if (text === undefined) {
-    text = toBase64url(encodeGroupStateWithoutTree({ ...state, historicalReceiverData: new Map() }));
-    encodedDeltas.set(state, text);
-  }
-  return text;
+export interface StateDelta {
+  state: string;
+  /** [node index, encoded node] for each secret-tree node that differs from the base's. */
+  secretNodes: [number, string][];
 }
 
-/** A delta on its base: the base's tree and past epochs (the same objects), the delta's everything else. */
-export function decodeStateDelta(text: string, base: ClientState): ClientState {
+const encodeNode = encode(secretTreeNodeEncoder);
+const encodedDeltas = new WeakMap<ClientState, StateDelta>();
+
+/** The secret-tree nodes of `state` that are not `base`'s (by identity: see above). */
+export function changedSecretNodes(state: ClientState, base: ClientState["secretTree"]): number[] {
+  const tree = state.secretTree;
+  if (tree.length !== base.length) return tree.map((_, i) => i);
+  const changed: number[] = [];
+  for (let i = 0; i < tree.length; i++) if (tree[i] !== base[i]) changed.push(i);
+  return changed;
+}
+
+export function encodeStateDelta(state: ClientState, base: ClientState["secretTree"]): StateDelta {
+  let delta = encodedDeltas.get(state);
+  if (delta === undefined) {
+    const rest = { ...state, historicalReceiverData: new Map(), secretTree: [] };
+    delta = {
+      state: toBase64url(encodeGroupStateWithoutTree(rest)),
+      secretNodes: changedSecretNodes(state, base).map((i) => [
+        i,
+        toBase64url(encodeNode(state.secretTree[i]!)),
+      ]),
+    };
+    encodedDeltas.set(state, delta);
+  }
+  return delta;
+}
+
+/**
+ * A delta on its base: the base's tree and past epochs (the same objects), its secret tree with the
+ * delta's nodes in place, and the delta's everything else. Without `secretNodes` (files written before
+ * they existed), the delta carries the whole secret tree.
+ */
+export function decodeStateDelta(
+  text: string,
+  base: ClientState,
+  secretNodes?: readonly (readonly [number, string])[],
+): ClientState {
   const bytes = fromBase64url(text);
   const decoded = decodeGroupStateWithoutTree(base.ratchetTree)(bytes, 0);
   if (decoded === undefined || decoded[1] !== bytes.byteLength) throw new Error("damaged group state");
+  let secretTree = decoded[0].secretTree;
+  if (secretNodes !== undefined) {
+    if (secretTree.length !== 0) throw new Error("damaged group state: two secret trees");
+    secretTree = base.secretTree.slice();
+    for (const [i, text] of secretNodes) {
+      if (!Number.isInteger(i) || i < 0 || i >= secretTree.length) {
+        throw new Error("damaged group state: a secret-tree node outside the tree");
+      }
+      const nodeBytes = fromBase64url(text);
+      const node = decodeSecretTreeNode(nodeBytes, 0);
+      if (node === undefined || node[1] !== nodeBytes.byteLength) throw new Error("damaged group state");
+      secretTree[i] = node[0];
+    }
+  }
   const state: ClientState = {
     ...decoded[0],
+    secretTree,
     ratchetTree: base.ratchetTree,
     historicalReceiverData: base.historicalReceiverData,
     clientConfig: profileClientConfig(),
   };
-  encodedDeltas.set(state, text);
+  if (secretNodes !== undefined) {
+    encodedDeltas.set(state, { state: text, secretNodes: secretNodes.map(([i, t]) => [i, t]) });
+  }
   return state;
 }

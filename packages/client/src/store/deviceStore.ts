@@ -346,11 +346,15 @@ export class DeviceStore {
     return (await this.read(this.basePath(groupId, name), "mls-dm.group-base", GroupBaseRecord))?.state;
   }
 
-  /** Deletes the group's base snapshots but `keep` (after group.json stopped naming them). */
-  async deleteGroupBases(groupId: string, keep: string | undefined): Promise<void> {
+  async hasGroupBase(groupId: string, name: string): Promise<boolean> {
+    return exists(this.basePath(groupId, name));
+  }
+
+  /** Deletes the group's base snapshots but those in `keep` (after group.json stopped naming them). */
+  async deleteGroupBases(groupId: string, keep: readonly string[]): Promise<void> {
     for (const file of await listDir(this.groupDir(groupId))) {
       const m = /^base-([A-Za-z0-9_-]{43})\.json$/.exec(file);
-      if (m === null || m[1] === keep) continue;
+      if (m === null || keep.includes(m[1]!)) continue;
       this.writes++;
       await removeFileDurably(join(this.groupDir(groupId), file));
     }

@@ -266,8 +266,15 @@ describe("format 1 (the first release, unencrypted)", () => {
           if (typeof rec.stateBase === "string") {
             const basePath = join(path, "..", `base-${rec.stateBase}.json`);
             const base = JSON.parse(await readFile(basePath, "utf8")) as { state: string };
-            rec.state = encodeState(decodeStateDelta(rec.state as string, decodeState(base.state)));
+            rec.state = encodeState(
+              decodeStateDelta(
+                rec.state as string,
+                decodeState(base.state),
+                rec.secretNodes as [number, string][] | undefined,
+              ),
+            );
             delete rec.stateBase;
+            delete rec.secretNodes;
             await rm(basePath);
           }
         }

@@ -1,3 +1,4 @@
+import { cpSync } from "node:fs";
 import { mkdtemp, readdir, readFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -5,6 +6,8 @@ import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { MlsDmClient } from "../client.js";
 import { FakeServices } from "../testSupport/fakeServices.js";
 import { StaticResolver } from "../transport/resolver.js";
+import { DeviceStore } from "./deviceStore.js";
+import { LOCK_FILE } from "./lock.js";
 
 // How a group's state is kept on disk (README "Storage"): the ratchet tree and past epochs in a base
 // snapshot written only when they change, group.json holding the rest. A message leaves the base alone;
@@ -25,6 +28,7 @@ const groupFile = async (groupId: string) =>
   JSON.parse(await readFile(join(dir, "groups", groupId, "group.json"), "utf8")) as {
     stateBase?: string;
     state: string;
+    secretNodes?: [number, string][];
   };
 
 describe("group state files", () => {
@@ -48,15 +52,25 @@ describe("group state files", () => {
     const afterSend = await groupFile(groupId);
     expect(await bases(groupId)).toEqual(first);
     expect(afterSend.stateBase).toBe(before.stateBase);
-    expect(afterSend.state).not.toBe(before.state); // the sender's ratchet moved on
+    // The sender's ratchet moved on: one secret-tree node (leaf 0's, node 0) differs from the base's.
+    expect(before.secretNodes).toEqual([]);
+    expect(afterSend.secretNodes?.map(([i]) => i)).toEqual([0]);
     const baseBytes = (await readFile(join(dir, "groups", groupId, first[0]!))).byteLength;
-    expect(Buffer.byteLength(afterSend.state)).toBeLessThan(baseBytes);
+    expect(afterSend.state.length + JSON.stringify(afterSend.secretNodes).length).toBeLessThan(baseBytes);
+    await alice.send(groupId, "one more");
+    const again = await groupFile(groupId);
+    expect(again.secretNodes?.map(([i]) => i)).toEqual([0]);
+    expect(again.secretNodes).not.toEqual(afterSend.secretNodes);
 
     await alice.selfUpdate(groupId);
     const afterCommit = await bases(groupId);
     expect(afterCommit).toHaveLength(1);
     expect(afterCommit).not.toEqual(first);
     expect(afterCommit[0]).toBe(`base-${(await groupFile(groupId)).stateBase}.json`);
+
+    // The commit's state was written as a base before posting and became the group's base as it was.
+    expect((await groupFile(groupId)).secretNodes).toEqual([]);
+    expect(await readdir(join(dir, "groups", groupId))).not.toContain("pending.json");
 
     await alice.send(groupId, "two");
     const auth = alice.epochAuthenticator(groupId);
@@ -67,6 +81,50 @@ describe("group state files", () => {
     expect(reopened.epochAuthenticator(groupId)).toBe(auth);
     expect(reopened.epoch(groupId)).toBe(epoch);
     await reopened.send(groupId, "three");
-    expect((await reopened.history(groupId)).length).toBe(3);
+    expect((await reopened.history(groupId)).length).toBe(4);
+  });
+
+  it("a crash after a commit's new state was written, before the commit was saved as pending, loses nothing", async () => {
+    const opts = {
+      services: new StaticResolver({ "a.test": { directory: fake.url, delivery: fake.url } }),
+    };
+    const alice = await MlsDmClient.create({
+      dir,
+      acct: "alice@a.test",
+      mastodonToken: "t",
+      services: { directory: fake.url, delivery: fake.url },
+      protection: { kind: "none" },
+      keyPackages: 1,
+      publishIdentity: false,
+    });
+    const { groupId } = await alice.createGroup();
+    await alice.send(groupId, "before");
+    const epoch = alice.epoch(groupId);
+    const auth = alice.epochAuthenticator(groupId);
+
+    // The disk as it is when pending.json is about to appear: the commit's base snapshot is there already.
+    const crashDir = `${dir}-after-crash`;
+    const store = await DeviceStore.open(dir, {
+      hooks: {
+        beforeRename: (temp) => {
+          if (!temp.includes("pending.json")) return;
+          cpSync(dir, crashDir, { recursive: true, filter: (src) => !src.endsWith(LOCK_FILE) });
+          throw new Error("power cut");
+        },
+      },
+    });
+    const doomed = await MlsDmClient.openStore(store, opts);
+    await expect(doomed.selfUpdate(groupId)).rejects.toThrow("power cut");
+
+    dir = crashDir;
+    expect(await bases(groupId)).toHaveLength(2); // the group's, and the orphan the crash left
+    const restarted = await MlsDmClient.open(crashDir, opts);
+    expect(restarted.epoch(groupId)).toBe(epoch);
+    expect(restarted.epochAuthenticator(groupId)).toBe(auth);
+    await restarted.selfUpdate(groupId);
+    expect(restarted.epoch(groupId)).toBe(epoch + 1);
+    expect(await bases(groupId)).toEqual([`base-${(await groupFile(groupId)).stateBase}.json`]);
+    await restarted.send(groupId, "after");
+    expect((await restarted.history(groupId)).length).toBe(2);
   });
 });

@@ -143,6 +143,8 @@ export type GroupFork = z.infer<typeof GroupFork>;
 
 /** `base-<hash>.json` of a group: a whole encoded state, the base its `group.json` delta applies to. */
 export const GroupBaseRecord = z.object({ state: b64 });
+/** A base snapshot's name: base64url SHA-256 of its encoded state. */
+export const BaseName = z.string().regex(/^[A-Za-z0-9_-]{43}$/);
 
 /** Format 1 (the first release): no leave requests, no self-update clock. Read only by `migrate`. */
 export const GroupRecordV1 = z.object({
@@ -168,10 +170,12 @@ export const GroupRecord = GroupRecordV1.extend({
    * data) and the rest is in the base snapshot `base-<stateBase>.json` beside this file: a message then
    * rewrites a tenth of the state, not all of it. Without it, `state` is the whole state (earlier files).
    */
-  stateBase: z
-    .string()
-    .regex(/^[A-Za-z0-9_-]{43}$/)
-    .optional(),
+  stateBase: BaseName.optional(),
+  /**
+   * With `stateBase`: the secret-tree nodes that differ from the base's, as [node index, encoded node]
+   * (a message changes one). Without it, `state` carries the whole secret tree (earlier files).
+   */
+  secretNodes: z.array(z.tuple([z.number().int().nonnegative(), b64])).optional(),
   /** When this device's own leaf last got fresh keys (Unix seconds): DESIGN §2 asks for at least weekly. */
   ownLeafUpdatedAt: z.number(),
   /** Members that asked to leave (proposed their own Remove) and are still in the tree. */
@@ -211,18 +215,28 @@ export const CommitIntent = z.discriminatedUnion("kind", [
 ]);
 export type CommitIntent = z.infer<typeof CommitIntent>;
 
-export const PendingCommitRecord = z.object({
-  intent: CommitIntent,
-  /** The epoch the commit was built on; accepted, it opens epoch + 1. */
-  epoch: z.number().int(),
-  /** base64url SHA-256 of `commit`, as the hub reports the winner of an epoch. */
-  commitHash: z.string(),
-  commit: b64,
-  welcome: b64.nullable(),
-  newState: b64,
-  /** Accounts whose devices this commit adds: they get an invitation once it is accepted. */
-  invitees: z.array(z.string()),
-});
+export const PendingCommitRecord = z
+  .object({
+    intent: CommitIntent,
+    /** The epoch the commit was built on; accepted, it opens epoch + 1. */
+    epoch: z.number().int(),
+    /** base64url SHA-256 of `commit`, as the hub reports the winner of an epoch. */
+    commitHash: z.string(),
+    commit: b64,
+    welcome: b64.nullable(),
+    /** The state the commit leads to (earlier files): `newStateBase` names it in a base snapshot instead. */
+    newState: b64.optional(),
+    /**
+     * The base snapshot (`base-<name>.json`) holding the state the commit leads to: written once, before the
+     * commit is posted, and the group's base as it stands once the hub accepts the commit.
+     */
+    newStateBase: BaseName.optional(),
+    /** Accounts whose devices this commit adds: they get an invitation once it is accepted. */
+    invitees: z.array(z.string()),
+  })
+  .refine((p) => (p.newState === undefined) !== (p.newStateBase === undefined), {
+    message: "a pending commit names its new state exactly once",
+  });
 export type PendingCommitRecord = z.infer<typeof PendingCommitRecord>;
 
 export const HistoryEntry = z.object({
