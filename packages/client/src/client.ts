@@ -17,9 +17,9 @@ import type { DmEvent } from "./events.js";
 import { canonicalAccts, newClaimId, type AddReport, type Refusal } from "./groups/changes.js";
 import type { PipelineDeps } from "./groups/commitPipeline.js";
 import { createOwnGroup } from "./groups/create.js";
-import { followUp } from "./groups/followUp.js";
+import { followUp, hasOutstandingWork } from "./groups/followUp.js";
 import { canWrite, groupHealth, type GroupHealth } from "./groups/forks.js";
-import { processInboxItems, syncHubInbox } from "./groups/inbox.js";
+import { processInboxItems, syncAllHubs, syncHubInbox } from "./groups/inbox.js";
 import { emptyReport, pipelineDeps, runIntent } from "./groups/intents.js";
 import { leaveGroup } from "./groups/leave.js";
 import { recreatePlan } from "./groups/recreate.js";
@@ -59,6 +59,7 @@ import type { StoreProtection } from "./store/cipher.js";
 import { DeviceStore } from "./store/deviceStore.js";
 import { acquireDeviceLock } from "./store/lock.js";
 import { migrateLegacyStore } from "./store/migrate.js";
+import { changeStoreProtection, type ChangeProtectionOptions, type ProtectionChange } from "./store/rekey.js";
 import type { CommitIntent, HistoryEntry } from "./store/schemas.js";
 import { WellKnownResolver, type ServiceResolver, type ServiceUrls } from "./transport/resolver.js";
 import { DEFAULT_RETRY, type RetryPolicy } from "./util/backoff.js";
@@ -172,6 +173,8 @@ export class MlsDmClient {
   private generation = "";
   /** groupId → device id → when verifyGroup last added or removed it. */
   private readonly actedOn = new Map<string, Map<string, number>>();
+  /** Called after every operation (`events()` re-checks its follow-up timer). */
+  private readonly afterOp = new Set<() => void>();
 
   private constructor(
     private readonly ctx: DeviceContext,
@@ -324,6 +327,22 @@ export class MlsDmClient {
   }
 
   /**
+   * Changes how the directory is protected, unlocking it with `current.passphrase` first (a wrong one:
+   * `wrong_passphrase`, nothing changed). A new passphrase rewrites `store-key.json` only (same data key,
+   * fresh salt, current KDF parameters); switching between a passphrase and `{kind: "none"}` rewrites every
+   * file, crash-safely (store/rekey.ts). Takes the directory's lock; after a switch, a process that had the
+   * directory open stops at its next operation (open it again).
+   */
+  static async changePassphrase(
+    dir: string,
+    current: { passphrase?: string },
+    protection: StoreProtection,
+    opts: ChangeProtectionOptions = {},
+  ): Promise<ProtectionChange> {
+    return changeStoreProtection(dir, current, protection, opts);
+  }
+
+  /**
    * Every operation: one at a time in this process (the queue), and across processes (the directory's
    * lock file). When another process changed the directory since this one last looked, everything is
    * re-read first; when this one changed it, the generation file says so to the others.
@@ -345,6 +364,7 @@ export class MlsDmClient {
           if (store.writes !== writes) this.generation = await store.bumpGeneration();
         } finally {
           await lock.release();
+          for (const listener of this.afterOp) listener();
         }
       }
     });
@@ -461,30 +481,15 @@ export class MlsDmClient {
   // ---- receiving ----
 
   /**
-   * Polls every hub this device listens to, processes everything in order, finishes pending work (commits
-   * whose outcome is unknown, the self-update after joining, invitations, last-resort replacement) and
-   * returns the events. A hub that cannot be reached (or refuses) gives an `error` event; the others are
-   * still polled.
+   * Polls every hub this device listens to (all at once, at most 8 requests in flight), processes
+   * everything in order (hub after hub, in a fixed order), finishes pending work (commits whose outcome is
+   * unknown, the self-update after joining, invitations, last-resort replacement) and returns the events.
+   * A hub that cannot be reached (or refuses) gives an `error` event; the others are still read.
    */
   sync(): Promise<DmEvent[]> {
     return this.op(async () => {
       await this.ctx.pruneHubs();
-      const done = new Set<string>();
-      for (;;) {
-        const next = this.ctx.hubs().filter((h) => !done.has(h));
-        if (next.length === 0) break;
-        for (const hub of next) {
-          done.add(hub);
-          try {
-            await syncHubInbox(this.ctx, hub);
-          } catch (e) {
-            // One hub down or refusing must not keep the others from being read. Anything else (a
-            // local disk failure, a bug) is not the hub's doing and propagates.
-            if (!(e instanceof ServiceUnavailableError || e instanceof ProtocolError)) throw e;
-            this.ctx.emit({ type: "error", operation: `sync ${hub}`, message: e.message });
-          }
-        }
-      }
+      await syncAllHubs(this.ctx);
       await this.followUp();
       await this.verifyAll();
       return this.ctx.drainEvents();
@@ -494,7 +499,9 @@ export class MlsDmClient {
   /**
    * Live events over each hub's WebSocket stream (HTTP polling when a stream keeps failing). Ends when
    * `signal` aborts or the consumer stops iterating. Do not mix with concurrent `sync()` calls: both
-   * hand out the same queue of events, each event once.
+   * hand out the same queue of events, each event once. Follow-up work left unfinished (e.g. a commit of
+   * received proposals the hub refused for a moment) is run again every `followUpIntervalMs` (30 s) while
+   * it lasts, even when nothing arrives.
    */
   events(opts: LiveOptions = {}): AsyncGenerator<DmEvent> {
     return liveEvents(
@@ -512,6 +519,14 @@ export class MlsDmClient {
             await this.followUp();
             await this.verifyAll();
           }),
+        followUp: () =>
+          this.op(async () => {
+            if (hasOutstandingWork(this.ctx)) await this.followUp();
+          }),
+        onOperation: (listener: () => void) => {
+          this.afterOp.add(listener);
+          return () => this.afterOp.delete(listener);
+        },
       },
       opts,
     );

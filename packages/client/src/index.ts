@@ -20,6 +20,7 @@ export type { DmEvent, DmEventType, ForkParty } from "./events.js";
 export type { AddReport, Refusal } from "./groups/changes.js";
 export { ClientError, ServiceRefusedError, ServiceUnavailableError, type ClientErrorCode } from "./errors.js";
 export type { StoreProtection } from "./store/cipher.js";
+export type { ChangeProtectionOptions, ProtectionChange } from "./store/rekey.js";
 export { DEFAULT_KDF, type KdfParams, type KdfPolicy } from "./crypto/kdf.js";
 export {
   createAccountKeyBackup,

@@ -1,13 +1,18 @@
 import type { DeviceContext } from "./context.js";
 import type { DmEvent } from "./events.js";
+import { hasOutstandingWork } from "./groups/followUp.js";
 import { InboxStream } from "./transport/inboxStream.js";
 import type { InboxItem } from "@mastodon-mls/protocol";
 
 export interface LiveFeedHooks {
   /** Processes a pushed batch under the device's serial queue (and runs the follow-up work). */
   processBatch(hub: string, items: InboxItem[], cursor: string): Promise<void>;
-  /** Polls one hub over HTTP under the device's serial queue (the fallback). */
+  /** Polls one hub over HTTP under the device's serial queue (the fallback), and runs the follow-up work. */
   poll(hub: string): Promise<void>;
+  /** Runs the follow-up work under the device's serial queue, if there still is any. */
+  followUp(): Promise<void>;
+  /** Calls `listener` after every operation of the device (this process); returns the unsubscribe function. */
+  onOperation(listener: () => void): () => void;
 }
 
 export interface LiveOptions {
@@ -15,12 +20,21 @@ export interface LiveOptions {
   /** After this many failed connections in a row, a hub is polled over HTTP until its stream is back. */
   fallbackAfterFailures?: number;
   pollIntervalMs?: number;
+  /**
+   * While follow-up work is outstanding (a commit whose outcome is unknown, proposals to commit, a
+   * self-update, invitations, … that failed), it is run again at most this often even if nothing arrives.
+   * Default 30 000 (DESIGN §9: proposals are committed within 30 s).
+   */
+  followUpIntervalMs?: number;
 }
 
 /**
  * `events()`: a WebSocket stream per hub this device listens to, HTTP polling for hubs whose stream
  * keeps failing, new hubs picked up as invitations and joins arrive. Events come from the same
- * processing as `sync()`.
+ * processing as `sync()`. The follow-up work runs after each batch; when it is left unfinished (a hub
+ * refused for a moment), a timer runs it again every `followUpIntervalMs` until nothing is outstanding —
+ * a quiet group may bring no batch for a long time. No timer while nothing is outstanding; none outlives
+ * the iterator, and none keeps the process alive.
  */
 export async function* liveEvents(
   ctx: DeviceContext,
@@ -29,6 +43,7 @@ export async function* liveEvents(
 ): AsyncGenerator<DmEvent> {
   const fallbackAfter = opts.fallbackAfterFailures ?? 3;
   const pollMs = opts.pollIntervalMs ?? 5_000;
+  const followUpMs = opts.followUpIntervalMs ?? 30_000;
   const streams = new Map<string, InboxStream>();
   const pollers = new Map<string, NodeJS.Timeout>();
   let wake: (() => void) | undefined;
@@ -38,7 +53,59 @@ export async function* liveEvents(
     w?.();
   };
   const unsubscribe = ctx.onEvent(nudge);
-  opts.signal?.addEventListener("abort", nudge);
+
+  // The follow-up timer. `lastFollowUp`: when the follow-up work last ran (after a batch, a poll, or
+  // the timer); the timer never runs it sooner than `followUpMs` after that.
+  let ended = false;
+  let lastFollowUp = performance.now();
+  let followUpTimer: NodeJS.Timeout | undefined;
+  let followUpRunning = false;
+  const stopFollowUpTimer = () => {
+    clearTimeout(followUpTimer);
+    followUpTimer = undefined;
+  };
+  const scheduleFollowUp = (delay = followUpMs) => {
+    if (ended || followUpRunning) return;
+    if (!hasOutstandingWork(ctx)) {
+      stopFollowUpTimer();
+      return;
+    }
+    if (followUpTimer !== undefined) return;
+    followUpTimer = setTimeout(runFollowUp, delay);
+    followUpTimer.unref();
+  };
+  const runFollowUp = () => {
+    followUpTimer = undefined;
+    if (ended) return;
+    // A batch ran it meanwhile: wait for the rest of the interval (or stop, if it left nothing).
+    const rest = lastFollowUp + followUpMs - performance.now();
+    if (rest > 0) {
+      scheduleFollowUp(rest);
+      return;
+    }
+    followUpRunning = true;
+    hooks
+      .followUp()
+      .catch((e: unknown) =>
+        ctx.emit({
+          type: "error",
+          operation: "follow-up work",
+          message: e instanceof Error ? e.message : String(e),
+        }),
+      )
+      .finally(() => {
+        followUpRunning = false;
+        lastFollowUp = performance.now();
+        scheduleFollowUp();
+      });
+  };
+  const unsubscribeOps = hooks.onOperation(() => scheduleFollowUp());
+  const onAbort = () => {
+    ended = true;
+    stopFollowUpTimer();
+    nudge();
+  };
+  opts.signal?.addEventListener("abort", onAbort);
 
   const stopPolling = (hub: string) => {
     clearInterval(pollers.get(hub));
@@ -47,12 +114,16 @@ export async function* liveEvents(
   const startPolling = (hub: string) => {
     if (pollers.has(hub)) return;
     const tick = () => {
-      hooks.poll(hub).catch((e: unknown) =>
-        ctx.emit({
-          type: "error",
-          operation: `poll ${hub}`,
-          message: e instanceof Error ? e.message : String(e),
-        }),
+      hooks.poll(hub).then(
+        () => {
+          lastFollowUp = performance.now();
+        },
+        (e: unknown) =>
+          ctx.emit({
+            type: "error",
+            operation: `poll ${hub}`,
+            message: e instanceof Error ? e.message : String(e),
+          }),
       );
     };
     pollers.set(hub, setInterval(tick, pollMs));
@@ -68,6 +139,7 @@ export async function* liveEvents(
         reconnect: ctx.retry,
         onItems: async (items, cursor) => {
           await hooks.processBatch(hub, items, cursor);
+          lastFollowUp = performance.now();
           nudge();
         },
         onStatus: (s) => {
@@ -91,15 +163,24 @@ export async function* liveEvents(
   try {
     ensureStreams();
     while (opts.signal?.aborted !== true) {
-      for (const event of ctx.drainEvents()) yield event;
+      // Events queued while the consumer held the last one woke nobody: drain until none is left.
+      const ready = ctx.drainEvents();
+      if (ready.length > 0) {
+        for (const event of ready) yield event;
+        continue;
+      }
       ensureStreams();
+      scheduleFollowUp();
       await new Promise<void>((resolve) => {
         wake = resolve;
       });
     }
   } finally {
+    ended = true;
+    stopFollowUpTimer();
+    unsubscribeOps();
     unsubscribe();
-    opts.signal?.removeEventListener("abort", nudge);
+    opts.signal?.removeEventListener("abort", onAbort);
     for (const s of streams.values()) s.close();
     for (const hub of [...pollers.keys()]) stopPolling(hub);
   }

@@ -17,6 +17,7 @@ import {
 import { setupComplete } from "../setup.js";
 import type { DeviceStore } from "../store/deviceStore.js";
 import { DeviceStore as Store } from "../store/deviceStore.js";
+import { checkStorePassphrase } from "../store/rekey.js";
 import type { SessionRecord } from "../store/schemas.js";
 import type { ServiceUrls } from "../transport/resolver.js";
 import { Cli, resolveGroup } from "./context.js";
@@ -290,6 +291,52 @@ export async function migrate(cli: Cli, opts: { passphrase: boolean }): Promise<
   );
   cli.io.out(
     `${cli.dir} is now in the current format${protection.kind === "passphrase" ? ", encrypted" : ""}.`,
+  );
+}
+
+// ---- change-passphrase ----
+
+export async function changePassphrase(cli: Cli, opts: { passphrase: boolean }): Promise<void> {
+  const state = await Store.inspect(cli.dir);
+  const policy = cli.kdfPolicy;
+  if (state.kind !== "store") {
+    await Store.open(cli.dir, policy); // throws what opening it would: no device, needs migration
+    throw new ClientError("no_device", `${cli.dir} is not a device directory`);
+  }
+  if (state.protection === "none" && !opts.passphrase) {
+    throw new UsageError(`${cli.dir} is not encrypted: there is no passphrase to remove`);
+  }
+  let current: { passphrase?: string } = {};
+  if (state.protection === "passphrase") {
+    const passphrase = await cli.unlockPassphrase("Current passphrase");
+    // Checked before the new one is asked for (one more Argon2id run): a mistyped current passphrase
+    // should not cost typing the new one twice first.
+    await withProgress(cli.io, `Checking the passphrase of ${cli.dir} (Argon2id)`, (report) =>
+      checkStorePassphrase(cli.dir, { ...policy, passphrase, onProgress: report }),
+    );
+    current = { passphrase };
+  }
+  const protection = await cli.newProtection(opts.passphrase, true);
+  const label =
+    state.protection === protection.kind
+      ? "Protecting the data key with the new passphrase (Argon2id)"
+      : protection.kind === "none"
+        ? "Decrypting every file of the device directory"
+        : "Encrypting every file of the device directory (Argon2id)";
+  const change = await withProgress(cli.io, label, (report) =>
+    MlsDmClient.changePassphrase(cli.dir, current, protection, { ...policy, onProgress: report }),
+  );
+  if (change.from === "passphrase" && change.to === "passphrase") {
+    cli.io.out(`The passphrase of ${cli.dir} is changed.`);
+    return;
+  }
+  cli.io.out(
+    change.to === "passphrase"
+      ? `${cli.dir} is now encrypted under the new passphrase (${change.resealed} files).`
+      : `${cli.dir} is no longer encrypted (${change.resealed} files).`,
+  );
+  cli.io.err(
+    "An mls-dm process that had the directory open (e.g. listen) stops at its next step: start it again.",
   );
 }
 

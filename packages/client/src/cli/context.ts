@@ -61,7 +61,7 @@ export class Cli {
   }
 
   /** The passphrase of an existing directory: MLS_DM_PASSPHRASE, else asked (no echo). */
-  async unlockPassphrase(): Promise<string> {
+  async unlockPassphrase(what = "Passphrase"): Promise<string> {
     const env = this.io.env.MLS_DM_PASSPHRASE;
     if (env !== undefined) return env;
     if (!this.io.stdinIsTty) {
@@ -69,11 +69,15 @@ export class Cli {
         `${this.dir} is protected by a passphrase: set MLS_DM_PASSPHRASE or run in a terminal`,
       );
     }
-    return this.io.readSecret(`Passphrase for ${this.dir}: `);
+    return this.io.readSecret(`${what} for ${this.dir}: `);
   }
 
-  /** The protection of a new directory: a passphrase (MLS_DM_PASSPHRASE, else asked twice), or none. */
-  async newProtection(usePassphrase: boolean): Promise<StoreProtection> {
+  /**
+   * The protection of a new directory: a passphrase (MLS_DM_PASSPHRASE, else asked twice), or none. For a
+   * new passphrase of an existing directory (`change-passphrase`), `change` takes it from
+   * MLS_DM_NEW_PASSPHRASE instead: MLS_DM_PASSPHRASE is the current one there.
+   */
+  async newProtection(usePassphrase: boolean, change = false): Promise<StoreProtection> {
     if (!usePassphrase) {
       this.io.err(
         `warning: --no-passphrase: the account key, the Mastodon token and every group key in ${this.dir} ` +
@@ -82,20 +86,26 @@ export class Cli {
       );
       return { kind: "none" };
     }
-    let passphrase = this.io.env.MLS_DM_PASSPHRASE;
+    const envName = change ? "MLS_DM_NEW_PASSPHRASE" : "MLS_DM_PASSPHRASE";
+    const outcome = change ? "nothing was changed" : "nothing was created";
+    let passphrase = this.io.env[envName];
     if (passphrase === undefined) {
       if (!this.io.stdinIsTty) {
         throw new UsageError(
-          "a new device directory needs a passphrase: set MLS_DM_PASSPHRASE, run in a terminal, or use --no-passphrase",
+          change
+            ? `the new passphrase: set ${envName} or run in a terminal (or --no-passphrase to remove it)`
+            : `a new device directory needs a passphrase: set ${envName}, run in a terminal, or use --no-passphrase`,
         );
       }
       passphrase = await this.io.readSecret(`New passphrase for ${this.dir}: `);
       if ((await this.io.readSecret("The same again: ")) !== passphrase) {
-        throw new UsageError("the two passphrases differ; nothing was created");
+        throw new UsageError(`the two passphrases differ; ${outcome}`);
       }
     }
     if (passphrase.length < MIN_PASSPHRASE) {
-      throw new UsageError(`the passphrase is too short (at least ${MIN_PASSPHRASE} characters)`);
+      throw new UsageError(
+        `the passphrase is too short (at least ${MIN_PASSPHRASE} characters)${change ? `; ${outcome}` : ""}`,
+      );
     }
     return { kind: "passphrase", passphrase };
   }

@@ -51,6 +51,7 @@ describe("mls-dm, parsing and help", () => {
         "backup",
         "restore",
         "migrate",
+        "change-passphrase",
         "sync",
         "verify",
         "devices",
@@ -67,7 +68,13 @@ describe("mls-dm, parsing and help", () => {
     const io = fakeIo();
     expect(await main(["--help"], io)).toBe(0);
     const help = io.stdout.join("\n");
-    for (const text of ["Exit codes:", "  5  wrong passphrase", "MLS_DM_PASSPHRASE", "MLS_DM_HOME"])
+    for (const text of [
+      "Exit codes:",
+      "  5  wrong passphrase",
+      "MLS_DM_PASSPHRASE",
+      "MLS_DM_NEW_PASSPHRASE",
+      "MLS_DM_HOME",
+    ])
       expect(help).toContain(text);
   });
 

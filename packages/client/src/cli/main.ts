@@ -12,9 +12,19 @@ import { RECREATE_HELP, recreate, type RecreateCliOptions } from "./recreate.js"
 const ENV_HELP = `Environment:
   MLS_DM_HOME                the device directory (default $XDG_DATA_HOME/mls-dm or ~/.local/share/mls-dm)
   MLS_DM_PASSPHRASE          the device directory's passphrase (else asked, without echo)
+  MLS_DM_NEW_PASSPHRASE      change-passphrase: the new passphrase (else asked twice, without echo)
   MLS_DM_BACKUP_PASSPHRASE   a backup's passphrase (backup --passphrase, restore)
   MLS_DM_RECOVERY_KEY        a backup's recovery key (restore)
   MLS_DM_INSECURE_TEST_KDF=1 weak Argon2id parameters: for the test suite only, never for real use`;
+
+const CHANGE_PASSPHRASE_HELP = `
+Asks for the current passphrase (or reads MLS_DM_PASSPHRASE) and checks it, then for the new one twice
+(or reads MLS_DM_NEW_PASSPHRASE). Only store-key.json is rewritten: the same data key, now under the new
+passphrase. On a directory without a passphrase it sets one and encrypts every file; --no-passphrase
+removes it and decrypts every file (with a warning). Crash-safe: an interrupted run leaves a directory
+that opens as before or as asked, never neither; running it again finishes it. Other mls-dm commands
+wait meanwhile; after encrypting or decrypting, one that had the directory open (listen) must be
+started again. A wrong current passphrase exits 5 and changes nothing.`;
 
 export function buildProgram(io: Io, signal: AbortSignal): Command {
   const program = new Command();
@@ -86,6 +96,18 @@ export function buildProgram(io: Io, signal: AbortSignal): Command {
     .description("convert a device directory of the first release (unencrypted) to the current format")
     .addOption(passphraseOption())
     .action((o: { passphrase: boolean }) => commands.migrate(cli(), o));
+
+  program
+    .command("change-passphrase")
+    .description("change the device directory's passphrase (or set one, or remove it with --no-passphrase)")
+    .addOption(
+      new Option(
+        "--no-passphrase",
+        "remove the passphrase: store the directory unencrypted (files readable by you only; NOT recommended)",
+      ),
+    )
+    .addHelpText("after", CHANGE_PASSPHRASE_HELP)
+    .action((o: { passphrase: boolean }) => commands.changePassphrase(cli(), o));
 
   program
     .command("whoami")

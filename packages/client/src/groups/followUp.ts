@@ -1,5 +1,5 @@
 import type { DeviceContext } from "../context.js";
-import { replaceLastResort, topUpKeyPackages } from "../keyPackages.js";
+import { KEY_PACKAGE_CHECK_SECONDS, replaceLastResort, topUpKeyPackages } from "../keyPackages.js";
 import { committableProposals } from "./changes.js";
 import { sendInvitations, settlePending, stillLeaving, type PipelineDeps } from "./commitPipeline.js";
 import { canWrite, reportForks } from "./forks.js";
@@ -80,4 +80,31 @@ export async function followUp(ctx: DeviceContext, deps: PipelineDeps): Promise<
       await attempt("send invitations", groupId, () => sendInvitations(ctx, h));
     }
   }
+}
+
+/**
+ * Whether `followUp` has anything to do now: a fork report the hub has not taken, a pending commit, a
+ * change that lost its epoch, a used last-resort KeyPackage, a KeyPackage count due for a check, and in a
+ * group this device can write to: proposals to commit (a member's `leave`), a self-update due (after
+ * joining, weekly), invitations not posted yet. Cheap (no I/O, no crypto): `events()` asks it after every
+ * operation to decide whether to keep a follow-up timer.
+ */
+export function hasOutstandingWork(ctx: DeviceContext): boolean {
+  if (ctx.lostIntents.length > 0 || ctx.device.lastResort.used || ctx.keyPackageUsed) return true;
+  const now = ctx.nowSeconds();
+  if (now - (ctx.device.keyPackagesCheckedAt ?? ctx.device.createdAt) >= KEY_PACKAGE_CHECK_SECONDS)
+    return true;
+  for (const g of ctx.groups.values()) {
+    if (g.record.status !== "active") continue;
+    if (g.pending !== undefined) return true;
+    if ((g.record.forks ?? []).some((f) => f.report === "pending")) return true;
+    const state = g.state;
+    if (state === undefined || !canWrite(g)) continue;
+    if (g.record.needsSelfUpdate || now - g.record.ownLeafUpdatedAt > SELF_UPDATE_INTERVAL_SECONDS)
+      return true;
+    if (g.record.unsentInvitations.length > 0) return true;
+    if (stillLeaving(g.record.leaving, state).length > 0) return true;
+    if (Object.keys(committableProposals(state)).length > 0) return true;
+  }
+  return false;
 }

@@ -1,6 +1,6 @@
-import { ProtocolError, type InboxItem } from "@mastodon-mls/protocol";
+import { ProtocolError, type InboxItem, type InboxResponse } from "@mastodon-mls/protocol";
 import type { DeviceContext } from "../context.js";
-import { ClientError } from "../errors.js";
+import { ClientError, ServiceUnavailableError } from "../errors.js";
 import { checkServiceUrl } from "../transport/serviceUrl.js";
 import { noteBehindRetention, noteForkNotice, reportForks } from "./forks.js";
 import { joinFromWelcome } from "./join.js";
@@ -74,14 +74,55 @@ async function processItem(ctx: DeviceContext, hub: string, item: InboxItem): Pr
   }
 }
 
-/** Fetches and processes a hub's inbox until it has nothing more, acknowledging as it goes. */
-export async function syncHubInbox(ctx: DeviceContext, hub: string): Promise<void> {
+/** One page of a hub's inbox fetched ahead of processing (or why it could not be), and what it was asked after. */
+export interface FetchedPage {
+  hub: string;
+  after: string | undefined;
+  outcome: { page: InboxResponse } | { error: unknown };
+}
+
+/**
+ * Asks a hub for the first page after this device's current cursor, without processing anything: no
+ * state is read but the cursor, none is written. Never rejects; a failure is in `outcome`.
+ */
+export async function fetchInboxPage(ctx: DeviceContext, hub: string): Promise<FetchedPage> {
+  let base = hub;
+  let after: string | undefined;
+  try {
+    const client = ctx.delivery(hub);
+    base = client.baseUrl;
+    after = ctx.cursors.hubs[base] ?? undefined;
+    return { hub: base, after, outcome: { page: await client.inbox(after) } };
+  } catch (error) {
+    return { hub: base, after, outcome: { error } };
+  }
+}
+
+/**
+ * Fetches and processes a hub's inbox until it has nothing more, acknowledging as it goes. `first` is the
+ * first page fetched ahead (`fetchInboxPage`): used when it was asked after the cursor this device still
+ * holds, else fetched again. Later pages are asked for once the page before is processed.
+ */
+export async function syncHubInbox(
+  ctx: DeviceContext,
+  hub: string,
+  first?: Promise<FetchedPage>,
+): Promise<void> {
   const client = ctx.delivery(hub);
+  let ahead = first;
   let resetOnce = false;
   for (;;) {
+    const after = ctx.cursors.hubs[client.baseUrl] ?? undefined;
     let page;
     try {
-      page = await client.inbox(ctx.cursors.hubs[client.baseUrl] ?? undefined);
+      const fetched = ahead === undefined ? undefined : await ahead;
+      ahead = undefined;
+      if (fetched !== undefined && fetched.hub === client.baseUrl && fetched.after === after) {
+        if ("error" in fetched.outcome) throw fetched.outcome.error;
+        page = fetched.outcome.page;
+      } else {
+        page = await client.inbox(after);
+      }
     } catch (e) {
       // The hub no longer knows our cursor (e.g. its store was rebuilt): resume from what it has as
       // acknowledged, which is never past what we processed durably; sequence numbers skip repeats.
@@ -94,4 +135,52 @@ export async function syncHubInbox(ctx: DeviceContext, hub: string): Promise<voi
     if (page.items.length > 0) await client.ack(page.cursor);
     if (!page.more || page.items.length === 0) return;
   }
+}
+
+/** How many hubs `syncAllHubs` asks at once. */
+export const HUB_FETCH_CONCURRENCY = 8;
+
+/**
+ * `sync()`'s reading: every hub this device listens to is asked for its first page at once (at most
+ * `concurrency` requests in flight), and the answers are processed one hub after the other, in the order
+ * of `ctx.hubs()`, each hub to its last page before the next — the device's state is one serial context,
+ * and the order (hence the events) does not depend on which hub answered first. Hubs that processing
+ * brings in (an invitation naming a new hub) are read in a further round of the same call. A hub that
+ * cannot be reached or refuses gives an `error` event and keeps no other hub from being read; any other
+ * failure (the local disk, a bug) propagates.
+ */
+export async function syncAllHubs(ctx: DeviceContext, concurrency = HUB_FETCH_CONCURRENCY): Promise<void> {
+  const limit = limiter(concurrency);
+  const done = new Set<string>();
+  for (;;) {
+    const next = ctx.hubs().filter((h) => !done.has(h));
+    if (next.length === 0) return;
+    for (const hub of next) done.add(hub);
+    const ahead = new Map(next.map((hub) => [hub, limit(() => fetchInboxPage(ctx, hub))]));
+    for (const hub of next) {
+      try {
+        await syncHubInbox(ctx, hub, ahead.get(hub));
+      } catch (e) {
+        if (!(e instanceof ServiceUnavailableError || e instanceof ProtocolError)) throw e;
+        ctx.emit({ type: "error", operation: `sync ${hub}`, message: e.message });
+      }
+    }
+  }
+}
+
+/** Runs tasks with at most `n` of them in flight, starting them in call order. */
+function limiter(n: number): <T>(task: () => Promise<T>) => Promise<T> {
+  let running = 0;
+  const waiting: (() => void)[] = [];
+  return async <T>(task: () => Promise<T>): Promise<T> => {
+    if (running >= n) await new Promise<void>((resolve) => waiting.push(resolve));
+    else running++;
+    try {
+      return await task();
+    } finally {
+      const wake = waiting.shift();
+      if (wake !== undefined) wake();
+      else running--;
+    }
+  };
 }

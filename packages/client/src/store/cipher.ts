@@ -126,6 +126,11 @@ class SealedCipher implements StoreCipher {
 
   constructor(private readonly key: Uint8Array) {}
 
+  /** The data key, for rewrapping it under a new passphrase (rewrapStoreKey); never leaves this module. */
+  static dataKeyOf(cipher: SealedCipher): Uint8Array {
+    return cipher.key;
+  }
+
   encodeRecord(format: string, relPath: string, body: object): string {
     const { nonce, ciphertext } = seal(
       this.key,
@@ -215,14 +220,66 @@ export async function newStoreKey(
   policy: KdfPolicy,
   onProgress?: (fraction: number) => void,
 ): Promise<{ text: string; cipher: StoreCipher }> {
-  if (protection.kind === "none") {
-    const file: StoreKeyFile = { format: "mls-dm.store-key", v: 2, protection: "none" };
-    return { text: JSON.stringify(file), cipher: new PlainCipher() };
+  if (protection.kind === "none") return { text: plainStoreKeyText(), cipher: new PlainCipher() };
+  const dataKey = new Uint8Array(randomBytes(KEY_BYTES));
+  const text = await wrapDataKey(dataKey, protection.passphrase, policy, onProgress);
+  return { text, cipher: new SealedCipher(dataKey) };
+}
+
+/**
+ * The `store-key.json` content that protects an unlocked directory as `protection` says from now on.
+ * Passphrase → passphrase keeps the data key (fresh salt, fresh nonce, the policy's KDF parameters), so
+ * `cipher` stays the cipher of every other file and none of them needs rewriting. Switching between
+ * "none" and a passphrase changes how every file is written: the caller re-seals them (rekey.ts); a new
+ * passphrase for a plain directory gets a new random data key (there is none to keep).
+ */
+export async function rewrapStoreKey(
+  current: StoreCipher,
+  protection: StoreProtection,
+  policy: KdfPolicy,
+  onProgress?: (fraction: number) => void,
+): Promise<{ text: string; cipher: StoreCipher }> {
+  if (protection.kind === "passphrase" && current instanceof SealedCipher) {
+    const text = await wrapDataKey(
+      SealedCipher.dataKeyOf(current),
+      protection.passphrase,
+      policy,
+      onProgress,
+    );
+    return { text, cipher: current };
   }
+  return newStoreKey(protection, policy, onProgress);
+}
+
+/**
+ * How a file of format 2 was written, from its content alone (no key needed): "passphrase" for sealed
+ * records and lines, "none" for plain ones, undefined when it cannot tell (not JSON, or no complete line).
+ */
+export function contentProtection(text: string): "passphrase" | "none" | undefined {
+  for (const line of text.split("\n")) {
+    if (line === "") continue;
+    const json = parseJson(line);
+    if (typeof json !== "object" || json === null) continue; // a torn history line
+    return "ciphertext" in json ? "passphrase" : "none";
+  }
+  return undefined;
+}
+
+function plainStoreKeyText(): string {
+  const file: StoreKeyFile = { format: "mls-dm.store-key", v: 2, protection: "none" };
+  return JSON.stringify(file);
+}
+
+/** `store-key.json` wrapping `dataKey` under Argon2id(passphrase, a fresh salt) with the policy's parameters. */
+async function wrapDataKey(
+  dataKey: Uint8Array,
+  passphrase: string,
+  policy: KdfPolicy,
+  onProgress?: (fraction: number) => void,
+): Promise<string> {
   const params: KdfParams = kdfParamsFor(policy);
   const salt = new Uint8Array(randomBytes(SALT_BYTES));
-  const dataKey = new Uint8Array(randomBytes(KEY_BYTES));
-  const kek = await deriveKey(passphraseBytes(protection.passphrase), salt, params, onProgress);
+  const kek = await deriveKey(passphraseBytes(passphrase), salt, params, onProgress);
   const header = {
     format: "mls-dm.store-key" as const,
     v: 2 as const,
@@ -232,7 +289,7 @@ export async function newStoreKey(
   };
   const { nonce, ciphertext } = seal(kek, dataKey, wrapAad({ ...header, nonce: "", wrappedKey: "" }));
   const file: StoreKeyFile = { ...header, nonce: toBase64url(nonce), wrappedKey: toBase64url(ciphertext) };
-  return { text: JSON.stringify(file), cipher: new SealedCipher(dataKey) };
+  return JSON.stringify(file);
 }
 
 /** What `store-key.json` says, without unlocking anything. */

@@ -18,6 +18,7 @@ import {
 } from "./atomicFile.js";
 import {
   STORE_KEY_FILE,
+  contentProtection,
   newStoreKey,
   readProtection,
   unlockStoreKey,
@@ -52,7 +53,8 @@ export type DirectoryState =
 
 /** Suffix of the files a migration writes before switching over (see migrate.ts). */
 export const MIGRATION_SUFFIX = ".migrate";
-const GENERATION_FILE = "generation";
+/** The marker telling other processes to re-read (see bumpGeneration). */
+export const GENERATION_FILE = "generation";
 
 /**
  * One directory per device:
@@ -425,10 +427,16 @@ export class DeviceStore {
 }
 
 /**
- * The last step of a migration (migrate.ts), also run on every open: once store-key.json exists, each
- * `<file>.migrate` written before it replaces its `<file>`. Idempotent, so a crash at any point is fine.
+ * The last step of a migration (migrate.ts) or of a protection change (rekey.ts), also run on every open:
+ * once store-key.json says how the directory is protected, each `<file>.migrate` written before it
+ * replaces its `<file>`. Idempotent, so a crash at any point is fine; a file another process renamed first
+ * is fine too.
  */
 export async function finishMigration(dir: string): Promise<void> {
+  const keyPath = join(dir, STORE_KEY_FILE);
+  const keyText = (await readFileIfExists(keyPath))?.toString("utf8");
+  if (keyText === undefined) return;
+  const protection = readProtection(keyPath, keyText);
   const dirs = [
     dir,
     join(dir, "keypackages"),
@@ -436,8 +444,24 @@ export async function finishMigration(dir: string): Promise<void> {
   ];
   for (const d of dirs) {
     const pending = (await listDir(d)).filter((n) => n.endsWith(MIGRATION_SUFFIX));
-    if (pending.length === 0) continue;
-    for (const name of pending) await rename(join(d, name), join(d, name.slice(0, -MIGRATION_SUFFIX.length)));
-    await fsyncDir(d);
+    let renamed = false;
+    for (const name of pending) {
+      const from = join(d, name);
+      const text = (await readFileIfExists(from))?.toString("utf8");
+      if (text === undefined) continue; // renamed by another process meanwhile
+      // Written otherwise than store-key.json says: a protection change (rekey.ts) that has not reached
+      // its switch-over — crashed before it, or under way in another process right now. Renaming it would
+      // put a file the current key cannot read in place of a good one. It is left for that change to
+      // finish or sweep, under the directory's lock.
+      const kind = contentProtection(text);
+      if (kind !== undefined && kind !== protection) continue;
+      try {
+        await rename(from, join(d, name.slice(0, -MIGRATION_SUFFIX.length)));
+        renamed = true;
+      } catch (e) {
+        if ((e as { code?: unknown }).code !== "ENOENT") throw e;
+      }
+    }
+    if (renamed) await fsyncDir(d);
   }
 }

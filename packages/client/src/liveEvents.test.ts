@@ -1,0 +1,129 @@
+import { afterEach, beforeEach, describe, expect, it, vi } from "vitest";
+import type { DeviceContext } from "./context.js";
+import type { DmEvent } from "./events.js";
+import { liveEvents, type LiveFeedHooks } from "./liveEvents.js";
+
+// The follow-up timer's scheduling on its own: a device context reduced to what `hasOutstandingWork` and
+// the live loop read (no hubs, so no streams and no I/O at all), and fake timers to move time.
+
+const INTERVAL = 30_000;
+
+/** A context whose only outstanding work is `lostIntents` (a change to retry), and the hooks over it. */
+function setUp() {
+  const queued: DmEvent[] = [];
+  const listeners = new Set<() => void>();
+  const ctx = {
+    lostIntents: [] as unknown[],
+    keyPackageUsed: false,
+    device: { lastResort: { used: false }, keyPackagesCheckedAt: 0, createdAt: 0 },
+    groups: new Map(),
+    nowSeconds: () => 0,
+    hubs: () => [],
+    emit(e: DmEvent) {
+      queued.push(e);
+      for (const l of listeners) l();
+    },
+    drainEvents: () => queued.splice(0),
+    onEvent(l: () => void) {
+      listeners.add(l);
+      return () => listeners.delete(l);
+    },
+  };
+  const afterOp = new Set<() => void>();
+  /** Runs `work` as the client's `op` would: then tells the listeners. */
+  const op = async (work: () => void | Promise<void>) => {
+    try {
+      await work();
+    } finally {
+      for (const l of afterOp) l();
+    }
+  };
+  const runs: number[] = [];
+  let fails = 0;
+  const hooks: LiveFeedHooks = {
+    processBatch: () => Promise.resolve(),
+    poll: () => Promise.resolve(),
+    followUp: () =>
+      op(() => {
+        runs.push(performance.now());
+        if (fails > 0) {
+          fails--;
+          ctx.emit({ type: "error", operation: "retry add after losing the epoch", message: "hub down" });
+          return;
+        }
+        ctx.lostIntents.splice(0);
+      }),
+    onOperation(l) {
+      afterOp.add(l);
+      return () => afterOp.delete(l);
+    },
+  };
+  return {
+    ctx,
+    hooks,
+    op,
+    runs,
+    failNext(n: number) {
+      fails = n;
+    },
+    listeners: () => afterOp.size,
+  };
+}
+
+beforeEach(() => {
+  vi.useFakeTimers({ toFake: ["setTimeout", "clearTimeout", "setInterval", "clearInterval", "performance"] });
+});
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe("the follow-up timer", () => {
+  it("exists only while work is outstanding, runs it every interval until done, and ends with the iterator", async () => {
+    const t = setUp();
+    const controller = new AbortController();
+    const events = liveEvents(t.ctx as unknown as DeviceContext, t.hooks, {
+      signal: controller.signal,
+      followUpIntervalMs: INTERVAL,
+    });
+    const first = events.next();
+    await vi.advanceTimersByTimeAsync(0);
+    // Nothing outstanding: no timer at all, however long it stays quiet.
+    expect(vi.getTimerCount()).toBe(0);
+    await vi.advanceTimersByTimeAsync(10 * INTERVAL);
+    expect(t.runs).toEqual([]);
+
+    // An operation leaves work behind (a change that lost its epoch): a timer, the interval after the last
+    // follow-up; it fails twice (an error event each time), then succeeds; then no timer again.
+    const start = performance.now();
+    await t.op(() => {
+      t.ctx.lostIntents.push({});
+    });
+    expect(vi.getTimerCount()).toBe(1);
+    t.failNext(2);
+    await vi.advanceTimersByTimeAsync(INTERVAL - 1);
+    expect(t.runs).toEqual([]);
+    await vi.advanceTimersByTimeAsync(1);
+    expect(t.runs).toEqual([start + INTERVAL]);
+    expect(await first).toMatchObject({ value: { type: "error", message: "hub down" } });
+    await vi.advanceTimersByTimeAsync(2 * INTERVAL);
+    expect(t.runs).toEqual([start + INTERVAL, start + 2 * INTERVAL, start + 3 * INTERVAL]);
+    expect(t.ctx.lostIntents).toEqual([]);
+    expect(vi.getTimerCount()).toBe(0);
+    await vi.advanceTimersByTimeAsync(10 * INTERVAL);
+    expect(t.runs).toHaveLength(3);
+
+    // Work outstanding when the iterator ends: the timer goes with it.
+    await t.op(() => {
+      t.ctx.lostIntents.push({});
+    });
+    expect(vi.getTimerCount()).toBe(1);
+    // The second failure's event was queued while the consumer held the first: it still comes.
+    expect(await events.next()).toMatchObject({ value: { type: "error", message: "hub down" } });
+    controller.abort();
+    expect(await events.next()).toEqual({ done: true, value: undefined });
+    expect(vi.getTimerCount()).toBe(0);
+    expect(t.listeners()).toBe(0);
+    await vi.advanceTimersByTimeAsync(10 * INTERVAL);
+    expect(t.runs).toHaveLength(3);
+  });
+});
