@@ -37,6 +37,18 @@ export interface LookupOptions {
   /** Where WebFinger for a domain is asked. Default `https://<domain>`. */
   resolveOrigin?: (domain: string) => string;
   now?: () => number;
+  /**
+   * LK-7's answers, shared by lookups (acctResolver keeps them as long as a lookup's answer, ST-2): an
+   * instance's domain is the same for all its accounts, so a group of 500 members on a few instances asks
+   * each instance once, not once per member.
+   */
+  instanceDomains?: InstanceDomains;
+}
+
+/** What `/api/v2/instance` said an API origin's domain is, remembered for a while. */
+export interface InstanceDomains {
+  get(apiOrigin: string): string | undefined;
+  set(apiOrigin: string, domain: string): void;
 }
 
 export const defaultResolveOrigin = (domain: string): string => `https://${domain}`;
@@ -161,18 +173,22 @@ async function lookupSteps(parsed: Acct, base: Base, o: LookupOptions): Promise<
     throw violated("LK-6", `the account's uri ${String(account.uri)} is not WebFinger's self link`);
 
   // LK-7: that server's domain is the acct's domain (LOCAL_DOMAIN, which may differ from the API host).
-  const instance = json(
-    await o.get(new URL("/api/v2/instance", apiOrigin).href, {
-      accept: "application/json",
-      sameOrigin: true,
-    }),
-    "The instance",
-  );
-  if (typeof instance.domain !== "string" || instance.domain.toLowerCase() !== parsed.domain) {
-    throw violated(
-      "LK-7",
-      `the instance at ${apiOrigin} is ${String(instance.domain)}, not ${parsed.domain}`,
+  let domain = o.instanceDomains?.get(apiOrigin);
+  if (domain === undefined) {
+    const instance = json(
+      await o.get(new URL("/api/v2/instance", apiOrigin).href, {
+        accept: "application/json",
+        sameOrigin: true,
+      }),
+      "The instance",
     );
+    if (typeof instance.domain === "string") {
+      domain = instance.domain.toLowerCase();
+      o.instanceDomains?.set(apiOrigin, domain);
+    }
+  }
+  if (domain !== parsed.domain) {
+    throw violated("LK-7", `the instance at ${apiOrigin} is ${String(domain)}, not ${parsed.domain}`);
   }
 
   const state: AccountState = {

@@ -142,4 +142,51 @@ describe("acct resolver", () => {
     c.advance(MIN);
     expect((await resolver.lookup("alice@a.test")).kind).toBe("found");
   });
+
+  it("ST-5: an instance's domain (LK-7) is asked once per API origin while answers are kept", async () => {
+    const c = clock();
+    const asked: string[] = [];
+    let domain: unknown = "a.test";
+    const json = (body: unknown): HttpResponse => ({
+      status: 200,
+      headers: {},
+      body: new TextEncoder().encode(JSON.stringify(body)),
+      url: "",
+    });
+    const get: HttpGet = (url) => {
+      const u = new URL(url);
+      asked.push(u.pathname);
+      const user = (u.searchParams.get("resource") ?? "").replace(/^acct:|@.*$/g, "");
+      if (u.pathname === "/.well-known/webfinger") {
+        return Promise.resolve(
+          json({
+            subject: `acct:${user}@a.test`,
+            links: [{ rel: "self", type: "application/activity+json", href: `${ORIGIN}/users/${user}` }],
+          }),
+        );
+      }
+      if (u.pathname === "/api/v1/accounts/lookup") {
+        const acct = u.searchParams.get("acct")!;
+        return Promise.resolve(json({ acct, uri: `${ORIGIN}/users/${acct}`, fields: [] }));
+      }
+      return Promise.resolve(json({ domain }));
+    };
+    const instanceAsked = () => asked.filter((p) => p === "/api/v2/instance").length;
+    const resolver = createAcctResolver({ get, now: c.now });
+    for (const user of ["alice", "bob", "carol"]) {
+      expect((await resolver.lookup(`${user}@a.test`)).kind).toBe("no-proof");
+    }
+    expect(instanceAsked()).toBe(1);
+    c.advance(10 * MIN);
+    // Asked again once the answers it served with expired; an answer without a domain is not kept.
+    domain = 42;
+    expect(await resolver.lookup("dave@a.test")).toMatchObject({ kind: "invalid", rule: "LK-7" });
+    expect(await resolver.lookup("erin@a.test")).toMatchObject({ kind: "invalid", rule: "LK-7" });
+    expect(instanceAsked()).toBe(3);
+    domain = "b.test";
+    expect(await resolver.lookup("frank@a.test")).toMatchObject({ kind: "invalid", rule: "LK-7" });
+    domain = "a.test";
+    expect(await resolver.lookup("gina@a.test")).toMatchObject({ kind: "invalid", rule: "LK-7" });
+    expect(instanceAsked()).toBe(4); // b.test was kept for that origin
+  });
 });

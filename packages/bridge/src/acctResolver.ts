@@ -1,9 +1,10 @@
 import { canonicalAcct } from "@mastodon-mls/protocol";
-import { lookupAcct, type LookupResult } from "./acctLookup.js";
+import { lookupAcct, type InstanceDomains, type LookupResult } from "./acctLookup.js";
 import { createSafeHttpGet, type HttpGet, type TransportOptions } from "./safeHttp.js";
 
-// The lookup as clients and services use it: one request in flight per acct, answers cached, and the last
-// good answer kept while an instance is down (rules ST-1…ST-4 in docs/identity.md).
+// The lookup as clients and services use it: one request in flight per acct, answers cached, an instance's
+// domain (LK-7) asked once per API origin while answers are, and the last good answer kept while an
+// instance is down (rules ST-1…ST-5 in docs/identity.md).
 
 export interface AcctResolverOptions extends TransportOptions {
   /** Where WebFinger for a domain is asked. Default `https://<domain>`; tests map domains to local servers. */
@@ -49,6 +50,16 @@ export function createAcctResolver(options: AcctResolverOptions = {}): AcctResol
   const cache = new Map<string, Entry>();
   const lastGood = new Map<string, LookupResult & { kind: "found" }>();
   const inFlight = new Map<string, Promise<LookupResult>>();
+  const domains = new Map<string, { domain: string; until: number }>();
+  const instanceDomains: InstanceDomains = {
+    get(apiOrigin) {
+      const known = domains.get(apiOrigin);
+      return known !== undefined && known.until > now() ? known.domain : undefined;
+    },
+    set(apiOrigin, domain) {
+      remember(domains, apiOrigin, { domain, until: now() + successTtl });
+    },
+  };
 
   const remember = <V>(map: Map<string, V>, key: string, value: V) => {
     map.delete(key);
@@ -57,7 +68,12 @@ export function createAcctResolver(options: AcctResolverOptions = {}): AcctResol
   };
 
   async function fresh(acct: string): Promise<LookupResult> {
-    const result = await lookupAcct(acct, { get, now, resolveOrigin: options.resolveOrigin });
+    const result = await lookupAcct(acct, {
+      get,
+      now,
+      resolveOrigin: options.resolveOrigin,
+      instanceDomains,
+    });
     const t = now();
     const until = t + (isSuccess(result) ? successTtl : failureTtl);
     if (result.kind === "found") {
