@@ -155,16 +155,7 @@ export class DeviceStore {
           "encrypt it (or MlsDmClient.migrate)",
       );
     }
-    const mode = (await stat(dir)).mode & 0o777;
-    if ((mode & 0o077) !== 0) {
-      throw new ClientError(
-        "bad_input",
-        `${dir} is accessible by other users (mode ${mode.toString(8)}); chmod 700 it`,
-      );
-    }
-    const keyPath = join(dir, STORE_KEY_FILE);
-    const text = (await readFileIfExists(keyPath))?.toString("utf8") ?? "";
-    const cipher = await unlockStoreKey(keyPath, text, opts);
+    const { cipher } = await unlockDirectory(dir, opts);
     const store = new DeviceStore(dir, cipher, opts.hooks ?? {});
     await finishMigration(dir);
     await removeStaleTempFiles(dir);
@@ -424,6 +415,27 @@ export class DeviceStore {
     }
     return out.sort((a, b) => a.seq - b.seq);
   }
+}
+
+/**
+ * Unlocks a directory of the current format: refuses one other users can read (its files are secrets
+ * whatever the protection), then opens store-key.json. Returns the cipher and the store-key.json text it
+ * came from.
+ */
+export async function unlockDirectory(
+  dir: string,
+  opts: UnlockOptions,
+): Promise<{ cipher: StoreCipher; text: string }> {
+  const mode = (await stat(dir)).mode & 0o777;
+  if ((mode & 0o077) !== 0) {
+    throw new ClientError(
+      "bad_input",
+      `${dir} is accessible by other users (mode ${mode.toString(8)}); chmod 700 it`,
+    );
+  }
+  const keyPath = join(dir, STORE_KEY_FILE);
+  const text = (await readFileIfExists(keyPath))?.toString("utf8") ?? "";
+  return { cipher: await unlockStoreKey(keyPath, text, opts), text };
 }
 
 /**

@@ -57,7 +57,16 @@ export function parseLegacyRecord<T>(path: string, format: string, schema: z.Zod
   return parsed.data;
 }
 
-function parseHead(path: string, format: string, text: string, expected: number): Record<string, unknown> {
+/**
+ * A record file's JSON after checking its header: the `format` expected (any, when undefined: the file's
+ * own kind is then `format` in the result) and the format version.
+ */
+export function parseHead(
+  path: string,
+  format: string | undefined,
+  text: string,
+  expected: number,
+): Record<string, unknown> & { format: string } {
   let json: unknown;
   try {
     json = JSON.parse(text);
@@ -65,7 +74,10 @@ function parseHead(path: string, format: string, text: string, expected: number)
     throw new StoreFormatError(path, "not JSON (the file is damaged)");
   }
   const head = json as { format?: unknown; v?: unknown };
-  if (typeof json !== "object" || json === null || head.format !== format) {
+  if (typeof json !== "object" || json === null || typeof head.format !== "string") {
+    throw new StoreFormatError(path, "is not an mls-dm file (the file is damaged)");
+  }
+  if (format !== undefined && head.format !== format) {
     throw new StoreFormatError(path, `not a ${format} file (the file is damaged or misplaced)`);
   }
   if (head.v !== expected) {
@@ -78,5 +90,5 @@ function parseHead(path: string, format: string, text: string, expected: number)
           : `unknown format version ${String(head.v)}`,
     );
   }
-  return json as Record<string, unknown>;
+  return json as Record<string, unknown> & { format: string };
 }

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { readdir, stat } from "node:fs/promises";
+import { readdir } from "node:fs/promises";
 import { join, relative, sep } from "node:path";
 import type { KdfPolicy } from "../crypto/kdf.js";
 import { ClientError } from "../errors.js";
@@ -10,16 +10,16 @@ import {
   writeFileAtomic,
   type AtomicWriteHooks,
 } from "./atomicFile.js";
+import { STORE_KEY_FILE, rewrapStoreKey, type StoreCipher, type StoreProtection } from "./cipher.js";
 import {
-  STORE_KEY_FILE,
-  rewrapStoreKey,
-  unlockStoreKey,
-  type StoreCipher,
-  type StoreProtection,
-} from "./cipher.js";
-import { DeviceStore, GENERATION_FILE, MIGRATION_SUFFIX, finishMigration } from "./deviceStore.js";
+  DeviceStore,
+  GENERATION_FILE,
+  MIGRATION_SUFFIX,
+  finishMigration,
+  unlockDirectory,
+} from "./deviceStore.js";
 import { LOCK_FILE, acquireDeviceLock } from "./lock.js";
-import { FORMAT_VERSION, StoreFormatError } from "./records.js";
+import { FORMAT_VERSION, parseHead } from "./records.js";
 
 // Changing how a device directory is protected: a new passphrase, or a switch between a passphrase and
 // none.
@@ -142,16 +142,7 @@ async function unlock(
     await DeviceStore.open(dir, opts); // throws the error opening it would (no device, needs migration)
     throw new ClientError("no_device", `${dir} is not a device directory`);
   }
-  const mode = (await stat(dir)).mode & 0o777;
-  if ((mode & 0o077) !== 0) {
-    throw new ClientError(
-      "bad_input",
-      `${dir} is accessible by other users (mode ${mode.toString(8)}); chmod 700 it`,
-    );
-  }
-  const keyPath = join(dir, STORE_KEY_FILE);
-  const text = (await readFileIfExists(keyPath))?.toString("utf8") ?? "";
-  const cipher = await unlockStoreKey(keyPath, text, opts);
+  const { cipher, text } = await unlockDirectory(dir, opts);
   return { cipher, text, from: cipher.protection };
 }
 
@@ -229,20 +220,8 @@ async function storeFiles(dir: string): Promise<string[]> {
 }
 
 function resealRecord(path: string, rel: string, text: string, from: StoreCipher, to: StoreCipher): string {
-  let json: unknown;
-  try {
-    json = JSON.parse(text);
-  } catch {
-    throw new StoreFormatError(path, "not JSON (the file is damaged)");
-  }
-  const head = json as { format?: unknown; v?: unknown };
-  if (typeof json !== "object" || json === null || typeof head.format !== "string") {
-    throw new StoreFormatError(path, "is not an mls-dm file (the file is damaged)");
-  }
-  if (head.v !== FORMAT_VERSION) {
-    throw new StoreFormatError(path, `unknown format version ${String(head.v)}`);
-  }
-  const body = from.decodeRecord(path, rel, head.format, json as Record<string, unknown>);
+  const head = parseHead(path, undefined, text, FORMAT_VERSION);
+  const body = from.decodeRecord(path, rel, head.format, head);
   return to.encodeRecord(head.format, rel, body as object);
 }
 
