@@ -4,6 +4,8 @@ import { LABEL_DEVICE_LIST, ProtocolError } from "@mastodon-mls/protocol";
 import { generateSigningKeyPair, signLabeled, type SigningKeyPair } from "./crypto.js";
 import { deviceIdOf } from "./deviceCertificate.js";
 import {
+  isSafeDeviceName,
+  stripUnsafeNameChars,
   addDevice,
   checkDeviceListSuccessor,
   createDeviceList,
@@ -200,5 +202,20 @@ describe("device list", () => {
       NOW + 30,
     );
     expect(checkDeviceListSuccessor(v3, v4)).toEqual({ keyChanged: true });
+  });
+});
+
+describe("DL-7 device names", () => {
+  it("what stripUnsafeNameChars leaves is always safe, and a safe name is left as it is", () => {
+    fc.assert(
+      fc.property(fc.string({ unit: "binary", maxLength: 40 }), (name) => {
+        const stripped = stripUnsafeNameChars(name);
+        expect(isSafeDeviceName(stripped)).toBe(true);
+        if (isSafeDeviceName(name)) expect(stripped).toBe(name);
+      }),
+    );
+    expect(isSafeDeviceName("phone\u202e")).toBe(false);
+    expect(isSafeDeviceName("tab\there")).toBe(false);
+    expect(stripUnsafeNameChars("a\u2066b\u0007c")).toBe("abc");
   });
 });

@@ -110,7 +110,18 @@ export function decodeDeviceList(bytes: Uint8Array): DeviceListIn {
 
 // Names are shown to people: control characters and bidirectional overrides could disguise one device
 // as another in a list.
-const UNSAFE_NAME = /[\p{Cc}\u202a-\u202e\u2066-\u2069]/u;
+const UNSAFE_NAME_CHARS = "[\\p{Cc}\\u202a-\\u202e\\u2066-\\u2069]";
+const UNSAFE_NAME = new RegExp(UNSAFE_NAME_CHARS, "u");
+
+/** DL-7: whether a device name may appear in a list (no control characters or bidirectional overrides). */
+export function isSafeDeviceName(name: string): boolean {
+  return !UNSAFE_NAME.test(name);
+}
+
+/** `name` without the characters DL-7 refuses. */
+export function stripUnsafeNameChars(name: string): string {
+  return name.replace(new RegExp(UNSAFE_NAME_CHARS, "gu"), "");
+}
 
 /** DL-2…DL-7: everything about a list that needs no key. Throws `invalid_device_list`. */
 export function checkDeviceListShape(tbs: DeviceListTbs): string {
@@ -134,7 +145,7 @@ export function checkDeviceListShape(tbs: DeviceListTbs): string {
     const id = toBase64url(d.deviceId);
     if (seen.has(id)) throw invalid("a device is listed twice");
     seen.add(id);
-    if (new TextEncoder().encode(d.name).byteLength > DEVICE_NAME_MAX_BYTES || UNSAFE_NAME.test(d.name)) {
+    if (new TextEncoder().encode(d.name).byteLength > DEVICE_NAME_MAX_BYTES || !isSafeDeviceName(d.name)) {
       throw invalid("a device name is too long or holds control characters"); // DL-7
     }
   }

@@ -10,6 +10,7 @@ import {
   signDeviceCertificate,
   verifyDeviceList,
   type SigningKeyPair,
+  stripUnsafeNameChars,
 } from "@mastodon-mls/bridge";
 import { formatAcct, formatIdentity, fromBase64url, parseAcct, toBase64url } from "@mastodon-mls/protocol";
 import { ClientError } from "./errors.js";
@@ -75,7 +76,7 @@ export interface CreateDeviceOptions extends DeviceSetupOptions, KdfPolicy {
 
 /** At most 64 bytes of UTF-8 and no control characters (DL-7). */
 export function deviceNameOf(name: string | undefined): string {
-  const clean = (name ?? hostname()).replace(/[\p{Cc}\u202a-\u202e\u2066-\u2069]/gu, "").trim();
+  const clean = stripUnsafeNameChars(name ?? hostname()).trim();
   let out = "";
   for (const ch of clean) {
     if (new TextEncoder().encode(out + ch).byteLength > 64) break;

@@ -1,4 +1,11 @@
-import { TlsDecodeError, TlsReader, TlsWriter, deviceIdText, sha256 } from "@mastodon-mls/bridge";
+import {
+  TlsDecodeError,
+  TlsReader,
+  TlsWriter,
+  deviceIdText,
+  isSafeDeviceName,
+  sha256,
+} from "@mastodon-mls/bridge";
 import { LIMITS, canonicalAcct, fromBase64url, toBase64url } from "@mastodon-mls/protocol";
 import { ClientError } from "../errors.js";
 
@@ -127,7 +134,7 @@ export function verifyLinkRequest(r: LinkRequestIn, acct: string, now: number): 
     );
   }
   if (r.sigKey.byteLength !== 32) throw bad("the device key in it has the wrong length");
-  if (r.name === "" || /[\p{Cc}\u202a-\u202e\u2066-\u2069]/u.test(r.name)) {
+  if (r.name === "" || !isSafeDeviceName(r.name)) {
     throw bad("the device name in it is empty or has control characters");
   }
   if (r.createdAt > now + CLOCK_SKEW_SECONDS) throw bad("it was made in the future (check both clocks)");
