@@ -42,6 +42,9 @@ import type {
   WinningCommit,
 } from "./types.js";
 
+/** What a Lua script answers: a status word, then its values. */
+type ScriptReply = [string, ...(string | number)[]];
+
 export interface RedisStoreOptions {
   /** The winners of this many latest epochs are kept even after their commits left the log (lua.ts). */
   winnerEpochs?: number;
@@ -177,28 +180,9 @@ export class RedisDeliveryStore implements DeliveryStore {
       this.redis,
       [k.meta, k.roster, k.leaves, k.mship, k.log, k.welcome, k.props, k.wins],
       args,
-    )) as [string, ...(string | number)[]];
-    switch (reply[0]) {
-      case "ok": {
-        const seq = Number(reply[1]);
-        return {
-          ok: true,
-          seq,
-          epoch: Number(reply[2]),
-          event: { ...template, seq },
-          announced: this.announce,
-        };
-      }
-      case "wrong_epoch":
-        return {
-          ok: false,
-          reason: "wrong_epoch",
-          epoch: Number(reply[1]),
-          winner: String(reply[2]) || null,
-        };
-      default:
-        return { ok: false, reason: "unknown_group" };
-    }
+    )) as ScriptReply;
+    // The commit script answers ok, wrong_epoch or unknown_group only.
+    return this.writeOutcome(reply, template) as CommitOutcome;
   }
 
   async append(groupId: string, w: AppendWrite): Promise<AppendOutcome> {
@@ -227,7 +211,12 @@ export class RedisDeliveryStore implements DeliveryStore {
         w.window,
         ...announcement,
       ],
-    )) as [string, ...(string | number)[]];
+    )) as ScriptReply;
+    return this.writeOutcome(reply, template);
+  }
+
+  /** The answer of the scripts that write to a group's log (COMMIT, APPEND). */
+  private writeOutcome(reply: ScriptReply, template: GroupEvent): AppendOutcome {
     switch (reply[0]) {
       case "ok": {
         const seq = Number(reply[1]);
