@@ -3,9 +3,9 @@ import { ProtocolError, fromBase64url, toBase64url } from "@mastodon-mls/protoco
 import { decodeGroupStateWithoutTree, encodeGroupStateWithoutTree } from "ts-mls/clientState.js";
 import { encode } from "ts-mls/codec/tlsEncoder.js";
 import { decodeSecretTreeNode, secretTreeNodeEncoder } from "ts-mls/secretTree.js";
+import { encodeGroupStateCached } from "./stateEncoder.js";
 import {
   decodeGroupState,
-  encodeGroupState,
   encodeMlsMessage,
   type ClientState,
   type MLSMessage,
@@ -30,7 +30,7 @@ export function messageHash(bytes: Uint8Array): string {
 
 /**
  * Each state object's encoding, once: ts-mls states are immutable (every operation returns a new one, and
- * nothing here changes one in place), and encoding a large group's state costs ~110 ms at 512 members —
+ * nothing here changes one in place), and encoding a large group's state took ~110 ms at 512 members —
  * a commit's state used to be encoded for the pending record, again when promoted, again with its
  * invitations, and a record-only change (a status, a cursor) re-encoded an unchanged state.
  */
@@ -39,7 +39,7 @@ const encoded = new WeakMap<ClientState, string>();
 export function encodeState(state: ClientState): string {
   let text = encoded.get(state);
   if (text === undefined) {
-    text = toBase64url(encodeGroupState(state));
+    text = toBase64url(encodeGroupStateCached(state));
     encoded.set(state, text);
   }
   return text;

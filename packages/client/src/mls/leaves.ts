@@ -18,18 +18,39 @@ export interface Leaf {
   deviceId: string;
 }
 
+/**
+ * What a leaf says of itself, worked out once per leaf object: ts-mls never changes a leaf node in place
+ * (a new key is a new object), and a commit leaves all but a few of a large group's leaves as they were,
+ * so a commit no longer decodes every credential and hashes every key again (bench:client).
+ */
+interface LeafFacts {
+  acct: string;
+  deviceId: string;
+  fingerprint: string;
+}
+const facts = new WeakMap<LeafNode, LeafFacts>();
+
+function factsOf(leaf: LeafNode): LeafFacts {
+  let f = facts.get(leaf);
+  if (f === undefined) {
+    f = {
+      acct: acctOf(leaf) ?? "",
+      deviceId: deviceIdText(leaf.signaturePublicKey),
+      fingerprint: fingerprint(leaf),
+    };
+    facts.set(leaf, f);
+  }
+  return f;
+}
+
 /** The non-blank leaves of a tree. Leaf i sits at node 2i. */
 export function leavesOf(tree: RatchetTree): Leaf[] {
   const out: Leaf[] = [];
   for (let n = 0; n < tree.length; n += 2) {
     const node = tree[n];
     if (node?.nodeType !== "leaf") continue;
-    out.push({
-      leafIndex: n / 2,
-      node: node.leaf,
-      acct: acctOf(node.leaf) ?? "",
-      deviceId: deviceIdText(node.leaf.signaturePublicKey),
-    });
+    const { acct, deviceId } = factsOf(node.leaf);
+    out.push({ leafIndex: n / 2, node: node.leaf, acct, deviceId });
   }
   return out;
 }
@@ -86,7 +107,7 @@ export async function checkLeaves(
   const checks: Record<string, LeafCheck> = {};
   const newlyInvalid: LeafCheck[] = [];
   for (const leaf of leavesOf(tree)) {
-    const fp = fingerprint(leaf.node);
+    const fp = factsOf(leaf.node).fingerprint;
     const before = previous[String(leaf.leafIndex)];
     if (before?.fingerprint === fp) {
       checks[String(leaf.leafIndex)] = before;
