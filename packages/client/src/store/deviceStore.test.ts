@@ -12,6 +12,7 @@ import { createGroup } from "ts-mls";
 import { describe, expect, it } from "vitest";
 import { decodeState, encodeState } from "../mls/codec.js";
 import { DeviceStore } from "./deviceStore.js";
+import { acquireDeviceLock } from "./lock.js";
 import { StoreFormatError } from "./records.js";
 import type { GroupRecord, HistoryEntry } from "./schemas.js";
 
@@ -137,5 +138,21 @@ describe("DeviceStore", () => {
     const { chmod } = await import("node:fs/promises");
     await chmod(store.dir, 0o755);
     await expect(DeviceStore.open(store.dir)).rejects.toThrow(/chmod 700/);
+  });
+
+  it("sweeps leftover temporary files on open, but not while another process holds the lock (its writes)", async () => {
+    const store = await freshStore();
+    const groupDir = join(store.groupsDir, "g1");
+    await mkdir(groupDir, { recursive: true });
+    const temp = join(groupDir, "group.json.tmp-0123456789ab");
+    await writeFile(temp, "a write in progress");
+    const lock = await acquireDeviceLock(store.dir, { timeoutMs: 1000 });
+    await DeviceStore.open(store.dir);
+    expect(await readFile(temp, "utf8")).toBe("a write in progress");
+    await lock.release();
+    await DeviceStore.open(store.dir);
+    await expect(stat(temp)).rejects.toMatchObject({ code: "ENOENT" });
+    // and the lock it took for the sweep is gone again
+    await (await acquireDeviceLock(store.dir, { timeoutMs: 0 })).release();
   });
 });

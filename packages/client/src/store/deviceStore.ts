@@ -26,7 +26,7 @@ import {
   type StoreProtection,
   type UnlockOptions,
 } from "./cipher.js";
-import { LOCK_FILE } from "./lock.js";
+import { LOCK_FILE, tryDeviceLock } from "./lock.js";
 import { StoreFormatError, readRecord, writeRecord } from "./records.js";
 import {
   CursorsRecord,
@@ -158,9 +158,18 @@ export class DeviceStore {
     const { cipher } = await unlockDirectory(dir, opts);
     const store = new DeviceStore(dir, cipher, opts.hooks ?? {});
     await finishMigration(dir);
-    await removeStaleTempFiles(dir);
-    await removeStaleTempFiles(store.keyPackagesDir);
-    for (const g of await listDir(store.groupsDir)) await removeStaleTempFiles(join(store.groupsDir, g));
+    // A temporary file is a write in progress while another process holds the lock (its rename would
+    // then fail): they are swept only when no process is working on the directory.
+    const lock = await tryDeviceLock(dir);
+    if (lock !== undefined) {
+      try {
+        await removeStaleTempFiles(dir);
+        await removeStaleTempFiles(store.keyPackagesDir);
+        for (const g of await listDir(store.groupsDir)) await removeStaleTempFiles(join(store.groupsDir, g));
+      } finally {
+        await lock.release();
+      }
+    }
     return store;
   }
 

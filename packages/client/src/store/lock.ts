@@ -72,6 +72,16 @@ export async function acquireDeviceLock(dir: string, opts: LockOptions): Promise
   }
 }
 
+/** The lock if no other process holds it right now; undefined otherwise (never waits). */
+export async function tryDeviceLock(dir: string): Promise<DeviceLock | undefined> {
+  try {
+    return await acquireDeviceLock(dir, { timeoutMs: 0 });
+  } catch (e) {
+    if (e instanceof ClientError && e.code === "device_busy") return undefined;
+    throw e;
+  }
+}
+
 async function readText(path: string): Promise<string | undefined> {
   try {
     return await readFile(path, "utf8");
