@@ -59,6 +59,7 @@ import type { StoreProtection } from "./store/cipher.js";
 import { DeviceStore } from "./store/deviceStore.js";
 import { acquireDeviceLock } from "./store/lock.js";
 import { migrateLegacyStore } from "./store/migrate.js";
+import { StoreFormatError } from "./store/records.js";
 import { changeStoreProtection, type ChangeProtectionOptions, type ProtectionChange } from "./store/rekey.js";
 import type { CommitIntent, HistoryEntry } from "./store/schemas.js";
 import { WellKnownResolver, type ServiceResolver, type ServiceUrls } from "./transport/resolver.js";
@@ -355,7 +356,7 @@ export class MlsDmClient {
       try {
         const current = await store.readGeneration();
         if (current !== this.generation) {
-          await this.ctx.reload();
+          await this.reload();
           this.generation = current;
         }
         return await task();
@@ -368,6 +369,22 @@ export class MlsDmClient {
         }
       }
     });
+  }
+
+  /** Re-reads what another process wrote; a directory re-protected meanwhile is said to be so, not "damaged". */
+  private async reload(): Promise<void> {
+    try {
+      await this.ctx.reload();
+    } catch (e) {
+      if (e instanceof StoreFormatError && (await this.ctx.store.keyChanged())) {
+        throw new ClientError(
+          "directory_changed",
+          `another process changed how ${this.ctx.store.dir} is protected (change-passphrase) since this one ` +
+            "opened it; nothing was written: open it again",
+        );
+      }
+      throw e;
+    }
   }
 
   /** Whether this device holds the account key (the first device, or one restored from a backup). */

@@ -46,6 +46,7 @@ export type ClientErrorCode =
   | "no_device"
   | "device_exists"
   | "device_busy"
+  | "directory_changed"
   | "needs_migration"
   | "passphrase_required"
   | "wrong_passphrase"

@@ -42,6 +42,7 @@ const STORE_CODES = new Set([
   "no_device",
   "device_exists",
   "device_busy",
+  "directory_changed",
   "needs_migration",
   "bad_key_derivation",
 ]);

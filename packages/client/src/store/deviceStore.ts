@@ -83,9 +83,19 @@ export class DeviceStore {
   private constructor(
     readonly dir: string,
     readonly cipher: StoreCipher,
+    /** store-key.json as it was when this store was unlocked. */
+    private readonly keyText: string,
     /** Test seam for crash simulation; see AtomicWriteHooks. */
     readonly hooks: AtomicWriteHooks = {},
   ) {}
+
+  /**
+   * Whether store-key.json is no longer the one this store was unlocked with: another process changed the
+   * directory's passphrase or protection (`change-passphrase`) since.
+   */
+  async keyChanged(): Promise<boolean> {
+    return (await readFileIfExists(join(this.dir, STORE_KEY_FILE)))?.toString("utf8") !== this.keyText;
+  }
 
   static async inspect(dir: string): Promise<DirectoryState> {
     let names: string[];
@@ -129,7 +139,7 @@ export class DeviceStore {
     await ensureDir(dir);
     // mkdir's mode does not apply to a directory that already existed (e.g. an empty one made by the user).
     await chmod(dir, DIR_MODE);
-    const store = new DeviceStore(dir, key.cipher);
+    const store = new DeviceStore(dir, key.cipher, key.text);
     await Promise.all([ensureDir(store.keyPackagesDir), ensureDir(store.groupsDir)]);
     await writeFileAtomic(join(dir, STORE_KEY_FILE), key.text);
     return store;
@@ -155,8 +165,8 @@ export class DeviceStore {
           "encrypt it (or MlsDmClient.migrate)",
       );
     }
-    const { cipher } = await unlockDirectory(dir, opts);
-    const store = new DeviceStore(dir, cipher, opts.hooks ?? {});
+    const { cipher, text } = await unlockDirectory(dir, opts);
+    const store = new DeviceStore(dir, cipher, text, opts.hooks ?? {});
     await finishMigration(dir);
     // A temporary file is a write in progress while another process holds the lock (its rename would
     // then fail): they are swept only when no process is working on the directory.

@@ -10,7 +10,6 @@ import { FakeServices } from "../testSupport/fakeServices.js";
 import type { AtomicWriteHooks } from "./atomicFile.js";
 import type { StoreProtection } from "./cipher.js";
 import { acquireDeviceLock } from "./lock.js";
-import { StoreFormatError } from "./records.js";
 import { changeStoreProtection } from "./rekey.js";
 
 // Changing how a device directory is protected (rekey.ts): a new passphrase rewrites store-key.json only;
@@ -246,7 +245,8 @@ describe("switching between a passphrase and none", () => {
 
     // The client opened before the switch stops at its next operation, writing nothing.
     const stale = await failure(alice.send(groupId, "from the client opened before"));
-    expect(stale).toBeInstanceOf(StoreFormatError);
+    expect(codeOf(stale)).toBe("directory_changed");
+    expect((stale as Error).message).toMatch(/changed how .* is protected .*open it again/);
     expect(await files(alice.dir)).toEqual(now);
 
     await reopened.send(groupId, "encrypted now");
