@@ -7,3 +7,4 @@ export * from "./deviceAuth.js";
 export * from "./metrics.js";
 export * from "./app.js";
 export * from "./cluster.js";
+export * from "./fetchBody.js";

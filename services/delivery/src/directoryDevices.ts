@@ -7,6 +7,7 @@ import {
 import { AccountDevices, ProtocolError, fromBase64url, toBase64url } from "@mastodon-mls/protocol";
 import type { Logger } from "@mastodon-mls/service-kit";
 import type { DeliveryMetrics } from "./metrics.js";
+import { readBodyCapped } from "@mastodon-mls/service-kit";
 
 // A device certificate is self-issued: anyone can sign one naming alice@a.test with an account key of
 // their own. What makes a device alice's is her instance's directory: it registers a device only under
@@ -140,7 +141,7 @@ export class DirectoryDevices {
         // error an operator must see; never a reason to let the device in or to call it forged.
         throw new Error(`answered ${res.status}`);
       }
-      text = await readCapped(res, MAX_ANSWER_BYTES);
+      text = await readBodyCapped(res, MAX_ANSWER_BYTES);
     } catch (e) {
       throw this.unavailable(acct, e instanceof Error ? e.message : String(e));
     }
@@ -195,22 +196,4 @@ function registrations(acct: string, answer: AccountDevices): Map<string, string
     out.set(toBase64url(cert.deviceId), toBase64url(cert.accountKey));
   }
   return out;
-}
-
-async function readCapped(res: Response, max: number): Promise<string> {
-  const reader = res.body?.getReader();
-  if (!reader) return "";
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > max) {
-      await reader.cancel();
-      throw new Error(`the answer is larger than ${max} bytes`);
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks).toString("utf8");
 }

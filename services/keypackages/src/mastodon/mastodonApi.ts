@@ -1,5 +1,6 @@
 import { ProtocolError } from "@mastodon-mls/protocol";
 import type { Logger } from "@mastodon-mls/service-kit";
+import { readBodyCapped } from "@mastodon-mls/service-kit";
 
 /** What the instance answered: a status and, when the body was JSON, the parsed body. */
 export interface MastodonAnswer {
@@ -39,7 +40,7 @@ export class MastodonApi {
     try {
       // A redirect would carry the token somewhere we did not choose to send it.
       res = await this.fetch(new URL(path, this.opts.baseUrl), { headers, signal, redirect: "error" });
-      text = await readCapped(res, MAX_ANSWER_BYTES);
+      text = await readBodyCapped(res, MAX_ANSWER_BYTES);
     } catch (err) {
       const timedOut = err instanceof Error && (err.name === "TimeoutError" || err.name === "AbortError");
       this.opts.log?.warn({ path, reason: timedOut ? "timeout" : "unreachable" }, "mastodon unavailable");
@@ -56,24 +57,6 @@ export class MastodonApi {
     }
     return { status: res.status, json };
   }
-}
-
-async function readCapped(res: Response, max: number): Promise<string> {
-  if (!res.body) return "";
-  const reader = res.body.getReader();
-  const chunks: Uint8Array[] = [];
-  let size = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    size += value.byteLength;
-    if (size > max) {
-      await reader.cancel();
-      throw new Error("answer too large");
-    }
-    chunks.push(value);
-  }
-  return Buffer.concat(chunks).toString("utf8");
 }
 
 function parseJson(text: string): unknown {
