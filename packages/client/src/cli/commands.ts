@@ -3,7 +3,7 @@ import { open, readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { safetyNumberQr } from "@mastodon-mls/bridge";
 import { inspectBackup, openAccountKeyBackup } from "../backup.js";
-import { MlsDmClient } from "../client.js";
+import { MlsDmClient, type ClientOptions } from "../client.js";
 import { ClientError } from "../errors.js";
 import type { DmEvent } from "../events.js";
 import {
@@ -14,7 +14,7 @@ import {
   newPkce,
   registerApp,
 } from "../mastodon/oauth.js";
-import { setupComplete } from "../setup.js";
+import { setupComplete, type DeviceSetupOptions } from "../setup.js";
 import type { DeviceStore } from "../store/deviceStore.js";
 import { DeviceStore as Store } from "../store/deviceStore.js";
 import { checkStorePassphrase } from "../store/rekey.js";
@@ -152,6 +152,23 @@ export async function login(
 
 // ---- init / restore ----
 
+/** What `init` and `restore` both give the new device: the login's account, token and services, and the options. */
+function newDeviceSetup(
+  cli: Cli,
+  session: SessionRecord,
+  opts: NewDeviceOptions,
+  keyPackages: number | undefined,
+): DeviceSetupOptions & ClientOptions {
+  return {
+    acct: session.acct,
+    mastodonToken: session.mastodonToken,
+    services: cli.resolver(session),
+    mastodonUrl: session.instanceUrl,
+    ...(opts.name === undefined ? {} : { deviceName: opts.name }),
+    ...(keyPackages === undefined ? {} : { keyPackages }),
+  };
+}
+
 /** The store and session a new device goes into; creates the directory when needed. */
 export async function prepareNewDevice(
   cli: Cli,
@@ -214,12 +231,7 @@ export async function init(cli: Cli, opts: NewDeviceOptions & { newAccountKey?: 
     "Creating the account key and the device, publishing the device list and profile proof, uploading KeyPackages",
     () =>
       MlsDmClient.createInStore(store, {
-        acct: session.acct,
-        mastodonToken: session.mastodonToken,
-        services: cli.resolver(session),
-        mastodonUrl: session.instanceUrl,
-        ...(opts.name === undefined ? {} : { deviceName: opts.name }),
-        ...(keyPackages === undefined ? {} : { keyPackages }),
+        ...newDeviceSetup(cli, session, opts, keyPackages),
         ...(opts.newAccountKey === true ? { replaceAccountKey: true } : {}),
       }),
   );
@@ -254,18 +266,7 @@ export async function restore(cli: Cli, file: string, opts: NewDeviceOptions): P
     throw new UsageError(`the backup is of ${restored.acct}, but you are logged in as ${session.acct}`);
   }
   const client = await withProgress(cli.io, "Creating the device, uploading KeyPackages", () =>
-    MlsDmClient.createInStore(
-      store,
-      {
-        acct: session.acct,
-        mastodonToken: session.mastodonToken,
-        services: cli.resolver(session),
-        mastodonUrl: session.instanceUrl,
-        ...(opts.name === undefined ? {} : { deviceName: opts.name }),
-        ...(keyPackages === undefined ? {} : { keyPackages }),
-      },
-      restored.accountKey,
-    ),
+    MlsDmClient.createInStore(store, newDeviceSetup(cli, session, opts, keyPackages), restored.accountKey),
   );
   cli.io.out(`Restored the account key of ${client.acct}; new device ${client.deviceId} is ready.`);
   cli.io.err(
