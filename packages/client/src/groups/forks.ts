@@ -191,16 +191,8 @@ export function stuckReason(fork: GroupFork): string {
 }
 
 function forkEvent(groupId: string, f: GroupFork) {
-  return {
-    type: "group_forked" as const,
-    groupId,
-    epoch: f.epoch,
-    commitSeq: f.commitSeq,
-    sender: party(f.sender, f.senderAcct),
-    reporter: party(f.reporter, f.reporterAcct),
-    reason: f.reason,
-    stuck: f.stuck,
-  };
+  const { report: _, ...info } = forkInfo(f);
+  return { type: "group_forked" as const, groupId, ...info };
 }
 
 /**

@@ -75,6 +75,8 @@ describe("group state delta", () => {
     expect(() => decodeStateDelta(delta.state, base, [[0, node.slice(0, -4)]])).toThrow();
     expect(() => decodeStateDelta(delta.state, base, [[0, `${node}AAAA`]])).toThrow(/damaged/);
     expect(() => decodeStateDelta(delta.state.slice(0, -8), base, delta.secretNodes)).toThrow();
+    // The new delta without its nodes (as an earlier release would read it): no secret tree at all.
+    expect(() => decodeStateDelta(delta.state, base)).toThrow(/no secret tree/);
     // An earlier file's delta (the whole secret tree inside), given nodes as well.
     const oldStyle = toBase64url(
       encodeGroupStateWithoutTree({ ...alice, historicalReceiverData: new Map() }),

@@ -113,6 +113,9 @@ export function decodeStateDelta(
   const decoded = decodeGroupStateWithoutTree(base.ratchetTree)(bytes, 0);
   if (decoded === undefined || decoded[1] !== bytes.byteLength) throw new Error("damaged group state");
   let secretTree = decoded[0].secretTree;
+  if (secretNodes === undefined && secretTree.length === 0 && base.secretTree.length !== 0) {
+    throw new Error("damaged group state: no secret tree");
+  }
   if (secretNodes !== undefined) {
     if (secretTree.length !== 0) throw new Error("damaged group state: two secret trees");
     secretTree = base.secretTree.slice();

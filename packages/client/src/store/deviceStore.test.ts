@@ -97,7 +97,7 @@ describe("DeviceStore", () => {
       format: string;
       v: number;
     };
-    expect([raw.format, raw.v]).toEqual(["mls-dm.group", 2]);
+    expect([raw.format, raw.v]).toEqual(["mls-dm.group-delta", 2]);
   });
 
   it("refuses a file written by a newer format version, and files of another kind", async () => {

@@ -51,6 +51,13 @@ export type DirectoryState =
   /** Not empty and not ours: never written into. */
   | { kind: "foreign" };
 
+/**
+ * group.json's kinds, newest first. "mls-dm.group-delta" (secret-tree nodes apart from the rest of the
+ * state, `secretNodes`) has its own name so that an earlier release refuses it as not its kind, instead of
+ * reading the delta without its secret tree and writing that back; "mls-dm.group" is read, never written.
+ */
+export const GROUP_FORMATS = ["mls-dm.group-delta", "mls-dm.group"] as const;
+
 /** Suffix of the files a migration writes before switching over (see migrate.ts). */
 export const MIGRATION_SUFFIX = ".migrate";
 /** The marker telling other processes to re-read (see bumpGeneration). */
@@ -214,7 +221,11 @@ export class DeviceStore {
     await writeRecord(path, this.rel(path), format, body, this.cipher, this.hooks);
   }
 
-  private read<T>(path: string, format: string, schema: import("zod").ZodType<T>): Promise<T | undefined> {
+  private read<T>(
+    path: string,
+    format: string | readonly string[],
+    schema: import("zod").ZodType<T>,
+  ): Promise<T | undefined> {
     return readRecord(path, this.rel(path), format, schema, this.cipher);
   }
 
@@ -329,7 +340,7 @@ export class DeviceStore {
   }
 
   async readGroup(groupId: string): Promise<GroupRecord | undefined> {
-    const rec = await this.read(join(this.groupDir(groupId), "group.json"), "mls-dm.group", GroupRecord);
+    const rec = await this.read(join(this.groupDir(groupId), "group.json"), GROUP_FORMATS, GroupRecord);
     if (rec !== undefined && rec.groupId !== groupId) {
       throw new StoreFormatError(join(this.groupDir(groupId), "group.json"), "holds another group");
     }
@@ -339,7 +350,7 @@ export class DeviceStore {
   async writeGroup(rec: GroupRecord): Promise<void> {
     const dir = this.groupDir(rec.groupId);
     await ensureDir(dir);
-    await this.write(join(dir, "group.json"), "mls-dm.group", rec);
+    await this.write(join(dir, "group.json"), GROUP_FORMATS[0], rec);
   }
 
   private basePath(groupId: string, name: string): string {

@@ -261,6 +261,7 @@ describe("format 1 (the first release, unencrypted)", () => {
       } else if (name.endsWith(".json")) {
         const rec = JSON.parse(bytes.toString("utf8")) as Record<string, unknown>;
         if (name.endsWith("group.json")) {
+          rec.format = "mls-dm.group";
           delete rec.ownLeafUpdatedAt;
           delete rec.leaving;
           if (typeof rec.stateBase === "string") {

@@ -1,9 +1,12 @@
 import { cpSync } from "node:fs";
-import { mkdtemp, readdir, readFile } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { toBase64url } from "@mastodon-mls/protocol";
+import { encodeGroupStateWithoutTree } from "ts-mls/clientState.js";
 import { MlsDmClient } from "../client.js";
+import { decodeState, decodeStateDelta } from "../mls/codec.js";
 import { FakeServices } from "../testSupport/fakeServices.js";
 import { StaticResolver } from "../transport/resolver.js";
 import { DeviceStore } from "./deviceStore.js";
@@ -126,5 +129,44 @@ describe("group state files", () => {
     expect(await bases(groupId)).toEqual([`base-${(await groupFile(groupId)).stateBase}.json`]);
     await restarted.send(groupId, "after");
     expect((await restarted.history(groupId)).length).toBe(2);
+  });
+
+  it("opens a group.json of the earlier kind (the secret tree inside the delta), and writes the new kind", async () => {
+    const alice = await MlsDmClient.create({
+      dir,
+      acct: "alice@a.test",
+      mastodonToken: "t",
+      services: { directory: fake.url, delivery: fake.url },
+      protection: { kind: "none" },
+      keyPackages: 1,
+      publishIdentity: false,
+    });
+    const { groupId } = await alice.createGroup();
+    await alice.send(groupId, "one");
+    const auth = alice.epochAuthenticator(groupId);
+    const path = join(dir, "groups", groupId, "group.json");
+    const rec = JSON.parse(await readFile(path, "utf8")) as Record<string, unknown>;
+    expect(rec.format).toBe("mls-dm.group-delta");
+    const base = JSON.parse(
+      await readFile(join(dir, "groups", groupId, `base-${String(rec.stateBase)}.json`), "utf8"),
+    ) as { state: string };
+    const state = decodeStateDelta(
+      rec.state as string,
+      decodeState(base.state),
+      rec.secretNodes as [number, string][],
+    );
+    rec.format = "mls-dm.group";
+    rec.state = toBase64url(encodeGroupStateWithoutTree({ ...state, historicalReceiverData: new Map() }));
+    delete rec.secretNodes;
+    await writeFile(path, JSON.stringify(rec));
+
+    const opts = { services: new StaticResolver({ "a.test": { directory: fake.url, delivery: fake.url } }) };
+    const reopened = await MlsDmClient.open(dir, opts);
+    expect(reopened.epochAuthenticator(groupId)).toBe(auth);
+    await reopened.send(groupId, "two");
+    expect((JSON.parse(await readFile(path, "utf8")) as { format: string }).format).toBe(
+      "mls-dm.group-delta",
+    );
+    expect((await (await MlsDmClient.open(dir, opts)).history(groupId)).length).toBe(2);
   });
 });

@@ -33,17 +33,22 @@ export async function writeRecord(
   await writeFileAtomic(path, cipher.encodeRecord(format, relPath, body), hooks);
 }
 
+/** A record of `format`, or of any of `format` (a kind whose layout changed: the newest first). */
 export async function readRecord<T>(
   path: string,
   relPath: string,
-  format: string,
+  format: string | readonly string[],
   schema: z.ZodType<T>,
   cipher: StoreCipher,
 ): Promise<T | undefined> {
   const bytes = await readFileIfExists(path);
   if (bytes === undefined) return undefined;
-  const json = parseHead(path, format, bytes.toString("utf8"), FORMAT_VERSION);
-  const body = cipher.decodeRecord(path, relPath, format, json);
+  const formats = typeof format === "string" ? [format] : format;
+  const json = parseHead(path, undefined, bytes.toString("utf8"), FORMAT_VERSION);
+  if (!formats.includes(json.format)) {
+    throw new StoreFormatError(path, `not a ${formats[0]} file (the file is damaged or misplaced)`);
+  }
+  const body = cipher.decodeRecord(path, relPath, json.format, json);
   const parsed = schema.safeParse(body);
   if (!parsed.success) throw new StoreFormatError(path, `malformed: ${parsed.error.message}`);
   return parsed.data;
