@@ -354,6 +354,7 @@ export class MlsDmClient {
       const lock = await acquireDeviceLock(store.dir, { timeoutMs: this.lockTimeoutMs });
       const writes = store.writes;
       try {
+        if (!(await store.keyStillValid())) throw this.directoryChanged();
         const current = await store.readGeneration();
         if (current !== this.generation) {
           await this.reload();
@@ -365,7 +366,18 @@ export class MlsDmClient {
           if (store.writes !== writes) this.generation = await store.bumpGeneration();
         } finally {
           await lock.release();
-          for (const listener of this.afterOp) listener();
+          for (const listener of this.afterOp) {
+            // A listener's failure must not replace the operation's own result or error.
+            try {
+              listener();
+            } catch (e) {
+              this.ctx.emit({
+                type: "error",
+                operation: "after an operation",
+                message: e instanceof Error ? e.message : String(e),
+              });
+            }
+          }
         }
       }
     });
@@ -376,15 +388,17 @@ export class MlsDmClient {
     try {
       await this.ctx.reload();
     } catch (e) {
-      if (e instanceof StoreFormatError && (await this.ctx.store.keyChanged())) {
-        throw new ClientError(
-          "directory_changed",
-          `another process changed how ${this.ctx.store.dir} is protected (change-passphrase) since this one ` +
-            "opened it; nothing was written: open it again",
-        );
-      }
+      if (e instanceof StoreFormatError && (await this.ctx.store.keyChanged())) throw this.directoryChanged();
       throw e;
     }
+  }
+
+  private directoryChanged(): ClientError {
+    return new ClientError(
+      "directory_changed",
+      `another process changed how ${this.ctx.store.dir} is protected (change-passphrase) since this one ` +
+        "opened it; nothing was written: open it again",
+    );
   }
 
   /** Whether this device holds the account key (the first device, or one restored from a backup). */

@@ -64,9 +64,22 @@ export async function* liveEvents(
     clearTimeout(followUpTimer);
     followUpTimer = undefined;
   };
+  const outstanding = () => {
+    try {
+      return hasOutstandingWork(ctx);
+    } catch (e) {
+      // Called from timers and after operations: a throw here would be an unhandled rejection.
+      ctx.emit({
+        type: "error",
+        operation: "follow-up work",
+        message: e instanceof Error ? e.message : String(e),
+      });
+      return false;
+    }
+  };
   const scheduleFollowUp = (delay = followUpMs) => {
     if (ended || followUpRunning) return;
-    if (!hasOutstandingWork(ctx)) {
+    if (!outstanding()) {
       stopFollowUpTimer();
       return;
     }

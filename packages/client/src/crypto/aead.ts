@@ -39,8 +39,9 @@ export function sealWithNonce(
     authTagLength: TAG_BYTES,
   });
   cipher.setAAD(aad, { plaintextLength: plaintext.byteLength });
-  const out = Buffer.concat([cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]);
-  return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+  // A copy, not a view: small Buffers are slices of a shared pool, which would keep these bytes (a data
+  // key, when unwrapping) beside unrelated ones for the life of the process.
+  return new Uint8Array(Buffer.concat([cipher.update(plaintext), cipher.final(), cipher.getAuthTag()]));
 }
 
 /** The plaintext, or undefined when the key, nonce, associated data or ciphertext is not the one sealed. */
@@ -61,8 +62,7 @@ export function open(
     decipher.setAAD(aad, { plaintextLength: body.byteLength });
     decipher.setAuthTag(ciphertext.subarray(ciphertext.byteLength - TAG_BYTES));
     // final() throws when the tag does not match: nothing decrypted is returned then.
-    const out = Buffer.concat([decipher.update(body), decipher.final()]);
-    return new Uint8Array(out.buffer, out.byteOffset, out.byteLength);
+    return new Uint8Array(Buffer.concat([decipher.update(body), decipher.final()]));
   } catch {
     return undefined;
   }

@@ -1,9 +1,10 @@
-import { mkdtemp, readFile, readdir } from "node:fs/promises";
+import { mkdtemp, readFile, readdir, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { MlsDmClient } from "../client.js";
 import { ClientError } from "../errors.js";
+import { messageHash } from "../mls/codec.js";
 import { FakeServices } from "../testSupport/fakeServices.js";
 import { exists } from "../store/atomicFile.js";
 
@@ -73,6 +74,44 @@ describe("commit bookkeeping", () => {
       expect((await reopened.send(groupId, "after the lost answer")).epoch).toBe(1);
     },
   );
+
+  it("a pending.json left by a crash after its state was saved is dropped, not applied again over later messages", async () => {
+    const a = await alice();
+    const { groupId } = await a.createGroup();
+    await a.selfUpdate(groupId);
+    // What a crash between saving the promoted state and deleting pending.json leaves: the record as it
+    // was written before posting (rebuilt here from the files: the commit's base is the group's base now).
+    const groupPath = join(a.dir, "groups", groupId, "group.json");
+    const rec = JSON.parse(await readFile(groupPath, "utf8")) as { stateBase: string };
+    const commit = fake.submissions.filter((s) => s.isCommit).at(-1)!;
+    await a.send(groupId, "after the commit");
+    const after = await readFile(groupPath, "utf8");
+    expect((JSON.parse(after) as { secretNodes: unknown[] }).secretNodes).toHaveLength(1);
+    await writeFile(
+      pendingPath(a, groupId),
+      JSON.stringify({
+        format: "mls-dm.pending-commit",
+        v: 2,
+        intent: { kind: "update" },
+        epoch: 0,
+        commitHash: messageHash(commit.bytes),
+        commit: Buffer.from(commit.bytes).toString("base64url"),
+        welcome: null,
+        newStateBase: rec.stateBase,
+        invitees: [],
+      }),
+    );
+    const reopened = await MlsDmClient.open(a.dir, { retry: NO_WAIT });
+    await reopened.sync();
+    expect(await exists(pendingPath(a, groupId))).toBe(false);
+    // The state is still the one after the message: the sender's ratchet did not go back.
+    const stateOf = (text: string) => {
+      const r = JSON.parse(text) as { state: string; stateBase: string; secretNodes: unknown };
+      return [r.state, r.stateBase, r.secretNodes];
+    };
+    expect(stateOf(await readFile(groupPath, "utf8"))).toEqual(stateOf(after));
+    expect((await reopened.send(groupId, "and on")).epoch).toBe(1);
+  });
 
   it("keeps a commit pending on a 5xx answer (the hub may have accepted it) and settles it later", async () => {
     fake.echoOwn = true;

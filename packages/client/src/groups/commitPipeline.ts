@@ -82,6 +82,13 @@ export async function promotePending(
   const p = g.pending;
   if (p === undefined) return;
   const before = g.state;
+  if (before !== undefined && before.groupContext.epoch > BigInt(p.epoch)) {
+    // Already the group's state: a crash came between saving it and deleting pending.json. Loading the
+    // pending state again would bring back the epoch's start and undo every message since.
+    await ctx.store.deletePending(g.record.groupId);
+    g.pending = undefined;
+    return;
+  }
   if (newState !== undefined) {
     g.state = newState;
     if (p.newStateBase !== undefined) g.base = baseOf(p.newStateBase, newState);

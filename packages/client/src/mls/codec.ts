@@ -72,7 +72,8 @@ export interface StateDelta {
 }
 
 const encodeNode = encode(secretTreeNodeEncoder);
-const encodedDeltas = new WeakMap<ClientState, StateDelta>();
+/** Each state's delta, with the base secret tree it is a delta on (a delta on another base differs). */
+const encodedDeltas = new WeakMap<ClientState, { delta: StateDelta; base: ClientState["secretTree"] }>();
 
 /** The secret-tree nodes of `state` that are not `base`'s (by identity: see above). */
 export function changedSecretNodes(state: ClientState, base: ClientState["secretTree"]): number[] {
@@ -84,7 +85,8 @@ export function changedSecretNodes(state: ClientState, base: ClientState["secret
 }
 
 export function encodeStateDelta(state: ClientState, base: ClientState["secretTree"]): StateDelta {
-  let delta = encodedDeltas.get(state);
+  const known = encodedDeltas.get(state);
+  let delta = known?.base === base ? known.delta : undefined;
   if (delta === undefined) {
     const rest = { ...state, historicalReceiverData: new Map(), secretTree: [] };
     delta = {
@@ -94,7 +96,7 @@ export function encodeStateDelta(state: ClientState, base: ClientState["secretTr
         toBase64url(encodeNode(state.secretTree[i]!)),
       ]),
     };
-    encodedDeltas.set(state, delta);
+    encodedDeltas.set(state, { delta, base });
   }
   return delta;
 }
@@ -137,7 +139,10 @@ export function decodeStateDelta(
     clientConfig: profileClientConfig(),
   };
   if (secretNodes !== undefined) {
-    encodedDeltas.set(state, { state: text, secretNodes: secretNodes.map(([i, t]) => [i, t]) });
+    encodedDeltas.set(state, {
+      delta: { state: text, secretNodes: secretNodes.map(([i, t]) => [i, t]) },
+      base: base.secretTree,
+    });
   }
   return state;
 }

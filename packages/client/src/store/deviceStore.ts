@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { chmod, open, readdir, rename, stat } from "node:fs/promises";
+import { chmod, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { join, relative, sep } from "node:path";
 import { GroupId } from "@mastodon-mls/protocol";
 import type { KdfPolicy } from "../crypto/kdf.js";
@@ -90,8 +90,8 @@ export class DeviceStore {
   private constructor(
     readonly dir: string,
     readonly cipher: StoreCipher,
-    /** store-key.json as it was when this store was unlocked. */
-    private readonly keyText: string,
+    /** store-key.json as it was when this store was unlocked (or last found to be a rewrap of it). */
+    private keyText: string,
     /** Test seam for crash simulation; see AtomicWriteHooks. */
     readonly hooks: AtomicWriteHooks = {},
   ) {}
@@ -102,6 +102,40 @@ export class DeviceStore {
    */
   async keyChanged(): Promise<boolean> {
     return (await readFileIfExists(join(this.dir, STORE_KEY_FILE)))?.toString("utf8") !== this.keyText;
+  }
+
+  /**
+   * Run under the directory's lock before an operation: whether this store's key still reads and writes
+   * the directory. Another process may have re-protected it meanwhile (`change-passphrase`), and the
+   * generation marker that tells other processes to re-read is not durable: a switch cut short, or one
+   * whose marker was lost, must still stop a process holding the old key from writing files the new key
+   * cannot read (or plain files into an encrypted directory). A new passphrase for the same data key is
+   * fine: the store goes on. Only store-key.json is read unless it changed.
+   */
+  async keyStillValid(): Promise<boolean> {
+    const path = join(this.dir, STORE_KEY_FILE);
+    const text = (await readFileIfExists(path))?.toString("utf8");
+    if (text === this.keyText) return true;
+    if (text === undefined) return false;
+    let kind: "passphrase" | "none";
+    try {
+      kind = readProtection(path, text);
+    } catch {
+      return false;
+    }
+    if (kind !== this.cipher.protection) return false;
+    if (kind === "passphrase") {
+      // The same data key wrapped anew, or another one (a switch to none and back): this key opens the
+      // directory's files only in the first case.
+      try {
+        await this.readDevice();
+      } catch (e) {
+        if (e instanceof StoreFormatError) return false;
+        throw e;
+      }
+    }
+    this.keyText = text;
+    return true;
   }
 
   static async inspect(dir: string): Promise<DirectoryState> {
@@ -180,6 +214,7 @@ export class DeviceStore {
     const lock = await tryDeviceLock(dir);
     if (lock !== undefined) {
       try {
+        await finishMigration(dir, { sweep: true });
         await removeStaleTempFiles(dir);
         await removeStaleTempFiles(store.keyPackagesDir);
         for (const g of await listDir(store.groupsDir)) await removeStaleTempFiles(join(store.groupsDir, g));
@@ -472,9 +507,9 @@ export async function unlockDirectory(
  * The last step of a migration (migrate.ts) or of a protection change (rekey.ts), also run on every open:
  * once store-key.json says how the directory is protected, each `<file>.migrate` written before it
  * replaces its `<file>`. Idempotent, so a crash at any point is fine; a file another process renamed first
- * is fine too.
+ * is fine too. With `sweep`, the other `.migrate` files are deleted.
  */
-export async function finishMigration(dir: string): Promise<void> {
+export async function finishMigration(dir: string, opts: { sweep?: boolean } = {}): Promise<void> {
   const keyPath = join(dir, STORE_KEY_FILE);
   const keyText = (await readFileIfExists(keyPath))?.toString("utf8");
   if (keyText === undefined) return;
@@ -495,8 +530,17 @@ export async function finishMigration(dir: string): Promise<void> {
       // its switch-over — crashed before it, or under way in another process right now. Renaming it would
       // put a file the current key cannot read in place of a good one. It is left for that change to
       // finish or sweep, under the directory's lock.
+      // A file whose kind does not show (a history without one complete line) holds nothing to keep either way.
       const kind = contentProtection(text);
-      if (kind !== undefined && kind !== protection) continue;
+      if (kind !== protection) {
+        // `sweep` (only while holding the lock, so no change is under way): such a file is a leftover of
+        // a change cut short before its switch-over — after one to "none", plain copies of every secret.
+        if (opts.sweep === true) {
+          await rm(from, { force: true });
+          renamed = true;
+        }
+        continue;
+      }
       try {
         await rename(from, join(d, name.slice(0, -MIGRATION_SUFFIX.length)));
         renamed = true;

@@ -9,6 +9,7 @@ import { allFiles, snapshot } from "../testSupport/dirSnapshot.js";
 import { FakeServices } from "../testSupport/fakeServices.js";
 import type { AtomicWriteHooks } from "./atomicFile.js";
 import type { StoreProtection } from "./cipher.js";
+import { DeviceStore } from "./deviceStore.js";
 import { acquireDeviceLock } from "./lock.js";
 import { changeStoreProtection } from "./rekey.js";
 
@@ -224,6 +225,29 @@ describe("a new passphrase", () => {
 });
 
 describe("switching between a passphrase and none", () => {
+  it("a process holding the old key writes nothing after a switch, even when the generation marker was lost", async () => {
+    for (const [from, to] of [
+      [null, PASSPHRASE(NEW)],
+      [OLD, NONE],
+    ] as const) {
+      const { alice, groupId } = await device(from);
+      const generation = await readFile(join(alice.dir, "generation"));
+      await MlsDmClient.changePassphrase(alice.dir, from === null ? {} : { passphrase: from }, to, TEST);
+      // The marker is not durable: a crash right after the switch can lose it.
+      await writeFile(join(alice.dir, "generation"), generation);
+      const before = await files(alice.dir);
+      const stale = await failure(alice.send(groupId, "with the old key"));
+      expect(codeOf(stale), `${String(from)} → ${to.kind}`).toBe("directory_changed");
+      expect(await files(alice.dir)).toEqual(before);
+    }
+    // A new passphrase for the same data key is no reason to stop.
+    const { alice, groupId } = await device(OLD);
+    await MlsDmClient.changePassphrase(alice.dir, { passphrase: OLD }, PASSPHRASE(NEW), TEST);
+    await alice.send(groupId, "the data key is the same");
+    await alice.send(groupId, "and again");
+    expect((await (await open(alice.dir, NEW)).history(groupId)).length).toBeGreaterThanOrEqual(2);
+  });
+
   it("none → passphrase seals every file, → none makes them plain again; groups and history stay", async () => {
     const { alice, groupId } = await device(null);
     const seen = await view(alice, groupId);
@@ -298,20 +322,26 @@ describe("switching between a passphrase and none", () => {
       await chmod(last, 0o700);
 
       // Before the switch-over: the old protection opens it, with everything in it; the new one does not.
-      // Opening leaves the other way's `.migrate` files alone (another process may be writing them).
+      // While another process holds the lock (a change under way), opening leaves the other way's
+      // `.migrate` files alone; with the lock free (the change died), opening deletes them — after a
+      // change to "none" they are plain copies of every secret.
       for (const [i, copy] of copies.entries()) {
         const leftovers = await migrateFiles(copy);
         expect(leftovers.length, `copy ${i}`).toBe(i);
+        const busy = await acquireDeviceLock(copy, { timeoutMs: 0 });
+        await DeviceStore.open(copy, { ...TEST, ...(from === null ? {} : { passphrase: from }) });
+        expect(await migrateFiles(copy), `copy ${i}`).toEqual(leftovers);
+        await busy.release();
         expect(await view(await open(copy, from), groupId), `copy ${i}`).toEqual(seen);
         if (from === null) expect((await open(copy, to)).protection, `copy ${i}`).toBe("none");
         else expect(codeOf(await failure(open(copy, null))), `copy ${i}`).toBe("passphrase_required");
-        expect(await migrateFiles(copy), `copy ${i}`).toEqual(leftovers);
+        expect(await migrateFiles(copy), `copy ${i}`).toEqual([]);
         for (const [path, bytes] of await files(copy)) {
           if (original.has(path) && path !== "generation")
             expect(bytes.equals(original.get(path)!), path).toBe(true);
         }
       }
-      // Running the change again on such a directory sweeps the leftovers and completes it.
+      // Running the change again on such a directory completes it.
       const retried = copies[Math.floor(copies.length / 2)]!;
       await changeStoreProtection(retried, current, to === null ? NONE : PASSPHRASE(to), TEST);
       expect(await migrateFiles(retried)).toEqual([]);
