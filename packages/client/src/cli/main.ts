@@ -24,7 +24,9 @@ passphrase. On a directory without a passphrase it sets one and encrypts every f
 removes it and decrypts every file (with a warning). Crash-safe: an interrupted run leaves a directory
 that opens as before or as asked, never neither; running it again finishes it. Other mls-dm commands
 wait meanwhile; after encrypting or decrypting, one that had the directory open (listen) must be
-started again. A wrong current passphrase exits 5 and changes nothing.`;
+started again. A wrong current passphrase exits 5 and changes nothing. The data key stays the same: a
+copy of the directory taken before, with the old passphrase, still opens what is written after; if the
+old passphrase leaked, remove the passphrase and set a new one (two runs), which makes a new data key.`;
 
 export function buildProgram(io: Io, signal: AbortSignal): Command {
   const program = new Command();
