@@ -4,13 +4,7 @@ import { decodeGroupStateWithoutTree, encodeGroupStateWithoutTree } from "ts-mls
 import { encode } from "ts-mls/codec/tlsEncoder.js";
 import { decodeSecretTreeNode, secretTreeNodeEncoder } from "ts-mls/secretTree.js";
 import { encodeGroupStateCached } from "./stateEncoder.js";
-import {
-  decodeGroupState,
-  encodeMlsMessage,
-  type ClientState,
-  type MLSMessage,
-  type Welcome,
-} from "ts-mls";
+import { decodeGroupState, encodeMlsMessage, type ClientState, type MLSMessage, type Welcome } from "ts-mls";
 
 /** Decodes untrusted MLSMessage bytes: one message, protocol mls10, no trailing bytes (SCR-1). */
 export function decodeMessage(bytes: Uint8Array): MLSMessage {
