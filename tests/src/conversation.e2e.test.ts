@@ -14,6 +14,7 @@ import {
   type GroupState,
 } from "ts-mls";
 import { decodeGroupStateWithoutTree } from "ts-mls/clientState.js";
+import { decodeSecretTreeNode } from "ts-mls/secretTree.js";
 import { settle, startWorld, texts, type StoreKind, type World } from "./harness.js";
 
 // The foundation's end-to-end test (issue 2): alice (a.test) creates a group with bob (a.test) and carol
@@ -23,13 +24,15 @@ import { settle, startWorld, texts, type StoreKind, type World } from "./harness
 
 /**
  * A persisted group state as it is on disk, decoded with nothing but ts-mls: the base snapshot group.json
- * names (tree and past epochs) with group.json's delta on it (packages/client README "Storage").
+ * names (tree, past epochs, secret tree) with group.json's delta on it and the secret-tree nodes it lists
+ * in place (packages/client README "What is persisted where"). The stores in this test are unencrypted.
  */
 async function storedState(client: MlsDmClient, groupId: string): Promise<ClientState> {
   const dir = join(client.dir, "groups", groupId);
   const record = JSON.parse(await readFile(join(dir, "group.json"), "utf8")) as {
     state: string;
     stateBase?: string;
+    secretNodes?: [number, string][];
   };
   let state: GroupState;
   if (record.stateBase === undefined) {
@@ -40,7 +43,13 @@ async function storedState(client: MlsDmClient, groupId: string): Promise<Client
     };
     const [whole] = decodeGroupState(fromBase64url(base.state), 0)!;
     const [delta] = decodeGroupStateWithoutTree(whole.ratchetTree)(fromBase64url(record.state), 0)!;
-    state = { ...delta, historicalReceiverData: whole.historicalReceiverData };
+    let secretTree = delta.secretTree;
+    if (record.secretNodes !== undefined) {
+      secretTree = whole.secretTree.slice();
+      for (const [i, node] of record.secretNodes)
+        secretTree[i] = decodeSecretTreeNode(fromBase64url(node), 0)![0];
+    }
+    state = { ...delta, secretTree, historicalReceiverData: whole.historicalReceiverData };
   }
   return { ...state, clientConfig: profileClientConfig() };
 }
