@@ -31,6 +31,7 @@ import { StoreFormatError, readRecord, writeRecord } from "./records.js";
 import {
   CursorsRecord,
   DeviceRecord,
+  GroupMembersRecord,
   GroupRecord,
   HistoryEntry,
   KeyPackageRecord,
@@ -95,6 +96,9 @@ export class DeviceStore {
     /** Test seam for crash simulation; see AtomicWriteHooks. */
     readonly hooks: AtomicWriteHooks = {},
   ) {}
+
+  /** Per group, members.json as last written or read by this store (writeGroup skips an unchanged one). */
+  private readonly membersWritten = new Map<string, string>();
 
   /**
    * Whether store-key.json is no longer the one this store was unlocked with: another process changed the
@@ -379,13 +383,39 @@ export class DeviceStore {
     if (rec !== undefined && rec.groupId !== groupId) {
       throw new StoreFormatError(join(this.groupDir(groupId), "group.json"), "holds another group");
     }
-    return rec;
+    if (rec === undefined) return undefined;
+    const members = await this.read(this.membersPath(groupId), "mls-dm.group-members", GroupMembersRecord);
+    if (members === undefined) return rec; // written before members.json existed: all in group.json
+    this.membersWritten.set(groupId, JSON.stringify(members));
+    const { memberStatuses, leaves } = members;
+    return { ...rec, leaves, ...(memberStatuses === undefined ? {} : { memberStatuses }) };
   }
 
+  /**
+   * group.json, and the leaf checks and announced statuses in members.json beside it: those grow with the
+   * group (~140 KiB at 512 members) and change with commits and verification, not with every message, so
+   * members.json is written only when they changed. Either file may be the newer one after a crash: a leaf
+   * check names the certificate it is for (a stale one is checked again) and a stale status is announced
+   * again.
+   */
   async writeGroup(rec: GroupRecord): Promise<void> {
     const dir = this.groupDir(rec.groupId);
     await ensureDir(dir);
-    await this.write(join(dir, "group.json"), GROUP_FORMATS[0], rec);
+    const { leaves, memberStatuses, ...rest } = rec;
+    const members: GroupMembersRecord = {
+      leaves,
+      ...(memberStatuses === undefined ? {} : { memberStatuses }),
+    };
+    const text = JSON.stringify(members);
+    if (this.membersWritten.get(rec.groupId) !== text) {
+      await this.write(this.membersPath(rec.groupId), "mls-dm.group-members", members);
+      this.membersWritten.set(rec.groupId, text);
+    }
+    await this.write(join(dir, "group.json"), GROUP_FORMATS[0], { ...rest, leaves: {} });
+  }
+
+  private membersPath(groupId: string): string {
+    return join(this.groupDir(groupId), "members.json");
   }
 
   private basePath(groupId: string, name: string): string {

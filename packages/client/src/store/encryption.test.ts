@@ -246,9 +246,10 @@ describe("format 1 (the first release, unencrypted)", () => {
   async function downgrade(dir: string, groupId: string): Promise<void> {
     for (const [path, bytes] of await allFiles(dir)) {
       const name = path.slice(dir.length + 1);
-      if (name === "store-key.json" || name === "generation" || /\/base-[^/]+\.json$/.test(name)) {
-        // (state bases are folded back into group.json below: the first release kept the whole state there)
-        if (!name.includes("/base-")) await rm(path);
+      if (name === "store-key.json" || name === "generation" || /\/(base-[^/]+|members)\.json$/.test(name)) {
+        // (state bases and members.json are folded back into group.json below: the first release kept
+        // all of it there)
+        if (!name.includes("/base-") && !name.endsWith("/members.json")) await rm(path);
       } else if (name.endsWith("history.jsonl")) {
         const lines = bytes
           .toString("utf8")
@@ -262,6 +263,10 @@ describe("format 1 (the first release, unencrypted)", () => {
         const rec = JSON.parse(bytes.toString("utf8")) as Record<string, unknown>;
         if (name.endsWith("group.json")) {
           rec.format = "mls-dm.group";
+          const membersPath = join(path, "..", "members.json");
+          const members = JSON.parse(await readFile(membersPath, "utf8")) as { leaves: unknown };
+          rec.leaves = members.leaves;
+          await rm(membersPath);
           delete rec.ownLeafUpdatedAt;
           delete rec.leaving;
           if (typeof rec.stateBase === "string") {

@@ -51,8 +51,14 @@ describe("group state files", () => {
     const before = await groupFile(groupId);
     expect(first[0]).toBe(`base-${before.stateBase}.json`);
 
+    const membersPath = join(dir, "groups", groupId, "members.json");
+    const members = await readFile(membersPath);
     await alice.send(groupId, "one");
     const afterSend = await groupFile(groupId);
+    // The leaf checks live in members.json, untouched by a message; group.json carries none.
+    expect((await readFile(membersPath)).equals(members)).toBe(true);
+    expect((afterSend as unknown as { leaves: object }).leaves).toEqual({});
+    expect(Object.keys((JSON.parse(members.toString("utf8")) as { leaves: object }).leaves)).toEqual(["0"]);
     expect(await bases(groupId)).toEqual(first);
     expect(afterSend.stateBase).toBe(before.stateBase);
     // The sender's ratchet moved on: one secret-tree node (leaf 0's, node 0) differs from the base's.
@@ -83,6 +89,8 @@ describe("group state files", () => {
     });
     expect(reopened.epochAuthenticator(groupId)).toBe(auth);
     expect(reopened.epoch(groupId)).toBe(epoch);
+    // The leaf check came back from members.json: the own leaf is not "not checked".
+    expect(reopened.members(groupId)[0]?.reason).not.toBe("not checked");
     await reopened.send(groupId, "three");
     expect((await reopened.history(groupId)).length).toBe(4);
   });

@@ -197,6 +197,10 @@ export const GroupRecord = GroupRecordV1.extend({
 });
 export type GroupRecord = z.infer<typeof GroupRecord>;
 
+/** `members.json` of a group: the parts of its record that grow with its size (see DeviceStore.writeGroup). */
+export const GroupMembersRecord = GroupRecord.pick({ leaves: true, memberStatuses: true });
+export type GroupMembersRecord = z.infer<typeof GroupMembersRecord>;
+
 export const CommitIntent = z.discriminatedUnion("kind", [
   /** `claimId` names this intent to directories: its retries reuse the same KeyPackages, nothing else does (D1). */
   z.object({
