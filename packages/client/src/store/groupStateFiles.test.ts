@@ -34,18 +34,23 @@ const groupFile = async (groupId: string) =>
     secretNodes?: [number, string][];
   };
 
+/** A device on plain files (the tests read them) in a group of its own. */
+async function aliceInAGroup(): Promise<{ alice: MlsDmClient; groupId: string }> {
+  const alice = await MlsDmClient.create({
+    dir,
+    acct: "alice@a.test",
+    mastodonToken: "t",
+    services: { directory: fake.url, delivery: fake.url },
+    protection: { kind: "none" },
+    keyPackages: 1,
+    publishIdentity: false,
+  });
+  return { alice, groupId: (await alice.createGroup()).groupId };
+}
+
 describe("group state files", () => {
   it("a message rewrites only group.json; a commit writes a new base and drops the old; reopening restores the state", async () => {
-    const alice = await MlsDmClient.create({
-      dir,
-      acct: "alice@a.test",
-      mastodonToken: "t",
-      services: { directory: fake.url, delivery: fake.url },
-      protection: { kind: "none" },
-      keyPackages: 1,
-      publishIdentity: false,
-    });
-    const { groupId } = await alice.createGroup();
+    const { alice, groupId } = await aliceInAGroup();
     const first = await bases(groupId);
     expect(first).toHaveLength(1);
     const before = await groupFile(groupId);
@@ -99,16 +104,7 @@ describe("group state files", () => {
     const opts = {
       services: new StaticResolver({ "a.test": { directory: fake.url, delivery: fake.url } }),
     };
-    const alice = await MlsDmClient.create({
-      dir,
-      acct: "alice@a.test",
-      mastodonToken: "t",
-      services: { directory: fake.url, delivery: fake.url },
-      protection: { kind: "none" },
-      keyPackages: 1,
-      publishIdentity: false,
-    });
-    const { groupId } = await alice.createGroup();
+    const { alice, groupId } = await aliceInAGroup();
     await alice.send(groupId, "before");
     const epoch = alice.epoch(groupId);
     const auth = alice.epochAuthenticator(groupId);
@@ -140,16 +136,7 @@ describe("group state files", () => {
   });
 
   it("opens a group.json of the earlier kind (the secret tree inside the delta), and writes the new kind", async () => {
-    const alice = await MlsDmClient.create({
-      dir,
-      acct: "alice@a.test",
-      mastodonToken: "t",
-      services: { directory: fake.url, delivery: fake.url },
-      protection: { kind: "none" },
-      keyPackages: 1,
-      publishIdentity: false,
-    });
-    const { groupId } = await alice.createGroup();
+    const { alice, groupId } = await aliceInAGroup();
     await alice.send(groupId, "one");
     const auth = alice.epochAuthenticator(groupId);
     const path = join(dir, "groups", groupId, "group.json");
