@@ -59,7 +59,6 @@ import type { StoreProtection } from "./store/cipher.js";
 import { DeviceStore } from "./store/deviceStore.js";
 import { acquireDeviceLock } from "./store/lock.js";
 import { migrateLegacyStore } from "./store/migrate.js";
-import { StoreFormatError } from "./store/records.js";
 import { changeStoreProtection, type ChangeProtectionOptions, type ProtectionChange } from "./store/rekey.js";
 import type { CommitIntent, HistoryEntry } from "./store/schemas.js";
 import { WellKnownResolver, type ServiceResolver, type ServiceUrls } from "./transport/resolver.js";
@@ -357,7 +356,7 @@ export class MlsDmClient {
         if (!(await store.keyStillValid())) throw this.directoryChanged();
         const current = await store.readGeneration();
         if (current !== this.generation) {
-          await this.reload();
+          await this.ctx.reload();
           this.generation = current;
         }
         return await task();
@@ -381,16 +380,6 @@ export class MlsDmClient {
         }
       }
     });
-  }
-
-  /** Re-reads what another process wrote; a directory re-protected meanwhile is said to be so, not "damaged". */
-  private async reload(): Promise<void> {
-    try {
-      await this.ctx.reload();
-    } catch (e) {
-      if (e instanceof StoreFormatError && (await this.ctx.store.keyChanged())) throw this.directoryChanged();
-      throw e;
-    }
   }
 
   private directoryChanged(): ClientError {

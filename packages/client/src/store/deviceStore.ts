@@ -101,14 +101,6 @@ export class DeviceStore {
   private readonly membersWritten = new Map<string, string>();
 
   /**
-   * Whether store-key.json is no longer the one this store was unlocked with: another process changed the
-   * directory's passphrase or protection (`change-passphrase`) since.
-   */
-  async keyChanged(): Promise<boolean> {
-    return (await readFileIfExists(join(this.dir, STORE_KEY_FILE)))?.toString("utf8") !== this.keyText;
-  }
-
-  /**
    * Run under the directory's lock before an operation: whether this store's key still reads and writes
    * the directory. Another process may have re-protected it meanwhile (`change-passphrase`), and the
    * generation marker that tells other processes to re-read is not durable: a switch cut short, or one
@@ -212,11 +204,12 @@ export class DeviceStore {
     }
     const { cipher, text } = await unlockDirectory(dir, opts);
     const store = new DeviceStore(dir, cipher, text, opts.hooks ?? {});
-    await finishMigration(dir);
     // A temporary file is a write in progress while another process holds the lock (its rename would
-    // then fail): they are swept only when no process is working on the directory.
+    // then fail), and so may be a `.migrate` file: both are swept only when no process is working on the
+    // directory. The renames that finish a switch-over are safe either way (finishMigration).
     const lock = await tryDeviceLock(dir);
-    if (lock !== undefined) {
+    if (lock === undefined) await finishMigration(dir);
+    else {
       try {
         await finishMigration(dir, { sweep: true });
         await removeStaleTempFiles(dir);
