@@ -1,9 +1,8 @@
 import { decodeMlsMessageStrict, profileClientConfig, sha256 } from "@mastodon-mls/bridge";
 import { ProtocolError, fromBase64url, toBase64url } from "@mastodon-mls/protocol";
 import { decodeGroupStateWithoutTree, encodeGroupStateWithoutTree } from "ts-mls/clientState.js";
-import { encode } from "ts-mls/codec/tlsEncoder.js";
-import { decodeSecretTreeNode, secretTreeNodeEncoder } from "ts-mls/secretTree.js";
-import { encodeGroupStateCached } from "./stateEncoder.js";
+import { decodeSecretTreeNode } from "ts-mls/secretTree.js";
+import { encodeGroupStateCached, encodeSecretTreeNodeCached } from "./stateEncoder.js";
 import { decodeGroupState, encodeMlsMessage, type ClientState, type MLSMessage, type Welcome } from "ts-mls";
 
 /** Decodes untrusted MLSMessage bytes: one message, protocol mls10, no trailing bytes (SCR-1). */
@@ -65,7 +64,6 @@ export interface StateDelta {
   secretNodes: [number, string][];
 }
 
-const encodeNode = encode(secretTreeNodeEncoder);
 /** Each state's delta, with the base secret tree it is a delta on (a delta on another base differs). */
 const encodedDeltas = new WeakMap<ClientState, { delta: StateDelta; base: ClientState["secretTree"] }>();
 
@@ -87,7 +85,7 @@ export function encodeStateDelta(state: ClientState, base: ClientState["secretTr
       state: toBase64url(encodeGroupStateWithoutTree(rest)),
       secretNodes: changedSecretNodes(state, base).map((i) => [
         i,
-        toBase64url(encodeNode(state.secretTree[i]!)),
+        toBase64url(encodeSecretTreeNodeCached(state.secretTree[i]!)),
       ]),
     };
     encodedDeltas.set(state, { delta, base });

@@ -27,6 +27,21 @@ const nodeBytes = new WeakMap<object, Uint8Array>();
 const encodeNode = encode(nodeEncoder);
 const encodeSecretNode = encode(secretTreeNodeEncoder);
 
+/** One encoding per node object (ratchet-tree and secret-tree nodes alike). */
+function cached<T extends object>(item: T, one: (item: T) => Uint8Array): Uint8Array {
+  let bytes = nodeBytes.get(item);
+  if (bytes === undefined) {
+    bytes = one(item);
+    nodeBytes.set(item, bytes);
+  }
+  return bytes;
+}
+
+/** ts-mls's encoding of one secret-tree node (group.json lists the nodes a message moved). */
+export function encodeSecretTreeNodeCached(node: SecretTree[number]): Uint8Array {
+  return cached(node, encodeSecretNode);
+}
+
 /** A TLS vector of the elements' cached encodings; `optional` prefixes each with its presence byte. */
 function cachedVector<T extends object>(
   items: readonly (T | undefined)[],
@@ -42,11 +57,7 @@ function cachedVector<T extends object>(
       total += 1;
       continue;
     }
-    let bytes = nodeBytes.get(item);
-    if (bytes === undefined) {
-      bytes = one(item);
-      nodeBytes.set(item, bytes);
-    }
+    const bytes = cached(item, one);
     if (optional) {
       parts.push(PRESENT);
       total += 1;
