@@ -2,6 +2,7 @@ import { ProtocolError, type InboxItem, type InboxResponse } from "@mastodon-mls
 import type { DeviceContext } from "../context.js";
 import { ClientError, ServiceUnavailableError } from "../errors.js";
 import { checkServiceUrl } from "../transport/serviceUrl.js";
+import { limiter } from "../util/mapLimit.js";
 import { noteBehindRetention, noteForkNotice, reportForks } from "./forks.js";
 import { joinFromWelcome } from "./join.js";
 import { markLeft, receiveGroupMessage } from "./receive.js";
@@ -166,21 +167,4 @@ export async function syncAllHubs(ctx: DeviceContext, concurrency = HUB_FETCH_CO
       }
     }
   }
-}
-
-/** Runs tasks with at most `n` of them in flight, starting them in call order. */
-function limiter(n: number): <T>(task: () => Promise<T>) => Promise<T> {
-  let running = 0;
-  const waiting: (() => void)[] = [];
-  return async <T>(task: () => Promise<T>): Promise<T> => {
-    if (running >= n) await new Promise<void>((resolve) => waiting.push(resolve));
-    else running++;
-    try {
-      return await task();
-    } finally {
-      const wake = waiting.shift();
-      if (wake !== undefined) wake();
-      else running--;
-    }
-  };
 }
