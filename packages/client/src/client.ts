@@ -57,7 +57,7 @@ import {
 } from "./setup.js";
 import type { StoreProtection } from "./store/cipher.js";
 import { DeviceStore } from "./store/deviceStore.js";
-import { acquireDeviceLock } from "./store/lock.js";
+import { DEFAULT_LOCK_TIMEOUT_MS, acquireDeviceLock } from "./store/lock.js";
 import { migrateLegacyStore } from "./store/migrate.js";
 import { changeStoreProtection, type ChangeProtectionOptions, type ProtectionChange } from "./store/rekey.js";
 import type { CommitIntent, HistoryEntry } from "./store/schemas.js";
@@ -65,7 +65,6 @@ import { WellKnownResolver, type ServiceResolver, type ServiceUrls } from "./tra
 import { DEFAULT_RETRY, type RetryPolicy } from "./util/backoff.js";
 import { SerialQueue } from "./util/serial.js";
 
-const DEFAULT_LOCK_TIMEOUT_MS = 60_000;
 /** How long before verification adds or removes the same device of a group again. */
 const RETRY_MEMBER_CHANGE_MS = 10 * 60_000;
 

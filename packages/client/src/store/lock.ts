@@ -18,6 +18,9 @@ export interface DeviceLock {
   release(): Promise<void>;
 }
 
+/** How long an operation waits by default for another process to release the directory. */
+export const DEFAULT_LOCK_TIMEOUT_MS = 60_000;
+
 export interface LockOptions {
   /** How long to wait for another process to finish. */
   timeoutMs: number;

@@ -18,7 +18,7 @@ import {
   finishMigration,
   unlockDirectory,
 } from "./deviceStore.js";
-import { LOCK_FILE, acquireDeviceLock } from "./lock.js";
+import { DEFAULT_LOCK_TIMEOUT_MS, LOCK_FILE, acquireDeviceLock } from "./lock.js";
 import { FORMAT_VERSION, parseHead } from "./records.js";
 
 // Changing how a device directory is protected: a new passphrase, or a switch between a passphrase and
@@ -66,8 +66,6 @@ export interface ProtectionChange {
   /** Files rewritten besides store-key.json (0 for a new passphrase). */
   resealed: number;
 }
-
-const DEFAULT_LOCK_TIMEOUT_MS = 60_000;
 
 /**
  * Checks the passphrase of a directory (Argon2id) without changing anything: `wrong_passphrase` or
