@@ -97,10 +97,26 @@ export class Meter {
       .reduce((n, i) => n + i.bytes, 0);
   }
 
-  /** How many intervals of these kinds were recorded, by label. */
-  counts(kinds: readonly Kind[]): Record<string, number> {
+  /**
+   * The recorded intervals inside [from, to], one line each: start and duration (ms, from `from`), kind,
+   * label and bytes written. What BENCH_TRACE prints.
+   */
+  trace(from: number, to: number): string[] {
+    return this.intervals
+      .filter((i) => i.start >= from && i.start < to)
+      .map((i) => {
+        const end = Number.isNaN(i.end) ? to : i.end;
+        const bytes = i.bytes > 0 ? ` ${i.bytes} B` : "";
+        return `  +${(i.start - from).toFixed(2)} ${(end - i.start).toFixed(2)} ms ${i.kind} ${i.label}${bytes}`;
+      });
+  }
+
+  /** How many intervals of these kinds started inside [from, to], by label. */
+  counts(kinds: readonly Kind[], from: number, to: number): Record<string, number> {
     const out: Record<string, number> = {};
-    for (const i of this.intervals) if (kinds.includes(i.kind)) out[i.label] = (out[i.label] ?? 0) + 1;
+    for (const i of this.intervals) {
+      if (kinds.includes(i.kind) && i.start >= from && i.start < to) out[i.label] = (out[i.label] ?? 0) + 1;
+    }
     return out;
   }
 }

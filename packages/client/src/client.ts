@@ -29,12 +29,13 @@ import {
   missingOwnDevices,
   revokeOwnDevice,
   verifyAccount,
+  prefetchGroupMembers,
   verifyGroupMembers,
   type AccountDevice,
   type VerifyResult,
 } from "./identity/members.js";
 import { rotateAccountKey, type Rotation } from "./identity/rotation.js";
-import type { IdentityOptions } from "./identity/verifier.js";
+import type { Freshness, IdentityOptions } from "./identity/verifier.js";
 import { refillKeyPackages } from "./keyPackages.js";
 import { liveEvents, type LiveOptions } from "./liveEvents.js";
 import { approveLink, type Approval } from "./link/approve.js";
@@ -152,6 +153,16 @@ export interface Member {
   self: boolean;
 }
 
+export interface SyncOptions {
+  /**
+   * `wait` (default): the call returns once the members' accounts are verified too, with the
+   * `status_changed` events that gave. `background`: it returns once the hubs' items are processed; the
+   * lookups go on (DESIGN §2) and their events come with the next `sync()` or from `events()`;
+   * `verificationSettled()` tells when they are done.
+   */
+  verification?: "wait" | "background";
+}
+
 export interface SendResult {
   seq: number;
   epoch: number;
@@ -174,6 +185,9 @@ export class MlsDmClient {
   private readonly actedOn = new Map<string, Map<string, number>>();
   /** Called after every operation (`events()` re-checks its follow-up timer). */
   private readonly afterOp = new Set<() => void>();
+  /** The background verification running now, and the one asked for while it runs (see `verifyLater`). */
+  private verifying: Promise<void> | undefined;
+  private verifyingNext: Promise<void> | undefined;
 
   private constructor(
     private readonly ctx: DeviceContext,
@@ -503,16 +517,31 @@ export class MlsDmClient {
    * Polls every hub this device listens to (all at once, at most 8 requests in flight), processes
    * everything in order (hub after hub, in a fixed order), finishes pending work (commits whose outcome is
    * unknown, the self-update after joining, invitations, last-resort replacement) and returns the events.
-   * A hub that cannot be reached (or refuses) gives an `error` event; the others are still read.
+   * A hub that cannot be reached (or refuses) gives an `error` event; the others are still read. Then the
+   * members' accounts are verified (profiles and device lists, looked up outside the device's lock):
+   * waited for by default, in the background with `{verification: "background"}`.
    */
-  sync(): Promise<DmEvent[]> {
-    return this.op(async () => {
+  async sync(opts: SyncOptions = {}): Promise<DmEvent[]> {
+    const events = await this.op(async () => {
       await this.ctx.pruneHubs();
       await syncAllHubs(this.ctx);
       await this.followUp();
-      await this.verifyAll();
       return this.ctx.drainEvents();
     });
+    const verified = this.verifyLater();
+    if (opts.verification === "background") return events;
+    await verified;
+    return [...events, ...this.ctx.drainEvents()];
+  }
+
+  /**
+   * Resolves when no background verification is running or asked for (after `sync({verification:
+   * "background"})` or while `events()` runs). Its events wait in the queue for `sync()` or `events()`.
+   */
+  async verificationSettled(): Promise<void> {
+    while (this.verifying !== undefined || this.verifyingNext !== undefined) {
+      await (this.verifyingNext ?? this.verifying);
+    }
   }
 
   /**
@@ -526,18 +555,21 @@ export class MlsDmClient {
     return liveEvents(
       this.ctx,
       {
-        processBatch: (hub: string, items: InboxItem[], cursor: string) =>
-          this.op(async () => {
+        // Verification runs after each, in the background: a slow instance must not hold up messages.
+        processBatch: async (hub: string, items: InboxItem[], cursor: string) => {
+          await this.op(async () => {
             await processInboxItems(this.ctx, hub, items, cursor);
             await this.followUp();
-            await this.verifyAll();
-          }),
-        poll: (hub: string) =>
-          this.op(async () => {
+          });
+          void this.verifyLater();
+        },
+        poll: async (hub: string) => {
+          await this.op(async () => {
             await syncHubInbox(this.ctx, hub);
             await this.followUp();
-            await this.verifyAll();
-          }),
+          });
+          void this.verifyLater();
+        },
         followUp: () =>
           this.op(async () => {
             if (hasOutstandingWork(this.ctx)) await this.followUp();
@@ -832,10 +864,7 @@ export class MlsDmClient {
    * and removing is tried again for a device at most every 10 minutes: one without KeyPackages yet cannot
    * be added, and a failing commit must not be retried on every sync.
    */
-  private async verifyGroup(
-    groupId: string,
-    opts: { fresh?: boolean; removeBad?: boolean } = {},
-  ): Promise<void> {
+  private async verifyGroup(groupId: string, opts: Freshness & { removeBad?: boolean } = {}): Promise<void> {
     const { revokedOwn, badLeaves } = await verifyGroupMembers(this.ctx, groupId, opts);
     if (revokedOwn.length > 0) await this.commit(groupId, { kind: "remove-devices", deviceIds: revokedOwn });
     const bad =
@@ -871,19 +900,66 @@ export class MlsDmClient {
     return due;
   }
 
-  /** Background verification of every active group; failures become `error` events, never mismatches. */
-  private async verifyAll(): Promise<void> {
-    for (const g of [...this.ctx.groups.values()]) {
-      // A group this device cannot follow (stuck, behind retention) takes no commits from it.
-      if (g.record.status !== "active" || g.state === undefined || !canWrite(g)) continue;
+  /**
+   * A verification of every active group that starts after this call (one runs at a time; asking while
+   * one runs queues one more, shared by every caller meanwhile). Never rejects: what fails becomes an
+   * `error` event.
+   */
+  private verifyLater(): Promise<void> {
+    if (this.verifying === undefined) {
+      const run = this.verifyInBackground().finally(() => {
+        if (this.verifying === run) this.verifying = undefined;
+      });
+      this.verifying = run;
+      return run;
+    }
+    this.verifyingNext ??= this.verifying.then(() => {
+      this.verifyingNext = undefined;
+      return this.verifyLater();
+    });
+    return this.verifyingNext;
+  }
+
+  /**
+   * The lookups first, outside the device's lock, so that other operations (and other processes) go on
+   * while instances answer; then one operation that verifies from those answers, records the statuses and
+   * commits what follows (removals, the account's own missing devices).
+   */
+  private async verifyInBackground(): Promise<void> {
+    try {
+      const since = this.ctx.verifier.now();
+      await prefetchGroupMembers(this.ctx, this.verifiable(), since);
+      await this.op(() => this.verifyAll(since));
+    } catch (e) {
+      this.ctx.emit({
+        type: "error",
+        operation: "verify members",
+        message: e instanceof Error ? e.message : String(e),
+      });
+    }
+  }
+
+  /** Active groups this device can follow (a stuck one, or one behind retention, takes no commits). */
+  private verifiable(): string[] {
+    return [...this.ctx.groups.values()]
+      .filter((g) => g.record.status === "active" && g.state !== undefined && canWrite(g))
+      .map((g) => g.record.groupId);
+  }
+
+  /** Verification of every active group; failures become `error` events, never mismatches. */
+  private async verifyAll(freshSince?: number): Promise<void> {
+    for (const groupId of this.verifiable()) {
       try {
-        await this.verifyGroup(g.record.groupId, { removeBad: true });
+        await this.verifyGroup(groupId, {
+          removeBad: true,
+          ...(freshSince === undefined ? {} : { freshSince }),
+        });
       } catch (e) {
         if (!(e instanceof ServiceUnavailableError || e instanceof ProtocolError || e instanceof ClientError))
           throw e;
         this.ctx.emit({
           type: "error",
-          groupId: g.record.groupId,
+          groupId,
           operation: "verify members",
           message: e.message,
         });

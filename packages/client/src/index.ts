@@ -7,6 +7,7 @@ export {
   type GroupSummary,
   type Member,
   type SendResult,
+  type SyncOptions,
   type HistoryItem,
   type RecreateOptions,
   type RecreateReport,

@@ -13,9 +13,11 @@ import { ClientError } from "../errors.js";
 import { leavesOf } from "../mls/leaves.js";
 import { mapLimit } from "../util/mapLimit.js";
 import { accountKeyOf, currentList, publishAccountList, recordNewList } from "./accountList.js";
+import type { Freshness } from "./verifier.js";
 
 // Member statuses in groups (docs/identity.md §6), the safety-number view, and the account's own
-// devices (list, revoke). Everything here runs inside an MlsDmClient operation (serialised, locked).
+// devices (list, revoke). Everything here runs inside an MlsDmClient operation (serialised, locked),
+// except prefetchGroupMembers, which only fills the verifier's caches.
 
 /** A member device to remove: not in its verified account's list, or certified by another key. */
 export interface BadLeaf {
@@ -37,7 +39,7 @@ export interface BadLeaf {
 export function verifyGroupMembers(
   ctx: DeviceContext,
   groupId: string,
-  opts: { fresh?: boolean } = {},
+  opts: Freshness = {},
 ): Promise<{ revokedOwn: string[]; badLeaves: BadLeaf[] }> {
   // Newly seen accounts are pinned as they are verified; pins.json is written once for the pass.
   return ctx.pins.batch(() => verifyGroupMembersNow(ctx, groupId, opts));
@@ -46,17 +48,60 @@ export function verifyGroupMembers(
 /** How many accounts are looked up at once (four requests each: WebFinger, instance, lookup, directory). */
 const LOOKUP_CONCURRENCY = 8;
 
-async function verifyGroupMembersNow(
-  ctx: DeviceContext,
-  groupId: string,
-  opts: { fresh?: boolean },
-): Promise<{ revokedOwn: string[]; badLeaves: BadLeaf[] }> {
-  const g = ctx.activeGroup(groupId);
+/** The group's leaves by account (tree order); leaves without a canonical acct are invalid offline. */
+function leavesByAcct(ctx: DeviceContext, groupId: string): Map<string, ReturnType<typeof leavesOf>> {
   const byAcct = new Map<string, ReturnType<typeof leavesOf>>();
-  for (const l of leavesOf(g.state.ratchetTree)) {
+  for (const l of leavesOf(ctx.activeGroup(groupId).state.ratchetTree)) {
     if (l.acct === "") continue; // not a canonical acct: invalid offline (LeafCheck)
     byAcct.set(l.acct, [...(byAcct.get(l.acct) ?? []), l]);
   }
+  return byAcct;
+}
+
+/** Whether an account's answers must be fresh: asked for, or it has a device not seen before. */
+function needsFresh(
+  previous: MemberVerification | undefined,
+  leaves: ReturnType<typeof leavesOf>,
+  opts: Freshness,
+): boolean {
+  // A device not seen before may be newer than what is cached (ST rules allow 10 minutes): look again.
+  const seenDevices = new Set(previous?.leaves.map((l) => l.deviceId) ?? []);
+  return opts.fresh === true || leaves.some((l) => !seenDevices.has(l.deviceId));
+}
+
+/**
+ * The lookups `verifyGroupMembers` will need for these groups, done now and kept in the verifier's caches,
+ * with the same freshness rule (a fresh look counts from `freshSince` on). Reads the device's state and
+ * writes nothing, so it runs outside the device's lock (MlsDmClient's background verification); a
+ * group that is gone by then is skipped.
+ */
+export async function prefetchGroupMembers(
+  ctx: DeviceContext,
+  groupIds: readonly string[],
+  freshSince: number,
+): Promise<void> {
+  const wanted = new Map<string, boolean>();
+  for (const groupId of groupIds) {
+    if (ctx.groups.get(groupId)?.state === undefined) continue;
+    const known = ctx.statuses.get(groupId);
+    for (const [acct, leaves] of leavesByAcct(ctx, groupId)) {
+      wanted.set(acct, (wanted.get(acct) ?? false) || needsFresh(known?.get(acct), leaves, {}));
+    }
+  }
+  // missingOwnDevices reads the account's own directory answer.
+  wanted.set(ctx.device.acct, wanted.get(ctx.device.acct) ?? false);
+  await mapLimit([...wanted], LOOKUP_CONCURRENCY, ([acct, fresh]) =>
+    ctx.verifier.prefetch(acct, { fresh, freshSince }),
+  );
+}
+
+async function verifyGroupMembersNow(
+  ctx: DeviceContext,
+  groupId: string,
+  opts: Freshness,
+): Promise<{ revokedOwn: string[]; badLeaves: BadLeaf[] }> {
+  const g = ctx.activeGroup(groupId);
+  const byAcct = leavesByAcct(ctx, groupId);
   let seen = ctx.statuses.get(groupId);
   if (seen === undefined) {
     seen = new Map();
@@ -74,28 +119,20 @@ async function verifyGroupMembersNow(
   const revokedOwn: string[] = [];
   const badLeaves: BadLeaf[] = [];
   const known = seen;
+  const since = opts.freshSince === undefined ? {} : { freshSince: opts.freshSince };
   // The lookups, several accounts at once; what follows from them, one account after the other in tree
   // order, so events come out in the same order whatever answered first.
   const verdicts = await mapLimit([...byAcct], LOOKUP_CONCURRENCY, async ([acct, leaves]) => {
     const previous = known.get(acct);
-    // A device not seen before may be newer than what is cached (ST rules allow 10 minutes): look again.
-    const seenDevices = new Set(previous?.leaves.map((l) => l.deviceId) ?? []);
-    const fresh = opts.fresh === true || leaves.some((l) => !seenDevices.has(l.deviceId));
-    const v = await ctx.verifier.verify(
-      acct,
-      leaves.map((l) => l.node),
-      { fresh },
-    );
+    const fresh = needsFresh(previous, leaves, opts);
+    const nodes = leaves.map((l) => l.node);
+    const v = await ctx.verifier.verify(acct, nodes, { fresh, ...since });
     // Never act on (or report) a revocation or a mismatch from cached answers: confirm it first.
     if (
       !fresh &&
       (v.status !== previous?.status || v.leaves.some((l) => l.state === "revoked" || l.state === "invalid"))
     ) {
-      return ctx.verifier.verify(
-        acct,
-        leaves.map((l) => l.node),
-        { fresh: true },
-      );
+      return ctx.verifier.verify(acct, nodes, { fresh: true, ...since });
     }
     return v;
   });

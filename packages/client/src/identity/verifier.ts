@@ -33,6 +33,20 @@ interface Cached {
   value: DirectoryAccount;
 }
 
+/** Accounts whose last fresh look is remembered (`freshSince`); the oldest are forgotten first. */
+const MAX_FRESH_MARKS = 10_000;
+
+/** How fresh an answer must be. */
+export interface Freshness {
+  /** Ask again rather than use a cached answer. */
+  fresh?: boolean;
+  /**
+   * With `fresh`: an answer asked for afresh at or after this time (the verifier's clock, ms) counts as
+   * fresh, so work that looked accounts up ahead of time (`prefetch`) is not done twice.
+   */
+  freshSince?: number;
+}
+
 /**
  * Member verification for one device (docs/identity.md §6): one shared acct resolver (its cache and
  * last-good answers, ST-1…ST-4), each acct's device list fetched from that acct's own home directory
@@ -42,6 +56,8 @@ interface Cached {
 export class MemberVerifier {
   private readonly resolver: AcctResolver;
   private readonly directories = new Map<string, Cached>();
+  /** acct → when its cached answers were last dropped to be asked afresh. */
+  private readonly freshAt = new Map<string, number>();
   private readonly ttl: number;
 
   constructor(
@@ -64,6 +80,11 @@ export class MemberVerifier {
     });
   }
 
+  /** The verifier's clock (ms): what `freshSince` is measured on. */
+  now(): number {
+    return this.deps.clock();
+  }
+
   get pins(): PinStore {
     return this.deps.pins;
   }
@@ -73,6 +94,28 @@ export class MemberVerifier {
     const a = canonicalAcct(acct);
     this.resolver.forget(a);
     this.directories.delete(a);
+    this.freshAt.delete(a);
+  }
+
+  /** Drops the cached answers unless they were asked for afresh since `opts.freshSince`. */
+  private refresh(a: string, opts: Freshness): void {
+    if (opts.fresh !== true) return;
+    const at = this.freshAt.get(a);
+    if (opts.freshSince !== undefined && at !== undefined && at >= opts.freshSince) return;
+    this.forget(a);
+    if (this.freshAt.size >= MAX_FRESH_MARKS) this.freshAt.delete(this.freshAt.keys().next().value!);
+    this.freshAt.set(a, this.deps.clock());
+  }
+
+  /**
+   * Asks for an acct's profile and directory answer and keeps them for `verify`, which then needs no
+   * network. Writes nothing (no pins): it runs outside the device's lock, so that a slow instance does
+   * not hold up the device's other work (DESIGN §2: lookups run in the background).
+   */
+  async prefetch(acct: string, opts: Freshness = {}): Promise<void> {
+    const a = canonicalAcct(acct);
+    this.refresh(a, opts);
+    await Promise.all([this.resolver.lookup(a), this.directoryAccount(a)]);
   }
 
   /** What the acct's home directory serves; undefined when it cannot be reached (never a mismatch). */
@@ -99,13 +142,9 @@ export class MemberVerifier {
   }
 
   /** docs/identity.md §6 for one acct and its leaves (in a group, or of KeyPackages about to be added). */
-  async verify(
-    acct: string,
-    leaves: readonly LeafNode[],
-    opts: { fresh?: boolean } = {},
-  ): Promise<MemberVerification> {
+  async verify(acct: string, leaves: readonly LeafNode[], opts: Freshness = {}): Promise<MemberVerification> {
     const a = canonicalAcct(acct);
-    if (opts.fresh === true) this.forget(a);
+    this.refresh(a, opts);
     const [lookup, directory] = await Promise.all([this.resolver.lookup(a), this.directoryAccount(a)]);
     return verifyMember({
       acct: a,
