@@ -71,6 +71,23 @@ describe("acct resolver", () => {
     expect(state.requests).toBe(3); // WebFinger, lookup, instance — once
   });
 
+  it("forget: an answer in flight when it was called is handed out, not kept; the next lookup asks anew", async () => {
+    const { state, get } = instance();
+    let release!: () => void;
+    state.hold = new Promise((r) => (release = r));
+    const resolver = createAcctResolver({ get, now: clock().now });
+    const early = resolver.lookup("alice@a.test");
+    resolver.forget("alice@a.test");
+    release();
+    expect((await early).kind).toBe("found");
+    const requests = state.requests;
+    expect((await resolver.lookup("alice@a.test")).kind).toBe("found");
+    expect(state.requests).toBe(requests + 2); // WebFinger and lookup; the instance's domain is kept (ST-5)
+    // That answer is kept.
+    await resolver.lookup("alice@a.test");
+    expect(state.requests).toBe(requests + 2);
+  });
+
   it("ST-2: keeps answers 10 minutes and failures 1 minute", async () => {
     const { state, get } = instance();
     const c = clock();

@@ -22,7 +22,10 @@ export interface AcctResolverOptions extends TransportOptions {
 
 export interface AcctResolver {
   lookup(acct: string): Promise<LookupResult>;
-  /** Drops what is cached for an acct (not the last good answer), e.g. after its owner changed devices. */
+  /**
+   * Drops what is cached for an acct (not the last good answer), e.g. after its owner changed devices. A
+   * lookup in flight goes on for those who asked, but its answer is not kept; the next lookup asks anew.
+   */
   forget(acct: string): void;
 }
 
@@ -50,6 +53,8 @@ export function createAcctResolver(options: AcctResolverOptions = {}): AcctResol
   const cache = new Map<string, Entry>();
   const lastGood = new Map<string, LookupResult & { kind: "found" }>();
   const inFlight = new Map<string, Promise<LookupResult>>();
+  /** acct → the request in flight now; `forget` drops it, and its answer is then not kept. */
+  const tickets = new Map<string, object>();
   const domains = new Map<string, { domain: string; until: number }>();
   const instanceDomains: InstanceDomains = {
     get(apiOrigin) {
@@ -67,13 +72,16 @@ export function createAcctResolver(options: AcctResolverOptions = {}): AcctResol
     if (map.size > maxEntries) map.delete(map.keys().next().value!);
   };
 
-  async function fresh(acct: string): Promise<LookupResult> {
+  async function fresh(acct: string, ticket: object): Promise<LookupResult> {
     const result = await lookupAcct(acct, {
       get,
       now,
       resolveOrigin: options.resolveOrigin,
       instanceDomains,
     });
+    // Forgotten while in flight (an answer asked before the change that made someone forget it): it is
+    // handed to those who asked, never kept.
+    if (tickets.get(acct) !== ticket) return result;
     const t = now();
     const until = t + (isSuccess(result) ? successTtl : failureTtl);
     if (result.kind === "found") {
@@ -102,13 +110,22 @@ export function createAcctResolver(options: AcctResolverOptions = {}): AcctResol
       // ST-1: concurrent lookups of one acct share one request.
       let pending = inFlight.get(acct);
       if (pending === undefined) {
-        pending = fresh(acct).finally(() => inFlight.delete(acct));
+        const ticket = {};
+        tickets.set(acct, ticket);
+        pending = fresh(acct, ticket).finally(() => {
+          if (tickets.get(acct) !== ticket) return;
+          tickets.delete(acct);
+          inFlight.delete(acct);
+        });
         inFlight.set(acct, pending);
       }
       return pending;
     },
     forget(input) {
-      cache.delete(canonicalAcct(input));
+      const acct = canonicalAcct(input);
+      cache.delete(acct);
+      inFlight.delete(acct);
+      tickets.delete(acct);
     },
   };
 }

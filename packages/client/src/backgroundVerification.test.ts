@@ -8,6 +8,7 @@ import {
   stopInstance,
   type Instance,
 } from "./testSupport/instances.js";
+import { linkDevice } from "./testSupport/linking.js";
 import { settle } from "./testSupport/settle.js";
 import { StaticResolver } from "./transport/resolver.js";
 
@@ -73,23 +74,26 @@ class LookupHold {
 }
 
 /**
- * alice (a.test) and carol (c.test) in a group, both settled; then `later`, another process on alice's
- * directory (nothing looked up or verified yet in it), and carol's WebFinger requests held from now on.
+ * alice (a.test), carol and dave (c.test) in a group, all settled; then `later`, another process on alice's
+ * directory (nothing looked up or verified yet in it), and carol's (or dave's) WebFinger requests held
+ * from now on.
  */
-async function carolHeld(): Promise<{
+async function carolHeld(opts: { held?: "carol" | "dave" } = {}): Promise<{
   carol: MlsDmClient;
+  dave: MlsDmClient;
   groupId: string;
   later: MlsDmClient;
   hold: LookupHold;
 }> {
   const alice = await newClient(a, `alice${Math.floor(Math.random() * 1e9)}`, resolver);
   const carol = await newClient(c, `carol${Math.floor(Math.random() * 1e9)}`, resolver);
-  const { groupId } = await alice.createGroup([carol.acct]);
-  await settle([carol, alice]);
+  const dave = await newClient(c, `dave${Math.floor(Math.random() * 1e9)}`, resolver);
+  const { groupId } = await alice.createGroup([carol.acct, dave.acct]);
+  await settle([carol, dave, alice]);
   const later = await MlsDmClient.open(alice.dir, { services: resolver, retry: FAST_RETRY });
   const hold = new LookupHold();
-  hold.install(mastodonC, carol.acct);
-  return { carol, groupId, later, hold };
+  hold.install(mastodonC, (opts.held ?? "carol") === "carol" ? carol.acct : dave.acct);
+  return { carol, dave, groupId, later, hold };
 }
 
 function statusOf(client: MlsDmClient, groupId: string, acct: string): string | undefined {
@@ -179,6 +183,37 @@ describe("background verification", () => {
       expect(statusOf(later, groupId, carol.acct)).toBe("verified");
       abort.abort();
       await live.return(undefined);
+    },
+  );
+
+  it(
+    "a device added while the pass's lookups were out is looked up anew, not judged by the older answers",
+    { timeout: 90_000 },
+    async () => {
+      const { carol, groupId, later, hold } = await carolHeld({ held: "dave" });
+      const carolName = carol.acct.split("@")[0]!;
+      const since = mastodonC.exchanges.length;
+      await later.sync({ verification: "background" });
+      // carol's answers (device list: one device) are in; the pass waits for dave's instance.
+      await mastodonC.waitFor((e) => e.path.includes(encodeURIComponent(carol.acct)), since);
+      await hold.arrived;
+      // Meanwhile carol links a phone (list v+1) and adds it; alice's device processes the Add.
+      const phone = await linkDevice(carol, c, carolName, resolver);
+      expect((await carol.addOwnDevices()).flatMap((r) => r.added)).toEqual([phone.deviceId]);
+      await later.sync({ verification: "background" });
+      expect(later.members(groupId).map((m) => m.deviceId)).toContain(phone.deviceId);
+      expect(hold.released).toBe(false);
+      hold.release();
+      await later.verificationSettled();
+      // The pass verified a tree with the phone in it: from answers made before the phone was listed it
+      // would be `revoked` and removed. It was looked up again.
+      const events = await later.sync();
+      expect(events.filter((e) => e.type === "invalid_member" || e.type === "error")).toEqual([]);
+      expect(later.members(groupId).filter((m) => m.acct === carol.acct)).toEqual([
+        expect.objectContaining({ deviceId: carol.deviceId, status: "verified" }),
+        expect.objectContaining({ deviceId: phone.deviceId, status: "verified" }),
+      ]);
+      expect(hold.guardFired).toBe(false);
     },
   );
 });

@@ -32,10 +32,12 @@ import {
   prefetchGroupMembers,
   verifyGroupMembers,
   type AccountDevice,
+  type Prefetched,
+  type VerifyOptions,
   type VerifyResult,
 } from "./identity/members.js";
 import { rotateAccountKey, type Rotation } from "./identity/rotation.js";
-import type { Freshness, IdentityOptions } from "./identity/verifier.js";
+import type { IdentityOptions } from "./identity/verifier.js";
 import { refillKeyPackages } from "./keyPackages.js";
 import { liveEvents, type LiveOptions } from "./liveEvents.js";
 import { approveLink, type Approval } from "./link/approve.js";
@@ -287,7 +289,7 @@ export class MlsDmClient {
         opts.identity,
       );
       const client = new MlsDmClient(ctx, timeout);
-      client.generation = await store.bumpGeneration();
+      client.generation = store.bumpGeneration();
       return client;
     } finally {
       await lock.release();
@@ -304,7 +306,7 @@ export class MlsDmClient {
     const timeout = opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
     const lock = await acquireDeviceLock(store.dir, { timeoutMs: timeout });
     try {
-      const generation = await store.readGeneration();
+      const generation = store.readGeneration();
       const writes = store.writes;
       let device = await store.readDevice();
       if (opts.mastodonToken !== undefined && opts.mastodonToken !== device.mastodonToken) {
@@ -320,7 +322,7 @@ export class MlsDmClient {
         opts.identity,
       );
       const client = new MlsDmClient(ctx, timeout);
-      client.generation = store.writes !== writes ? await store.bumpGeneration() : generation;
+      client.generation = store.writes !== writes ? store.bumpGeneration() : generation;
       return client;
     } finally {
       await lock.release();
@@ -367,7 +369,7 @@ export class MlsDmClient {
       const writes = store.writes;
       try {
         if (!(await store.keyStillValid())) throw this.directoryChanged();
-        const current = await store.readGeneration();
+        const current = store.readGeneration();
         if (current !== this.generation) {
           await this.ctx.reload();
           this.generation = current;
@@ -375,7 +377,7 @@ export class MlsDmClient {
         return await task();
       } finally {
         try {
-          if (store.writes !== writes) this.generation = await store.bumpGeneration();
+          if (store.writes !== writes) this.generation = store.bumpGeneration();
         } finally {
           await lock.release();
           for (const listener of this.afterOp) {
@@ -539,9 +541,9 @@ export class MlsDmClient {
    * "background"})` or while `events()` runs). Its events wait in the queue for `sync()` or `events()`.
    */
   async verificationSettled(): Promise<void> {
-    while (this.verifying !== undefined || this.verifyingNext !== undefined) {
-      await (this.verifyingNext ?? this.verifying);
-    }
+    // The queued pass starts after the running one and ends after it: waiting for it covers both, and
+    // passes asked for later (live traffic keeps asking) are not waited for.
+    await (this.verifyingNext ?? this.verifying);
   }
 
   /**
@@ -864,7 +866,10 @@ export class MlsDmClient {
    * and removing is tried again for a device at most every 10 minutes: one without KeyPackages yet cannot
    * be added, and a failing commit must not be retried on every sync.
    */
-  private async verifyGroup(groupId: string, opts: Freshness & { removeBad?: boolean } = {}): Promise<void> {
+  private async verifyGroup(
+    groupId: string,
+    opts: VerifyOptions & { removeBad?: boolean } = {},
+  ): Promise<void> {
     const { revokedOwn, badLeaves } = await verifyGroupMembers(this.ctx, groupId, opts);
     if (revokedOwn.length > 0) await this.commit(groupId, { kind: "remove-devices", deviceIds: revokedOwn });
     const bad =
@@ -927,9 +932,8 @@ export class MlsDmClient {
    */
   private async verifyInBackground(): Promise<void> {
     try {
-      const since = this.ctx.verifier.now();
-      await prefetchGroupMembers(this.ctx, this.verifiable(), since);
-      await this.op(() => this.verifyAll(since));
+      const prefetched = await prefetchGroupMembers(this.ctx, this.verifiable());
+      await this.op(() => this.verifyAll(prefetched));
     } catch (e) {
       this.ctx.emit({
         type: "error",
@@ -947,12 +951,12 @@ export class MlsDmClient {
   }
 
   /** Verification of every active group; failures become `error` events, never mismatches. */
-  private async verifyAll(freshSince?: number): Promise<void> {
+  private async verifyAll(prefetched?: Prefetched): Promise<void> {
     for (const groupId of this.verifiable()) {
       try {
         await this.verifyGroup(groupId, {
           removeBad: true,
-          ...(freshSince === undefined ? {} : { freshSince }),
+          ...(prefetched === undefined ? {} : { prefetched }),
         });
       } catch (e) {
         if (!(e instanceof ServiceUnavailableError || e instanceof ProtocolError || e instanceof ClientError))

@@ -110,7 +110,7 @@ async function plantPendingCommit(
       newState: encodeState(built.newState),
       invitees: [],
     });
-    await store.bumpGeneration();
+    store.bumpGeneration();
   } finally {
     await lock.release();
   }

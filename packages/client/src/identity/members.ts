@@ -13,7 +13,6 @@ import { ClientError } from "../errors.js";
 import { leavesOf } from "../mls/leaves.js";
 import { mapLimit } from "../util/mapLimit.js";
 import { accountKeyOf, currentList, publishAccountList, recordNewList } from "./accountList.js";
-import type { Freshness } from "./verifier.js";
 
 // Member statuses in groups (docs/identity.md §6), the safety-number view, and the account's own
 // devices (list, revoke). Everything here runs inside an MlsDmClient operation (serialised, locked),
@@ -39,7 +38,7 @@ export interface BadLeaf {
 export function verifyGroupMembers(
   ctx: DeviceContext,
   groupId: string,
-  opts: Freshness = {},
+  opts: VerifyOptions = {},
 ): Promise<{ revokedOwn: string[]; badLeaves: BadLeaf[] }> {
   // Newly seen accounts are pinned as they are verified; pins.json is written once for the pass.
   return ctx.pins.batch(() => verifyGroupMembersNow(ctx, groupId, opts));
@@ -62,43 +61,92 @@ function leavesByAcct(ctx: DeviceContext, groupId: string): Map<string, ReturnTy
 function needsFresh(
   previous: MemberVerification | undefined,
   leaves: ReturnType<typeof leavesOf>,
-  opts: Freshness,
+  fresh: boolean,
 ): boolean {
   // A device not seen before may be newer than what is cached (ST rules allow 10 minutes): look again.
   const seenDevices = new Set(previous?.leaves.map((l) => l.deviceId) ?? []);
-  return opts.fresh === true || leaves.some((l) => !seenDevices.has(l.deviceId));
+  return fresh || leaves.some((l) => !seenDevices.has(l.deviceId));
+}
+
+/**
+ * Whether a verdict from cached answers must be confirmed by fresh ones before it is reported or acted on:
+ * a changed status, or a device found revoked or invalid. `unreachable` alone is neither reported nor
+ * acted on (the last announced status stands), so it needs no confirmation.
+ */
+function needsConfirmation(v: MemberVerification, previous: MemberVerification | undefined): boolean {
+  const badLeaf = v.leaves.some((l) => l.state === "revoked" || l.state === "invalid");
+  return badLeaf || (v.status !== previous?.status && v.status !== "unreachable");
+}
+
+/** What a background pass looked up before its verifying operation (prefetchGroupMembers). */
+export interface Prefetched {
+  /** When the pass began (the verifier's clock): a fresh look made since counts as fresh. */
+  since: number;
+  /** acct → the devices whose leaves the lookups were made for. */
+  devices: Map<string, Set<string>>;
+}
+
+export interface VerifyOptions {
+  /** Fresh lookups for every account. */
+  fresh?: boolean;
+  /**
+   * Answers looked up ahead of time. They stand in for fresh ones only for an account whose leaves in the
+   * group are all among those they were made for: a device added since must be looked up anew (its list
+   * may be newer than the answers).
+   */
+  prefetched?: Prefetched;
 }
 
 /**
  * The lookups `verifyGroupMembers` will need for these groups, done now and kept in the verifier's caches,
- * with the same freshness rule (a fresh look counts from `freshSince` on). Reads the device's state and
- * writes nothing, so it runs outside the device's lock (MlsDmClient's background verification); a
- * group that is gone by then is skipped.
+ * with the same rules: fresh answers where it would want them, and fresh answers again where cached ones
+ * would have to be confirmed. Reads the device's state and writes nothing (pins set on first use go to an
+ * overlay), so it runs outside the device's lock (MlsDmClient's background verification). A failure is
+ * left for the verifying operation to meet; a group that is gone is skipped.
  */
 export async function prefetchGroupMembers(
   ctx: DeviceContext,
   groupIds: readonly string[],
-  freshSince: number,
-): Promise<void> {
-  const wanted = new Map<string, boolean>();
+): Promise<Prefetched> {
+  const since = ctx.verifier.now();
+  const devices = new Map<string, Set<string>>();
+  const work: { acct: string; leaves: ReturnType<typeof leavesOf>; previous?: MemberVerification }[] = [];
   for (const groupId of groupIds) {
     if (ctx.groups.get(groupId)?.state === undefined) continue;
     const known = ctx.statuses.get(groupId);
     for (const [acct, leaves] of leavesByAcct(ctx, groupId)) {
-      wanted.set(acct, (wanted.get(acct) ?? false) || needsFresh(known?.get(acct), leaves, {}));
+      const covered = devices.get(acct) ?? new Set<string>();
+      for (const l of leaves) covered.add(l.deviceId);
+      devices.set(acct, covered);
+      const previous = known?.get(acct);
+      work.push({ acct, leaves, ...(previous === undefined ? {} : { previous }) });
     }
   }
-  // missingOwnDevices reads the account's own directory answer.
-  wanted.set(ctx.device.acct, wanted.get(ctx.device.acct) ?? false);
-  await mapLimit([...wanted], LOOKUP_CONCURRENCY, ([acct, fresh]) =>
-    ctx.verifier.prefetch(acct, { fresh, freshSince }),
-  );
+  const pins = ctx.verifier.overlayPins();
+  const own = ctx.device.acct;
+  await Promise.all([
+    // missingOwnDevices reads the account's own directory answer.
+    ctx.verifier.directoryAccount(own).catch(() => undefined),
+    mapLimit(work, LOOKUP_CONCURRENCY, async ({ acct, leaves, previous }) => {
+      const fresh = needsFresh(previous, leaves, false);
+      const nodes = leaves.map((l) => l.node);
+      try {
+        const v = await ctx.verifier.verify(acct, nodes, { fresh, freshSince: since }, pins);
+        if (!fresh && needsConfirmation(v, previous)) {
+          await ctx.verifier.prefetch(acct, { fresh: true, freshSince: since });
+        }
+      } catch {
+        // Met again, and reported, by the verifying operation.
+      }
+    }),
+  ]);
+  return { since, devices };
 }
 
 async function verifyGroupMembersNow(
   ctx: DeviceContext,
   groupId: string,
-  opts: Freshness,
+  opts: VerifyOptions,
 ): Promise<{ revokedOwn: string[]; badLeaves: BadLeaf[] }> {
   const g = ctx.activeGroup(groupId);
   const byAcct = leavesByAcct(ctx, groupId);
@@ -119,19 +167,21 @@ async function verifyGroupMembersNow(
   const revokedOwn: string[] = [];
   const badLeaves: BadLeaf[] = [];
   const known = seen;
-  const since = opts.freshSince === undefined ? {} : { freshSince: opts.freshSince };
+  const prefetched = opts.prefetched;
   // The lookups, several accounts at once; what follows from them, one account after the other in tree
   // order, so events come out in the same order whatever answered first.
   const verdicts = await mapLimit([...byAcct], LOOKUP_CONCURRENCY, async ([acct, leaves]) => {
     const previous = known.get(acct);
-    const fresh = needsFresh(previous, leaves, opts);
+    const fresh = needsFresh(previous, leaves, opts.fresh === true);
     const nodes = leaves.map((l) => l.node);
+    const covered = prefetched?.devices.get(acct);
+    const since =
+      prefetched !== undefined && leaves.every((l) => covered?.has(l.deviceId) === true)
+        ? { freshSince: prefetched.since }
+        : {};
     const v = await ctx.verifier.verify(acct, nodes, { fresh, ...since });
     // Never act on (or report) a revocation or a mismatch from cached answers: confirm it first.
-    if (
-      !fresh &&
-      (v.status !== previous?.status || v.leaves.some((l) => l.state === "revoked" || l.state === "invalid"))
-    ) {
+    if (!fresh && needsConfirmation(v, previous)) {
       return ctx.verifier.verify(acct, nodes, { fresh: true, ...since });
     }
     return v;

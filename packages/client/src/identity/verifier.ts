@@ -5,6 +5,7 @@ import {
   type DirectoryAccount,
   type HttpGet,
   type MemberVerification,
+  type Pin,
   type PinStore,
 } from "@mastodon-mls/bridge";
 import { ProtocolError, canonicalAcct, fromBase64url, parseAcct } from "@mastodon-mls/protocol";
@@ -30,7 +31,8 @@ export const DIRECTORY_TTL_MS = 60_000;
 
 interface Cached {
   at: number;
-  value: DirectoryAccount;
+  /** undefined: the directory could not be asked (kept as long, like the resolver's failures). */
+  value: DirectoryAccount | undefined;
 }
 
 /** Accounts whose last fresh look is remembered (`freshSince`); the oldest are forgotten first. */
@@ -58,6 +60,8 @@ export class MemberVerifier {
   private readonly directories = new Map<string, Cached>();
   /** acct → when its cached answers were last dropped to be asked afresh. */
   private readonly freshAt = new Map<string, number>();
+  /** acct → bumped by `forget`: a directory answer asked for before it is not kept. */
+  private readonly generations = new Map<string, number>();
   private readonly ttl: number;
 
   constructor(
@@ -95,6 +99,9 @@ export class MemberVerifier {
     this.resolver.forget(a);
     this.directories.delete(a);
     this.freshAt.delete(a);
+    if (this.generations.size >= MAX_FRESH_MARKS)
+      this.generations.delete(this.generations.keys().next().value!);
+    this.generations.set(a, (this.generations.get(a) ?? 0) + 1);
   }
 
   /** Drops the cached answers unless they were asked for afresh since `opts.freshSince`. */
@@ -124,15 +131,21 @@ export class MemberVerifier {
     const hit = this.directories.get(a);
     const now = this.deps.clock();
     if (hit !== undefined && now - hit.at < this.ttl) return hit.value;
+    const generation = this.generations.get(a);
+    const value = await this.askDirectory(a);
+    // Forgotten meanwhile: the answer may predate what made someone forget it.
+    if (this.generations.get(a) === generation) this.directories.set(a, { at: now, value });
+    return value;
+  }
+
+  private async askDirectory(a: string): Promise<DirectoryAccount | undefined> {
     try {
       const directory = await this.deps.directoryOf(parseAcct(a).domain);
       const served = await directory.accountDevices(a);
-      const value: DirectoryAccount = {
+      return {
         deviceList: served.device_list === null ? null : fromBase64url(served.device_list),
         keyRotations: served.key_rotations.map((r) => fromBase64url(r)),
       };
-      this.directories.set(a, { at: now, value });
-      return value;
     } catch (e) {
       if (e instanceof ServiceUnavailableError || e instanceof ProtocolError) return undefined;
       // A resolver that cannot find the domain's services (no well-known file) is unreachable too.
@@ -141,8 +154,33 @@ export class MemberVerifier {
     }
   }
 
+  /**
+   * Pins that read through to the device's and keep what is set in memory only: for verdicts worked out
+   * outside the device's lock, which must not write (prefetchGroupMembers).
+   */
+  overlayPins(): PinStore {
+    const pins = this.deps.pins;
+    const set = new Map<string, Pin>();
+    return {
+      get: (acct) => {
+        const own = set.get(canonicalAcct(acct));
+        return own === undefined ? pins.get(acct) : Promise.resolve(own);
+      },
+      set: (acct, pin) => {
+        set.set(canonicalAcct(acct), pin);
+        return Promise.resolve();
+      },
+    };
+  }
+
   /** docs/identity.md §6 for one acct and its leaves (in a group, or of KeyPackages about to be added). */
-  async verify(acct: string, leaves: readonly LeafNode[], opts: Freshness = {}): Promise<MemberVerification> {
+  async verify(
+    acct: string,
+    leaves: readonly LeafNode[],
+    opts: Freshness = {},
+    /** Where first-use pins go (default: the device's). */
+    pins: PinStore = this.deps.pins,
+  ): Promise<MemberVerification> {
     const a = canonicalAcct(acct);
     this.refresh(a, opts);
     const [lookup, directory] = await Promise.all([this.resolver.lookup(a), this.directoryAccount(a)]);
@@ -151,7 +189,7 @@ export class MemberVerifier {
       leaves,
       lookup,
       directory,
-      pins: this.deps.pins,
+      pins,
       now: Math.floor(this.deps.clock() / 1000),
     });
   }

@@ -2,7 +2,13 @@ import { mkdtemp, readFile, readdir, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
-import { removeStaleTempFiles, writeFileAtomic } from "./atomicFile.js";
+import {
+  intoDir,
+  readSmallFileSync,
+  removeStaleTempFiles,
+  writeFileAtomic,
+  writeMarkerSync,
+} from "./atomicFile.js";
 
 async function tempDir(): Promise<string> {
   return mkdtemp(join(tmpdir(), "mls-dm-atomic-"));
@@ -42,5 +48,46 @@ describe("writeFileAtomic", () => {
     await writeFile(join(dir, "unrelated"), "x");
     await writeFileAtomic(path, "content");
     expect(await readFile(path, "utf8")).toBe("content");
+  });
+});
+
+describe("intoDir", () => {
+  it("makes a missing directory (owner only) and writes; an existing one is written into as it is", async () => {
+    const parent = await tempDir();
+    const dir = join(parent, "groups", "g1");
+    let attempts = 0;
+    await intoDir(dir, () => {
+      attempts++;
+      return writeFileAtomic(join(dir, "group.json"), "one");
+    });
+    expect(attempts).toBe(2);
+    expect((await stat(dir)).mode & 0o777).toBe(0o700);
+    attempts = 0;
+    await intoDir(dir, () => {
+      attempts++;
+      return writeFileAtomic(join(dir, "group.json"), "two");
+    });
+    expect(attempts).toBe(1);
+    expect(await readFile(join(dir, "group.json"), "utf8")).toBe("two");
+  });
+
+  it("passes any other failure on without making the directory", async () => {
+    const dir = join(await tempDir(), "never");
+    const failure = Object.assign(new Error("denied"), { code: "EACCES" });
+    await expect(intoDir(dir, () => Promise.reject(failure))).rejects.toBe(failure);
+    await expect(stat(dir)).rejects.toMatchObject({ code: "ENOENT" });
+  });
+});
+
+describe("markers", () => {
+  it("are replaced whole, owner only, and read back; a missing one reads as undefined", async () => {
+    const dir = await tempDir();
+    const path = join(dir, "generation");
+    expect(readSmallFileSync(path)).toBeUndefined();
+    writeMarkerSync(path, "first");
+    writeMarkerSync(path, "second");
+    expect(readSmallFileSync(path)?.toString("utf8")).toBe("second");
+    expect((await stat(path)).mode & 0o777).toBe(0o600);
+    expect(await readdir(dir)).toEqual(["generation"]);
   });
 });

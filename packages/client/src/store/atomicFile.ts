@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { constants } from "node:fs";
+import { closeSync, constants, openSync, readFileSync, renameSync, writeSync } from "node:fs";
 import { mkdir, open, readFile, readdir, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
@@ -20,6 +20,21 @@ export async function ensureDir(path: string): Promise<void> {
 }
 
 /**
+ * Runs a write of files in `dir` (whose first system call fails with ENOENT when `dir` is missing), and
+ * makes the directory only then: a group's directory nearly always exists, and a mkdir before every write
+ * is a round trip through the thread pool on the path of every message.
+ */
+export async function intoDir<T>(dir: string, write: () => Promise<T>): Promise<T> {
+  try {
+    return await write();
+  } catch (e) {
+    if (!isNotFound(e)) throw e;
+  }
+  await ensureDir(dir);
+  return write();
+}
+
+/**
  * Replaces `path` with `data` so that a crash leaves either the old or the new content, never a mix:
  * write a temporary file in the same directory, fsync it, rename it over the target, fsync the directory
  * (so the rename itself survives a power loss).
@@ -28,21 +43,45 @@ export async function writeFileAtomic(
   path: string,
   data: Uint8Array | string,
   hooks: AtomicWriteHooks = {},
-  /** false: atomic (readers see the old or the new file) but not durable — for markers a crash may lose. */
-  durable = true,
 ): Promise<void> {
   const dir = dirname(path);
   const temp = join(dir, `${basename(path)}${TEMP_MARK}${randomBytes(6).toString("hex")}`);
   const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, FILE_MODE);
   try {
     await handle.writeFile(data);
-    if (durable) await handle.sync();
+    await handle.sync();
   } finally {
     await handle.close();
   }
   await hooks.beforeRename?.(temp);
   await rename(temp, path);
-  if (durable) await fsyncDir(dir);
+  await fsyncDir(dir);
+}
+
+/**
+ * A marker of a few bytes, replaced atomically (readers see the old or the new content) but not durably
+ * (no fsync: a crash may lose it), with synchronous calls: it is written after every operation, where a
+ * round trip through the thread pool per system call would cost more than the writing.
+ */
+export function writeMarkerSync(path: string, text: string): void {
+  const temp = join(dirname(path), `${basename(path)}${TEMP_MARK}${randomBytes(6).toString("hex")}`);
+  const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, FILE_MODE);
+  try {
+    writeSync(fd, text);
+  } finally {
+    closeSync(fd);
+  }
+  renameSync(temp, path);
+}
+
+/** A small file read on this thread (see writeMarkerSync); undefined when it does not exist. */
+export function readSmallFileSync(path: string): Buffer | undefined {
+  try {
+    return readFileSync(path);
+  } catch (e) {
+    if (isNotFound(e)) return undefined;
+    throw e;
+  }
 }
 
 export async function fsyncDir(dir: string): Promise<void> {
@@ -100,6 +139,6 @@ export async function removeStaleTempFiles(dir: string): Promise<void> {
   await Promise.all(names.filter((n) => n.includes(TEMP_MARK)).map((n) => rm(join(dir, n), { force: true })));
 }
 
-function isNotFound(e: unknown): boolean {
+export function isNotFound(e: unknown): boolean {
   return typeof e === "object" && e !== null && (e as { code?: unknown }).code === "ENOENT";
 }

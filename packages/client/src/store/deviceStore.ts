@@ -1,4 +1,5 @@
 import { randomBytes } from "node:crypto";
+import { constants } from "node:fs";
 import { chmod, open, readdir, rename, rm, stat } from "node:fs/promises";
 import { join, relative, sep } from "node:path";
 import { GroupId } from "@mastodon-mls/protocol";
@@ -6,14 +7,19 @@ import type { KdfPolicy } from "../crypto/kdf.js";
 import { ClientError } from "../errors.js";
 import {
   DIR_MODE,
+  FILE_MODE,
   ensureDir,
   exists,
   fsyncDir,
+  intoDir,
+  isNotFound,
   listDir,
   readFileIfExists,
+  readSmallFileSync,
   removeFileDurably,
   removeStaleTempFiles,
   writeFileAtomic,
+  writeMarkerSync,
   type AtomicWriteHooks,
 } from "./atomicFile.js";
 import {
@@ -110,7 +116,8 @@ export class DeviceStore {
    */
   async keyStillValid(): Promise<boolean> {
     const path = join(this.dir, STORE_KEY_FILE);
-    const text = (await readFileIfExists(path))?.toString("utf8");
+    // Before every operation: read on this thread, like the lock file (a few hundred bytes).
+    const text = readSmallFileSync(path)?.toString("utf8");
     if (text === this.keyText) return true;
     if (text === undefined) return false;
     let kind: "passphrase" | "none";
@@ -263,15 +270,15 @@ export class DeviceStore {
 
   // generation: lets another process see that this one changed the directory (see MlsDmClient)
 
-  async readGeneration(): Promise<string> {
-    return (await readFileIfExists(join(this.dir, GENERATION_FILE)))?.toString("utf8") ?? "";
+  readGeneration(): string {
+    return readSmallFileSync(join(this.dir, GENERATION_FILE))?.toString("utf8") ?? "";
   }
 
-  async bumpGeneration(): Promise<string> {
+  bumpGeneration(): string {
     const token = randomBytes(12).toString("hex");
     // Only tells other live processes to re-read: after a crash every process starts by reading anyway,
     // so the marker needs no fsync (two per operation otherwise).
-    await writeFileAtomic(join(this.dir, GENERATION_FILE), token, {}, false);
+    writeMarkerSync(join(this.dir, GENERATION_FILE), token);
     return token;
   }
 
@@ -393,7 +400,10 @@ export class DeviceStore {
    */
   async writeGroup(rec: GroupRecord): Promise<void> {
     const dir = this.groupDir(rec.groupId);
-    await ensureDir(dir);
+    await intoDir(dir, () => this.writeGroupFiles(dir, rec));
+  }
+
+  private async writeGroupFiles(dir: string, rec: GroupRecord): Promise<void> {
     const { leaves, memberStatuses, ...rest } = rec;
     const members: GroupMembersRecord = {
       leaves,
@@ -418,9 +428,9 @@ export class DeviceStore {
 
   /** A group's state base snapshot (the whole encoded state at the time), named by its hash. */
   async writeGroupBase(groupId: string, name: string, state: string): Promise<void> {
-    const dir = this.groupDir(groupId);
-    await ensureDir(dir);
-    await this.write(this.basePath(groupId, name), "mls-dm.group-base", { state });
+    await intoDir(this.groupDir(groupId), () =>
+      this.write(this.basePath(groupId, name), "mls-dm.group-base", { state }),
+    );
   }
 
   async readGroupBase(groupId: string, name: string): Promise<string | undefined> {
@@ -451,8 +461,7 @@ export class DeviceStore {
 
   async writePending(groupId: string, rec: PendingCommitRecord): Promise<void> {
     const dir = this.groupDir(groupId);
-    await ensureDir(dir);
-    await this.write(join(dir, "pending.json"), "mls-dm.pending-commit", rec);
+    await intoDir(dir, () => this.write(join(dir, "pending.json"), "mls-dm.pending-commit", rec));
   }
 
   async deletePending(groupId: string): Promise<void> {
@@ -469,11 +478,16 @@ export class DeviceStore {
     if (entries.length === 0) return;
     this.writes++;
     const dir = this.groupDir(groupId);
-    await ensureDir(dir);
     const path = join(dir, "history.jsonl");
     const rel = this.rel(path);
-    const created = !(await exists(path));
-    const handle = await open(path, "a", 0o600);
+    let created = false;
+    // The file nearly always exists: open it as it is, and make the directory and file only when missing.
+    const handle = await open(path, constants.O_WRONLY | constants.O_APPEND).catch(async (e: unknown) => {
+      if (!isNotFound(e)) throw e;
+      await ensureDir(dir);
+      created = true;
+      return open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, FILE_MODE);
+    });
     try {
       await handle.writeFile(entries.map((e) => `\n${this.cipher.encodeLine(rel, e)}`).join(""));
       await handle.sync();

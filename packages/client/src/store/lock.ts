@@ -1,6 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { constants } from "node:fs";
-import { open, readFile, rm } from "node:fs/promises";
+import { closeSync, constants, openSync, readFileSync, rmSync, writeSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -10,7 +9,9 @@ import { ClientError } from "../errors.js";
 // `mls-dm send` in another must never both advance a group's state from the same copy (that would reuse
 // a key generation). Each operation takes the `lock` file (O_EXCL), re-reads the directory when another
 // process changed it, and removes the file when done. A lock left by a process that died (same host, pid
-// gone) is broken.
+// gone) is broken. The lock file's few bytes are written and read with synchronous calls: every operation
+// takes and releases it, and through the thread pool each of its five system calls costs a round trip
+// (0.2–5 ms on a busy machine, measured with bench/client BENCH_TRACE) against microseconds on this thread.
 
 export const LOCK_FILE = "lock";
 
@@ -39,28 +40,27 @@ export async function acquireDeviceLock(dir: string, opts: LockOptions): Promise
   const deadline = Date.now() + opts.timeoutMs;
   for (let attempt = 0; ; attempt++) {
     try {
-      const handle = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
+      const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
       try {
-        await handle.writeFile(text);
+        writeSync(fd, text);
       } finally {
-        await handle.close();
+        closeSync(fd);
       }
       return {
         release: async () => {
-          // Only our own lock: never one that another process took after breaking ours as stale.
-          if ((await readText(path)) === text) await rm(path, { force: true });
+          if (readText(path) === text) rmSync(path, { force: true });
         },
       };
     } catch (e) {
       if ((e as { code?: unknown }).code !== "EEXIST") throw e;
     }
-    const held = await readText(path);
+    const held = readText(path);
     if (held === undefined) continue; // released meanwhile
     const holder = parseLock(held);
     if (holder !== undefined && holder.host === hostname() && !isAlive(holder.pid)) {
       // Left by a process that died. Re-read right before removing, so that a lock another process took
       // after breaking the same stale lock is not removed too.
-      if ((await readText(path)) === held) await rm(path, { force: true });
+      if (readText(path) === held) rmSync(path, { force: true });
       continue;
     }
     if (Date.now() >= deadline) {
@@ -85,9 +85,9 @@ export async function tryDeviceLock(dir: string): Promise<DeviceLock | undefined
   }
 }
 
-async function readText(path: string): Promise<string | undefined> {
+function readText(path: string): string | undefined {
   try {
-    return await readFile(path, "utf8");
+    return readFileSync(path, "utf8");
   } catch (e) {
     if ((e as { code?: unknown }).code === "ENOENT") return undefined;
     throw e;

@@ -8,6 +8,7 @@ import {
   readFileIfExists,
   removeFileDurably,
   writeFileAtomic,
+  writeMarkerSync,
   type AtomicWriteHooks,
 } from "./atomicFile.js";
 import { STORE_KEY_FILE, rewrapStoreKey, type StoreCipher, type StoreProtection } from "./cipher.js";
@@ -170,7 +171,7 @@ async function switchProtection(
     await finishMigration(dir);
     // Processes that had the directory open re-read it at their next operation, and stop there: their
     // cipher no longer opens device.json (see (b) above). Not durable: after a crash every process reads anew.
-    await writeFileAtomic(join(dir, GENERATION_FILE), randomBytes(12).toString("hex"), {}, false);
+    writeMarkerSync(join(dir, GENERATION_FILE), randomBytes(12).toString("hex"));
     return files.length;
   } catch (e) {
     // A failure (not a crash) before the switch-over: leave no half-written copies behind, least of all
