@@ -80,25 +80,27 @@ export function createAcctResolver(options: AcctResolverOptions = {}): AcctResol
       instanceDomains,
     });
     // Forgotten while in flight (an answer asked before the change that made someone forget it): it is
-    // handed to those who asked, never kept.
-    if (tickets.get(acct) !== ticket) return result;
+    // handed to those who asked (with the last good answer standing in, as ST-3 says), never kept.
+    const current = tickets.get(acct) === ticket;
     const t = now();
     const until = t + (isSuccess(result) ? successTtl : failureTtl);
     if (result.kind === "found") {
-      remember(lastGood, acct, result);
+      if (current) remember(lastGood, acct, result);
     } else if (result.kind === "unreachable") {
       // ST-3: while the instance is down, the last good answer stands, for less than 24 hours.
       const good = lastGood.get(acct);
       if (good !== undefined && t - good.checkedAt < lastGoodMs) {
         const served = { ...good, lastGood: { unreachableReason: result.reason } };
-        remember(cache, acct, { result: served, until: Math.min(until, good.checkedAt + lastGoodMs) });
+        if (current) {
+          remember(cache, acct, { result: served, until: Math.min(until, good.checkedAt + lastGoodMs) });
+        }
         return served;
       }
-    } else {
+    } else if (current) {
       // ST-4: an answer that says otherwise (no proof, not found, inconsistent) replaces the last good one.
       lastGood.delete(acct);
     }
-    remember(cache, acct, { result, until });
+    if (current) remember(cache, acct, { result, until });
     return result;
   }
 

@@ -80,7 +80,7 @@ function needsConfirmation(v: MemberVerification, previous: MemberVerification |
 
 /** What a background pass looked up before its verifying operation (prefetchGroupMembers). */
 export interface Prefetched {
-  /** When the pass began (the verifier's clock): a fresh look made since counts as fresh. */
+  /** The verifier's mark when the pass began: a fresh look made since counts as fresh. */
   since: number;
   /** acct → the devices whose leaves the lookups were made for. */
   devices: Map<string, Set<string>>;
@@ -108,31 +108,39 @@ export async function prefetchGroupMembers(
   ctx: DeviceContext,
   groupIds: readonly string[],
 ): Promise<Prefetched> {
-  const since = ctx.verifier.now();
+  const since = ctx.verifier.mark();
   const devices = new Map<string, Set<string>>();
-  const work: { acct: string; leaves: ReturnType<typeof leavesOf>; previous?: MemberVerification }[] = [];
+  // One look per account over its leaves in every group, with what each group saw of it last.
+  const work = new Map<
+    string,
+    { leaves: ReturnType<typeof leavesOf>; previous: (MemberVerification | undefined)[]; fresh: boolean }
+  >();
   for (const groupId of groupIds) {
     if (ctx.groups.get(groupId)?.state === undefined) continue;
     const known = ctx.statuses.get(groupId);
     for (const [acct, leaves] of leavesByAcct(ctx, groupId)) {
       const covered = devices.get(acct) ?? new Set<string>();
-      for (const l of leaves) covered.add(l.deviceId);
+      const entry = work.get(acct) ?? { leaves: [], previous: [], fresh: false };
+      for (const l of leaves) {
+        if (!covered.has(l.deviceId)) entry.leaves.push(l);
+        covered.add(l.deviceId);
+      }
       devices.set(acct, covered);
       const previous = known?.get(acct);
-      work.push({ acct, leaves, ...(previous === undefined ? {} : { previous }) });
+      entry.previous.push(previous);
+      entry.fresh ||= needsFresh(previous, leaves, false);
+      work.set(acct, entry);
     }
   }
   const pins = ctx.verifier.overlayPins();
-  const own = ctx.device.acct;
   await Promise.all([
     // missingOwnDevices reads the account's own directory answer.
-    ctx.verifier.directoryAccount(own).catch(() => undefined),
-    mapLimit(work, LOOKUP_CONCURRENCY, async ({ acct, leaves, previous }) => {
-      const fresh = needsFresh(previous, leaves, false);
+    ctx.verifier.directoryAccount(ctx.device.acct).catch(() => undefined),
+    mapLimit([...work], LOOKUP_CONCURRENCY, async ([acct, { leaves, previous, fresh }]) => {
       const nodes = leaves.map((l) => l.node);
       try {
         const v = await ctx.verifier.verify(acct, nodes, { fresh, freshSince: since }, pins);
-        if (!fresh && needsConfirmation(v, previous)) {
+        if (!fresh && previous.some((p) => needsConfirmation(v, p))) {
           await ctx.verifier.prefetch(acct, { fresh: true, freshSince: since });
         }
       } catch {

@@ -35,16 +35,22 @@ interface Cached {
   value: DirectoryAccount | undefined;
 }
 
-/** Accounts whose last fresh look is remembered (`freshSince`); the oldest are forgotten first. */
+/** Accounts whose marks are remembered; the oldest are forgotten first. */
 const MAX_FRESH_MARKS = 10_000;
+
+function remember(map: Map<string, number>, acct: string, mark: number): void {
+  map.delete(acct);
+  if (map.size >= MAX_FRESH_MARKS) map.delete(map.keys().next().value!);
+  map.set(acct, mark);
+}
 
 /** How fresh an answer must be. */
 export interface Freshness {
   /** Ask again rather than use a cached answer. */
   fresh?: boolean;
   /**
-   * With `fresh`: an answer asked for afresh at or after this time (the verifier's clock, ms) counts as
-   * fresh, so work that looked accounts up ahead of time (`prefetch`) is not done twice.
+   * With `fresh`: an answer asked for afresh after this mark (`mark()`) counts as fresh, so work that
+   * looked accounts up ahead of time (`prefetch`) is not done twice.
    */
   freshSince?: number;
 }
@@ -58,10 +64,16 @@ export interface Freshness {
 export class MemberVerifier {
   private readonly resolver: AcctResolver;
   private readonly directories = new Map<string, Cached>();
-  /** acct → when its cached answers were last dropped to be asked afresh. */
+  /**
+   * Marks, from one counter that only goes up (not a clock, which may step back): acct → the mark of
+   * its last fresh look; acct → the mark of its last `forget` (a directory answer asked for before it is
+   * not kept).
+   */
+  private marks = 0;
   private readonly freshAt = new Map<string, number>();
-  /** acct → bumped by `forget`: a directory answer asked for before it is not kept. */
   private readonly generations = new Map<string, number>();
+  /** acct → the directory request in flight (concurrent askers share it). */
+  private readonly asking = new Map<string, Promise<DirectoryAccount | undefined>>();
   private readonly ttl: number;
 
   constructor(
@@ -84,9 +96,9 @@ export class MemberVerifier {
     });
   }
 
-  /** The verifier's clock (ms): what `freshSince` is measured on. */
-  now(): number {
-    return this.deps.clock();
+  /** A mark to give as `freshSince`: fresh looks made after this call count as fresh. */
+  mark(): number {
+    return this.marks;
   }
 
   get pins(): PinStore {
@@ -98,20 +110,18 @@ export class MemberVerifier {
     const a = canonicalAcct(acct);
     this.resolver.forget(a);
     this.directories.delete(a);
+    this.asking.delete(a);
     this.freshAt.delete(a);
-    if (this.generations.size >= MAX_FRESH_MARKS)
-      this.generations.delete(this.generations.keys().next().value!);
-    this.generations.set(a, (this.generations.get(a) ?? 0) + 1);
+    remember(this.generations, a, ++this.marks);
   }
 
   /** Drops the cached answers unless they were asked for afresh since `opts.freshSince`. */
   private refresh(a: string, opts: Freshness): void {
     if (opts.fresh !== true) return;
     const at = this.freshAt.get(a);
-    if (opts.freshSince !== undefined && at !== undefined && at >= opts.freshSince) return;
+    if (opts.freshSince !== undefined && at !== undefined && at > opts.freshSince) return;
     this.forget(a);
-    if (this.freshAt.size >= MAX_FRESH_MARKS) this.freshAt.delete(this.freshAt.keys().next().value!);
-    this.freshAt.set(a, this.deps.clock());
+    remember(this.freshAt, a, ++this.marks);
   }
 
   /**
@@ -129,13 +139,24 @@ export class MemberVerifier {
   async directoryAccount(acct: string): Promise<DirectoryAccount | undefined> {
     const a = canonicalAcct(acct);
     const hit = this.directories.get(a);
-    const now = this.deps.clock();
-    if (hit !== undefined && now - hit.at < this.ttl) return hit.value;
-    const generation = this.generations.get(a);
-    const value = await this.askDirectory(a);
-    // Forgotten meanwhile: the answer may predate what made someone forget it.
-    if (this.generations.get(a) === generation) this.directories.set(a, { at: now, value });
-    return value;
+    if (hit !== undefined && this.deps.clock() - hit.at < this.ttl) return hit.value;
+    let asking = this.asking.get(a);
+    if (asking === undefined) {
+      const generation = this.generations.get(a);
+      const started = this.deps.clock();
+      const request = this.askDirectory(a).then((value) => {
+        // Forgotten meanwhile: the answer may predate what made someone forget it.
+        if (this.generations.get(a) !== generation) return value;
+        // A failure counts from when it came back (a directory that hangs fails only at the timeout).
+        this.directories.set(a, { at: value === undefined ? this.deps.clock() : started, value });
+        return value;
+      });
+      asking = request.finally(() => {
+        if (this.asking.get(a) === asking) this.asking.delete(a);
+      });
+      this.asking.set(a, asking);
+    }
+    return asking;
   }
 
   private async askDirectory(a: string): Promise<DirectoryAccount | undefined> {

@@ -21,7 +21,7 @@ export async function ensureDir(path: string): Promise<void> {
 
 /**
  * Runs a write of files in `dir` (whose first system call fails with ENOENT when `dir` is missing), and
- * makes the directory only then: a group's directory nearly always exists, and a mkdir before every write
+ * makes the directory (durably) only then: a group's directory nearly always exists, and a mkdir before every write
  * is a round trip through the thread pool on the path of every message.
  */
 export async function intoDir<T>(dir: string, write: () => Promise<T>): Promise<T> {
@@ -31,6 +31,8 @@ export async function intoDir<T>(dir: string, write: () => Promise<T>): Promise<
     if (!isNotFound(e)) throw e;
   }
   await ensureDir(dir);
+  // The new directory's entry in its parent must survive a power loss like the files written into it.
+  await fsyncDir(dirname(dir));
   return write();
 }
 

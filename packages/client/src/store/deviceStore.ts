@@ -484,9 +484,10 @@ export class DeviceStore {
     // The file nearly always exists: open it as it is, and make the directory and file only when missing.
     const handle = await open(path, constants.O_WRONLY | constants.O_APPEND).catch(async (e: unknown) => {
       if (!isNotFound(e)) throw e;
-      await ensureDir(dir);
       created = true;
-      return open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, FILE_MODE);
+      return intoDir(dir, () =>
+        open(path, constants.O_WRONLY | constants.O_APPEND | constants.O_CREAT, FILE_MODE),
+      );
     });
     try {
       await handle.writeFile(entries.map((e) => `\n${this.cipher.encodeLine(rel, e)}`).join(""));
