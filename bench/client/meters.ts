@@ -1,20 +1,22 @@
 // Where the client's time goes besides computing, measured from the outside of the library.
 //
-// - Network: the client reaches our services with the global fetch (transport/http.ts) and looks
-//   accounts up with the bridge's safe HTTP GET (WebFinger, accounts/lookup), which it takes from
-//   `identity.get` when given one. Both are wrapped: a request is an interval from the call to the last
-//   byte of the answer (fetch's body is read inside the interval, then handed on as a new Response).
-//   The services run in another process, so an interval is the loopback round trip plus the service's
-//   own work, during which this process waits.
+// - Network: the client reaches our services (transport/http.ts) and looks accounts up (the bridge's
+//   safe HTTP GET: WebFinger, accounts/lookup, instance) through the bridge's `exchange`, that is through
+//   node:http's and node:https's `request`, which are wrapped: a request is an interval from the call to
+//   the last byte of the answer. The services run in another process, so an interval is the loopback
+//   round trip plus the service's own work, during which this process waits.
 // - Disk: node:fs/promises (and FileHandle's methods), which the client's store uses for every file,
 //   are wrapped the same way (module.syncBuiltinESMExports makes the wrappers visible to modules that
 //   imported the functions by name). An interval is the wait for the thread pool: writing, fsync,
-//   rename, reading. Encryption and encoding happen before the write and are not in it.
+//   rename, reading. Encryption and encoding happen before the write and are not in it. The lock file,
+//   the key check and the generation marker (a few bytes each) are read and written with synchronous
+//   calls (store/lock.ts, atomicFile.ts): they count as CPU, not disk wait.
 //
 // Overlapping intervals count once: each figure is the union of the intervals of its kinds.
 import fsp from "node:fs/promises";
+import http, { type ClientRequest, type IncomingMessage } from "node:http";
+import https from "node:https";
 import { syncBuiltinESMExports } from "node:module";
-import { createSafeHttpGet, type HttpGet } from "@mastodon-mls/bridge";
 
 export type Kind = "service" | "identity" | "disk";
 
@@ -26,9 +28,6 @@ interface Interval {
   /** Bytes handed to a write. */
   bytes: number;
 }
-
-/** Statuses whose Response must have a null body. */
-const NULL_BODY = new Set([101, 204, 205, 304]);
 
 export class Meter {
   private intervals: Interval[] = [];
@@ -122,40 +121,56 @@ export class Meter {
 }
 
 /** "GET /v1/accounts/:acct/devices" style labels: method and path, with ids folded. */
-function labelOf(method: string, url: string): string {
-  const path = new URL(url).pathname
-    .replace(/\/v1\/groups\/[^/]+/, "/v1/groups/:id")
-    .replace(/\/v1\/accounts\/[^/]+/, "/v1/accounts/:acct")
-    .replace(/\/v1\/devices\/[^/]+/, "/v1/devices/:id");
+function labelOf(method: string, url: URL): string {
+  const path = url.pathname
+    .replace(/^\/v1\/groups\/[^/]+/, "/v1/groups/:id")
+    .replace(/^\/v1\/accounts\/[^/]+/, "/v1/accounts/:acct")
+    .replace(/^\/v1\/devices\/[^/]+/, "/v1/devices/:id");
   return `${method.toUpperCase()} ${path}`;
 }
 
-/**
- * Replaces globalThis.fetch with a metered one. Reading an account's device list is part of member
- * verification (kind "identity", with the profile lookups); everything else is "service" (hub, directory).
- */
-export function meterFetch(meter: Meter): void {
-  const original = globalThis.fetch;
-  globalThis.fetch = (input: string | URL | Request, init?: RequestInit): Promise<Response> => {
-    const url = typeof input === "string" ? input : input instanceof URL ? input.href : input.url;
-    const method = init?.method ?? (input instanceof Request ? input.method : "GET");
-    const label = labelOf(method, url);
-    const kind: Kind = label === "GET /v1/accounts/:acct/devices" ? "identity" : "service";
-    return meter.around(kind, label, async () => {
-      const res = await original(input, init);
-      const body = NULL_BODY.has(res.status) ? null : await res.arrayBuffer();
-      return new Response(body, { status: res.status, statusText: res.statusText, headers: res.headers });
-    });
-  };
-}
+/** Member verification: the profile lookups and the account's device list. */
+const IDENTITY = new Set([
+  "GET /.well-known/webfinger",
+  "GET /api/v1/accounts/lookup",
+  "GET /api/v2/instance",
+  "GET /v1/accounts/:acct/devices",
+]);
 
-/** The transport the client makes itself for a development resolver (plain HTTP to loopback), metered. */
-export function meteredIdentityGet(meter: Meter): HttpGet {
-  const get = createSafeHttpGet({ allowInsecureLoopback: true });
-  return (url, options) => {
-    const path = new URL(url).pathname;
-    return meter.around("identity", `GET ${path}`, () => get(url, options));
-  };
+type RequestFn = (
+  url: URL,
+  options: { method?: string },
+  callback: (res: IncomingMessage) => void,
+) => ClientRequest;
+
+/**
+ * Meters node:http's and node:https's `request`, which every request of the client goes through (the
+ * bridge's `exchange`: our services, and the lookups of member verification, kind "identity"). An
+ * interval runs from the call to the end of the answer (or the request's failure).
+ */
+export function meterHttp(meter: Meter): void {
+  for (const mod of [http, https] as unknown as Record<string, unknown>[]) {
+    const original = mod.request as RequestFn;
+    mod.request = function (
+      this: unknown,
+      url: URL,
+      options: { method?: string },
+      callback: (res: IncomingMessage) => void,
+    ) {
+      const label = labelOf(options.method ?? "GET", url);
+      let done!: () => void;
+      const ended = new Promise<void>((resolve) => (done = resolve));
+      void meter.around(IDENTITY.has(label) ? "identity" : "service", label, () => ended);
+      const req = original.call(this, url, options, (res) => {
+        res.once("end", done);
+        res.once("close", done);
+        callback(res);
+      });
+      req.once("error", done);
+      return req;
+    };
+  }
+  syncBuiltinESMExports();
 }
 
 type AnyAsync = (...args: unknown[]) => Promise<unknown>;

@@ -88,7 +88,7 @@ import {
   joinGroup,
   type ClientState,
 } from "ts-mls";
-import { Meter, meterDisk, meterFetch, meteredIdentityGet } from "./meters.js";
+import { Meter, meterDisk, meterHttp } from "./meters.js";
 import { OpProfiler } from "./profile.js";
 
 const env = process.env;
@@ -414,7 +414,7 @@ async function main(): Promise<void> {
     await profiler.init();
     console.log(`profiling the client's operations (figures below are slowed down by it)`);
   }
-  meterFetch(meter);
+  meterHttp(meter);
   await meterDisk(meter, "/proc/self/stat");
   const services = await startServices();
   onFailure.push(() => services.stop());
@@ -423,7 +423,6 @@ async function main(): Promise<void> {
   const resolver = new StaticResolver({
     [urls.domain]: { directory: urls.directory, delivery: urls.delivery, mastodon: urls.mastodon },
   });
-  const identity = { get: meteredIdentityGet(meter) };
   const cs = await cipherSuite();
   const acctOf = (name: string) => `${name}@${urls.domain}`;
 
@@ -437,7 +436,6 @@ async function main(): Promise<void> {
       services: resolver,
       keyPackages: 1,
       deviceName: name,
-      identity,
     });
 
   // Fillers: N-2 for the largest N; filler i is in every group with i < N-2.
@@ -457,7 +455,6 @@ async function main(): Promise<void> {
         services: resolver,
         keyPackages: Math.max(1, SIZES.filter((n) => i < n - 2).length),
         deviceName: name,
-        identity,
       }),
   );
   const fillerSetup = (performance.now() - t0) / 1000;

@@ -1,7 +1,8 @@
 import { formatAcct, formatIdentity, parseAcct, type Acct } from "@mastodon-mls/protocol";
 import { findMlsField, type ProfileField } from "./profileFields.js";
 import type { ProfileProofIn } from "./profileProof.js";
-import { TransportError, type HttpGet, type HttpResponse, type TransportFailure } from "./safeHttp.js";
+import { TransportError, type TransportFailure } from "./httpExchange.js";
+import type { HttpGet, HttpResponse } from "./safeHttp.js";
 
 // DESIGN §3 "Looking up an acct", one lookup without caching (rules LK-1…LK-8 in docs/identity.md).
 // The order of the checks is the order of the requests; each answer is checked before the next request.

@@ -2,7 +2,8 @@ import { describe, expect, it } from "vitest";
 import { createAcctResolver } from "./acctResolver.js";
 import { generateSigningKeyPair } from "./crypto.js";
 import { buildProfileFieldValue } from "./profileProof.js";
-import { TransportError, type HttpGet, type HttpResponse } from "./safeHttp.js";
+import { TransportError } from "./httpExchange.js";
+import type { HttpGet, HttpResponse } from "./safeHttp.js";
 
 // The cache rules with an injected transport and clock: no network, no waiting.
 

@@ -11,6 +11,7 @@ export * from "./profileProof.js";
 export * from "./profileFields.js";
 export * from "./keyRotation.js";
 export * from "./addressPolicy.js";
+export * from "./httpExchange.js";
 export * from "./safeHttp.js";
 export * from "./acctLookup.js";
 export * from "./acctResolver.js";

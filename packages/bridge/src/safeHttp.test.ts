@@ -1,6 +1,7 @@
 import { afterEach, describe, expect, it } from "vitest";
 import { classifyAddress } from "./addressPolicy.js";
-import { TransportError, createSafeHttpGet, type DnsLookup, type HttpGet } from "./safeHttp.js";
+import { TransportError } from "./httpExchange.js";
+import { createSafeHttpGet, type DnsLookup, type HttpGet } from "./safeHttp.js";
 import { countingListener, scriptedServer, type Closable } from "./testServers.js";
 
 const open: Closable[] = [];

@@ -1,8 +1,7 @@
 import { lookup as dnsLookupAll } from "node:dns/promises";
-import { request as httpRequest, type IncomingMessage } from "node:http";
-import { request as httpsRequest } from "node:https";
 import { isIP, type LookupFunction } from "node:net";
 import { classifyAddress } from "./addressPolicy.js";
+import { TransportError, exchange } from "./httpExchange.js";
 
 // The only way the lookup talks to the network (rules NET-1…NET-6 in docs/identity.md). An acct named by
 // anyone makes us fetch from a server named by them, so every request is pinned to an address that was
@@ -34,18 +33,6 @@ export interface GetOptions {
 
 /** A GET with the transport policy applied. Throws `TransportError`. */
 export type HttpGet = (url: string, options: GetOptions) => Promise<HttpResponse>;
-
-export type TransportFailure = "policy" | "network" | "timeout" | "too-large" | "redirects";
-
-export class TransportError extends Error {
-  constructor(
-    readonly failure: TransportFailure,
-    message: string,
-  ) {
-    super(message);
-    this.name = "TransportError";
-  }
-}
 
 export interface TransportOptions {
   /**
@@ -105,70 +92,6 @@ function pinnedLookup(pinned: ResolvedAddress): LookupFunction {
   }) as LookupFunction;
 }
 
-function once(
-  url: URL,
-  pinned: ResolvedAddress,
-  accept: string,
-  timeoutMs: number,
-  maxBytes: number,
-): Promise<{ status: number; headers: IncomingMessage["headers"]; body: Uint8Array }> {
-  return new Promise((resolve, reject) => {
-    const request = url.protocol === "https:" ? httpsRequest : httpRequest;
-    let settled = false;
-    const finish = (err: Error | undefined, value?: Parameters<typeof resolve>[0]) => {
-      if (settled) return;
-      settled = true;
-      clearTimeout(timer);
-      if (err !== undefined) {
-        req.destroy();
-        reject(err);
-      } else resolve(value!);
-    };
-    const req = request(
-      url,
-      {
-        method: "GET",
-        lookup: pinnedLookup(pinned),
-        headers: { accept, "user-agent": "mastodon-mls-bridge/0.1" },
-        // No keep-alive: a pooled socket could have been opened for another, unchecked address.
-        agent: false,
-      },
-      (res) => {
-        const declared = Number(res.headers["content-length"] ?? "0");
-        if (declared > maxBytes) {
-          finish(new TransportError("too-large", `the answer is larger than ${maxBytes} bytes`));
-          return;
-        }
-        const chunks: Buffer[] = [];
-        let size = 0;
-        res.on("data", (chunk: Buffer) => {
-          size += chunk.byteLength;
-          if (size > maxBytes) {
-            finish(new TransportError("too-large", `the answer is larger than ${maxBytes} bytes`)); // NET-5
-            return;
-          }
-          chunks.push(chunk);
-        });
-        res.on("end", () =>
-          finish(undefined, {
-            status: res.statusCode ?? 0,
-            headers: res.headers,
-            body: Buffer.concat(chunks),
-          }),
-        );
-        res.on("error", (e) => finish(new TransportError("network", e.message)));
-      },
-    );
-    // NET-6: one deadline from the first byte sent to the last byte read.
-    const timer = setTimeout(
-      () => finish(new TransportError("timeout", `no complete answer within ${timeoutMs} ms`)),
-      timeoutMs,
-    );
-    req.on("error", (e) => finish(new TransportError("network", e.message)));
-    req.end();
-  });
-}
-
 export function createSafeHttpGet(options: TransportOptions = {}): HttpGet {
   const o: Required<TransportOptions> = {
     allowInsecureLoopback: options.allowInsecureLoopback ?? false,
@@ -182,7 +105,15 @@ export function createSafeHttpGet(options: TransportOptions = {}): HttpGet {
     const origin = url.origin;
     for (let redirects = 0; ; redirects++) {
       const pinned = await checkedAddress(url, o);
-      const res = await once(url, pinned, accept, o.timeoutMs, o.maxBytes);
+      const res = await exchange(url, {
+        method: "GET",
+        headers: { accept, "user-agent": "mastodon-mls-bridge/0.1" },
+        timeoutMs: o.timeoutMs, // NET-6: one deadline from the first byte sent to the last byte read
+        maxBytes: o.maxBytes, // NET-5
+        // No keep-alive: a pooled socket could have been opened for another, unchecked address.
+        agent: false,
+        lookup: pinnedLookup(pinned),
+      });
       const location = res.headers.location;
       if (!REDIRECTS.has(res.status) || typeof location !== "string") {
         return { status: res.status, headers: res.headers, body: res.body, url: url.href };

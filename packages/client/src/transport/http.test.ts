@@ -128,4 +128,19 @@ describe("transport", () => {
       `could not reach the delivery service at ${url}`,
     );
   });
+
+  it("keeps one connection to a service for consecutive requests", async () => {
+    const sockets = new Set<unknown>();
+    handler = (req, _body, res) => {
+      sockets.add(req.socket);
+      json(res, 409, { error: "wrong_epoch", message: "Another commit won", epoch: 1, commit_hash: null });
+    };
+    const hub = new DeliveryClient(base, signer);
+    for (let i = 0; i < 3; i++) {
+      await expect(hub.submit("AAAAAAAAAAAAAAAAAAAAAA", Uint8Array.of(i))).rejects.toBeInstanceOf(
+        ProtocolError,
+      );
+    }
+    expect(sockets.size).toBe(1);
+  });
 });

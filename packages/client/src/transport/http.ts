@@ -1,4 +1,6 @@
-import { signRequest, type DeviceSigner } from "@mastodon-mls/bridge";
+import { Agent as HttpAgent } from "node:http";
+import { Agent as HttpsAgent } from "node:https";
+import { exchange, signRequest, type DeviceSigner, type HttpAnswer } from "@mastodon-mls/bridge";
 import { ErrorBodySchema, isErrorCode } from "@mastodon-mls/protocol";
 import type { z } from "zod";
 import { ServiceRefusedError, ServiceUnavailableError } from "../errors.js";
@@ -19,6 +21,9 @@ const TIMEOUT_MS = 30_000;
 /** Our largest answers are inbox pages of MLS messages; anything much bigger is not our protocol. */
 const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 
+// Connections to our services are kept open between requests (idle ones do not keep a process alive).
+const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
+
 /**
  * JSON over HTTP to one of our services. A service's `{error, message}` answer is rethrown as a
  * ProtocolError with that code (extra fields such as `epoch` land in `details`); a network failure or an
@@ -37,33 +42,35 @@ export class ServiceHttp {
   }
 
   async request<T>(spec: RequestSpec<T>): Promise<T> {
-    const url = `${this.baseUrl}${spec.path}`;
+    const url = new URL(`${this.baseUrl}${spec.path}`);
     const body = spec.body === undefined ? undefined : new TextEncoder().encode(JSON.stringify(spec.body));
     const headers: Record<string, string> = { accept: "application/json" };
     if (body !== undefined) headers["content-type"] = "application/json";
     if (spec.auth.kind === "bearer") headers.authorization = `Bearer ${spec.auth.token}`;
     if (spec.auth.kind === "device") {
-      const u = new URL(url);
       // The signature covers the path and query exactly as sent and the exact body bytes (DESIGN §7).
       headers.authorization = await signRequest(spec.auth.signer, {
         method: spec.method,
         origin: this.origin,
-        pathAndQuery: u.pathname + u.search,
+        pathAndQuery: url.pathname + url.search,
         body,
       });
     }
-    let res: Response;
-    let text: string;
+    let res: HttpAnswer;
     try {
-      res = await fetch(url, { method: spec.method, headers, body, signal: AbortSignal.timeout(TIMEOUT_MS) });
-      const declared = Number(res.headers.get("content-length") ?? "0");
-      if (declared > MAX_RESPONSE_BYTES) throw new Error(`answer too large (${declared} bytes)`);
-      text = await res.text();
+      res = await exchange(url, {
+        method: spec.method,
+        headers,
+        body,
+        timeoutMs: TIMEOUT_MS,
+        maxBytes: MAX_RESPONSE_BYTES,
+        agent: url.protocol === "https:" ? agents.https : agents.http,
+      });
     } catch (e) {
       throw new ServiceUnavailableError(this.service, this.baseUrl, describe(e));
     }
-    const json = parseJson(text);
-    if (!res.ok) throw this.errorFrom(res.status, json);
+    const json = parseJson(res.body.toString("utf8"));
+    if (res.status < 200 || res.status > 299) throw this.errorFrom(res.status, json);
     const parsed = spec.response.safeParse(json);
     if (!parsed.success) {
       throw new ServiceUnavailableError(
