@@ -21,8 +21,14 @@ const TIMEOUT_MS = 30_000;
 /** Our largest answers are inbox pages of MLS messages; anything much bigger is not our protocol. */
 const MAX_RESPONSE_BYTES = 64 * 1024 * 1024;
 
-// Connections to our services are kept open between requests (idle ones do not keep a process alive).
-const agents = { http: new HttpAgent({ keepAlive: true }), https: new HttpsAgent({ keepAlive: true }) };
+// Connections to our services are kept open between requests (idle ones do not keep a process alive),
+// and closed after 4 s unused: before a server or proxy closes them (Node's servers after 5 s), so a
+// request is not sent on a connection being closed under it.
+const IDLE_MS = 4_000;
+const agents = {
+  http: new HttpAgent({ keepAlive: true, timeout: IDLE_MS }),
+  https: new HttpsAgent({ keepAlive: true, timeout: IDLE_MS }),
+};
 
 /**
  * JSON over HTTP to one of our services. A service's `{error, message}` answer is rethrown as a
