@@ -496,6 +496,45 @@ export class MlsDmClient {
     });
   }
 
+  /**
+   * Removes single devices of the group (ids, or unique prefixes of at least 8 characters, as `members`
+   * shows them); their accounts' other devices stay. For a device that can no longer follow the group
+   * (stuck after a fork, or behind retention): remove it, then `addMembers` its account again, which adds
+   * that device anew from a fresh KeyPackage (or the account's own devices do, DESIGN §3). This device
+   * cannot remove itself (`leave`).
+   */
+  removeDevices(
+    groupId: string,
+    deviceIds: string[],
+  ): Promise<{ removed: { acct: string; deviceId: string }[] }> {
+    return this.op(async () => {
+      const g = this.ctx.activeGroup(groupId);
+      const leaves = leavesOf(g.state.ratchetTree);
+      const picked = deviceIds.map((prefix) => {
+        const found = prefix.length >= 8 ? leaves.filter((l) => l.deviceId.startsWith(prefix)) : [];
+        if (found.length !== 1) {
+          throw new ClientError(
+            found.length === 0 ? "unknown_device" : "bad_input",
+            found.length === 0
+              ? `no device ${prefix} in group ${groupId} (a device id, or at least its first 8 characters)`
+              : `${prefix} names ${found.length} devices of group ${groupId}: give more of the id`,
+          );
+        }
+        if (found[0]!.leafIndex === g.state.privatePath.leafIndex) {
+          throw new ClientError(
+            "bad_input",
+            "this device cannot remove itself from a group (leave it instead)",
+          );
+        }
+        return { acct: found[0]!.acct, deviceId: found[0]!.deviceId };
+      });
+      const unique = [...new Map(picked.map((p) => [p.deviceId, p])).values()];
+      await this.commit(groupId, { kind: "remove-devices", deviceIds: unique.map((p) => p.deviceId) });
+      const left = new Set(leavesOf(this.ctx.activeGroup(groupId).state.ratchetTree).map((l) => l.deviceId));
+      return { removed: unique.filter((p) => !left.has(p.deviceId)) };
+    });
+  }
+
   /** Sends a plain-text note (DESIGN §8) to the group. */
   send(groupId: string, text: string, opts: { inReplyTo?: string } = {}): Promise<SendResult> {
     return this.op(async () => {
@@ -593,7 +632,7 @@ export class MlsDmClient {
       hub: g.record.hub,
       status: g.record.status,
       epoch: g.state === undefined ? undefined : Number(g.state.groupContext.epoch),
-      ...groupHealth(g.record),
+      ...groupHealth(g.record, { acct: this.ctx.device.acct, deviceId: this.ctx.deviceId }),
     }));
   }
 

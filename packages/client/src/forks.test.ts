@@ -22,6 +22,7 @@ import {
   type Instance,
 } from "./testSupport/instances.js";
 import type { StaticResolver } from "./transport/resolver.js";
+import { linkDevice } from "./testSupport/linking.js";
 import { settle as settleAll } from "./testSupport/settle.js";
 
 // Forks and retention gaps (DESIGN §6, docs/decisions.md D5, D10) with real parts: two fake Mastodons, the
@@ -217,7 +218,9 @@ describe("a commit one member cannot process (a fork)", () => {
     expect(carol.groups().find((x) => x.groupId === g)).toMatchObject({
       condition: "stuck",
       forks: [{ epoch: 3, stuck: true, report: "done", sender: forkEvent.sender }],
-      advice: expect.stringContaining("remove and re-add this device"),
+      advice: expect.stringContaining(
+        `ask a member to remove this device and add carol@b.test again (mls-dm remove ${g.slice(0, 8)} --device ${carol.deviceId.slice(0, 12)}`,
+      ),
     });
 
     // The stuck device cannot send (nor commit); the others carry on. What carol cannot read any more is
@@ -227,7 +230,7 @@ describe("a commit one member cannot process (a fork)", () => {
       "group_stuck",
       "could not process the commit of bob@a.test that ended epoch 3",
     );
-    await expectRefusal(carol.selfUpdate(g), "group_stuck", "re-add this device");
+    await expectRefusal(carol.selfUpdate(g), "group_stuck", "remove this device and add carol@b.test again");
     const after = await alice.send(g, "alice, after the fork");
     events = await settle([alice, bob, carol]);
     expect(texts(events.get(bob))).toEqual(["alice@a.test: alice, after the fork"]);
@@ -331,41 +334,66 @@ describe("behind retention", () => {
     await stopInstance(r);
   });
 
-  it("a device that missed deleted messages is told, cannot send, and is back once removed and re-added", async () => {
+  it("a device that missed deleted messages is told, cannot send, and is back once removed and re-added; the account's other device stays", async () => {
     const rr = resolverFor([r]);
     const alice = await newClient(r, "alice", rr);
     const bob = await newClient(r, "bob", rr);
+    const phone = await linkDevice(bob, r, "bob", rr);
     const { groupId: g } = await alice.createGroup(["@bob@r.test"]);
-    await settle([bob, alice]);
+    await settle([bob, phone, alice]);
+    expect(alice.members(g).filter((m) => m.acct === "bob@r.test")).toHaveLength(2);
 
-    // bob is away while alice talks and self-updates; an hour later the hub has deleted all of it.
+    // bob's laptop is away while alice talks and self-updates (his phone reads along); an hour later the
+    // hub has deleted all of it.
     await alice.send(g, "one");
     await alice.selfUpdate(g);
     await alice.send(g, "two");
     expect(await alice.sync()).toEqual([]);
+    expect(texts((await settle([phone])).get(phone))).toEqual(["alice@r.test: one", "alice@r.test: two"]);
     now += 61 * 60_000;
     expect((await r.delivery.sweep()).entries).toBeGreaterThanOrEqual(3);
     const deletedUpTo = (await r.delivery.context.store.groupStatus(g))!.base;
 
     const bobEvents = await bob.sync();
     expect(bobEvents).toEqual([{ type: "behind_retention", groupId: g, seq: deletedUpTo }]);
+    const remedy = `mls-dm remove ${g.slice(0, 8)} --device ${bob.deviceId.slice(0, 12)}, then mls-dm add ${g.slice(0, 8)} @bob@r.test`;
     expect(bob.groups().find((x) => x.groupId === g)).toMatchObject({
       condition: "needs_readd",
       missedUpTo: deletedUpTo,
-      advice: expect.stringContaining("Ask a member to remove and re-add this device"),
+      advice: expect.stringContaining(remedy),
     });
     await expectRefusal(bob.send(g, "am I here?"), "needs_readd", "cannot catch up");
     const shown = await cli(bob, ["groups", "--no-sync"]);
     expect(shown.out).toContain(`\n  NEEDS RE-ADD: messages up to #${deletedUpTo} were deleted`);
 
-    // The remedy the advice names.
-    expect(await alice.removeMembers(g, ["bob@r.test"])).toEqual({ removed: ["bob@r.test"] });
-    expect((await alice.addMembers(g, ["bob@r.test"])).added).toHaveLength(1);
-    const back = await settle([bob, alice]);
+    // Devices are named exactly (at least 8 characters), and not this device's own.
+    await expectRefusal(alice.removeDevices(g, [alice.deviceId]), "bad_input", "cannot remove itself");
+    await expectRefusal(alice.removeDevices(g, ["0000000000"]), "unknown_device", "no device 0000000000");
+    await expectRefusal(alice.removeDevices(g, [bob.deviceId.slice(0, 7)]), "unknown_device", "at least");
+    expect(await cli(alice, ["remove", g.slice(0, 8)])).toMatchObject({
+      code: 1,
+      err: expect.stringContaining("--device"),
+    });
+
+    // The remedy the advice names, run by alice: the laptop goes, the phone stays, the laptop comes back.
+    const removed = await cli(alice, ["remove", g.slice(0, 8), "--device", bob.deviceId.slice(0, 12)]);
+    expect(removed).toMatchObject({
+      code: 0,
+      out: `removed device ${bob.deviceId.slice(0, 12)} of bob@r.test`,
+    });
+    await alice.refresh(); // the CLI ran as another process would
+    expect(alice.members(g).map((m) => m.deviceId)).toEqual([alice.deviceId, phone.deviceId]);
+    expect((await alice.addMembers(g, ["bob@r.test"])).added).toEqual([
+      expect.objectContaining({ acct: "bob@r.test", deviceId: bob.deviceId }),
+    ]);
+    const back = await settle([bob, phone, alice]);
     expect(ofType(back.get(bob), "removed_from_group")).toHaveLength(1);
     expect(ofType(back.get(bob), "joined")).toHaveLength(1);
+    expect(ofType(back.get(phone), "removed_from_group")).toEqual([]);
     expect(bob.groups().find((x) => x.groupId === g)?.condition).toBe("ok");
     await bob.send(g, "back again");
-    expect(texts((await settle([alice, bob])).get(alice))).toEqual(["bob@r.test: back again"]);
+    const heard = await settle([alice, phone, bob]);
+    expect(texts(heard.get(alice))).toEqual(["bob@r.test: back again"]);
+    expect(texts(heard.get(phone))).toEqual(["bob@r.test: back again"]);
   });
 });

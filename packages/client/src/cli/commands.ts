@@ -472,11 +472,27 @@ export async function add(cli: Cli, group: string, accts: string[], opts: AddCli
   if (report.added.length === 0 && report.refused.length === 0) cli.io.out("nothing to add: already members");
 }
 
-export async function remove(cli: Cli, group: string, accts: string[]): Promise<void> {
+export async function remove(
+  cli: Cli,
+  group: string,
+  accts: string[],
+  devices: string[] = [],
+): Promise<void> {
+  if (accts.length === 0 && devices.length === 0) {
+    throw new UsageError("name the people to remove (@user@domain …) or the devices (--device <id> …)");
+  }
   const { client } = await cli.openClient();
   const id = await findGroup(cli, client, group);
-  const { removed } = await withProgress(cli.io, "Removing members", () => client.removeMembers(id, accts));
-  cli.io.out(removed.length === 0 ? "nobody to remove: not members" : `removed ${removed.join(", ")}`);
+  if (devices.length > 0) {
+    const { removed } = await withProgress(cli.io, "Removing devices", () =>
+      client.removeDevices(id, devices),
+    );
+    for (const d of removed) cli.io.out(`removed device ${d.deviceId.slice(0, 12)} of ${d.acct}`);
+  }
+  if (accts.length > 0) {
+    const { removed } = await withProgress(cli.io, "Removing members", () => client.removeMembers(id, accts));
+    cli.io.out(removed.length === 0 ? "nobody to remove: not members" : `removed ${removed.join(", ")}`);
+  }
 }
 
 export async function leave(cli: Cli, group: string): Promise<void> {

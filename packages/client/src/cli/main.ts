@@ -149,9 +149,16 @@ export function buildProgram(io: Io, signal: AbortSignal): Command {
     );
 
   program
-    .command("remove <group> <accts...>")
-    .description("remove people (every device of theirs) from a group")
-    .action((group: string, accts: string[]) => commands.remove(cli(), group, accts));
+    .command("remove <group> [accts...]")
+    .description("remove people (every device of theirs) or, with --device, single devices from a group")
+    .option(
+      "--device <ids...>",
+      "remove these devices only (ids or their first 12 characters, as `members` shows them); " +
+        "their accounts' other devices stay. To give a stuck device a fresh start, then add its account again",
+    )
+    .action((group: string, accts: string[], o: { device?: string[] }) =>
+      commands.remove(cli(), group, accts, o.device ?? []),
+    );
 
   program
     .command("leave <group>")

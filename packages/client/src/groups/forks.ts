@@ -63,7 +63,23 @@ export function stuckFork(record: GroupRecord): GroupFork | undefined {
   return record.forks?.find((f) => f.stuck);
 }
 
-export function groupHealth(record: GroupRecord): GroupHealth {
+/** This device, named in the advice so that another member can act on it. */
+export interface SelfRef {
+  acct: string;
+  deviceId: string;
+}
+
+/** What another member runs to give this device a fresh start in the group: its other devices stay. */
+function readdAdvice(short: string, self: SelfRef | undefined): string {
+  if (self === undefined) return "ask a member to remove this device and add its account again";
+  return (
+    `ask a member to remove this device and add ${self.acct} again ` +
+    `(mls-dm remove ${short} --device ${self.deviceId.slice(0, 12)}, then mls-dm add ${short} @${self.acct}); ` +
+    "your other devices stay in the group"
+  );
+}
+
+export function groupHealth(record: GroupRecord, self?: SelfRef): GroupHealth {
   const forks = (record.forks ?? []).map(forkInfo);
   const base = {
     forks,
@@ -80,7 +96,7 @@ export function groupHealth(record: GroupRecord): GroupHealth {
       advice:
         `this device could not process the commit of ${who(stuck.sender)} that ended epoch ${stuck.epoch} ` +
         `(${stuck.reason}) and cannot read or send in this group any more. Re-create the group without ` +
-        `them (mls-dm recreate ${short}), or ask a member to remove and re-add this device.`,
+        `them (mls-dm recreate ${short}), or ${readdAdvice(short, self)}.`,
     };
   }
   if (record.behindRetention !== undefined) {
@@ -89,8 +105,7 @@ export function groupHealth(record: GroupRecord): GroupHealth {
       ...base,
       advice:
         `messages up to #${record.behindRetention.seq} were deleted by the hub before this device read ` +
-        "them, so it cannot catch up. Ask a member to remove and re-add this device " +
-        "(mls-dm remove, then mls-dm add, with your account).",
+        `them, so it cannot catch up: ${readdAdvice(short, self)}.`,
     };
   }
   const last = forks.at(-1);
@@ -111,8 +126,8 @@ export function groupHealth(record: GroupRecord): GroupHealth {
  * Refuses to send or commit from a device that cannot follow the group: its messages would be for an
  * epoch the others left, and it could not read the answers.
  */
-export function assertCanWrite(g: GroupHandle): void {
-  const health = groupHealth(g.record);
+export function assertCanWrite(g: GroupHandle, self?: SelfRef): void {
+  const health = groupHealth(g.record, self);
   if (health.condition === "stuck") {
     throw new ClientError("group_stuck", `group ${g.record.groupId}: ${health.advice}`);
   }
