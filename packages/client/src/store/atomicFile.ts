@@ -21,8 +21,8 @@ export async function ensureDir(path: string): Promise<void> {
 
 /**
  * Runs a write of files in `dir` (whose first system call fails with ENOENT when `dir` is missing), and
- * makes the directory (durably) only then: a group's directory nearly always exists, and a mkdir before every write
- * is a round trip through the thread pool on the path of every message.
+ * makes the directory (durably) only then: a group's directory nearly always exists, and a mkdir before
+ * every write is a round trip through the thread pool on the path of every message.
  */
 export async function intoDir<T>(dir: string, write: () => Promise<T>): Promise<T> {
   try {
@@ -47,7 +47,7 @@ export async function writeFileAtomic(
   hooks: AtomicWriteHooks = {},
 ): Promise<void> {
   const dir = dirname(path);
-  const temp = join(dir, `${basename(path)}${TEMP_MARK}${randomBytes(6).toString("hex")}`);
+  const temp = tempPathFor(path);
   const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, FILE_MODE);
   try {
     await handle.writeFile(data);
@@ -66,14 +66,27 @@ export async function writeFileAtomic(
  * round trip through the thread pool per system call would cost more than the writing.
  */
 export function writeMarkerSync(path: string, text: string): void {
-  const temp = join(dirname(path), `${basename(path)}${TEMP_MARK}${randomBytes(6).toString("hex")}`);
-  const fd = openSync(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, FILE_MODE);
+  const temp = tempPathFor(path);
+  createFileSync(temp, text);
+  renameSync(temp, path);
+}
+
+/**
+ * Creates `path` with `text` on this thread (owner only); throws EEXIST when it exists already, which is
+ * what the directory's lock file relies on (store/lock.ts). Not durable (no fsync).
+ */
+export function createFileSync(path: string, text: string): void {
+  const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, FILE_MODE);
   try {
     writeSync(fd, text);
   } finally {
     closeSync(fd);
   }
-  renameSync(temp, path);
+}
+
+/** A temporary file beside `path`, for writing before the rename (removeStaleTempFiles knows the mark). */
+function tempPathFor(path: string): string {
+  return join(dirname(path), `${basename(path)}${TEMP_MARK}${randomBytes(6).toString("hex")}`);
 }
 
 /** A small file read on this thread (see writeMarkerSync); undefined when it does not exist. */

@@ -1,9 +1,10 @@
 import { randomBytes } from "node:crypto";
-import { closeSync, constants, openSync, readFileSync, rmSync, writeSync } from "node:fs";
+import { rmSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { ClientError } from "../errors.js";
+import { createFileSync, readSmallFileSync } from "./atomicFile.js";
 
 // One operation at a time per device directory, across processes: `mls-dm listen` in one terminal and
 // `mls-dm send` in another must never both advance a group's state from the same copy (that would reuse
@@ -40,14 +41,10 @@ export async function acquireDeviceLock(dir: string, opts: LockOptions): Promise
   const deadline = Date.now() + opts.timeoutMs;
   for (let attempt = 0; ; attempt++) {
     try {
-      const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600);
-      try {
-        writeSync(fd, text);
-      } finally {
-        closeSync(fd);
-      }
+      createFileSync(path, text);
       return {
         release: async () => {
+          // Only our own lock: never one that another process took after breaking ours as stale.
           if (readText(path) === text) rmSync(path, { force: true });
         },
       };
@@ -86,12 +83,7 @@ export async function tryDeviceLock(dir: string): Promise<DeviceLock | undefined
 }
 
 function readText(path: string): string | undefined {
-  try {
-    return readFileSync(path, "utf8");
-  } catch (e) {
-    if ((e as { code?: unknown }).code === "ENOENT") return undefined;
-    throw e;
-  }
+  return readSmallFileSync(path)?.toString("utf8");
 }
 
 function parseLock(text: string): LockContent | undefined {
