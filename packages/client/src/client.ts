@@ -18,7 +18,7 @@ import { canonicalAccts, newClaimId, type AddReport, type Refusal } from "./grou
 import type { PipelineDeps } from "./groups/commitPipeline.js";
 import { createOwnGroup } from "./groups/create.js";
 import { followUp, hasOutstandingWork } from "./groups/followUp.js";
-import { canWrite, groupHealth, type GroupHealth } from "./groups/forks.js";
+import { canWrite, groupHealth, selfOf, type GroupHealth } from "./groups/forks.js";
 import { processInboxItems, syncAllHubs, syncHubInbox } from "./groups/inbox.js";
 import { emptyReport, pipelineDeps, runIntent } from "./groups/intents.js";
 import { leaveGroup } from "./groups/leave.js";
@@ -632,7 +632,7 @@ export class MlsDmClient {
       hub: g.record.hub,
       status: g.record.status,
       epoch: g.state === undefined ? undefined : Number(g.state.groupContext.epoch),
-      ...groupHealth(g.record, { acct: this.ctx.device.acct, deviceId: this.ctx.deviceId }),
+      ...groupHealth(g.record, selfOf(this.ctx)),
     }));
   }
 
@@ -990,13 +990,10 @@ export class MlsDmClient {
   }
 
   /** Verification of every active group; failures become `error` events, never mismatches. */
-  private async verifyAll(prefetched?: Prefetched): Promise<void> {
+  private async verifyAll(prefetched: Prefetched): Promise<void> {
     for (const groupId of this.verifiable()) {
       try {
-        await this.verifyGroup(groupId, {
-          removeBad: true,
-          ...(prefetched === undefined ? {} : { prefetched }),
-        });
+        await this.verifyGroup(groupId, { removeBad: true, prefetched });
       } catch (e) {
         if (!(e instanceof ServiceUnavailableError || e instanceof ProtocolError || e instanceof ClientError))
           throw e;

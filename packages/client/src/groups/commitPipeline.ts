@@ -194,7 +194,7 @@ export async function runCommit(
   for (let attempt = 0; attempt < ctx.retry.attempts; attempt++) {
     const current = ctx.activeGroup(groupId);
     // Catching up (below) may have found that this device cannot follow the group any more.
-    assertCanWrite(current, { acct: ctx.device.acct, deviceId: ctx.deviceId });
+    assertCanWrite(ctx, current);
     const state = current.state;
     const built = await build(state);
     if (built === undefined) return undefined;

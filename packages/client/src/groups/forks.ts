@@ -69,6 +69,10 @@ export interface SelfRef {
   deviceId: string;
 }
 
+export function selfOf(ctx: DeviceContext): SelfRef {
+  return { acct: ctx.device.acct, deviceId: ctx.deviceId };
+}
+
 /** What another member runs to give this device a fresh start in the group: its other devices stay. */
 function readdAdvice(short: string, self: SelfRef | undefined): string {
   if (self === undefined) return "ask a member to remove this device and add its account again";
@@ -126,8 +130,8 @@ export function groupHealth(record: GroupRecord, self?: SelfRef): GroupHealth {
  * Refuses to send or commit from a device that cannot follow the group: its messages would be for an
  * epoch the others left, and it could not read the answers.
  */
-export function assertCanWrite(g: GroupHandle, self?: SelfRef): void {
-  const health = groupHealth(g.record, self);
+export function assertCanWrite(ctx: DeviceContext, g: GroupHandle): void {
+  const health = groupHealth(g.record, selfOf(ctx));
   if (health.condition === "stuck") {
     throw new ClientError("group_stuck", `group ${g.record.groupId}: ${health.advice}`);
   }

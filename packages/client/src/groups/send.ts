@@ -30,7 +30,7 @@ export async function sendActivity(
   const cleartext = encodeCleartext(activity);
   for (let attempt = 0; attempt < ctx.retry.attempts; attempt++) {
     // A device stuck after a fork or behind retention would send into an epoch the others left.
-    assertCanWrite(ctx.activeGroup(groupId), { acct: ctx.device.acct, deviceId: ctx.deviceId });
+    assertCanWrite(ctx, ctx.activeGroup(groupId));
     await assertNoBrokenVerification(ctx, ctx.activeGroup(groupId));
     // ts-mls refuses to send while holding a received, uncommitted proposal (UsageError): commit the
     // ones this device commits (DESIGN §9) first — catching up may have brought new ones.

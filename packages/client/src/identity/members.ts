@@ -101,31 +101,26 @@ export interface VerifyOptions {
  * The lookups `verifyGroupMembers` will need for these groups, done now and kept in the verifier's caches,
  * with the same rules: fresh answers where it would want them, and fresh answers again where cached ones
  * would have to be confirmed. Reads the device's state and writes nothing (pins set on first use go to an
- * overlay), so it runs outside the device's lock (MlsDmClient's background verification). A failure is
- * left for the verifying operation to meet; a group that is gone is skipped.
+ * overlay), so it runs outside the device's lock (MlsDmClient's background verification). `groupIds`:
+ * active groups with a state. A failure is left for the verifying operation to meet.
  */
 export async function prefetchGroupMembers(
   ctx: DeviceContext,
   groupIds: readonly string[],
 ): Promise<Prefetched> {
   const since = ctx.verifier.mark();
-  const devices = new Map<string, Set<string>>();
   // One look per account over its leaves in every group, with what each group saw of it last.
   const work = new Map<
     string,
     { leaves: ReturnType<typeof leavesOf>; previous: (MemberVerification | undefined)[]; fresh: boolean }
   >();
   for (const groupId of groupIds) {
-    if (ctx.groups.get(groupId)?.state === undefined) continue;
     const known = ctx.statuses.get(groupId);
     for (const [acct, leaves] of leavesByAcct(ctx, groupId)) {
-      const covered = devices.get(acct) ?? new Set<string>();
       const entry = work.get(acct) ?? { leaves: [], previous: [], fresh: false };
       for (const l of leaves) {
-        if (!covered.has(l.deviceId)) entry.leaves.push(l);
-        covered.add(l.deviceId);
+        if (!entry.leaves.some((x) => x.deviceId === l.deviceId)) entry.leaves.push(l);
       }
-      devices.set(acct, covered);
       const previous = known?.get(acct);
       entry.previous.push(previous);
       entry.fresh ||= needsFresh(previous, leaves, false);
@@ -148,6 +143,7 @@ export async function prefetchGroupMembers(
       }
     }),
   ]);
+  const devices = new Map([...work].map(([acct, e]) => [acct, new Set(e.leaves.map((l) => l.deviceId))]));
   return { since, devices };
 }
 
