@@ -32,13 +32,10 @@ interface Interval {
 export class Meter {
   private intervals: Interval[] = [];
   private recording = false;
-  /** process.cpuUsage() when the first interval of each kind started. */
-  private readonly firstCpu = new Map<Kind, NodeJS.CpuUsage>();
 
   /** Forgets what was recorded and records from now on (call right before a timed operation). */
   start(): void {
     this.intervals = [];
-    this.firstCpu.clear();
     this.recording = true;
   }
 
@@ -48,7 +45,6 @@ export class Meter {
 
   async around<T>(kind: Kind, label: string, call: () => Promise<T>, bytes = 0): Promise<T> {
     if (!this.recording) return call();
-    if (!this.firstCpu.has(kind)) this.firstCpu.set(kind, process.cpuUsage());
     const interval: Interval = { start: performance.now(), end: Number.NaN, kind, label, bytes };
     this.intervals.push(interval);
     try {
@@ -77,16 +73,6 @@ export class Meter {
     }
     if (open !== undefined) total += open[1] - open[0];
     return total;
-  }
-
-  /** When the first interval of this kind started at or after `from` (undefined: none). */
-  firstOf(kind: Kind, from: number): number | undefined {
-    return this.intervals.find((i) => i.kind === kind && i.start >= from)?.start;
-  }
-
-  /** process.cpuUsage() when the first interval of this kind started (undefined: none). */
-  cpuAtFirst(kind: Kind): NodeJS.CpuUsage | undefined {
-    return this.firstCpu.get(kind);
   }
 
   /** Bytes handed to file writes inside [from, to]. */
