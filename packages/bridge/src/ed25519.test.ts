@@ -1,7 +1,13 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
 import { signWithLabel, verifyWithLabel } from "ts-mls/crypto/signature.js";
-import { cipherSuite, generateSigningKeyPair, signLabeled, verifyLabeled } from "./crypto.js";
+import {
+  cipherSuite,
+  generateSigningKeyPair,
+  signLabeled,
+  tsMlsCipherSuite,
+  verifyLabeled,
+} from "./crypto.js";
 import { signDeviceCertificate } from "./deviceCertificate.js";
 import { MemoryNonceStore } from "./nonceStore.js";
 import { signRequest, verifyRequest } from "./requestAuth.js";
@@ -10,7 +16,8 @@ import { signRequest, verifyRequest } from "./requestAuth.js";
 
 describe("SignWithLabel through node:crypto", () => {
   it("verifies what ts-mls signs and ts-mls verifies what we sign", async () => {
-    const s = (await cipherSuite()).signature;
+    const s = (await tsMlsCipherSuite()).signature;
+    const mine = (await cipherSuite()).signature;
     const keys = await generateSigningKeyPair();
     await fc.assert(
       fc.asyncProperty(
@@ -22,6 +29,9 @@ describe("SignWithLabel through node:crypto", () => {
           const ours = await signLabeled(keys.signKey, label, content);
           expect(await verifyWithLabel(keys.publicKey, label, content, ours, s)).toBe(true);
           expect(ours).toEqual(theirs); // Ed25519 is deterministic
+          // The suite handed to ts-mls (cipherSuite) signs and verifies through the same path.
+          expect(await signWithLabel(keys.signKey, label, content, mine)).toEqual(theirs);
+          expect(await verifyWithLabel(keys.publicKey, label, content, theirs, mine)).toBe(true);
         },
       ),
       { numRuns: 60 },
@@ -41,6 +51,10 @@ describe("SignWithLabel through node:crypto", () => {
     expect(await verifyLabeled(new Uint8Array(32).fill(0xff), "a", content, sig)).toBe(false);
     expect(await verifyLabeled(new Uint8Array(31), "a", content, sig)).toBe(false);
     await expect(signLabeled(new Uint8Array(5), "a", content)).rejects.toThrow();
+    const mine = (await cipherSuite()).signature;
+    expect(await mine.verify(new Uint8Array(31), content, sig)).toBe(false);
+    expect(await mine.verify(keys.publicKey, content, sig.subarray(1))).toBe(false);
+    await expect(mine.sign(new Uint8Array(5), content)).rejects.toThrow();
   });
 });
 
