@@ -4,7 +4,6 @@ import {
   fromBase64url,
   parseAcct,
   toBase64url,
-  type Activity,
   type InboxItem,
   type MemberStatusName,
 } from "@mastodon-mls/protocol";
@@ -547,7 +546,6 @@ export class MlsDmClient {
         (hub) => syncHubInbox(this.ctx, hub),
         () => this.commit(groupId, { kind: "proposals" }),
       );
-      await this.ctx.store.appendHistory(groupId, [ownEntry(this.ctx, sent.seq, activity)]);
       return { ...sent, activityId: activity.id, noteId: activity.object.id };
     });
   }
@@ -583,6 +581,15 @@ export class MlsDmClient {
     // The queued pass starts after the running one and ends after it: waiting for it covers both, and
     // passes asked for later (live traffic keeps asking) are not waited for.
     await (this.verifyingNext ?? this.verifying);
+  }
+
+  /**
+   * Resolves once the history lines of the messages sent so far are on disk. `send` returns when the hub
+   * accepted the message; its line is written then and made durable in the background (until then the
+   * group's outbox on disk holds the message, so nothing is lost either way).
+   */
+  historyWritten(): Promise<void> {
+    return this.ctx.historyFlusher.settled();
   }
 
   /**
@@ -1014,17 +1021,5 @@ function addIntent(accts: string[], opts: AddOptions): CommitIntent {
     accts,
     claimId: newClaimId(),
     ...(opts.allowUnverified === true ? { allowUnverified: true } : {}),
-  };
-}
-
-function ownEntry(ctx: DeviceContext, seq: number, activity: Activity): HistoryEntry {
-  return {
-    v: 1,
-    seq,
-    at: new Date().toISOString(),
-    from: ctx.device.acct,
-    deviceId: ctx.deviceId,
-    own: true,
-    content: { kind: "activity", activity },
   };
 }

@@ -9,6 +9,7 @@ import { fromBase64url, parseAcct } from "@mastodon-mls/protocol";
 import type { CiphersuiteImpl, ClientState } from "ts-mls";
 import { ClientError } from "./errors.js";
 import type { DmEvent } from "./events.js";
+import { HistoryFlusher } from "./groups/outbox.js";
 import { DevicePinStore } from "./identity/pins.js";
 import { MemberVerifier, type IdentityOptions } from "./identity/verifier.js";
 import {
@@ -85,6 +86,8 @@ export class DeviceContext {
    * memory: a new process starts from the offline checks and verifies again.
    */
   readonly statuses = new Map<string, Map<string, MemberVerification>>();
+  /** Background fsyncs of the history lines of sent messages (groups/outbox.ts). */
+  readonly historyFlusher = new HistoryFlusher(this);
   private readonly deliveries = new Map<string, DeliveryClient>();
   private readonly queued: DmEvent[] = [];
   private readonly listeners = new Set<() => void>();

@@ -70,6 +70,11 @@ export type DmEvent =
    * and must be removed and re-added by a member. Also for a group whose Welcome was deleted unread.
    */
   | { type: "behind_retention"; groupId: string; seq: number }
+  /**
+   * A message this device encrypted and began to post was never accepted by the hub (the device stopped
+   * or lost the connection while posting it); nobody received it. Its activity is here to be sent again.
+   */
+  | { type: "not_sent"; groupId: string; activity: Activity; reason: string }
   /** Something the device does on its own (self-update after joining, invitations, KeyPackages) failed; retried later. */
   | { type: "error"; groupId?: string; operation: string; message: string };
 

@@ -4,9 +4,9 @@ import type { MlsDmClient } from "./client.js";
 import type { DmEvent } from "./events.js";
 import { decodeMessage } from "./mls/codec.js";
 import { HubProxy, type Exchange, type ProxiedRequest, type StandIn } from "./testSupport/hubProxy.js";
-import { newClient, startInstance, stopInstance, type Instance } from "./testSupport/instances.js";
+import { newClient, startWithProxiedHub, stopProxied, type Instance } from "./testSupport/instances.js";
 import { settle } from "./testSupport/settle.js";
-import { StaticResolver } from "./transport/resolver.js";
+import type { StaticResolver } from "./transport/resolver.js";
 
 // DESIGN §9: a member holding proposals commits them within 30 s. gina listens (`events()`); hank leaves;
 // gina's commit of his Remove is refused once by the hub (a proxy in front of the real delivery service
@@ -19,24 +19,12 @@ const proxy = new HubProxy();
 let resolver: StaticResolver;
 
 beforeAll(async () => {
-  await proxy.start();
-  [a, b] = await Promise.all([
-    startInstance("a.test", { deliveryEnv: { PUBLIC_URL: proxy.url } }),
-    startInstance("b.test"),
-  ]);
-  proxy.target = a.urls.delivery;
-  resolver = new StaticResolver({
-    "a.test": { ...a.urls, delivery: proxy.url, mastodon: a.mastodon.url },
-    "b.test": { ...b.urls, mastodon: b.mastodon.url },
-  });
+  ({ a, b, resolver } = await startWithProxiedHub(proxy));
 });
 afterEach(() => {
   proxy.intercept = () => undefined;
 });
-afterAll(async () => {
-  await Promise.all([a, b].map(stopInstance));
-  await proxy.stop();
-});
+afterAll(() => stopProxied(proxy, [a, b]));
 
 /** A submission of an MLS commit (not a proposal, not an application message) to the group. */
 function isCommit(groupId: string, req: { method: string; path: string; body: Buffer }): boolean {

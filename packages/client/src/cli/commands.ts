@@ -510,7 +510,11 @@ export async function send(cli: Cli, group: string, words: string[]): Promise<vo
   if (text.trim() === "") throw new UsageError("nothing to send");
   const { client } = await cli.openClient();
   const id = await findGroup(cli, client, group);
-  const sent = await withProgress(cli.io, "Sending", () => client.send(id, text));
+  const sent = await withProgress(cli.io, "Sending", async () => {
+    const result = await client.send(id, text);
+    await client.historyWritten();
+    return result;
+  });
   cli.io.out(`sent (#${sent.seq})`);
 }
 

@@ -61,6 +61,12 @@ export function formatEvent(e: DmEvent, now = new Date()): string | undefined {
         `${t} ${g}WARNING: the hub deleted messages up to #${e.seq} before this device read them, so it ` +
         `cannot catch up in group ${e.groupId}. Ask a member to remove and re-add this device.`
       );
+    case "not_sent": {
+      // Our own text, but shown like any other content: it may hold what a terminal would act on.
+      const what =
+        e.activity.type === "Create" ? `"${safeText(e.activity.object.content)}"` : `a ${e.activity.type}`;
+      return `${t} ${g}WARNING: your message ${what} was NOT sent (${safeText(e.reason)}); send it again.`;
+    }
     case "error":
       return `${t} ${g}problem: ${e.operation}: ${safeText(e.message)}`;
   }

@@ -5,6 +5,7 @@ import { checkServiceUrl } from "../transport/serviceUrl.js";
 import { limiter } from "../util/mapLimit.js";
 import { noteBehindRetention, noteForkNotice, reportForks } from "./forks.js";
 import { joinFromWelcome } from "./join.js";
+import { settleOutbox } from "./outbox.js";
 import { markLeft, receiveGroupMessage } from "./receive.js";
 
 /**
@@ -134,7 +135,11 @@ export async function syncHubInbox(
     }
     await processInboxItems(ctx, client.baseUrl, page.items, page.cursor);
     if (page.items.length > 0) await client.ack(page.cursor);
-    if (!page.more || page.items.length === 0) return;
+    if (!page.more || page.items.length === 0) {
+      // Everything the hub accepted up to now has been read: what an own message's echo did not settle.
+      await settleOutbox(ctx, client.baseUrl);
+      return;
+    }
   }
 }
 

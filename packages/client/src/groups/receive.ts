@@ -10,6 +10,7 @@ import { acceptAll, emptyPskIndex, processMessage, type ClientState, type MLSMes
 import type { DeviceContext, GroupHandle } from "../context.js";
 import { checkTargetAuthor } from "./authorship.js";
 import { decodeMessage, messageHash } from "../mls/codec.js";
+import { settleEcho } from "./outbox.js";
 import { checkLeaves, diffMembers, leavesOf } from "../mls/leaves.js";
 import { screenIncoming } from "../mls/screening.js";
 import { senderLeafOf } from "../mls/sender.js";
@@ -95,10 +96,13 @@ async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage)
     msg.wireformat === "mls_public_message" && msg.publicMessage.content.contentType === "commit";
 
   if (item.sender === ctx.deviceId) {
-    // Our own message, back from the hub. An application message was stored when sent (and cannot be
-    // decrypted by its sender anyway). Our commit: if still pending, this proves the hub accepted it.
+    // Our own message, back from the hub. An application message is in the outbox or the history (and
+    // cannot be decrypted by its sender anyway): its echo settles a copy a crash left in the outbox. Our
+    // commit: if still pending, this proves the hub accepted it.
     if (isCommit && g.pending !== undefined && messageHash(bytes) === g.pending.commitHash) {
       await promotePending(ctx, g);
+    } else if (msg.wireformat === "mls_private_message" && (g.record.outbox?.length ?? 0) > 0) {
+      await settleEcho(ctx, g, messageHash(bytes), item.seq);
     }
     return "done";
   }

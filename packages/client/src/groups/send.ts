@@ -4,7 +4,9 @@ import { createApplicationMessage, encodeMlsMessage } from "ts-mls";
 import type { DeviceContext } from "../context.js";
 import { ClientError } from "../errors.js";
 import { assertNoBrokenVerification } from "../identity/sendPolicy.js";
+import { messageHash } from "../mls/codec.js";
 import { applicationPadding } from "../mls/padding.js";
+import type { OutboxEntry } from "../store/schemas.js";
 import { backoff } from "../util/backoff.js";
 import { committableProposals } from "./changes.js";
 import { assertCanWrite } from "./forks.js";
@@ -16,9 +18,11 @@ export interface SentMessage {
 
 /**
  * Encrypts one activity for the group and posts it. The state with the advanced ratchet is saved BEFORE
- * posting: a crash after posting must never lead to a second message under the same key generation. A
- * generation burnt by a failed post costs nothing. When the hub refuses the epoch (a commit we have not
- * processed yet), the client catches up and encrypts again.
+ * posting, with the activity in the group's outbox: a crash after posting must never lead to a second
+ * message under the same key generation, nor lose the local copy of a message others received
+ * (outbox.ts). A generation burnt by a failed post costs nothing. When the hub refuses the epoch (a commit
+ * we have not processed yet), the client catches up and encrypts again. The history line is written once
+ * the hub accepted the message, and made durable in the background.
  */
 export async function sendActivity(
   ctx: DeviceContext,
@@ -51,18 +55,32 @@ export async function sendActivity(
       unappliedProposals: g.state.unappliedProposals,
       clientConfig: profileClientConfig(),
     };
+    const entry: OutboxEntry = {
+      hash: messageHash(bytes),
+      at: new Date(ctx.clock()).toISOString(),
+      activity,
+    };
+    g.record.outbox = [...(g.record.outbox ?? []), entry];
     await ctx.saveGroup(g);
+    let seq: number;
     try {
-      const res = await ctx.delivery(g.record.hub).submit(groupId, bytes);
-      return { seq: res.seq, epoch: Number(privateMessage.epoch) };
+      seq = (await ctx.delivery(g.record.hub).submit(groupId, bytes)).seq;
     } catch (e) {
-      if (e instanceof ProtocolError && (e.code === "wrong_epoch" || e.code === "stale_epoch")) {
+      // No answer, or the hub failed: it may have accepted the message. The entry stays until a read of
+      // the hub settles it (outbox.ts).
+      if (!(e instanceof ProtocolError) || e.status >= 500) throw e;
+      // Refused: nobody has it. Out of the outbox (on disk with the next save, or after a full read).
+      g.record.outbox = g.record.outbox.filter((o) => o !== entry);
+      if (e.code === "wrong_epoch" || e.code === "stale_epoch") {
         await catchUp(g.record.hub);
         await backoff(ctx.retry, attempt);
         continue;
       }
       throw e;
     }
+    entry.seq = seq;
+    await ctx.historyFlusher.appendLater(g, entry, seq);
+    return { seq, epoch: Number(privateMessage.epoch) };
   }
   throw new ClientError(
     "commit_conflict",

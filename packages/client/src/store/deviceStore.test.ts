@@ -132,6 +132,31 @@ describe("DeviceStore", () => {
     expect((await store.readHistory(id)).map((e) => e.seq)).toEqual([1, 2, 3]);
   });
 
+  it("finds a sequence number among the history's last lines only, whatever the cut and a damaged line", async () => {
+    const store = await freshStore();
+    const id = "CCCCCCCCCCCCCCCCCCCCCC";
+    expect(await store.historyTailHas(id, 1)).toBe(false); // no history yet
+    for (let seq = 1; seq <= 200; seq++) await store.appendHistory(id, [entry(seq)], { durable: false });
+    await store.flushHistory(id);
+    const path = join(store.groupsDir, id, "history.jsonl");
+    const size = (await stat(path)).size;
+    const lineBytes = Math.ceil(size / 200); // lines differ by a digit or two
+    expect(await store.historyTailHas(id, 200, 4 * lineBytes)).toBe(true);
+    expect(await store.historyTailHas(id, 197, 4 * lineBytes)).toBe(true);
+    expect(await store.historyTailHas(id, 150, 4 * lineBytes)).toBe(false); // further back than asked
+    expect(await store.historyTailHas(id, 1)).toBe(true); // the default reach covers this small file
+    expect(await store.historyTailHas(id, 201)).toBe(false);
+    // Every cut point: the partial first line is skipped, never misread or thrown over.
+    const last = size - (await readFile(path, "utf8")).lastIndexOf("\n");
+    for (let tail = 1; tail <= 3 * lineBytes; tail += 7) {
+      expect(await store.historyTailHas(id, 200, tail)).toBe(tail >= last);
+    }
+    await writeFile(path, '\n{"v":1,"seq":201,"at', { flag: "a" }); // a torn last line
+    await writeFile(path, '\n{"v":2}', { flag: "a" }); // a line of another format
+    expect(await store.historyTailHas(id, 199)).toBe(true);
+    expect(await store.historyTailHas(id, 201)).toBe(false);
+  });
+
   it("refuses to open a directory other users can read", async () => {
     const store = await freshStore();
     await writeFile(join(store.dir, "device.json"), "{}");

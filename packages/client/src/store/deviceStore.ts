@@ -472,9 +472,15 @@ export class DeviceStore {
   /**
    * Appends messages to the group's history and fsyncs. A crash mid-append leaves at most a torn last
    * line, which `readHistory` skips; an entry whose seq is already there is skipped on read too, so
-   * re-processing after a crash never shows a message twice.
+   * re-processing after a crash never shows a message twice. `durable: false` leaves the fsync to a later
+   * `flushHistory` (or to the next durable append): only for lines whose content is on disk elsewhere
+   * meanwhile (the group's outbox, groups/outbox.ts). A file that had to be created is always made durable.
    */
-  async appendHistory(groupId: string, entries: HistoryEntry[]): Promise<void> {
+  async appendHistory(
+    groupId: string,
+    entries: HistoryEntry[],
+    opts: { durable?: boolean } = {},
+  ): Promise<void> {
     if (entries.length === 0) return;
     this.writes++;
     const dir = this.groupDir(groupId);
@@ -491,11 +497,64 @@ export class DeviceStore {
     });
     try {
       await handle.writeFile(entries.map((e) => `\n${this.cipher.encodeLine(rel, e)}`).join(""));
-      await handle.sync();
+      if (opts.durable !== false || created) await handle.sync();
     } finally {
       await handle.close();
     }
     if (created) await fsyncDir(dir);
+  }
+
+  /** Makes every line appended to the group's history so far durable (see appendHistory). */
+  async flushHistory(groupId: string): Promise<void> {
+    const handle = await open(join(this.groupDir(groupId), "history.jsonl"), constants.O_WRONLY);
+    try {
+      await handle.sync();
+    } finally {
+      await handle.close();
+    }
+  }
+
+  /**
+   * Whether one of the last lines of the group's history (those within its final `tailBytes`) has
+   * sequence number `seq`: what a device recovering its own sent messages checks before appending one
+   * (a line further back may be appended twice, which `readHistory` shows once).
+   */
+  async historyTailHas(groupId: string, seq: number, tailBytes = 64 * 1024): Promise<boolean> {
+    const path = join(this.groupDir(groupId), "history.jsonl");
+    let handle;
+    try {
+      handle = await open(path, constants.O_RDONLY);
+    } catch (e) {
+      if (isNotFound(e)) return false;
+      throw e;
+    }
+    let text: string;
+    try {
+      const { size } = await handle.stat();
+      const start = Math.max(0, size - Math.floor(tailBytes));
+      const buf = Buffer.alloc(size - start);
+      const { bytesRead } = await handle.read(buf, 0, buf.length, start);
+      text = buf.subarray(0, bytesRead).toString("utf8");
+    } finally {
+      await handle.close();
+    }
+    const rel = this.rel(path);
+    // Every line starts after a newline; what comes before the first one here may be a line cut short.
+    const lines = text.split("\n").slice(1);
+    for (const line of lines) {
+      if (line === "") continue;
+      let entry: unknown;
+      try {
+        entry = this.cipher.decodeLine(path, rel, line, 0);
+      } catch (e) {
+        // A damaged line is readHistory's to report; here it is only not the one looked for.
+        if (e instanceof StoreFormatError) continue;
+        throw e;
+      }
+      const parsed = HistoryEntry.safeParse(entry);
+      if (parsed.success && parsed.data.seq === seq) return true;
+    }
+    return false;
   }
 
   async readHistory(groupId: string): Promise<HistoryEntry[]> {

@@ -114,6 +114,20 @@ export const BufferedMessage = z.object({
 export type BufferedMessage = z.infer<typeof BufferedMessage>;
 
 /** A member device that proposed its own Remove (DESIGN §9 leave): committed even if the proposal is lost. */
+/**
+ * A message this device encrypted, written with the state whose ratchet it moved before it is posted
+ * (groups/outbox.ts): until its line is known to be on disk in history.jsonl, this is the local copy.
+ */
+export const OutboxEntry = z.object({
+  /** `messageHash` of the MLS message posted: how its echo from the hub is recognised. */
+  hash: b64,
+  at: z.string(),
+  activity: Activity,
+  /** The hub's sequence number, once it accepted the message (written with a later save). */
+  seq: z.number().int().optional(),
+});
+export type OutboxEntry = z.infer<typeof OutboxEntry>;
+
 export const LeavingDevice = z.object({
   leafIndex: z.number().int(),
   deviceId: z.string(),
@@ -194,6 +208,8 @@ export const GroupRecord = GroupRecordV1.extend({
   behindRetention: z.object({ seq: z.number().int() }).optional(),
   /** The group `recreateGroup` made to replace this one. */
   replacedBy: z.string().optional(),
+  /** Own messages whose history line may not be on disk yet, oldest first (groups/outbox.ts). */
+  outbox: z.array(OutboxEntry).optional(),
 });
 export type GroupRecord = z.infer<typeof GroupRecord>;
 

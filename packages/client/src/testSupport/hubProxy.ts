@@ -40,6 +40,11 @@ export class HubProxy {
   readonly exchanges: Exchange[] = [];
   /** Decides each request: undefined forwards it, a `StandIn` answers it here. May hold it first. */
   intercept: (req: ProxiedRequest) => Promise<StandIn | undefined> | StandIn | undefined = () => undefined;
+  /**
+   * Decides the answer to a forwarded request, once the service gave it: undefined passes it on, a
+   * `StandIn` replaces it (the service did the work; the client hears something else, e.g. a lost answer).
+   */
+  replaceAnswer: (req: ProxiedRequest, status: number) => StandIn | undefined = () => undefined;
 
   async start(): Promise<void> {
     this.server = createServer((req, res) => {
@@ -111,9 +116,16 @@ export class HubProxy {
           answer.on("data", (c: Buffer) => chunks.push(c));
           answer.on("error", reject);
           answer.on("end", () => {
-            res.writeHead(answer.statusCode ?? 502, answer.headers);
-            res.end(Buffer.concat(chunks));
-            this.record({ method, path, body, status: answer.statusCode ?? 502, forwarded: true });
+            const status = answer.statusCode ?? 502;
+            const replaced = this.replaceAnswer({ method, path, body }, status);
+            if (replaced === undefined) {
+              res.writeHead(status, answer.headers);
+              res.end(Buffer.concat(chunks));
+            } else {
+              res.writeHead(replaced.status, { "content-type": "application/json" });
+              res.end(JSON.stringify(replaced.body));
+            }
+            this.record({ method, path, body, status: replaced?.status ?? status, forwarded: true });
             resolve();
           });
         },

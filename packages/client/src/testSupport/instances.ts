@@ -6,6 +6,7 @@ import { createDevMastodon, type DevMastodon } from "@mastodon-mls/dev-mastodon"
 import { createDirectory, loadDirectoryConfig, type Directory } from "@mastodon-mls/keypackages";
 import { freePort } from "@mastodon-mls/testkit";
 import { MlsDmClient } from "../client.js";
+import type { HubProxy } from "./hubProxy.js";
 import { StaticResolver, type ServiceUrls } from "../transport/resolver.js";
 import type { RetryPolicy } from "../util/backoff.js";
 
@@ -96,6 +97,32 @@ export function resolverFor(instances: Instance[]): StaticResolver {
   return new StaticResolver(
     Object.fromEntries(instances.map((i) => [i.domain, { ...i.urls, mastodon: i.mastodon.url }])),
   );
+}
+
+/**
+ * Two instances, a.test with its delivery service behind `proxy` (started here; the hub checks signatures
+ * against the proxy's origin, which clients use) and b.test, and a resolver that sends a.test's hub
+ * traffic through the proxy. Stop with `stopProxied`.
+ */
+export async function startWithProxiedHub(
+  proxy: HubProxy,
+): Promise<{ a: Instance; b: Instance; resolver: StaticResolver }> {
+  await proxy.start();
+  const [a, b] = await Promise.all([
+    startInstance("a.test", { deliveryEnv: { PUBLIC_URL: proxy.url } }),
+    startInstance("b.test"),
+  ]);
+  proxy.target = a.urls.delivery;
+  const resolver = new StaticResolver({
+    "a.test": { ...a.urls, delivery: proxy.url, mastodon: a.mastodon.url },
+    "b.test": { ...b.urls, mastodon: b.mastodon.url },
+  });
+  return { a, b, resolver };
+}
+
+export async function stopProxied(proxy: HubProxy, instances: Instance[]): Promise<void> {
+  await Promise.all(instances.map(stopInstance));
+  await proxy.stop();
 }
 
 export const FAST_RETRY: RetryPolicy = { attempts: 8, baseDelayMs: 5, maxDelayMs: 50 };
