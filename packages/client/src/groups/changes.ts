@@ -131,6 +131,8 @@ export async function vetKeyPackages(
   claimed: VerifiedKeyPackage[],
   report: AddReport,
   allowUnverified: boolean,
+  /** Lookups asked for afresh after this mark count as fresh (`MemberVerifier.mark`). */
+  freshSince?: number,
 ): Promise<VerifiedKeyPackage[]> {
   const byAcct = new Map<string, VerifiedKeyPackage[]>();
   for (const kp of claimed) byAcct.set(kp.acct, [...(byAcct.get(kp.acct) ?? []), kp]);
@@ -141,7 +143,7 @@ export async function vetKeyPackages(
       const v = await ctx.verifier.verify(
         acct,
         candidates.map((kp) => kp.keyPackage.leafNode),
-        { fresh: pass === 0 },
+        { fresh: pass === 0, freshSince },
       );
       const bad = new Map(
         v.leaves.filter((l) => l.state === "invalid" || l.state === "revoked").map((l) => [l.deviceId, l]),
@@ -188,12 +190,19 @@ export async function buildAdd(
   report.added = [];
   report.refused = [];
   const present = new Set(leavesOf(state.ratchetTree).map((l) => toBase64url(l.node.signaturePublicKey)));
-  const claimed = await vetKeyPackages(
-    ctx,
-    await claimKeyPackages(ctx, accts, report, claimId),
-    report,
-    allowUnverified,
+  // The accounts' fresh lookups (profile, device list) need nothing from the claim: they run while it
+  // does, and the vetting below counts them as fresh.
+  const since = ctx.verifier.mark();
+  const looking = Promise.all(
+    accts.map((acct) => ctx.verifier.prefetch(acct, { fresh: true }).catch(() => undefined)),
   );
+  let fromDirectory: VerifiedKeyPackage[];
+  try {
+    fromDirectory = await claimKeyPackages(ctx, accts, report, claimId);
+  } finally {
+    await looking;
+  }
+  const claimed = await vetKeyPackages(ctx, fromDirectory, report, allowUnverified, since);
   const fresh: VerifiedKeyPackage[] = [];
   for (const kp of claimed) {
     const key = toBase64url(kp.sigKey);
