@@ -27,7 +27,9 @@
 //                too (`verificationSettled()`).
 //   self-update  client `selfUpdate` vs ts-mls `createCommit` with no proposals (an update path).
 //   message      client `send` of a short note (one ActivityStreams Note, padded, posted) vs ts-mls
-//                `createApplicationMessage` of a payload of the same size, padded the same way.
+//                `createApplicationMessage` of a payload of the same size, padded the same way; message m
+//                of an epoch on both sides (until 2026-11-27 11:00 the raw side encrypted every message
+//                from the epoch's first state, so each paid the derivation only a first message pays).
 //   remove       back to N-1 members: client `removeMembers` vs ts-mls `createCommit` with one Remove.
 // Network: the client's requests go to services in another process on loopback. Their time (the union
 // of the request intervals, meters.ts) is shown apart, and the ratio is given both with it and without
@@ -601,13 +603,14 @@ async function main(): Promise<void> {
       // messages
       state = await readState(groupId);
       const payload = encodeCleartext(buildCreateNote(`acct:${owner.acct}`, MESSAGE_TEXT));
-      const padded = {
-        ...state,
-        clientConfig: profileClientConfig(applicationPaddingFor(payload.byteLength)),
-      };
+      const clientConfig = profileClientConfig(applicationPaddingFor(payload.byteLength));
+      // Message m of the epoch on both sides: the raw state moves on with each message, as the client's
+      // does (the first one derives the sender's ratchet from the secret tree, the next ones step it).
+      let rawState: ClientState = { ...state, clientConfig };
       for (let m = 0; m < MESSAGES; m++) {
+        const from = rawState;
         const rawMessage = await timeRaw(async (cs) => {
-          const r = await createApplicationMessage(padded, payload, cs);
+          const r = await createApplicationMessage(from, payload, cs);
           encodeMlsMessage({
             version: "mls10",
             wireformat: "mls_private_message",
@@ -615,6 +618,7 @@ async function main(): Promise<void> {
           });
           return r;
         });
+        rawState = { ...rawMessage.value.newState, clientConfig };
         const sent = await timeClient(`N=${n} message`, () => owner.send(groupId, MESSAGE_TEXT));
         record(n, "message", rawMessage, sent.t0, sent.t1, sent.c0, sent.c1);
       }
