@@ -321,7 +321,8 @@ export class MlsDmClient {
         opts.identity,
       );
       const client = new MlsDmClient(ctx, timeout);
-      client.generation = store.writes !== writes ? store.bumpGeneration() : generation;
+      // Writes of a process that died holding the lock are announced too (see op()).
+      client.generation = store.writes !== writes || lock.brokeStale ? store.bumpGeneration() : generation;
       return client;
     } finally {
       await lock.release();
@@ -369,7 +370,13 @@ export class MlsDmClient {
       try {
         if (!(await store.keyStillValid())) throw this.directoryChanged();
         const current = store.readGeneration();
-        if (current !== this.generation) {
+        if (lock.brokeStale) {
+          // A process died in the middle of an operation (e.g. after saving a moved ratchet and posting):
+          // its writes were never announced. Re-read them, and announce them to every other live process,
+          // or one of them would go on from its older copy and reuse a key generation.
+          this.generation = store.bumpGeneration();
+          await this.ctx.reload();
+        } else if (current !== this.generation) {
           await this.ctx.reload();
           this.generation = current;
         }

@@ -5,7 +5,7 @@ import { checkServiceUrl } from "../transport/serviceUrl.js";
 import { limiter } from "../util/mapLimit.js";
 import { noteBehindRetention, noteForkNotice, reportForks } from "./forks.js";
 import { joinFromWelcome } from "./join.js";
-import { settleOutbox } from "./outbox.js";
+import { settleEchoAfterLeaving, settleOutbox } from "./outbox.js";
 import { markLeft, receiveGroupMessage } from "./receive.js";
 
 /**
@@ -52,7 +52,11 @@ async function processItem(ctx: DeviceContext, hub: string, item: InboxItem): Pr
     case "message": {
       const g = ctx.groups.get(item.group_id);
       // A hub speaks only for the groups it hosts: never let one inject messages into another's group.
-      if (g === undefined || g.record.status !== "active" || g.record.hub !== hub) return;
+      if (g === undefined || g.record.hub !== hub) return;
+      if (g.record.status !== "active") {
+        await settleEchoAfterLeaving(ctx, g, item);
+        return;
+      }
       await receiveGroupMessage(ctx, g, {
         seq: item.seq,
         epoch: item.epoch,

@@ -1,5 +1,6 @@
-import type { Activity } from "@mastodon-mls/protocol";
+import { LIMITS, fromBase64url, type Activity } from "@mastodon-mls/protocol";
 import type { DeviceContext, GroupHandle } from "../context.js";
+import { messageHash } from "../mls/codec.js";
 import type { HistoryEntry, OutboxEntry } from "../store/schemas.js";
 
 // A message this device sends exists, until its history line is on disk, only as an outbox entry written
@@ -49,12 +50,24 @@ export class HistoryFlusher {
     return this.written.has(hash);
   }
 
-  /** Appends the line of an accepted own message (no fsync) and schedules the flush that makes it durable. */
+  /**
+   * Appends the line of an accepted own message (no fsync) and schedules the flush that makes it durable.
+   * Never throws: the hub has the message, and a line that could not be written now is written when the
+   * entry (which keeps `seq` with the group's next save) is settled.
+   */
   async appendLater(g: GroupHandle, entry: OutboxEntry, seq: number): Promise<void> {
     const groupId = g.record.groupId;
-    await this.ctx.store.appendHistory(groupId, [ownHistoryEntry(this.ctx, seq, entry.at, entry.activity)], {
-      durable: false,
-    });
+    entry.seq = seq;
+    try {
+      await this.ctx.store.appendHistory(
+        groupId,
+        [ownHistoryEntry(this.ctx, seq, entry.at, entry.activity)],
+        { durable: false },
+      );
+    } catch (e) {
+      this.reportFailure(groupId, e);
+      return;
+    }
     this.written.add(entry.hash);
     const previous = this.inFlight.get(groupId) ?? Promise.resolve();
     const flush = previous.then(() => this.flush(groupId, entry.hash));
@@ -69,17 +82,21 @@ export class HistoryFlusher {
       await this.ctx.store.flushHistory(groupId);
     } catch (e) {
       // The entry stays in the outbox, so nothing is lost: a later read settles it (tail check).
-      this.ctx.emit({
-        type: "error",
-        groupId,
-        operation: "writing a sent message to the history",
-        message: e instanceof Error ? e.message : String(e),
-      });
+      this.reportFailure(groupId, e);
       return;
     }
     const g = this.ctx.groups.get(groupId);
     if (g?.record.outbox !== undefined) g.record.outbox = g.record.outbox.filter((e) => e.hash !== hash);
     this.written.delete(hash);
+  }
+
+  private reportFailure(groupId: string, e: unknown): void {
+    this.ctx.emit({
+      type: "error",
+      groupId,
+      operation: "writing a sent message to the history (it stays in the group's outbox; retried later)",
+      message: e instanceof Error ? e.message : String(e),
+    });
   }
 
   /** Resolves once every line appended so far is durable (or its flush failed and was reported). */
@@ -88,7 +105,10 @@ export class HistoryFlusher {
   }
 }
 
-/** The echo of an own application message: settles its outbox entry. True when the group record changed. */
+/**
+ * The echo of an own application message (`hash` of its bytes, `seq` the hub's number): settles its
+ * outbox entry. True when the group record changed (the caller saves it).
+ */
 export async function settleEcho(
   ctx: DeviceContext,
   g: GroupHandle,
@@ -97,11 +117,34 @@ export async function settleEcho(
 ): Promise<boolean> {
   const entry = g.record.outbox?.find((e) => e.hash === hash);
   if (entry === undefined) return false;
+  // The echo is read only once: from now on the entry must know its number (a re-read of the record
+  // from disk, after another process wrote, may have brought it back without one).
+  entry.seq = seq;
   // Written by this process: its flush takes the entry out.
-  if (ctx.historyFlusher.wrote(hash)) return false;
+  if (ctx.historyFlusher.wrote(hash)) return true;
   await writeLineIfMissing(ctx, g, entry, seq);
   g.record.outbox = g.record.outbox!.filter((e) => e !== entry);
   return true;
+}
+
+/**
+ * An item of a group this device left (its state is gone, so it reads nothing there any more): the echo
+ * of one of its own messages still settles that message's outbox entry, which a post whose answer was
+ * lost just before leaving left behind.
+ */
+export async function settleEchoAfterLeaving(
+  ctx: DeviceContext,
+  g: GroupHandle,
+  item: { sender: string; seq: number; message: string },
+): Promise<void> {
+  if (item.sender !== ctx.deviceId || (g.record.outbox?.length ?? 0) === 0) return;
+  let bytes: Uint8Array;
+  try {
+    bytes = fromBase64url(item.message, LIMITS.mlsMessageBytes);
+  } catch {
+    return; // not one of ours: its hash would match nothing
+  }
+  if (await settleEcho(ctx, g, messageHash(bytes), item.seq)) await ctx.saveGroup(g);
 }
 
 /**
@@ -138,6 +181,8 @@ async function writeLineIfMissing(
   entry: OutboxEntry,
   seq: number,
 ): Promise<void> {
-  if (await ctx.store.historyTailHas(g.record.groupId, seq)) return;
+  // A line found may have been written by a process that stopped before its flush: made durable here,
+  // as the entry is about to go.
+  if (await ctx.store.historyTailHas(g.record.groupId, seq)) return ctx.store.flushHistory(g.record.groupId);
   await ctx.store.appendHistory(g.record.groupId, [ownHistoryEntry(ctx, seq, entry.at, entry.activity)]);
 }

@@ -69,8 +69,9 @@ export async function sendActivity(
       // No answer, or the hub failed: it may have accepted the message. The entry stays until a read of
       // the hub settles it (outbox.ts).
       if (!(e instanceof ProtocolError) || e.status >= 500) throw e;
-      // Refused: nobody has it. Out of the outbox (on disk with the next save, or after a full read).
+      // Refused: nobody has it. Out of the outbox, on disk too, so that no later read reports it again.
       g.record.outbox = g.record.outbox.filter((o) => o !== entry);
+      await ctx.saveGroup(g);
       if (e.code === "wrong_epoch" || e.code === "stale_epoch") {
         await catchUp(g.record.hub);
         await backoff(ctx.retry, attempt);
@@ -78,7 +79,6 @@ export async function sendActivity(
       }
       throw e;
     }
-    entry.seq = seq;
     await ctx.historyFlusher.appendLater(g, entry, seq);
     return { seq, epoch: Number(privateMessage.epoch) };
   }

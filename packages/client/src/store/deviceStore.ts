@@ -276,8 +276,9 @@ export class DeviceStore {
 
   bumpGeneration(): string {
     const token = randomBytes(12).toString("hex");
-    // Only tells other live processes to re-read: after a crash every process starts by reading anyway,
-    // so the marker needs no fsync (two per operation otherwise).
+    // Only tells other live processes to re-read: after a crash of the machine every process starts by
+    // reading anyway, so the marker needs no fsync (two per operation otherwise). A process that dies alone
+    // never bumps it: whoever breaks its lock re-reads and bumps instead (lock.ts brokeStale).
     writeMarkerSync(join(this.dir, GENERATION_FILE), token);
     return token;
   }
