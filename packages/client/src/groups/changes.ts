@@ -17,9 +17,11 @@ import {
 } from "ts-mls";
 import type { DeviceContext } from "../context.js";
 import { ClientError } from "../errors.js";
+import { LOOKUP_CONCURRENCY } from "../identity/members.js";
 import { encodeWelcomeMessage } from "../mls/codec.js";
 import { leavesOf } from "../mls/leaves.js";
 import type { LeavingDevice } from "../store/schemas.js";
+import { mapLimit } from "../util/mapLimit.js";
 import type { BuiltCommit } from "./commitPipeline.js";
 
 // The three changes a member makes (DESIGN §2: only Add, Remove and Update after creation), each built
@@ -191,17 +193,14 @@ export async function buildAdd(
   report.refused = [];
   const present = new Set(leavesOf(state.ratchetTree).map((l) => toBase64url(l.node.signaturePublicKey)));
   // The accounts' fresh lookups (profile, device list) need nothing from the claim: they run while it
-  // does, and the vetting below counts them as fresh.
+  // does (a few accounts at a time, as in every verification), and the vetting below counts them as
+  // fresh. A failed claim does not wait for them; they end on their own, their answers cached.
   const since = ctx.verifier.mark();
-  const looking = Promise.all(
-    accts.map((acct) => ctx.verifier.prefetch(acct, { fresh: true }).catch(() => undefined)),
+  const looking = mapLimit(accts, LOOKUP_CONCURRENCY, (acct) =>
+    ctx.verifier.prefetch(acct, { fresh: true }).catch(() => undefined),
   );
-  let fromDirectory: VerifiedKeyPackage[];
-  try {
-    fromDirectory = await claimKeyPackages(ctx, accts, report, claimId);
-  } finally {
-    await looking;
-  }
+  const fromDirectory = await claimKeyPackages(ctx, accts, report, claimId);
+  await looking;
   const claimed = await vetKeyPackages(ctx, fromDirectory, report, allowUnverified, since);
   const fresh: VerifiedKeyPackage[] = [];
   for (const kp of claimed) {

@@ -45,7 +45,7 @@ export function verifyGroupMembers(
 }
 
 /** How many accounts are looked up at once (four requests each: WebFinger, instance, lookup, directory). */
-const LOOKUP_CONCURRENCY = 8;
+export const LOOKUP_CONCURRENCY = 8;
 
 /** The group's leaves by account (tree order); leaves without a canonical acct are invalid offline. */
 function leavesByAcct(ctx: DeviceContext, groupId: string): Map<string, ReturnType<typeof leavesOf>> {
