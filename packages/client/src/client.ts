@@ -145,11 +145,13 @@ export interface Member {
   /**
    * The account's status (docs/identity.md §6) from the last `sync()`/`verifyMembers()`, or, for this
    * leaf, `invalid` (its certificate failed offline, MV-1/MV-14) or `revoked` (not in the account's list,
-   * MV-16). `unverified`: the certificate verified offline and the account has not been checked yet in
-   * this process.
+   * MV-16). Before this process has verified the account: the status last announced for it in this
+   * group (kept in the group record), with `remembered`; `unverified` if it never was.
    */
   status: MemberStatusName | "unverified";
   reason?: string;
+  /** `status` is the one last announced, kept from an earlier process; not looked up again yet. */
+  remembered?: true;
   /** This device's own leaf. */
   self: boolean;
 }
@@ -667,7 +669,17 @@ export class MlsDmClient {
         };
       }
       const v = verified?.get(l.acct);
-      if (v === undefined) return { ...base, status: "unverified", reason: "not verified online yet" };
+      if (v === undefined) {
+        const last = g.record.memberStatuses?.[l.acct];
+        return last === undefined
+          ? { ...base, status: "unverified", reason: "not verified online yet" }
+          : {
+              ...base,
+              status: last,
+              reason: "as last verified (not looked up again since this device started)",
+              remembered: true,
+            };
+      }
       const leaf = v.leaves.find((x) => x.deviceId === l.deviceId);
       if (leaf !== undefined && (leaf.state === "invalid" || leaf.state === "revoked")) {
         return { ...base, status: leaf.state, reason: leaf.reason ?? v.reason };
