@@ -307,6 +307,7 @@ export class MlsDmClient {
     const timeout = opts.lockTimeoutMs ?? DEFAULT_LOCK_TIMEOUT_MS;
     const lock = await acquireDeviceLock(store.dir, { timeoutMs: timeout });
     try {
+      store.beginOperation();
       const generation = store.readGeneration();
       const writes = store.writes;
       let device = await store.readDevice();
@@ -323,8 +324,7 @@ export class MlsDmClient {
         opts.identity,
       );
       const client = new MlsDmClient(ctx, timeout);
-      // Writes of a process that died holding the lock are announced too (see op()).
-      client.generation = store.writes !== writes || lock.brokeStale ? store.bumpGeneration() : generation;
+      client.generation = store.writes !== writes ? store.readGeneration() : generation;
       return client;
     } finally {
       await lock.release();
@@ -371,21 +371,17 @@ export class MlsDmClient {
       const writes = store.writes;
       try {
         if (!(await store.keyStillValid())) throw this.directoryChanged();
+        store.beginOperation();
         const current = store.readGeneration();
-        if (lock.brokeStale) {
-          // A process died in the middle of an operation (e.g. after saving a moved ratchet and posting):
-          // its writes were never announced. Re-read them, and announce them to every other live process,
-          // or one of them would go on from its older copy and reuse a key generation.
-          this.generation = store.bumpGeneration();
-          await this.ctx.reload();
-        } else if (current !== this.generation) {
+        if (current !== this.generation) {
           await this.ctx.reload();
           this.generation = current;
         }
         return await task();
       } finally {
         try {
-          if (store.writes !== writes) this.generation = store.bumpGeneration();
+          // The first write announced this operation (DeviceStore.beginOperation): the marker is ours.
+          if (store.writes !== writes) this.generation = store.readGeneration();
         } finally {
           await lock.release();
           for (const listener of this.afterOp) {
@@ -670,7 +666,8 @@ export class MlsDmClient {
       }
       const v = verified?.get(l.acct);
       if (v === undefined) {
-        const last = g.record.memberStatuses?.[l.acct];
+        // Only for a leaf the recorded status covered: a device added since is not vouched for by it.
+        const last = check.covered === true ? g.record.memberStatuses?.[l.acct] : undefined;
         return last === undefined
           ? { ...base, status: "unverified", reason: "not verified online yet" }
           : {

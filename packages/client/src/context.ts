@@ -285,13 +285,17 @@ export class DeviceContext {
   }
 
   /**
-   * Hubs that host none of this device's active groups (invitations that led nowhere, groups left) are
+   * Hubs that host none of this device's active groups (invitations that led nowhere, groups left) nor
+   * own messages waiting to be settled are
    * forgotten once the invitation is INVITED_HUB_SECONDS old, and beyond the MAX_IDLE_HUBS most recent:
    * anyone can send invitations naming any URL, and each hub is polled on every sync and listened to.
    */
   async pruneHubs(): Promise<void> {
     const busy = new Set<string>([this.home.delivery.baseUrl]);
-    for (const g of this.groups.values()) if (g.record.status === "active") busy.add(g.record.hub);
+    for (const g of this.groups.values()) {
+      // A left group's hub too while own messages there wait to be settled by a read of it (outbox.ts).
+      if (g.record.status === "active" || (g.record.outbox?.length ?? 0) > 0) busy.add(g.record.hub);
+    }
     const invitedAt = this.cursors.invitedAt ?? {};
     const idle = Object.keys(this.cursors.hubs)
       .filter((h) => !busy.has(h))

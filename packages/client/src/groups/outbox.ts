@@ -81,7 +81,9 @@ export class HistoryFlusher {
     try {
       await this.ctx.store.flushHistory(groupId);
     } catch (e) {
-      // The entry stays in the outbox, so nothing is lost: a later read settles it (tail check).
+      // The entry stays in the outbox, so nothing is lost: a later read settles it (the tail check finds
+      // the line and fsyncs it then).
+      this.written.delete(hash);
       this.reportFailure(groupId, e);
       return;
     }

@@ -211,6 +211,14 @@ async function verifyGroupMembersNow(
       g.record.memberStatuses = { ...(g.record.memberStatuses ?? {}), [acct]: v.status };
       dirty = true;
     }
+    // The recorded status speaks for these leaves (members() shows it for them only, until re-verified).
+    for (const l of byAcct.get(acct) ?? []) {
+      const key = String(l.leafIndex);
+      const check = g.record.leaves[key];
+      if (check === undefined || check.covered === true) continue;
+      g.record.leaves = { ...g.record.leaves, [key]: { ...check, covered: true } };
+      dirty = true;
+    }
     if (acct === ctx.device.acct) {
       for (const leaf of v.leaves) {
         if (leaf.state === "revoked" && leaf.deviceId !== ctx.deviceId) revokedOwn.push(leaf.deviceId);

@@ -93,6 +93,9 @@ export const GENERATION_FILE = "generation";
 export class DeviceStore {
   /** Files written through this instance since it was opened. */
   writes = 0;
+  /** beginOperation() count, and the operation whose first write bumped the generation marker. */
+  private operation = 0;
+  private announcedIn = -1;
 
   private constructor(
     readonly dir: string,
@@ -256,7 +259,7 @@ export class DeviceStore {
   }
 
   private async write(path: string, format: string, body: object): Promise<void> {
-    this.writes++;
+    this.noteWrite();
     await writeRecord(path, this.rel(path), format, body, this.cipher, this.hooks);
   }
 
@@ -270,6 +273,24 @@ export class DeviceStore {
 
   // generation: lets another process see that this one changed the directory (see MlsDmClient)
 
+  /**
+   * Starts an operation under the directory's lock: its first write announces itself (bumps the
+   * generation marker) before it happens, so that a process killed in the middle of an operation has
+   * already told every other live process to re-read. An announcement after the operation would never
+   * come from a process that died, and another process would go on from its older copy of the state
+   * (a ratchet moved on there: a key generation used twice).
+   */
+  beginOperation(): void {
+    this.operation++;
+  }
+
+  private noteWrite(): void {
+    this.writes++;
+    if (this.announcedIn === this.operation) return;
+    this.announcedIn = this.operation;
+    this.bumpGeneration();
+  }
+
   readGeneration(): string {
     return readSmallFileSync(join(this.dir, GENERATION_FILE))?.toString("utf8") ?? "";
   }
@@ -277,8 +298,7 @@ export class DeviceStore {
   bumpGeneration(): string {
     const token = randomBytes(12).toString("hex");
     // Only tells other live processes to re-read: after a crash of the machine every process starts by
-    // reading anyway, so the marker needs no fsync (two per operation otherwise). A process that dies alone
-    // never bumps it: whoever breaks its lock re-reads and bumps instead (lock.ts brokeStale).
+    // reading anyway, so the marker needs no fsync (two per operation otherwise).
     writeMarkerSync(join(this.dir, GENERATION_FILE), token);
     return token;
   }
@@ -321,7 +341,7 @@ export class DeviceStore {
   }
 
   async deleteLink(): Promise<void> {
-    this.writes++;
+    this.noteWrite();
     return removeFileDurably(join(this.dir, "link.json"));
   }
 
@@ -367,7 +387,7 @@ export class DeviceStore {
   }
 
   async deleteKeyPackage(ref: string): Promise<void> {
-    this.writes++;
+    this.noteWrite();
     return removeFileDurably(this.keyPackagePath(ref));
   }
 
@@ -447,7 +467,7 @@ export class DeviceStore {
     for (const file of await listDir(this.groupDir(groupId))) {
       const m = /^base-([A-Za-z0-9_-]{43})\.json$/.exec(file);
       if (m === null || keep.includes(m[1]!)) continue;
-      this.writes++;
+      this.noteWrite();
       await removeFileDurably(join(this.groupDir(groupId), file));
     }
   }
@@ -466,7 +486,7 @@ export class DeviceStore {
   }
 
   async deletePending(groupId: string): Promise<void> {
-    this.writes++;
+    this.noteWrite();
     return removeFileDurably(join(this.groupDir(groupId), "pending.json"));
   }
 
@@ -483,7 +503,7 @@ export class DeviceStore {
     opts: { durable?: boolean } = {},
   ): Promise<void> {
     if (entries.length === 0) return;
-    this.writes++;
+    this.noteWrite();
     const dir = this.groupDir(groupId);
     const path = join(dir, "history.jsonl");
     const rel = this.rel(path);

@@ -18,11 +18,6 @@ export const LOCK_FILE = "lock";
 
 export interface DeviceLock {
   release(): Promise<void>;
-  /**
-   * The lock was taken over from a process that died holding it: whatever that process wrote was never
-   * announced (its generation marker bump comes after its operation), so everything must be re-read.
-   */
-  readonly brokeStale: boolean;
 }
 
 /** How long an operation waits by default for another process to release the directory. */
@@ -44,12 +39,10 @@ export async function acquireDeviceLock(dir: string, opts: LockOptions): Promise
   const mine: LockContent = { pid: process.pid, host: hostname(), token: randomBytes(12).toString("hex") };
   const text = JSON.stringify(mine);
   const deadline = Date.now() + opts.timeoutMs;
-  let brokeStale = false;
   for (let attempt = 0; ; attempt++) {
     try {
       createFileSync(path, text);
       return {
-        brokeStale,
         release: async () => {
           // Only our own lock: never one that another process took after breaking ours as stale.
           if (readText(path) === text) rmSync(path, { force: true });
@@ -65,7 +58,6 @@ export async function acquireDeviceLock(dir: string, opts: LockOptions): Promise
       // Left by a process that died. Re-read right before removing, so that a lock another process took
       // after breaking the same stale lock is not removed too.
       if (readText(path) === held) rmSync(path, { force: true });
-      brokeStale = true;
       continue;
     }
     if (Date.now() >= deadline) {

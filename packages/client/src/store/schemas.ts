@@ -102,6 +102,8 @@ export const LeafCheck = z.object({
   deviceId: z.string(),
   status: z.enum(["unverified", "invalid"]),
   reason: z.string().optional(),
+  /** Its account's recorded status (`memberStatuses`) came from a verification that included this leaf. */
+  covered: z.literal(true).optional(),
 });
 export type LeafCheck = z.infer<typeof LeafCheck>;
 
