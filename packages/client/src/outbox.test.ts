@@ -279,6 +279,23 @@ describe("sent messages survive a crash", () => {
     expect(outboxOnDisk(alice.dir, groupId)).toEqual([]);
   });
 
+  it("keeps reading a left group's hub, however old the invitation, while an own message there waits", async () => {
+    const carol = await newClient(a, "carol10", resolver);
+    const dan = await newClient(b, "dan10", resolver);
+    const { groupId } = await carol.createGroup(["@dan10@b.test"]); // hosted by a.test's hub
+    await settle([carol, dan]);
+    loseNextAnswer(groupId);
+    await expect(dan.send(groupId, "said before leaving")).rejects.toThrow();
+    await dan.leave(groupId);
+
+    // Fifteen days on: a hub that hosts none of dan's groups and invited him that long ago is dropped
+    // (INVITED_HUB_SECONDS), but not while his message there waits for its echo.
+    const later = await reopen(dan.dir, 15 * 24 * 60);
+    expect(notSent(await later.sync())).toEqual([]);
+    expect((await texts(later, groupId)).map((m) => m.text)).toEqual(["said before leaving"]);
+    expect(outboxOnDisk(dan.dir, groupId)).toEqual([]);
+  });
+
   it("normal sending writes each line once, and the outbox empties", async () => {
     const alice = await newClient(a, "alice4", resolver);
     const bob = await newClient(b, "bob4", resolver);
