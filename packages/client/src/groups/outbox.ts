@@ -17,12 +17,7 @@ import type { HistoryEntry, OutboxEntry } from "../store/schemas.js";
 export const NOT_SENT_AFTER_MS = 2 * 60_000;
 
 /** The history line of an own message. */
-export function ownHistoryEntry(
-  ctx: DeviceContext,
-  seq: number,
-  at: string,
-  activity: Activity,
-): HistoryEntry {
+function ownHistoryEntry(ctx: DeviceContext, seq: number, at: string, activity: Activity): HistoryEntry {
   return {
     v: 1,
     seq,

@@ -190,6 +190,10 @@ async function verifyGroupMembersNow(
     }
     return v;
   });
+  // What changes is copied once per pass, on its first change: a copy per account is quadratic in a large
+  // group's first verification (512 accounts: 512 copies of 512 entries).
+  let statuses: NonNullable<typeof g.record.memberStatuses> | undefined;
+  let checks: typeof g.record.leaves | undefined;
   for (const [i, acct] of [...byAcct.keys()].entries()) {
     const v = verdicts[i]!;
     const announced = g.record.memberStatuses?.[acct];
@@ -207,17 +211,13 @@ async function verifyGroupMembersNow(
         reason: v.reason,
       });
     }
-    if (g.record.memberStatuses?.[acct] !== v.status) {
-      g.record.memberStatuses = { ...(g.record.memberStatuses ?? {}), [acct]: v.status };
-      dirty = true;
-    }
+    if (announced !== v.status) (statuses ??= { ...(g.record.memberStatuses ?? {}) })[acct] = v.status;
     // The recorded status speaks for these leaves (members() shows it for them only, until re-verified).
     for (const l of byAcct.get(acct) ?? []) {
       const key = String(l.leafIndex);
       const check = g.record.leaves[key];
       if (check === undefined || check.covered === true) continue;
-      g.record.leaves = { ...g.record.leaves, [key]: { ...check, covered: true } };
-      dirty = true;
+      (checks ??= { ...g.record.leaves })[key] = { ...check, covered: true };
     }
     if (acct === ctx.device.acct) {
       for (const leaf of v.leaves) {
@@ -241,7 +241,9 @@ async function verifyGroupMembersNow(
       }
     }
   }
-  if (dirty) await ctx.saveGroup(g);
+  if (statuses !== undefined) g.record.memberStatuses = statuses;
+  if (checks !== undefined) g.record.leaves = checks;
+  if (dirty || statuses !== undefined || checks !== undefined) await ctx.saveGroup(g);
   return { revokedOwn, badLeaves };
 }
 
