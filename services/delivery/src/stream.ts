@@ -42,7 +42,9 @@ import { submitMessage } from "./submit.js";
 // Writing: each frame the socket sends on its own is a system call (and, on loopback, the receiver's TCP
 // work too), the largest cost of a push. So answers to `submit` frames wait for the end of the event-loop
 // turn as well, and everything a stream has to send then leaves in one write: typically a sender's
-// `submitted` and the push of its own message, whose announcement arrives in the same turn.
+// `submitted` and the push of its own message, whose announcement usually arrives in the same turn (with
+// Redis it comes on the subscriber's connection, and under load sometimes a turn later: then it waits for
+// the hold like any push).
 
 /**
  * The pushed item's JSON up to the cursor's value, UTF-8, of the event being dispatched: the same for
