@@ -252,11 +252,17 @@ export class DeviceContext {
 
   /** Writes `state` whole as a base snapshot of the group (unless that very snapshot is on disk). */
   async writeBase(groupId: string, state: ClientState): Promise<StateBase> {
+    const { base, text } = await this.prepareBase(groupId, state);
+    if (text !== undefined) await this.store.writeGroupBase(groupId, base.name, text);
+    return base;
+  }
+
+  /** `state` whole as a base snapshot: its name, and its text unless that very snapshot is on disk. */
+  async prepareBase(groupId: string, state: ClientState): Promise<{ base: StateBase; text?: string }> {
     const whole = encodeState(state);
     const name = createHash("sha256").update(whole).digest("base64url");
-    if (!(await this.store.hasGroupBase(groupId, name)))
-      await this.store.writeGroupBase(groupId, name, whole);
-    return baseOf(name, state);
+    const base = baseOf(name, state);
+    return (await this.store.hasGroupBase(groupId, name)) ? { base } : { base, text: whole };
   }
 
   async saveDevice(): Promise<void> {

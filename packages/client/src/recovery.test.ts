@@ -1,4 +1,5 @@
-import { cpSync, existsSync } from "node:fs";
+import { copyFileSync, cpSync, existsSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MlsDmClient } from "./client.js";
 import { DeviceStore } from "./store/deviceStore.js";
@@ -81,6 +82,46 @@ describe("recovery", () => {
       await settle([restarted, bob]);
       expect(await texts(bob, groupId)).toContain("back");
       expect(await texts(restarted, groupId)).toContain("welcome back");
+    },
+  );
+
+  it(
+    "a pending.json back after a power loss (its deletion is not fsynced), from an epoch the group has left, is settled with the hub and changes nothing",
+    { timeout: 60_000 },
+    async () => {
+      const alice = await newClient(a, "alice2", resolver);
+      const bob = await newClient(b, "bob2", resolver);
+      const { groupId } = await alice.createGroup(["@bob2@b.test"]);
+      await settle([alice, bob]);
+      const epoch = alice.epoch(groupId);
+
+      // The pending commit of a self-update, as it was on disk before the hub accepted it.
+      const saved = `${alice.dir}-pending-copy`;
+      const store = await DeviceStore.open(alice.dir, {
+        hooks: {
+          beforeRename: (temp) => {
+            if (temp.includes("pending.json")) copyFileSync(temp, saved);
+          },
+        },
+      });
+      const first = await MlsDmClient.openStore(store, { services: resolver, retry: FAST_RETRY });
+      await first.selfUpdate(groupId);
+      expect(first.epoch(groupId)).toBe(epoch + 1);
+      const pendingPath = join(alice.dir, "groups", groupId, "pending.json");
+      expect(existsSync(pendingPath)).toBe(false);
+      // The power loss: the deletion never reached the disk.
+      writeFileSync(pendingPath, readFileSync(saved));
+
+      const restarted = await MlsDmClient.open(alice.dir, { services: resolver, retry: FAST_RETRY });
+      const events = await restarted.sync();
+      expect(events.filter((e) => e.type === "error" || e.type === "undecryptable")).toEqual([]);
+      expect(existsSync(pendingPath)).toBe(false);
+      expect(restarted.epoch(groupId)).toBe(epoch + 1); // the hub named our commit: nothing made again
+      await settle([restarted, bob]);
+      expect(bob.epochAuthenticator(groupId)).toBe(restarted.epochAuthenticator(groupId));
+      await restarted.send(groupId, "still here");
+      await settle([restarted, bob]);
+      expect(await texts(bob, groupId)).toContain("still here");
     },
   );
 

@@ -58,7 +58,7 @@ export async function savePending(
 ): Promise<PendingCommitRecord> {
   // The new state is written once, as the base snapshot it will be once accepted: promoting it then
   // writes only group.json's small delta.
-  const base = await ctx.writeBase(g.record.groupId, built.newState);
+  const { base, text } = await ctx.prepareBase(g.record.groupId, built.newState);
   const pending: PendingCommitRecord = {
     intent,
     epoch: Number(baseEpoch),
@@ -68,16 +68,25 @@ export async function savePending(
     newStateBase: base.name,
     invitees: built.invitees,
   };
-  await ctx.store.writePending(g.record.groupId, pending);
+  await ctx.store.writePendingWithBase(
+    g.record.groupId,
+    text === undefined ? undefined : { name: base.name, state: text },
+    pending,
+  );
   g.pending = pending;
   return pending;
 }
 
-/** The hub accepted our pending commit: it becomes the group's state. */
+/**
+ * The hub accepted our pending commit: it becomes the group's state. `invited`: the accounts whose
+ * invitations were posted meanwhile (runCommit posts them while this runs, and one write of the group
+ * then records both); the others stay in `unsentInvitations` for the next follow-up.
+ */
 export async function promotePending(
   ctx: DeviceContext,
   g: GroupHandle,
   newState?: ClientState,
+  invited?: Promise<ReadonlySet<string>>,
 ): Promise<void> {
   const p = g.pending;
   if (p === undefined) return;
@@ -103,12 +112,19 @@ export async function promotePending(
   }
   g.record.leaving = stillLeaving(g.record.leaving, g.state);
   g.record.leaves = (await checkLeaves(g.state.ratchetTree, g.record.leaves)).checks;
-  g.record.unsentInvitations = [...new Set([...g.record.unsentInvitations, ...p.invitees])];
+  const sent = (await invited) ?? new Set<string>();
+  g.record.unsentInvitations = [...new Set([...g.record.unsentInvitations, ...p.invitees])].filter(
+    (acct) => !sent.has(acct),
+  );
   if (p.intent.kind === "update") g.record.needsSelfUpdate = false;
-  await ctx.saveGroup(g);
+  // The device record (KeyPackages this commit used) is another file: both are written side by side.
+  await Promise.all([
+    ctx.saveGroup(g),
+    p.intent.kind === "add" ? rememberAddedKeyPackages(ctx, fromBase64url(p.commit)) : undefined,
+  ]);
+  // Only now: a crash before the group's write leaves the commit pending, to be settled with the hub.
   await ctx.store.deletePending(g.record.groupId);
   g.pending = undefined;
-  if (p.intent.kind === "add") await rememberAddedKeyPackages(ctx, fromBase64url(p.commit));
 }
 
 /** How long a used KeyPackage ref is remembered: the directory's claim memo (10 minutes) and a margin. */
@@ -201,14 +217,12 @@ export async function runCommit(
     const pending = await savePending(ctx, g, intent, built, state.groupContext.epoch);
     try {
       await ctx.delivery(g.record.hub).submit(groupId, built.commit, built.welcome);
-      await promotePending(ctx, g, built.newState);
-      await sendInvitations(ctx, g);
+      await promoteAndInvite(ctx, g, built.newState);
       return built;
     } catch (e) {
       if (isWrongEpoch(e)) {
         if (winningHash(e) === pending.commitHash) {
-          await promotePending(ctx, g, built.newState);
-          await sendInvitations(ctx, g);
+          await promoteAndInvite(ctx, g, built.newState);
           return built;
         }
         await discardPending(ctx, g);
@@ -238,17 +252,39 @@ export async function runCommit(
 }
 
 /**
+ * Our commit was accepted: its invitations (DESIGN §6: never before) are posted while the new state is
+ * made the group's, and one write of the group records both.
+ */
+async function promoteAndInvite(ctx: DeviceContext, g: GroupHandle, newState: ClientState): Promise<void> {
+  const accts = [...new Set([...g.record.unsentInvitations, ...(g.pending?.invitees ?? [])])];
+  await promotePending(ctx, g, newState, accts.length === 0 ? undefined : postInvitations(ctx, g, accts));
+}
+
+/**
  * Posts the invitation pointer (DESIGN §6) for each account an accepted commit of ours added, to that
  * account's home delivery service. Failures stay in the record and are retried on the next sync.
  */
 export async function sendInvitations(ctx: DeviceContext, g: GroupHandle): Promise<void> {
-  const remaining: string[] = [];
-  for (const acct of g.record.unsentInvitations) {
+  const sent = await postInvitations(ctx, g, g.record.unsentInvitations);
+  if (sent.size > 0) {
+    g.record.unsentInvitations = g.record.unsentInvitations.filter((acct) => !sent.has(acct));
+    await ctx.saveGroup(g);
+  }
+}
+
+/** The accounts whose invitation was taken; each failure is an `error` event. Never rejects. */
+async function postInvitations(
+  ctx: DeviceContext,
+  g: GroupHandle,
+  accts: readonly string[],
+): Promise<ReadonlySet<string>> {
+  const sent = new Set<string>();
+  for (const acct of accts) {
     try {
       const home = await ctx.homeDeliveryOf(acct);
       await home.invite(acct, g.record.hub, g.record.groupId);
+      sent.add(acct);
     } catch (e) {
-      remaining.push(acct);
       ctx.emit({
         type: "error",
         groupId: g.record.groupId,
@@ -257,10 +293,7 @@ export async function sendInvitations(ctx: DeviceContext, g: GroupHandle): Promi
       });
     }
   }
-  if (remaining.length !== g.record.unsentInvitations.length) {
-    g.record.unsentInvitations = remaining;
-    await ctx.saveGroup(g);
-  }
+  return sent;
 }
 
 /** Leave requests whose device still sits at that leaf: the others are done. */

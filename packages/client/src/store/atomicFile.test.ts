@@ -7,6 +7,7 @@ import {
   readSmallFileSync,
   removeStaleTempFiles,
   writeFileAtomic,
+  writeFilesAtomicInOrder,
   writeMarkerSync,
 } from "./atomicFile.js";
 
@@ -48,6 +49,45 @@ describe("writeFileAtomic", () => {
     await writeFile(join(dir, "unrelated"), "x");
     await writeFileAtomic(path, "content");
     expect(await readFile(path, "utf8")).toBe("content");
+  });
+});
+
+describe("writeFilesAtomicInOrder", () => {
+  it("renames in the given order: a crash before a later rename leaves the earlier files new and the later old", async () => {
+    const dir = await tempDir();
+    const [base, pending] = [join(dir, "base.json"), join(dir, "pending.json")];
+    await writeFileAtomic(pending, "old pending");
+    const renamed: string[] = [];
+    const crash = writeFilesAtomicInOrder(
+      [
+        { path: base, data: "base" },
+        { path: pending, data: "new pending" },
+      ],
+      {
+        beforeRename: (temp) => {
+          if (temp.includes("pending.json")) throw new Error("simulated crash");
+          renamed.push(temp);
+        },
+      },
+    );
+    await expect(crash).rejects.toThrow("simulated crash");
+    expect(renamed).toHaveLength(1);
+    expect(await readFile(base, "utf8")).toBe("base");
+    expect(await readFile(pending, "utf8")).toBe("old pending");
+    await removeStaleTempFiles(dir);
+    expect((await readdir(dir)).sort()).toEqual(["base.json", "pending.json"]);
+  });
+
+  it("renames nothing and leaves no temporary file when one of the files cannot be written", async () => {
+    const dir = await tempDir();
+    const inMissingDir = join(dir, "missing", "b.json");
+    await expect(
+      writeFilesAtomicInOrder([
+        { path: join(dir, "a.json"), data: "a" },
+        { path: inMissingDir, data: "b" },
+      ]),
+    ).rejects.toMatchObject({ code: "ENOENT" });
+    expect(await readdir(dir)).toEqual([]);
   });
 });
 

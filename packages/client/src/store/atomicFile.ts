@@ -46,7 +46,34 @@ export async function writeFileAtomic(
   data: Uint8Array | string,
   hooks: AtomicWriteHooks = {},
 ): Promise<void> {
-  const dir = dirname(path);
+  await installFile(await stageFile(path, data), path, hooks);
+}
+
+/**
+ * Several files, each replaced atomically as by writeFileAtomic and each durable before the next one's
+ * rename (a later file may name an earlier one: a pending commit names its state's base snapshot). Only
+ * the writing and fsyncing of the temporary files run side by side: the thread pool overlaps their
+ * fsyncs, while the renames keep their order whatever the file system does with unsynced renames.
+ */
+export async function writeFilesAtomicInOrder(
+  files: readonly { path: string; data: Uint8Array | string }[],
+  hooks: AtomicWriteHooks = {},
+): Promise<void> {
+  const staged = await Promise.allSettled(files.map((f) => stageFile(f.path, f.data)));
+  const failed = staged.find((s): s is PromiseRejectedResult => s.status === "rejected");
+  if (failed !== undefined) {
+    // Nothing was renamed: the others' temporary files go too (removeStaleTempFiles would, at next open).
+    const written = staged.filter((s): s is PromiseFulfilledResult<string> => s.status === "fulfilled");
+    await Promise.all(written.map((s) => rm(s.value, { force: true })));
+    throw failed.reason;
+  }
+  for (const [i, s] of staged.entries()) {
+    await installFile((s as PromiseFulfilledResult<string>).value, files[i]!.path, hooks);
+  }
+}
+
+/** The temporary file beside `path` holding `data`, fsynced; returns its path. */
+async function stageFile(path: string, data: Uint8Array | string): Promise<string> {
   const temp = tempPathFor(path);
   const handle = await open(temp, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, FILE_MODE);
   try {
@@ -55,9 +82,13 @@ export async function writeFileAtomic(
   } finally {
     await handle.close();
   }
+  return temp;
+}
+
+async function installFile(temp: string, path: string, hooks: AtomicWriteHooks): Promise<void> {
   await hooks.beforeRename?.(temp);
   await rename(temp, path);
-  await fsyncDir(dir);
+  await fsyncDir(dirname(path));
 }
 
 /**
@@ -106,6 +137,16 @@ export async function fsyncDir(dir: string): Promise<void> {
   } finally {
     await handle.close();
   }
+}
+
+/**
+ * Deletes a file without waiting for the deletion to be durable (no fsync of the directory); a missing
+ * file is fine. Only for files whose return after a crash is harmless: a file nothing names any more
+ * (deleted again later), or one whose reader checks it is stale (a pending commit from an epoch the group
+ * has left, commitPipeline.ts). The next durable write in the directory makes the deletion durable too.
+ */
+export async function removeFile(path: string): Promise<void> {
+  await rm(path, { force: true });
 }
 
 /** Deletes a file and makes the deletion durable; a missing file is fine. */

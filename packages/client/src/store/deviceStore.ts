@@ -16,9 +16,11 @@ import {
   listDir,
   readFileIfExists,
   readSmallFileSync,
+  removeFile,
   removeFileDurably,
   removeStaleTempFiles,
   writeFileAtomic,
+  writeFilesAtomicInOrder,
   writeMarkerSync,
   type AtomicWriteHooks,
 } from "./atomicFile.js";
@@ -462,14 +464,18 @@ export class DeviceStore {
     return exists(this.basePath(groupId, name));
   }
 
-  /** Deletes the group's base snapshots but those in `keep` (after group.json stopped naming them). */
+  /**
+   * Deletes the group's base snapshots but those in `keep` (after group.json stopped naming them). Not
+   * durably: one back after a power loss is named by nothing and goes with the next deletion.
+   */
   async deleteGroupBases(groupId: string, keep: readonly string[]): Promise<void> {
-    for (const file of await listDir(this.groupDir(groupId))) {
+    const stale = (await listDir(this.groupDir(groupId))).filter((file) => {
       const m = /^base-([A-Za-z0-9_-]{43})\.json$/.exec(file);
-      if (m === null || keep.includes(m[1]!)) continue;
-      this.noteWrite();
-      await removeFileDurably(join(this.groupDir(groupId), file));
-    }
+      return m !== null && !keep.includes(m[1]!);
+    });
+    if (stale.length === 0) return;
+    this.noteWrite();
+    await Promise.all(stale.map((file) => removeFile(join(this.groupDir(groupId), file))));
   }
 
   async readPending(groupId: string): Promise<PendingCommitRecord | undefined> {
@@ -481,13 +487,53 @@ export class DeviceStore {
   }
 
   async writePending(groupId: string, rec: PendingCommitRecord): Promise<void> {
-    const dir = this.groupDir(groupId);
-    await intoDir(dir, () => this.write(join(dir, "pending.json"), "mls-dm.pending-commit", rec));
+    await this.writePendingWithBase(groupId, undefined, rec);
   }
 
+  /**
+   * A pending commit and, when given, the base snapshot it names: the snapshot is durable before
+   * pending.json appears, and the two are written and fsynced side by side (writeFilesAtomicInOrder).
+   */
+  async writePendingWithBase(
+    groupId: string,
+    base: { name: string; state: string } | undefined,
+    rec: PendingCommitRecord,
+  ): Promise<void> {
+    const dir = this.groupDir(groupId);
+    const files = [
+      ...(base === undefined
+        ? []
+        : [
+            {
+              path: this.basePath(groupId, base.name),
+              format: "mls-dm.group-base",
+              body: { state: base.state },
+            },
+          ]),
+      { path: join(dir, "pending.json"), format: "mls-dm.pending-commit", body: rec },
+    ];
+    this.noteWrite();
+    await intoDir(dir, () =>
+      writeFilesAtomicInOrder(
+        files.map((f) => ({
+          path: f.path,
+          data: this.cipher.encodeRecord(f.format, this.rel(f.path), f.body),
+        })),
+        this.hooks,
+      ),
+    );
+  }
+
+  /**
+   * Not durably: after a process crash the deletion stands (the kernel has it); only a power loss in the
+   * seconds after it can bring the file back, and a pending commit whose epoch the group has left is
+   * settled with the hub like any pending commit of unknown outcome (commitPipeline.ts settlePending:
+   * the hub names the winner; at worst the change is made again: an add or remove then finds nothing
+   * left to do, a self-update happens twice).
+   */
   async deletePending(groupId: string): Promise<void> {
     this.noteWrite();
-    return removeFileDurably(join(this.groupDir(groupId), "pending.json"));
+    return removeFile(join(this.groupDir(groupId), "pending.json"));
   }
 
   /**
