@@ -433,11 +433,15 @@ export class DeviceStore {
       ...(memberStatuses === undefined ? {} : { memberStatuses }),
     };
     const text = JSON.stringify(members);
-    if (this.membersWritten.get(rec.groupId) !== text) {
-      await this.write(this.membersPath(rec.groupId), "mls-dm.group-members", members);
-      this.membersWritten.set(rec.groupId, text);
-    }
-    await this.write(join(dir, "group.json"), GROUP_FORMATS[0], { ...rest, leaves: {} });
+    // Neither file needs the other on disk first (see writeGroup): they are written side by side.
+    await Promise.all([
+      this.membersWritten.get(rec.groupId) === text
+        ? undefined
+        : this.write(this.membersPath(rec.groupId), "mls-dm.group-members", members).then(() =>
+            this.membersWritten.set(rec.groupId, text),
+          ),
+      this.write(join(dir, "group.json"), GROUP_FORMATS[0], { ...rest, leaves: {} }),
+    ]);
   }
 
   private membersPath(groupId: string): string {
