@@ -265,8 +265,8 @@ function leafIndexOf(state: ClientState, deviceId: string): number {
 
 // ---- results ----
 
-type Op = "add" | "join" | "join+verify" | "self-update" | "message" | "remove";
-const OPS: Op[] = ["join", "join+verify", "add", "remove", "self-update", "message"];
+type Op = "add" | "join" | "join+verify" | "self-update" | "message" | "message-live" | "remove";
+const OPS: Op[] = ["join", "join+verify", "add", "remove", "self-update", "message", "message-live"];
 const OP_TITLE: Record<Op, string> = {
   join: "join (to self-update done)",
   "join+verify": "join (until the online verification is done)",
@@ -274,6 +274,7 @@ const OP_TITLE: Record<Op, string> = {
   remove: "remove",
   "self-update": "self-update",
   message: "one message",
+  "message-live": "one message, listening (events() open: sent on its stream)",
 };
 
 interface Samples {
@@ -622,6 +623,45 @@ async function main(): Promise<void> {
         const sent = await timeClient(`N=${n} message`, () => owner.send(groupId, MESSAGE_TEXT));
         record(n, "message", rawMessage, sent.t0, sent.t1, sent.c0, sent.c1);
       }
+
+      // messages while the owner listens (events() open, as a chat application does): the client sends
+      // them on the hub's stream (D6). Its own echoes are processed meanwhile, as they would be.
+      const listening = new AbortController();
+      const live = owner.events({ signal: listening.signal });
+      // The joiner's message pushed to the owner proves the owner's stream is authenticated.
+      const streamReady = (async () => {
+        for (;;) {
+          const r = await live.next();
+          if (r.done === true) throw new Error("events() ended");
+          if (r.value.type === "message" && r.value.groupId === groupId) return;
+        }
+      })();
+      await joiner.send(groupId, MESSAGE_TEXT);
+      await streamReady;
+      const draining = (async () => {
+        for await (const e of live) {
+          if (e.type === "error" || e.type === "undecryptable")
+            console.error(`owner live: ${JSON.stringify(e)}`);
+        }
+      })();
+      for (let m = 0; m < MESSAGES; m++) {
+        const from = rawState;
+        const rawMessage = await timeRaw(async (cs) => {
+          const r = await createApplicationMessage(from, payload, cs);
+          encodeMlsMessage({
+            version: "mls10",
+            wireformat: "mls_private_message",
+            privateMessage: r.privateMessage,
+          });
+          return r;
+        });
+        rawState = { ...rawMessage.value.newState, clientConfig };
+        const sent = await timeClient(`N=${n} message-live`, () => owner.send(groupId, MESSAGE_TEXT));
+        record(n, "message-live", rawMessage, sent.t0, sent.t1, sent.c0, sent.c1);
+      }
+      listening.abort();
+      await draining;
+      await owner.historyWritten();
 
       // remove: N → N-1
       state = await readState(groupId);

@@ -30,6 +30,7 @@ import type {
 } from "./store/schemas.js";
 import { DeliveryClient } from "./transport/deliveryClient.js";
 import { DirectoryClient } from "./transport/directoryClient.js";
+import type { StreamSubmitter } from "./transport/inboxStream.js";
 import type { ServiceResolver } from "./transport/resolver.js";
 import { checkServiceUrl } from "./transport/serviceUrl.js";
 import type { RetryPolicy } from "./util/backoff.js";
@@ -77,6 +78,11 @@ export class DeviceContext {
    * outcome): the follow-up after receiving rebuilds and retries them.
    */
   readonly lostIntents: { groupId: string; intent: CommitIntent }[] = [];
+  /**
+   * The hubs' streams open in this process (`events()`), by hub URL: an application message goes over
+   * its hub's stream when there is one, without a request of its own (docs/decisions.md D6).
+   */
+  readonly streamSubmitters = new Map<string, StreamSubmitter>();
   /** A Welcome used one of this device's KeyPackages since the directory's count was last checked. */
   keyPackageUsed = false;
   /** Member verification (profile proofs, device lists, pins): one shared resolver and cache. */

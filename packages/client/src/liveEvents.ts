@@ -169,6 +169,7 @@ export async function* liveEvents(
         },
       });
       streams.set(hub, stream);
+      ctx.streamSubmitters.set(hub, stream);
       stream.start();
     }
   };
@@ -194,7 +195,10 @@ export async function* liveEvents(
     unsubscribeOps();
     unsubscribe();
     opts.signal?.removeEventListener("abort", onAbort);
-    for (const s of streams.values()) s.close();
+    for (const [hub, s] of streams) {
+      if (ctx.streamSubmitters.get(hub) === s) ctx.streamSubmitters.delete(hub);
+      s.close();
+    }
     for (const hub of [...pollers.keys()]) stopPolling(hub);
   }
 }

@@ -64,7 +64,10 @@ export async function sendActivity(
     await ctx.saveGroup(g);
     let seq: number;
     try {
-      seq = (await ctx.delivery(g.record.hub).submit(groupId, bytes)).seq;
+      // Over the hub's open stream when events() has one (no request signature, no request), else HTTP.
+      const hub = g.record.hub;
+      const viaStream = ctx.streamSubmitters.get(hub)?.submit(groupId, bytes);
+      seq = (await (viaStream ?? ctx.delivery(hub).submit(groupId, bytes))).seq;
     } catch (e) {
       // No answer, or the hub failed: it may have accepted the message. The entry stays until a read of
       // the hub settles it (outbox.ts).

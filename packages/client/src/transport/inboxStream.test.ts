@@ -23,12 +23,17 @@ let deviceId: string;
 const acks: string[] = [];
 const afters: (string | undefined)[] = [];
 let onReady: (ws: WebSocket, n: number) => void = () => undefined;
+/** The hub's side of `submit` frames: what it answers to each (nothing: it never answers). */
+let onSubmit: (ws: WebSocket, frame: Extract<StreamClientFrame, { type: "submit" }>) => void = () =>
+  undefined;
 
 function message(seq: number): InboxItem {
   return { kind: "removed", group_id: "AAAAAAAAAAAAAAAAAAAAAA", seq, cursor: `c${seq}` };
 }
 
 beforeEach(async () => {
+  onSubmit = () => undefined;
+  onReady = () => undefined;
   acks.length = 0;
   afters.length = 0;
   http = createServer();
@@ -42,6 +47,10 @@ beforeEach(async () => {
       const frame = JSON.parse(data.toString("utf8")) as StreamClientFrame;
       if (frame.type === "ack") {
         acks.push(frame.cursor);
+        return;
+      }
+      if (frame.type === "submit") {
+        onSubmit(ws, frame);
         return;
       }
       if (frame.type !== "auth") return;
@@ -177,5 +186,97 @@ describe("InboxStream", () => {
     });
     expect(seen.map((s) => s.kind)).toEqual(["ready", "disconnected", "ready", "refused"]);
     expect(refusals).toBe(1);
+  });
+});
+
+describe("InboxStream submissions (D6)", () => {
+  const GROUP = "AAAAAAAAAAAAAAAAAAAAAA";
+
+  /** A started stream, once the hub said ready. */
+  async function readyStream(submitTimeoutMs?: number): Promise<InboxStream> {
+    let stream!: InboxStream;
+    await new Promise<void>((resolve) => {
+      stream = new InboxStream({
+        baseUrl: base,
+        signer,
+        after: () => undefined,
+        reconnect: { attempts: 1, baseDelayMs: 10, maxDelayMs: 10 },
+        ...(submitTimeoutMs === undefined ? {} : { submitTimeoutMs }),
+        onStatus: (s) => {
+          if (s.kind === "ready") resolve();
+        },
+        onItems: async () => undefined,
+      });
+      stream.start();
+    });
+    return stream;
+  }
+
+  it("is not offered before the stream is ready, nor after it closed", async () => {
+    const stream = new InboxStream({
+      baseUrl: base,
+      signer,
+      after: () => undefined,
+      reconnect: { attempts: 1, baseDelayMs: 10, maxDelayMs: 10 },
+      onItems: async () => undefined,
+    });
+    expect(stream.submit(GROUP, new Uint8Array([1]))).toBeUndefined();
+    stream.close();
+    const ready = await readyStream();
+    ready.close();
+    expect(ready.submit(GROUP, new Uint8Array([1]))).toBeUndefined();
+  });
+
+  it("matches each answer to its frame: submitted gives seq and epoch, refused the route's error with its details", async () => {
+    const frames: { id: string; group_id: string; message: string }[] = [];
+    onSubmit = (ws, f) => {
+      frames.push(f);
+      // Answered in the order of the frames, as the hub does.
+      ws.send(
+        JSON.stringify(
+          f.message === toBase64url(new Uint8Array([2]))
+            ? {
+                type: "refused",
+                id: f.id,
+                error: "wrong_epoch",
+                message: "moved on",
+                epoch: 7,
+                commit_hash: null,
+              }
+            : { type: "submitted", id: f.id, seq: frames.length, epoch: 6 },
+        ),
+      );
+    };
+    const stream = await readyStream();
+    const first = stream.submit(GROUP, new Uint8Array([1]));
+    const second = stream.submit(GROUP, new Uint8Array([2]));
+    const third = stream.submit(GROUP, new Uint8Array([3]));
+    expect(await first).toEqual({ seq: 1, epoch: 6 });
+    await expect(second).rejects.toMatchObject({
+      name: "ServiceRefusedError",
+      code: "wrong_epoch",
+      status: 409,
+      details: { epoch: 7, commit_hash: null },
+    });
+    expect(await third).toEqual({ seq: 3, epoch: 6 });
+    expect(frames.map((f) => f.group_id)).toEqual([GROUP, GROUP, GROUP]);
+    expect(new Set(frames.map((f) => f.id)).size).toBe(3);
+    stream.close();
+  });
+
+  it("a socket lost before the answer, or no answer in time, is an unknown outcome (ServiceUnavailableError)", async () => {
+    onSubmit = (ws) => ws.terminate();
+    const stream = await readyStream();
+    await expect(stream.submit(GROUP, new Uint8Array([1]))).rejects.toMatchObject({
+      name: "ServiceUnavailableError",
+    });
+    stream.close();
+
+    onSubmit = () => undefined; // the hub never answers
+    const silent = await readyStream(50);
+    await expect(silent.submit(GROUP, new Uint8Array([1]))).rejects.toThrow(/no answer/);
+    const waiting = silent.submit(GROUP, new Uint8Array([2]));
+    silent.close();
+    await expect(waiting).rejects.toThrow(/closed before the hub answered/);
   });
 });

@@ -3,10 +3,14 @@ import {
   STREAM_CLOSE,
   StreamServerFrame,
   fromBase64url,
+  isErrorCode,
+  toBase64url,
   type InboxItem,
   type StreamClientFrame,
+  type SubmitMessageResponse,
 } from "@mastodon-mls/protocol";
 import WebSocket from "ws";
+import { ServiceRefusedError, ServiceUnavailableError } from "../errors.js";
 import { backoffDelay, type RetryPolicy } from "../util/backoff.js";
 
 export const STREAM_PATH = "/v1/stream";
@@ -33,15 +37,34 @@ export interface InboxStreamOptions {
   onItems: (items: InboxItem[], cursor: string) => Promise<void>;
   onStatus?: (status: StreamStatus) => void;
   reconnect: RetryPolicy;
+  /** How long a `submit` frame waits for its answer before its outcome counts as unknown. */
+  submitTimeoutMs?: number;
 }
+
+/** Sends an application message over a hub's open stream; undefined when the stream is not ready. */
+export interface StreamSubmitter {
+  submit(groupId: string, message: Uint8Array): Promise<SubmitMessageResponse> | undefined;
+}
+
+interface WaitingSubmit {
+  resolve(answer: SubmitMessageResponse): void;
+  reject(e: Error): void;
+  timer: NodeJS.Timeout;
+}
+
+const SUBMIT_TIMEOUT_MS = 30_000;
 
 /**
  * The `/v1/stream` WebSocket of one hub (protocol: challenge → auth → ready → items; the client acks).
  * It reconnects with backoff and jitter and resumes after the last durably processed cursor, so a
  * dropped connection loses nothing: at worst a batch is delivered again and skipped by sequence number.
  */
-export class InboxStream {
+export class InboxStream implements StreamSubmitter {
   private ws: WebSocket | undefined;
+  /** The socket that is authenticated (`ready` came), if any: only it takes submissions. */
+  private readyWs: WebSocket | undefined;
+  private readonly waiting = new Map<string, WaitingSubmit>();
+  private nextSubmitId = 0;
   private closed = false;
   private failures = 0;
   private timer: NodeJS.Timeout | undefined;
@@ -56,8 +79,48 @@ export class InboxStream {
   close(): void {
     this.closed = true;
     if (this.timer !== undefined) clearTimeout(this.timer);
+    this.readyWs = undefined;
+    this.abandonSubmits("the stream was closed before the hub answered");
     this.ws?.close(1000);
     this.opts.onStatus?.({ kind: "closed" });
+  }
+
+  /**
+   * Submits an application message on this authenticated stream (docs/decisions.md D6): no request
+   * signature, no new HTTP request. Undefined when the stream is not ready: the caller posts it over HTTP.
+   * Answers as the HTTP route would: a refusal is a ServiceRefusedError with the route's code; a stream
+   * that closes, or no answer in time, is a ServiceUnavailableError (the hub may have taken it).
+   */
+  submit(groupId: string, message: Uint8Array): Promise<SubmitMessageResponse> | undefined {
+    const ws = this.readyWs;
+    if (ws === undefined || ws.readyState !== WebSocket.OPEN) return undefined;
+    const id = String(++this.nextSubmitId);
+    return new Promise<SubmitMessageResponse>((resolve, reject) => {
+      const timer = setTimeout(
+        () => this.settleSubmit(id, this.unavailable("no answer to a submission on the stream in time")),
+        this.opts.submitTimeoutMs ?? SUBMIT_TIMEOUT_MS,
+      );
+      this.waiting.set(id, { resolve, reject, timer });
+      send(ws, { type: "submit", id, group_id: groupId, message: toBase64url(message) });
+    });
+  }
+
+  private settleSubmit(id: string, outcome: SubmitMessageResponse | Error): void {
+    const w = this.waiting.get(id);
+    if (w === undefined) return; // answered already, or given up on
+    this.waiting.delete(id);
+    clearTimeout(w.timer);
+    if (outcome instanceof Error) w.reject(outcome);
+    else w.resolve(outcome);
+  }
+
+  /** Every submission still waiting has an unknown outcome once its socket is gone. */
+  private abandonSubmits(why: string): void {
+    for (const id of [...this.waiting.keys()]) this.settleSubmit(id, this.unavailable(why));
+  }
+
+  private unavailable(why: string): ServiceUnavailableError {
+    return new ServiceUnavailableError("delivery service", this.opts.baseUrl, why);
   }
 
   /** Resolves once the batches received so far are processed (used when shutting down cleanly). */
@@ -94,6 +157,10 @@ export class InboxStream {
     });
     ws.on("close", (code, reason) => {
       if (this.ws === ws) this.ws = undefined;
+      if (this.readyWs === ws) {
+        this.readyWs = undefined;
+        this.abandonSubmits(`the stream closed (${code}) before the hub answered`);
+      }
       if (this.closed) return;
       if (code === STREAM_CLOSE.removed) {
         this.closed = true;
@@ -133,6 +200,7 @@ export class InboxStream {
       }
       case "ready":
         this.failures = 0;
+        this.readyWs = ws;
         this.opts.onStatus?.({ kind: "ready" });
         return;
       case "items": {
@@ -144,6 +212,25 @@ export class InboxStream {
         });
         this.work = job.catch(() => undefined);
         await job; // a failure closes the socket: the batch comes again after the last durable cursor
+        return;
+      }
+      case "submitted":
+        this.settleSubmit(frame.id, { seq: frame.seq, epoch: frame.epoch });
+        return;
+      case "refused": {
+        const { id, error, message, type: _type, ...details } = frame;
+        this.settleSubmit(
+          id,
+          isErrorCode(error)
+            ? new ServiceRefusedError(
+                "delivery service",
+                this.opts.baseUrl,
+                error,
+                message,
+                Object.keys(details).length > 0 ? details : undefined,
+              )
+            : this.unavailable(`the hub answered a submission with an unknown code: ${error}: ${message}`),
+        );
         return;
       }
       case "error":

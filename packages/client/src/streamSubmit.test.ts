@@ -1,0 +1,79 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { MlsDmClient } from "./client.js";
+import type { DmEvent } from "./events.js";
+import { HubProxy } from "./testSupport/hubProxy.js";
+import { newClient, startWithProxiedHub, stopProxied, type Instance } from "./testSupport/instances.js";
+import { settle } from "./testSupport/settle.js";
+import type { StaticResolver } from "./transport/resolver.js";
+
+// D6 on the client: while `events()` holds a hub's stream open, an application message goes over that
+// stream (a `submit` frame) instead of a signed HTTP request of its own. Against a real hub behind a
+// proxy that sees every HTTP request (the stream's WebSocket passes through it untouched).
+
+let a: Instance;
+let b: Instance;
+const proxy = new HubProxy();
+let resolver: StaticResolver;
+
+beforeAll(async () => {
+  ({ a, b, resolver } = await startWithProxiedHub(proxy));
+});
+afterAll(() => stopProxied(proxy, [a, b]));
+
+const texts = async (c: MlsDmClient, groupId: string) =>
+  (await c.history(groupId)).flatMap((h) =>
+    h.content.kind === "activity" && h.content.activity.type === "Create"
+      ? [{ text: h.content.activity.object.content, own: h.own }]
+      : [],
+  );
+
+/** The next event of `live` that `pick` accepts (the others are passed over). */
+async function nextMatching(live: AsyncGenerator<DmEvent>, pick: (e: DmEvent) => boolean): Promise<DmEvent> {
+  for (;;) {
+    const r = await live.next();
+    if (r.done === true) throw new Error("events() ended");
+    if (pick(r.value)) return r.value;
+  }
+}
+
+const posts = (groupId: string) =>
+  proxy.exchanges.filter((e) => e.method === "POST" && e.path === `/v1/groups/${groupId}/messages`).length;
+
+describe("a message sent while events() is open", () => {
+  it("goes over the hub's stream (no request of its own); the others read it, the sender's history has it once; without the stream it is posted", async () => {
+    const alice = await newClient(a, "streamalice", resolver);
+    const bob = await newClient(b, "streambob", resolver);
+    const { groupId } = await alice.createGroup(["@streambob@b.test"]);
+    await settle([alice, bob]);
+
+    const abort = new AbortController();
+    const live = alice.events({ signal: abort.signal });
+    // A message pushed to alice proves her stream is authenticated (items come only after `ready`).
+    const pushed = nextMatching(live, (e) => e.type === "message" && e.groupId === groupId);
+    await bob.send(groupId, "are you there?");
+    await pushed;
+
+    const before = posts(groupId);
+    const sent = await alice.send(groupId, "over the stream");
+    expect(posts(groupId)).toBe(before);
+    expect(sent.seq).toBeGreaterThan(0);
+    await alice.historyWritten();
+
+    abort.abort();
+    await live.return(undefined);
+    await alice.send(groupId, "over HTTP");
+    expect(posts(groupId)).toBe(before + 1);
+
+    await settle([alice, bob]);
+    expect((await texts(bob, groupId)).map((t) => t.text)).toEqual([
+      "are you there?",
+      "over the stream",
+      "over HTTP",
+    ]);
+    expect(await texts(alice, groupId)).toEqual([
+      { text: "are you there?", own: false },
+      { text: "over the stream", own: true },
+      { text: "over HTTP", own: true },
+    ]);
+  });
+});
