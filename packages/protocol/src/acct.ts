@@ -8,7 +8,11 @@ export interface Acct {
   readonly domain: string;
 }
 
-const USER = /^[a-z0-9_]+([a-z0-9_.-]+[a-z0-9_]+)?$/;
+// Letters, digits, `_`, and `.`/`-` only between them. One quantifier, so matching is linear: the nested
+// form /^[a-z0-9_]+([a-z0-9_.-]+[a-z0-9_]+)?$/ (the same language, property-tested in acct.test.ts)
+// backtracked cubically, ~30 ms for a 312-character user.
+const USER = /^[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?$/;
+const USER_LENGTH = 64;
 const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
 
 /**
@@ -23,9 +27,10 @@ export function parseAcct(input: string): Acct {
   const at = text.indexOf("@");
   if (at <= 0 || at !== text.lastIndexOf("@")) throw new ProtocolError("invalid_acct");
   const user = text.slice(0, at).toLowerCase();
+  // The length first, so that no pattern ever runs over more than USER_LENGTH characters.
+  if (user.length > USER_LENGTH || !USER.test(user)) throw new ProtocolError("invalid_acct");
   const rawDomain = text.slice(at + 1);
   const domain = domainToASCII(rawDomain).toLowerCase();
-  if (!USER.test(user) || user.length > 64) throw new ProtocolError("invalid_acct");
   if (domain === "" || domain.length > 253 || !domain.split(".").every((l) => LABEL.test(l))) {
     throw new ProtocolError("invalid_acct");
   }

@@ -27,7 +27,8 @@ export interface RateLimit {
 
 /**
  * The directory's rate limits (README "Rate limits"). `device`: claims and count requests per requesting
- * device. `domain`: claims per requesting domain (the requester certificate's acct domain). `target`:
+ * device. `domain`: claims per requesting account key (the requester certificate's acct domain and the
+ * account key that signed it: a domain alone is anyone's to name, D4). `target`:
  * claims naming one account that are served ordinary KeyPackages; later ones get last-resort ones.
  * `account`: registrations and uploads per bearer-token account.
  */

@@ -55,7 +55,10 @@ export async function verifyUploadEntry(
         : "A KeyPackage with the last_resort extension belongs in the last_resort field.",
     );
   }
-  return { ref: kp.ref, keyPackage: bytes, notAfter: kp.notAfter };
+  // A claimant refuses a KeyPackage whose certificate has expired (KP-7), and the client uploads 90-day
+  // KeyPackages in the last months of a one-year certificate: so it is served only while both are valid,
+  // rather than refused at upload.
+  return { ref: kp.ref, keyPackage: bytes, notAfter: Math.min(kp.notAfter, kp.certificate.notAfter) };
 }
 
 async function located<T>(work: Promise<T>, field: string, index?: number): Promise<T> {

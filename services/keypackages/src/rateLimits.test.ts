@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { DevMastodon } from "@mastodon-mls/dev-mastodon";
+import { generateSigningKeyPair } from "@mastodon-mls/bridge";
 import { redisClient, startRedis, type RedisHandle } from "@mastodon-mls/testkit";
 import { b64, createTestDevice, deviceSigned, keyPackagesOf, type TestDevice } from "./testing/devices.js";
 import {
@@ -93,17 +94,35 @@ describe.each(["memory", "redis"] as const)("rate limits, %s store", (store) => 
     expect((await claim(other, ["nobody@a.test"])).status).toBe(200);
   });
 
-  it("limits the devices of one requesting domain together", async () => {
+  it("limits the devices of one account key together", async () => {
     const domain = `${unique(`crowd-${store}-`)}.test`;
+    const account = await generateSigningKeyPair();
     for (let i = 0; i < 4; i++) {
-      const device = await createTestDevice(`u${i}@${domain}`);
+      const device = await createTestDevice(`u@${domain}`, { account });
       expect((await claim(device, ["nobody@a.test"])).status).toBe(200);
     }
-    const fifth = await createTestDevice(`u4@${domain}`);
+    const fifth = await createTestDevice(`u@${domain}`, { account });
     expectLimited(await claim(fifth, ["nobody@a.test"]), "domain");
-    // Devices of another domain are not held back.
-    const elsewhere = await createTestDevice(`u0@${unique(`calm-${store}-`)}.test`);
-    expect((await claim(elsewhere, ["nobody@a.test"])).status).toBe(200);
+    // A domain is anyone's to name (D4): devices of the same domain under other account keys, minted or
+    // real, neither spend that budget nor are held back by it.
+    for (let i = 0; i < 5; i++) {
+      const other = await createTestDevice(`u${i}@${domain}`);
+      expect((await claim(other, ["nobody@a.test"])).status).toBe(200);
+    }
+  });
+
+  it("minted certificates for this instance's domain spend no budget of its registered devices", async () => {
+    const member = await createMember(mastodon, dir.url, unique(`victim_${store}_`));
+    const mallory = await generateSigningKeyPair();
+    for (let i = 0; i < 2; i++) {
+      const minted = await createTestDevice("nobody@a.test", { account: mallory });
+      for (let j = 0; j < 2; j++) expect((await claim(minted, ["x@b.test"])).status).toBe(200);
+    }
+    expectLimited(
+      await claim(await createTestDevice("nobody@a.test", { account: mallory }), ["x@b.test"]),
+      "domain",
+    );
+    expect((await claim(member.device, ["x@b.test"])).status).toBe(200);
   });
 
   it("stops handing out an account's ordinary KeyPackages once its claim budget is spent", async () => {
@@ -195,7 +214,7 @@ describe("rate limits with STORE=redis", () => {
         expect(keys.sort()).toEqual(
           [
             `${env.REDIS_PREFIX}rl:device:${requester.deviceId}`,
-            `${env.REDIS_PREFIX}rl:domain:${requester.acct.split("@")[1]}`,
+            `${env.REDIS_PREFIX}rl:domain:${requester.acct.split("@")[1]}/${b64(requester.account.publicKey)}`,
           ].sort(),
         );
         expect(await inspector.get(`${env.REDIS_PREFIX}rl:device:${requester.deviceId}`)).toBe("4");

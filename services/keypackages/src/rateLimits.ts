@@ -109,7 +109,7 @@ async function createLimiter(
   };
 }
 
-/** One count: the limit, and the key it is counted under (a device id, a domain, an acct). */
+/** One count: the limit, and the key it is counted under (a device id, a domain and account key, an acct). */
 export interface Hit {
   limit: RequesterLimit;
   key: string;
@@ -169,7 +169,7 @@ export class LimiterAdmitter implements Admitter {
 
 const REFUSALS: Record<RequesterLimit, string> = {
   device: "This device made too many requests",
-  domain: "Devices of this requester's domain made too many claims",
+  domain: "Devices certified by this requester's account key made too many claims",
   account: "This account made too many registrations and uploads",
 };
 

@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest, preValidationAsyncHookHandler } from "fastify";
 import type { DeviceCertificate, NonceStore } from "@mastodon-mls/bridge";
-import { ProtocolError } from "@mastodon-mls/protocol";
+import { ProtocolError, toBase64url } from "@mastodon-mls/protocol";
 import { authenticateDevice } from "@mastodon-mls/service-kit";
 import type { DirectoryContext } from "../context.js";
 import { bearerToken } from "../mastodon/bearerToken.js";
@@ -41,8 +41,8 @@ export function requireAccount(ctx: DirectoryContext): preValidationAsyncHookHan
 }
 
 /**
- * A device-signed route, counted against `limits` (keyed on the requesting device, or its certificate's
- * domain). The admission spends the request's nonce, then counts it against each limit in order, only
+ * A device-signed route, counted against `limits` (keyed on the requesting device, or on its certificate's
+ * domain and account key: `requesterAccountKey`). The admission spends the request's nonce, then counts it against each limit in order, only
  * once the signature checked out: a replay is refused there and spends no budget, and a request over
  * one limit is not counted against the next.
  */
@@ -57,7 +57,7 @@ export function requireDevice(
       async claim(key, ttlSeconds, device) {
         const hits: Hit[] = counted.map((limit) => ({
           limit,
-          key: limit === "device" ? device.deviceIdText : domainOf(device.acct),
+          key: limit === "device" ? device.deviceIdText : requesterAccountKey(device),
         }));
         const admission = await ctx.admission.admit(req, { key, ttlSeconds }, hits);
         if (admission === "replayed") return false;
@@ -78,6 +78,16 @@ export function accountOf(req: FastifyRequest): TokenAccount {
 export function deviceOf(req: FastifyRequest): DeviceCertificate {
   if (!req.device) throw new ProtocolError("unauthorized");
   return req.device;
+}
+
+/**
+ * The key of the `domain` limit: the requester certificate's domain and the account key that signed it.
+ * Certificates are self-issued, so a domain alone is anyone's to name, and a budget keyed on it let
+ * minted certificates for a domain refuse the claims of that domain's real devices. Only the holder of
+ * an account key can sign certificates under it, so whoever spends this budget spends their own (D4).
+ */
+export function requesterAccountKey(device: DeviceCertificate): string {
+  return `${domainOf(device.acct)}/${toBase64url(device.accountKey)}`;
 }
 
 /** The domain of a canonical `user@domain`. */

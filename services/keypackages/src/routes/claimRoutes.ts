@@ -21,8 +21,9 @@ export const claimRoutes: FastifyPluginAsyncZod<{ ctx: DirectoryContext }> = asy
           "same answer again for a repeated `claim_id` within 10 minutes, else the ordinary KeyPackage " +
           "that expires soonest (handed out once), else the last-resort one (`last_resort: true`). " +
           "The requesting device is never handed its own. Rate limits per requesting device and per " +
-          "requesting domain answer `429`; once the claims naming an account spent its budget for the " +
-          "window, its devices hand out last-resort KeyPackages only.",
+          "requesting account key (its certificate's domain and account key, never the domain alone) " +
+          "answer `429`; once the claims naming an account spent its budget for the window, its devices " +
+          "hand out last-resort KeyPackages only.",
         tags: ["claims"],
         security: [{ device: [] }],
         body: ClaimBody,

@@ -72,7 +72,10 @@ export interface StoredKeyPackage {
   ref: string;
   /** MLSMessage(KeyPackage) bytes, exactly as uploaded. */
   keyPackage: Uint8Array;
-  /** The leaf's not_after, seconds since the Unix epoch: never served at or after it. */
+  /**
+   * The earlier of the leaf's not_after and its device certificate's, seconds since the Unix epoch: never
+   * served at or after it.
+   */
   notAfter: number;
 }
 

@@ -8,7 +8,10 @@
  *   <prefix>{acct}:kps:<device>                  HASH  ref → KeyPackage (base64url)
  *   <prefix>{acct}:spent:<device>                ZSET  refs already handed out, scored by not_after
  *   <prefix>{acct}:lastresort:<device>           HASH  ref, not_after, kp
- *   <prefix>{acct}:memo:<device>:<requester>.<claim id>  HASH  kp, last_resort, not_after, until (TTL 10 min)
+ *   <prefix>{acct}:retired:<device>              HASH  ref → "<until>:<kp>", last-resort ones replaced within
+ *                                                      the memo window (TTL 10 min after the newest)
+ *   <prefix>{acct}:memo:<device>:<requester>.<claim id>  HASH  kp (ordinary) or ref (last-resort), last_resort,
+ *                                                      not_after, until (TTL 10 min)
  *   <prefix>{acct}:devicelist                    HASH  list (base64url signed device list), version
  *   <prefix>{acct}:rotations                     LIST  continuity statements (base64url), oldest first, ≤ 16
  *   <prefix>nonce:<device>:<nonce>               STRING request nonces (service-kit RedisNonceStore)
@@ -46,6 +49,10 @@ export class RedisKeys {
 
   lastResort(acct: string, deviceId: string): string {
     return `${this.account(acct)}:lastresort:${deviceId}`;
+  }
+
+  retired(acct: string, deviceId: string): string {
+    return `${this.account(acct)}:retired:${deviceId}`;
   }
 
   memo(acct: string, deviceId: string, requester: string): string {

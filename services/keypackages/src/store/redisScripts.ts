@@ -31,6 +31,23 @@ end
 `;
 
 /**
+ * retire: keeps a replaced last-resort KeyPackage for the memo window (field ref → "<until>:<kp>"; base64url
+ * has no colon), forgetting those whose window is over. A memo made while it was current ends before that,
+ * so every memo naming it finds it. The key lives as long as its newest entry.
+ */
+const RETIRE = `
+local function retire(retired, ref, kp, now, memo_ttl)
+  local held = redis.call('HGETALL', retired)
+  for i = 1, #held, 2 do
+    local at = tonumber(string.match(held[i + 1], '^(%d+):'))
+    if not at or at <= now then redis.call('HDEL', retired, held[i]) end
+  end
+  redis.call('HSET', retired, ref, (now + memo_ttl) .. ':' .. kp)
+  redis.call('EXPIRE', retired, memo_ttl)
+end
+`;
+
+/**
  * list_is: a guarded write (registration, upload) goes ahead only while the account's device list is the
  * version it was checked against ('' = unguarded; 0 = no list yet).
  */
@@ -65,24 +82,26 @@ return 'created'
 `);
 
 /**
- * KEYS: devices, pool, kps, spent, last-resort, device list. ARGV: device id, now, cap, expected list
- * version ('' unguarded), n, then n × (ref, not_after, kp), then optionally (ref, not_after, kp) of a new
- * last-resort KeyPackage.
+ * KEYS: devices, pool, kps, spent, last-resort, device list, retired last-resort. ARGV: device id, now,
+ * cap, expected list version ('' unguarded), memo seconds, n, then n × (ref, not_after, kp), then
+ * optionally (ref, not_after, kp) of a new last-resort KeyPackage.
  * Returns {'ok', stored, count, has_last_resort} or {reason}. Nothing is written unless everything fits.
+ * A replaced last-resort KeyPackage is kept for the memo window: memos name it instead of copying it.
  */
-export const addKeyPackagesScript = new LuaScript(`${PRUNE}${LIST_IS}
+export const addKeyPackagesScript = new LuaScript(`${PRUNE}${LIST_IS}${RETIRE}
 local now = tonumber(ARGV[2])
 if not list_is(KEYS[6], ARGV[4]) then return {'list_changed'} end
 if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 0 then return {'unknown_device'} end
 prune(KEYS[2], KEYS[3], KEYS[4], now)
-local n = tonumber(ARGV[5])
+local memo_ttl = tonumber(ARGV[5])
+local n = tonumber(ARGV[6])
 local fresh, seen = {}, {}
 for i = 0, n - 1 do
-  local ref = ARGV[6 + 3 * i]
-  if not seen[ref] and tonumber(ARGV[7 + 3 * i]) > now
+  local ref = ARGV[7 + 3 * i]
+  if not seen[ref] and tonumber(ARGV[8 + 3 * i]) > now
       and not redis.call('ZSCORE', KEYS[2], ref) and not redis.call('ZSCORE', KEYS[4], ref) then
     seen[ref] = true
-    fresh[#fresh + 1] = 6 + 3 * i
+    fresh[#fresh + 1] = 7 + 3 * i
   end
 end
 if redis.call('ZCARD', KEYS[2]) + #fresh > tonumber(ARGV[3]) then return {'key_package_limit'} end
@@ -97,8 +116,12 @@ if latest > 0 then
   keep_until(KEYS[3], latest, now)
 end
 local stored = #fresh
-local lr = 6 + 3 * n
+local lr = 7 + 3 * n
 if ARGV[lr] and redis.call('HGET', KEYS[5], 'ref') ~= ARGV[lr] then
+  local old = redis.call('HMGET', KEYS[5], 'ref', 'not_after', 'kp')
+  if old[1] and old[3] and tonumber(old[2]) > now and memo_ttl > 0 then
+    retire(KEYS[7], old[1], old[3], now, memo_ttl)
+  end
   redis.call('DEL', KEYS[5])
   redis.call('HSET', KEYS[5], 'ref', ARGV[lr], 'not_after', ARGV[lr + 1], 'kp', ARGV[lr + 2])
   keep_until(KEYS[5], ARGV[lr + 1], now)
@@ -121,20 +144,31 @@ return {count, hasLr}
 `);
 
 /**
- * claim_one: one device's claim, the whole of DirectoryStore.claim. pool, kps, spent, last-resort, memo
- * (of this requester and claim id for this device) are that device's keys; memo_ttl 0: no memo is read or
- * written; last_resort_only: the target account's claim budget is spent, so no ordinary KeyPackage is
- * taken (a memo is still repeated).
+ * claim_one: one device's claim, the whole of DirectoryStore.claim. pool, kps, spent, last-resort,
+ * retired (last-resort ones replaced within the memo window), memo (of this requester and claim id for
+ * this device) are that device's keys; memo_ttl 0: no memo is read or written; last_resort_only: the
+ * target account's claim budget is spent, so no ordinary KeyPackage is taken (a memo is still repeated).
+ * A memo of an ordinary KeyPackage holds its bytes (they left kps); one of the last-resort KeyPackage
+ * holds only its ref, so that a claim naming many devices with a fresh claim id copies no KeyPackage.
  * Returns kp, last_resort ('0'|'1'), replayed (0|1), or false when the device has nothing to give.
  */
 const CLAIM_ONE = `
-local function claim_one(pool, kps, spent, lastresort, memo, now, memo_ttl, last_resort_only)
+local function claim_one(pool, kps, spent, lastresort, retired, memo, now, memo_ttl, last_resort_only)
   if memo_ttl > 0 then
-    local m = redis.call('HMGET', memo, 'kp', 'last_resort', 'not_after', 'until')
-    if m[1] and tonumber(m[3]) > now and tonumber(m[4]) > now then return m[1], m[2], 1 end
+    local m = redis.call('HMGET', memo, 'kp', 'last_resort', 'not_after', 'until', 'ref')
+    if m[3] and tonumber(m[3]) > now and tonumber(m[4]) > now then
+      if m[1] then return m[1], m[2], 1 end
+      if m[5] then
+        local current = redis.call('HMGET', lastresort, 'ref', 'kp')
+        if current[1] == m[5] and current[2] then return current[2], '1', 1 end
+        local kept = redis.call('HGET', retired, m[5])
+        local bytes = kept and string.match(kept, '^%d+:(.+)$')
+        if bytes then return bytes, '1', 1 end
+      end
+    end
   end
   prune(pool, kps, spent, now)
-  local kp, lr, notAfter
+  local kp, lr, notAfter, lrRef
   while not last_resort_only do
     local popped = redis.call('ZPOPMIN', pool)
     if #popped == 0 then break end
@@ -148,12 +182,16 @@ local function claim_one(pool, kps, spent, lastresort, memo, now, memo_ttl, last
     end
   end
   if not kp then
-    local last = redis.call('HMGET', lastresort, 'kp', 'not_after')
-    if last[1] and tonumber(last[2]) > now then kp, lr, notAfter = last[1], '1', last[2] end
+    local last = redis.call('HMGET', lastresort, 'kp', 'not_after', 'ref')
+    if last[1] and tonumber(last[2]) > now then kp, lr, notAfter, lrRef = last[1], '1', last[2], last[3] end
   end
   if not kp then return false end
   if memo_ttl > 0 then
-    redis.call('HSET', memo, 'kp', kp, 'last_resort', lr, 'not_after', notAfter, 'until', now + memo_ttl)
+    if lrRef then
+      redis.call('HSET', memo, 'ref', lrRef, 'last_resort', lr, 'not_after', notAfter, 'until', now + memo_ttl)
+    else
+      redis.call('HSET', memo, 'kp', kp, 'last_resort', lr, 'not_after', notAfter, 'until', now + memo_ttl)
+    end
     redis.call('EXPIRE', memo, memo_ttl)
   end
   return kp, lr, 0
@@ -161,13 +199,14 @@ end
 `;
 
 /**
- * KEYS: pool, kps, spent, last-resort, memo (of this requester and claim id for this device).
+ * KEYS: pool, kps, spent, last-resort, retired last-resort, memo (of this requester and claim id for this
+ * device).
  * ARGV: now, memo seconds (0: no memo is read or written), last-resort only ('1').
  * The whole claim is this one script, so no KeyPackage is handed out twice however many claims race.
  * Returns {kp, last_resort '0'|'1', replayed 0|1} or nil when the device has nothing to give.
  */
 export const claimScript = new LuaScript(`${PRUNE}${CLAIM_ONE}
-local kp, lr, replayed = claim_one(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5],
+local kp, lr, replayed = claim_one(KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6],
   tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1')
 if not kp then return false end
 return {kp, lr, replayed}
@@ -210,7 +249,8 @@ for i = 1, #all, 2 do
   if id ~= ARGV[5] then
     local d = base .. ':'
     local kp, lr, replayed = claim_one(d .. 'pool:' .. id, d .. 'kps:' .. id, d .. 'spent:' .. id,
-      d .. 'lastresort:' .. id, d .. 'memo:' .. id .. ':' .. ARGV[4], now, memo_ttl, last_resort_only)
+      d .. 'lastresort:' .. id, d .. 'retired:' .. id, d .. 'memo:' .. id .. ':' .. ARGV[4], now, memo_ttl,
+      last_resort_only)
     out[#out + 1] = id
     -- Only registered_at is needed, not the certificate beside it: read it without decoding the record.
     local at = string.match(all[i + 1], '"registered_at":(%d+)')
@@ -257,8 +297,8 @@ return out
  * ARGV: expected version, new version, list, rotation ('' none), rotations kept, n seen, then n × (device
  * id, certificate) of the registrations the caller saw, then the removed device ids (one per key triple).
  * Returns 'ok', or 'changed' with nothing written when the version or the registrations moved on.
- * Spent refs and memos of removed devices stay until their TTLs (they are never consulted for a device
- * that is not registered).
+ * Spent refs, memos and retired last-resort KeyPackages of removed devices stay until their TTLs (they
+ * are never consulted for a device that is not registered).
  */
 export const putDeviceListScript = new LuaScript(`
 local current = tonumber(redis.call('HGET', KEYS[1], 'version') or '0')

@@ -135,6 +135,52 @@ describe("RedisDirectoryStore specifics", () => {
     expect(await redis.ttl(`${prefix}{${acct}}:devices`)).toBe(-1);
   });
 
+  it("names a claimed last-resort KeyPackage in its memo instead of copying it, and keeps a replaced one for the memo window only", async () => {
+    const redis = connect();
+    const prefix = freshPrefix();
+    const store = new RedisDirectoryStore(redis, prefix);
+    const now = Math.floor(Date.now() / 1000);
+    const acct = "dave@a.test";
+    const deviceIds = ["E", "F", "G"].map((c) => c.repeat(43));
+    const lr = { ref: "lr", keyPackage: new Uint8Array(1500).fill(7), notAfter: now + 3600 };
+    for (const deviceId of deviceIds) {
+      await store.putDevice({
+        acct,
+        deviceId,
+        certificate: new Uint8Array([1]),
+        sigKey: new Uint8Array(32),
+        registeredAt: now,
+      });
+      await store.addKeyPackages(acct, deviceId, { keyPackages: [], lastResort: lr }, now);
+    }
+    // One claim with a fresh claim id per device of the account: each memo is a few bytes, not a copy.
+    const claimed = await store.claimAccount(acct, { memoKey: "H".repeat(43), now, listRequired: false });
+    expect(claimed).toMatchObject({
+      status: "ok",
+      devices: deviceIds.map(() => ({ claimed: { lastResort: true } })),
+    });
+    for (const deviceId of deviceIds) {
+      const memo = await redis.hgetall(`${prefix}{${acct}}:memo:${deviceId}:${"H".repeat(43)}`);
+      expect(memo).toEqual({
+        ref: "lr",
+        last_resort: "1",
+        not_after: String(now + 3600),
+        until: String(now + 600),
+      });
+    }
+    // Replaced: the old one is kept beside it, in the account's slot, for the memo window.
+    const next = { ...lr, ref: "lr2", keyPackage: new Uint8Array([8]) };
+    await store.addKeyPackages(acct, deviceIds[0]!, { keyPackages: [], lastResort: next }, now);
+    const retired = `${prefix}{${acct}}:retired:${deviceIds[0]}`;
+    expect(Object.keys(await redis.hgetall(retired))).toEqual(["lr"]);
+    expect(await redis.ttl(retired)).toBeLessThanOrEqual(600);
+    expect(await redis.ttl(retired)).toBeGreaterThan(590);
+    // A later replacement forgets retired ones whose window is over.
+    const last = { ...lr, ref: "lr3", keyPackage: new Uint8Array([9]) };
+    await store.addKeyPackages(acct, deviceIds[0]!, { keyPackages: [], lastResort: last }, now + 600);
+    expect(Object.keys(await redis.hgetall(retired))).toEqual(["lr2"]);
+  });
+
   it("reloads its scripts after Redis forgot them", async () => {
     const redis = connect();
     const store = new RedisDirectoryStore(redis, freshPrefix());

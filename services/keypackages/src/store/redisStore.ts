@@ -107,6 +107,7 @@ export class RedisDirectoryStore implements DirectoryStore {
       now,
       this.limits.keyPackagesPerDevice,
       guard.listVersion ?? "",
+      this.limits.claimMemoSeconds,
       upload.keyPackages.length,
     ];
     for (const kp of upload.keyPackages) args.push(kp.ref, kp.notAfter, toBase64url(kp.keyPackage));
@@ -123,6 +124,7 @@ export class RedisDirectoryStore implements DirectoryStore {
         this.keys.spent(acct, deviceId),
         this.keys.lastResort(acct, deviceId),
         this.keys.deviceList(acct),
+        this.keys.retired(acct, deviceId),
       ],
       args,
     );
@@ -161,6 +163,7 @@ export class RedisDirectoryStore implements DirectoryStore {
         this.keys.keyPackages(acct, deviceId),
         this.keys.spent(acct, deviceId),
         this.keys.lastResort(acct, deviceId),
+        this.keys.retired(acct, deviceId),
         // Without a memo key the script neither reads nor writes a memo; it still needs a key of this slot.
         this.keys.memo(acct, deviceId, memoKey ?? "none"),
       ],

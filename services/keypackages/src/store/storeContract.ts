@@ -411,6 +411,41 @@ export function describeStoreContract(name: string, factory: StoreFactory): void
         expect((await store.countKeyPackages(d.acct, d.deviceId, NOW + 600)).count).toBe(0);
       });
 
+      it("repeats a remembered last-resort KeyPackage within the memo window, even once it was replaced", async () => {
+        const d = await registered();
+        const [lr1, lr2, lr3] = [kp(), kp(), kp()];
+        await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: [], lastResort: lr1 }, NOW);
+        const first = await store.claim(d.acct, d.deviceId, "r1", NOW);
+        expect(first).toEqual({ keyPackage: lr1.keyPackage, lastResort: true, replayed: false });
+        await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: [], lastResort: lr2 }, NOW + 10);
+        const second = await store.claimAccount(d.acct, {
+          memoKey: "r2",
+          now: NOW + 20,
+          listRequired: false,
+        });
+        await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: [], lastResort: lr3 }, NOW + 30);
+        expect(await store.claim(d.acct, d.deviceId, "r1", NOW + 599)).toEqual({ ...first, replayed: true });
+        expect(
+          await store.claimAccount(d.acct, { memoKey: "r2", now: NOW + 599, listRequired: false }),
+        ).toEqual({
+          status: "ok",
+          devices: [
+            {
+              deviceId: d.deviceId,
+              claimed: { keyPackage: text(lr2.keyPackage), lastResort: true, replayed: true },
+            },
+          ],
+        });
+        expect(second).toMatchObject({ devices: [{ claimed: { replayed: false } }] });
+        // A new intent, or the same one after the window, gets the current one.
+        expect((await store.claim(d.acct, d.deviceId, "r3", NOW + 40))?.keyPackage).toEqual(lr3.keyPackage);
+        expect(await store.claim(d.acct, d.deviceId, "r1", NOW + 600)).toEqual({
+          keyPackage: lr3.keyPackage,
+          lastResort: true,
+          replayed: false,
+        });
+      });
+
       it("never repeats a claim made without a memo key (D1)", async () => {
         const d = await registered();
         await store.addKeyPackages(d.acct, d.deviceId, { keyPackages: [kp(), kp()] }, NOW);
