@@ -84,6 +84,10 @@ export const errorCatalogue = {
   },
   mastodon_refused: { status: 502, message: "The Mastodon instance refused the profile update." },
   too_many_groups: { status: 422, message: "A device is in as many groups as this hub allows." },
+  too_many_invitations: {
+    status: 422,
+    message: "The account has as many invitations waiting as this hub keeps; retry later.",
+  },
   unknown_commit: { status: 404, message: "No accepted commit with this hash ended that epoch." },
   device_not_registered: {
     status: 403,

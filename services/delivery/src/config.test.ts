@@ -17,7 +17,14 @@ describe("loadDeliveryConfig", () => {
       appEpochWindow: 2,
       retentionSeconds: 14 * 86400,
       sweepSeconds: 60,
-      rateLimits: { windowSeconds: 60, submissions: 1200, commits: 60, invitations: 60 },
+      rateLimits: {
+        windowSeconds: 60,
+        submissions: 1200,
+        commits: 60,
+        invitations: 60,
+        invitationsReceived: 120,
+      },
+      maxQueuedInvitations: 1000,
       pushCoalesceMs: 5,
     });
   });

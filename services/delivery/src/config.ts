@@ -52,8 +52,15 @@ export const DeliveryEnv = z
     RATE_SUBMISSIONS: z.coerce.number().int().min(1).default(1200),
     /** Commits per device per window (they count as submissions too). */
     RATE_COMMITS: z.coerce.number().int().min(1).default(60),
-    /** Invitations per sending account per window. */
+    /**
+     * Invitations per sending account per window, and as many per sending device: a certificate is
+     * self-issued, so a device of another instance could otherwise make up a new account for each one.
+     */
     RATE_INVITATIONS: z.coerce.number().int().min(1).default(60),
+    /** Invitations an account of this instance is sent per window, from everyone together. */
+    RATE_INVITATIONS_RECEIVED: z.coerce.number().int().min(1).default(120),
+    /** Invitations waiting for one account at most (they go by age only); more are refused. */
+    MAX_QUEUED_INVITATIONS: z.coerce.number().int().min(1).max(1_000_000).default(1000),
     /** A stream that sent a frame less than this many ms ago holds new pushes until then (0: never holds). */
     PUSH_COALESCE_MS: z.coerce.number().int().min(0).max(100).default(5),
   })
@@ -74,6 +81,7 @@ export interface DeliveryConfig {
   retentionSeconds: number;
   sweepSeconds: number;
   rateLimits: RateLimitConfig;
+  maxQueuedInvitations: number;
   pushCoalesceMs: number;
 }
 
@@ -82,6 +90,7 @@ export interface RateLimitConfig {
   submissions: number;
   commits: number;
   invitations: number;
+  invitationsReceived: number;
 }
 
 /** Validates the environment; throws a ConfigError naming every bad variable. */
@@ -107,7 +116,9 @@ export function loadDeliveryConfig(env: Record<string, string | undefined>): Del
       submissions: e.RATE_SUBMISSIONS,
       commits: e.RATE_COMMITS,
       invitations: e.RATE_INVITATIONS,
+      invitationsReceived: e.RATE_INVITATIONS_RECEIVED,
     },
+    maxQueuedInvitations: e.MAX_QUEUED_INVITATIONS,
     pushCoalesceMs: e.PUSH_COALESCE_MS,
   };
 }

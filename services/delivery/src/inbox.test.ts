@@ -77,6 +77,11 @@ describe.each<StoreKind>(["memory", "redis"])("inbox (%s store)", (store) => {
     const [stream] = [...decodeCursor(seen[9]!.cursor).keys()];
     const ahead = toBase64url(new TextEncoder().encode(JSON.stringify({ v: 1, p: { [stream!]: 9999 } })));
     expect((await client.ack(ahead)).body).toMatchObject({ error: "invalid_cursor" });
+    // … and so is reading after it: what arrives up to that position would be skipped.
+    expect(await client.request("GET", `/v1/inbox?after=${ahead}`)).toMatchObject({
+      status: 400,
+      body: { error: "invalid_cursor" },
+    });
     const foreign = await hub.client(await TestDevice.create("mallory")).ack(seen[9]!.cursor);
     expect(foreign.body).toMatchObject({ error: "invalid_cursor" });
   });

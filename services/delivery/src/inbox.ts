@@ -218,8 +218,14 @@ export async function readInbox(
   const byKey = new Map(streams.map((s) => [s.key, s]));
   const named = new Map<string, number>();
   for (const [key, pos] of after ?? []) {
-    if (byKey.has(key)) named.set(key, pos);
-    else if (!forgotten(key, next, numbers)) {
+    const s = byKey.get(key);
+    if (s) {
+      // Reading would treat everything up to such a position as delivered, and its later items as read.
+      if (pos > s.end) {
+        throw new ProtocolError("invalid_cursor", "The cursor is not valid: it is ahead of the inbox.");
+      }
+      named.set(key, pos);
+    } else if (!forgotten(key, next, numbers)) {
       throw new ProtocolError("invalid_cursor", "The cursor names a stream this device does not have.");
     }
   }
@@ -289,6 +295,12 @@ function itemCursor(
 export interface AckResult {
   /** Log entries retention deleted because of this acknowledgement. */
   trimmed: number;
+  /**
+   * The device finished with a group, which dropped from its index. Its streams should read again: a
+   * commit may have added it back while that happened, and the index then changed under their feet
+   * (store forgetDeviceGroup).
+   */
+  forgot: boolean;
 }
 
 /**
@@ -303,26 +315,53 @@ export async function ackCursor(
   delivered?: DeliveredStreams,
 ): Promise<AckResult> {
   if (delivered && [...cursor].every(([key, pos]) => pos <= (delivered.reached.get(key) ?? -1))) {
-    // Positions this stream handed out itself: nothing to look up to know they are valid.
+    // Positions the stream read to itself, from the store or from its `after` once checkCursor passed it:
+    // nothing to look up to know they are valid.
     await store.advanceCursor(reader.device, cursor);
     return ackGroups(store, reader, cursor, (key) => delivered.streamGroups.get(key));
   }
+  const { valid, groupOf } = await validPositions(store, reader, cursor);
+  await store.advanceCursor(reader.device, valid);
+  return ackGroups(store, reader, valid, groupOf);
+}
+
+/**
+ * The cursor's positions, less those of groups the device has finished with. invalid_cursor, as for an
+ * acknowledgement, for a stream the device never had and for a position beyond what exists: a stream
+ * started after such a position would take every item up to it for delivered, and acknowledge them.
+ */
+export async function checkCursor(
+  store: DeliveryStore,
+  reader: InboxReader,
+  cursor: Cursor,
+): Promise<Cursor> {
+  return (await validPositions(store, reader, cursor)).valid;
+}
+
+async function validPositions(
+  store: DeliveryStore,
+  reader: InboxReader,
+  cursor: Cursor,
+): Promise<{ valid: Map<string, number>; groupOf: (key: string) => string | undefined }> {
   const invalid = (why: string) => new ProtocolError("invalid_cursor", `The cursor is not valid: ${why}.`);
   const groups = await store.deviceGroups(reader.device);
   const byNumber = new Map([...groups.numbers].map(([id, n]) => [n, id]));
   const ends = new Map<string, number>();
   const numbers = new Set([...cursor.keys()].map(groupNumberOf));
-  for (const number of numbers) {
-    if (number === undefined) {
-      ends.set(ACCOUNT_STREAM, reader.acct === undefined ? 0 : await store.invitationCount(reader.acct));
-      continue;
-    }
-    const groupId = byNumber.get(number);
-    const inGroup = groupId === undefined ? undefined : await store.memberships(groupId, reader.device);
-    inGroup?.memberships.forEach((m, k) =>
-      ends.set(membershipStream(number, k), m.until === null ? inGroup.seq : m.until + 1),
-    );
-  }
+  // At once, not one group after the other: a stream's `after` may name every group of the device.
+  await Promise.all(
+    [...numbers].map(async (number) => {
+      if (number === undefined) {
+        ends.set(ACCOUNT_STREAM, reader.acct === undefined ? 0 : await store.invitationCount(reader.acct));
+        return;
+      }
+      const groupId = byNumber.get(number);
+      const inGroup = groupId === undefined ? undefined : await store.memberships(groupId, reader.device);
+      inGroup?.memberships.forEach((m, k) =>
+        ends.set(membershipStream(number, k), m.until === null ? inGroup.seq : m.until + 1),
+      );
+    }),
+  );
   const valid = new Map<string, number>();
   for (const [key, pos] of cursor) {
     const end = ends.get(key);
@@ -333,14 +372,17 @@ export async function ackCursor(
     if (pos > end) throw invalid("it is ahead of the inbox");
     valid.set(key, pos);
   }
-  await store.advanceCursor(reader.device, valid);
-  return ackGroups(store, reader, valid, (key) => {
+  const groupOf = (key: string) => {
     const number = groupNumberOf(key);
     return number === undefined ? undefined : byNumber.get(number);
-  });
+  };
+  return { valid, groupOf };
 }
 
-/** What a stream knows it handed out: positions it read each stream to, and the stream's group. */
+/**
+ * What a stream knows it handed out: positions it read each stream to (never past the inbox's end: a
+ * stream's `after` passed checkCursor first), and the stream's group.
+ */
 export interface DeliveredStreams {
   reached: ReadonlyMap<string, number>;
   streamGroups: ReadonlyMap<string, string | undefined>;
@@ -362,12 +404,15 @@ async function ackGroups(
     perGroup.set(groupId, list);
   }
   let trimmed = 0;
+  let forgot = false;
   await Promise.all(
     [...perGroup].map(async ([groupId, acks]) => {
       const outcome = await store.ackGroup(groupId, reader.device, acks);
       trimmed += outcome.trimmed;
-      if (outcome.done) await store.forgetDeviceGroup(reader.device, groupId);
+      if (!outcome.done) return;
+      await store.forgetDeviceGroup(reader.device, groupId);
+      forgot = true;
     }),
   );
-  return { trimmed };
+  return { trimmed, forgot };
 }

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
 import { startTestDirectory, type TestDirectory } from "./testing/directory.js";
 import { drain, randomGroupId } from "./testing/flow.js";
-import { startHub, type TestHub } from "./testing/hub.js";
+import { manualClock, startHub, type TestHub } from "./testing/hub.js";
 import { TestDevice, addOf } from "./testing/mls.js";
 import { StreamClient } from "./testing/stream.js";
 
@@ -75,6 +75,15 @@ describe("limits", () => {
     expect(third).toMatchObject({ status: 429, body: { error: "rate_limited" } });
   });
 
+  it("spends none of a device's group budget on a create that names someone else's group", async () => {
+    const [owner, jill] = await Promise.all([TestDevice.create("owner"), TestDevice.create("jill")]);
+    const taken = [randomGroupId().text, randomGroupId().text];
+    for (const g of taken) expect((await one.client(owner).createGroup(g)).status).toBe(201);
+    for (const g of taken) expect((await two.client(jill).createGroup(g)).status).toBe(409);
+    for (let i = 0; i < 2; i++)
+      expect((await one.client(jill).createGroup(randomGroupId().text)).status).toBe(201);
+  });
+
   it("limits the groups a device is in", async () => {
     const [owner, ivan] = await Promise.all([TestDevice.create("owner"), TestDevice.create("ivan")]);
     for (let i = 0; i < 2; i++)
@@ -87,5 +96,42 @@ describe("limits", () => {
     const add = await owner.commit([addOf(await ivan.keyPackage())]);
     const refused = await one.client(owner).submit(id.text, add.commit, add.welcome);
     expect(refused).toMatchObject({ status: 422, body: { error: "too_many_groups", device: ivan.deviceId } });
+  });
+});
+
+describe.each(["memory", "redis"] as const)("invitations per receiving account (%s store)", (kind) => {
+  it("limits what an account is sent per window, from everyone, and how many wait for it", async () => {
+    const clock = manualClock();
+    const hub = await startHub(kind, {
+      ...(kind === "redis" ? { redis } : {}),
+      directory,
+      now: clock.now,
+      env: { RATE_INVITATIONS_RECEIVED: "3", MAX_QUEUED_INVITATIONS: "2", RATE_WINDOW_SECONDS: "600" },
+    });
+    try {
+      // A new device (and account) of another instance for each invitation: the senders' own limits
+      // never come into it.
+      const invite = async (acct: string) => {
+        const sender = await TestDevice.create(`s${Math.random().toString(36).slice(2, 8)}`, "evil.test");
+        return hub.client(sender).invite(acct, "https://hub.evil.test", randomGroupId().text);
+      };
+      expect((await invite("kim@a.test")).status).toBe(201);
+      expect((await invite("kim@a.test")).status).toBe(201);
+      expect(await invite("kim@a.test")).toMatchObject({
+        status: 422,
+        body: { error: "too_many_invitations" },
+      });
+      expect(await hub.delivery.context.store.invitationCount("kim@a.test")).toBe(2);
+      // Another account has room and a budget of its own.
+      expect((await invite("lee@a.test")).status).toBe(201);
+      // kim's invitations age out, but this window's budget for kim is spent (three, the refused one too).
+      clock.advance(15 * 86400 * 1000);
+      expect((await hub.delivery.sweep()).invitations).toBe(3);
+      const limited = await invite("kim@a.test");
+      expect(limited).toMatchObject({ status: 429, body: { error: "rate_limited" } });
+      expect(limited.headers?.["retry-after"]).toBe(String(limited.body.retry_after));
+    } finally {
+      await hub.close();
+    }
   });
 });

@@ -4,8 +4,11 @@ import type { ServiceApp } from "@mastodon-mls/service-kit";
 import type { RateLimitConfig } from "./config.js";
 import type { DeliveryMetrics } from "./metrics.js";
 
-/** The limits (DESIGN §6, §10): submissions and commits per device, invitations per sending account. */
-export type LimitName = "submissions" | "commits" | "invitations";
+/**
+ * The limits (DESIGN §6, §10): submissions and commits per device, invitations per sending account and
+ * per sending device (one budget each, same size), and invitations per receiving account.
+ */
+export type LimitName = "submissions" | "commits" | "invitations" | "invitationsReceived";
 
 export interface RateLimits {
   /** Counts one request against `limit` for `key`; throws `429 rate_limited` {retry_after} when over. */
@@ -38,6 +41,7 @@ export function createRateLimits(
     submissions: make(config.submissions),
     commits: make(config.commits),
     invitations: make(config.invitations),
+    invitationsReceived: make(config.invitationsReceived),
   };
   return {
     async take(limit, key) {

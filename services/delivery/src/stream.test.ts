@@ -101,6 +101,15 @@ describe.each<StoreKind>(["memory", "redis"])("stream (%s store)", (store) => {
     const challenge = await badAfter.next("challenge");
     await badAfter.auth(carol.signer, challenge.challenge, "garbage");
     expect((await badAfter.closed).code).toBe(4002);
+
+    // A position ahead of the inbox: refused before `ready`, or the stream would push nothing up to it.
+    const aheadAfter = await StreamClient.connect(hub.url);
+    const aheadChallenge = await aheadAfter.next("challenge");
+    const ahead = toBase64url(new TextEncoder().encode(JSON.stringify({ v: 1, p: { "1.0": 9999 } })));
+    await aheadAfter.auth(carol.signer, aheadChallenge.challenge, ahead);
+    expect(await aheadAfter.next("error")).toMatchObject({ error: "invalid_cursor" });
+    expect((await aheadAfter.closed).code).toBe(4002);
+    expect(aheadAfter.frames.filter((f) => f.type === "ready")).toEqual([]);
   });
 
   it("takes submissions on the stream, screened and answered like the HTTP route", async () => {

@@ -17,7 +17,14 @@ import type { DeliveryContext } from "./context.js";
 import { decodeCursor, encodeCursor, type Cursor } from "./cursor.js";
 import { inboxReader } from "./deviceAccess.js";
 import { isListed, type RegisteredDevices } from "./directoryDevices.js";
-import { ITEM_CURSOR_CHARS, ackCursor, readInbox, type GroupStream, type InboxReader } from "./inbox.js";
+import {
+  ITEM_CURSOR_CHARS,
+  ackCursor,
+  checkCursor,
+  readInbox,
+  type GroupStream,
+  type InboxReader,
+} from "./inbox.js";
 import {
   accountTopic,
   deviceTopic,
@@ -458,11 +465,12 @@ export class StreamSession {
       return;
     }
     try {
-      const { trimmed } = await ackCursor(this.ctx.store, this.reader!, decodeCursor(frame.cursor), {
+      const { trimmed, forgot } = await ackCursor(this.ctx.store, this.reader!, decodeCursor(frame.cursor), {
         reached: this.reached,
         streamGroups: this.streamGroups,
       });
       if (trimmed > 0) this.ctx.metrics.retained.inc({ cause: "ack" }, trimmed);
+      if (forgot) this.ctx.notifier.publish({ kind: "devices", devices: [this.reader!.device] });
     } catch (e) {
       this.failWith(e);
     }
@@ -500,12 +508,19 @@ export class StreamSession {
     this.authTimer = undefined;
     this.challenge = undefined;
     try {
-      this.position = after === undefined ? new Map<string, number>() : new Map(decodeCursor(after));
+      // Checked against the store before `ready`: the stream pushes only what lies after `after`, and
+      // acknowledges up to it without looking (ackCursor), so a position ahead of the inbox would lose
+      // every message up to it.
+      this.position =
+        after === undefined
+          ? new Map<string, number>()
+          : new Map(await checkCursor(this.ctx.store, reader, decodeCursor(after)));
       this.positionText = undefined;
     } catch (e) {
       this.failWith(e);
       return;
     }
+    if (this.state !== "authenticating") return;
     this.certificate = cert;
     this.reader = reader;
     this.state = "open";
@@ -570,12 +585,27 @@ export class StreamSession {
     }
   }
 
+  /** Refusals of submit frames over the queue's size, waiting for the answers before them. */
+  private refusalsWaiting = 0;
+
   private enqueueSubmit(frame: SubmitFrame): void {
     if (this.queued >= this.ctx.limits.streamSubmitQueue) {
-      this.answer({
+      // A client that keeps sending while as many refusals wait as submissions does not read its answers:
+      // it is cut off (to resume from its cursor) rather than held in memory frame by frame.
+      if (this.refusalsWaiting >= this.ctx.limits.streamSubmitQueue) {
+        this.close(STREAM_CLOSE.resume, "too many submit frames waiting; resume from your cursor");
+        return;
+      }
+      const refusal: StreamServerFrame = {
         type: "refused",
         id: frame.id,
         ...new ProtocolError("rate_limited", "Too many submit frames waiting.", { retry_after: 1 }).toBody(),
+      };
+      // Behind the answers still to come: answers are in frame order, this one too.
+      this.refusalsWaiting++;
+      this.submitting = this.submitting.then(() => {
+        this.refusalsWaiting--;
+        this.answer(refusal);
       });
       return;
     }

@@ -30,7 +30,16 @@ export type SubmitPath = "http" | "stream";
 
 /** A group id from a URL or body: canonical base64url of 1 to 64 bytes. */
 export function parseGroupId(text: string): Uint8Array {
-  const bytes = fromBase64url(text, 64);
+  let bytes: Uint8Array;
+  try {
+    bytes = fromBase64url(text, 64);
+  } catch (e) {
+    // fromBase64url's size error is a 413, meant for bodies; an id too long for its field is malformed.
+    if (e instanceof ProtocolError && e.code === "payload_too_large") {
+      throw new ProtocolError("bad_request", "The group id is longer than 64 bytes.");
+    }
+    throw e;
+  }
   if (bytes.byteLength === 0) throw new ProtocolError("bad_request", "The group id is empty.");
   return bytes;
 }
@@ -199,6 +208,7 @@ async function acceptCommit(
     if (outcome.reason === "wrong_epoch") throw wrongEpoch(outcome.epoch, outcome.winner);
     throw new ProtocolError("unknown_group");
   }
+  if (adds.length > 0) await indexAddedAgain(ctx, snap.groupId, adds);
   ctx.log.info(
     {
       group: snap.groupId,
@@ -211,6 +221,29 @@ async function acceptCommit(
     "commit accepted",
   );
   return outcome;
+}
+
+/**
+ * A device added back while its acknowledgement of `removed` was finishing can lose the hint written
+ * before the commit (store forgetDeviceGroup, in another hash slot, cannot see a commit that lands after
+ * its check): indexed again once the commit is in, and told to read. The commit is accepted either way,
+ * so a store failure here is logged, not answered.
+ */
+async function indexAddedAgain(
+  ctx: DeliveryContext,
+  groupId: string,
+  adds: readonly { member: { device: string } }[],
+): Promise<void> {
+  try {
+    const indexed = await Promise.all(adds.map((a) => ctx.store.indexIfMember(a.member.device, groupId)));
+    const devices = adds.filter((_, i) => indexed[i]).map((a) => a.member.device);
+    if (devices.length > 0) ctx.notifier.publish({ kind: "devices", devices });
+  } catch (e) {
+    ctx.log.warn(
+      { group: groupId, err: e instanceof Error ? { name: e.name, message: e.message } : String(e) },
+      "indexing added devices after the commit failed",
+    );
+  }
 }
 
 function appended(outcome: AppendOutcome): Accepted {

@@ -50,19 +50,31 @@ export function groupRoutes(ctx: DeliveryContext) {
         const groupId = req.body.group_id;
         parseGroupId(groupId);
         await ctx.rateLimits.take("submissions", device.deviceIdText);
-        if ((await ctx.store.deviceGroupCount(device.deviceIdText)) >= ctx.limits.groupsPerDevice) {
+        // The index hint goes first, as for an added device (a crash between the two writes loses nothing),
+        // and the budget is checked in the same store step, so two concurrent creates cannot both take the
+        // last place.
+        const reserved = await ctx.store.reserveDeviceGroup(
+          device.deviceIdText,
+          groupId,
+          ctx.limits.groupsPerDevice,
+        );
+        if (reserved === "full") {
           throw new ProtocolError(
             "too_many_groups",
             `This device is in ${ctx.limits.groupsPerDevice} groups at this hub already.`,
           );
         }
-        await ctx.store.indexDeviceGroups(device.deviceIdText, [groupId]);
         const created = await ctx.store.createGroup({
           groupId,
           creator: { device: device.deviceIdText, acct: device.acct },
           at: ctx.now(),
         });
-        if (!created) throw new ProtocolError("group_exists");
+        if (!created) {
+          // Naming someone else's group must not use up this device's budget. Only a place this request
+          // took is given back: an entry that was there already belongs to a commit that added the device.
+          if (reserved === "added") await ctx.store.forgetDeviceGroup(device.deviceIdText, groupId);
+          throw new ProtocolError("group_exists");
+        }
         ctx.log.info({ group: groupId }, "group created");
         return reply.status(201).send({ group_id: groupId, epoch: 0 });
       },

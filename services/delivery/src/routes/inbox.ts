@@ -19,7 +19,9 @@ export function inboxRoutes(ctx: DeliveryContext) {
           description:
             "Items: invitation, welcome, message, removed, forked, behind_retention (docs/protocol.md §4). " +
             "A device of an account of this instance must be listed for it by the instance's directory " +
-            "(`403 device_not_registered`, `503 directory_unavailable`); so must it to acknowledge.",
+            "(`403 device_not_registered`, `503 directory_unavailable`); so must it to acknowledge. An " +
+            "`after` naming a stream the device never had, or a position beyond the inbox, is " +
+            "`400 invalid_cursor`.",
           security: [{ device: [] }],
           querystring: InboxQuery,
           response: { 200: InboxResponse, ...deviceErrors },
@@ -45,7 +47,9 @@ export function inboxRoutes(ctx: DeliveryContext) {
       {
         schema: {
           summary: "Acknowledge everything up to a cursor; acknowledged positions never move back",
-          description: "Entries every member device acknowledged are deleted (retention).",
+          description:
+            "Entries every member device acknowledged are deleted (retention). A cursor naming a stream the " +
+            "device never had, or a position beyond the inbox, is `400 invalid_cursor`.",
           security: [{ device: [] }],
           body: AckBody,
           response: { 200: AckResponse, ...deviceErrors },
@@ -53,8 +57,9 @@ export function inboxRoutes(ctx: DeliveryContext) {
       },
       async (req) => {
         const reader = await inboxReader(ctx, signer(req));
-        const { trimmed } = await ackCursor(ctx.store, reader, decodeCursor(req.body.cursor));
+        const { trimmed, forgot } = await ackCursor(ctx.store, reader, decodeCursor(req.body.cursor));
         if (trimmed > 0) ctx.metrics.retained.inc({ cause: "ack" }, trimmed);
+        if (forgot) ctx.notifier.publish({ kind: "devices", devices: [reader.device] });
         return { acked: true as const };
       },
     );

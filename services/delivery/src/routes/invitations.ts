@@ -1,4 +1,5 @@
 import {
+  ErrorBodySchema,
   InvitationBody,
   InvitationResponse,
   ProtocolError,
@@ -24,11 +25,17 @@ export function invitationRoutes(ctx: DeliveryContext) {
           description:
             "A sender of this instance must be a device its directory lists for the account " +
             "(`403 device_not_registered`; `503 directory_unavailable` when the directory cannot be asked " +
-            "or DIRECTORY_URL is unset). Rate-limited per sending account (RATE_INVITATIONS per " +
-            "RATE_WINDOW_SECONDS).",
+            "or DIRECTORY_URL is unset). Rate-limited per sending account and per sending device " +
+            "(RATE_INVITATIONS each) and per receiving account (RATE_INVITATIONS_RECEIVED), per " +
+            "RATE_WINDOW_SECONDS; `422 too_many_invitations` while MAX_QUEUED_INVITATIONS wait for the " +
+            "account.",
           security: [{ device: [] }],
           body: InvitationBody,
-          response: { 201: InvitationResponse, ...deviceErrors },
+          response: {
+            201: InvitationResponse,
+            422: ErrorBodySchema.describe("too_many_invitations"),
+            ...deviceErrors,
+          },
         },
       },
       async (req, reply) => {
@@ -40,12 +47,18 @@ export function invitationRoutes(ctx: DeliveryContext) {
           throw new ProtocolError("bad_request", "The hub must be an http(s) URL.");
         }
         parseGroupId(req.body.group_id);
-        // Before the rate limit: a device that is not the account's must not spend the account's budget.
+        // Per sending device as well as per account: a sender of another instance is not checked against
+        // any directory, so it could name a made-up account, with a budget of its own, for each request.
+        await ctx.rateLimits.take("invitations", from.deviceIdText);
+        // Before the account's limit: a device that is not the account's must not spend its budget.
         await requireInvitationSender(ctx, from);
         // Per sending account: its devices share one budget.
         await ctx.rateLimits.take("invitations", from.acct);
+        // Per receiving account, from everyone: device keys cost nothing, so the limits above do not
+        // bound what one account is sent. Taken last, so that senders over their own limits spend none of it.
         const target = formatAcct(acct);
-        await ctx.store.queueInvitation(
+        await ctx.rateLimits.take("invitationsReceived", target);
+        const queued = await ctx.store.queueInvitation(
           target,
           {
             from: from.acct,
@@ -54,7 +67,16 @@ export function invitationRoutes(ctx: DeliveryContext) {
             group_id: req.body.group_id,
           },
           ctx.now(),
+          ctx.config.maxQueuedInvitations,
         );
+        // Invitations go by age only, never when read: without this cap an account would hold whatever
+        // the limit above lets through in a whole RETENTION_SECONDS.
+        if (queued === undefined) {
+          throw new ProtocolError(
+            "too_many_invitations",
+            `${target} has ${ctx.config.maxQueuedInvitations} invitations waiting at this hub already.`,
+          );
+        }
         ctx.notifier.publish({ kind: "account", acct: target });
         return reply.status(201).send({ queued: true as const });
       },

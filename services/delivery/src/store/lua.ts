@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import type { Redis } from "@mastodon-mls/service-kit";
+import { FORK_EPOCHS } from "./types.js";
 
 /** A Lua script run by EVALSHA, loaded with EVAL the first time a server has not seen it. */
 export class LuaScript {
@@ -42,10 +43,11 @@ end
  * about; both concern commits members can still read. So a winner is forgotten once its commit has left
  * the log (retention: seq <= base) and it is not among the last `keep` epochs' winners. Winners go
  * oldest first from meta `wlow` (the lowest epoch that may still have one), at most 100 per call, so
- * that a group that kept every winner before this rule catches up a little at each step.
+ * that a group that kept every winner before this rule catches up a little at each step. An epoch's fork
+ * record goes with its winner: a fork is about a commit, and could not be reported once the winner went.
  */
 const FORGET_WINS = `
-local function forget_wins(metaKey, winsKey, epoch, keep)
+local function forget_wins(metaKey, winsKey, forksKey, epoch, keep)
   local meta = redis.call('HMGET', metaKey, 'base', 'wlow')
   local base = tonumber(meta[1] or '0')
   local low = tonumber(meta[2] or '0')
@@ -55,6 +57,7 @@ local function forget_wins(metaKey, winsKey, epoch, keep)
     if win then
       if tonumber(string.match(win, '^%S+ (%d+)')) > base then break end
       redis.call('HDEL', winsKey, low)
+      redis.call('HDEL', forksKey, low)
     end
     low = low + 1
   end
@@ -74,9 +77,9 @@ return 1
 
 /**
  * The commit step (DESIGN §6): epoch compare-and-set, sequence number, log, roster change, Welcome,
- * announcement, and forgetting winners no longer needed. KEYS: meta roster leaves mship log welcome props
- * wins. ARGV: expectedEpoch, entryJson, hash, welcome ('' for none), sender, keep, nRemoves, leaf…,
- *       nAdds, (leaf, device, memberJson)…, head, tail, channel…
+ * announcement, and forgetting winners (and fork records) no longer needed. KEYS: meta roster leaves mship
+ * log welcome props wins forks. ARGV: expectedEpoch, entryJson, hash, welcome ('' for none), sender, keep,
+ *       nRemoves, leaf…, nAdds, (leaf, device, memberJson)…, head, tail, channel…
  */
 export const COMMIT = new LuaScript(`${ANNOUNCE}${FORGET_WINS}
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
@@ -91,7 +94,9 @@ local nextEpoch = tonumber(epoch) + 1
 redis.call('HSET', KEYS[1], 'epoch', nextEpoch)
 redis.call('HSET', KEYS[8], ARGV[1], ARGV[3] .. ' ' .. seq .. ' ' .. ARGV[5])
 redis.call('DEL', KEYS[7])
-forget_wins(KEYS[1], KEYS[8], nextEpoch, tonumber(ARGV[6]))
+forget_wins(KEYS[1], KEYS[8], KEYS[9], nextEpoch, tonumber(ARGV[6]))
+-- One epoch per commit: dropping the record of the epoch that just left the window keeps it bounded.
+redis.call('HDEL', KEYS[9], tonumber(ARGV[1]) - ${FORK_EPOCHS})
 local i = 7
 local nRemoves = tonumber(ARGV[i])
 for _ = 1, nRemoves do
@@ -167,7 +172,8 @@ return {'ok', seq, current}
 `);
 
 /**
- * A fork report: once per epoch, a notice in the log. KEYS: meta leaves wins forks log.
+ * A fork report: once per epoch, within the last FORK_EPOCHS epochs, a notice in the log.
+ * KEYS: meta leaves wins forks log.
  * ARGV: reporter, epoch, commitHash, reason, at, groupId, channel…
  * Every field is base64url, decimal or a checked reason code: no JSON escaping is needed.
  */
@@ -176,7 +182,7 @@ local current = redis.call('HGET', KEYS[1], 'epoch')
 if not current then return {'unknown_group'} end
 if not redis.call('HGET', KEYS[2], ARGV[1]) then return {'not_a_member'} end
 local win = redis.call('HGET', KEYS[3], ARGV[2])
-if not win then return {'unknown_commit'} end
+if not win or tonumber(ARGV[2]) < tonumber(current) - ${FORK_EPOCHS} then return {'unknown_commit'} end
 local hash, commitSeq, sender = string.match(win, '^(%S+) (%d+) (%S+)$')
 if hash ~= ARGV[3] then return {'unknown_commit'} end
 local existing = redis.call('HGET', KEYS[4], ARGV[2])
@@ -250,7 +256,8 @@ end
 `;
 
 /**
- * Acknowledgements in a group, then retention by acknowledgement. KEYS: meta mship acks log welcome wins.
+ * Acknowledgements in a group, then retention by acknowledgement. KEYS: meta mship acks log welcome wins
+ * forks.
  * ARGV: device, keep, (stretch, position)… → {done, trimmed, oldest ('' when the log is empty)}.
  */
 export const ACK_GROUP = new LuaScript(`${SCAN}${TRIM}${FORGET_WINS}
@@ -280,12 +287,12 @@ for j = 1, #all, 2 do
   floor = f
 end
 local trimmed = trim(KEYS[1], KEYS[4], KEYS[5], base, floor)
-if trimmed > 0 then forget_wins(KEYS[1], KEYS[6], tonumber(meta[3]), tonumber(ARGV[2])) end
+if trimmed > 0 then forget_wins(KEYS[1], KEYS[6], KEYS[7], tonumber(meta[3]), tonumber(ARGV[2])) end
 return {done and 1 or 0, trimmed, trimmed > 0 and oldest(KEYS[4]) or ''}
 `);
 
 /**
- * Retention by age. KEYS: meta log welcome wins. ARGV: cutoff (ms), max, keep.
+ * Retention by age. KEYS: meta log welcome wins forks. ARGV: cutoff (ms), max, keep.
  * → {deleted (-1: no such group), oldest remaining ('' when empty)}.
  */
 export const SWEEP_GROUP = new LuaScript(`${TRIM}${FORGET_WINS}
@@ -308,7 +315,7 @@ while not stop and n < max do
   end
 end
 trim(KEYS[1], KEYS[2], KEYS[3], base, base + n)
-if n > 0 then forget_wins(KEYS[1], KEYS[4], tonumber(meta[3]), tonumber(ARGV[3])) end
+if n > 0 then forget_wins(KEYS[1], KEYS[4], KEYS[5], tonumber(meta[3]), tonumber(ARGV[3])) end
 return {n, oldest(KEYS[2])}
 `);
 
@@ -327,6 +334,16 @@ local first = redis.call('LINDEX', KEYS[1], 0)
 return {n, first and string.match(first, '^{"t":(%d+)') or ''}
 `);
 
+/**
+ * KEYS: inv invbase. ARGV: invitationJson, max. → its seq, or 0 (nothing queued) when `max` invitations
+ * are waiting already: the count and the append in one step, so concurrent senders cannot overfill it.
+ */
+export const QUEUE_INVITATION = new LuaScript(`
+if redis.call('LLEN', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+local length = redis.call('RPUSH', KEYS[1], ARGV[1])
+return tonumber(redis.call('GET', KEYS[2]) or '0') + length
+`);
+
 /** KEYS: inv invbase. ARGV: after, max. → {base, invitation…} with seq > max(after, base). */
 export const READ_INVITATIONS = new LuaScript(`
 local base = tonumber(redis.call('GET', KEYS[2]) or '0')
@@ -337,13 +354,23 @@ table.insert(items, 1, from)
 return items
 `);
 
-/** KEYS: groups next. ARGV: groupId… */
+/** KEYS: groups next. ARGV: groupId… → how many were not indexed yet. */
 export const INDEX_DEVICE_GROUPS = new LuaScript(`
+local added = 0
 for _, id in ipairs(ARGV) do
   if redis.call('HEXISTS', KEYS[1], id) == 0 then
     redis.call('HSET', KEYS[1], id, redis.call('INCR', KEYS[2]))
+    added = added + 1
   end
 end
+return added
+`);
+
+/** KEYS: groups next. ARGV: groupId, max. → 1 added, 0 already there, -1 full (nothing written). */
+export const RESERVE_DEVICE_GROUP = new LuaScript(`
+if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
+if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end
+redis.call('HSET', KEYS[1], ARGV[1], redis.call('INCR', KEYS[2]))
 return 1
 `);
 

@@ -1,6 +1,6 @@
 import { toBase64url } from "@mastodon-mls/protocol";
 import { groupEvent } from "./events.js";
-import { DEFAULT_WINNER_EPOCHS, logEntry } from "./types.js";
+import { DEFAULT_WINNER_EPOCHS, FORK_EPOCHS, logEntry } from "./types.js";
 import type {
   AckOutcome,
   AppendOutcome,
@@ -116,6 +116,8 @@ export class MemoryDeliveryStore implements DeliveryStore {
     g.epoch = w.expectedEpoch + 1;
     g.winners.set(w.expectedEpoch, { hash: w.hash, seq, sender: w.sender });
     forgetWinners(g, this.winnerEpochs);
+    // One epoch per commit: dropping the record of the epoch that just left the window keeps it bounded.
+    g.forks.delete(w.expectedEpoch - FORK_EPOCHS);
     g.proposals.clear();
     const changed: string[] = [];
     for (const leaf of w.removes) {
@@ -183,7 +185,9 @@ export class MemoryDeliveryStore implements DeliveryStore {
     if (!g) return { ok: false, reason: "unknown_group" };
     if (!g.leaves.has(r.reporter)) return { ok: false, reason: "not_a_member" };
     const win = g.winners.get(r.epoch);
-    if (!win || win.hash !== r.commitHash) return { ok: false, reason: "unknown_commit" };
+    if (!win || win.hash !== r.commitHash || r.epoch < g.epoch - FORK_EPOCHS) {
+      return { ok: false, reason: "unknown_commit" };
+    }
     const existing = g.forks.get(r.epoch);
     if (existing) return { ok: true, fork: existing, created: false, event: undefined, announced: false };
     const seq = ++g.seq;
@@ -225,6 +229,15 @@ export class MemoryDeliveryStore implements DeliveryStore {
     for (const id of groupIds) if (!index.numbers.has(id)) index.numbers.set(id, ++index.next);
   }
 
+  async reserveDeviceGroup(device: string, groupId: string, max: number) {
+    const index = this.deviceIndex.get(device) ?? { numbers: new Map<string, number>(), next: 0 };
+    if (index.numbers.has(groupId)) return "present" as const;
+    if (index.numbers.size >= max) return "full" as const;
+    this.deviceIndex.set(device, index);
+    index.numbers.set(groupId, ++index.next);
+    return "added" as const;
+  }
+
   async deviceGroups(device: string): Promise<DeviceGroups> {
     const index = this.deviceIndex.get(device);
     return { numbers: new Map(index?.numbers), next: index?.next ?? 0 };
@@ -232,6 +245,21 @@ export class MemoryDeliveryStore implements DeliveryStore {
 
   async forgetDeviceGroup(device: string, groupId: string): Promise<void> {
     this.deviceIndex.get(device)?.numbers.delete(groupId);
+    this.indexMember(device, groupId);
+  }
+
+  async indexIfMember(device: string, groupId: string): Promise<boolean> {
+    return this.indexMember(device, groupId);
+  }
+
+  /** Synchronous, so that forgetDeviceGroup checks and deletes in one step. */
+  private indexMember(device: string, groupId: string): boolean {
+    if (!this.groups.get(groupId)?.memberships.has(device)) return false;
+    const index = this.deviceIndex.get(device) ?? { numbers: new Map<string, number>(), next: 0 };
+    this.deviceIndex.set(device, index);
+    if (index.numbers.has(groupId)) return false;
+    index.numbers.set(groupId, ++index.next);
+    return true;
   }
 
   async deviceGroupCount(device: string): Promise<number> {
@@ -307,8 +335,14 @@ export class MemoryDeliveryStore implements DeliveryStore {
     return { entries, invitations };
   }
 
-  async queueInvitation(acct: string, invitation: Invitation, at: number): Promise<number> {
+  async queueInvitation(
+    acct: string,
+    invitation: Invitation,
+    at: number,
+    max = Number.MAX_SAFE_INTEGER,
+  ): Promise<number | undefined> {
     const queue = this.invitationQueues.get(acct) ?? { base: 0, items: [] };
+    if (queue.items.length >= max) return undefined;
     this.invitationQueues.set(acct, queue);
     queue.items.push({ invitation, at });
     return queue.base + queue.items.length;
@@ -369,7 +403,7 @@ function trimTo(g: GroupData, floor: number): number {
 
 /**
  * As lua.ts FORGET_WINS: the winners of epochs before the latest `keep` whose commits have left the log
- * go, oldest first, at most 100 per step.
+ * go, oldest first, at most 100 per step, and their fork records with them.
  */
 function forgetWinners(g: GroupData, keep: number): void {
   const start = g.winnersLow;
@@ -379,6 +413,7 @@ function forgetWinners(g: GroupData, keep: number): void {
     if (win) {
       if (win.seq > g.base) break;
       g.winners.delete(low);
+      g.forks.delete(low);
     }
     low++;
   }

@@ -11,9 +11,11 @@ import {
   COMMIT,
   CREATE_GROUP,
   INDEX_DEVICE_GROUPS,
+  QUEUE_INVITATION,
   READ_INVITATIONS,
   READ_LOG,
   REPORT_FORK,
+  RESERVE_DEVICE_GROUP,
   SWEEP_GROUP,
   SWEEP_INVITATIONS,
 } from "./lua.js";
@@ -70,7 +72,8 @@ export interface RedisStoreOptions {
  *   <p>{g:<groupId>}:props     hash   ProposalRef → {"l": leaf, "m": b64url}, this epoch only
  *   <p>{g:<groupId>}:wins      hash   epoch → "<b64url SHA-256> <seq> <device>" of the commit that ended it,
  *                                     while that commit is in the log or among the last winnerEpochs
- *   <p>{g:<groupId>}:forks     hash   epoch → fork record (JSON)
+ *   <p>{g:<groupId>}:forks     hash   epoch → fork record (JSON), while its winner is kept, for the last
+ *                                     FORK_EPOCHS epochs at most
  *   <p>{d:<deviceId>}:groups   hash   groupId → the group's number in this device's cursors
  *   <p>{d:<deviceId>}:next     string counter for those numbers
  *   <p>{d:<deviceId>}:cursor   hash   cursor stream → acknowledged position
@@ -178,7 +181,7 @@ export class RedisDeliveryStore implements DeliveryStore {
     ];
     const reply = (await COMMIT.run(
       this.redis,
-      [k.meta, k.roster, k.leaves, k.mship, k.log, k.welcome, k.props, k.wins],
+      [k.meta, k.roster, k.leaves, k.mship, k.log, k.welcome, k.props, k.wins, k.forks],
       args,
     )) as ScriptReply;
     // The commit script answers ok, wrong_epoch or unknown_group only.
@@ -316,6 +319,12 @@ export class RedisDeliveryStore implements DeliveryStore {
     await INDEX_DEVICE_GROUPS.run(this.redis, [k.groups, k.next], groupIds);
   }
 
+  async reserveDeviceGroup(device: string, groupId: string, max: number) {
+    const k = this.device(device);
+    const reply = (await RESERVE_DEVICE_GROUP.run(this.redis, [k.groups, k.next], [groupId, max])) as number;
+    return reply === 1 ? ("added" as const) : reply === 0 ? ("present" as const) : ("full" as const);
+  }
+
   async deviceGroups(device: string): Promise<DeviceGroups> {
     const k = this.device(device);
     const replies = await this.redis.multi().hgetall(k.groups).get(k.next).exec();
@@ -328,6 +337,16 @@ export class RedisDeliveryStore implements DeliveryStore {
 
   async forgetDeviceGroup(device: string, groupId: string): Promise<void> {
     await this.redis.hdel(this.device(device).groups, groupId);
+    // The memberships are in the group's hash slot, the index in the device's: no one script can check
+    // one and delete from the other. Checked after the deletion instead: a commit that added the device
+    // again before this check is seen here, one after it runs indexIfMember after the deletion.
+    await this.indexIfMember(device, groupId);
+  }
+
+  async indexIfMember(device: string, groupId: string): Promise<boolean> {
+    if ((await this.redis.hexists(this.group(groupId).mship, device)) === 0) return false;
+    const k = this.device(device);
+    return ((await INDEX_DEVICE_GROUPS.run(this.redis, [k.groups, k.next], [groupId])) as number) > 0;
   }
 
   async deviceGroupCount(device: string): Promise<number> {
@@ -370,7 +389,7 @@ export class RedisDeliveryStore implements DeliveryStore {
     const k = this.group(groupId);
     const reply = (await ACK_GROUP.run(
       this.redis,
-      [k.meta, k.mship, k.acks, k.log, k.welcome, k.wins],
+      [k.meta, k.mship, k.acks, k.log, k.welcome, k.wins, k.forks],
       [device, this.winnerEpochs, ...acks.flatMap((a) => [a.stretch, a.position])],
     )) as [number, number, string];
     const [done, trimmed, oldest] = reply;
@@ -388,7 +407,7 @@ export class RedisDeliveryStore implements DeliveryStore {
         const k = this.group(id);
         reply = (await SWEEP_GROUP.run(
           this.redis,
-          [k.meta, k.log, k.welcome, k.wins],
+          [k.meta, k.log, k.welcome, k.wins, k.forks],
           [cutoff, max, this.winnerEpochs],
         )) as [number, string];
         if (reply[0] < 0) {
@@ -408,16 +427,21 @@ export class RedisDeliveryStore implements DeliveryStore {
     return out;
   }
 
-  async queueInvitation(acct: string, invitation: Invitation, at: number): Promise<number> {
+  async queueInvitation(
+    acct: string,
+    invitation: Invitation,
+    at: number,
+    max = Number.MAX_SAFE_INTEGER,
+  ): Promise<number | undefined> {
     const k = this.account(acct);
-    const replies = await this.redis
-      .multi()
-      .rpush(k.inv, JSON.stringify({ t: at, ...invitation }))
-      .get(k.base)
-      .exec();
-    const [length, base] = results<unknown>(replies, 2) as [number, string | null];
+    const seq = (await QUEUE_INVITATION.run(
+      this.redis,
+      [k.inv, k.base],
+      [JSON.stringify({ t: at, ...invitation }), max],
+    )) as number;
+    if (seq === 0) return undefined;
     await this.redis.zadd(this.index, "NX", at, `a:${acct}`);
-    return Number(base ?? 0) + length;
+    return seq;
   }
 
   async invitationCount(acct: string): Promise<number> {

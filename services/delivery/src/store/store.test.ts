@@ -7,7 +7,7 @@ import { groupTopic } from "../notifier.js";
 import { EVENT_MESSAGE_CHARS } from "./events.js";
 import { MemoryDeliveryStore } from "./memory.js";
 import { RedisDeliveryStore } from "./redis.js";
-import type { CommitWrite, DeliveryStore, MemberRecord } from "./types.js";
+import { FORK_EPOCHS, type CommitWrite, type DeliveryStore, type MemberRecord } from "./types.js";
 
 // One contract, both stores: the Redis one against a real redis-server.
 
@@ -397,6 +397,35 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     expect(await store.deviceGroups("dev-none")).toEqual({ numbers: new Map(), next: 0 });
   });
 
+  it("keeps a device in its index when a commit added it back while the group was forgetting it", async () => {
+    const id = await groupWithLog(0, ["bob"]); // seq 1: add bob
+    await store.indexDeviceGroups("dev-bob", [id]);
+    const before = (await store.deviceGroups("dev-bob")).numbers.get(id)!;
+    await store.commit(id, commitWrite(1, { removes: [1], removedDevices: ["dev-bob"] })); // seq 2
+    expect(await store.ackGroup(id, "dev-bob", [{ stretch: 0, position: 3 }])).toMatchObject({ done: true });
+    // Before the index entry goes, the hint of a new Add finds it there, and the commit lands.
+    await store.indexDeviceGroups("dev-bob", [id]);
+    await store.commit(id, commitWrite(2, { adds: [{ leaf: 1, member: member("bob") }], welcome: bytes(7) }));
+    await store.forgetDeviceGroup("dev-bob", id);
+    // Indexed anew: the stretches count from 0 again, so the old number's acknowledgements must not apply.
+    const after = (await store.deviceGroups("dev-bob")).numbers.get(id);
+    expect(after).toBeGreaterThan(before);
+    expect((await store.memberships(id, "dev-bob"))!.memberships).toEqual([{ from: 3, until: null }]);
+    // Nothing to do for a device indexed already, or one the group does not have.
+    expect(await store.indexIfMember("dev-bob", id)).toBe(false);
+    expect(await store.indexIfMember("dev-nobody", id)).toBe(false);
+    expect(await store.deviceGroups("dev-nobody")).toEqual({ numbers: new Map(), next: 0 });
+    // A forget that ran before the commit dropped the hint; indexIfMember after the commit puts it back.
+    await store.commit(id, commitWrite(3, { removes: [1], removedDevices: ["dev-bob"] })); // seq 4
+    expect(await store.ackGroup(id, "dev-bob", [{ stretch: 0, position: 5 }])).toMatchObject({ done: true });
+    await store.indexDeviceGroups("dev-bob", [id]);
+    await store.forgetDeviceGroup("dev-bob", id);
+    expect((await store.deviceGroups("dev-bob")).numbers.has(id)).toBe(false);
+    await store.commit(id, commitWrite(4, { adds: [{ leaf: 1, member: member("bob") }], welcome: bytes(8) }));
+    expect(await store.indexIfMember("dev-bob", id)).toBe(true);
+    expect((await store.deviceGroups("dev-bob")).numbers.has(id)).toBe(true);
+  });
+
   it("raises cursors and never lowers them", async () => {
     await store.advanceCursor(
       "dev-c",
@@ -426,6 +455,66 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     ]);
     expect(await store.invitations("carol@a.test", 1, 10)).toEqual([{ seq: 2, invitation: invitation(2) }]);
     expect(await store.invitations("dave@a.test", 0, 10)).toEqual([]);
+  });
+
+  it("reserves a place in a device's index only while it has room, in one step", async () => {
+    expect(await store.reserveDeviceGroup("dev-r", "g1", 2)).toBe("added");
+    expect(await store.reserveDeviceGroup("dev-r", "g1", 2)).toBe("present");
+    // Two requests for the last place at once: one gets it.
+    const last = await Promise.all([
+      store.reserveDeviceGroup("dev-r", "g2", 2),
+      store.reserveDeviceGroup("dev-r", "g3", 2),
+    ]);
+    expect([...last].sort()).toEqual(["added", "full"]);
+    expect(await store.deviceGroupCount("dev-r")).toBe(2);
+    // Already there needs no room; a place given back can be taken again.
+    expect(await store.reserveDeviceGroup("dev-r", "g1", 2)).toBe("present");
+    await store.forgetDeviceGroup("dev-r", "g1");
+    expect(await store.reserveDeviceGroup("dev-r", "g4", 2)).toBe("added");
+    expect((await store.deviceGroups("dev-r")).next).toBe(3);
+  });
+
+  it("keeps fork records with their winners, and for the last FORK_EPOCHS epochs at most", async () => {
+    const id = newGroupId();
+    await store.createGroup({ groupId: id, creator: member("alice"), at: 1000 });
+    const report = (epoch: number) =>
+      store.reportFork(id, { reporter: "dev-alice", epoch, commitHash: `hash-${epoch}`, reason: "r", at: 1 });
+    const forked = async () => (await store.groupStatus(id))!.forks.map((f) => f.epoch);
+    const range = (from: number, to: number) => Array.from({ length: to - from }, (_, i) => from + i);
+    // Every commit is reported; nobody reads anything, so every winner stays.
+    const epochs = FORK_EPOCHS + 6;
+    for (let e = 0; e < epochs; e++) {
+      await store.commit(id, commitWrite(e, { at: 1000 + e }));
+      expect(await report(e)).toMatchObject({ ok: true, created: true });
+    }
+    expect(await forked()).toEqual(range(6, epochs));
+    // An epoch that left the window is not recorded again, though its winner is still known.
+    expect(await store.winningCommit(id, 0)).not.toBeNull();
+    expect(await report(0)).toEqual({ ok: false, reason: "unknown_commit" });
+    // alice read everything: the records go with the winners, the last three stay.
+    await store.ackGroup(id, "dev-alice", [{ stretch: 0, position: 2 * epochs }]);
+    expect(await forked()).toEqual(range(epochs - 3, epochs));
+    // Retention by age takes them with their winners too.
+    for (let e = epochs; e < epochs + 3; e++) {
+      await store.commit(id, commitWrite(e, { at: 5000 + e }));
+      await report(e);
+    }
+    await store.sweep(10_000, 10_000, 1000);
+    expect(await forked()).toEqual(range(epochs, epochs + 3));
+  });
+
+  it("queues no more invitations for an account than it has room for", async () => {
+    expect(await store.queueInvitation("fred@a.test", invitation(1), 1, 2)).toBe(1);
+    expect(await store.queueInvitation("fred@a.test", invitation(2), 3, 2)).toBe(2);
+    expect(await store.queueInvitation("fred@a.test", invitation(3), 3, 2)).toBeUndefined();
+    expect(await store.invitationCount("fred@a.test")).toBe(2);
+    // Room again once the oldest went by age.
+    await store.sweep(2, 10, 1000);
+    expect(await store.queueInvitation("fred@a.test", invitation(4), 4, 2)).toBe(3);
+    expect(await store.invitations("fred@a.test", 0, 10)).toEqual([
+      { seq: 2, invitation: invitation(2) },
+      { seq: 3, invitation: invitation(4) },
+    ]);
   });
 
   it("is ready", async () => {

@@ -65,6 +65,13 @@ export interface LogEntry {
  */
 export const DEFAULT_WINNER_EPOCHS = 3;
 
+/**
+ * Fork records (and fork reports) are kept for this many latest epochs at most, so that a member reporting
+ * every commit cannot grow the record list, and GET /v1/groups/:id with it, without bound. Within the
+ * window a record still goes with its epoch's winner.
+ */
+export const FORK_EPOCHS = 64;
+
 /** A log entry whose `message` bytes are decoded from `text` only if asked for. */
 export function logEntry(fields: Omit<LogEntry, "message">): LogEntry {
   return {
@@ -234,7 +241,10 @@ export interface DeliveryStore {
    * is in the log, and for the latest `winnerEpochs` epochs in any case.
    */
   winningCommit(groupId: string, epoch: number): Promise<WinningCommit | null>;
-  /** Records a fork once per epoch, with a notice in the log; a repeat returns the first record. */
+  /**
+   * Records a fork once per epoch, with a notice in the log; a repeat returns the first record. Only for
+   * the last FORK_EPOCHS epochs (older: unknown_commit), and a record goes with its epoch's winner.
+   */
   reportFork(groupId: string, report: ForkReport): Promise<ForkOutcome>;
   groupStatus(groupId: string): Promise<GroupStatus | undefined>;
 
@@ -243,9 +253,25 @@ export interface DeliveryStore {
    * so a crash between the two loses nothing); the group's own memberships decide. Idempotent.
    */
   indexDeviceGroups(device: string, groupIds: readonly string[]): Promise<void>;
+  /**
+   * As indexDeviceGroups for one group, but only while the device is indexed in fewer than `max` groups,
+   * checked and written in one step so that concurrent requests cannot both take the last place.
+   * `present`: it was indexed already (nothing written).
+   */
+  reserveDeviceGroup(device: string, groupId: string, max: number): Promise<"added" | "present" | "full">;
   deviceGroups(device: string): Promise<DeviceGroups>;
-  /** Drops a group from the device's index (after the group forgot the device). */
+  /**
+   * Drops a group from the device's index (after the group forgot the device), unless a commit added the
+   * device again meanwhile: then it is indexed anew, under a new number (its stretches count from 0 again,
+   * so what the old streams acknowledged does not apply). The device's streams should read again.
+   */
   forgetDeviceGroup(device: string, groupId: string): Promise<void>;
+  /**
+   * Indexes the group for the device if the group has stretches of it and the index lacks it; true if it
+   * did. Run after a commit adds the device: a forgetDeviceGroup that had not yet seen the commit may
+   * have dropped the hint written before it.
+   */
+  indexIfMember(device: string, groupId: string): Promise<boolean>;
   memberships(groupId: string, device: string): Promise<DeviceInGroup | undefined>;
   /** Log entries with `from <= seq <= to` that still exist (seq > base), in order. */
   readLog(groupId: string, from: number, to: number): Promise<LogEntry[]>;
@@ -264,8 +290,16 @@ export interface DeliveryStore {
   /** Deletes log entries, Welcomes and invitations accepted before `cutoff` (ms), at most `max` each call. */
   sweep(cutoff: number, now: number, max: number): Promise<SweepOutcome>;
 
-  /** Queues an invitation for every device of `acct`; returns its sequence number. */
-  queueInvitation(acct: string, invitation: Invitation, at: number): Promise<number>;
+  /**
+   * Queues an invitation for every device of `acct`; returns its sequence number, or undefined (nothing
+   * queued) when `max` invitations are waiting for the account already.
+   */
+  queueInvitation(
+    acct: string,
+    invitation: Invitation,
+    at: number,
+    max?: number,
+  ): Promise<number | undefined>;
   /** The seq of the last invitation queued for `acct` (0: none). */
   invitationCount(acct: string): Promise<number>;
   /** Up to `max` invitations with seq > `after` that still exist, in order. */
