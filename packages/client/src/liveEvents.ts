@@ -150,6 +150,15 @@ export async function* liveEvents(
         signer: ctx.signer,
         after: () => ctx.cursors.hubs[hub] ?? undefined,
         reconnect: ctx.retry,
+        // A read over HTTP resets a cursor the hub no longer knows, and catches up meanwhile.
+        onCursorRefused: () =>
+          hooks.poll(hub).catch((e: unknown) =>
+            ctx.emit({
+              type: "error",
+              operation: `poll ${hub}`,
+              message: e instanceof Error ? e.message : String(e),
+            }),
+          ),
         onItems: async (items, cursor) => {
           await hooks.processBatch(hub, items, cursor);
           lastFollowUp = performance.now();

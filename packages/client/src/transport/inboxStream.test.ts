@@ -26,12 +26,15 @@ let onReady: (ws: WebSocket, n: number) => void = () => undefined;
 /** The hub's side of `submit` frames: what it answers to each (nothing: it never answers). */
 let onSubmit: (ws: WebSocket, frame: Extract<StreamClientFrame, { type: "submit" }>) => void = () =>
   undefined;
+/** An `after` the hub answers with invalid_cursor (as for a cursor ahead of its inbox). */
+let refusedAfter: string | undefined;
 
 function message(seq: number): InboxItem {
   return { kind: "removed", group_id: "AAAAAAAAAAAAAAAAAAAAAA", seq, cursor: `c${seq}` };
 }
 
 beforeEach(async () => {
+  refusedAfter = undefined;
   onSubmit = () => undefined;
   onReady = () => undefined;
   acks.length = 0;
@@ -62,6 +65,13 @@ beforeEach(async () => {
         .then((cert) => {
           deviceId = cert.deviceIdText;
           afters.push(frame.after);
+          if (frame.after !== undefined && frame.after === refusedAfter) {
+            ws.send(
+              JSON.stringify({ type: "error", error: "invalid_cursor", message: "ahead of the inbox" }),
+            );
+            ws.close(STREAM_CLOSE.badFrame, "invalid_cursor");
+            return;
+          }
           ws.send(JSON.stringify({ type: "ready", cursor: frame.after ?? "" }));
           onReady(ws, ++connections);
         })
@@ -136,6 +146,37 @@ describe("InboxStream", () => {
     expect(acks.slice(0, 2)).toEqual(["p2", "p3"]);
     expect(statuses).toEqual(["ready", "disconnected", "ready", "closed"]);
     expect(deviceId).toHaveLength(43);
+  });
+
+  it("a cursor the hub refuses is handed to onCursorRefused before the next attempt, which uses what it left", async () => {
+    let durable: string | undefined = "stale";
+    refusedAfter = "stale";
+    const refusals: string[] = [];
+    const statuses: StreamStatus["kind"][] = [];
+    await new Promise<void>((resolve) => {
+      const stream = new InboxStream({
+        baseUrl: base,
+        signer,
+        after: () => durable,
+        reconnect: { attempts: 1, baseDelayMs: 10, maxDelayMs: 10 },
+        onCursorRefused: async () => {
+          refusals.push(durable ?? "none");
+          durable = undefined; // as the HTTP read does when the hub no longer knows a cursor
+        },
+        onStatus: (s) => {
+          statuses.push(s.kind);
+          if (s.kind === "ready") {
+            stream.close();
+            resolve();
+          }
+        },
+        onItems: async () => undefined,
+      });
+      stream.start();
+    });
+    expect(refusals).toEqual(["stale"]);
+    expect(afters).toEqual(["stale", undefined]);
+    expect(statuses).toEqual(["disconnected", "ready", "closed"]);
   });
 
   it("stops when the hub says the device was removed", async () => {

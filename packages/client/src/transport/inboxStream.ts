@@ -39,6 +39,12 @@ export interface InboxStreamOptions {
   reconnect: RetryPolicy;
   /** How long a `submit` frame waits for its answer before its outcome counts as unknown. */
   submitTimeoutMs?: number;
+  /**
+   * The hub refused the cursor of `after` (`invalid_cursor`: e.g. its store was rebuilt from an older
+   * copy): run before reconnecting, so that `after` gives a cursor the hub knows (the HTTP read resets
+   * it, groups/inbox.ts). Without it the stream would try the same cursor again and again.
+   */
+  onCursorRefused?: () => Promise<void>;
 }
 
 /** Sends an application message over a hub's open stream; undefined when the stream is not ready. */
@@ -137,6 +143,7 @@ export class InboxStream implements StreamSubmitter {
     this.work = Promise.resolve();
     let why = "connection closed";
     let final = false;
+    let cursorRefused = false;
     ws.on("message", (data: WebSocket.RawData) => {
       let frame: StreamServerFrame;
       try {
@@ -147,6 +154,7 @@ export class InboxStream implements StreamSubmitter {
         return;
       }
       if (frame.type === "error" && frame.error === "device_not_registered") final = true;
+      if (frame.type === "error" && frame.error === "invalid_cursor") cursorRefused = true;
       this.onFrame(ws, frame).catch((e: unknown) => {
         why = e instanceof Error ? e.message : String(e);
         ws.close(1011);
@@ -180,7 +188,17 @@ export class InboxStream implements StreamSubmitter {
         failures: this.failures,
       });
       const delay = Math.max(50, backoffDelay(this.opts.reconnect, Math.min(this.failures, 10)));
-      this.timer = setTimeout(() => this.connect(), delay);
+      const refused = cursorRefused ? this.opts.onCursorRefused : undefined;
+      if (refused === undefined) {
+        this.timer = setTimeout(() => this.connect(), delay);
+        return;
+      }
+      // A failure of it leaves the cursor as it was: the next attempt is refused again and tries again.
+      void refused()
+        .catch(() => undefined)
+        .then(() => {
+          if (!this.closed) this.timer = setTimeout(() => this.connect(), delay);
+        });
     });
   }
 
