@@ -64,6 +64,8 @@ const delivery = await createDelivery(
     RATE_SUBMISSIONS: HUGE,
     RATE_COMMITS: HUGE,
     RATE_INVITATIONS: HUGE,
+    RATE_INVITATIONS_RECEIVED: HUGE,
+    MAX_QUEUED_INVITATIONS: "1000000",
   }),
 );
 await directory.listen();
