@@ -143,6 +143,15 @@ export function meterHttp(meter: Meter): void {
       options: { method?: string },
       callback: (res: IncomingMessage) => void,
     ) {
+      // Other callers (ws opens the stream's WebSocket with one options argument) are not metered: an
+      // upgrade has no answer to wait for.
+      if (!(url instanceof URL) || options === undefined) {
+        return (original as unknown as (...a: unknown[]) => ClientRequest).apply(this, [
+          url,
+          options,
+          callback,
+        ]);
+      }
       const label = labelOf(options.method ?? "GET", url);
       let done!: () => void;
       const ended = new Promise<void>((resolve) => (done = resolve));

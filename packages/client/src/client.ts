@@ -36,7 +36,7 @@ import {
   type VerifyResult,
 } from "./identity/members.js";
 import { rotateAccountKey, type Rotation } from "./identity/rotation.js";
-import type { IdentityOptions } from "./identity/verifier.js";
+import { DIRECTORY_TTL_MS, type IdentityOptions } from "./identity/verifier.js";
 import { refillKeyPackages } from "./keyPackages.js";
 import { liveEvents, type LiveOptions } from "./liveEvents.js";
 import { approveLink, type Approval } from "./link/approve.js";
@@ -191,6 +191,8 @@ export class MlsDmClient {
   /** The background verification running now, and the one asked for while it runs (see `verifyLater`). */
   private verifying: Promise<void> | undefined;
   private verifyingNext: Promise<void> | undefined;
+  /** When the last background verification began (ms since the epoch; 0: none yet). */
+  private lastVerification = 0;
 
   private constructor(
     private readonly ctx: DeviceContext,
@@ -608,20 +610,22 @@ export class MlsDmClient {
     return liveEvents(
       this.ctx,
       {
-        // Verification runs after each, in the background: a slow instance must not hold up messages.
+        // Verification runs after them, in the background: a slow instance must not hold up messages.
         processBatch: async (hub: string, items: InboxItem[], cursor: string) => {
+          const before = this.membershipMark();
           await this.op(async () => {
             await processInboxItems(this.ctx, hub, items, cursor);
             await this.followUp();
           });
-          void this.verifyLater();
+          this.verifyAfterLive(before);
         },
         poll: async (hub: string) => {
+          const before = this.membershipMark();
           await this.op(async () => {
             await syncHubInbox(this.ctx, hub);
             await this.followUp();
           });
-          void this.verifyLater();
+          this.verifyAfterLive(before);
         },
         followUp: () =>
           this.op(async () => {
@@ -988,11 +992,33 @@ export class MlsDmClient {
   }
 
   /**
+   * After live traffic: a verification when the groups may have changed members (an epoch moved on, a
+   * group was joined or left) or when the last one began a directory answer's lifetime ago. A pass over
+   * the same members with the same cached answers finds what the last one found, and checks every
+   * member's signatures again: after every message, that was a whole group's verification per message.
+   */
+  private verifyAfterLive(before: string): void {
+    if (this.membershipMark() !== before || Date.now() - this.lastVerification >= DIRECTORY_TTL_MS) {
+      void this.verifyLater();
+    }
+  }
+
+  /** What changes whenever a group's members may have: its epoch, its status, the set of groups. */
+  private membershipMark(): string {
+    let mark = "";
+    for (const g of this.ctx.groups.values()) {
+      mark += `${g.record.groupId}:${g.record.status}:${g.state?.groupContext.epoch ?? "-"};`;
+    }
+    return mark;
+  }
+
+  /**
    * The lookups first, outside the device's lock, so that other operations (and other processes) go on
    * while instances answer; then one operation that verifies from those answers, records the statuses and
    * commits what follows (removals, the account's own missing devices).
    */
   private async verifyInBackground(): Promise<void> {
+    this.lastVerification = Date.now();
     try {
       const prefetched = await prefetchGroupMembers(this.ctx, this.verifiable());
       await this.op(() => this.verifyAll(prefetched));

@@ -1,0 +1,82 @@
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import type { MlsDmClient } from "./client.js";
+import type { DmEvent } from "./events.js";
+import { MemberVerifier } from "./identity/verifier.js";
+import {
+  newClient,
+  resolverFor,
+  startInstance,
+  stopInstance,
+  type Instance,
+} from "./testSupport/instances.js";
+import { settle } from "./testSupport/settle.js";
+import type { StaticResolver } from "./transport/resolver.js";
+
+// A listening device (`events()`) verifies its groups' members in the background after live traffic, but
+// only when members may have changed (an epoch moved on, a group came or went) or the directory answers'
+// lifetime has passed: a pass over the same members finds what the last one found and checks all their
+// signatures again, which after every message cost a whole group's verification per message.
+
+let a: Instance;
+let b: Instance;
+let resolver: StaticResolver;
+
+beforeAll(async () => {
+  [a, b] = await Promise.all([startInstance("a.test"), startInstance("b.test")]);
+  resolver = resolverFor([a, b]);
+});
+afterAll(async () => {
+  await Promise.all([a, b].map(stopInstance));
+});
+
+/** The next event of `live` that `pick` accepts (the others are passed over). */
+async function nextMatching(live: AsyncGenerator<DmEvent>, pick: (e: DmEvent) => boolean): Promise<DmEvent> {
+  for (;;) {
+    const r = await live.next();
+    if (r.done === true) throw new Error("events() ended");
+    if (pick(r.value)) return r.value;
+  }
+}
+
+describe("a listening device", () => {
+  it("does not verify the members again for each message, and does once a commit changes the epoch", async () => {
+    const alice: MlsDmClient = await newClient(a, "listenalice", resolver);
+    const bob: MlsDmClient = await newClient(b, "listenbob", resolver);
+    const { groupId } = await alice.createGroup(["@listenbob@b.test"]);
+    await settle([alice, bob]);
+
+    const abort = new AbortController();
+    const live = alice.events({ signal: abort.signal });
+    const isMessage = (e: DmEvent) => e.type === "message" && e.groupId === groupId;
+    try {
+      const first = nextMatching(live, isMessage);
+      await bob.send(groupId, "first");
+      await first; // its batch starts the first verification of this process
+      await alice.verificationSettled();
+
+      const verify = vi.spyOn(MemberVerifier.prototype, "verify");
+      try {
+        for (let i = 0; i < 5; i++) {
+          const got = nextMatching(live, isMessage);
+          await bob.send(groupId, `message ${i}`);
+          await got;
+        }
+        await alice.verificationSettled();
+        expect(verify).not.toHaveBeenCalled();
+
+        // bob's self-update moves the epoch on: alice's next pass runs.
+        const updated = nextMatching(live, isMessage);
+        await bob.selfUpdate(groupId);
+        await bob.send(groupId, "after the update");
+        await updated;
+        await alice.verificationSettled();
+        expect(verify).toHaveBeenCalled();
+      } finally {
+        verify.mockRestore();
+      }
+    } finally {
+      abort.abort();
+      await live.return(undefined);
+    }
+  });
+});
