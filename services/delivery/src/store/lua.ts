@@ -1,6 +1,6 @@
 import { createHash } from "node:crypto";
 import type { Redis } from "@mastodon-mls/service-kit";
-import { FORK_EPOCHS } from "./types.js";
+import { FORK_RECORDS } from "./types.js";
 
 /** A Lua script run by EVALSHA, loaded with EVAL the first time a server has not seen it. */
 export class LuaScript {
@@ -95,8 +95,6 @@ redis.call('HSET', KEYS[1], 'epoch', nextEpoch)
 redis.call('HSET', KEYS[8], ARGV[1], ARGV[3] .. ' ' .. seq .. ' ' .. ARGV[5])
 redis.call('DEL', KEYS[7])
 forget_wins(KEYS[1], KEYS[8], KEYS[9], nextEpoch, tonumber(ARGV[6]))
--- One epoch per commit: dropping the record of the epoch that just left the window keeps it bounded.
-redis.call('HDEL', KEYS[9], tonumber(ARGV[1]) - ${FORK_EPOCHS})
 local i = 7
 local nRemoves = tonumber(ARGV[i])
 for _ = 1, nRemoves do
@@ -172,7 +170,8 @@ return {'ok', seq, current}
 `);
 
 /**
- * A fork report: once per epoch, within the last FORK_EPOCHS epochs, a notice in the log.
+ * A fork report: once per epoch, a notice in the log; at most FORK_RECORDS records (beyond, the oldest
+ * other epoch's goes).
  * KEYS: meta leaves wins forks log.
  * ARGV: reporter, epoch, commitHash, reason, at, groupId, channel…
  * Every field is base64url, decimal or a checked reason code: no JSON escaping is needed.
@@ -182,7 +181,7 @@ local current = redis.call('HGET', KEYS[1], 'epoch')
 if not current then return {'unknown_group'} end
 if not redis.call('HGET', KEYS[2], ARGV[1]) then return {'not_a_member'} end
 local win = redis.call('HGET', KEYS[3], ARGV[2])
-if not win or tonumber(ARGV[2]) < tonumber(current) - ${FORK_EPOCHS} then return {'unknown_commit'} end
+if not win then return {'unknown_commit'} end
 local hash, commitSeq, sender = string.match(win, '^(%S+) (%d+) (%S+)$')
 if hash ~= ARGV[3] then return {'unknown_commit'} end
 local existing = redis.call('HGET', KEYS[4], ARGV[2])
@@ -192,6 +191,14 @@ local record = '{"seq":' .. seq .. ',"epoch":' .. ARGV[2] .. ',"commitHash":"' .
   '","commitSeq":' .. commitSeq .. ',"sender":"' .. sender .. '","reporter":"' .. ARGV[1] ..
   '","reason":"' .. ARGV[4] .. '"}'
 redis.call('HSET', KEYS[4], ARGV[2], record)
+if redis.call('HLEN', KEYS[4]) > ${FORK_RECORDS} then
+  local oldest
+  for _, e in ipairs(redis.call('HKEYS', KEYS[4])) do
+    local n = tonumber(e)
+    if e ~= ARGV[2] and (not oldest or n < oldest) then oldest = n end
+  end
+  redis.call('HDEL', KEYS[4], oldest)
+end
 redis.call('RPUSH', KEYS[5], '{"t":' .. ARGV[5] .. ',"e":' .. current .. ',"d":"' .. ARGV[1] ..
   '","m":"","f":' .. record .. '}')
 local payload = '{"seq":' .. seq .. ',"kind":"group","groupId":"' .. ARGV[6] .. '","epoch":' .. current ..

@@ -1,6 +1,6 @@
 import { toBase64url } from "@mastodon-mls/protocol";
 import { groupEvent } from "./events.js";
-import { DEFAULT_WINNER_EPOCHS, FORK_EPOCHS, logEntry } from "./types.js";
+import { DEFAULT_WINNER_EPOCHS, FORK_RECORDS, logEntry } from "./types.js";
 import type {
   AckOutcome,
   AppendOutcome,
@@ -116,8 +116,6 @@ export class MemoryDeliveryStore implements DeliveryStore {
     g.epoch = w.expectedEpoch + 1;
     g.winners.set(w.expectedEpoch, { hash: w.hash, seq, sender: w.sender });
     forgetWinners(g, this.winnerEpochs);
-    // One epoch per commit: dropping the record of the epoch that just left the window keeps it bounded.
-    g.forks.delete(w.expectedEpoch - FORK_EPOCHS);
     g.proposals.clear();
     const changed: string[] = [];
     for (const leaf of w.removes) {
@@ -185,7 +183,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
     if (!g) return { ok: false, reason: "unknown_group" };
     if (!g.leaves.has(r.reporter)) return { ok: false, reason: "not_a_member" };
     const win = g.winners.get(r.epoch);
-    if (!win || win.hash !== r.commitHash || r.epoch < g.epoch - FORK_EPOCHS) {
+    if (!win || win.hash !== r.commitHash) {
       return { ok: false, reason: "unknown_commit" };
     }
     const existing = g.forks.get(r.epoch);
@@ -201,6 +199,9 @@ export class MemoryDeliveryStore implements DeliveryStore {
       reason: r.reason,
     };
     g.forks.set(r.epoch, fork);
+    if (g.forks.size > FORK_RECORDS) {
+      g.forks.delete(Math.min(...[...g.forks.keys()].filter((e) => e !== r.epoch)));
+    }
     g.log.push(logEntry({ seq, epoch: g.epoch, sender: r.reporter, at: r.at, text: "", fork }));
     return {
       ok: true,

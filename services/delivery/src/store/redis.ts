@@ -72,8 +72,8 @@ export interface RedisStoreOptions {
  *   <p>{g:<groupId>}:props     hash   ProposalRef → {"l": leaf, "m": b64url}, this epoch only
  *   <p>{g:<groupId>}:wins      hash   epoch → "<b64url SHA-256> <seq> <device>" of the commit that ended it,
  *                                     while that commit is in the log or among the last winnerEpochs
- *   <p>{g:<groupId>}:forks     hash   epoch → fork record (JSON), while its winner is kept, for the last
- *                                     FORK_EPOCHS epochs at most
+ *   <p>{g:<groupId>}:forks     hash   epoch → fork record (JSON), while its winner is kept; FORK_RECORDS
+ *                                     at most (the newest epochs')
  *   <p>{d:<deviceId>}:groups   hash   groupId → the group's number in this device's cursors
  *   <p>{d:<deviceId>}:next     string counter for those numbers
  *   <p>{d:<deviceId>}:cursor   hash   cursor stream → acknowledged position

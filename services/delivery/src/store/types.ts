@@ -66,11 +66,12 @@ export interface LogEntry {
 export const DEFAULT_WINNER_EPOCHS = 3;
 
 /**
- * Fork records (and fork reports) are kept for this many latest epochs at most, so that a member reporting
- * every commit cannot grow the record list, and GET /v1/groups/:id with it, without bound. Within the
- * window a record still goes with its epoch's winner.
+ * At most this many fork records are kept per group (the newest epochs'), so that a member reporting every
+ * commit cannot grow the record list, and GET /v1/groups/:id with it, without bound. A report is taken for
+ * any epoch whose winner is still known (a device that was offline for many commits may report late); a
+ * new record beyond the bound evicts the record of the oldest other epoch. Each still goes with its winner.
  */
-export const FORK_EPOCHS = 64;
+export const FORK_RECORDS = 64;
 
 /** A log entry whose `message` bytes are decoded from `text` only if asked for. */
 export function logEntry(fields: Omit<LogEntry, "message">): LogEntry {
@@ -243,7 +244,8 @@ export interface DeliveryStore {
   winningCommit(groupId: string, epoch: number): Promise<WinningCommit | null>;
   /**
    * Records a fork once per epoch, with a notice in the log; a repeat returns the first record. Only for
-   * the last FORK_EPOCHS epochs (older: unknown_commit), and a record goes with its epoch's winner.
+   * epochs whose winner is still known; at most FORK_RECORDS are kept (the oldest other epoch's goes), and a
+   * record goes with its epoch's winner.
    */
   reportFork(groupId: string, report: ForkReport): Promise<ForkOutcome>;
   groupStatus(groupId: string): Promise<GroupStatus | undefined>;
