@@ -608,21 +608,24 @@ async function main(): Promise<void> {
       // Message m of the epoch on both sides: the raw state moves on with each message, as the client's
       // does (the first one derives the sender's ratchet from the secret tree, the next ones step it).
       let rawState: ClientState = { ...state, clientConfig };
-      for (let m = 0; m < MESSAGES; m++) {
-        const from = rawState;
-        const rawMessage = await timeRaw(async (cs) => {
-          const r = await createApplicationMessage(from, payload, cs);
-          encodeMlsMessage({
-            version: "mls10",
-            wireformat: "mls_private_message",
-            privateMessage: r.privateMessage,
+      const timeMessages = async (op: "message" | "message-live") => {
+        for (let m = 0; m < MESSAGES; m++) {
+          const from = rawState;
+          const rawMessage = await timeRaw(async (cs) => {
+            const r = await createApplicationMessage(from, payload, cs);
+            encodeMlsMessage({
+              version: "mls10",
+              wireformat: "mls_private_message",
+              privateMessage: r.privateMessage,
+            });
+            return r;
           });
-          return r;
-        });
-        rawState = { ...rawMessage.value.newState, clientConfig };
-        const sent = await timeClient(`N=${n} message`, () => owner.send(groupId, MESSAGE_TEXT));
-        record(n, "message", rawMessage, sent.t0, sent.t1, sent.c0, sent.c1);
-      }
+          rawState = { ...rawMessage.value.newState, clientConfig };
+          const sent = await timeClient(`N=${n} ${op}`, () => owner.send(groupId, MESSAGE_TEXT));
+          record(n, op, rawMessage, sent.t0, sent.t1, sent.c0, sent.c1);
+        }
+      };
+      await timeMessages("message");
 
       // messages while the owner listens (events() open, as a chat application does): the client sends
       // them on the hub's stream (D6). Its own echoes are processed meanwhile, as they would be.
@@ -644,21 +647,7 @@ async function main(): Promise<void> {
             console.error(`owner live: ${JSON.stringify(e)}`);
         }
       })();
-      for (let m = 0; m < MESSAGES; m++) {
-        const from = rawState;
-        const rawMessage = await timeRaw(async (cs) => {
-          const r = await createApplicationMessage(from, payload, cs);
-          encodeMlsMessage({
-            version: "mls10",
-            wireformat: "mls_private_message",
-            privateMessage: r.privateMessage,
-          });
-          return r;
-        });
-        rawState = { ...rawMessage.value.newState, clientConfig };
-        const sent = await timeClient(`N=${n} message-live`, () => owner.send(groupId, MESSAGE_TEXT));
-        record(n, "message-live", rawMessage, sent.t0, sent.t1, sent.c0, sent.c1);
-      }
+      await timeMessages("message-live");
       listening.abort();
       await draining;
       await owner.historyWritten();

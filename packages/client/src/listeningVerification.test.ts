@@ -9,6 +9,7 @@ import {
   stopInstance,
   type Instance,
 } from "./testSupport/instances.js";
+import { nextMatching } from "./testSupport/liveEvents.js";
 import { settle } from "./testSupport/settle.js";
 import type { StaticResolver } from "./transport/resolver.js";
 
@@ -28,15 +29,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all([a, b].map(stopInstance));
 });
-
-/** The next event of `live` that `pick` accepts (the others are passed over). */
-async function nextMatching(live: AsyncGenerator<DmEvent>, pick: (e: DmEvent) => boolean): Promise<DmEvent> {
-  for (;;) {
-    const r = await live.next();
-    if (r.done === true) throw new Error("events() ended");
-    if (pick(r.value)) return r.value;
-  }
-}
 
 describe("a listening device", () => {
   it("does not verify the members again for each message, and does once a commit changes the epoch", async () => {

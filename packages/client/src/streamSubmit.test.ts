@@ -1,8 +1,8 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MlsDmClient } from "./client.js";
-import type { DmEvent } from "./events.js";
 import { HubProxy } from "./testSupport/hubProxy.js";
 import { newClient, startWithProxiedHub, stopProxied, type Instance } from "./testSupport/instances.js";
+import { nextMatching } from "./testSupport/liveEvents.js";
 import { settle } from "./testSupport/settle.js";
 import type { StaticResolver } from "./transport/resolver.js";
 
@@ -26,15 +26,6 @@ const texts = async (c: MlsDmClient, groupId: string) =>
       ? [{ text: h.content.activity.object.content, own: h.own }]
       : [],
   );
-
-/** The next event of `live` that `pick` accepts (the others are passed over). */
-async function nextMatching(live: AsyncGenerator<DmEvent>, pick: (e: DmEvent) => boolean): Promise<DmEvent> {
-  for (;;) {
-    const r = await live.next();
-    if (r.done === true) throw new Error("events() ended");
-    if (pick(r.value)) return r.value;
-  }
-}
 
 const posts = (groupId: string) =>
   proxy.exchanges.filter((e) => e.method === "POST" && e.path === `/v1/groups/${groupId}/messages`).length;
