@@ -85,6 +85,58 @@ describe("recovery", () => {
     },
   );
 
+  it.each([
+    ["restarts at once", false],
+    ["goes on in the same process (its next sync settles it), then restarts", true],
+  ])(
+    "a commit the hub accepted whose new state cannot be written (a full disk) stays pending on disk; the device %s, and keeps the commit",
+    { timeout: 60_000 },
+    async (_how, goesOn) => {
+      const alice = await newClient(a, `alice3${goesOn ? "b" : "a"}`, resolver);
+      const bob = await newClient(b, `bob3${goesOn ? "b" : "a"}`, resolver);
+      const { groupId } = await alice.createGroup([`@${bob.acct}`]);
+      await settle([alice, bob]);
+      const epoch = alice.epoch(groupId);
+
+      // The first write of the group after pending.json fails, as on a full disk; later writes work.
+      let armed = false;
+      let failed = false;
+      const store = await DeviceStore.open(alice.dir, {
+        hooks: {
+          beforeRename: (temp) => {
+            if (temp.includes("pending.json")) armed = true;
+            else if (armed && !failed && /group\.json/.test(temp)) {
+              failed = true;
+              throw Object.assign(new Error("no space left on device"), { code: "ENOSPC" });
+            }
+          },
+        },
+      });
+      const device = await MlsDmClient.openStore(store, { services: resolver, retry: FAST_RETRY });
+      await expect(device.selfUpdate(groupId)).rejects.toThrow("no space left");
+      expect(failed).toBe(true);
+
+      const pendingPath = join(alice.dir, "groups", groupId, "pending.json");
+      expect(existsSync(pendingPath)).toBe(true);
+      if (goesOn) {
+        // Its state in memory is the commit's already: settling must write it before pending.json goes.
+        await device.sync();
+        expect(device.epoch(groupId)).toBe(epoch + 1);
+        expect(existsSync(pendingPath)).toBe(false);
+      }
+      // A new process finds the commit kept (pending, or promoted on disk) and is with the group.
+      const restarted = await MlsDmClient.open(alice.dir, { services: resolver, retry: FAST_RETRY });
+      await restarted.sync();
+      expect(restarted.epoch(groupId)).toBe(epoch + 1);
+      expect(existsSync(pendingPath)).toBe(false);
+      await settle([restarted, bob]);
+      expect(bob.epochAuthenticator(groupId)).toBe(restarted.epochAuthenticator(groupId));
+      await restarted.send(groupId, "written");
+      await settle([restarted, bob]);
+      expect(await texts(bob, groupId)).toContain("written");
+    },
+  );
+
   it(
     "a pending.json back after a power loss (its deletion is not fsynced), from an epoch the group has left, is settled with the hub and changes nothing",
     { timeout: 60_000 },

@@ -92,8 +92,11 @@ export async function promotePending(
   if (p === undefined) return;
   const before = g.state;
   if (before !== undefined && before.groupContext.epoch > BigInt(p.epoch)) {
-    // Already the group's state: a crash came between saving it and deleting pending.json. Loading the
-    // pending state again would bring back the epoch's start and undo every message since.
+    // Already the group's state: a crash came between saving it and deleting pending.json, or the write
+    // of it failed in this process (a full disk) after the state was taken in memory: it is written
+    // (again) before pending.json goes. Loading the pending state again would bring back the epoch's
+    // start and undo every message since.
+    await ctx.saveGroup(g);
     await ctx.store.deletePending(g.record.groupId);
     g.pending = undefined;
     return;
@@ -217,33 +220,34 @@ export async function runCommit(
     const pending = await savePending(ctx, g, intent, built, state.groupContext.epoch);
     try {
       await ctx.delivery(g.record.hub).submit(groupId, built.commit, built.welcome);
-      await promoteAndInvite(ctx, g, built.newState);
-      return built;
     } catch (e) {
       if (isWrongEpoch(e)) {
-        if (winningHash(e) === pending.commitHash) {
-          await promoteAndInvite(ctx, g, built.newState);
-          return built;
+        if (winningHash(e) !== pending.commitHash) {
+          await discardPending(ctx, g);
+          await deps.syncHub(g.record.hub);
+          if (g.record.status !== "active")
+            throw new ClientError("group_left", `removed from ${groupId} meanwhile`);
+          await backoff(ctx.retry, attempt);
+          continue;
         }
-        await discardPending(ctx, g);
-        await deps.syncHub(g.record.hub);
-        if (g.record.status !== "active")
-          throw new ClientError("group_left", `removed from ${groupId} meanwhile`);
-        await backoff(ctx.retry, attempt);
-        continue;
-      }
-      if (e instanceof ServiceUnavailableError || (e instanceof ProtocolError && e.status >= 500)) {
+        // Our own commit, accepted earlier (its 201 lost): promoted below.
+      } else if (e instanceof ServiceUnavailableError || (e instanceof ProtocolError && e.status >= 500)) {
         // The hub may or may not have accepted it (a 503 can come after its store committed): keep it
         // pending; the next operation or sync asks again. Only a 4xx is a refusal.
         throw new ClientError(
           "commit_outcome_unknown",
           `${e.message}; the change is kept and will be settled with the hub on the next sync`,
         );
+      } else {
+        // A refusal (screening, rate limit, not a member…): this commit will never be accepted.
+        await discardPending(ctx, g);
+        throw e;
       }
-      // A refusal (screening, rate limit, not a member…): this commit will never be accepted.
-      await discardPending(ctx, g);
-      throw e;
     }
+    // Accepted. A failure from here on (a full disk…) leaves the commit pending, to be promoted when it
+    // is settled with the hub; discarding it would leave this device behind the group, for good.
+    await promoteAndInvite(ctx, g, built.newState);
+    return built;
   }
   throw new ClientError(
     "commit_conflict",
