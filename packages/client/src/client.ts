@@ -191,8 +191,10 @@ export class MlsDmClient {
   /** The background verification running now, and the one asked for while it runs (see `verifyLater`). */
   private verifying: Promise<void> | undefined;
   private verifyingNext: Promise<void> | undefined;
-  /** When the last background verification began (ms since the epoch; 0: none yet). */
+  /** When the last background verification had its answers (ms since the epoch; 0: none yet, or failed). */
   private lastVerification = 0;
+  /** membershipMark() as the last verification that finished saw it. */
+  private verifiedMark: string | undefined;
 
   private constructor(
     private readonly ctx: DeviceContext,
@@ -612,20 +614,24 @@ export class MlsDmClient {
       {
         // Verification runs after them, in the background: a slow instance must not hold up messages.
         processBatch: async (hub: string, items: InboxItem[], cursor: string) => {
-          const before = this.membershipMark();
-          await this.op(async () => {
-            await processInboxItems(this.ctx, hub, items, cursor);
-            await this.followUp();
-          });
-          this.verifyAfterLive(before);
+          try {
+            await this.op(async () => {
+              await processInboxItems(this.ctx, hub, items, cursor);
+              await this.followUp();
+            });
+          } finally {
+            this.verifyAfterLive();
+          }
         },
         poll: async (hub: string) => {
-          const before = this.membershipMark();
-          await this.op(async () => {
-            await syncHubInbox(this.ctx, hub);
-            await this.followUp();
-          });
-          this.verifyAfterLive(before);
+          try {
+            await this.op(async () => {
+              await syncHubInbox(this.ctx, hub);
+              await this.followUp();
+            });
+          } finally {
+            this.verifyAfterLive();
+          }
         },
         followUp: () =>
           this.op(async () => {
@@ -992,13 +998,17 @@ export class MlsDmClient {
   }
 
   /**
-   * After live traffic: a verification when the groups may have changed members (an epoch moved on, a
-   * group was joined or left) or when the last one began a directory answer's lifetime ago. A pass over
+   * After live traffic: a verification when the groups may have changed members since the last one looked
+   * (an epoch moved on, a group was joined or left: by this batch or by any operation since), or when its
+   * directory answers are a lifetime old. A pass over
    * the same members with the same cached answers finds what the last one found, and checks every
    * member's signatures again: after every message, that was a whole group's verification per message.
    */
-  private verifyAfterLive(before: string): void {
-    if (this.membershipMark() !== before || Date.now() - this.lastVerification >= DIRECTORY_TTL_MS) {
+  private verifyAfterLive(): void {
+    if (
+      this.membershipMark() !== this.verifiedMark ||
+      Date.now() - this.lastVerification >= DIRECTORY_TTL_MS
+    ) {
       void this.verifyLater();
     }
   }
@@ -1018,11 +1028,18 @@ export class MlsDmClient {
    * commits what follows (removals, the account's own missing devices).
    */
   private async verifyInBackground(): Promise<void> {
-    this.lastVerification = Date.now();
+    // What this pass looks at: a change after this is seen by the next look (verifyAfterLive).
+    const mark = this.membershipMark();
     try {
       const prefetched = await prefetchGroupMembers(this.ctx, this.verifiable());
+      // The answers are as old as this: the next pass due by age asks again.
+      this.lastVerification = Date.now();
       await this.op(() => this.verifyAll(prefetched));
+      this.verifiedMark = mark;
     } catch (e) {
+      // Tried again after the next live batch.
+      this.lastVerification = 0;
+      this.verifiedMark = undefined;
       this.ctx.emit({
         type: "error",
         operation: "verify members",

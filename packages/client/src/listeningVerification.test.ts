@@ -31,7 +31,7 @@ afterAll(async () => {
 });
 
 describe("a listening device", () => {
-  it("does not verify the members again for each message, and does once a commit changes the epoch", async () => {
+  it("does not verify the members again for each message, and does once the epoch moved on (also by its own operation)", async () => {
     const alice: MlsDmClient = await newClient(a, "listenalice", resolver);
     const bob: MlsDmClient = await newClient(b, "listenbob", resolver);
     const { groupId } = await alice.createGroup(["@listenbob@b.test"]);
@@ -56,11 +56,18 @@ describe("a listening device", () => {
         await alice.verificationSettled();
         expect(verify).not.toHaveBeenCalled();
 
-        // bob's self-update moves the epoch on: alice's next pass runs.
-        const updated = nextMatching(live, isMessage);
-        await bob.selfUpdate(groupId);
-        await bob.send(groupId, "after the update");
-        await updated;
+        // alice's own self-update (an operation, not a batch) moves the epoch on: the next batch's look
+        // sees a change since the last pass, which then runs.
+        await alice.selfUpdate(groupId);
+        for (const text of ["after the update", "and one more"]) {
+          // The second: a batch is processed only after the one before it has asked for its pass.
+          const got = nextMatching(
+            live,
+            (e) => isMessage(e) && e.type === "message" && e.note.content === text,
+          );
+          await bob.send(groupId, text);
+          await got;
+        }
         await alice.verificationSettled();
         expect(verify).toHaveBeenCalled();
       } finally {

@@ -6,6 +6,7 @@ import { ClientError, ServiceUnavailableError } from "../errors.js";
 import { decodeMessage, messageHash } from "../mls/codec.js";
 import { checkLeaves, leavesOf, ownLeafKey } from "../mls/leaves.js";
 import type { CommitIntent, LeavingDevice, PendingCommitRecord } from "../store/schemas.js";
+import { allDone } from "../util/allDone.js";
 import { backoff } from "../util/backoff.js";
 import { assertCanWrite } from "./forks.js";
 
@@ -120,8 +121,9 @@ export async function promotePending(
     (acct) => !sent.has(acct),
   );
   if (p.intent.kind === "update") g.record.needsSelfUpdate = false;
+  g.record.promoted = [...(g.record.promoted ?? []), p.commitHash].slice(-PROMOTED_KEPT);
   // The device record (KeyPackages this commit used) is another file: both are written side by side.
-  await Promise.all([
+  await allDone([
     ctx.saveGroup(g),
     p.intent.kind === "add" ? rememberAddedKeyPackages(ctx, fromBase64url(p.commit)) : undefined,
   ]);
@@ -129,6 +131,9 @@ export async function promotePending(
   await ctx.store.deletePending(g.record.groupId);
   g.pending = undefined;
 }
+
+/** How many of its own accepted commits a group record remembers (settlePending). */
+const PROMOTED_KEPT = 16;
 
 /** How long a used KeyPackage ref is remembered: the directory's claim memo (10 minutes) and a margin. */
 const ADDED_MEMORY_SECONDS = 15 * 60;
@@ -171,6 +176,12 @@ export async function discardPending(ctx: DeviceContext, g: GroupHandle): Promis
 export async function settlePending(ctx: DeviceContext, g: GroupHandle): Promise<Settlement> {
   const p = g.pending;
   if (p === undefined) return "none";
+  if (g.record.promoted?.includes(p.commitHash) === true) {
+    // Taken already (its pending.json came back after a power loss): nothing to ask, nothing to redo.
+    await ctx.store.deletePending(g.record.groupId);
+    g.pending = undefined;
+    return "none";
+  }
   const hub = ctx.delivery(g.record.hub);
   try {
     await hub.submit(

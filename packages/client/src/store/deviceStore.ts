@@ -5,6 +5,7 @@ import { join, relative, sep } from "node:path";
 import { GroupId } from "@mastodon-mls/protocol";
 import type { KdfPolicy } from "../crypto/kdf.js";
 import { ClientError } from "../errors.js";
+import { allDone } from "../util/allDone.js";
 import {
   DIR_MODE,
   FILE_MODE,
@@ -434,7 +435,7 @@ export class DeviceStore {
     };
     const text = JSON.stringify(members);
     // Neither file needs the other on disk first (see writeGroup): they are written side by side.
-    await Promise.all([
+    await allDone([
       this.membersWritten.get(rec.groupId) === text
         ? undefined
         : this.write(this.membersPath(rec.groupId), "mls-dm.group-members", members).then(() =>
@@ -470,7 +471,8 @@ export class DeviceStore {
 
   /**
    * Deletes the group's base snapshots but those in `keep` (after group.json stopped naming them). Not
-   * durably: one back after a power loss is named by nothing and goes with the next deletion.
+   * durably while one is kept: one back after a power loss is named by nothing and goes with the next
+   * deletion. Durably when none is (a group left).
    */
   async deleteGroupBases(groupId: string, keep: readonly string[]): Promise<void> {
     const stale = (await listDir(this.groupDir(groupId))).filter((file) => {
@@ -479,7 +481,10 @@ export class DeviceStore {
     });
     if (stale.length === 0) return;
     this.noteWrite();
-    await Promise.all(stale.map((file) => removeFile(join(this.groupDir(groupId), file))));
+    await allDone(stale.map((file) => removeFile(join(this.groupDir(groupId), file))));
+    // A group left keeps no base, and no later deletion would take one that came back: its secrets go
+    // for good now.
+    if (keep.length === 0) await fsyncDir(this.groupDir(groupId));
   }
 
   async readPending(groupId: string): Promise<PendingCommitRecord | undefined> {

@@ -178,6 +178,12 @@ export const GroupRecordV1 = z.object({
   unsentInvitations: z.array(z.string()),
   /** DESIGN §2: every device self-updates after joining; true until that commit is accepted. */
   needsSelfUpdate: z.boolean(),
+  /**
+   * The hashes of this device's last commits the group took (at most PROMOTED_KEPT): a pending.json that a
+   * power loss brought back names one, and is then known done without asking the hub (which may have
+   * forgotten that epoch's winner: the change would be made again).
+   */
+  promoted: z.array(z.string().max(64)).max(64).optional(),
 });
 
 export const GroupRecord = GroupRecordV1.extend({
