@@ -1000,9 +1000,9 @@ export class MlsDmClient {
   /**
    * After live traffic: a verification when the groups may have changed members since the last one looked
    * (an epoch moved on, a group was joined or left: by this batch or by any operation since), or when its
-   * directory answers are a lifetime old. A pass over
-   * the same members with the same cached answers finds what the last one found, and checks every
-   * member's signatures again: after every message, that was a whole group's verification per message.
+   * directory answers are a lifetime old. A pass over the same members with the same cached answers finds
+   * what the last one found, and checks every member's signatures again: after every message, that was a
+   * whole group's verification per message.
    */
   private verifyAfterLive(): void {
     if (

@@ -298,9 +298,9 @@ export class DeviceContext {
 
   /**
    * Hubs that host none of this device's active groups (invitations that led nowhere, groups left) nor
-   * own messages waiting to be settled are
-   * forgotten once the invitation is INVITED_HUB_SECONDS old, and beyond the MAX_IDLE_HUBS most recent:
-   * anyone can send invitations naming any URL, and each hub is polled on every sync and listened to.
+   * own messages waiting to be settled are forgotten once the invitation is INVITED_HUB_SECONDS old, and
+   * beyond the MAX_IDLE_HUBS most recent: anyone can send invitations naming any URL, and each hub is
+   * polled on every sync and listened to.
    */
   async pruneHubs(): Promise<void> {
     const busy = new Set<string>([this.home.delivery.baseUrl]);

@@ -124,21 +124,22 @@ export async function* liveEvents(
     clearInterval(pollers.get(hub));
     pollers.delete(hub);
   };
+  /** One HTTP read of `hub` (never rejects: a failure is an `error` event). */
+  const pollOnce = (hub: string): Promise<void> =>
+    hooks.poll(hub).then(
+      () => {
+        lastFollowUp = performance.now();
+      },
+      (e: unknown) =>
+        ctx.emit({
+          type: "error",
+          operation: `poll ${hub}`,
+          message: e instanceof Error ? e.message : String(e),
+        }),
+    );
   const startPolling = (hub: string) => {
     if (pollers.has(hub)) return;
-    const tick = () => {
-      hooks.poll(hub).then(
-        () => {
-          lastFollowUp = performance.now();
-        },
-        (e: unknown) =>
-          ctx.emit({
-            type: "error",
-            operation: `poll ${hub}`,
-            message: e instanceof Error ? e.message : String(e),
-          }),
-      );
-    };
+    const tick = () => void pollOnce(hub);
     pollers.set(hub, setInterval(tick, pollMs));
     tick();
   };
@@ -151,14 +152,7 @@ export async function* liveEvents(
         after: () => ctx.cursors.hubs[hub] ?? undefined,
         reconnect: ctx.retry,
         // A read over HTTP resets a cursor the hub no longer knows, and catches up meanwhile.
-        onCursorRefused: () =>
-          hooks.poll(hub).catch((e: unknown) =>
-            ctx.emit({
-              type: "error",
-              operation: `poll ${hub}`,
-              message: e instanceof Error ? e.message : String(e),
-            }),
-          ),
+        onCursorRefused: () => pollOnce(hub),
         onItems: async (items, cursor) => {
           await hooks.processBatch(hub, items, cursor);
           lastFollowUp = performance.now();

@@ -17,6 +17,7 @@ import {
   stopProxied,
   type Instance,
 } from "./testSupport/instances.js";
+import { notes } from "./testSupport/history.js";
 import { settle } from "./testSupport/settle.js";
 import type { StaticResolver } from "./transport/resolver.js";
 
@@ -56,13 +57,6 @@ const outboxOnDisk = (dir: string, groupId: string) =>
   ).outbox ?? [];
 
 const LATE = NOT_SENT_AFTER_MS / 60_000 + 1;
-
-const texts = async (c: MlsDmClient, groupId: string) =>
-  (await c.history(groupId)).flatMap((h) =>
-    h.content.kind === "activity" && h.content.activity.type === "Create"
-      ? [{ text: h.content.activity.object.content, seq: h.seq, own: h.own }]
-      : [],
-  );
 
 const isPost = (req: ProxiedRequest, groupId: string) =>
   req.method === "POST" && req.path === `/v1/groups/${groupId}/messages`;
@@ -110,20 +104,20 @@ describe("sent messages survive a crash", () => {
     // The disk holds the state and the outbox, not the line: the device had not got the answer yet.
     expect(outboxOnDisk(frozen, groupId)).toHaveLength(1);
     const restarted = await reopen(frozen);
-    expect(await texts(restarted, groupId)).toEqual([]);
+    expect(await notes(restarted, groupId)).toEqual([]);
     const events = await restarted.sync();
     expect(notSent(events)).toEqual([]);
-    expect(await texts(restarted, groupId)).toEqual([{ text: "kept", seq: sent.seq, own: true }]);
+    expect(await notes(restarted, groupId)).toEqual([{ text: "kept", seq: sent.seq, own: true }]);
     expect(outboxOnDisk(frozen, groupId)).toEqual([]);
     await bob.sync();
-    expect((await texts(bob, groupId)).map((m) => m.text)).toEqual(["kept"]);
+    expect((await notes(bob, groupId)).map((m) => m.text)).toEqual(["kept"]);
 
     // The restarted device goes on under the next key generation, and both read each other.
     await restarted.send(groupId, "after");
     await bob.send(groupId, "welcome back");
     await settle([restarted, bob]);
-    expect((await texts(bob, groupId)).map((m) => m.text)).toEqual(["kept", "after", "welcome back"]);
-    expect((await texts(restarted, groupId)).map((m) => m.text)).toEqual(["kept", "after", "welcome back"]);
+    expect((await notes(bob, groupId)).map((m) => m.text)).toEqual(["kept", "after", "welcome back"]);
+    expect((await notes(restarted, groupId)).map((m) => m.text)).toEqual(["kept", "after", "welcome back"]);
   });
 
   it("a message whose post never reached the hub is reported not sent on restart, once it cannot arrive any more", async () => {
@@ -156,10 +150,10 @@ describe("sent messages survive a crash", () => {
     // Told once; nobody has it; the device sends on.
     expect(outboxOnDisk(frozen, groupId)).toEqual([]);
     expect(notSent(await restarted.sync())).toEqual([]);
-    expect(await texts(restarted, groupId)).toEqual([]);
+    expect(await notes(restarted, groupId)).toEqual([]);
     await restarted.send(groupId, "again");
     await settle([restarted, bob]);
-    expect((await texts(bob, groupId)).map((m) => m.text)).toEqual(["again"]);
+    expect((await notes(bob, groupId)).map((m) => m.text)).toEqual(["again"]);
   });
 
   it("a post that got no answer is settled by its echo: in the history once, never reported, however late", async () => {
@@ -170,7 +164,7 @@ describe("sent messages survive a crash", () => {
 
     loseNextAnswer(groupId);
     await expect(alice.send(groupId, "echoed")).rejects.toThrow();
-    expect(await texts(alice, groupId)).toEqual([]);
+    expect(await notes(alice, groupId)).toEqual([]);
     expect(outboxOnDisk(alice.dir, groupId)).toHaveLength(1);
 
     // The next read, long after (the device started again later): the echo writes the line with the
@@ -178,9 +172,9 @@ describe("sent messages survive a crash", () => {
     const later = await reopen(alice.dir, LATE);
     expect(notSent(await later.sync())).toEqual([]);
     await bob.sync();
-    const [received] = await texts(bob, groupId);
+    const [received] = await notes(bob, groupId);
     expect(received?.text).toBe("echoed");
-    expect(await texts(later, groupId)).toEqual([{ text: "echoed", seq: received!.seq, own: true }]);
+    expect(await notes(later, groupId)).toEqual([{ text: "echoed", seq: received!.seq, own: true }]);
     expect(outboxOnDisk(alice.dir, groupId)).toEqual([]);
   });
 
@@ -208,7 +202,7 @@ describe("sent messages survive a crash", () => {
 
     const later = await reopen(dir, LATE);
     expect(notSent(await later.sync())).toEqual([]);
-    expect(await texts(later, groupId)).toEqual([{ text: "numbered", seq: sent.seq, own: true }]);
+    expect(await notes(later, groupId)).toEqual([{ text: "numbered", seq: sent.seq, own: true }]);
     expect(outboxOnDisk(dir, groupId)).toEqual([]);
   });
 
@@ -229,7 +223,7 @@ describe("sent messages survive a crash", () => {
     expect(outboxOnDisk(alice.dir, groupId)).toEqual([]);
     const later = await reopen(alice.dir, LATE);
     expect(notSent(await later.sync())).toEqual([]);
-    expect(await texts(later, groupId)).toEqual([]);
+    expect(await notes(later, groupId)).toEqual([]);
   });
 
   it("an echo read while the line's flush is pending, after a re-read from disk, still leaves the number on disk", async () => {
@@ -259,7 +253,7 @@ describe("sent messages survive a crash", () => {
     // alice stops there. Started again long after: nothing is reported, the line is there once.
     const later = await reopen(alice.dir, LATE);
     expect(notSent(await later.sync())).toEqual([]);
-    expect(await texts(later, groupId)).toEqual([{ text: "delivered", seq: sent.seq, own: true }]);
+    expect(await notes(later, groupId)).toEqual([{ text: "delivered", seq: sent.seq, own: true }]);
   });
 
   it("the echo of a post whose answer was lost settles it after the device left the group", async () => {
@@ -274,8 +268,8 @@ describe("sent messages survive a crash", () => {
     const later = await reopen(alice.dir, LATE);
     expect(notSent(await later.sync())).toEqual([]);
     await bob.sync();
-    expect((await texts(bob, groupId)).map((m) => m.text)).toEqual(["said before leaving"]);
-    expect((await texts(later, groupId)).map((m) => m.text)).toEqual(["said before leaving"]);
+    expect((await notes(bob, groupId)).map((m) => m.text)).toEqual(["said before leaving"]);
+    expect((await notes(later, groupId)).map((m) => m.text)).toEqual(["said before leaving"]);
     expect(outboxOnDisk(alice.dir, groupId)).toEqual([]);
   });
 
@@ -292,7 +286,7 @@ describe("sent messages survive a crash", () => {
     // (INVITED_HUB_SECONDS), but not while his message there waits for its echo.
     const later = await reopen(dan.dir, 15 * 24 * 60);
     expect(notSent(await later.sync())).toEqual([]);
-    expect((await texts(later, groupId)).map((m) => m.text)).toEqual(["said before leaving"]);
+    expect((await notes(later, groupId)).map((m) => m.text)).toEqual(["said before leaving"]);
     expect(outboxOnDisk(dan.dir, groupId)).toEqual([]);
   });
 
@@ -308,7 +302,7 @@ describe("sent messages survive a crash", () => {
       .split("\n")
       .filter((l) => l !== "");
     expect(lines).toHaveLength(3);
-    expect((await texts(alice, groupId)).map((m) => m.text)).toEqual(["one", "two", "three"]);
+    expect((await notes(alice, groupId)).map((m) => m.text)).toEqual(["one", "two", "three"]);
     expect(outboxOnDisk(alice.dir, groupId)).toEqual([]);
   });
 });
@@ -349,7 +343,7 @@ describe("a process that dies holding the device's lock", () => {
 
     const events = await bob.sync();
     expect(events.filter((e) => e.type === "undecryptable")).toEqual([]);
-    expect((await texts(bob, groupId)).map((m) => m.text).sort()).toEqual([
+    expect((await notes(bob, groupId)).map((m) => m.text).sort()).toEqual([
       "from the live process",
       "from the process that died",
     ]);

@@ -13,6 +13,7 @@ import {
   type Instance,
 } from "./testSupport/instances.js";
 import type { StaticResolver } from "./transport/resolver.js";
+import { notes } from "./testSupport/history.js";
 import { settle } from "./testSupport/settle.js";
 
 // Issue 6, against real directories and hubs: a device that dies between the hub accepting its commit
@@ -31,12 +32,7 @@ afterAll(async () => {
   await Promise.all([a, b].map(stopInstance));
 });
 
-const texts = async (c: MlsDmClient, groupId: string) =>
-  (await c.history(groupId)).flatMap((h) =>
-    h.content.kind === "activity" && h.content.activity.type === "Create"
-      ? [(h.content.activity.object as { content: string }).content]
-      : [],
-  );
+const texts = async (c: MlsDmClient, groupId: string) => (await notes(c, groupId)).map((n) => n.text);
 
 describe("recovery", () => {
   it(

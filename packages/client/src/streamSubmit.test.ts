@@ -2,6 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import type { MlsDmClient } from "./client.js";
 import { HubProxy } from "./testSupport/hubProxy.js";
 import { newClient, startWithProxiedHub, stopProxied, type Instance } from "./testSupport/instances.js";
+import { notes } from "./testSupport/history.js";
 import { nextMatching } from "./testSupport/liveEvents.js";
 import { settle } from "./testSupport/settle.js";
 import type { StaticResolver } from "./transport/resolver.js";
@@ -21,11 +22,7 @@ beforeAll(async () => {
 afterAll(() => stopProxied(proxy, [a, b]));
 
 const texts = async (c: MlsDmClient, groupId: string) =>
-  (await c.history(groupId)).flatMap((h) =>
-    h.content.kind === "activity" && h.content.activity.type === "Create"
-      ? [{ text: h.content.activity.object.content, own: h.own }]
-      : [],
-  );
+  (await notes(c, groupId)).map(({ text, own }) => ({ text, own }));
 
 const posts = (groupId: string) =>
   proxy.exchanges.filter((e) => e.method === "POST" && e.path === `/v1/groups/${groupId}/messages`).length;

@@ -79,18 +79,20 @@ export async function savePending(
 }
 
 /**
- * The hub accepted our pending commit: it becomes the group's state. `invited`: the accounts whose
- * invitations were posted meanwhile (runCommit posts them while this runs, and one write of the group
- * then records both); the others stay in `unsentInvitations` for the next follow-up.
+ * The hub accepted our pending commit: it becomes the group's state. With `invite`, the invitations of
+ * its accounts (DESIGN §6: never before) are posted while this runs, and one write of the group records
+ * both; those not taken stay in `unsentInvitations` for the next follow-up.
  */
 export async function promotePending(
   ctx: DeviceContext,
   g: GroupHandle,
   newState?: ClientState,
-  invited?: Promise<ReadonlySet<string>>,
+  opts: { invite?: boolean } = {},
 ): Promise<void> {
   const p = g.pending;
   if (p === undefined) return;
+  const invitees = [...new Set([...g.record.unsentInvitations, ...p.invitees])];
+  const invited = opts.invite === true && invitees.length > 0 ? postInvitations(ctx, g, invitees) : undefined;
   const before = g.state;
   if (before !== undefined && before.groupContext.epoch > BigInt(p.epoch)) {
     // Already the group's state: a crash came between saving it and deleting pending.json, or the write
@@ -117,9 +119,7 @@ export async function promotePending(
   g.record.leaving = stillLeaving(g.record.leaving, g.state);
   g.record.leaves = (await checkLeaves(g.state.ratchetTree, g.record.leaves)).checks;
   const sent = (await invited) ?? new Set<string>();
-  g.record.unsentInvitations = [...new Set([...g.record.unsentInvitations, ...p.invitees])].filter(
-    (acct) => !sent.has(acct),
-  );
+  g.record.unsentInvitations = invitees.filter((acct) => !sent.has(acct));
   if (p.intent.kind === "update") g.record.needsSelfUpdate = false;
   g.record.promoted = [...(g.record.promoted ?? []), p.commitHash].slice(-PROMOTED_KEPT);
   // The device record (KeyPackages this commit used) is another file: both are written side by side.
@@ -257,22 +257,13 @@ export async function runCommit(
     }
     // Accepted. A failure from here on (a full disk…) leaves the commit pending, to be promoted when it
     // is settled with the hub; discarding it would leave this device behind the group, for good.
-    await promoteAndInvite(ctx, g, built.newState);
+    await promotePending(ctx, g, built.newState, { invite: true });
     return built;
   }
   throw new ClientError(
     "commit_conflict",
     `other members' commits kept winning; gave up after ${ctx.retry.attempts} attempts`,
   );
-}
-
-/**
- * Our commit was accepted: its invitations (DESIGN §6: never before) are posted while the new state is
- * made the group's, and one write of the group records both.
- */
-async function promoteAndInvite(ctx: DeviceContext, g: GroupHandle, newState: ClientState): Promise<void> {
-  const accts = [...new Set([...g.record.unsentInvitations, ...(g.pending?.invitees ?? [])])];
-  await promotePending(ctx, g, newState, accts.length === 0 ? undefined : postInvitations(ctx, g, accts));
 }
 
 /**
