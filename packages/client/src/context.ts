@@ -305,8 +305,15 @@ export class DeviceContext {
   async pruneHubs(): Promise<void> {
     const busy = new Set<string>([this.home.delivery.baseUrl]);
     for (const g of this.groups.values()) {
-      // A left group's hub too while own messages there wait to be settled by a read of it (outbox.ts).
-      if (g.record.status === "active" || (g.record.outbox?.length ?? 0) > 0) busy.add(g.record.hub);
+      // A left group's hub too while own messages there wait to be settled by a read of it (outbox.ts),
+      // or the group is still to be left there (departure.ts).
+      if (
+        g.record.status === "active" ||
+        (g.record.outbox?.length ?? 0) > 0 ||
+        g.record.departPending === true
+      ) {
+        busy.add(g.record.hub);
+      }
     }
     const invitedAt = this.cursors.invitedAt ?? {};
     const idle = Object.keys(this.cursors.hubs)

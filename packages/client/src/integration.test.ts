@@ -266,6 +266,11 @@ describe("leave, through the real hub", () => {
 
     expect(await hank.leave(groupId)).toEqual({ proposed: 1 });
     expect(hank.groups()).toMatchObject([{ groupId, status: "left" }]);
+    // Left at the hub at once (D17), before anyone commits the Remove: nothing more is kept for him there,
+    // and the group no longer counts against his groups.
+    const hub = a.delivery.context.store;
+    expect(await hub.memberships(groupId, hank.deviceId)).toBeUndefined();
+    expect((await hub.deviceGroups(hank.deviceId)).numbers.has(groupId)).toBe(false);
     expect(() => hank.epoch(groupId)).toThrow(/no longer in group/);
     const before = gina.epoch(groupId);
     const events = await settle([ivy, gina, hank]);

@@ -231,6 +231,21 @@ export type ForkRecord = z.infer<typeof ForkRecord>;
 export const CommitRejectedResponse = z.object({ forked: z.literal(true), fork: ForkRecord });
 export type CommitRejectedResponse = z.infer<typeof CommitRejectedResponse>;
 
+/**
+ * POST /v1/groups/:groupId/departure — the signing device leaves the group at this hub (docs/protocol.md
+ * §6, D17): nothing more is delivered to it, it can submit nothing more, and the group no longer counts
+ * against its groups here. Its leaf stays in the tree, and in the hub's roster, until a member commits
+ * its Remove. A repeat, or a device that was not in the group, gets the same answer with `leaf` null.
+ */
+export const DepartureBody = z.object({}).strict();
+export type DepartureBody = z.infer<typeof DepartureBody>;
+export const DepartureResponse = z.object({
+  departed: z.literal(true),
+  /** The leaf this device left, which waits for a member's Remove; null when it held none here. */
+  leaf: z.number().int().nonnegative().nullable(),
+});
+export type DepartureResponse = z.infer<typeof DepartureResponse>;
+
 /** GET /v1/groups/:groupId — the hub's view of a group, for its members. */
 export const GroupStatusResponse = z.object({
   group_id: GroupId,

@@ -25,6 +25,8 @@ export interface DeliveryMetrics {
   rateLimited: Counter<"limit">;
   /** Fork reports that recorded a new fork. */
   forks: Counter;
+  /** Departures (POST /v1/groups/:groupId/departure), repeats included. */
+  departures: Counter;
   /** Log entries deleted by retention, by cause (ack: everyone read them; age: RETENTION_SECONDS). */
   retained: Counter<"cause">;
   /** `behind_retention` items handed out. */
@@ -94,6 +96,11 @@ export function createDeliveryMetrics(registry: Registry): DeliveryMetrics {
       registers,
     }),
     forks: new Counter({ name: "delivery_forks_total", help: "Forks recorded", registers }),
+    departures: new Counter({
+      name: "delivery_departures_total",
+      help: "Devices that left a group at this hub on their own (departure requests, repeats included)",
+      registers,
+    }),
     retained: new Counter({
       name: "delivery_retention_deleted_total",
       help: "Log entries deleted by retention, by cause (ack, age)",

@@ -26,8 +26,9 @@ export function hubView(snap: GroupSnapshot, groupId: Uint8Array, senderLeaf: nu
   };
 }
 
+/** The device's leaf, while it is a member: a leaf it departed from (store `depart`) does not count. */
 export function leafOf(snap: GroupSnapshot, device: string): number | undefined {
-  for (const [leaf, member] of snap.roster) if (member.device === device) return leaf;
+  for (const [leaf, member] of snap.roster) if (member.device === device && !member.departed) return leaf;
   return undefined;
 }
 

@@ -179,6 +179,8 @@ describe("leave (DESIGN §9)", () => {
     const posted = fake.submissions.length;
     expect(await alice.leave(solo)).toEqual({ proposed: 0 });
     expect(fake.submissions.length).toBe(posted);
+    // Left at the hub too (D17), so that the group stops counting against this device there.
+    expect(fake.departures).toEqual([{ groupId: solo, device: alice.deviceId }]);
     expect(alice.groups().find((g) => g.groupId === solo)).toMatchObject({
       status: "left",
       epoch: undefined,
@@ -191,10 +193,32 @@ describe("leave (DESIGN §9)", () => {
     expect(() => alice.epoch(solo)).toThrow(ClientError);
     // With bob in the group: one Remove proposal, posted as a PublicMessage.
     expect(await alice.leave(groupId)).toEqual({ proposed: 1 });
+    expect(fake.departures.map((d) => d.groupId)).toEqual([solo, groupId]);
     const proposal = decodeMessage(fake.submissions.at(-1)!.bytes);
     expect(proposal.wireformat === "mls_public_message" && proposal.publicMessage.content.contentType).toBe(
       "proposal",
     );
+  });
+});
+
+describe("leaving at the hub (D17)", () => {
+  it("is done at the next read of the hub when the hub could not take it at once", async () => {
+    fake.failDepartures = 1;
+    expect(await alice.leave(groupId)).toEqual({ proposed: 1 });
+    expect(alice.groups().find((g) => g.groupId === groupId)).toMatchObject({ status: "left" });
+    expect(fake.departures).toEqual([]);
+    const record = () =>
+      readFile(join(alice.dir, "groups", groupId, "group.json"), "utf8").then(
+        (t) => JSON.parse(t) as { departPending?: boolean },
+      );
+    expect((await record()).departPending).toBe(true);
+    const events = await alice.sync();
+    expect(fake.departures).toEqual([{ groupId, device: alice.deviceId }]);
+    expect((await record()).departPending).toBeUndefined();
+    expect(events).toContainEqual(expect.objectContaining({ type: "error", operation: "leave at the hub" }));
+    // Done: later reads ask nothing more.
+    await alice.sync();
+    expect(fake.departures).toHaveLength(1);
   });
 });
 

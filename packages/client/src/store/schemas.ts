@@ -218,6 +218,11 @@ export const GroupRecord = GroupRecordV1.extend({
   replacedBy: z.string().optional(),
   /** Own messages whose history line may not be on disk yet, oldest first (groups/outbox.ts). */
   outbox: z.array(OutboxEntry).optional(),
+  /**
+   * Left here, still to be left at the hub (groups/departure.ts, docs/decisions.md D17): done once no own
+   * message there waits, retried at each read of the hub.
+   */
+  departPending: z.boolean().optional(),
 });
 export type GroupRecord = z.infer<typeof GroupRecord>;
 

@@ -40,6 +40,10 @@ export class FakeServices {
   echoOwn = true;
   /** Fork reports (POST …/commit-rejected), as received. */
   readonly forkReports: { groupId: string; reporter: string; body: Record<string, unknown> }[] = [];
+  /** Departures (POST …/departure) taken. The fake keeps delivering: it models no membership. */
+  readonly departures: { groupId: string; device: string }[] = [];
+  /** The next this many departures are answered 503, as by a hub whose store is down. */
+  failDepartures = 0;
   /** KeyPackages (MLSMessage bytes) handed out by POST /v1/claims, by `user@domain`. */
   readonly keyPackages = new Map<string, { deviceId: string; keyPackage: Uint8Array }>();
   private readonly groups = new Map<string, { epoch: number; seq: number; winners: Map<number, string> }>();
@@ -192,6 +196,15 @@ export class FakeServices {
         return send(503, { error: "store_unavailable", message: "The storage backend is unavailable." });
       }
       return send(201, { seq: group.seq, epoch: group.epoch });
+    }
+    const departure = /^\/v1\/groups\/([A-Za-z0-9_-]+)\/departure$/.exec(url.pathname);
+    if (req.method === "POST" && departure) {
+      if (this.failDepartures > 0) {
+        this.failDepartures--;
+        return send(503, { error: "store_unavailable", message: "The storage backend is unavailable." });
+      }
+      this.departures.push({ groupId: departure[1]!, device: await this.device(req, body) });
+      return send(200, { departed: true, leaf: null });
     }
     const rejected = /^\/v1\/groups\/([A-Za-z0-9_-]+)\/commit-rejected$/.exec(url.pathname);
     if (req.method === "POST" && rejected) {

@@ -4,6 +4,7 @@ import {
   CIPHERSUITE_ID,
   CommitRejectedResponse,
   CreateGroupResponse,
+  DepartureResponse,
   InboxResponse,
   InvitationResponse,
   SubmitMessageResponse,
@@ -63,6 +64,21 @@ export class DeliveryClient {
       body,
       auth: this.auth,
       response: CommitRejectedResponse,
+    });
+  }
+
+  /**
+   * This device leaves the group at the hub (docs/decisions.md D17): nothing more is delivered to it and
+   * the group no longer counts against its groups there; its leaf waits for a member's Remove. Safe to
+   * repeat.
+   */
+  depart(groupId: string): Promise<DepartureResponse> {
+    return this.http.request({
+      method: "POST",
+      path: `/v1/groups/${groupId}/departure`,
+      body: {},
+      auth: this.auth,
+      response: DepartureResponse,
     });
   }
 

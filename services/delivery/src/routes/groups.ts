@@ -3,6 +3,8 @@ import {
   CommitRejectedResponse,
   CreateGroupBody,
   CreateGroupResponse,
+  DepartureBody,
+  DepartureResponse,
   ErrorBodySchema,
   GroupStatusResponse,
   ProtocolError,
@@ -15,6 +17,7 @@ import {
 import type { ServiceApp } from "@mastodon-mls/service-kit";
 import { z } from "zod";
 import type { DeliveryContext } from "../context.js";
+import { depart } from "../departure.js";
 import { forkWire, reportCommitRejected } from "../forks.js";
 import { leafOf } from "../roster.js";
 import { parseGroupId, submitMessage } from "../submit.js";
@@ -174,6 +177,27 @@ export function groupRoutes(ctx: DeliveryContext) {
         const { fork, created } = await reportCommitRejected(ctx, req.params.groupId, signer(req), req.body);
         return reply.status(created ? 201 : 200).send({ forked: true as const, fork });
       },
+    );
+
+    app.post(
+      "/v1/groups/:groupId/departure",
+      {
+        preValidation: refuseRaw,
+        schema: {
+          summary:
+            "Leave a group at this hub: nothing more is delivered to this device, and it no longer counts",
+          description:
+            "The signing device stops being a member at the hub at once: it can submit nothing more, its " +
+            "streams stop carrying the group, and the group no longer counts against its groups here. Its " +
+            "leaf stays in the tree (and the hub's roster) until a member commits its Remove. A repeat, or a " +
+            "device that was not in the group, gets the same answer with `leaf` null (docs/decisions.md, D17).",
+          security: [{ device: [] }],
+          params: GroupParams,
+          body: DepartureBody,
+          response: { 200: DepartureResponse, ...deviceErrors },
+        },
+      },
+      async (req) => depart(ctx, req.params.groupId, signer(req)),
     );
   };
 }

@@ -104,10 +104,13 @@ for _ = 1, nRemoves do
   if member then
     local device = cjson.decode(member).d
     redis.call('HDEL', KEYS[2], leaf)
-    redis.call('HDEL', KEYS[3], device)
-    local stretches = redis.call('HGET', KEYS[4], device)
-    if stretches and string.sub(stretches, -1) == ':' then
-      redis.call('HSET', KEYS[4], device, stretches .. seq)
+    -- A departed device's leaf: the device left already, and the group has forgotten its stretches.
+    if redis.call('HGET', KEYS[3], device) == leaf then
+      redis.call('HDEL', KEYS[3], device)
+      local stretches = redis.call('HGET', KEYS[4], device)
+      if stretches and string.sub(stretches, -1) == ':' then
+        redis.call('HSET', KEYS[4], device, stretches .. seq)
+      end
     end
   end
 end
@@ -263,11 +266,34 @@ end
 `;
 
 /**
+ * A group forgets a device's `n` stretches and their acknowledgements; then retention by acknowledgement
+ * (needs SCAN, TRIM and FORGET_WINS): deletes what every device with a stretch has read. `keys` are
+ * ACK_GROUP's KEYS.
+ */
+const READ_RETENTION = `
+local function forget_stretches(mshipKey, acksKey, device, n)
+  redis.call('HDEL', mshipKey, device)
+  for k = 0, n - 1 do redis.call('HDEL', acksKey, device .. '#' .. k) end
+end
+local function trim_read(keys, acks, seq, base, epoch, keep)
+  local floor = seq
+  local all = redis.call('HGETALL', keys[2])
+  for j = 1, #all, 2 do
+    local _, f = scan(acks, all[j], all[j + 1], floor)
+    floor = f
+  end
+  local trimmed = trim(keys[1], keys[4], keys[5], base, floor)
+  if trimmed > 0 then forget_wins(keys[1], keys[6], keys[7], epoch, keep) end
+  return trimmed
+end
+`;
+
+/**
  * Acknowledgements in a group, then retention by acknowledgement. KEYS: meta mship acks log welcome wins
  * forks.
  * ARGV: device, keep, (stretch, position)… → {done, trimmed, oldest ('' when the log is empty)}.
  */
-export const ACK_GROUP = new LuaScript(`${SCAN}${TRIM}${FORGET_WINS}
+export const ACK_GROUP = new LuaScript(`${SCAN}${TRIM}${FORGET_WINS}${READ_RETENTION}
 local device = ARGV[1]
 local mine = redis.call('HGET', KEYS[2], device)
 if not mine then return {0, 0, ''} end
@@ -283,19 +309,39 @@ local meta = redis.call('HMGET', KEYS[1], 'seq', 'base', 'epoch')
 local seq = tonumber(meta[1])
 local base = tonumber(meta[2] or '0')
 local done, _, n = scan(acks, device, mine, seq)
-if done then
-  redis.call('HDEL', KEYS[2], device)
-  for k = 0, n - 1 do redis.call('HDEL', KEYS[3], device .. '#' .. k) end
-end
-local floor = seq
-local all = redis.call('HGETALL', KEYS[2])
-for j = 1, #all, 2 do
-  local _, f = scan(acks, all[j], all[j + 1], floor)
-  floor = f
-end
-local trimmed = trim(KEYS[1], KEYS[4], KEYS[5], base, floor)
-if trimmed > 0 then forget_wins(KEYS[1], KEYS[6], KEYS[7], tonumber(meta[3]), tonumber(ARGV[2])) end
+if done then forget_stretches(KEYS[2], KEYS[3], device, n) end
+local trimmed = trim_read(KEYS, acks, seq, base, tonumber(meta[3]), tonumber(ARGV[2]))
 return {done and 1 or 0, trimmed, trimmed > 0 and oldest(KEYS[4]) or ''}
+`);
+
+/**
+ * The device leaves the group at the hub (store types.ts `depart`): out of `leaves`, its roster entry
+ * marked departed (`"x":1`) in its place, its stretches and acknowledgements forgotten, then retention
+ * by acknowledgement as in ACK_GROUP. KEYS: meta mship acks log welcome wins forks roster leaves.
+ * ARGV: device, keep → {'unknown_group'} or {'ok', leaf ('' for none), trimmed, oldest}.
+ */
+export const DEPART = new LuaScript(`${SCAN}${TRIM}${FORGET_WINS}${READ_RETENTION}
+local meta = redis.call('HMGET', KEYS[1], 'seq', 'base', 'epoch')
+if not meta[1] then return {'unknown_group'} end
+local device = ARGV[1]
+local leaf = redis.call('HGET', KEYS[9], device)
+if leaf then
+  redis.call('HDEL', KEYS[9], device)
+  local member = redis.call('HGET', KEYS[8], leaf)
+  if member and not string.find(member, '"x":1', 1, true) then
+    redis.call('HSET', KEYS[8], leaf, string.sub(member, 1, -2) .. ',"x":1}')
+  end
+end
+local mine = redis.call('HGET', KEYS[2], device)
+if not mine then return {'ok', leaf or '', 0, ''} end
+local n = select(2, string.gsub(mine, ',', '')) + 1
+forget_stretches(KEYS[2], KEYS[3], device, n)
+local acks = {}
+local flat = redis.call('HGETALL', KEYS[3])
+for j = 1, #flat, 2 do acks[flat[j]] = tonumber(flat[j + 1]) end
+local trimmed = trim_read(KEYS, acks, tonumber(meta[1]), tonumber(meta[2] or '0'), tonumber(meta[3]),
+  tonumber(ARGV[2]))
+return {'ok', leaf or '', trimmed, trimmed > 0 and oldest(KEYS[4]) or ''}
 `);
 
 /**

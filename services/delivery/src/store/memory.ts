@@ -8,6 +8,7 @@ import type {
   CommitOutcome,
   CommitWrite,
   DeliveryStore,
+  DepartOutcome,
   DeviceGroups,
   DeviceInGroup,
   ForkOutcome,
@@ -123,6 +124,8 @@ export class MemoryDeliveryStore implements DeliveryStore {
       if (!member) continue;
       changed.push(member.device);
       g.roster.delete(leaf);
+      // A departed device's leaf: the device left already, and the group has forgotten its stretches.
+      if (g.leaves.get(member.device) !== leaf) continue;
       g.leaves.delete(member.device);
       const last = g.memberships.get(member.device)?.at(-1);
       if (last && last.until === null) last.until = seq;
@@ -305,15 +308,31 @@ export class MemoryDeliveryStore implements DeliveryStore {
       if (stretch < stretches.length && position > (g.acks.get(key) ?? -1)) g.acks.set(key, position);
     }
     const mine = scan(g, device, stretches, g.seq);
-    if (mine.done) {
-      g.memberships.delete(device);
-      stretches.forEach((_, k) => g.acks.delete(`${device}#${k}`));
+    if (mine.done) forgetStretches(g, device, stretches);
+    return { done: mine.done, trimmed: this.trimRead(g) };
+  }
+
+  async depart(groupId: string, device: string): Promise<DepartOutcome> {
+    const g = this.groups.get(groupId);
+    if (!g) return { ok: false, reason: "unknown_group" };
+    const leaf = g.leaves.get(device);
+    if (leaf !== undefined) {
+      g.leaves.delete(device);
+      g.roster.set(leaf, { ...g.roster.get(leaf)!, departed: true });
     }
+    const stretches = g.memberships.get(device);
+    if (!stretches) return { ok: true, leaf, trimmed: 0 };
+    forgetStretches(g, device, stretches);
+    return { ok: true, leaf, trimmed: this.trimRead(g) };
+  }
+
+  /** Retention by acknowledgement: deletes what every device with a stretch in the group has read. */
+  private trimRead(g: GroupData): number {
     let floor = g.seq;
     for (const [d, s] of g.memberships) floor = scan(g, d, s, floor).floor;
     const trimmed = trimTo(g, floor);
     if (trimmed > 0) forgetWinners(g, this.winnerEpochs);
-    return { done: mine.done, trimmed };
+    return trimmed;
   }
 
   async sweep(cutoff: number): Promise<SweepOutcome> {
@@ -389,6 +408,12 @@ function scan(
     }
   });
   return { done, floor };
+}
+
+/** The group forgets a device's stretches and what it acknowledged in them. */
+function forgetStretches(g: GroupData, device: string, stretches: readonly Membership[]): void {
+  g.memberships.delete(device);
+  stretches.forEach((_, k) => g.acks.delete(`${device}#${k}`));
 }
 
 /** Deletes the log entries and Welcomes up to `floor`; returns how many entries went. */

@@ -10,6 +10,7 @@ import {
   APPEND,
   COMMIT,
   CREATE_GROUP,
+  DEPART,
   INDEX_DEVICE_GROUPS,
   QUEUE_INVITATION,
   READ_INVITATIONS,
@@ -26,6 +27,7 @@ import type {
   CommitOutcome,
   CommitWrite,
   DeliveryStore,
+  DepartOutcome,
   DeviceGroups,
   DeviceInGroup,
   ForkOutcome,
@@ -63,7 +65,7 @@ export interface RedisStoreOptions {
  *
  *   <p>{g:<groupId>}:meta      hash   epoch, seq, base (retention: entries up to it are gone), created,
  *                                     wlow (winners of epochs below it are forgotten)
- *   <p>{g:<groupId>}:roster    hash   leaf → {"d": device, "a": acct}
+ *   <p>{g:<groupId>}:roster    hash   leaf → {"d": device, "a": acct}, with "x": 1 once the device departed
  *   <p>{g:<groupId>}:leaves    hash   device → leaf
  *   <p>{g:<groupId>}:mship     hash   device → "from:until,from:" (membership stretches)
  *   <p>{g:<groupId>}:acks      hash   "device#stretch" → acknowledged position
@@ -397,6 +399,19 @@ export class RedisDeliveryStore implements DeliveryStore {
     return { done: done === 1, trimmed };
   }
 
+  async depart(groupId: string, device: string): Promise<DepartOutcome> {
+    const k = this.group(groupId);
+    const reply = (await DEPART.run(
+      this.redis,
+      [k.meta, k.mship, k.acks, k.log, k.welcome, k.wins, k.forks, k.roster, k.leaves],
+      [device, this.winnerEpochs],
+    )) as ScriptReply;
+    if (reply[0] !== "ok") return { ok: false, reason: "unknown_group" };
+    const [, leaf, trimmed, oldest] = reply as [string, string, number, string];
+    if (trimmed > 0 && oldest !== "") await this.redis.zadd(this.index, "XX", oldest, `g:${groupId}`);
+    return { ok: true, leaf: leaf === "" ? undefined : Number(leaf), trimmed };
+  }
+
   async sweep(cutoff: number, now: number, max: number): Promise<SweepOutcome> {
     const out: SweepOutcome = { entries: 0, invitations: 0 };
     const due = await this.redis.zrangebyscore(this.index, "-inf", `(${cutoff}`, "LIMIT", 0, max);
@@ -478,8 +493,8 @@ function memberJson(m: MemberRecord): string {
 }
 
 function parseMember(json: string): MemberRecord {
-  const m = JSON.parse(json) as { d: string; a: string };
-  return { device: m.d, acct: m.a };
+  const m = JSON.parse(json) as { d: string; a: string; x?: 1 };
+  return m.x === 1 ? { device: m.d, acct: m.a, departed: true } : { device: m.d, acct: m.a };
 }
 
 /** `t` first: the retention scripts read it by pattern. */

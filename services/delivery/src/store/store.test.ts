@@ -361,6 +361,60 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     expect((await store.readLog(id, 1, 10)).map((e) => e.seq)).toEqual([7]);
   });
 
+  it("lets a device depart: no member any more, its leaf kept and marked until a Remove, its stretches forgotten", async () => {
+    const id = await groupWithLog(3, ["bob", "carol"]); // seq 1: add bob (1), carol (2); 2–4: messages
+    await store.ackGroup(id, "dev-alice", [{ stretch: 0, position: 4 }]);
+    await store.ackGroup(id, "dev-carol", [{ stretch: 0, position: 4 }]);
+    // bob read nothing, so he holds everything back; his departure lets retention move on.
+    expect(await store.depart(id, "dev-bob")).toEqual({ ok: true, leaf: 1, trimmed: 4 });
+    expect(await store.memberships(id, "dev-bob")).toBeUndefined();
+    expect(await store.welcome(id, 1)).toBeUndefined();
+    const snap = (await store.loadGroup(id))!;
+    expect(snap.roster.get(1)).toEqual({ ...member("bob"), departed: true });
+    expect(snap.roster.get(2)).toEqual(member("carol"));
+    expect((await store.groupStatus(id))!.members).toBe(3);
+    // He can append nothing, report no fork, in any epoch.
+    const app = { kind: "application", epoch: 1, sender: "dev-bob", leaf: undefined, window: 2 } as const;
+    expect(await store.append(id, { ...app, message: bytes(1), at: 5 })).toEqual({
+      ok: false,
+      reason: "not_a_member",
+    });
+    expect(
+      await store.append(id, { ...app, kind: "proposal", leaf: 1, ref: "r1", message: bytes(2), at: 5 }),
+    ).toEqual({ ok: false, reason: "not_a_member" });
+    expect(
+      await store.reportFork(id, { reporter: "dev-bob", epoch: 0, commitHash: "hash-0", reason: "x", at: 5 }),
+    ).toEqual({ ok: false, reason: "not_a_member" });
+    // A repeat changes nothing; so does a device that never was in the group; an unknown group is said.
+    expect(await store.depart(id, "dev-bob")).toEqual({ ok: true, leaf: undefined, trimmed: 0 });
+    expect(await store.depart(id, "dev-nobody")).toEqual({ ok: true, leaf: undefined, trimmed: 0 });
+    expect(await store.depart(newGroupId(), "dev-bob")).toEqual({ ok: false, reason: "unknown_group" });
+    expect((await store.loadGroup(id))!.roster.get(1)).toEqual({ ...member("bob"), departed: true });
+    // A member's Remove blanks the leaf without touching anyone's stretches, and an Add may take it again.
+    const removed = await store.commit(id, commitWrite(1, { removes: [1], removedDevices: ["dev-bob"] }));
+    expect(removed).toMatchObject({ ok: true, seq: 5 });
+    expect((await store.loadGroup(id))!.roster.has(1)).toBe(false);
+    expect(await store.memberships(id, "dev-bob")).toBeUndefined();
+    expect((await store.memberships(id, "dev-carol"))!.memberships).toEqual([{ from: 1, until: null }]);
+    await store.commit(id, commitWrite(2, { adds: [{ leaf: 1, member: member("bob") }], welcome: bytes(3) }));
+    expect((await store.loadGroup(id))!.roster.get(1)).toEqual(member("bob"));
+    expect((await store.memberships(id, "dev-bob"))!.memberships).toEqual([{ from: 6, until: null }]);
+    expect(await store.append(id, { ...app, epoch: 3, message: bytes(1), at: 7 })).toMatchObject({
+      ok: true,
+    });
+  });
+
+  it("lets a removed device that has not read its removal depart: the group forgets it at once", async () => {
+    const id = await groupWithLog(0, ["bob"]); // seq 1: add bob
+    await store.commit(id, commitWrite(1, { removes: [1], removedDevices: ["dev-bob"] })); // seq 2
+    expect(await store.depart(id, "dev-bob")).toEqual({ ok: true, leaf: undefined, trimmed: 0 });
+    expect(await store.memberships(id, "dev-bob")).toBeUndefined();
+    expect(await store.ackGroup(id, "dev-alice", [{ stretch: 0, position: 2 }])).toEqual({
+      done: false,
+      trimmed: 2,
+    });
+  });
+
   it("deletes log entries, Welcomes and invitations older than the cutoff", async () => {
     const id = await groupWithLog(5, ["bob"]); // seq 1 at 1001, seq n at 1000 + n
     expect(await store.queueInvitation("erin@a.test", invitation(1), 1002)).toBe(1);

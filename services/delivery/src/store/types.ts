@@ -10,6 +10,11 @@ export interface MemberRecord {
   device: string;
   /** `user@domain` from the device certificate. */
   acct: string;
+  /**
+   * The device left the group at the hub (DeliveryStore.depart): its leaf is not blank in the tree until
+   * a member's commit removes it, but the device is no member of the hub's any more.
+   */
+  departed?: true | undefined;
 }
 
 /** A proposal accepted in the current epoch, kept so that a commit can name it by reference. */
@@ -225,6 +230,16 @@ export interface AckOutcome {
   trimmed: number;
 }
 
+export type DepartOutcome =
+  | {
+      ok: true;
+      /** The leaf the device left behind for a member's Remove; undefined when it held none. */
+      leaf: number | undefined;
+      /** Entries deleted because the device was the last to have them unread. */
+      trimmed: number;
+    }
+  | { ok: false; reason: "unknown_group" };
+
 export interface SweepOutcome {
   /** Log entries (and with them Welcomes) deleted. */
   entries: number;
@@ -289,6 +304,15 @@ export interface DeliveryStore {
    * read all its stretches to the end is forgotten by the group.
    */
   ackGroup(groupId: string, device: string, acks: readonly StretchAck[]): Promise<AckOutcome>;
+  /**
+   * The device leaves the group at this hub, in one step: it stops being a member (no submission, no fork
+   * report, not in `leafOf`), its leaf is marked departed but keeps its place (the roster must stay the
+   * tree's, so that Adds land where MLS puts them and a member's Remove of the leaf stays valid), and the
+   * group forgets its stretches at once, as when it has read them all (retention may then move on). The
+   * caller then drops the group from the device's index (forgetDeviceGroup). A device with neither leaf nor
+   * stretches in the group gets `ok` with no leaf: a repeat changes nothing.
+   */
+  depart(groupId: string, device: string): Promise<DepartOutcome>;
   /** Deletes log entries, Welcomes and invitations accepted before `cutoff` (ms), at most `max` each call. */
   sweep(cutoff: number, now: number, max: number): Promise<SweepOutcome>;
 
