@@ -415,6 +415,7 @@ describe.each<StoreKind>(["memory", "redis"])("delivery API (%s store)", (store)
       "delivery_connected_devices",
       "delivery_rate_limited_total",
       "delivery_retention_deleted_total",
+      "delivery_invitations_deleted_total",
     ]) {
       expect(metrics).toContain(name);
     }

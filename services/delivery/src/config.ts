@@ -59,7 +59,7 @@ export const DeliveryEnv = z
     RATE_INVITATIONS: z.coerce.number().int().min(1).default(60),
     /** Invitations an account of this instance is sent per window, from everyone together. */
     RATE_INVITATIONS_RECEIVED: z.coerce.number().int().min(1).default(120),
-    /** Invitations waiting for one account at most (they go by age only); more are refused. */
+    /** Invitations waiting for one account at most (not yet read by all its devices); more are refused. */
     MAX_QUEUED_INVITATIONS: z.coerce.number().int().min(1).max(1_000_000).default(1000),
     /** A stream that sent a frame less than this many ms ago holds new pushes until then (0: never holds). */
     PUSH_COALESCE_MS: z.coerce.number().int().min(0).max(100).default(5),

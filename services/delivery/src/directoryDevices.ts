@@ -82,6 +82,11 @@ export class DirectoryDevices {
     }
   }
 
+  /** The account's registered devices: the cached answer while younger than the window, else a new one. */
+  async devices(acct: string): Promise<RegisteredDevices> {
+    return this.cached(acct) ?? this.refresh(acct);
+  }
+
   /** True when the account has no answer younger than the cache window. */
   isStale(acct: string): boolean {
     const answer = this.cache.get(acct);

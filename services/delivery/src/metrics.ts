@@ -29,6 +29,11 @@ export interface DeliveryMetrics {
   departures: Counter;
   /** Log entries deleted by retention, by cause (ack: everyone read them; age: RETENTION_SECONDS). */
   retained: Counter<"cause">;
+  /**
+   * Invitations deleted, by cause (ack: every device the directory lists for the account acknowledged
+   * them; age: RETENTION_SECONDS).
+   */
+  invitationsDeleted: Counter<"cause">;
   /** `behind_retention` items handed out. */
   behindRetention: Counter;
   /** Requests to the directory for an account's devices, by result (ok, unavailable). */
@@ -104,6 +109,12 @@ export function createDeliveryMetrics(registry: Registry): DeliveryMetrics {
     retained: new Counter({
       name: "delivery_retention_deleted_total",
       help: "Log entries deleted by retention, by cause (ack, age)",
+      labelNames: ["cause"],
+      registers,
+    }),
+    invitationsDeleted: new Counter({
+      name: "delivery_invitations_deleted_total",
+      help: "Invitations deleted, by cause (ack: every listed device of the account read them; age)",
       labelNames: ["cause"],
       registers,
     }),

@@ -160,6 +160,7 @@ export async function createDelivery(config: DeliveryConfig, deps: DeliveryDeps 
         sweeping = undefined;
       }
       if (total.entries > 0) ctx.metrics.retained.inc({ cause: "age" }, total.entries);
+      if (total.invitations > 0) ctx.metrics.invitationsDeleted.inc({ cause: "age" }, total.invitations);
       if (total.entries + total.invitations > 0) ctx.log.info(total, "retention: deleted old items");
       return total;
     })();

@@ -13,18 +13,12 @@ import {
   type StreamServerFrame,
 } from "@mastodon-mls/protocol";
 import { verifyRequest, type DeviceCertificate } from "@mastodon-mls/bridge";
+import { acknowledge } from "./acknowledge.js";
 import type { DeliveryContext } from "./context.js";
 import { decodeCursor, encodeCursor, type Cursor } from "./cursor.js";
 import { inboxReader } from "./deviceAccess.js";
 import { isListed, type RegisteredDevices } from "./directoryDevices.js";
-import {
-  ITEM_CURSOR_CHARS,
-  ackCursor,
-  checkCursor,
-  readInbox,
-  type GroupStream,
-  type InboxReader,
-} from "./inbox.js";
+import { ITEM_CURSOR_CHARS, checkCursor, readInbox, type GroupStream, type InboxReader } from "./inbox.js";
 import {
   accountTopic,
   deviceTopic,
@@ -465,12 +459,10 @@ export class StreamSession {
       return;
     }
     try {
-      const { trimmed, forgot } = await ackCursor(this.ctx.store, this.reader!, decodeCursor(frame.cursor), {
+      await acknowledge(this.ctx, this.reader!, decodeCursor(frame.cursor), {
         reached: this.reached,
         streamGroups: this.streamGroups,
       });
-      if (trimmed > 0) this.ctx.metrics.retained.inc({ cause: "ack" }, trimmed);
-      if (forgot) this.ctx.notifier.publish({ kind: "devices", devices: [this.reader!.device] });
     } catch (e) {
       this.failWith(e);
     }

@@ -1,9 +1,10 @@
 import { AckBody, AckResponse, InboxQuery, InboxResponse } from "@mastodon-mls/protocol";
 import type { ServiceApp } from "@mastodon-mls/service-kit";
+import { acknowledge } from "../acknowledge.js";
 import type { DeliveryContext } from "../context.js";
 import { decodeCursor, encodeCursor } from "../cursor.js";
 import { inboxReader } from "../deviceAccess.js";
-import { ackCursor, readInbox } from "../inbox.js";
+import { readInbox } from "../inbox.js";
 import { deviceErrors, refuseRawBodies, requireDeviceSignature, signer } from "./auth.js";
 
 export function inboxRoutes(ctx: DeliveryContext) {
@@ -48,8 +49,9 @@ export function inboxRoutes(ctx: DeliveryContext) {
         schema: {
           summary: "Acknowledge everything up to a cursor; acknowledged positions never move back",
           description:
-            "Entries every member device acknowledged are deleted (retention). A cursor naming a stream the " +
-            "device never had, or a position beyond the inbox, is `400 invalid_cursor`.",
+            "Entries every member device acknowledged are deleted (retention), and so are an account's " +
+            "invitations once every device its instance's directory lists has acknowledged them. A cursor " +
+            "naming a stream the device never had, or a position beyond the inbox, is `400 invalid_cursor`.",
           security: [{ device: [] }],
           body: AckBody,
           response: { 200: AckResponse, ...deviceErrors },
@@ -57,9 +59,7 @@ export function inboxRoutes(ctx: DeliveryContext) {
       },
       async (req) => {
         const reader = await inboxReader(ctx, signer(req));
-        const { trimmed, forgot } = await ackCursor(ctx.store, reader, decodeCursor(req.body.cursor));
-        if (trimmed > 0) ctx.metrics.retained.inc({ cause: "ack" }, trimmed);
-        if (forgot) ctx.notifier.publish({ kind: "devices", devices: [reader.device] });
+        await acknowledge(ctx, reader, decodeCursor(req.body.cursor));
         return { acked: true as const };
       },
     );

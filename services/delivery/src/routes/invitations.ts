@@ -69,8 +69,9 @@ export function invitationRoutes(ctx: DeliveryContext) {
           ctx.now(),
           ctx.config.maxQueuedInvitations,
         );
-        // Invitations go by age only, never when read: without this cap an account would hold whatever
-        // the limit above lets through in a whole RETENTION_SECONDS.
+        // Invitations go once every device of the account read them (acknowledge.ts), or by age: without
+        // this cap an account with a device that does not read would hold whatever the limit above lets
+        // through in a whole RETENTION_SECONDS.
         if (queued === undefined) {
           throw new ProtocolError(
             "too_many_invitations",

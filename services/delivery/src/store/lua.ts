@@ -388,6 +388,20 @@ return {n, first and string.match(first, '^{"t":(%d+)') or ''}
 `);
 
 /**
+ * Retention by acknowledgement: deletes invitations up to seq `upTo`, never past the last queued one.
+ * KEYS: inv invbase. ARGV: upTo. → {deleted, oldest remaining ('' when empty)}.
+ */
+export const TRIM_INVITATIONS = new LuaScript(`
+local base = tonumber(redis.call('GET', KEYS[2]) or '0')
+local n = math.min(tonumber(ARGV[1]) - base, redis.call('LLEN', KEYS[1]))
+if n <= 0 then return {0, ''} end
+redis.call('LTRIM', KEYS[1], n, -1)
+redis.call('INCRBY', KEYS[2], n)
+local first = redis.call('LINDEX', KEYS[1], 0)
+return {n, first and string.match(first, '^{"t":(%d+)') or ''}
+`);
+
+/**
  * KEYS: inv invbase. ARGV: invitationJson, max. → its seq, or 0 (nothing queued) when `max` invitations
  * are waiting already: the count and the append in one step, so concurrent senders cannot overfill it.
  */

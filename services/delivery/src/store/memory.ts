@@ -382,6 +382,15 @@ export class MemoryDeliveryStore implements DeliveryStore {
       .map(({ invitation }, i) => ({ seq: from + i + 1, invitation }));
   }
 
+  async trimInvitations(acct: string, upTo: number): Promise<number> {
+    const queue = this.invitationQueues.get(acct);
+    if (!queue) return 0;
+    const n = Math.min(Math.max(upTo - queue.base, 0), queue.items.length);
+    queue.items.splice(0, n);
+    queue.base += n;
+    return n;
+  }
+
   async ready(): Promise<boolean> {
     return true;
   }

@@ -19,6 +19,7 @@ import {
   RESERVE_DEVICE_GROUP,
   SWEEP_GROUP,
   SWEEP_INVITATIONS,
+  TRIM_INVITATIONS,
 } from "./lua.js";
 import type {
   AckOutcome,
@@ -478,6 +479,16 @@ export class RedisDeliveryStore implements DeliveryStore {
       const { t: _t, ...invitation } = JSON.parse(json) as Invitation & { t: number };
       return { seq: from + i + 1, invitation };
     });
+  }
+
+  async trimInvitations(acct: string, upTo: number): Promise<number> {
+    const k = this.account(acct);
+    const [trimmed, oldest] = (await TRIM_INVITATIONS.run(this.redis, [k.inv, k.base], [upTo])) as [
+      number,
+      string,
+    ];
+    if (trimmed > 0 && oldest !== "") await this.redis.zadd(this.index, "XX", oldest, `a:${acct}`);
+    return trimmed;
   }
 
   async ready(): Promise<boolean> {

@@ -574,6 +574,36 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     ]);
   });
 
+  it("deletes invitations up to a position once read, never past the queue, keeping their numbers", async () => {
+    const acct = "ines@a.test";
+    expect(await store.trimInvitations(acct, 5)).toBe(0); // no queue yet
+    for (let n = 1; n <= 3; n++)
+      expect(await store.queueInvitation(acct, invitation(n), 1000 + n, 3)).toBe(n);
+    expect(await store.queueInvitation(acct, invitation(4), 1004, 3)).toBeUndefined();
+    expect(await store.trimInvitations(acct, 0)).toBe(0);
+    expect(await store.trimInvitations(acct, 2)).toBe(2);
+    // Replayed or older positions delete nothing more; the numbers and the count stay.
+    expect(await store.trimInvitations(acct, 2)).toBe(0);
+    expect(await store.trimInvitations(acct, 1)).toBe(0);
+    expect(await store.invitationCount(acct)).toBe(3);
+    expect(await store.invitations(acct, 0, 10)).toEqual([{ seq: 3, invitation: invitation(3) }]);
+    // Only what is left counts against the cap.
+    expect(await store.queueInvitation(acct, invitation(4), 1004, 3)).toBe(4);
+    expect(await store.queueInvitation(acct, invitation(5), 1005, 3)).toBe(5);
+    expect(await store.queueInvitation(acct, invitation(6), 1006, 3)).toBeUndefined();
+    // A position past the last queued one deletes what exists and nothing queued after.
+    expect(await store.trimInvitations(acct, 99)).toBe(3);
+    expect(await store.invitations(acct, 0, 10)).toEqual([]);
+    expect(await store.invitationCount(acct)).toBe(5);
+    expect(await store.queueInvitation(acct, invitation(6), 1006, 3)).toBe(6);
+    expect(await store.invitations(acct, 0, 10)).toEqual([{ seq: 6, invitation: invitation(6) }]);
+    // Age and acknowledgement delete from the same front: the sweep takes what is left, numbers stay.
+    await store.sweep(2000, 3000, 1000);
+    expect(await store.invitations(acct, 0, 10)).toEqual([]);
+    expect(await store.invitationCount(acct)).toBe(6);
+    expect(await store.trimInvitations(acct, 6)).toBe(0);
+  });
+
   it("is ready", async () => {
     expect(await store.ready()).toBe(true);
   });

@@ -330,6 +330,12 @@ export interface DeliveryStore {
   invitationCount(acct: string): Promise<number>;
   /** Up to `max` invitations with seq > `after` that still exist, in order. */
   invitations(acct: string, after: number, max: number): Promise<{ seq: number; invitation: Invitation }[]>;
+  /**
+   * Deletes the account's invitations with seq <= `upTo` (those every device of the account has read),
+   * never one that was not queued yet: sequence numbers stay as they were, and only what is left counts
+   * towards `max` in queueInvitation. Returns how many went.
+   */
+  trimInvitations(acct: string, upTo: number): Promise<number>;
   /** How many groups the device is indexed in. */
   deviceGroupCount(device: string): Promise<number>;
 
