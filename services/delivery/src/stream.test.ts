@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
 import { startRedis, waitFor, type RedisHandle } from "@mastodon-mls/testkit";
 import { fromBase64url, toBase64url, type InboxItem } from "@mastodon-mls/protocol";
 import { privateMessage } from "./testing/craft.js";
@@ -41,6 +41,25 @@ describe.each<StoreKind>(["memory", "redis"])("stream (%s store)", (store) => {
 
   afterAll(async () => {
     await hub.close();
+  });
+
+  it("refuses a submit frame sent after the device certificate expired, then closes 4001", async () => {
+    const dave = await TestDevice.create("dave"); // certified for a day
+    const id = randomGroupId();
+    await dave.startGroup(id.bytes);
+    expect((await hub.client(dave).createGroup(id.text)).status).toBe(201);
+    const stream = await StreamClient.open(hub.url, dave.signer);
+    const message = await dave.encrypt("too late");
+    // Two days on, by the wall clock every signature and certificate check reads.
+    vi.useFakeTimers({ toFake: ["Date"], shouldAdvanceTime: true });
+    try {
+      vi.setSystemTime(Date.now() + 2 * 86_400_000);
+      expect(await stream.submit(id.text, message)).toMatchObject({ type: "refused", error: "auth_expired" });
+      expect((await stream.closed).code).toBe(4001);
+    } finally {
+      vi.useRealTimers();
+    }
+    expect(await hub.delivery.context.store.groupStatus(id.text)).toMatchObject({ seq: 0 });
   });
 
   it("pushes new items, takes acks, and resumes after a cursor", async () => {

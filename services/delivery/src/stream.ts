@@ -617,10 +617,11 @@ export class StreamSession {
     const cert = this.certificate!;
     // Wall-clock time, as for every request signature (the injected clock drives retention only).
     if (Math.floor(Date.now() / 1000) > cert.notAfter) {
-      this.fail(
-        STREAM_CLOSE.authFailed,
-        new ProtocolError("auth_expired", "The device certificate expired."),
-      );
+      // Refused in so many words before the close, as over HTTP: the client knows at once that this
+      // message was not taken, instead of settling an unknown outcome minutes later.
+      const expired = new ProtocolError("auth_expired", "The device certificate expired.");
+      this.answer({ type: "refused", id: frame.id, ...expired.toBody() });
+      this.fail(STREAM_CLOSE.authFailed, expired);
       return;
     }
     try {
