@@ -10,7 +10,7 @@ import {
 } from "@mastodon-mls/bridge";
 import { STREAM_CLOSE, toBase64url } from "@mastodon-mls/protocol";
 import { sha256 } from "@mastodon-mls/bridge";
-import { silentLogger } from "@mastodon-mls/service-kit";
+import { StoreUnavailableError, silentLogger } from "@mastodon-mls/service-kit";
 import { loadDeliveryConfig } from "./config.js";
 import { createDelivery, type Delivery } from "./service.js";
 import { MemoryDeliveryStore } from "./store/memory.js";
@@ -161,6 +161,36 @@ class GatedForgetStore extends MemoryDeliveryStore {
     return super.forgetDeviceGroup(device, groupId);
   }
 }
+
+/** The memory store, whose next createGroup fails as a Redis that went away would. */
+class FailingCreateStore extends MemoryDeliveryStore {
+  failNext = false;
+  override async createGroup(g: Parameters<MemoryDeliveryStore["createGroup"]>[0]): Promise<boolean> {
+    if (this.failNext) {
+      this.failNext = false;
+      throw new StoreUnavailableError();
+    }
+    return super.createGroup(g);
+  }
+}
+
+describe("store failures", () => {
+  it("a group creation the store failed gives back the place it took in the device's budget", async () => {
+    const store = new FailingCreateStore();
+    const hub = await startCustomHub({ store, limits: { groupsPerDevice: 1 } });
+    try {
+      const alice = await TestDevice.create("alice");
+      store.failNext = true;
+      const failed = await hub.client(alice).createGroup(randomGroupId().text);
+      expect(failed).toMatchObject({ status: 503, body: { error: "store_unavailable" } });
+      expect(await store.deviceGroupCount(alice.deviceId)).toBe(0);
+      // Her only place is still hers.
+      expect((await hub.client(alice).createGroup(randomGroupId().text)).status).toBe(201);
+    } finally {
+      await hub.delivery.close();
+    }
+  });
+});
 
 describe("races", () => {
   it("a device re-added while its ack of `removed` is finishing still gets its Welcome", async () => {

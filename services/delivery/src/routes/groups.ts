@@ -67,11 +67,21 @@ export function groupRoutes(ctx: DeliveryContext) {
             `This device is in ${ctx.limits.groupsPerDevice} groups at this hub already.`,
           );
         }
-        const created = await ctx.store.createGroup({
-          groupId,
-          creator: { device: device.deviceIdText, acct: device.acct },
-          at: ctx.now(),
-        });
+        let created: boolean;
+        try {
+          created = await ctx.store.createGroup({
+            groupId,
+            creator: { device: device.deviceIdText, acct: device.acct },
+            at: ctx.now(),
+          });
+        } catch (e) {
+          // The store failed (503): the place this request took goes back, unless the group was made after
+          // all (only its answer lost), which forgetDeviceGroup sees and keeps indexed.
+          if (reserved === "added") {
+            await ctx.store.forgetDeviceGroup(device.deviceIdText, groupId).catch(() => undefined);
+          }
+          throw e;
+        }
         if (!created) {
           // Naming someone else's group must not use up this device's budget. Only a place this request
           // took is given back: an entry that was there already belongs to a commit that added the device.
