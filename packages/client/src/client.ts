@@ -490,8 +490,9 @@ export class MlsDmClient {
   }
 
   /**
-   * Leaves a group (DESIGN §9): proposes the Remove of this account's leaves and deletes the group's
-   * state here; another member commits the Removes. The history stays readable.
+   * Leaves a group (DESIGN §9): proposes the Remove of this account's leaves, deletes the group's state
+   * here, and leaves it at its hub (D17: groups/departure.ts); another member commits the Removes. The
+   * history stays readable.
    */
   leave(groupId: string): Promise<{ proposed: number }> {
     return this.op(() => leaveGroup(this.ctx, this.deps, groupId));

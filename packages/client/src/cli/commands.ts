@@ -2,10 +2,12 @@ import { constants } from "node:fs";
 import { open, readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { safetyNumberQr } from "@mastodon-mls/bridge";
+import { ProtocolError } from "@mastodon-mls/protocol";
 import { inspectBackup, openAccountKeyBackup } from "../backup.js";
 import { MlsDmClient, type ClientOptions } from "../client.js";
 import { ClientError } from "../errors.js";
 import type { DmEvent } from "../events.js";
+import { canonicalAccts } from "../groups/changes.js";
 import {
   accountOfToken,
   authorizeUrl,
@@ -23,6 +25,7 @@ import type { ServiceUrls } from "../transport/resolver.js";
 import { Cli, resolveGroup } from "./context.js";
 import { formatEvent, formatHistory, formatMember } from "./format.js";
 import { UsageError, safeText, withProgress } from "./io.js";
+import { explain } from "./errors.js";
 import { conditionLine } from "./recreate.js";
 import { checkServices } from "./services.js";
 
@@ -495,13 +498,55 @@ export async function remove(
   }
 }
 
-export async function leave(cli: Cli, group: string): Promise<void> {
+/**
+ * Leaves the groups named, and with `--with` every group one of these people is in (someone who keeps
+ * adding this device to groups of theirs). One that cannot be left is reported and the others are still
+ * left; the first failure then decides the exit code.
+ */
+export async function leave(cli: Cli, groups: string[], withAccts: string[]): Promise<void> {
+  if (groups.length === 0 && withAccts.length === 0) {
+    throw new UsageError(
+      "name the groups to leave, or the people whose groups to leave (--with @user@domain …)",
+    );
+  }
   const { client } = await cli.openClient();
-  const id = await findGroup(cli, client, group);
-  await withProgress(cli.io, "Leaving", () => client.leave(id));
-  cli.io.out(
-    `Left group ${id}. Its keys are deleted here; its history stays (mls-dm history ${id.slice(0, 8)}).`,
-  );
+  const ids = new Set<string>();
+  for (const group of groups) ids.add(await findGroup(cli, client, group));
+  if (withAccts.length > 0) {
+    const people = new Set(canonicalAcctArgs(withAccts));
+    await syncFirst(cli, client, true);
+    const theirs = client
+      .groups()
+      .filter((g) => g.status === "active")
+      .filter((g) => client.members(g.groupId).some((m) => !m.self && people.has(m.acct)));
+    if (theirs.length === 0) cli.io.out(`No group of yours has ${[...people].join(", ")} in it.`);
+    for (const g of theirs) ids.add(g.groupId);
+  }
+  let first: { error: unknown } | undefined;
+  for (const id of ids) {
+    try {
+      await withProgress(cli.io, `Leaving ${id.slice(0, 8)}`, () => client.leave(id));
+      cli.io.out(
+        `Left group ${id}. Its keys are deleted here; its history stays (mls-dm history ${id.slice(0, 8)}).`,
+      );
+    } catch (e) {
+      if (ids.size === 1) throw e;
+      first ??= { error: e };
+      cli.io.err(`could not leave ${id}: ${explain(e).message}`);
+    }
+  }
+  // The first failure decides the exit code; what it was is on stderr already.
+  if (first !== undefined) throw first.error;
+}
+
+/** `@user@domain` arguments as canonical `user@domain`; a malformed one is a usage error. */
+function canonicalAcctArgs(accts: string[]): string[] {
+  try {
+    return canonicalAccts(accts);
+  } catch (e) {
+    if (e instanceof ProtocolError) throw new UsageError(`not an account (@user@domain): ${e.message}`);
+    throw e;
+  }
 }
 
 export async function send(cli: Cli, group: string, words: string[]): Promise<void> {

@@ -8,6 +8,7 @@ import { ClientError, ServiceRefusedError, ServiceUnavailableError } from "../er
 import { MastodonError } from "../mastodon/oauth.js";
 import { StoreFormatError } from "../store/records.js";
 import { FakeServices } from "../testSupport/fakeServices.js";
+import { localDevice } from "../testSupport/localDevices.js";
 import { EXIT, explain } from "./errors.js";
 import { UsageError, safeText, type Io } from "./io.js";
 import { buildProgram, main } from "./main.js";
@@ -94,6 +95,47 @@ describe("mls-dm against a device directory, in process", () => {
     dir = join(await mkdtemp(join(tmpdir(), "mls-dm-main-")), "d");
   });
   afterEach(() => fake.stop());
+
+  it("leaves every group a given person is in, and at the hub too (leave --with)", async () => {
+    const alice = await MlsDmClient.create({
+      dir,
+      acct: "alice@a.test",
+      mastodonToken: "t",
+      services: { directory: fake.url, delivery: fake.url },
+      protection: { kind: "none" },
+      keyPackages: 1,
+      publishIdentity: false,
+    });
+    const groupWith = async (acct: string) => {
+      const device = await localDevice(`acct:${acct}`);
+      const kp = await device.keyPackage();
+      fake.keyPackages.set(acct, { deviceId: device.deviceId, keyPackage: kp.encoded });
+      return (await alice.createGroup([acct], { allowUnverified: true })).groupId;
+    };
+    const spam = [await groupWith("mallory@a.test"), await groupWith("mallory@a.test")];
+    const friends = await groupWith("bob@a.test");
+    let io = fakeIo();
+    expect(await main(["--dir", dir, "leave"], io)).toBe(EXIT.usage);
+    expect(io.stderr.join("\n")).toContain("--with");
+    io = fakeIo();
+    expect(await main(["--dir", dir, "leave", "--with", "not an account"], io)).toBe(EXIT.usage);
+    io = fakeIo();
+    expect(await main(["--dir", dir, "leave", "--with", "@mallory@a.test"], io)).toBe(EXIT.ok);
+    const left = io.stdout.flatMap((l) => /^Left group (\S+)\./.exec(l)?.[1] ?? []);
+    expect(left.sort()).toEqual([...spam].sort());
+    expect(fake.departures.map((d) => d.groupId).sort()).toEqual([...spam].sort());
+    io = fakeIo();
+    expect(await main(["--dir", dir, "groups", "--json", "--no-sync"], io)).toBe(EXIT.ok);
+    const after = JSON.parse(io.stdout.join("")) as { groupId: string; status: string }[];
+    expect(Object.fromEntries(after.map((g) => [g.groupId, g.status]))).toEqual({
+      [spam[0]!]: "left",
+      [spam[1]!]: "left",
+      [friends]: "active",
+    });
+    io = fakeIo();
+    expect(await main(["--dir", dir, "leave", "--with", "@mallory@a.test"], io)).toBe(EXIT.ok);
+    expect(io.stdout.join("\n")).toContain("No group of yours has mallory@a.test in it.");
+  });
 
   it("names a missing device (4), an unknown group (1), and needs a passphrase it cannot ask for (1)", async () => {
     let io = fakeIo();

@@ -161,9 +161,15 @@ export function buildProgram(io: Io, signal: AbortSignal): Command {
     );
 
   program
-    .command("leave <group>")
-    .description("leave a group: propose your removal and delete its keys here (the history stays)")
-    .action((group: string) => commands.leave(cli(), group));
+    .command("leave [groups...]")
+    .description(
+      "leave groups: propose your removal, delete their keys here and leave them at their hub (the history stays)",
+    )
+    .option(
+      "--with <accts...>",
+      "also leave every group these people are in (@user@domain …): for groups a stranger keeps adding you to",
+    )
+    .action((groups: string[], o: { with?: string[] }) => commands.leave(cli(), groups, o.with ?? []));
 
   program
     .command("recreate <group>")
