@@ -310,7 +310,7 @@ export class DeviceContext {
       if (
         g.record.status === "active" ||
         (g.record.outbox?.length ?? 0) > 0 ||
-        g.record.departPending === true
+        g.record.departPendingSince !== undefined
       ) {
         busy.add(g.record.hub);
       }

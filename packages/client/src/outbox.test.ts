@@ -59,9 +59,9 @@ const outboxOnDisk = (dir: string, groupId: string) =>
 const departPendingOnDisk = (dir: string, groupId: string) =>
   (
     JSON.parse(readFileSync(join(dir, "groups", groupId, "group.json"), "utf8")) as {
-      departPending?: boolean;
+      departPendingSince?: number;
     }
-  ).departPending === true;
+  ).departPendingSince !== undefined;
 
 const LATE = NOT_SENT_AFTER_MS / 60_000 + 1;
 

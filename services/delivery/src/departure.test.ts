@@ -130,6 +130,58 @@ describe.each(["memory", "redis"] as const)("departure (%s store)", (kind) => {
     expect(alice.epoch).toBe(bob.epoch);
   });
 
+  it("refuses a commit whose sender departed between screening and the store step", async () => {
+    // A departure does not move the epoch, so the commit's compare-and-set alone would take a commit
+    // screened before its sender left; the store step checks that the sender still sits at its leaf.
+    const [alice, bob, carol] = await Promise.all([
+      TestDevice.create("alice"),
+      TestDevice.create("bob"),
+      TestDevice.create("carol"),
+    ]);
+    const id = await groupWith(hub, alice, [bob]);
+    const store = hub.delivery.context.store;
+    const original = store.commit.bind(store);
+    // The departure request lands while bob's commit is being screened (same device, two requests).
+    store.commit = async (groupId, w) => {
+      if (groupId === id.text && w.sender === bob.deviceId) await store.depart(groupId, bob.deviceId);
+      return original(groupId, w);
+    };
+    try {
+      const add = await bob.commit([addOf(await carol.keyPackage())]);
+      const answer = await hub.client(bob).submit(id.text, add.commit, add.welcome);
+      expect(answer).toMatchObject({ status: 403, body: { error: "not_a_member" } });
+    } finally {
+      store.commit = original;
+    }
+  });
+
+  it("answers malformed departure requests with 4xx, never 500", async () => {
+    const alice = await TestDevice.create("alice");
+    const id = await groupWith(hub, alice, []);
+    const path = `/v1/groups/${id.text}/departure`;
+    const client = hub.client(alice);
+    const answers = [
+      await client.request("POST", path),
+      await client.request("POST", path, { json: null }),
+      await client.request("POST", path, { json: "x" }),
+      await client.request("POST", path, {
+        raw: new TextEncoder().encode(""),
+        contentType: "application/json",
+      }),
+      await client.request("POST", path, {
+        raw: new TextEncoder().encode("{"),
+        contentType: "application/json",
+      }),
+      await client.request("POST", path, { raw: new TextEncoder().encode("{}"), contentType: "text/plain" }),
+      await client.request("POST", `/v1/groups/${"A".repeat(90)}/departure`, { json: {} }),
+      await client.request("POST", `/v1/groups/%00/departure`, { json: {} }),
+      await client.request("POST", `/v1/groups/${id.text}%2F/departure`, { json: {} }),
+    ];
+    for (const a of answers) expect(a.status, JSON.stringify(a.body)).toBeLessThan(500);
+    // alice is still in her group after all that.
+    expect((await client.submit(id.text, await alice.encrypt("still here"))).status).toBe(201);
+  });
+
   it("answers bad requests with clear errors", async () => {
     const [alice, mallory] = await Promise.all([TestDevice.create("alice"), TestDevice.create("mallory")]);
     const id = await groupWith(hub, alice, []);

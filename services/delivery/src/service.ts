@@ -177,11 +177,10 @@ export async function createDelivery(config: DeliveryConfig, deps: DeliveryDeps 
     await sweeping?.catch(() => undefined);
   });
 
-  if (directory) {
-    const rechecker = setInterval(() => void sessions.recheck(), config.directoryCacheSeconds * 1000);
-    rechecker.unref();
-    app.addHook("onClose", async () => clearInterval(rechecker));
-  }
+  // Expired certificates, and with a directory revoked devices: their open streams close.
+  const rechecker = setInterval(() => void sessions.recheck(), config.directoryCacheSeconds * 1000);
+  rechecker.unref();
+  app.addHook("onClose", async () => clearInterval(rechecker));
 
   await app.register(websocket, {
     options: { maxPayload: MAX_FRAME_BYTES },

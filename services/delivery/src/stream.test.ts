@@ -43,23 +43,47 @@ describe.each<StoreKind>(["memory", "redis"])("stream (%s store)", (store) => {
     await hub.close();
   });
 
-  it("refuses a submit frame sent after the device certificate expired, then closes 4001", async () => {
+  it("refuses every submit frame sent after the device certificate expired, then closes 4001", async () => {
     const dave = await TestDevice.create("dave"); // certified for a day
     const id = randomGroupId();
     await dave.startGroup(id.bytes);
     expect((await hub.client(dave).createGroup(id.text)).status).toBe(201);
     const stream = await StreamClient.open(hub.url, dave.signer);
-    const message = await dave.encrypt("too late");
+    const messages = [await dave.encrypt("one"), await dave.encrypt("two"), await dave.encrypt("three")];
     // Two days on, by the wall clock every signature and certificate check reads.
     vi.useFakeTimers({ toFake: ["Date"], shouldAdvanceTime: true });
     try {
       vi.setSystemTime(Date.now() + 2 * 86_400_000);
-      expect(await stream.submit(id.text, message)).toMatchObject({ type: "refused", error: "auth_expired" });
+      const ids = messages.map((m) => stream.submitFrame(id.text, m));
+      for (const answer of await Promise.all(ids.map((i) => stream.answer(i)))) {
+        expect(answer).toMatchObject({ type: "refused", error: "auth_expired" });
+      }
       expect((await stream.closed).code).toBe(4001);
     } finally {
       vi.useRealTimers();
     }
     expect(await hub.delivery.context.store.groupStatus(id.text)).toMatchObject({ seq: 0 });
+  });
+
+  it("closes a stream whose device certificate expired at the next re-check, submitting or not", async () => {
+    const erin = await TestDevice.create("erin"); // certified for a day
+    const stream = await StreamClient.open(hub.url, erin.signer);
+    await hub.delivery.recheckStreams();
+    // Still open while the certificate holds: a submission is answered on its merits.
+    const nowhere = randomGroupId();
+    expect(await stream.submit(nowhere.text, privateMessage(nowhere.bytes, 0n, 32))).toMatchObject({
+      type: "refused",
+      error: "unknown_group",
+    });
+    vi.useFakeTimers({ toFake: ["Date"], shouldAdvanceTime: true });
+    try {
+      vi.setSystemTime(Date.now() + 2 * 86_400_000);
+      await hub.delivery.recheckStreams();
+      expect(await stream.next("error")).toMatchObject({ error: "auth_expired" });
+      expect((await stream.closed).code).toBe(4001);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 
   it("pushes new items, takes acks, and resumes after a cursor", async () => {

@@ -55,6 +55,9 @@ import { submitMessage } from "./submit.js";
  */
 let headEvent: GroupEvent | undefined;
 let headBytes: Buffer | undefined;
+/** The refusal of a submit frame sent once the device certificate expired (over HTTP: the same code). */
+const CERTIFICATE_EXPIRED = new ProtocolError("auth_expired", "The device certificate expired.");
+
 const FRAME_START = Buffer.from('{"type":"items","items":[');
 const FRAME_CURSOR = Buffer.from('],"cursor":"');
 const QUOTE = 0x22;
@@ -149,11 +152,15 @@ export class StreamSessions {
   }
 
   /**
-   * Asks the directory again about each account with a stream here whose last answer is older than the
-   * cache window (a few at a time), so that a revoked device's stream closes even if nothing else of its
-   * account asks. A directory that cannot be asked closes nothing.
+   * Closes the streams whose device certificate expired, then asks the directory again about each
+   * account with a stream here whose last answer is older than the cache window (a few at a time), so
+   * that a revoked device's stream closes even if nothing else of its account asks. A directory that
+   * cannot be asked closes nothing. Run every DIRECTORY_CACHE_SECONDS.
    */
   async recheck(): Promise<void> {
+    // Wall-clock time, as for every signature and certificate check.
+    const now = Math.floor(Date.now() / 1000);
+    for (const session of [...this.all]) session.closeIfExpired(now);
     const directory = this.ctx.directory;
     if (!directory) return;
     const stale = [...this.byAcct.keys()].filter((acct) => directory.isStale(acct));
@@ -296,6 +303,8 @@ export class StreamSession {
   private positionText: string | undefined;
   private submitting: Promise<void> = Promise.resolve();
   private queued = 0;
+  /** The certificate expired while submissions waited: each is refused, then the stream closes. */
+  private expired = false;
 
   constructor(
     private readonly ctx: DeliveryContext,
@@ -384,6 +393,14 @@ export class StreamSession {
 
   private cancelFlush(): void {
     this.flushDue = undefined;
+  }
+
+  /** Closes the stream (4001) once its device certificate has expired (StreamSessions.recheck). */
+  closeIfExpired(nowSeconds: number): void {
+    if (this.state !== "open" || !this.certificate || nowSeconds <= this.certificate.notAfter) return;
+    // Submissions still waiting are refused first; the last one's answer closes the stream.
+    if (this.queued > 0) this.expired = true;
+    else this.fail(STREAM_CLOSE.authFailed, CERTIFICATE_EXPIRED);
   }
 
   /** Closes the stream (4001) if its device is not in the directory's answer for its account. */
@@ -608,6 +625,7 @@ export class StreamSession {
         await this.submit(frame);
       } finally {
         this.queued--;
+        if (this.expired && this.queued === 0) this.fail(STREAM_CLOSE.authFailed, CERTIFICATE_EXPIRED);
       }
     });
   }
@@ -616,12 +634,12 @@ export class StreamSession {
     if (this.state !== "open") return;
     const cert = this.certificate!;
     // Wall-clock time, as for every request signature (the injected clock drives retention only).
-    if (Math.floor(Date.now() / 1000) > cert.notAfter) {
-      // Refused in so many words before the close, as over HTTP: the client knows at once that this
-      // message was not taken, instead of settling an unknown outcome minutes later.
-      const expired = new ProtocolError("auth_expired", "The device certificate expired.");
-      this.answer({ type: "refused", id: frame.id, ...expired.toBody() });
-      this.fail(STREAM_CLOSE.authFailed, expired);
+    if (this.expired || Math.floor(Date.now() / 1000) > cert.notAfter) {
+      // Refused in so many words, as over HTTP, this frame and every one already waiting behind it; the
+      // stream closes once they are answered (enqueueSubmit). The client knows at once that these
+      // messages were not taken, instead of settling unknown outcomes minutes later.
+      this.expired = true;
+      this.answer({ type: "refused", id: frame.id, ...CERTIFICATE_EXPIRED.toBody() });
       return;
     }
     try {

@@ -195,6 +195,7 @@ async function acceptCommit(
   const outcome: CommitOutcome = await ctx.store.commit(snap.groupId, {
     expectedEpoch: snap.epoch,
     sender: requester.deviceIdText,
+    senderLeaf: leaf,
     message: submission.message,
     text: submission.text,
     hash: toBase64url(sha256(submission.message)),
@@ -206,7 +207,7 @@ async function acceptCommit(
   });
   if (!outcome.ok) {
     if (outcome.reason === "wrong_epoch") throw wrongEpoch(outcome.epoch, outcome.winner);
-    throw new ProtocolError("unknown_group");
+    throw new ProtocolError(outcome.reason);
   }
   if (adds.length > 0) await indexAddedAgain(ctx, snap.groupId, adds);
   ctx.log.info(

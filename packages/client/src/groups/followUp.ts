@@ -2,6 +2,7 @@ import type { DeviceContext } from "../context.js";
 import { KEY_PACKAGE_CHECK_SECONDS, replaceLastResort, topUpKeyPackages } from "../keyPackages.js";
 import { committableProposals } from "./changes.js";
 import { sendInvitations, settlePending, stillLeaving, type PipelineDeps } from "./commitPipeline.js";
+import { departDueGroups, departureDue } from "./departure.js";
 import { canWrite, reportForks } from "./forks.js";
 import { runIntent } from "./intents.js";
 
@@ -31,6 +32,7 @@ export async function followUp(ctx: DeviceContext, deps: PipelineDeps): Promise<
   };
   // Fork reports a hub could not take before (reportForks never throws).
   await reportForks(ctx);
+  await departDueGroups(ctx, attempt);
   for (const g of [...ctx.groups.values()]) {
     if (g.record.status !== "active" || g.pending === undefined) continue;
     const intent = g.pending.intent;
@@ -84,7 +86,8 @@ export async function followUp(ctx: DeviceContext, deps: PipelineDeps): Promise<
 
 /**
  * Whether `followUp` has anything to do now: a fork report the hub has not taken, a pending commit, a
- * change that lost its epoch, a used last-resort KeyPackage, a KeyPackage count due for a check, and in a
+ * change that lost its epoch, a used last-resort KeyPackage, a KeyPackage count due for a check, a left
+ * group still to be left at its hub (tried at most once a minute: groups/departure.ts), and in a
  * group this device can write to: proposals to commit (a member's `leave`), a self-update due (after
  * joining, weekly), invitations not posted yet. Cheap (no I/O, no crypto): `events()` asks it after every
  * operation to decide whether to keep a follow-up timer.
@@ -95,6 +98,7 @@ export function hasOutstandingWork(ctx: DeviceContext): boolean {
   if (now - (ctx.device.keyPackagesCheckedAt ?? ctx.device.createdAt) >= KEY_PACKAGE_CHECK_SECONDS)
     return true;
   for (const g of ctx.groups.values()) {
+    if (departureDue(g)) return true;
     if (g.record.status !== "active") continue;
     if (g.pending !== undefined) return true;
     if ((g.record.forks ?? []).some((f) => f.report === "pending")) return true;

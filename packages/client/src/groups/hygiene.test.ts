@@ -209,12 +209,12 @@ describe("leaving at the hub (D17)", () => {
     expect(fake.departures).toEqual([]);
     const record = () =>
       readFile(join(alice.dir, "groups", groupId, "group.json"), "utf8").then(
-        (t) => JSON.parse(t) as { departPending?: boolean },
+        (t) => JSON.parse(t) as { departPendingSince?: number },
       );
-    expect((await record()).departPending).toBe(true);
+    expect((await record()).departPendingSince).toBe(Math.floor(now / 1000));
     const events = await alice.sync();
     expect(fake.departures).toEqual([{ groupId, device: alice.deviceId }]);
-    expect((await record()).departPending).toBeUndefined();
+    expect((await record()).departPendingSince).toBeUndefined();
     expect(events).toContainEqual(expect.objectContaining({ type: "error", operation: "leave at the hub" }));
     // Done: later reads ask nothing more.
     await alice.sync();

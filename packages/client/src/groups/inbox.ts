@@ -3,7 +3,6 @@ import type { DeviceContext } from "../context.js";
 import { ClientError, ServiceUnavailableError } from "../errors.js";
 import { checkServiceUrl } from "../transport/serviceUrl.js";
 import { limiter } from "../util/mapLimit.js";
-import { departSettledGroups } from "./departure.js";
 import { noteBehindRetention, noteForkNotice, reportForks } from "./forks.js";
 import { joinFromWelcome } from "./join.js";
 import { settleEchoAfterLeaving, settleOutbox } from "./outbox.js";
@@ -143,7 +142,6 @@ export async function syncHubInbox(
     if (!page.more || page.items.length === 0) {
       // Everything the hub accepted up to now has been read: what an own message's echo did not settle.
       await settleOutbox(ctx, client.baseUrl);
-      await departSettledGroups(ctx, client.baseUrl);
       return;
     }
   }

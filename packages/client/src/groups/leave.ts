@@ -53,10 +53,12 @@ export async function leaveGroup(
       s = r.newState;
       messages.push(encodeMlsMessage(r.message));
     }
+    let proposed = 0;
     try {
       for (const m of messages) {
         try {
           await ctx.delivery(g.record.hub).submit(groupId, m);
+          proposed++;
         } catch (e) {
           // Posted before (a retry after a lost answer): signatures are deterministic, so the same bytes.
           if (
@@ -64,6 +66,7 @@ export async function leaveGroup(
             e.code === "screening_failed" &&
             /already accepted/.test(e.message)
           ) {
+            proposed++;
             continue;
           }
           // Departed already (a leave that stopped before its state was deleted), or removed meanwhile:
@@ -81,7 +84,7 @@ export async function leaveGroup(
       throw e;
     }
     await leaveHere(ctx, g);
-    return { proposed: messages.length };
+    return { proposed };
   }
   throw new ClientError(
     "commit_conflict",
@@ -91,7 +94,7 @@ export async function leaveGroup(
 
 /** The keys go here, and the group is left at the hub now or, with own messages still waiting, later. */
 async function leaveHere(ctx: DeviceContext, g: GroupHandle): Promise<void> {
-  g.record.departPending = true;
+  g.record.departPendingSince = ctx.nowSeconds();
   await markLeft(ctx, g, { byUs: true });
   await departAfterLeaving(ctx, g);
 }

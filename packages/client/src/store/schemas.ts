@@ -219,10 +219,10 @@ export const GroupRecord = GroupRecordV1.extend({
   /** Own messages whose history line may not be on disk yet, oldest first (groups/outbox.ts). */
   outbox: z.array(OutboxEntry).optional(),
   /**
-   * Left here, still to be left at the hub (groups/departure.ts, docs/decisions.md D17): done once no own
-   * message there waits, retried at each read of the hub.
+   * Left here (Unix seconds), still to be left at the hub (groups/departure.ts, docs/decisions.md D17):
+   * done once no own message there waits for its echo; retried by the follow-up work, for two weeks.
    */
-  departPending: z.boolean().optional(),
+  departPendingSince: z.number().optional(),
 });
 export type GroupRecord = z.infer<typeof GroupRecord>;
 

@@ -77,13 +77,15 @@ return 1
 
 /**
  * The commit step (DESIGN §6): epoch compare-and-set, sequence number, log, roster change, Welcome,
- * announcement, and forgetting winners (and fork records) no longer needed. KEYS: meta roster leaves mship
- * log welcome props wins forks. ARGV: expectedEpoch, entryJson, hash, welcome ('' for none), sender, keep,
+ * announcement, and forgetting winners (and fork records) no longer needed. The sender must still sit at
+ * the leaf it was screened at (it may have departed meanwhile). KEYS: meta roster leaves mship log welcome
+ * props wins forks. ARGV: expectedEpoch, entryJson, hash, welcome ('' for none), sender, keep, senderLeaf,
  *       nRemoves, leaf…, nAdds, (leaf, device, memberJson)…, head, tail, channel…
  */
 export const COMMIT = new LuaScript(`${ANNOUNCE}${FORGET_WINS}
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then return {'unknown_group'} end
+if redis.call('HGET', KEYS[3], ARGV[5]) ~= ARGV[7] then return {'not_a_member'} end
 if epoch ~= ARGV[1] then
   local win = redis.call('HGET', KEYS[8], ARGV[1])
   return {'wrong_epoch', epoch, win and string.match(win, '^%S+') or ''}
@@ -95,7 +97,7 @@ redis.call('HSET', KEYS[1], 'epoch', nextEpoch)
 redis.call('HSET', KEYS[8], ARGV[1], ARGV[3] .. ' ' .. seq .. ' ' .. ARGV[5])
 redis.call('DEL', KEYS[7])
 forget_wins(KEYS[1], KEYS[8], KEYS[9], nextEpoch, tonumber(ARGV[6]))
-local i = 7
+local i = 8
 local nRemoves = tonumber(ARGV[i])
 for _ = 1, nRemoves do
   i = i + 1

@@ -103,6 +103,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
   async commit(groupId: string, w: CommitWrite): Promise<CommitOutcome> {
     const g = this.groups.get(groupId);
     if (!g) return { ok: false, reason: "unknown_group" };
+    if (g.leaves.get(w.sender) !== w.senderLeaf) return { ok: false, reason: "not_a_member" };
     if (g.epoch !== w.expectedEpoch) {
       return {
         ok: false,

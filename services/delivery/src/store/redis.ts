@@ -176,6 +176,7 @@ export class RedisDeliveryStore implements DeliveryStore {
       w.welcome ? toBase64url(w.welcome) : "",
       w.sender,
       this.winnerEpochs,
+      String(w.senderLeaf),
       w.removes.length,
       ...w.removes,
       w.adds.length,
@@ -187,7 +188,7 @@ export class RedisDeliveryStore implements DeliveryStore {
       [k.meta, k.roster, k.leaves, k.mship, k.log, k.welcome, k.props, k.wins, k.forks],
       args,
     )) as ScriptReply;
-    // The commit script answers ok, wrong_epoch or unknown_group only.
+    // The commit script answers ok, wrong_epoch, not_a_member or unknown_group only.
     return this.writeOutcome(reply, template) as CommitOutcome;
   }
 

@@ -20,6 +20,7 @@ function commitWrite(expectedEpoch: number, over: Partial<CommitWrite> = {}): Co
   return {
     expectedEpoch,
     sender: "dev-alice",
+    senderLeaf: 0,
     message: bytes(1, 2, expectedEpoch),
     hash: `hash-${expectedEpoch}`,
     at: 1000,
@@ -385,6 +386,16 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     expect(
       await store.reportFork(id, { reporter: "dev-bob", epoch: 0, commitHash: "hash-0", reason: "x", at: 5 }),
     ).toEqual({ ok: false, reason: "not_a_member" });
+    // Nor a commit screened before he left (a departure does not move the epoch); nor one naming a leaf
+    // that is not its sender's.
+    expect(await store.commit(id, commitWrite(1, { sender: "dev-bob", senderLeaf: 1 }))).toEqual({
+      ok: false,
+      reason: "not_a_member",
+    });
+    expect(await store.commit(id, commitWrite(1, { senderLeaf: 2 }))).toEqual({
+      ok: false,
+      reason: "not_a_member",
+    });
     // A repeat changes nothing; so does a device that never was in the group; an unknown group is said.
     expect(await store.depart(id, "dev-bob")).toEqual({ ok: true, leaf: undefined, trimmed: 0 });
     expect(await store.depart(id, "dev-nobody")).toEqual({ ok: true, leaf: undefined, trimmed: 0 });

@@ -100,6 +100,11 @@ export interface CommitWrite {
   /** The epoch the commit was screened against; the commit ends it. */
   expectedEpoch: number;
   sender: string;
+  /**
+   * The leaf the sender sat at in the snapshot screened: the commit is refused (not_a_member) if the
+   * device no longer sits there (it departed meanwhile: a departure does not move the epoch).
+   */
+  senderLeaf: number;
   message: Uint8Array;
   /** base64url of `message`, when the caller already has it. */
   text?: string | undefined;
@@ -128,7 +133,7 @@ export interface Accepted {
 export type CommitOutcome =
   | Accepted
   | { ok: false; reason: "wrong_epoch"; epoch: number; winner: string | null }
-  | { ok: false; reason: "unknown_group" };
+  | { ok: false; reason: "unknown_group" | "not_a_member" };
 
 /** A proposal or an application message. */
 export interface AppendWrite {
