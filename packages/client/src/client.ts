@@ -16,6 +16,7 @@ import type { DmEvent } from "./events.js";
 import { canonicalAccts, newClaimId, type AddReport, type Refusal } from "./groups/changes.js";
 import type { PipelineDeps } from "./groups/commitPipeline.js";
 import { createOwnGroup } from "./groups/create.js";
+import { block, unblock } from "./groups/blocking.js";
 import { followUp, hasOutstandingWork } from "./groups/followUp.js";
 import { canWrite, groupHealth, selfOf, type GroupHealth } from "./groups/forks.js";
 import { processInboxItems, syncAllHubs, syncHubInbox } from "./groups/inbox.js";
@@ -496,6 +497,25 @@ export class MlsDmClient {
    */
   leave(groupId: string): Promise<{ proposed: number }> {
     return this.op(() => leaveGroup(this.ctx, this.deps, groupId));
+  }
+
+  /**
+   * Blocks accounts (D17, groups/blocking.ts): from now on a group any of them is in is declined when its
+   * Welcome arrives (left at once, nothing sent), and invitations naming them are dropped. Groups this
+   * device is in already are not touched (`leave`). Returns the accounts newly blocked.
+   */
+  block(accts: string[]): Promise<{ blocked: string[] }> {
+    return this.op(async () => ({ blocked: await block(this.ctx, accts) }));
+  }
+
+  /** Takes accounts off the block list; returns those that were on it. */
+  unblock(accts: string[]): Promise<{ unblocked: string[] }> {
+    return this.op(async () => ({ unblocked: await unblock(this.ctx, accts) }));
+  }
+
+  /** The accounts this device blocks (`user@domain`). */
+  blocked(): string[] {
+    return [...(this.ctx.device.blocked ?? [])];
   }
 
   /** A commit with an update path and no proposals: fresh keys for this device's leaf. */

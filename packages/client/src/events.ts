@@ -29,6 +29,8 @@ export type DmEvent =
   | { type: "refused"; groupId: string; from: string; seq: number; reason: string }
   | { type: "undecryptable"; groupId: string; seq: number; reason: string }
   | { type: "joined"; groupId: string; hub: string }
+  /** A Welcome to a group with blocked accounts in it: joined only to be left at once (D17). */
+  | { type: "declined"; groupId: string; hub: string; blocked: string[] }
   | { type: "member_added"; groupId: string; accts: string[] }
   | { type: "member_removed"; groupId: string; accts: string[] }
   | { type: "removed_from_group"; groupId: string }

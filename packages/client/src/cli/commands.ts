@@ -510,6 +510,15 @@ export async function leave(cli: Cli, groups: string[], withAccts: string[]): Pr
     );
   }
   const { client } = await cli.openClient();
+  await leaveGroups(cli, client, groups, withAccts);
+}
+
+async function leaveGroups(
+  cli: Cli,
+  client: MlsDmClient,
+  groups: string[],
+  withAccts: string[],
+): Promise<void> {
   const ids = new Set<string>();
   for (const group of groups) ids.add(await findGroup(cli, client, group));
   if (withAccts.length > 0) {
@@ -537,6 +546,38 @@ export async function leave(cli: Cli, groups: string[], withAccts: string[]): Pr
   }
   // The first failure decides the exit code; what it was is on stderr already.
   if (first !== undefined) throw first.error;
+}
+
+/**
+ * `block <accts…>`: their groups are declined from now on, and (unless `keep`) the groups shared with them
+ * now are left. Without accounts: the list.
+ */
+export async function block(
+  cli: Cli,
+  accts: string[],
+  opts: { keep?: boolean; json?: boolean },
+): Promise<void> {
+  const { client } = await cli.openClient();
+  if (accts.length === 0) {
+    const list = client.blocked();
+    if (opts.json === true) return json(cli, list);
+    cli.io.out(list.length === 0 ? "Nobody is blocked." : list.join("\n"));
+    return;
+  }
+  const people = canonicalAcctArgs(accts);
+  const { blocked } = await client.block(people);
+  cli.io.out(
+    blocked.length === 0
+      ? `Already blocked: ${people.join(", ")}.`
+      : `Blocked ${blocked.join(", ")}: groups they are in are declined from now on.`,
+  );
+  if (opts.keep !== true) await leaveGroups(cli, client, [], people);
+}
+
+export async function unblock(cli: Cli, accts: string[]): Promise<void> {
+  const { client } = await cli.openClient();
+  const { unblocked } = await client.unblock(canonicalAcctArgs(accts));
+  cli.io.out(unblocked.length === 0 ? "None of them was blocked." : `Unblocked ${unblocked.join(", ")}.`);
 }
 
 /** `@user@domain` arguments as canonical `user@domain`; a malformed one is a usage error. */

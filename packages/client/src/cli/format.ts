@@ -30,6 +30,8 @@ export function formatEvent(e: DmEvent, now = new Date()): string | undefined {
       return `${t} ${g}could not read message #${e.seq}: ${safeText(e.reason)}`;
     case "joined":
       return `${t} ${g}you joined group ${e.groupId}`;
+    case "declined":
+      return `${t} ${g}declined group ${e.groupId}: ${e.blocked.join(", ")} ${e.blocked.length === 1 ? "is" : "are"} in it, blocked (mls-dm unblock to undo)`;
     case "invitation":
       return `${t} ${g}${e.from} invited you to group ${e.groupId}`;
     case "member_added":

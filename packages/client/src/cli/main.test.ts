@@ -45,6 +45,8 @@ describe("mls-dm, parsing and help", () => {
         "add",
         "remove",
         "leave",
+        "block",
+        "unblock",
         "send",
         "listen",
         "history",
@@ -135,6 +137,36 @@ describe("mls-dm against a device directory, in process", () => {
     io = fakeIo();
     expect(await main(["--dir", dir, "leave", "--with", "@mallory@a.test"], io)).toBe(EXIT.ok);
     expect(io.stdout.join("\n")).toContain("No group of yours has mallory@a.test in it.");
+  });
+
+  it("blocks people (leaving the groups shared with them), lists and unblocks them", async () => {
+    const alice = await MlsDmClient.create({
+      dir,
+      acct: "alice@a.test",
+      mastodonToken: "t",
+      services: { directory: fake.url, delivery: fake.url },
+      protection: { kind: "none" },
+      keyPackages: 1,
+      publishIdentity: false,
+    });
+    const device = await localDevice("acct:mallory@a.test");
+    const kp = await device.keyPackage();
+    fake.keyPackages.set("mallory@a.test", { deviceId: device.deviceId, keyPackage: kp.encoded });
+    const { groupId } = await alice.createGroup(["mallory@a.test"], { allowUnverified: true });
+    let io = fakeIo();
+    expect(await main(["--dir", dir, "block", "@mallory@a.test"], io)).toBe(EXIT.ok);
+    expect(io.stdout[0]).toBe("Blocked mallory@a.test: groups they are in are declined from now on.");
+    expect(io.stdout.some((l) => l.startsWith(`Left group ${groupId}.`))).toBe(true);
+    expect(fake.departures.map((d) => d.groupId)).toEqual([groupId]);
+    io = fakeIo();
+    expect(await main(["--dir", dir, "block", "--json"], io)).toBe(EXIT.ok);
+    expect(JSON.parse(io.stdout.join(""))).toEqual(["mallory@a.test"]);
+    io = fakeIo();
+    expect(await main(["--dir", dir, "unblock", "@mallory@a.test", "@nobody@a.test"], io)).toBe(EXIT.ok);
+    expect(io.stdout).toEqual(["Unblocked mallory@a.test."]);
+    io = fakeIo();
+    expect(await main(["--dir", dir, "block"], io)).toBe(EXIT.ok);
+    expect(io.stdout).toEqual(["Nobody is blocked."]);
   });
 
   it("names a missing device (4), an unknown group (1), and needs a passphrase it cannot ask for (1)", async () => {

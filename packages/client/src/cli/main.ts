@@ -172,6 +172,21 @@ export function buildProgram(io: Io, signal: AbortSignal): Command {
     .action((groups: string[], o: { with?: string[] }) => commands.leave(cli(), groups, o.with ?? []));
 
   program
+    .command("block [accts...]")
+    .description(
+      "decline from now on every group these people are in, and leave the groups you share with them now; " +
+        "without accounts: list who is blocked",
+    )
+    .option("--keep", "stay in the groups you share with them now")
+    .option("--json", "machine-readable (the list)")
+    .action((accts: string[], o: { keep?: boolean; json?: boolean }) => commands.block(cli(), accts, o));
+
+  program
+    .command("unblock <accts...>")
+    .description("take people off the block list: their groups are joined again when they add you")
+    .action((accts: string[]) => commands.unblock(cli(), accts));
+
+  program
     .command("recreate <group>")
     .description(
       "after a fork: a new group with the same people, without the sender of the commit that forked it",

@@ -3,6 +3,7 @@ import type { DeviceContext } from "../context.js";
 import { ClientError, ServiceUnavailableError } from "../errors.js";
 import { checkServiceUrl } from "../transport/serviceUrl.js";
 import { limiter } from "../util/mapLimit.js";
+import { blockedAccts } from "./blocking.js";
 import { noteBehindRetention, noteForkNotice, reportForks } from "./forks.js";
 import { joinFromWelcome } from "./join.js";
 import { settleEchoAfterLeaving, settleOutbox } from "./outbox.js";
@@ -42,6 +43,8 @@ async function processItem(ctx: DeviceContext, hub: string, item: InboxItem): Pr
         return;
       }
       if (ctx.groups.get(item.group_id)?.record.status === "active") return;
+      // Blocked (groups/blocking.ts): its Welcome, if one comes, is declined; the hint is not followed.
+      if (blockedAccts(ctx).has(item.from)) return;
       await ctx.rememberHub(pointed);
       ctx.emit({ type: "invitation", groupId: item.group_id, hub: pointed, from: item.from });
       return;

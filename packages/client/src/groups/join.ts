@@ -3,7 +3,8 @@ import { fromBase64url, toBase64url } from "@mastodon-mls/protocol";
 import { emptyPskIndex, joinGroup } from "ts-mls";
 import type { DeviceContext } from "../context.js";
 import { decodeMessage } from "../mls/codec.js";
-import { checkLeaves } from "../mls/leaves.js";
+import { checkLeaves, leavesOf } from "../mls/leaves.js";
+import { blockedAccts } from "./blocking.js";
 import type { InboxWelcomeItem } from "./items.js";
 
 /**
@@ -37,6 +38,8 @@ export async function joinFromWelcome(
     for (const ref of refs) await forgetUsedKeyPackage(ctx, ref);
     return;
   }
+  // Delivered again after it was declined (its KeyPackage is gone): nothing to do.
+  if (known !== undefined && item.seq <= known.record.lastSeq) return;
   let kpRecord;
   for (const ref of refs) {
     kpRecord = await ctx.store.readKeyPackage(ref);
@@ -70,6 +73,11 @@ export async function joinFromWelcome(
   }
 
   const { checks, newlyInvalid } = await checkLeaves(state.ratchetTree, {});
+  const blocked = blockedAccts(ctx);
+  const unwanted = [
+    ...new Set(leavesOf(state.ratchetTree).flatMap((l) => (blocked.has(l.acct) ? [l.acct] : []))),
+  ];
+  if (unwanted.length > 0) return decline(ctx, hub, item, kpRecord.ref, unwanted);
   const g = {
     record: {
       groupId: item.group_id,
@@ -101,6 +109,41 @@ export async function joinFromWelcome(
       reason: bad.reason ?? "invalid certificate",
     });
   }
+}
+
+/**
+ * A group with blocked accounts in it (groups/blocking.ts): the state is not kept, nothing is sent, and
+ * the group is recorded as left, to be left at its hub (the follow-up work after this batch does it).
+ */
+async function decline(
+  ctx: DeviceContext,
+  hub: string,
+  item: InboxWelcomeItem,
+  keyPackageRef: string,
+  blocked: string[],
+): Promise<void> {
+  const g = {
+    record: {
+      groupId: item.group_id,
+      hub,
+      status: "left" as const,
+      state: null,
+      lastSeq: item.seq,
+      leaves: {},
+      buffered: [],
+      unsentInvitations: [],
+      needsSelfUpdate: false,
+      ownLeafUpdatedAt: ctx.nowSeconds(),
+      leaving: [],
+      departPendingSince: ctx.nowSeconds(),
+    },
+    state: undefined,
+    pending: undefined,
+  };
+  ctx.groups.set(item.group_id, g);
+  await ctx.saveGroup(g);
+  await forgetUsedKeyPackage(ctx, keyPackageRef);
+  ctx.emit({ type: "declined", groupId: item.group_id, hub, blocked });
 }
 
 /**

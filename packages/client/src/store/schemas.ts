@@ -52,6 +52,11 @@ export const DeviceRecord = z.object({
   createdAt: z.number(),
   /** When the directory's count of this device's KeyPackages was last checked (Unix seconds). */
   keyPackagesCheckedAt: z.number().optional(),
+  /**
+   * Accounts (`user@domain`) whose groups this device declines (groups/blocking.ts): a Welcome to a group
+   * one of them is in is left at once. This device's own list; at most MAX_BLOCKED.
+   */
+  blocked: z.array(z.string().max(320)).max(1000).optional(),
   /** Origin of the account's Mastodon API (where the profile proof is published). Absent: https://<domain>. */
   mastodonUrl: z.string().optional(),
   /**

@@ -1,0 +1,67 @@
+import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import type { DmEvent } from "./events.js";
+import {
+  newClient,
+  resolverFor,
+  startInstance,
+  stopInstance,
+  type Instance,
+} from "./testSupport/instances.js";
+import type { StaticResolver } from "./transport/resolver.js";
+
+// Blocked accounts (D17, groups/blocking.ts), against real directories and hubs on two instances: a
+// stranger on b.test keeps adding alice (a.test) to groups hosted on his hub; once blocked, each new group
+// is declined on arrival and left at its hub, so her place there is free again after her next read.
+
+let a: Instance;
+let b: Instance;
+let resolver: StaticResolver;
+
+beforeAll(async () => {
+  [a, b] = await Promise.all([startInstance("a.test"), startInstance("b.test")]);
+  resolver = resolverFor([a, b]);
+});
+afterAll(async () => {
+  await Promise.all([a, b].map(stopInstance));
+});
+
+const ofType = <T extends DmEvent["type"]>(events: DmEvent[], type: T) =>
+  events.filter((e): e is Extract<DmEvent, { type: T }> => e.type === type);
+
+describe("blocking", () => {
+  it("declines the groups of a blocked account on arrival, leaves them at the hub, and drops its invitations", async () => {
+    const alice = await newClient(a, "alice", resolver);
+    const mallory = await newClient(b, "mallory", resolver);
+    const friend = await newClient(b, "friend", resolver);
+    expect(await alice.block(["@mallory@b.test", "alice@a.test"])).toEqual({ blocked: ["mallory@b.test"] });
+    expect(alice.blocked()).toEqual(["mallory@b.test"]);
+
+    const { groupId: spam } = await mallory.createGroup(["@alice@a.test"], { allowUnverified: true });
+    const { groupId: wanted } = await friend.createGroup(["@alice@a.test"], { allowUnverified: true });
+    const events = await alice.sync();
+    expect(ofType(events, "declined")).toEqual([
+      { type: "declined", groupId: spam, hub: b.urls.delivery, blocked: ["mallory@b.test"] },
+    ]);
+    // mallory's invitation (a hint on alice's home hub) is dropped; her friend's is shown.
+    expect(ofType(events, "invitation").map((e) => e.from)).toEqual(["friend@b.test"]);
+    expect(ofType(events, "joined").map((e) => e.groupId)).toEqual([wanted]);
+    expect(Object.fromEntries(alice.groups().map((g) => [g.groupId, g.status]))).toEqual({
+      [spam]: "left",
+      [wanted]: "active",
+    });
+    // Left at mallory's hub already (the follow-up work of that sync): nothing is kept for her there,
+    // and the group no longer counts against her groups; her leaf waits for mallory's Remove.
+    const hub = b.delivery.context.store;
+    expect(await hub.memberships(spam, alice.deviceId)).toBeUndefined();
+    expect((await hub.deviceGroups(alice.deviceId)).numbers.has(spam)).toBe(false);
+    expect((await hub.deviceGroups(alice.deviceId)).numbers.has(wanted)).toBe(true);
+    // Nothing of the declined group is readable or writable here; a later sync brings nothing back.
+    await expect(alice.send(spam, "hi")).rejects.toThrow();
+    expect(ofType(await alice.sync(), "declined")).toEqual([]);
+
+    // Unblocked, mallory's next group is joined as any other.
+    expect(await alice.unblock(["mallory@b.test"])).toEqual({ unblocked: ["mallory@b.test"] });
+    const { groupId: later } = await mallory.createGroup(["@alice@a.test"], { allowUnverified: true });
+    expect(ofType(await alice.sync(), "joined").map((e) => e.groupId)).toEqual([later]);
+  });
+});
