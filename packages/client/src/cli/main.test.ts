@@ -98,8 +98,9 @@ describe("mls-dm against a device directory, in process", () => {
   });
   afterEach(() => fake.stop());
 
-  it("leaves every group a given person is in, and at the hub too (leave --with)", async () => {
-    const alice = await MlsDmClient.create({
+  /** alice's device in `dir`, on plain files, against the stand-in services. */
+  const plainAlice = () =>
+    MlsDmClient.create({
       dir,
       acct: "alice@a.test",
       mastodonToken: "t",
@@ -108,14 +109,19 @@ describe("mls-dm against a device directory, in process", () => {
       keyPackages: 1,
       publishIdentity: false,
     });
-    const groupWith = async (acct: string) => {
-      const device = await localDevice(`acct:${acct}`);
-      const kp = await device.keyPackage();
-      fake.keyPackages.set(acct, { deviceId: device.deviceId, keyPackage: kp.encoded });
-      return (await alice.createGroup([acct], { allowUnverified: true })).groupId;
-    };
-    const spam = [await groupWith("mallory@a.test"), await groupWith("mallory@a.test")];
-    const friends = await groupWith("bob@a.test");
+
+  /** A group of alice's with `acct` in it (a device of theirs made here, its KeyPackage at the stand-in). */
+  const groupOf = async (alice: MlsDmClient, acct: string) => {
+    const device = await localDevice(`acct:${acct}`);
+    const kp = await device.keyPackage();
+    fake.keyPackages.set(acct, { deviceId: device.deviceId, keyPackage: kp.encoded });
+    return (await alice.createGroup([acct], { allowUnverified: true })).groupId;
+  };
+
+  it("leaves every group a given person is in, and at the hub too (leave --with)", async () => {
+    const alice = await plainAlice();
+    const spam = [await groupOf(alice, "mallory@a.test"), await groupOf(alice, "mallory@a.test")];
+    const friends = await groupOf(alice, "bob@a.test");
     let io = fakeIo();
     expect(await main(["--dir", dir, "leave"], io)).toBe(EXIT.usage);
     expect(io.stderr.join("\n")).toContain("--with");
@@ -140,19 +146,8 @@ describe("mls-dm against a device directory, in process", () => {
   });
 
   it("blocks people (leaving the groups shared with them), lists and unblocks them", async () => {
-    const alice = await MlsDmClient.create({
-      dir,
-      acct: "alice@a.test",
-      mastodonToken: "t",
-      services: { directory: fake.url, delivery: fake.url },
-      protection: { kind: "none" },
-      keyPackages: 1,
-      publishIdentity: false,
-    });
-    const device = await localDevice("acct:mallory@a.test");
-    const kp = await device.keyPackage();
-    fake.keyPackages.set("mallory@a.test", { deviceId: device.deviceId, keyPackage: kp.encoded });
-    const { groupId } = await alice.createGroup(["mallory@a.test"], { allowUnverified: true });
+    const alice = await plainAlice();
+    const groupId = await groupOf(alice, "mallory@a.test");
     let io = fakeIo();
     expect(await main(["--dir", dir, "block", "@mallory@a.test"], io)).toBe(EXIT.ok);
     expect(io.stdout[0]).toBe("Blocked mallory@a.test: groups they are in are declined from now on.");
