@@ -1,4 +1,5 @@
 import { createPrivateKey, createPublicKey, sign, verify, type KeyObject } from "node:crypto";
+import { LruCache } from "./lruCache.js";
 
 // Ed25519 through Node's own crypto with imported keys cached. ts-mls's default provider imports the key
 // into WebCrypto on every call, which was most of a service's CPU per signed request (bench/directory).
@@ -8,21 +9,20 @@ const SPKI_PREFIX = Uint8Array.from([0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0
 const PKCS8_PREFIX = Uint8Array.from([
   0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ]);
-const MAX_CACHED = 10_000;
+/**
+ * Imported keys by their bytes, least recently used out: two a device (its own, its account's), for the
+ * devices that keep signing requests. Each also holds OpenSSL memory outside the V8 heap.
+ */
+const MAX_CACHED = 4096;
 
 class KeyCache {
-  private readonly keys = new Map<string, KeyObject>();
+  private readonly keys = new LruCache<string, KeyObject>(MAX_CACHED);
 
   get(bytes: Uint8Array, make: () => KeyObject): KeyObject {
-    const id = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64");
-    let key = this.keys.get(id);
-    if (key === undefined) {
-      key = make();
-      // Bounded: the oldest entry goes first, so a flood of fresh keys cannot grow memory.
-      if (this.keys.size >= MAX_CACHED) this.keys.delete(this.keys.keys().next().value!);
-      this.keys.set(id, key);
-    }
-    return key;
+    return this.keys.getOrSet(
+      Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("base64"),
+      make,
+    );
   }
 }
 

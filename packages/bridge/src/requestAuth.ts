@@ -9,6 +9,7 @@ import {
   fromBase64url,
   toBase64url,
 } from "@mastodon-mls/protocol";
+import { LruCache } from "./lruCache.js";
 import { sha256, signLabeled, verifyLabeled } from "./crypto.js";
 import {
   checkCertificateTimes,
@@ -141,11 +142,12 @@ function decodeCertificate(text: string): Uint8Array {
 /**
  * Devices send the same certificate with every request, and checking its signature was half the cost of
  * a request. Verified certificates are remembered by the exact text they travel as (strict base64url, so
- * one text is one byte string), which also spares decoding them again; bounded. The clock-dependent part
- * of CERT-6 is checked again on every use.
+ * one text is one byte string), which also spares decoding them again. Bounded, least recently used out:
+ * the devices that keep signing stay, and a hub holding tens of thousands of idle streams, each
+ * authenticated once, does not keep a certificate (about 1.5 KiB with its text) for each. The
+ * clock-dependent part of CERT-6 is checked again on every use.
  */
-const verifiedCertificates = new Map<string, DeviceCertificate>();
-const MAX_CACHED_CERTIFICATES = 10_000;
+const verifiedCertificates = new LruCache<string, DeviceCertificate>(2048);
 
 async function verifiedCertificate(
   text: string,
@@ -156,9 +158,6 @@ async function verifiedCertificate(
   if (cert === undefined) {
     const decoded = decodeDeviceCertificate(bytes ?? decodeCertificate(text));
     cert = await verifyDeviceCertificate(decoded, now, { checkTimes: false });
-    if (verifiedCertificates.size >= MAX_CACHED_CERTIFICATES) {
-      verifiedCertificates.delete(verifiedCertificates.keys().next().value!);
-    }
     verifiedCertificates.set(text, cert);
   }
   checkCertificateTimes(cert, now);

@@ -179,7 +179,12 @@ function remember<V>(map: Map<string, V>, key: string, value: V, max: number): v
 
 /** Whether the answer lists this device with this certificate's account key. */
 export function isListed(answer: RegisteredDevices, cert: DeviceCertificate): boolean {
-  return answer.devices.get(cert.deviceIdText) === toBase64url(cert.accountKey);
+  return isListedAs(answer, cert.deviceIdText, toBase64url(cert.accountKey));
+}
+
+/** isListed, for a device known by its id and its certificate's account key (base64url). */
+export function isListedAs(answer: RegisteredDevices, deviceIdText: string, accountKeyText: string): boolean {
+  return answer.devices.get(deviceIdText) === accountKeyText;
 }
 
 /**

@@ -17,7 +17,7 @@ import { acknowledge } from "./acknowledge.js";
 import type { DeliveryContext } from "./context.js";
 import { decodeCursor, encodeCursor, type Cursor } from "./cursor.js";
 import { inboxReader } from "./deviceAccess.js";
-import { isListed, type RegisteredDevices } from "./directoryDevices.js";
+import { isListedAs, type RegisteredDevices } from "./directoryDevices.js";
 import { ITEM_CURSOR_CHARS, checkCursor, readInbox, type GroupStream, type InboxReader } from "./inbox.js";
 import {
   accountTopic,
@@ -55,6 +55,15 @@ import { submitMessage } from "./submit.js";
  */
 let headEvent: GroupEvent | undefined;
 let headBytes: Buffer | undefined;
+/** A stream's device, from its verified certificate. */
+interface StreamDevice {
+  deviceIdText: string;
+  /** Unix seconds. */
+  notAfter: number;
+  /** base64url of the certificate's account key, as the directory's answers name it. */
+  accountKeyText: string;
+}
+
 /** The refusal of a submit frame sent once the device certificate expired (over HTTP: the same code). */
 const CERTIFICATE_EXPIRED = new ProtocolError("auth_expired", "The device certificate expired.");
 
@@ -280,7 +289,8 @@ export class StreamSession {
   reader: InboxReader | undefined;
   /** Groups this session is registered for (an open stretch). */
   tracked: ReadonlySet<string> = new Set();
-  private certificate: DeviceCertificate | undefined;
+  /** What the stream keeps of its verified certificate (10,000s of idle streams: not its bytes and keys). */
+  private certificate: StreamDevice | undefined;
   private challenge: Uint8Array | undefined = new Uint8Array(randomBytes(32));
   private position = new Map<string, number>();
   /** After a full read: the position each stream was read to. */
@@ -405,7 +415,10 @@ export class StreamSession {
 
   /** Closes the stream (4001) if its device is not in the directory's answer for its account. */
   dropIfUnlisted(answer: RegisteredDevices): void {
-    if (this.state !== "open" || !this.certificate || isListed(answer, this.certificate)) return;
+    const device = this.certificate;
+    if (this.state !== "open" || !device || isListedAs(answer, device.deviceIdText, device.accountKeyText)) {
+      return;
+    }
     this.fail(
       STREAM_CLOSE.authFailed,
       new ProtocolError("device_not_registered", "This device was removed from its account's device list."),
@@ -530,7 +543,11 @@ export class StreamSession {
       return;
     }
     if (this.state !== "authenticating") return;
-    this.certificate = cert;
+    this.certificate = {
+      deviceIdText: cert.deviceIdText,
+      notAfter: cert.notAfter,
+      accountKeyText: toBase64url(cert.accountKey),
+    };
     this.reader = reader;
     this.state = "open";
     try {

@@ -18,6 +18,9 @@ import { hubView, leafOf, placeAdds } from "./roster.js";
 import type { Accepted, AppendOutcome, CommitOutcome, GroupSnapshot } from "./store/types.js";
 import { checkWelcome } from "./welcome.js";
 
+/** Who submits: all a submission needs of the verified device certificate. */
+export type Requester = Pick<DeviceCertificate, "deviceIdText">;
+
 export interface Submission {
   message: Uint8Array;
   /** base64url of `message`, when the caller has it (JSON bodies, stream frames). */
@@ -58,7 +61,7 @@ export function parseGroupId(text: string): Uint8Array {
 export async function submitMessage(
   ctx: DeliveryContext,
   groupId: string,
-  requester: DeviceCertificate,
+  requester: Requester,
   submission: Submission,
   path: SubmitPath = "http",
 ): Promise<SubmitMessageResponse> {
@@ -90,7 +93,7 @@ async function acceptApplication(
   groupId: string,
   groupIdBytes: Uint8Array,
   msg: Extract<MLSMessage, { wireformat: "mls_private_message" }>,
-  requester: DeviceCertificate,
+  requester: Requester,
   submission: Submission,
 ): Promise<Accepted> {
   const epoch = msg.privateMessage.epoch;
@@ -116,7 +119,7 @@ async function acceptHandshake(
   groupId: string,
   groupIdBytes: Uint8Array,
   msg: MLSMessage,
-  requester: DeviceCertificate,
+  requester: Requester,
   submission: Submission,
 ): Promise<Accepted> {
   const snap = await ctx.store.loadGroup(groupId);
@@ -170,7 +173,7 @@ async function acceptCommit(
   ctx: DeliveryContext,
   snap: GroupSnapshot,
   leaf: number,
-  requester: DeviceCertificate,
+  requester: Requester,
   submission: Submission,
   screened: ScreenedCommit,
 ): Promise<Accepted> {
