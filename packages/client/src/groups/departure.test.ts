@@ -1,4 +1,4 @@
-import { mkdtemp } from "node:fs/promises";
+import { mkdtemp, readFile, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, expect, it } from "vitest";
@@ -7,7 +7,8 @@ import { FakeServices } from "../testSupport/fakeServices.js";
 
 // A departure at the hub (D17) still to do is follow-up work of its own: a hub that refuses it (503, or
 // rate_limited: departures share RATE_SUBMISSIONS with messages) must not fail anything else, such as
-// the catch-up read of a send that met a commit it had not read (review of 2026-11-27: it did).
+// the catch-up read of a send that met a commit it had not read (review of 2026-11-27: it did). Groups
+// left before departures existed are departed once.
 
 const NO_WAIT = { attempts: 3, baseDelayMs: 0, maxDelayMs: 0 };
 let fake: FakeServices;
@@ -48,4 +49,24 @@ it("a pending departure of another group that fails does not make a send fail", 
   };
   // The catch-up read retries the departure, which fails again (503): the send must not fail for that.
   await expect(alice.send(kept, "hello")).resolves.toMatchObject({ seq: expect.any(Number) });
+});
+
+it("departs once from a group left before departures existed", async () => {
+  const { groupId: old } = await alice.createGroup();
+  await alice.leave(old);
+  expect(fake.departures.map((d) => d.groupId)).toEqual([old]);
+  // As an earlier release left it: no record of a departure either way.
+  const file = join(alice.dir, "groups", old, "group.json");
+  const record = JSON.parse(await readFile(file, "utf8")) as Record<string, unknown>;
+  expect(record.departedAt).toEqual(expect.any(Number));
+  delete record.departedAt;
+  await writeFile(file, JSON.stringify(record));
+  const reopened = await MlsDmClient.open(alice.dir, { retry: NO_WAIT });
+  await reopened.sync();
+  expect(fake.departures.map((d) => d.groupId)).toEqual([old, old]);
+  await reopened.sync();
+  expect(fake.departures).toHaveLength(2);
+  expect((JSON.parse(await readFile(file, "utf8")) as { departedAt?: number }).departedAt).toEqual(
+    expect.any(Number),
+  );
 });

@@ -6,8 +6,8 @@ import { ServiceUnavailableError } from "../errors.js";
 // against the device's groups and delivers it nothing more, without waiting for a member to commit the
 // Remove. Not before its own messages there are settled, though: after the departure the hub hands this
 // device nothing of the group, echoes included, and an own message whose answer was lost would then be
-// reported not sent although the others have it (groups/outbox.ts). Until done, `departPendingSince`
-// stays in the group record, and the follow-up work (after every sync and pushed batch, and on its timer
+// reported not sent although the others have it (groups/outbox.ts). Until done (`departedAt`),
+// `departPendingSince` stays in the group record, and the follow-up work (after every sync and pushed batch, and on its timer
 // while this is outstanding) tries again: at once after a first failure (a hiccup at leave time), then
 // backing off from a minute to half an hour (a hub that is gone costs a timeout per try), for two weeks.
 
@@ -24,9 +24,12 @@ function retryDelay(failures: number): number {
   return failures <= 1 ? 0 : Math.min(RETRY_FIRST_MS * 2 ** (failures - 2), RETRY_MAX_MS);
 }
 
-/** Whether the group is left here and its departure at the hub is still to do, and can be done now. */
+/**
+ * Whether the group is left here and its departure at the hub is still to do, and can be done now. A
+ * group left before departures existed has no record of either: it is departed once too.
+ */
 export function departureDue(g: GroupHandle): boolean {
-  if (g.record.status !== "left" || g.record.departPendingSince === undefined) return false;
+  if (g.record.status !== "left" || g.record.departedAt !== undefined) return false;
   // An own message with no known outcome waits for its echo; one with the hub's number does not.
   return !(g.record.outbox ?? []).some((e) => e.seq === undefined);
 }
@@ -40,6 +43,11 @@ export function departureToTry(ctx: DeviceContext, g: GroupHandle): boolean {
 /** Leaves the group at its hub if that is due; throws what the hub answered otherwise. */
 async function depart(ctx: DeviceContext, g: GroupHandle): Promise<void> {
   if (!departureDue(g)) return;
+  // A group left before departures existed: its two weeks count from the first try.
+  if (g.record.departPendingSince === undefined) {
+    g.record.departPendingSince = ctx.nowSeconds();
+    await ctx.saveGroup(g);
+  }
   try {
     await ctx.delivery(g.record.hub).depart(g.record.groupId);
   } catch (e) {
@@ -59,6 +67,7 @@ async function depart(ctx: DeviceContext, g: GroupHandle): Promise<void> {
   }
   tries.delete(g);
   g.record.departPendingSince = undefined;
+  g.record.departedAt = ctx.nowSeconds();
   await ctx.saveGroup(g);
 }
 

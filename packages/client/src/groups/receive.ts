@@ -313,6 +313,8 @@ export async function markLeft(
   g.record.needsSelfUpdate = false;
   g.record.unsentInvitations = [];
   g.record.leaving = [];
+  // Removed by a commit (or told so by the hub): the hub ended the membership itself, nothing to depart.
+  if (opts.byUs !== true) g.record.departedAt = ctx.nowSeconds();
   await ctx.saveGroup(g);
   if (opts.byUs !== true) ctx.emit({ type: "removed_from_group", groupId: g.record.groupId });
 }

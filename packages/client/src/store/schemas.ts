@@ -228,6 +228,12 @@ export const GroupRecord = GroupRecordV1.extend({
    * done once no own message there waits for its echo; retried by the follow-up work, for two weeks.
    */
   departPendingSince: z.number().optional(),
+  /**
+   * When the group, left here, was done with at its hub (Unix seconds): departed, or removed by a commit.
+   * A left group with neither this nor `departPendingSince` was left before departures existed, and is
+   * departed once (groups/departure.ts).
+   */
+  departedAt: z.number().optional(),
 });
 export type GroupRecord = z.infer<typeof GroupRecord>;
 
