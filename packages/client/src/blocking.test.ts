@@ -33,7 +33,8 @@ describe("blocking", () => {
     const alice = await newClient(a, "alice", resolver);
     const mallory = await newClient(b, "mallory", resolver);
     const friend = await newClient(b, "friend", resolver);
-    expect(await alice.block(["@mallory@b.test", "alice@a.test"])).toEqual({ blocked: ["mallory@b.test"] });
+    expect(await alice.block(["@mallory@b.test"])).toEqual({ blocked: ["mallory@b.test"] });
+    expect(await alice.block(["mallory@b.test"])).toEqual({ blocked: [] });
     expect(alice.blocked()).toEqual(["mallory@b.test"]);
 
     const { groupId: spam } = await mallory.createGroup(["@alice@a.test"], { allowUnverified: true });
@@ -63,5 +64,27 @@ describe("blocking", () => {
     expect(await alice.unblock(["mallory@b.test"])).toEqual({ unblocked: ["mallory@b.test"] });
     const { groupId: later } = await mallory.createGroup(["@alice@a.test"], { allowUnverified: true });
     expect(ofType(await alice.sync(), "joined").map((e) => e.groupId)).toEqual([later]);
+  });
+
+  it("says so when a blocked account is added to a group this device is in, and stays", async () => {
+    const alice = await newClient(a, "alice2", resolver);
+    const mallory = await newClient(b, "mallory2", resolver);
+    const puppet = await newClient(b, "puppet2", resolver);
+    await alice.block(["mallory2@b.test"]);
+    const { groupId } = await puppet.createGroup(["@alice2@a.test"], { allowUnverified: true });
+    expect(ofType(await alice.sync(), "joined").map((e) => e.groupId)).toEqual([groupId]);
+    await puppet.addMembers(groupId, ["@mallory2@b.test"], { allowUnverified: true });
+    expect(ofType(await alice.sync(), "member_added")).toEqual([
+      { type: "member_added", groupId, accts: ["mallory2@b.test"], blocked: ["mallory2@b.test"] },
+    ]);
+    // Leaving is her call here: only a Welcome to such a group is declined on its own.
+    expect(alice.groups().find((g) => g.groupId === groupId)?.status).toBe("active");
+    void mallory;
+  });
+
+  it("refuses to block this device's own account", async () => {
+    const alice = await newClient(a, "alice3", resolver);
+    await expect(alice.block(["@alice3@a.test"])).rejects.toThrow(/own account/);
+    expect(alice.blocked()).toEqual([]);
   });
 });

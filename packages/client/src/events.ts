@@ -31,7 +31,8 @@ export type DmEvent =
   | { type: "joined"; groupId: string; hub: string }
   /** A Welcome to a group with blocked accounts in it: joined only to be left at once (D17). */
   | { type: "declined"; groupId: string; hub: string; blocked: string[] }
-  | { type: "member_added"; groupId: string; accts: string[] }
+  /** `blocked`: those of them this device blocks (it stays: leaving is the user's call). */
+  | { type: "member_added"; groupId: string; accts: string[]; blocked?: string[] }
   | { type: "member_removed"; groupId: string; accts: string[] }
   | { type: "removed_from_group"; groupId: string }
   /** A member proposed its own Remove (`leave`); a member commits it shortly (DESIGN §9). */

@@ -274,3 +274,38 @@ describe.each<StoreKind>(["memory", "redis"])("stream (%s store)", (store) => {
     expect((await stream.closed).code).toBe(4000);
   });
 });
+
+describe("stream: certificate expiry with a full submit queue (memory store)", () => {
+  let hub: TestHub;
+  beforeAll(async () => {
+    hub = await startHub("memory", { limits: { streamSubmitQueue: 2 } });
+  });
+  afterAll(async () => {
+    await hub.close();
+  });
+
+  // Review of 2026-11-27: the close came after the last submission, before a `rate_limited` refusal
+  // chained behind it, which was then never sent.
+  it("answers every submit frame (auth_expired, or rate_limited past the queue) before closing 4001", async () => {
+    const dave = await TestDevice.create("dave"); // certified for a day
+    const id = randomGroupId();
+    await dave.startGroup(id.bytes);
+    expect((await hub.client(dave).createGroup(id.text)).status).toBe(201);
+    const stream = await StreamClient.open(hub.url, dave.signer);
+    const messages = [await dave.encrypt("one"), await dave.encrypt("two"), await dave.encrypt("three")];
+    vi.useFakeTimers({ toFake: ["Date"], shouldAdvanceTime: true });
+    try {
+      vi.setSystemTime(Date.now() + 2 * 86_400_000);
+      const ids = messages.map((m) => stream.submitFrame(id.text, m));
+      const answers = await Promise.all(ids.map((i) => stream.answer(i)));
+      expect(answers.map((a) => (a.type === "refused" ? a.error : a.type))).toEqual([
+        "auth_expired",
+        "auth_expired",
+        "rate_limited",
+      ]);
+      expect((await stream.closed).code).toBe(4001);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});

@@ -408,9 +408,9 @@ export class StreamSession {
   /** Closes the stream (4001) once its device certificate has expired (StreamSessions.recheck). */
   closeIfExpired(nowSeconds: number): void {
     if (this.state !== "open" || !this.certificate || nowSeconds <= this.certificate.notAfter) return;
-    // Submissions still waiting are refused first; the last one's answer closes the stream.
-    if (this.queued > 0) this.expired = true;
-    else this.fail(STREAM_CLOSE.authFailed, CERTIFICATE_EXPIRED);
+    // Submissions still waiting are refused first; the last answer closes the stream.
+    this.expired = true;
+    this.closeOnceAnswered();
   }
 
   /** Closes the stream (4001) if its device is not in the directory's answer for its account. */
@@ -632,6 +632,7 @@ export class StreamSession {
       this.submitting = this.submitting.then(() => {
         this.refusalsWaiting--;
         this.answer(refusal);
+        this.closeOnceAnswered();
       });
       return;
     }
@@ -642,9 +643,16 @@ export class StreamSession {
         await this.submit(frame);
       } finally {
         this.queued--;
-        if (this.expired && this.queued === 0) this.fail(STREAM_CLOSE.authFailed, CERTIFICATE_EXPIRED);
+        this.closeOnceAnswered();
       }
     });
+  }
+
+  /** After the certificate expired: the stream closes once every submit frame waiting is answered. */
+  private closeOnceAnswered(): void {
+    if (this.expired && this.queued === 0 && this.refusalsWaiting === 0) {
+      this.fail(STREAM_CLOSE.authFailed, CERTIFICATE_EXPIRED);
+    }
   }
 
   private async submit(frame: SubmitFrame): Promise<void> {

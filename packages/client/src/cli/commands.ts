@@ -523,6 +523,10 @@ async function leaveGroups(
   for (const group of groups) ids.add(await findGroup(cli, client, group));
   if (withAccts.length > 0) {
     const people = new Set(canonicalAcctArgs(withAccts));
+    const own = client.acct;
+    if (people.has(own)) {
+      throw new UsageError(`${own} is your own account: name the groups to leave instead`);
+    }
     await syncFirst(cli, client, true);
     const theirs = client
       .groups()

@@ -31,11 +31,13 @@ export function formatEvent(e: DmEvent, now = new Date()): string | undefined {
     case "joined":
       return `${t} ${g}you joined group ${e.groupId}`;
     case "declined":
-      return `${t} ${g}declined group ${e.groupId}: ${e.blocked.join(", ")} ${e.blocked.length === 1 ? "is" : "are"} in it, blocked (mls-dm unblock to undo)`;
+      return `${t} ${g}declined group ${e.groupId}: ${e.blocked.join(", ")} ${e.blocked.length === 1 ? "is" : "are"} in it, blocked (after mls-dm unblock, their new groups are joined)`;
     case "invitation":
       return `${t} ${g}${e.from} invited you to group ${e.groupId}`;
     case "member_added":
-      return `${t} ${g}added: ${e.accts.join(", ")}`;
+      return e.blocked === undefined
+        ? `${t} ${g}added: ${e.accts.join(", ")}`
+        : `${t} ${g}added: ${e.accts.join(", ")} — WARNING: you blocked ${e.blocked.join(", ")}; to leave: mls-dm leave ${short(e.groupId)}`;
     case "member_removed":
       return `${t} ${g}left or removed: ${e.accts.join(", ")}`;
     case "member_leaving":

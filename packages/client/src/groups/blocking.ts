@@ -19,7 +19,13 @@ export function blockedAccts(ctx: DeviceContext): ReadonlySet<string> {
 
 /** Adds accounts to the list (canonical `user@domain`); returns those newly blocked. */
 export async function block(ctx: DeviceContext, accts: string[]): Promise<string[]> {
-  const wanted = canonicalAccts(accts).filter((a) => a !== ctx.device.acct);
+  const wanted = canonicalAccts(accts);
+  if (wanted.includes(ctx.device.acct)) {
+    throw new ClientError(
+      "bad_input",
+      `${ctx.device.acct} is this device's own account: it cannot be blocked`,
+    );
+  }
   const list = ctx.device.blocked ?? [];
   const added = wanted.filter((a) => !list.includes(a));
   if (added.length === 0) return [];

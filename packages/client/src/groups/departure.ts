@@ -53,7 +53,7 @@ async function depart(ctx: DeviceContext, g: GroupHandle): Promise<void> {
   } catch (e) {
     // A hub that does not know the group has nothing to stop.
     if (!(e instanceof ProtocolError && e.code === "unknown_group")) {
-      if (ctx.nowSeconds() - g.record.departPendingSince! < DEPARTURE_GIVE_UP_SECONDS) {
+      if (ctx.nowSeconds() - g.record.departPendingSince < DEPARTURE_GIVE_UP_SECONDS) {
         tries.set(g, { failures: (tries.get(g)?.failures ?? 0) + 1, at: ctx.clock() });
         throw e;
       }

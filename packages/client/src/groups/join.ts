@@ -38,8 +38,12 @@ export async function joinFromWelcome(
     for (const ref of refs) await forgetUsedKeyPackage(ctx, ref);
     return;
   }
-  // Delivered again after it was declined (its KeyPackage is gone): nothing to do.
-  if (known !== undefined && item.seq <= known.record.lastSeq) return;
+  // Delivered again after it was declined (a crash before the cursor was acknowledged): not joined; its
+  // KeyPackage goes if the crash came before that.
+  if (known !== undefined && item.seq <= known.record.lastSeq) {
+    for (const ref of refs) await forgetUsedKeyPackage(ctx, ref);
+    return;
+  }
   let kpRecord;
   for (const ref of refs) {
     kpRecord = await ctx.store.readKeyPackage(ref);

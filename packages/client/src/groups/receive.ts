@@ -9,6 +9,7 @@ import {
 import { acceptAll, emptyPskIndex, processMessage, type ClientState, type MLSMessage } from "ts-mls";
 import type { DeviceContext, GroupHandle } from "../context.js";
 import { checkTargetAuthor } from "./authorship.js";
+import { blockedAccts } from "./blocking.js";
 import { decodeMessage, messageHash } from "../mls/codec.js";
 import { settleEcho } from "./outbox.js";
 import { checkLeaves, diffMembers, leavesOf } from "../mls/leaves.js";
@@ -212,7 +213,12 @@ async function afterCommit(
   // unread (behind_retention) held no commit it lacks.
   g.record.behindRetention = undefined;
   const { added, removed } = diffMembers(before.ratchetTree, after.ratchetTree);
-  if (added.length > 0) ctx.emit({ type: "member_added", groupId, accts: added });
+  if (added.length > 0) {
+    // Someone this device blocks, added to a group it is in: said, not acted on (leaving is the user's
+    // call here; only a Welcome to such a group is declined on its own: groups/blocking.ts).
+    const blocked = added.filter((a) => blockedAccts(ctx).has(a));
+    ctx.emit({ type: "member_added", groupId, accts: added, ...(blocked.length > 0 ? { blocked } : {}) });
+  }
   if (removed.length > 0) ctx.emit({ type: "member_removed", groupId, accts: removed });
   const { checks, newlyInvalid } = await checkLeaves(after.ratchetTree, g.record.leaves);
   g.record.leaves = checks;
