@@ -17,6 +17,17 @@ afterAll(async () => {
 
 const seqs = (items: InboxItem[]) => items.map((i) => ("seq" in i ? i.seq : -1));
 
+/** A device certified for a day, in a group of its own, with its stream open and three messages to send. */
+async function streamOfADayOldDevice(hub: TestHub) {
+  const dave = await TestDevice.create("dave");
+  const id = randomGroupId();
+  await dave.startGroup(id.bytes);
+  expect((await hub.client(dave).createGroup(id.text)).status).toBe(201);
+  const stream = await StreamClient.open(hub.url, dave.signer);
+  const messages = [await dave.encrypt("one"), await dave.encrypt("two"), await dave.encrypt("three")];
+  return { id, stream, messages };
+}
+
 describe.each<StoreKind>(["memory", "redis"])("stream (%s store)", (store) => {
   let hub: TestHub;
   let alice: TestDevice, bob: TestDevice, carol: TestDevice;
@@ -44,12 +55,7 @@ describe.each<StoreKind>(["memory", "redis"])("stream (%s store)", (store) => {
   });
 
   it("refuses every submit frame sent after the device certificate expired, then closes 4001", async () => {
-    const dave = await TestDevice.create("dave"); // certified for a day
-    const id = randomGroupId();
-    await dave.startGroup(id.bytes);
-    expect((await hub.client(dave).createGroup(id.text)).status).toBe(201);
-    const stream = await StreamClient.open(hub.url, dave.signer);
-    const messages = [await dave.encrypt("one"), await dave.encrypt("two"), await dave.encrypt("three")];
+    const { id, stream, messages } = await streamOfADayOldDevice(hub);
     // Two days on, by the wall clock every signature and certificate check reads.
     vi.useFakeTimers({ toFake: ["Date"], shouldAdvanceTime: true });
     try {
@@ -287,12 +293,7 @@ describe("stream: certificate expiry with a full submit queue (memory store)", (
   // Review of 2026-11-27: the close came after the last submission, before a `rate_limited` refusal
   // chained behind it, which was then never sent.
   it("answers every submit frame (auth_expired, or rate_limited past the queue) before closing 4001", async () => {
-    const dave = await TestDevice.create("dave"); // certified for a day
-    const id = randomGroupId();
-    await dave.startGroup(id.bytes);
-    expect((await hub.client(dave).createGroup(id.text)).status).toBe(201);
-    const stream = await StreamClient.open(hub.url, dave.signer);
-    const messages = [await dave.encrypt("one"), await dave.encrypt("two"), await dave.encrypt("three")];
+    const { id, stream, messages } = await streamOfADayOldDevice(hub);
     vi.useFakeTimers({ toFake: ["Date"], shouldAdvanceTime: true });
     try {
       vi.setSystemTime(Date.now() + 2 * 86_400_000);

@@ -164,6 +164,30 @@ describe("mls-dm against a device directory, in process", () => {
     expect(io.stdout).toEqual(["Nobody is blocked."]);
   });
 
+  it("refuses the own account in `block` and `leave --with`, leaving no group the user's other devices are in", async () => {
+    const alice = await plainAlice();
+    // A group with bob and alice's own second device (her phone) in it.
+    const phone = await localDevice("acct:alice@a.test");
+    fake.keyPackages.set("alice@a.test", {
+      deviceId: phone.deviceId,
+      keyPackage: (await phone.keyPackage()).encoded,
+    });
+    const groupId = await groupOf(alice, "bob@a.test");
+    await alice.addMembers(groupId, ["alice@a.test"], { allowUnverified: true });
+    expect(alice.members(groupId).filter((m) => m.acct === "alice@a.test")).toHaveLength(2);
+    for (const args of [
+      ["block", "@alice@a.test"],
+      ["leave", "--with", "@alice@a.test"],
+    ]) {
+      const io = fakeIo();
+      expect(await main(["--dir", dir, ...args], io), args.join(" ")).toBe(EXIT.usage);
+      expect(io.stderr.join("\n")).toContain("own account");
+      expect(io.stdout.join("\n")).not.toContain("Already blocked");
+    }
+    expect(fake.departures).toEqual([]);
+    expect(alice.groups().find((g) => g.groupId === groupId)?.status).toBe("active");
+  });
+
   it("names a missing device (4), an unknown group (1), and needs a passphrase it cannot ask for (1)", async () => {
     let io = fakeIo();
     expect(await main(["--dir", dir, "whoami"], io)).toBe(EXIT.store);
