@@ -1,35 +1,19 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { DmEvent } from "./events.js";
-import {
-  newClient,
-  resolverFor,
-  startInstance,
-  stopInstance,
-  type Instance,
-} from "./testSupport/instances.js";
-import type { StaticResolver } from "./transport/resolver.js";
+import { newClient, useTwoInstances } from "./testSupport/instances.js";
 
 // Blocked accounts (D17, groups/blocking.ts), against real directories and hubs on two instances: a
 // stranger on b.test keeps adding alice (a.test) to groups hosted on his hub; once blocked, each new group
 // is declined on arrival and left at its hub, so her place there is free again after her next read.
 
-let a: Instance;
-let b: Instance;
-let resolver: StaticResolver;
-
-beforeAll(async () => {
-  [a, b] = await Promise.all([startInstance("a.test"), startInstance("b.test")]);
-  resolver = resolverFor([a, b]);
-});
-afterAll(async () => {
-  await Promise.all([a, b].map(stopInstance));
-});
+const env = useTwoInstances();
 
 const ofType = <T extends DmEvent["type"]>(events: DmEvent[], type: T) =>
   events.filter((e): e is Extract<DmEvent, { type: T }> => e.type === type);
 
 describe("blocking", () => {
   it("declines the groups of a blocked account on arrival, leaves them at the hub, and drops its invitations", async () => {
+    const { a, b, resolver } = env;
     const alice = await newClient(a, "alice", resolver);
     const mallory = await newClient(b, "mallory", resolver);
     const friend = await newClient(b, "friend", resolver);
@@ -67,6 +51,7 @@ describe("blocking", () => {
   });
 
   it("says so when a blocked account is added to a group this device is in, and stays", async () => {
+    const { a, b, resolver } = env;
     const alice = await newClient(a, "alice2", resolver);
     const mallory = await newClient(b, "mallory2", resolver);
     const puppet = await newClient(b, "puppet2", resolver);
@@ -83,6 +68,7 @@ describe("blocking", () => {
   });
 
   it("refuses to block this device's own account", async () => {
+    const { a, resolver } = env;
     const alice = await newClient(a, "alice3", resolver);
     await expect(alice.block(["@alice3@a.test"])).rejects.toThrow(/own account/);
     expect(alice.blocked()).toEqual([]);

@@ -1,25 +1,17 @@
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { expect, it } from "vitest";
 import type { DmEvent } from "./events.js";
-import { HubProxy } from "./testSupport/hubProxy.js";
-import { newClient, startWithProxiedHub, stopProxied, type Instance } from "./testSupport/instances.js";
+import { newClient, useProxiedHub } from "./testSupport/instances.js";
 import { settle } from "./testSupport/settle.js";
-import type { StaticResolver } from "./transport/resolver.js";
 
 // A departure at the hub (D17) that could not be done at leave time is taken up again by a device that
 // only listens (events()): the follow-up work after a pushed batch runs it (review of 2026-11-27: only
 // an HTTP read of the hub did, so a listening device never departed).
 
-let a: Instance;
-let b: Instance;
-const proxy = new HubProxy();
-let resolver: StaticResolver;
-
-beforeAll(async () => {
-  ({ a, b, resolver } = await startWithProxiedHub(proxy));
-});
-afterAll(() => stopProxied(proxy, [a, b]));
+const env = useProxiedHub();
+const { proxy } = env;
 
 it("a departure the hub could not take at leave time is done while the device listens (events())", async () => {
+  const { a, b, resolver } = env;
   const alice = await newClient(a, "alicelive", resolver);
   const bob = await newClient(b, "boblive", resolver);
   const { groupId } = await alice.createGroup(["@boblive@b.test"]); // hosted by a.test's hub (proxied)

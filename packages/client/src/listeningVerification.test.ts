@@ -1,37 +1,21 @@
-import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
+import { describe, expect, it, vi } from "vitest";
 import type { MlsDmClient } from "./client.js";
 import type { DmEvent } from "./events.js";
 import { MemberVerifier } from "./identity/verifier.js";
-import {
-  newClient,
-  resolverFor,
-  startInstance,
-  stopInstance,
-  type Instance,
-} from "./testSupport/instances.js";
+import { newClient, useTwoInstances } from "./testSupport/instances.js";
 import { nextMatching } from "./testSupport/liveEvents.js";
 import { settle } from "./testSupport/settle.js";
-import type { StaticResolver } from "./transport/resolver.js";
 
 // A listening device (`events()`) verifies its groups' members in the background after live traffic, but
 // only when members may have changed (an epoch moved on, a group came or went) or the directory answers'
 // lifetime has passed: a pass over the same members finds what the last one found and checks all their
 // signatures again, which after every message cost a whole group's verification per message.
 
-let a: Instance;
-let b: Instance;
-let resolver: StaticResolver;
-
-beforeAll(async () => {
-  [a, b] = await Promise.all([startInstance("a.test"), startInstance("b.test")]);
-  resolver = resolverFor([a, b]);
-});
-afterAll(async () => {
-  await Promise.all([a, b].map(stopInstance));
-});
+const env = useTwoInstances();
 
 describe("a listening device", () => {
   it("does not verify the members again for each message, and does once the epoch moved on (also by its own operation)", async () => {
+    const { a, b, resolver } = env;
     const alice: MlsDmClient = await newClient(a, "listenalice", resolver);
     const bob: MlsDmClient = await newClient(b, "listenbob", resolver);
     const { groupId } = await alice.createGroup(["@listenbob@b.test"]);

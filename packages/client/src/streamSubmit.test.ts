@@ -1,25 +1,16 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import type { MlsDmClient } from "./client.js";
-import { HubProxy } from "./testSupport/hubProxy.js";
-import { newClient, startWithProxiedHub, stopProxied, type Instance } from "./testSupport/instances.js";
+import { newClient, useProxiedHub } from "./testSupport/instances.js";
 import { notes } from "./testSupport/history.js";
 import { nextMatching } from "./testSupport/liveEvents.js";
 import { settle } from "./testSupport/settle.js";
-import type { StaticResolver } from "./transport/resolver.js";
 
 // D6 on the client: while `events()` holds a hub's stream open, an application message goes over that
 // stream (a `submit` frame) instead of a signed HTTP request of its own. Against a real hub behind a
 // proxy that sees every HTTP request (the stream's WebSocket passes through it untouched).
 
-let a: Instance;
-let b: Instance;
-const proxy = new HubProxy();
-let resolver: StaticResolver;
-
-beforeAll(async () => {
-  ({ a, b, resolver } = await startWithProxiedHub(proxy));
-});
-afterAll(() => stopProxied(proxy, [a, b]));
+const env = useProxiedHub();
+const { proxy } = env;
 
 const texts = async (c: MlsDmClient, groupId: string) =>
   (await notes(c, groupId)).map(({ text, own }) => ({ text, own }));
@@ -29,6 +20,7 @@ const posts = (groupId: string) =>
 
 describe("a message sent while events() is open", () => {
   it("goes over the hub's stream (no request of its own); the others read it, the sender's history has it once; without the stream it is posted", async () => {
+    const { a, b, resolver } = env;
     const alice = await newClient(a, "streamalice", resolver);
     const bob = await newClient(b, "streambob", resolver);
     const { groupId } = await alice.createGroup(["@streambob@b.test"]);

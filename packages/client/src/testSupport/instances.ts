@@ -5,8 +5,9 @@ import { createDelivery, loadDeliveryConfig, type Delivery } from "@mastodon-mls
 import { createDevMastodon, type DevMastodon } from "@mastodon-mls/dev-mastodon";
 import { createDirectory, loadDirectoryConfig, type Directory } from "@mastodon-mls/keypackages";
 import { freePort } from "@mastodon-mls/testkit";
+import { afterAll, beforeAll } from "vitest";
 import { MlsDmClient } from "../client.js";
-import type { HubProxy } from "./hubProxy.js";
+import { HubProxy } from "./hubProxy.js";
 import { StaticResolver, type ServiceUrls } from "../transport/resolver.js";
 import type { RetryPolicy } from "../util/backoff.js";
 
@@ -123,6 +124,41 @@ export async function startWithProxiedHub(
 export async function stopProxied(proxy: HubProxy, instances: Instance[]): Promise<void> {
   await Promise.all(instances.map(stopInstance));
   await proxy.stop();
+}
+
+/** The two instances of a test file and the resolver for them: read the fields inside its tests. */
+export interface TwoInstances {
+  a: Instance;
+  b: Instance;
+  resolver: StaticResolver;
+}
+
+/** a.test and b.test, started before the calling file's tests and stopped after them. */
+export function useTwoInstances(): TwoInstances {
+  const env = {} as TwoInstances;
+  beforeAll(async () => {
+    const [a, b] = await Promise.all([startInstance("a.test"), startInstance("b.test")]);
+    Object.assign(env, { a, b, resolver: resolverFor([a, b]) });
+  });
+  afterAll(async () => {
+    await Promise.all([env.a, env.b].filter((i) => i !== undefined).map(stopInstance));
+  });
+  return env;
+}
+
+/** startWithProxiedHub for the calling file's tests (stopped after them), with its proxy. */
+export function useProxiedHub(): TwoInstances & { proxy: HubProxy } {
+  const env = { proxy: new HubProxy() } as TwoInstances & { proxy: HubProxy };
+  beforeAll(async () => {
+    Object.assign(env, await startWithProxiedHub(env.proxy));
+  });
+  afterAll(() =>
+    stopProxied(
+      env.proxy,
+      [env.a, env.b].filter((i) => i !== undefined),
+    ),
+  );
+  return env;
 }
 
 export const FAST_RETRY: RetryPolicy = { attempts: 8, baseDelayMs: 5, maxDelayMs: 50 };
