@@ -216,7 +216,8 @@ async function afterCommit(
   if (added.length > 0) {
     // Someone this device blocks, added to a group it is in: said, not acted on (leaving is the user's
     // call here; only a Welcome to such a group is declined on its own: groups/blocking.ts).
-    const blocked = added.filter((a) => blockedAccts(ctx).has(a));
+    const blocking = blockedAccts(ctx);
+    const blocked = added.filter((a) => blocking.has(a));
     ctx.emit({ type: "member_added", groupId, accts: added, ...(blocked.length > 0 ? { blocked } : {}) });
   }
   if (removed.length > 0) ctx.emit({ type: "member_removed", groupId, accts: removed });
