@@ -67,10 +67,16 @@ describe("blocking", () => {
     void mallory;
   });
 
-  it("refuses to block this device's own account", async () => {
+  it("refuses to block this device's own account, more than 1,000 accounts, or garbage", async () => {
     const { a, resolver } = env;
     const alice = await newClient(a, "alice3", resolver);
     await expect(alice.block(["@alice3@a.test"])).rejects.toThrow(/own account/);
     expect(alice.blocked()).toEqual([]);
+    // At most 1,000 (MAX_BLOCKED): one more is refused whole, and nothing is half-written.
+    const many = Array.from({ length: 1000 }, (_, i) => `s${i}@b.test`);
+    expect((await alice.block(many)).blocked).toHaveLength(1000);
+    await expect(alice.block(["one.more@b.test"])).rejects.toThrow(/at most 1000/);
+    expect(alice.blocked()).toHaveLength(1000);
+    await expect(alice.block(["not an account"])).rejects.toThrow();
   });
 });
