@@ -52,6 +52,14 @@ export function childLogger(parent: Logger, component: string): Logger {
   return parent.child({ component });
 }
 
+/**
+ * An error as a log field: its name and message only. A stack or a cause could carry request data, and
+ * an error's own fields are whatever the library that threw it put there.
+ */
+export function errorSummary(e: unknown): { name: string; message: string } | string {
+  return e instanceof Error ? { name: e.name, message: e.message } : String(e);
+}
+
 /** A logger that writes nothing, for tests that do not look at logs. */
 export function silentLogger(): Logger {
   return pino({ level: "silent" });

@@ -8,7 +8,7 @@ import { parseGroupId } from "./submit.js";
  * own removal, and anyone holding one of its KeyPackages can add it to groups; this is how it gets out of
  * one at the hub on its own: its membership ends here at once and the group stops counting against its
  * groups, while its leaf waits in the tree for a member's Remove. Safe to repeat: each step is idempotent,
- * and the index entry is dropped on every call, so a retry after a crash between the two finishes the job.
+ * and the index entry is settled on every call, so a retry after a crash between the two finishes the job.
  */
 export async function depart(
   ctx: DeliveryContext,
@@ -21,7 +21,7 @@ export async function depart(
   const outcome = await ctx.store.depart(groupId, device);
   if (!outcome.ok) throw new ProtocolError(outcome.reason);
   if (outcome.trimmed > 0) ctx.metrics.retained.inc({ cause: "ack" }, outcome.trimmed);
-  await ctx.store.forgetDeviceGroup(device, groupId);
+  await ctx.store.forgetDeviceGroup(device, groupId, "forgotten");
   // Its open streams read again and stop tracking the group.
   ctx.notifier.publish({ kind: "devices", devices: [device] });
   ctx.metrics.departures.inc();

@@ -11,9 +11,11 @@ import {
 import { STREAM_CLOSE, toBase64url } from "@mastodon-mls/protocol";
 import { sha256 } from "@mastodon-mls/bridge";
 import { StoreUnavailableError, silentLogger } from "@mastodon-mls/service-kit";
+import { waitFor } from "@mastodon-mls/testkit";
 import { loadDeliveryConfig } from "./config.js";
 import { createDelivery, type Delivery } from "./service.js";
 import { MemoryDeliveryStore } from "./store/memory.js";
+import type { IndexSettlement } from "./store/types.js";
 import { HubClient } from "./testing/client.js";
 import { privateMessage } from "./testing/craft.js";
 import type { TestDirectory } from "./testing/directory.js";
@@ -149,16 +151,46 @@ async function startCustomHub(deps: Parameters<typeof createDelivery>[1], env: R
   return { delivery, url, client: (d: TestDevice) => new HubClient(url, HUB_ORIGIN, d.signer) };
 }
 
-/** The memory store, with forgetDeviceGroup held until the test lets it go (a Redis round trip, widened). */
-class GatedForgetStore extends MemoryDeliveryStore {
+/**
+ * The memory store, whose forgetDeviceGroup can be held until the test lets it go (a Redis round trip,
+ * widened), or made to fail once, as a process that died before it would.
+ */
+class ForgetHookStore extends MemoryDeliveryStore {
   gate: Promise<void> | undefined;
   entered: (() => void) | undefined;
-  override async forgetDeviceGroup(device: string, groupId: string): Promise<void> {
+  failNext = false;
+  override async forgetDeviceGroup(
+    device: string,
+    groupId: string,
+    how: "forgotten" | "idle",
+  ): Promise<IndexSettlement> {
     if (this.gate) {
       this.entered?.();
       await this.gate;
     }
-    return super.forgetDeviceGroup(device, groupId);
+    if (this.failNext) {
+      this.failNext = false;
+      throw new StoreUnavailableError();
+    }
+    return super.forgetDeviceGroup(device, groupId, how);
+  }
+}
+
+/** The memory store, whose commits wait until `expected` of them arrived: each was screened first. */
+class CommitBarrierStore extends MemoryDeliveryStore {
+  expected = 0;
+  private waiting: (() => void)[] = [];
+  override async commit(...args: Parameters<MemoryDeliveryStore["commit"]>) {
+    if (this.expected > 0) {
+      await new Promise<void>((resolve) => {
+        this.waiting.push(resolve);
+        if (this.waiting.length === this.expected) {
+          this.expected = 0;
+          for (const go of this.waiting.splice(0)) go();
+        }
+      });
+    }
+    return super.commit(...args);
   }
 }
 
@@ -192,27 +224,33 @@ describe("store failures", () => {
   });
 });
 
+/** alice's group, bob added at seq 1 and removed at seq 2, alice up to date, bob's last page read. */
+async function bobAddedAndRemoved(hub: { client: (d: TestDevice) => HubClient }) {
+  const [alice, bob] = await Promise.all([TestDevice.create("alice"), TestDevice.create("bob")]);
+  const g = randomGroupId();
+  await alice.startGroup(g.bytes);
+  expect((await hub.client(alice).createGroup(g.text)).status).toBe(201);
+  const add = await alice.commit([addOf(await bob.keyPackage())]);
+  expect((await hub.client(alice).submit(g.text, add.commit, add.welcome)).status).toBe(201);
+  add.apply();
+  await drain(bob, hub.client(bob));
+  const removal = await alice.commit([removeOf(bob.leaf)]);
+  expect((await hub.client(alice).submit(g.text, removal.commit)).status).toBe(201);
+  removal.apply();
+  await drain(alice, hub.client(alice));
+  // bob reads his removal; acknowledging this page ends his stretch.
+  const page = await hub.client(bob).inbox();
+  expect(page.items.map((i) => i.kind)).toEqual(["message", "removed"]);
+  return { alice, bob, g, page };
+}
+
 describe("races", () => {
   it("a device re-added while its ack of `removed` is finishing still gets its Welcome", async () => {
-    const store = new GatedForgetStore();
+    const store = new ForgetHookStore();
     const hub = await startCustomHub({ store });
     try {
-      const [alice, bob] = await Promise.all([TestDevice.create("alice"), TestDevice.create("bob")]);
-      const g = randomGroupId();
-      await alice.startGroup(g.bytes);
-      expect((await hub.client(alice).createGroup(g.text)).status).toBe(201);
-      const add = await alice.commit([addOf(await bob.keyPackage())]);
-      expect((await hub.client(alice).submit(g.text, add.commit, add.welcome)).status).toBe(201);
-      add.apply();
-      await drain(bob, hub.client(bob));
-      const removal = await alice.commit([removeOf(bob.leaf)]);
-      expect((await hub.client(alice).submit(g.text, removal.commit)).status).toBe(201);
-      removal.apply();
-      await drain(alice, hub.client(alice));
-
       // bob reads his removal and acknowledges the `removed` item …
-      const page = await hub.client(bob).inbox();
-      expect(page.items.map((i) => i.kind)).toEqual(["message", "removed"]);
+      const { alice, bob, g, page } = await bobAddedAndRemoved(hub);
       let release!: () => void;
       store.gate = new Promise((r) => (release = r));
       const entered = new Promise<void>((r) => (store.entered = r));
@@ -231,6 +269,81 @@ describe("races", () => {
       // … so his inbox must hold the Welcome of the re-adding commit.
       const after = await hub.client(bob).inbox();
       expect(after.items.map((i) => i.kind)).toContain("welcome");
+    } finally {
+      await hub.delivery.close();
+    }
+  });
+
+  it("a device whose ack of `removed` stopped half-way gets the Welcome of the very next commit re-adding it", async () => {
+    const store = new ForgetHookStore();
+    const hub = await startCustomHub({ store });
+    try {
+      // bob acknowledges his `removed` item (position 3); the group forgets him, and the process "dies"
+      // before his index entry is settled.
+      const { alice, bob, g, page } = await bobAddedAndRemoved(hub);
+      store.failNext = true;
+      expect((await hub.client(bob).ack(page.cursor)).status).toBe(503);
+      // The re-adding commit is seq 3: where the old stretch's `removed` was, which bob acknowledged.
+      const readd = await alice.commit([addOf(await bob.keyPackage())]);
+      const accepted = await hub.client(alice).submit(g.text, readd.commit, readd.welcome);
+      expect(accepted).toMatchObject({ status: 201, body: { seq: 3 } });
+      readd.apply();
+      const after = await drain(bob, hub.client(bob));
+      expect(after.map((i) => i.kind)).toEqual(["welcome"]);
+      // … and he is in the group again, at alice's epoch.
+      const hello = await alice.encrypt("welcome back");
+      expect((await hub.client(alice).submit(g.text, hello)).status).toBe(201);
+      expect((await drain(bob, hub.client(bob))).map((i) => i.text)).toEqual(["welcome back"]);
+    } finally {
+      await hub.delivery.close();
+    }
+  });
+
+  it("a refused commit takes no place in the budget of the devices it would have added", async () => {
+    const store = new CommitBarrierStore();
+    const hub = await startCustomHub({ store });
+    try {
+      const [alice, bob, carol] = await Promise.all([
+        TestDevice.create("alice"),
+        TestDevice.create("bob"),
+        TestDevice.create("carol"),
+      ]);
+      const g = randomGroupId();
+      await alice.startGroup(g.bytes);
+      expect((await hub.client(alice).createGroup(g.text)).status).toBe(201);
+      // Two commits for epoch 0, both screened against it (each device's entry written) before either
+      // is stored: one wins, the other is refused at the epoch check.
+      const addCarol = await alice.commit([addOf(await carol.keyPackage())]);
+      const addBob = await alice.commit([addOf(await bob.keyPackage())]);
+      store.expected = 2;
+      const answers = await Promise.all([
+        hub.client(alice).submit(g.text, addCarol.commit, addCarol.welcome),
+        hub.client(alice).submit(g.text, addBob.commit, addBob.welcome),
+      ]);
+      expect(answers.map((a) => a.status).sort()).toEqual([201, 409]);
+      const [won, lost] = answers[0].status === 201 ? [carol, bob] : [bob, carol];
+      expect(await store.deviceGroupCount(won.deviceId)).toBe(1);
+      expect(await store.deviceGroupCount(lost.deviceId)).toBe(0);
+    } finally {
+      await hub.delivery.close();
+    }
+  });
+
+  it("an entry with nothing behind it goes when the device reads", async () => {
+    const store = new MemoryDeliveryStore();
+    const hub = await startCustomHub({ store });
+    try {
+      const [alice, bob] = await Promise.all([TestDevice.create("alice"), TestDevice.create("bob")]);
+      const g = randomGroupId();
+      await alice.startGroup(g.bytes);
+      expect((await hub.client(alice).createGroup(g.text)).status).toBe(201);
+      // Left by an add whose request died before its commit (and before its mark lapsed: then kept).
+      await store.beginAdd(bob.deviceId, g.text);
+      expect((await hub.client(bob).inbox()).items).toEqual([]);
+      expect(await store.deviceGroupCount(bob.deviceId)).toBe(1);
+      await store.endAdd(bob.deviceId, g.text);
+      expect((await hub.client(bob).inbox()).items).toEqual([]);
+      await waitFor(async () => (await store.deviceGroupCount(bob.deviceId)) === 0);
     } finally {
       await hub.delivery.close();
     }

@@ -122,7 +122,13 @@ async function deviceStreams(store: DeliveryStore, reader: InboxReader) {
   const last = new Map<string, GroupStream>();
   ordered.forEach(([groupId, number], i) => {
     const inGroup = found[i];
-    if (!inGroup) return; // an index hint whose commit never landed, or a group that forgot the device
+    if (!inGroup) {
+      // An entry whose commit never landed, or left by a forget that stopped half-way: it goes, unless an
+      // add of the device is in flight, so that it takes no place in the device's budget for ever. Not
+      // waited for: reading does not depend on it, and a failure leaves it for the next read.
+      store.forgetDeviceGroup(reader.device, groupId, "idle").catch(() => undefined);
+      return;
+    }
     inGroup.memberships.forEach((m, k) => {
       const key = membershipStream(number, k);
       last.set(groupId, { key, open: m.until === null });
@@ -410,7 +416,7 @@ async function ackGroups(
       const outcome = await store.ackGroup(groupId, reader.device, acks);
       trimmed += outcome.trimmed;
       if (!outcome.done) return;
-      await store.forgetDeviceGroup(reader.device, groupId);
+      await store.forgetDeviceGroup(reader.device, groupId, "forgotten");
       forgot = true;
     }),
   );

@@ -13,6 +13,7 @@ import {
   type StreamServerFrame,
 } from "@mastodon-mls/protocol";
 import { verifyRequest, type DeviceCertificate } from "@mastodon-mls/bridge";
+import { errorSummary } from "@mastodon-mls/service-kit";
 import { acknowledge } from "./acknowledge.js";
 import type { DeliveryContext } from "./context.js";
 import { decodeCursor, encodeCursor, type Cursor } from "./cursor.js";
@@ -686,10 +687,7 @@ export class StreamSession {
         this.answer({ type: "refused", id: frame.id, ...e.toBody() });
         return;
       }
-      this.ctx.log.warn(
-        { err: e instanceof Error ? { name: e.name, message: e.message } : String(e) },
-        "stream submit failed",
-      );
+      this.ctx.log.warn({ err: errorSummary(e) }, "stream submit failed");
       const code = isStoreFailure(e) ? "store_unavailable" : "internal";
       this.answer({ type: "refused", id: frame.id, ...new ProtocolError(code).toBody() });
     }
@@ -727,10 +725,7 @@ export class StreamSession {
       this.fail(STREAM_CLOSE.badFrame, e);
       return;
     }
-    this.ctx.log.warn(
-      { err: e instanceof Error ? { name: e.name, message: e.message } : String(e) },
-      "stream failed",
-    );
+    this.ctx.log.warn({ err: errorSummary(e) }, "stream failed");
     this.close(STREAM_CLOSE.resume, "try again");
   }
 

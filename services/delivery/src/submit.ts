@@ -12,6 +12,7 @@ import {
   type ScreenedCommit,
   type ScreenedMessage,
 } from "@mastodon-mls/bridge";
+import { errorSummary } from "@mastodon-mls/service-kit";
 import type { MLSMessage } from "ts-mls";
 import type { DeliveryContext } from "./context.js";
 import { hubView, leafOf, placeAdds } from "./roster.js";
@@ -193,21 +194,28 @@ async function acceptCommit(
       { device: full.member.device },
     );
   }
-  // The index hint goes first: if we stop between the two writes, the group's memberships still decide.
-  await Promise.all(adds.map((a) => ctx.store.indexDeviceGroups(a.member.device, [snap.groupId])));
-  const outcome: CommitOutcome = await ctx.store.commit(snap.groupId, {
-    expectedEpoch: snap.epoch,
-    sender: requester.deviceIdText,
-    senderLeaf: leaf,
-    message: submission.message,
-    text: submission.text,
-    hash: toBase64url(sha256(submission.message)),
-    at: ctx.now(),
-    removes: screened.removes,
-    removedDevices: screened.removes.flatMap((l) => snap.roster.get(l)?.device ?? []),
-    adds,
-    welcome,
-  });
+  // The index entry goes first, marked as an add in flight until the commit is answered: if we stop
+  // between the writes, the group's memberships still decide, and no forget of the device running
+  // meanwhile can drop the entry (store beginAdd, forgetDeviceGroup).
+  await Promise.all(adds.map((a) => ctx.store.beginAdd(a.member.device, snap.groupId)));
+  let outcome: CommitOutcome | undefined;
+  try {
+    outcome = await ctx.store.commit(snap.groupId, {
+      expectedEpoch: snap.epoch,
+      sender: requester.deviceIdText,
+      senderLeaf: leaf,
+      message: submission.message,
+      text: submission.text,
+      hash: toBase64url(sha256(submission.message)),
+      at: ctx.now(),
+      removes: screened.removes,
+      removedDevices: screened.removes.flatMap((l) => snap.roster.get(l)?.device ?? []),
+      adds,
+      welcome,
+    });
+  } finally {
+    if (adds.length > 0) await endAdds(ctx, snap.groupId, adds, outcome?.ok === true);
+  }
   if (!outcome.ok) {
     if (outcome.reason === "wrong_epoch") throw wrongEpoch(outcome.epoch, outcome.winner);
     throw new ProtocolError(outcome.reason);
@@ -228,6 +236,30 @@ async function acceptCommit(
 }
 
 /**
+ * The adds are no longer in flight. After a refused commit (or a failed one), the entries it wrote go
+ * again unless something else keeps them, so that refused adds take no place in a device's budget. A
+ * failure here only keeps them longer (until PENDING_ADD_MS, then the device's next read settles them),
+ * so it is logged, not answered.
+ */
+async function endAdds(
+  ctx: DeliveryContext,
+  groupId: string,
+  adds: readonly { member: { device: string } }[],
+  accepted: boolean,
+): Promise<void> {
+  try {
+    await Promise.all(
+      adds.map(async ({ member }) => {
+        await ctx.store.endAdd(member.device, groupId);
+        if (!accepted) await ctx.store.forgetDeviceGroup(member.device, groupId, "idle");
+      }),
+    );
+  } catch (e) {
+    ctx.log.warn({ group: groupId, err: errorSummary(e) }, "ending the adds in flight failed");
+  }
+}
+
+/**
  * A device added back while its acknowledgement of `removed` was finishing can lose the hint written
  * before the commit (store forgetDeviceGroup, in another hash slot, cannot see a commit that lands after
  * its check): indexed again once the commit is in, and told to read. The commit is accepted either way,
@@ -243,10 +275,7 @@ async function indexAddedAgain(
     const devices = adds.filter((_, i) => indexed[i]).map((a) => a.member.device);
     if (devices.length > 0) ctx.notifier.publish({ kind: "devices", devices });
   } catch (e) {
-    ctx.log.warn(
-      { group: groupId, err: e instanceof Error ? { name: e.name, message: e.message } : String(e) },
-      "indexing added devices after the commit failed",
-    );
+    ctx.log.warn({ group: groupId, err: errorSummary(e) }, "indexing added devices after the commit failed");
   }
 }
 

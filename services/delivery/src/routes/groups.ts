@@ -14,7 +14,7 @@ import {
   toBase64url,
   LIMITS,
 } from "@mastodon-mls/protocol";
-import type { ServiceApp } from "@mastodon-mls/service-kit";
+import { errorSummary, type ServiceApp } from "@mastodon-mls/service-kit";
 import { z } from "zod";
 import type { DeliveryContext } from "../context.js";
 import { depart } from "../departure.js";
@@ -53,41 +53,43 @@ export function groupRoutes(ctx: DeliveryContext) {
         const groupId = req.body.group_id;
         parseGroupId(groupId);
         await ctx.rateLimits.take("submissions", device.deviceIdText);
-        // The index hint goes first, as for an added device (a crash between the two writes loses nothing),
-        // and the budget is checked in the same store step, so two concurrent creates cannot both take the
-        // last place.
-        const reserved = await ctx.store.reserveDeviceGroup(
-          device.deviceIdText,
-          groupId,
-          ctx.limits.groupsPerDevice,
-        );
+        // The index entry goes first, marked in flight as for an added device (a crash between the two
+        // writes loses nothing, and no settle of the entry drops it meanwhile), and the budget is checked
+        // in the same store step, so two concurrent creates cannot both take the last place.
+        const creator = device.deviceIdText;
+        const reserved = await ctx.store.reserveDeviceGroup(creator, groupId, ctx.limits.groupsPerDevice);
         if (reserved === "full") {
           throw new ProtocolError(
             "too_many_groups",
             `This device is in ${ctx.limits.groupsPerDevice} groups at this hub already.`,
           );
         }
+        // Naming someone else's group, or a store failure (503), must not use up this device's budget:
+        // the entry goes unless the device is in the group after all (a create whose answer was lost, or
+        // a commit that added it) or another add of it is in flight.
+        const giveBack = async () => {
+          await ctx.store.endAdd(creator, groupId);
+          await ctx.store.forgetDeviceGroup(creator, groupId, "idle");
+        };
         let created: boolean;
         try {
           created = await ctx.store.createGroup({
             groupId,
-            creator: { device: device.deviceIdText, acct: device.acct },
+            creator: { device: creator, acct: device.acct },
             at: ctx.now(),
           });
         } catch (e) {
-          // The store failed (503): the place this request took goes back, unless the group was made after
-          // all (only its answer lost), which forgetDeviceGroup sees and keeps indexed.
-          if (reserved === "added") {
-            await ctx.store.forgetDeviceGroup(device.deviceIdText, groupId).catch(() => undefined);
-          }
+          await giveBack().catch(() => undefined);
           throw e;
         }
         if (!created) {
-          // Naming someone else's group must not use up this device's budget. Only a place this request
-          // took is given back: an entry that was there already belongs to a commit that added the device.
-          if (reserved === "added") await ctx.store.forgetDeviceGroup(device.deviceIdText, groupId);
+          await giveBack();
           throw new ProtocolError("group_exists");
         }
+        // The group is made: a failure here only leaves the mark until it lapses (PENDING_ADD_MS).
+        await ctx.store.endAdd(creator, groupId).catch((e: unknown) => {
+          ctx.log.warn({ group: groupId, err: errorSummary(e) }, "ending the create in flight failed");
+        });
         ctx.log.info({ group: groupId }, "group created");
         return reply.status(201).send({ group_id: groupId, epoch: 0 });
       },

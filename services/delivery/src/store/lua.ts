@@ -435,12 +435,76 @@ end
 return added
 `);
 
-/** KEYS: groups next. ARGV: groupId, max. → 1 added, 0 already there, -1 full (nothing written). */
-export const RESERVE_DEVICE_GROUP = new LuaScript(`
-if redis.call('HEXISTS', KEYS[1], ARGV[1]) == 1 then return 0 end
-if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end
-redis.call('HSET', KEYS[1], ARGV[1], redis.call('INCR', KEYS[2]))
+// A device's adds in flight, per group, in its `adds` hash: "v:<g>" counts every beginAdd and endAdd (a
+// settle that read it before and finds it changed knows an add ran meanwhile), "p:<g>" the adds begun and
+// not ended, "t:<g>" when the last began (ms). They go with the group's entry.
+
+/** KEYS: groups next adds. ARGV: groupId, now. → {number, 1 if indexed now}; marks an add in flight. */
+export const BEGIN_ADD = new LuaScript(`
+local g = ARGV[1]
+local n = redis.call('HGET', KEYS[1], g)
+local created = 0
+if not n then
+  n = redis.call('INCR', KEYS[2])
+  redis.call('HSET', KEYS[1], g, n)
+  created = 1
+end
+redis.call('HINCRBY', KEYS[3], 'v:' .. g, 1)
+redis.call('HINCRBY', KEYS[3], 'p:' .. g, 1)
+redis.call('HSET', KEYS[3], 't:' .. g, ARGV[2])
+return {tonumber(n), created}
+`);
+
+/** KEYS: adds. ARGV: groupId. Ends one add in flight (nothing if none is: its entry went meanwhile). */
+export const END_ADD = new LuaScript(`
+local g = ARGV[1]
+local p = tonumber(redis.call('HGET', KEYS[1], 'p:' .. g) or '0')
+if p <= 0 then return 0 end
+redis.call('HINCRBY', KEYS[1], 'v:' .. g, 1)
+if p == 1 then redis.call('HDEL', KEYS[1], 'p:' .. g, 't:' .. g) else redis.call('HINCRBY', KEYS[1], 'p:' .. g, -1) end
 return 1
+`);
+
+/**
+ * KEYS: groups next adds. ARGV: groupId, number read, version read ("" for none), 1 if the group has
+ * stretches of the device (read after them), how ("forgotten" | "idle" | "adding"), now, PENDING_ADD_MS.
+ * → "moved" (the entry is no longer the one read), "deleted", "renumbered" or "kept".
+ */
+export const SETTLE_INDEX = new LuaScript(`
+local g = ARGV[1]
+if redis.call('HGET', KEYS[1], g) ~= ARGV[2] then return 'moved' end
+if ARGV[5] ~= 'adding' and ARGV[4] == '0' then
+  local v = redis.call('HGET', KEYS[3], 'v:' .. g) or ''
+  local p = tonumber(redis.call('HGET', KEYS[3], 'p:' .. g) or '0')
+  local t = tonumber(redis.call('HGET', KEYS[3], 't:' .. g) or '0')
+  if v == ARGV[3] and (p <= 0 or tonumber(ARGV[6]) - t >= tonumber(ARGV[7])) then
+    redis.call('HDEL', KEYS[1], g)
+    redis.call('HDEL', KEYS[3], 'v:' .. g, 'p:' .. g, 't:' .. g)
+    return 'deleted'
+  end
+end
+if ARGV[5] == 'idle' or (ARGV[5] == 'adding' and ARGV[4] == '1') then return 'kept' end
+redis.call('HSET', KEYS[1], g, redis.call('INCR', KEYS[2]))
+redis.call('HINCRBY', KEYS[3], 'v:' .. g, 1)
+return 'renumbered'
+`);
+
+/**
+ * KEYS: groups next adds. ARGV: groupId, max, now. → 1 added, 0 already there, -1 full (nothing written);
+ * unless full, marks an add in flight (as BEGIN_ADD).
+ */
+export const RESERVE_DEVICE_GROUP = new LuaScript(`
+local g = ARGV[1]
+local reply = 0
+if redis.call('HEXISTS', KEYS[1], g) == 0 then
+  if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end
+  redis.call('HSET', KEYS[1], g, redis.call('INCR', KEYS[2]))
+  reply = 1
+end
+redis.call('HINCRBY', KEYS[3], 'v:' .. g, 1)
+redis.call('HINCRBY', KEYS[3], 'p:' .. g, 1)
+redis.call('HSET', KEYS[3], 't:' .. g, ARGV[3])
+return reply
 `);
 
 /** KEYS: cursor. ARGV: (stream, position)… — raises, never lowers. */

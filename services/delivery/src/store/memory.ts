@@ -1,6 +1,6 @@
 import { toBase64url } from "@mastodon-mls/protocol";
 import { groupEvent } from "./events.js";
-import { DEFAULT_WINNER_EPOCHS, FORK_RECORDS, logEntry } from "./types.js";
+import { DEFAULT_WINNER_EPOCHS, FORK_RECORDS, PENDING_ADD_MS, logEntry } from "./types.js";
 import type {
   AckOutcome,
   AppendOutcome,
@@ -16,6 +16,7 @@ import type {
   ForkReport,
   GroupSnapshot,
   GroupStatus,
+  IndexSettlement,
   Invitation,
   LogEntry,
   MemberRecord,
@@ -47,6 +48,13 @@ interface GroupData {
   forks: Map<number, ForkRecord>;
 }
 
+interface DeviceIndex {
+  numbers: Map<string, number>;
+  next: number;
+  /** groupId → adds in flight (beginAdd without endAdd yet), and when the last began. */
+  pending: Map<string, { count: number; at: number }>;
+}
+
 interface InvitationQueue {
   base: number;
   items: { invitation: Invitation; at: number }[];
@@ -59,13 +67,16 @@ interface InvitationQueue {
 export class MemoryDeliveryStore implements DeliveryStore {
   private readonly winnerEpochs: number;
   private readonly groups = new Map<string, GroupData>();
-  private readonly deviceIndex = new Map<string, { numbers: Map<string, number>; next: number }>();
+  private readonly deviceIndex = new Map<string, DeviceIndex>();
   private readonly cursors = new Map<string, Map<string, number>>();
   private readonly invitationQueues = new Map<string, InvitationQueue>();
 
-  /** `winnerEpochs`: as the Redis store's option (types.ts DEFAULT_WINNER_EPOCHS). */
-  constructor(opts: { winnerEpochs?: number } = {}) {
+  private readonly clock: () => number;
+
+  /** `winnerEpochs`, `clock`: as the Redis store's options. */
+  constructor(opts: { winnerEpochs?: number; clock?: () => number } = {}) {
     this.winnerEpochs = opts.winnerEpochs ?? DEFAULT_WINNER_EPOCHS;
+    this.clock = opts.clock ?? Date.now;
   }
 
   async createGroup(g: NewGroup): Promise<boolean> {
@@ -228,19 +239,32 @@ export class MemoryDeliveryStore implements DeliveryStore {
     };
   }
 
+  private indexOf(device: string): DeviceIndex {
+    let index = this.deviceIndex.get(device);
+    if (!index) {
+      index = { numbers: new Map(), next: 0, pending: new Map() };
+      this.deviceIndex.set(device, index);
+    }
+    return index;
+  }
+
   async indexDeviceGroups(device: string, groupIds: readonly string[]): Promise<void> {
-    const index = this.deviceIndex.get(device) ?? { numbers: new Map<string, number>(), next: 0 };
-    this.deviceIndex.set(device, index);
+    const index = this.indexOf(device);
     for (const id of groupIds) if (!index.numbers.has(id)) index.numbers.set(id, ++index.next);
   }
 
   async reserveDeviceGroup(device: string, groupId: string, max: number) {
-    const index = this.deviceIndex.get(device) ?? { numbers: new Map<string, number>(), next: 0 };
-    if (index.numbers.has(groupId)) return "present" as const;
-    if (index.numbers.size >= max) return "full" as const;
-    this.deviceIndex.set(device, index);
-    index.numbers.set(groupId, ++index.next);
-    return "added" as const;
+    const index = this.indexOf(device);
+    const present = index.numbers.has(groupId);
+    if (!present && index.numbers.size >= max) return "full" as const;
+    if (!present) index.numbers.set(groupId, ++index.next);
+    this.markInFlight(index, groupId);
+    return present ? ("present" as const) : ("added" as const);
+  }
+
+  private markInFlight(index: DeviceIndex, groupId: string): void {
+    const pending = index.pending.get(groupId);
+    index.pending.set(groupId, { count: (pending?.count ?? 0) + 1, at: this.clock() });
   }
 
   async deviceGroups(device: string): Promise<DeviceGroups> {
@@ -248,20 +272,54 @@ export class MemoryDeliveryStore implements DeliveryStore {
     return { numbers: new Map(index?.numbers), next: index?.next ?? 0 };
   }
 
-  async forgetDeviceGroup(device: string, groupId: string): Promise<void> {
-    this.deviceIndex.get(device)?.numbers.delete(groupId);
-    this.indexMember(device, groupId);
+  // Each of these runs from its check to its last change with no await: the group's memberships and the
+  // device's index are read and written in one step, which the Redis store can only approach (redis.ts).
+  async beginAdd(device: string, groupId: string): Promise<void> {
+    const index = this.indexOf(device);
+    if (!index.numbers.has(groupId) || !this.groups.get(groupId)?.memberships.has(device)) {
+      index.numbers.set(groupId, ++index.next);
+    }
+    this.markInFlight(index, groupId);
+  }
+
+  async endAdd(device: string, groupId: string): Promise<void> {
+    const index = this.deviceIndex.get(device);
+    const pending = index?.pending.get(groupId);
+    if (!index || !pending) return;
+    if (pending.count > 1) pending.count--;
+    else index.pending.delete(groupId);
+  }
+
+  async forgetDeviceGroup(
+    device: string,
+    groupId: string,
+    how: "forgotten" | "idle",
+  ): Promise<IndexSettlement> {
+    const index = this.deviceIndex.get(device);
+    if (!index?.numbers.has(groupId)) {
+      this.indexMember(device, groupId);
+      return "absent";
+    }
+    const member = this.groups.get(groupId)?.memberships.has(device) ?? false;
+    const pending = index.pending.get(groupId);
+    const inFlight = pending !== undefined && this.clock() - pending.at < PENDING_ADD_MS;
+    if (!member && !inFlight) {
+      index.numbers.delete(groupId);
+      index.pending.delete(groupId);
+      return "deleted";
+    }
+    if (how === "idle") return "kept";
+    index.numbers.set(groupId, ++index.next);
+    return "renumbered";
   }
 
   async indexIfMember(device: string, groupId: string): Promise<boolean> {
     return this.indexMember(device, groupId);
   }
 
-  /** Synchronous, so that forgetDeviceGroup checks and deletes in one step. */
   private indexMember(device: string, groupId: string): boolean {
     if (!this.groups.get(groupId)?.memberships.has(device)) return false;
-    const index = this.deviceIndex.get(device) ?? { numbers: new Map<string, number>(), next: 0 };
-    this.deviceIndex.set(device, index);
+    const index = this.indexOf(device);
     if (index.numbers.has(groupId)) return false;
     index.numbers.set(groupId, ++index.next);
     return true;

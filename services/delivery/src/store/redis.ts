@@ -3,20 +3,23 @@ import { StoreUnavailableError, redisReady, type Redis } from "@mastodon-mls/ser
 import { channelsOf } from "../channels.js";
 import { groupTopic, topicsOf, type GroupEvent } from "../notifier.js";
 import { eventTemplate, groupEvent } from "./events.js";
-import { DEFAULT_WINNER_EPOCHS, logEntry } from "./types.js";
+import { DEFAULT_WINNER_EPOCHS, PENDING_ADD_MS, logEntry } from "./types.js";
 import {
   ACK_GROUP,
   ADVANCE_CURSOR,
   APPEND,
+  BEGIN_ADD,
   COMMIT,
   CREATE_GROUP,
   DEPART,
+  END_ADD,
   INDEX_DEVICE_GROUPS,
   QUEUE_INVITATION,
   READ_INVITATIONS,
   READ_LOG,
   REPORT_FORK,
   RESERVE_DEVICE_GROUP,
+  SETTLE_INDEX,
   SWEEP_GROUP,
   SWEEP_INVITATIONS,
   TRIM_INVITATIONS,
@@ -36,6 +39,7 @@ import type {
   ForkReport,
   GroupSnapshot,
   GroupStatus,
+  IndexSettlement,
   Invitation,
   LogEntry,
   MemberRecord,
@@ -58,6 +62,8 @@ export interface RedisStoreOptions {
    * the script that appends it. Outcomes then say `announced: true` and the caller publishes nothing.
    */
   announce?: boolean;
+  /** The clock of adds in flight (PENDING_ADD_MS); Date.now by default. */
+  clock?: () => number;
 }
 
 /**
@@ -79,6 +85,7 @@ export interface RedisStoreOptions {
  *                                     at most (the newest epochs')
  *   <p>{d:<deviceId>}:groups   hash   groupId → the group's number in this device's cursors
  *   <p>{d:<deviceId>}:next     string counter for those numbers
+ *   <p>{d:<deviceId>}:adds     hash   "v:<g>", "p:<g>", "t:<g>": adds of the device to group g in flight (lua.ts)
  *   <p>{d:<deviceId>}:cursor   hash   cursor stream → acknowledged position
  *   <p>{a:<acct>}:inv          list   invitations after invbase, in order (JSON, starting with "t")
  *   <p>{a:<acct>}:invbase      string invitations deleted so far
@@ -88,6 +95,7 @@ export class RedisDeliveryStore implements DeliveryStore {
   private readonly announce: boolean;
   private readonly index: string;
   private readonly winnerEpochs: number;
+  private readonly clock: () => number;
 
   constructor(
     private readonly redis: Redis,
@@ -97,6 +105,7 @@ export class RedisDeliveryStore implements DeliveryStore {
     this.announce = opts.announce ?? false;
     this.winnerEpochs = opts.winnerEpochs ?? DEFAULT_WINNER_EPOCHS;
     this.index = `${prefix}retention`;
+    this.clock = opts.clock ?? Date.now;
   }
 
   private group(groupId: string) {
@@ -117,7 +126,12 @@ export class RedisDeliveryStore implements DeliveryStore {
 
   private device(device: string) {
     const base = `${this.prefix}{d:${device}}:`;
-    return { groups: `${base}groups`, next: `${base}next`, cursor: `${base}cursor` };
+    return {
+      groups: `${base}groups`,
+      next: `${base}next`,
+      cursor: `${base}cursor`,
+      adds: `${base}adds`,
+    };
   }
 
   private account(acct: string) {
@@ -325,7 +339,11 @@ export class RedisDeliveryStore implements DeliveryStore {
 
   async reserveDeviceGroup(device: string, groupId: string, max: number) {
     const k = this.device(device);
-    const reply = (await RESERVE_DEVICE_GROUP.run(this.redis, [k.groups, k.next], [groupId, max])) as number;
+    const reply = (await RESERVE_DEVICE_GROUP.run(
+      this.redis,
+      [k.groups, k.next, k.adds],
+      [groupId, max, this.clock()],
+    )) as number;
     return reply === 1 ? ("added" as const) : reply === 0 ? ("present" as const) : ("full" as const);
   }
 
@@ -339,13 +357,64 @@ export class RedisDeliveryStore implements DeliveryStore {
     };
   }
 
-  async forgetDeviceGroup(device: string, groupId: string): Promise<void> {
-    await this.redis.hdel(this.device(device).groups, groupId);
-    // The memberships are in the group's hash slot, the index in the device's: no one script can check
-    // one and delete from the other. Checked after the deletion instead: a commit that added the device
-    // again before this check is seen here, one after it runs indexIfMember after the deletion.
-    await this.indexIfMember(device, groupId);
+  async beginAdd(device: string, groupId: string): Promise<void> {
+    const k = this.device(device);
+    const [number, created] = (await BEGIN_ADD.run(
+      this.redis,
+      [k.groups, k.next, k.adds],
+      [groupId, this.clock()],
+    )) as [number, number];
+    // An entry found: if the group has no stretch of the device, it was left behind by a forget that
+    // stopped half-way, and its number's acknowledged positions must not apply to the stretch to come.
+    if (created === 0) await this.settle(device, groupId, "adding", String(number), "");
   }
+
+  async endAdd(device: string, groupId: string): Promise<void> {
+    await END_ADD.run(this.redis, [this.device(device).adds], [groupId]);
+  }
+
+  async forgetDeviceGroup(
+    device: string,
+    groupId: string,
+    how: "forgotten" | "idle",
+  ): Promise<IndexSettlement> {
+    const k = this.device(device);
+    const replies = await this.redis.multi().hget(k.groups, groupId).hget(k.adds, `v:${groupId}`).exec();
+    const [number, version] = results<unknown>(replies, 2) as [string | null, string | null];
+    if (number === null) {
+      // No entry: a commit that added the device may still need one (indexIfMember after it, too).
+      await this.indexIfMember(device, groupId);
+      return "absent";
+    }
+    return this.settle(device, groupId, how, number, version ?? "");
+  }
+
+  /**
+   * The memberships are in the group's hash slot, the index in the device's: no one script can check one
+   * and change the other. So the entry and its add version are read first (by the caller), the
+   * memberships next, and the entry changes only if it is still the one read and, to go, no add began,
+   * ended or is in flight since. A commit that adds the device after the memberships were read began its
+   * add before that: it was in flight when read, or changed the version since.
+   */
+  protected async settle(
+    device: string,
+    groupId: string,
+    how: "forgotten" | "idle" | "adding",
+    number: string,
+    version: string,
+  ): Promise<IndexSettlement> {
+    const k = this.device(device);
+    const member = await this.redis.hexists(this.group(groupId).mship, device);
+    await this.beforeSettle?.(device, groupId);
+    return (await SETTLE_INDEX.run(
+      this.redis,
+      [k.groups, k.next, k.adds],
+      [groupId, number, version, member, how, this.clock(), PENDING_ADD_MS],
+    )) as IndexSettlement;
+  }
+
+  /** Tests only: runs between the memberships read and the index change of a settle. */
+  beforeSettle: ((device: string, groupId: string) => Promise<void>) | undefined;
 
   async indexIfMember(device: string, groupId: string): Promise<boolean> {
     if ((await this.redis.hexists(this.group(groupId).mship, device)) === 0) return false;

@@ -7,7 +7,13 @@ import { groupTopic } from "../notifier.js";
 import { EVENT_MESSAGE_CHARS } from "./events.js";
 import { MemoryDeliveryStore } from "./memory.js";
 import { RedisDeliveryStore } from "./redis.js";
-import { FORK_RECORDS, type CommitWrite, type DeliveryStore, type MemberRecord } from "./types.js";
+import {
+  FORK_RECORDS,
+  PENDING_ADD_MS,
+  type CommitWrite,
+  type DeliveryStore,
+  type MemberRecord,
+} from "./types.js";
 
 // One contract, both stores: the Redis one against a real redis-server.
 
@@ -47,14 +53,18 @@ afterAll(async () => {
 /** How many winners a group's Redis hash holds (the memory store has no such hash to look at). */
 type WinsSize = (groupId: string) => Promise<number | undefined>;
 
+/** The stores' clock (for adds in flight), moved by the tests. */
+let now = 1_000_000;
+const clock = () => now;
+
 let redisPrefix = "";
 const stores: [string, () => DeliveryStore, WinsSize][] = [
-  ["memory", () => new MemoryDeliveryStore(), async () => undefined],
+  ["memory", () => new MemoryDeliveryStore({ clock }), async () => undefined],
   [
     "redis",
     () => {
       redisPrefix = `${redisHandle.keyPrefix}${++counter}:`;
-      return new RedisDeliveryStore(redis, redisPrefix);
+      return new RedisDeliveryStore(redis, redisPrefix, { clock });
     },
     (groupId) => redis.hlen(`${redisPrefix}{g:${groupId}}:wins`),
   ],
@@ -455,40 +465,111 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     expect(new Set(groups.numbers.values()).size).toBe(3);
     expect(groups.next).toBe(3);
     expect(await store.deviceGroupCount("dev-x")).toBe(3);
-    await store.forgetDeviceGroup("dev-x", "g2");
+    expect(await store.forgetDeviceGroup("dev-x", "g2", "forgotten")).toBe("deleted");
     expect([...(await store.deviceGroups("dev-x")).numbers.keys()].sort()).toEqual(["g1", "g3"]);
+    expect(await store.forgetDeviceGroup("dev-x", "g2", "idle")).toBe("absent");
     await store.indexDeviceGroups("dev-x", ["g2"]);
     expect((await store.deviceGroups("dev-x")).numbers.get("g2")).toBe(4);
     expect(await store.deviceGroups("dev-none")).toEqual({ numbers: new Map(), next: 0 });
   });
 
-  it("keeps a device in its index when a commit added it back while the group was forgetting it", async () => {
-    const id = await groupWithLog(0, ["bob"]); // seq 1: add bob
-    await store.indexDeviceGroups("dev-bob", [id]);
-    const before = (await store.deviceGroups("dev-bob")).numbers.get(id)!;
-    await store.commit(id, commitWrite(1, { removes: [1], removedDevices: ["dev-bob"] })); // seq 2
+  /** bob added at seq 1, removed at 2, and done with the group (read to the `removed` notice, 3). */
+  async function bobRemovedAndDone() {
+    const id = await groupWithLog(0);
+    await store.beginAdd("dev-bob", id);
+    await store.commit(id, commitWrite(0, { adds: [{ leaf: 1, member: member("bob") }], welcome: bytes(6) }));
+    await store.endAdd("dev-bob", id);
+    const first = (await store.deviceGroups("dev-bob")).numbers.get(id)!;
+    await store.commit(id, commitWrite(1, { removes: [1], removedDevices: ["dev-bob"] }));
     expect(await store.ackGroup(id, "dev-bob", [{ stretch: 0, position: 3 }])).toMatchObject({ done: true });
-    // Before the index entry goes, the hint of a new Add finds it there, and the commit lands.
-    await store.indexDeviceGroups("dev-bob", [id]);
-    await store.commit(id, commitWrite(2, { adds: [{ leaf: 1, member: member("bob") }], welcome: bytes(7) }));
-    await store.forgetDeviceGroup("dev-bob", id);
-    // Indexed anew: the stretches count from 0 again, so the old number's acknowledgements must not apply.
+    return { id, first };
+  }
+  const readd = (id: string, epoch: number, welcome = 7) =>
+    store.commit(
+      id,
+      commitWrite(epoch, { adds: [{ leaf: 1, member: member("bob") }], welcome: bytes(welcome) }),
+    );
+
+  it("keeps a device in its index, under a new number, when a commit added it back while the group forgot it", async () => {
+    const { id, first } = await bobRemovedAndDone();
+    // Before the index entry is settled, a new Add begins (finding the entry there) and its commit lands.
+    await store.beginAdd("dev-bob", id);
+    expect(await readd(id, 2)).toMatchObject({ ok: true, seq: 3 });
+    await store.endAdd("dev-bob", id);
+    expect(await store.forgetDeviceGroup("dev-bob", id, "forgotten")).toBe("renumbered");
+    // The stretches count from 0 again, so the old number's acknowledgements must not apply: a new one.
     const after = (await store.deviceGroups("dev-bob")).numbers.get(id);
-    expect(after).toBeGreaterThan(before);
+    expect(after).toBeGreaterThan(first);
     expect((await store.memberships(id, "dev-bob"))!.memberships).toEqual([{ from: 3, until: null }]);
     // Nothing to do for a device indexed already, or one the group does not have.
     expect(await store.indexIfMember("dev-bob", id)).toBe(false);
     expect(await store.indexIfMember("dev-nobody", id)).toBe(false);
     expect(await store.deviceGroups("dev-nobody")).toEqual({ numbers: new Map(), next: 0 });
-    // A forget that ran before the commit dropped the hint; indexIfMember after the commit puts it back.
-    await store.commit(id, commitWrite(3, { removes: [1], removedDevices: ["dev-bob"] })); // seq 4
-    expect(await store.ackGroup(id, "dev-bob", [{ stretch: 0, position: 5 }])).toMatchObject({ done: true });
-    await store.indexDeviceGroups("dev-bob", [id]);
-    await store.forgetDeviceGroup("dev-bob", id);
-    expect((await store.deviceGroups("dev-bob")).numbers.has(id)).toBe(false);
-    await store.commit(id, commitWrite(4, { adds: [{ leaf: 1, member: member("bob") }], welcome: bytes(8) }));
-    expect(await store.indexIfMember("dev-bob", id)).toBe(true);
-    expect((await store.deviceGroups("dev-bob")).numbers.has(id)).toBe(true);
+  });
+
+  it("keeps the entry of an add in flight: a forget meanwhile gives it a new number instead of dropping it", async () => {
+    const { id, first } = await bobRemovedAndDone();
+    await store.beginAdd("dev-bob", id);
+    // The forget runs before the commit lands: no stretch, but an add in flight.
+    expect(await store.forgetDeviceGroup("dev-bob", id, "forgotten")).toBe("renumbered");
+    expect(await store.forgetDeviceGroup("dev-bob", id, "idle")).toBe("kept");
+    expect(await readd(id, 2)).toMatchObject({ ok: true });
+    await store.endAdd("dev-bob", id);
+    const numbers = (await store.deviceGroups("dev-bob")).numbers;
+    expect(numbers.get(id)).toBeGreaterThan(first);
+    expect(await store.indexIfMember("dev-bob", id)).toBe(false);
+    // A member is kept by an idle settle, with its number.
+    expect(await store.forgetDeviceGroup("dev-bob", id, "idle")).toBe("kept");
+    expect((await store.deviceGroups("dev-bob")).numbers.get(id)).toBe(numbers.get(id));
+  });
+
+  it("gives an entry a forget left behind a new number when the device is added again", async () => {
+    // The forget stopped between the group's step and the index's (a crash): the entry keeps its number.
+    const { id, first } = await bobRemovedAndDone();
+    expect((await store.deviceGroups("dev-bob")).numbers.get(id)).toBe(first);
+    await store.advanceCursor("dev-bob", new Map([[`${first}.0`, 3]]));
+    // The re-adding commit is seq 3, where bob's old stretch had its `removed` notice: under the old
+    // number, the position bob acknowledged would pass over the new Welcome.
+    await store.beginAdd("dev-bob", id);
+    expect(await readd(id, 2)).toMatchObject({ ok: true, seq: 3 });
+    await store.endAdd("dev-bob", id);
+    const number = (await store.deviceGroups("dev-bob")).numbers.get(id)!;
+    expect(number).toBeGreaterThan(first);
+    expect((await store.cursor("dev-bob")).get(`${number}.0`)).toBeUndefined();
+    // An entry of a device that still has stretches keeps its number on a new add.
+    await store.commit(id, commitWrite(3, { removes: [1], removedDevices: ["dev-bob"] }));
+    await store.beginAdd("dev-bob", id);
+    await readd(id, 4);
+    await store.endAdd("dev-bob", id);
+    expect((await store.deviceGroups("dev-bob")).numbers.get(id)).toBe(number);
+    expect((await store.memberships(id, "dev-bob"))!.memberships).toHaveLength(2);
+  });
+
+  it("drops the entry of a refused add, and of an add that never ended once PENDING_ADD_MS passed", async () => {
+    const id = await groupWithLog(0);
+    const count = await store.deviceGroupCount("dev-carol");
+    await store.beginAdd("dev-carol", id);
+    expect(await store.commit(id, commitWrite(5))).toMatchObject({ ok: false, reason: "wrong_epoch" });
+    await store.endAdd("dev-carol", id);
+    expect(await store.forgetDeviceGroup("dev-carol", id, "idle")).toBe("deleted");
+    expect(await store.deviceGroupCount("dev-carol")).toBe(count);
+    // An endAdd with nothing in flight, or after the entry went, changes nothing.
+    await store.endAdd("dev-carol", id);
+    expect(await store.forgetDeviceGroup("dev-carol", id, "idle")).toBe("absent");
+    // A request that died between beginAdd and endAdd keeps the entry until its mark lapses.
+    await store.beginAdd("dev-carol", id);
+    now += PENDING_ADD_MS - 1;
+    expect(await store.forgetDeviceGroup("dev-carol", id, "idle")).toBe("kept");
+    now += 1;
+    expect(await store.forgetDeviceGroup("dev-carol", id, "idle")).toBe("deleted");
+    expect(await store.deviceGroupCount("dev-carol")).toBe(count);
+    // Two adds in flight: the entry stays until both ended.
+    await store.beginAdd("dev-carol", id);
+    await store.beginAdd("dev-carol", id);
+    await store.endAdd("dev-carol", id);
+    expect(await store.forgetDeviceGroup("dev-carol", id, "idle")).toBe("kept");
+    await store.endAdd("dev-carol", id);
+    expect(await store.forgetDeviceGroup("dev-carol", id, "idle")).toBe("deleted");
   });
 
   it("raises cursors and never lowers them", async () => {
@@ -532,9 +613,14 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     ]);
     expect([...last].sort()).toEqual(["added", "full"]);
     expect(await store.deviceGroupCount("dev-r")).toBe(2);
-    // Already there needs no room; a place given back can be taken again.
+    // Already there needs no room; a place given back can be taken again, once no create of the group
+    // is in flight (each reservation is one until endAdd).
     expect(await store.reserveDeviceGroup("dev-r", "g1", 2)).toBe("present");
-    await store.forgetDeviceGroup("dev-r", "g1");
+    await store.endAdd("dev-r", "g1");
+    await store.endAdd("dev-r", "g1");
+    expect(await store.forgetDeviceGroup("dev-r", "g1", "idle")).toBe("kept");
+    await store.endAdd("dev-r", "g1");
+    expect(await store.forgetDeviceGroup("dev-r", "g1", "idle")).toBe("deleted");
     expect(await store.reserveDeviceGroup("dev-r", "g4", 2)).toBe("added");
     expect((await store.deviceGroups("dev-r")).next).toBe(3);
   });
@@ -683,5 +769,80 @@ describe("RedisDeliveryStore announcements", () => {
     expect(await redis.hget(`${prefix}{g:${id}}:props`, "r1")).toBe(
       JSON.stringify({ l: 0, m: toBase64url(small) }),
     );
+  });
+});
+
+describe("RedisDeliveryStore index settling across hash slots", () => {
+  // The memberships (group slot) and the index (device slot) cannot change in one script: a settle reads
+  // the entry, then the memberships, then changes the entry. An add that lands in between must still find
+  // bob indexed afterwards, and never under the number of his forgotten stretches (the memory store does
+  // all three in one step: nothing can run in between there).
+  const readd = (store: RedisDeliveryStore, id: string) =>
+    store.commit(id, commitWrite(2, { adds: [{ leaf: 1, member: member("bob") }], welcome: bytes(7) }));
+
+  /** bob added at 1 and removed at 2; he has not read his removal yet. */
+  async function removed(store: RedisDeliveryStore) {
+    const id = newGroupId();
+    await store.createGroup({ groupId: id, creator: member("alice"), at: 1 });
+    await store.beginAdd("dev-bob", id);
+    await store.commit(id, commitWrite(0, { adds: [{ leaf: 1, member: member("bob") }], welcome: bytes(6) }));
+    await store.endAdd("dev-bob", id);
+    await store.commit(id, commitWrite(1, { removes: [1], removedDevices: ["dev-bob"] }));
+    return { id, before: (await store.deviceGroups("dev-bob")).numbers.get(id)! };
+  }
+  const done = async (store: RedisDeliveryStore, id: string) =>
+    expect(await store.ackGroup(id, "dev-bob", [{ stretch: 0, position: 3 }])).toMatchObject({ done: true });
+
+  async function expectIndexedAnew(store: RedisDeliveryStore, id: string, before: number) {
+    const number = (await store.deviceGroups("dev-bob")).numbers.get(id);
+    expect(number).toBeDefined();
+    expect(number).toBeGreaterThan(before);
+    expect((await store.memberships(id, "dev-bob"))!.memberships).toEqual([{ from: 3, until: null }]);
+  }
+
+  it.each(["forgotten", "idle"] as const)(
+    "keeps the entry when an add that began earlier lands and ends between a settle's (%s) reads and its change",
+    async (how) => {
+      const store = new RedisDeliveryStore(redis, `${redisHandle.keyPrefix}${++counter}:`);
+      const { id, before } = await removed(store);
+      // The add begins while bob still has his stretch: his entry keeps its number.
+      await store.beginAdd("dev-bob", id);
+      expect((await store.deviceGroups("dev-bob")).numbers.get(id)).toBe(before);
+      await done(store, id);
+      let ran = false;
+      store.beforeSettle = async () => {
+        if (ran) return;
+        ran = true;
+        expect(await readd(store, id)).toMatchObject({ ok: true, seq: 3 });
+        expect(await store.indexIfMember("dev-bob", id)).toBe(false);
+        await store.endAdd("dev-bob", id);
+      };
+      // The memberships it read had no stretch of bob, and no add is in flight by its change; but one
+      // ended since it read the entry.
+      expect(await store.forgetDeviceGroup("dev-bob", id, how)).toBe(how === "idle" ? "kept" : "renumbered");
+      expect(ran).toBe(true);
+      if (how === "idle") {
+        expect((await store.deviceGroups("dev-bob")).numbers.get(id)).toBe(before);
+      } else {
+        await expectIndexedAnew(store, id, before);
+      }
+    },
+  );
+
+  it("leaves the entry to an add that ran whole between a settle's reads and its change", async () => {
+    const store = new RedisDeliveryStore(redis, `${redisHandle.keyPrefix}${++counter}:`);
+    const { id, before } = await removed(store);
+    await done(store, id);
+    let ran = false;
+    store.beforeSettle = async () => {
+      if (ran) return;
+      ran = true;
+      await store.beginAdd("dev-bob", id); // finds the entry, and no stretch: a new number
+      expect(await readd(store, id)).toMatchObject({ ok: true, seq: 3 });
+      await store.endAdd("dev-bob", id);
+    };
+    expect(await store.forgetDeviceGroup("dev-bob", id, "forgotten")).toBe("moved");
+    expect(ran).toBe(true);
+    await expectIndexedAnew(store, id, before);
   });
 });

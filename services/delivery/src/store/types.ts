@@ -208,6 +208,20 @@ export interface DeviceInGroup {
 }
 
 /** A device's groups at this hub: groupId → its number in the device's cursors. */
+/**
+ * What forgetDeviceGroup did: `deleted` the entry, gave it a new number (`renumbered`), `kept` it, found
+ * it changed by another step since it began (`moved`), or found none (`absent`; indexed again if a
+ * commit added the device meanwhile).
+ */
+export type IndexSettlement = "deleted" | "renumbered" | "kept" | "moved" | "absent";
+
+/**
+ * An add in flight (beginAdd) keeps its device's index entry this long at most: a request that died
+ * between beginAdd and endAdd must not keep it for ever. Far above how long a commit request can take
+ * between the two (a store command fails within seconds while Redis is away).
+ */
+export const PENDING_ADD_MS = 10 * 60_000;
+
 export interface DeviceGroups {
   numbers: ReadonlyMap<string, number>;
   /** The highest number ever given (numbers are never reused). */
@@ -271,27 +285,44 @@ export interface DeliveryStore {
   groupStatus(groupId: string): Promise<GroupStatus | undefined>;
 
   /**
-   * Notes that a device may be a member of these groups (a hint, written before the commit that adds it,
-   * so a crash between the two loses nothing); the group's own memberships decide. Idempotent.
+   * Notes that a device may be a member of these groups (a hint; the group's own memberships decide).
+   * Idempotent. Commits use beginAdd instead, which also marks the add as in flight.
    */
   indexDeviceGroups(device: string, groupIds: readonly string[]): Promise<void>;
   /**
-   * As indexDeviceGroups for one group, but only while the device is indexed in fewer than `max` groups,
-   * checked and written in one step so that concurrent requests cannot both take the last place.
-   * `present`: it was indexed already (nothing written).
+   * As beginAdd, for the device creating the group, but only while the device is indexed in fewer than
+   * `max` groups, checked and written in one step so that concurrent requests cannot both take the last
+   * place. `present`: it was indexed already. Unless `full`, the caller calls endAdd once the create is
+   * answered.
    */
   reserveDeviceGroup(device: string, groupId: string, max: number): Promise<"added" | "present" | "full">;
   deviceGroups(device: string): Promise<DeviceGroups>;
   /**
-   * Drops a group from the device's index (after the group forgot the device), unless a commit added the
-   * device again meanwhile: then it is indexed anew, under a new number (its stretches count from 0 again,
-   * so what the old streams acknowledged does not apply). The device's streams should read again.
+   * Before a commit that adds the device to the group (written first, so a crash between the two loses
+   * nothing): indexes the group for the device if it is not, and marks an add as in flight, which keeps
+   * forgetDeviceGroup from dropping the entry until endAdd (or PENDING_ADD_MS). An entry found that
+   * names no stretch of the device (left by a crash after the group forgot it) gets a new number first,
+   * so that no acknowledged position of the forgotten stretches applies to the new one.
    */
-  forgetDeviceGroup(device: string, groupId: string): Promise<void>;
+  beginAdd(device: string, groupId: string): Promise<void>;
+  /** After that commit was answered, accepted or not: the in-flight mark goes. */
+  endAdd(device: string, groupId: string): Promise<void>;
+  /**
+   * Settles the device's index entry for the group against the group's memberships (docs: README
+   * "Storage"). The memberships are in the group's hash slot and the index in the device's, so no one
+   * step can see both; the entry goes only if no add was in flight or began since this call began.
+   *
+   * - `forgotten`: the group has just forgotten the device (ackGroup `done`, depart). No stretch and no
+   *   add since: the entry goes. Otherwise it gets a new number, never keeping the old one: stretches
+   *   found now belong to a commit that added the device back, and count from 0 again.
+   * - `idle`: nothing is known (a read found no stretch behind the entry; a create that failed). No
+   *   stretch and no add: the entry goes; otherwise it stays.
+   */
+  forgetDeviceGroup(device: string, groupId: string, how: "forgotten" | "idle"): Promise<IndexSettlement>;
   /**
    * Indexes the group for the device if the group has stretches of it and the index lacks it; true if it
-   * did. Run after a commit adds the device: a forgetDeviceGroup that had not yet seen the commit may
-   * have dropped the hint written before it.
+   * did. Run after a commit adds the device, in case its entry went anyway (an add in flight for longer
+   * than PENDING_ADD_MS).
    */
   indexIfMember(device: string, groupId: string): Promise<boolean>;
   memberships(groupId: string, device: string): Promise<DeviceInGroup | undefined>;
