@@ -18,6 +18,9 @@ describe("cursors", () => {
     );
     expect(decodeCursor(text)).toEqual(cursor);
     expect(decodeCursor(encodeCursor(new Map()))).toEqual(new Map());
+    // A stretch is named by the seq of the commit that began it: up to 15 digits.
+    const late = new Map([["3.123456789012345", 123456789012346]]);
+    expect(decodeCursor(encodeCursor(late))).toEqual(late);
   });
 
   it("refuse anything but the exact shape", () => {
@@ -30,6 +33,8 @@ describe("cursors", () => {
       b64('{"v":1,"p":{},"x":1}'),
       b64('{"v":1,"p":{"b":1}}'),
       b64('{"v":1,"p":{"01.0":1}}'),
+      b64('{"v":1,"p":{"1.01":1}}'),
+      b64('{"v":1,"p":{"1.1234567890123456":1}}'),
       b64('{"v":1,"p":{"1.0":-1}}'),
       b64('{"v":1,"p":{"1.0":1.5}}'),
       b64('{"v":1,"p":{"__proto__":1}}'),

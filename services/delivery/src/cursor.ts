@@ -5,9 +5,11 @@ import { ProtocolError, fromBase64url } from "@mastodon-mls/protocol";
  * An inbox cursor: a position in each of a device's streams.
  *
  *   "a"        the account's invitations; position = the last invitation seq delivered
- *   "<n>.<k>"  the k-th membership stretch of the device in the group it numbers n (store.deviceGroups);
- *              position = the last group seq delivered; the Welcome sits at the adding commit's seq and
- *              the `removed` notice one past the removing commit's.
+ *   "<n>.<f>"  the membership stretch of the device that began at seq f (the adding commit; 0 for the
+ *              creator) in the group it numbers n (store.deviceGroups); position = the last group seq
+ *              delivered; the Welcome sits at the adding commit's seq and the `removed` notice one past the
+ *              removing commit's. No commit adds a device twice, so f names one stretch for good: a stretch
+ *              of a device added back after the group forgot it never inherits an old position.
  *
  * A cursor names only the streams it moves; every other stream is at the device's acknowledged position.
  * On the wire: base64url of `{"v":1,"p":{"a":3,"1.0":17}}`. Clients treat it as opaque.
@@ -17,7 +19,7 @@ export type Cursor = ReadonlyMap<string, number>;
 export const ACCOUNT_STREAM = "a";
 export const MAX_CURSOR_STREAMS = 10_000;
 
-const StreamKey = /^(a|(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,5}))$/;
+const StreamKey = /^(a|(0|[1-9][0-9]{0,8})\.(0|[1-9][0-9]{0,14}))$/;
 
 const CursorJson = z
   .object({
@@ -26,8 +28,8 @@ const CursorJson = z
   })
   .strict();
 
-export function membershipStream(groupNumber: number, stretch: number): string {
-  return `${groupNumber}.${stretch}`;
+export function membershipStream(groupNumber: number, from: number): string {
+  return `${groupNumber}.${from}`;
 }
 
 /** The group number of a membership stream key, or undefined for the account stream. */

@@ -21,7 +21,7 @@ export async function depart(
   const outcome = await ctx.store.depart(groupId, device);
   if (!outcome.ok) throw new ProtocolError(outcome.reason);
   if (outcome.trimmed > 0) ctx.metrics.retained.inc({ cause: "ack" }, outcome.trimmed);
-  await ctx.store.forgetDeviceGroup(device, groupId, "forgotten");
+  await ctx.store.forgetDeviceGroup(device, groupId);
   // Its open streams read again and stop tracking the group.
   ctx.notifier.publish({ kind: "devices", devices: [device] });
   ctx.metrics.departures.inc();

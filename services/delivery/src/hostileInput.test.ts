@@ -153,17 +153,13 @@ async function startCustomHub(deps: Parameters<typeof createDelivery>[1], env: R
 
 /**
  * The memory store, whose forgetDeviceGroup can be held until the test lets it go (a Redis round trip,
- * widened), or made to fail once, as a process that died before it would.
+ * widened), or made to fail once, as a process that died before it would; and more hooks below.
  */
 class ForgetHookStore extends MemoryDeliveryStore {
   gate: Promise<void> | undefined;
   entered: (() => void) | undefined;
   failNext = false;
-  override async forgetDeviceGroup(
-    device: string,
-    groupId: string,
-    how: "forgotten" | "idle",
-  ): Promise<IndexSettlement> {
+  override async forgetDeviceGroup(device: string, groupId: string): Promise<IndexSettlement> {
     if (this.gate) {
       this.entered?.();
       await this.gate;
@@ -172,7 +168,27 @@ class ForgetHookStore extends MemoryDeliveryStore {
       this.failNext = false;
       throw new StoreUnavailableError();
     }
-    return super.forgetDeviceGroup(device, groupId, how);
+    return super.forgetDeviceGroup(device, groupId);
+  }
+
+  /** Commits wait at this gate (once), after their request wrote the added devices' entries. */
+  commitGate: Promise<void> | undefined;
+  commitEntered: (() => void) | undefined;
+  override async commit(...args: Parameters<MemoryDeliveryStore["commit"]>) {
+    const gate = this.commitGate;
+    if (gate) {
+      this.commitGate = undefined;
+      this.commitEntered?.();
+      await gate;
+    }
+    return super.commit(...args);
+  }
+
+  /** beginAdd fails for this device (a Redis error on its slot). */
+  failBeginFor: string | undefined;
+  override async beginAdd(device: string, groupId: string, token: string): Promise<void> {
+    if (device === this.failBeginFor) throw new StoreUnavailableError();
+    return super.beginAdd(device, groupId, token);
   }
 }
 
@@ -244,6 +260,19 @@ async function bobAddedAndRemoved(hub: { client: (d: TestDevice) => HubClient })
   return { alice, bob, g, page };
 }
 
+/** alice's new group at the hub, and two devices she may add. */
+async function aliceGroupWithFriends(hub: { client: (d: TestDevice) => HubClient }) {
+  const [alice, bob, carol] = await Promise.all([
+    TestDevice.create("alice"),
+    TestDevice.create("bob"),
+    TestDevice.create("carol"),
+  ]);
+  const g = randomGroupId();
+  await alice.startGroup(g.bytes);
+  expect((await hub.client(alice).createGroup(g.text)).status).toBe(201);
+  return { alice, bob, carol, g };
+}
+
 describe("races", () => {
   it("a device re-added while its ack of `removed` is finishing still gets its Welcome", async () => {
     const store = new ForgetHookStore();
@@ -299,18 +328,63 @@ describe("races", () => {
     }
   });
 
+  it("a re-add whose entry was written before the device's ack of `removed`, landing after that ack's settle failed, delivers its Welcome", async () => {
+    const store = new ForgetHookStore();
+    const hub = await startCustomHub({ store });
+    try {
+      const { alice, bob, g, page } = await bobAddedAndRemoved(hub);
+      // alice re-adds bob: her request writes bob's entry (it is there already, with its number) and
+      // stops before the commit step.
+      let release!: () => void;
+      store.commitGate = new Promise((r) => (release = r));
+      const entered = new Promise<void>((r) => (store.commitEntered = r));
+      const readd = await alice.commit([addOf(await bob.keyPackage())]);
+      const submitted = hub.client(alice).submit(g.text, readd.commit, readd.welcome);
+      await entered;
+      // bob acknowledges his `removed` item (3): the group forgets him; the settle fails (a Redis error,
+      // or the process dies), so his client sees 503.
+      store.failNext = true;
+      expect((await hub.client(bob).ack(page.cursor)).status).toBe(503);
+      // The re-add lands: seq 3, where the old `removed` was.
+      release();
+      expect(await submitted).toMatchObject({ status: 201, body: { seq: 3 } });
+      readd.apply();
+      // bob's client retries its ack (it got a 503), then reads: the Welcome comes, and he is in.
+      expect((await hub.client(bob).ack(page.cursor)).status).toBe(200);
+      expect((await drain(bob, hub.client(bob))).map((i) => i.kind)).toEqual(["welcome"]);
+      const hello = await alice.encrypt("still here");
+      expect((await hub.client(alice).submit(g.text, hello)).status).toBe(201);
+      expect((await drain(bob, hub.client(bob))).map((i) => i.text)).toEqual(["still here"]);
+    } finally {
+      await hub.delivery.close();
+    }
+  });
+
+  it("a commit that fails while writing its added devices' entries gives back the places it took", async () => {
+    const store = new ForgetHookStore();
+    const hub = await startCustomHub({ store });
+    try {
+      const { alice, bob, carol, g } = await aliceGroupWithFriends(hub);
+      const adds = await alice.commit([addOf(await carol.keyPackage()), addOf(await bob.keyPackage())]);
+      store.failBeginFor = bob.deviceId;
+      expect((await hub.client(alice).submit(g.text, adds.commit, adds.welcome)).status).toBe(503);
+      // carol's entry was written, and goes with the failed request.
+      expect(await store.deviceGroupCount(carol.deviceId)).toBe(0);
+      expect(await store.deviceGroupCount(bob.deviceId)).toBe(0);
+      // Once the store is back, the same commit goes through.
+      store.failBeginFor = undefined;
+      expect((await hub.client(alice).submit(g.text, adds.commit, adds.welcome)).status).toBe(201);
+      expect(await store.deviceGroupCount(carol.deviceId)).toBe(1);
+    } finally {
+      await hub.delivery.close();
+    }
+  });
+
   it("a refused commit takes no place in the budget of the devices it would have added", async () => {
     const store = new CommitBarrierStore();
     const hub = await startCustomHub({ store });
     try {
-      const [alice, bob, carol] = await Promise.all([
-        TestDevice.create("alice"),
-        TestDevice.create("bob"),
-        TestDevice.create("carol"),
-      ]);
-      const g = randomGroupId();
-      await alice.startGroup(g.bytes);
-      expect((await hub.client(alice).createGroup(g.text)).status).toBe(201);
+      const { alice, bob, carol, g } = await aliceGroupWithFriends(hub);
       // Two commits for epoch 0, both screened against it (each device's entry written) before either
       // is stored: one wins, the other is refused at the epoch check.
       const addCarol = await alice.commit([addOf(await carol.keyPackage())]);
@@ -338,10 +412,10 @@ describe("races", () => {
       await alice.startGroup(g.bytes);
       expect((await hub.client(alice).createGroup(g.text)).status).toBe(201);
       // Left by an add whose request died before its commit (and before its mark lapsed: then kept).
-      await store.beginAdd(bob.deviceId, g.text);
+      await store.beginAdd(bob.deviceId, g.text, "t");
       expect((await hub.client(bob).inbox()).items).toEqual([]);
       expect(await store.deviceGroupCount(bob.deviceId)).toBe(1);
-      await store.endAdd(bob.deviceId, g.text);
+      await store.endAdd(bob.deviceId, g.text, "t");
       expect((await hub.client(bob).inbox()).items).toEqual([]);
       await waitFor(async () => (await store.deviceGroupCount(bob.deviceId)) === 0);
     } finally {

@@ -1,6 +1,6 @@
 import { ProtocolError, toBase64url, type InboxItem } from "@mastodon-mls/protocol";
 import { ACCOUNT_STREAM, encodeCursor, groupNumberOf, membershipStream, type Cursor } from "./cursor.js";
-import type { DeliveryStore, LogEntry } from "./store/types.js";
+import type { DeliveryStore, LogEntry, StretchAck } from "./store/types.js";
 
 // A device's inbox is a merge, in a fixed order, of its streams (cursor.ts): the account's invitations
 // first, then each membership stretch in the order the device joined its groups. Within a stretch: the
@@ -120,17 +120,19 @@ async function deviceStreams(store: DeliveryStore, reader: InboxReader) {
     },
   ];
   const last = new Map<string, GroupStream>();
+  const first = new Map<number, number>();
   ordered.forEach(([groupId, number], i) => {
     const inGroup = found[i];
     if (!inGroup) {
       // An entry whose commit never landed, or left by a forget that stopped half-way: it goes, unless an
       // add of the device is in flight, so that it takes no place in the device's budget for ever. Not
       // waited for: reading does not depend on it, and a failure leaves it for the next read.
-      store.forgetDeviceGroup(reader.device, groupId, "idle").catch(() => undefined);
+      store.forgetDeviceGroup(reader.device, groupId).catch(() => undefined);
       return;
     }
-    inGroup.memberships.forEach((m, k) => {
-      const key = membershipStream(number, k);
+    first.set(number, Math.min(...inGroup.memberships.map((m) => m.from)));
+    for (const m of inGroup.memberships) {
+      const key = membershipStream(number, m.from);
       last.set(groupId, { key, open: m.until === null });
       const lastSeq = m.until ?? inGroup.seq;
       const behind = (pos: number): Produced => ({
@@ -196,16 +198,36 @@ async function deviceStreams(store: DeliveryStore, reader: InboxReader) {
           return out;
         },
       });
-    });
+    }
   });
-  return { streams, acked, groups: last, next: groups.next, numbers: groups.numbers };
+  return { streams, acked, groups: last, next: groups.next, numbers: groups.numbers, first };
 }
 
-/** A stream key the cursor may name although the device no longer has it: a group it has finished with. */
-function forgotten(key: string, next: number, numbers: ReadonlyMap<string, number>): boolean {
+/**
+ * Each group number's earliest stretch now (its `from`): the stretches of a number the group forgot all
+ * began before it, since the group forgets a device's stretches all at once and any later one begins
+ * with a later commit.
+ */
+type FirstStretches = ReadonlyMap<number, number>;
+
+/**
+ * A stream key the cursor may name although the device no longer has it: a group it has finished with (its
+ * number no longer indexed, or indexed with nothing behind it), or a stretch of a number that the group
+ * forgot before the device was added back (it began before the number's earliest stretch now).
+ */
+function forgotten(
+  key: string,
+  next: number,
+  numbers: ReadonlyMap<string, number>,
+  first: FirstStretches,
+): boolean {
   const n = groupNumberOf(key);
   if (n === undefined || n < 1 || n > next) return false;
-  for (const v of numbers.values()) if (v === n) return false;
+  for (const v of numbers.values()) {
+    if (v !== n) continue;
+    const earliest = first.get(n);
+    return earliest === undefined || Number(key.slice(key.indexOf(".") + 1)) < earliest;
+  }
   return true;
 }
 
@@ -220,7 +242,7 @@ export async function readInbox(
   after: Cursor | undefined,
   opts: InboxOptions,
 ): Promise<InboxPage> {
-  const { streams, acked, groups, next, numbers } = await deviceStreams(store, reader);
+  const { streams, acked, groups, next, numbers, first } = await deviceStreams(store, reader);
   const byKey = new Map(streams.map((s) => [s.key, s]));
   const named = new Map<string, number>();
   for (const [key, pos] of after ?? []) {
@@ -231,7 +253,7 @@ export async function readInbox(
         throw new ProtocolError("invalid_cursor", "The cursor is not valid: it is ahead of the inbox.");
       }
       named.set(key, pos);
-    } else if (!forgotten(key, next, numbers)) {
+    } else if (!forgotten(key, next, numbers, first)) {
       throw new ProtocolError("invalid_cursor", "The cursor names a stream this device does not have.");
     }
   }
@@ -353,6 +375,7 @@ async function validPositions(
   const groups = await store.deviceGroups(reader.device);
   const byNumber = new Map([...groups.numbers].map(([id, n]) => [n, id]));
   const ends = new Map<string, number>();
+  const first = new Map<number, number>();
   const numbers = new Set([...cursor.keys()].map(groupNumberOf));
   // At once, not one group after the other: a stream's `after` may name every group of the device.
   await Promise.all(
@@ -363,16 +386,18 @@ async function validPositions(
       }
       const groupId = byNumber.get(number);
       const inGroup = groupId === undefined ? undefined : await store.memberships(groupId, reader.device);
-      inGroup?.memberships.forEach((m, k) =>
-        ends.set(membershipStream(number, k), m.until === null ? inGroup.seq : m.until + 1),
-      );
+      if (!inGroup) return;
+      first.set(number, Math.min(...inGroup.memberships.map((m) => m.from)));
+      for (const m of inGroup.memberships) {
+        ends.set(membershipStream(number, m.from), m.until === null ? inGroup.seq : m.until + 1);
+      }
     }),
   );
   const valid = new Map<string, number>();
   for (const [key, pos] of cursor) {
     const end = ends.get(key);
     if (end === undefined) {
-      if (forgotten(key, groups.next, groups.numbers)) continue;
+      if (forgotten(key, groups.next, groups.numbers, first)) continue;
       throw invalid("it names a stream this device does not have");
     }
     if (pos > end) throw invalid("it is ahead of the inbox");
@@ -394,19 +419,19 @@ export interface DeliveredStreams {
   streamGroups: ReadonlyMap<string, string | undefined>;
 }
 
-/** Each group's record of the acknowledged positions of its stretches (stream "<n>.<k>" is stretch k). */
+/** Each group's record of the acknowledged positions of its stretches (stream "<n>.<f>": stretch from f). */
 async function ackGroups(
   store: DeliveryStore,
   reader: InboxReader,
   valid: Cursor,
   groupOf: (key: string) => string | undefined,
 ): Promise<AckResult> {
-  const perGroup = new Map<string, { stretch: number; position: number }[]>();
+  const perGroup = new Map<string, StretchAck[]>();
   for (const [key, position] of valid) {
     const groupId = groupOf(key);
     if (groupId === undefined) continue;
     const list = perGroup.get(groupId) ?? [];
-    list.push({ stretch: Number(key.slice(key.indexOf(".") + 1)), position });
+    list.push({ from: Number(key.slice(key.indexOf(".") + 1)), position });
     perGroup.set(groupId, list);
   }
   let trimmed = 0;
@@ -416,7 +441,7 @@ async function ackGroups(
       const outcome = await store.ackGroup(groupId, reader.device, acks);
       trimmed += outcome.trimmed;
       if (!outcome.done) return;
-      await store.forgetDeviceGroup(reader.device, groupId, "forgotten");
+      await store.forgetDeviceGroup(reader.device, groupId);
       forgot = true;
     }),
   );

@@ -154,7 +154,8 @@ describe.each<StoreKind>(["memory", "redis"])("stream (%s store)", (store) => {
     // A position ahead of the inbox: refused before `ready`, or the stream would push nothing up to it.
     const aheadAfter = await StreamClient.connect(hub.url);
     const aheadChallenge = await aheadAfter.next("challenge");
-    const ahead = toBase64url(new TextEncoder().encode(JSON.stringify({ v: 1, p: { "1.0": 9999 } })));
+    // carol's stream: group number 1, the stretch her adding commit (seq 1) began.
+    const ahead = toBase64url(new TextEncoder().encode(JSON.stringify({ v: 1, p: { "1.1": 9999 } })));
     await aheadAfter.auth(carol.signer, aheadChallenge.challenge, ahead);
     expect(await aheadAfter.next("error")).toMatchObject({ error: "invalid_cursor" });
     expect((await aheadAfter.closed).code).toBe(4002);

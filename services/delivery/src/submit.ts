@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import {
   ProtocolError,
   fromBase64url,
@@ -197,9 +198,11 @@ async function acceptCommit(
   // The index entry goes first, marked as an add in flight until the commit is answered: if we stop
   // between the writes, the group's memberships still decide, and no forget of the device running
   // meanwhile can drop the entry (store beginAdd, forgetDeviceGroup).
-  await Promise.all(adds.map((a) => ctx.store.beginAdd(a.member.device, snap.groupId)));
+  const token = randomUUID();
   let outcome: CommitOutcome | undefined;
   try {
+    // Inside the try: if one of them fails, the marks the others set are ended too.
+    await Promise.all(adds.map((a) => ctx.store.beginAdd(a.member.device, snap.groupId, token)));
     outcome = await ctx.store.commit(snap.groupId, {
       expectedEpoch: snap.epoch,
       sender: requester.deviceIdText,
@@ -214,7 +217,7 @@ async function acceptCommit(
       welcome,
     });
   } finally {
-    if (adds.length > 0) await endAdds(ctx, snap.groupId, adds, outcome?.ok === true);
+    if (adds.length > 0) await endAdds(ctx, snap.groupId, adds, token, outcome?.ok === true);
   }
   if (!outcome.ok) {
     if (outcome.reason === "wrong_epoch") throw wrongEpoch(outcome.epoch, outcome.winner);
@@ -245,13 +248,14 @@ async function endAdds(
   ctx: DeliveryContext,
   groupId: string,
   adds: readonly { member: { device: string } }[],
+  token: string,
   accepted: boolean,
 ): Promise<void> {
   try {
     await Promise.all(
       adds.map(async ({ member }) => {
-        await ctx.store.endAdd(member.device, groupId);
-        if (!accepted) await ctx.store.forgetDeviceGroup(member.device, groupId, "idle");
+        await ctx.store.endAdd(member.device, groupId, token);
+        if (!accepted) await ctx.store.forgetDeviceGroup(member.device, groupId);
       }),
     );
   } catch (e) {

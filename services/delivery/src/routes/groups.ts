@@ -1,3 +1,4 @@
+import { randomUUID } from "node:crypto";
 import {
   CommitRejectedBody,
   CommitRejectedResponse,
@@ -57,7 +58,13 @@ export function groupRoutes(ctx: DeliveryContext) {
         // writes loses nothing, and no settle of the entry drops it meanwhile), and the budget is checked
         // in the same store step, so two concurrent creates cannot both take the last place.
         const creator = device.deviceIdText;
-        const reserved = await ctx.store.reserveDeviceGroup(creator, groupId, ctx.limits.groupsPerDevice);
+        const token = randomUUID();
+        const reserved = await ctx.store.reserveDeviceGroup(
+          creator,
+          groupId,
+          ctx.limits.groupsPerDevice,
+          token,
+        );
         if (reserved === "full") {
           throw new ProtocolError(
             "too_many_groups",
@@ -68,8 +75,8 @@ export function groupRoutes(ctx: DeliveryContext) {
         // the entry goes unless the device is in the group after all (a create whose answer was lost, or
         // a commit that added it) or another add of it is in flight.
         const giveBack = async () => {
-          await ctx.store.endAdd(creator, groupId);
-          await ctx.store.forgetDeviceGroup(creator, groupId, "idle");
+          await ctx.store.endAdd(creator, groupId, token);
+          await ctx.store.forgetDeviceGroup(creator, groupId);
         };
         let created: boolean;
         try {
@@ -87,7 +94,7 @@ export function groupRoutes(ctx: DeliveryContext) {
           throw new ProtocolError("group_exists");
         }
         // The group is made: a failure here only leaves the mark until it lapses (PENDING_ADD_MS).
-        await ctx.store.endAdd(creator, groupId).catch((e: unknown) => {
+        await ctx.store.endAdd(creator, groupId, token).catch((e: unknown) => {
           ctx.log.warn({ group: groupId, err: errorSummary(e) }, "ending the create in flight failed");
         });
         ctx.log.info({ group: groupId }, "group created");

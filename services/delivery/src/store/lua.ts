@@ -226,16 +226,14 @@ return entries
 /**
  * Scans a device's stretches "from:until,…": whether all are read to the end (acknowledged past the
  * `removed` notice at until + 1), and the lowest position still to read (from just before the Welcome).
+ * A stretch's acknowledgement is "device#from" (types.ts StretchAck).
  */
 const SCAN = `
 local function scan(acks, device, text, floor)
-  local k = 0
   local done = true
-  for stretch in string.gmatch(text, '[^,]+') do
-    local sep = string.find(stretch, ':', 1, true)
-    local from = tonumber(string.sub(stretch, 1, sep - 1))
-    local untilText = string.sub(stretch, sep + 1)
-    local ack = acks[device .. '#' .. k] or -1
+  for fromText, untilText in string.gmatch(text, '(%d+):(%d*)') do
+    local from = tonumber(fromText)
+    local ack = acks[device .. '#' .. fromText] or -1
     local start = from
     if from > 0 then start = from - 1 end
     if ack < start then ack = start end
@@ -243,9 +241,8 @@ local function scan(acks, device, text, floor)
       done = false
       if ack < floor then floor = ack end
     end
-    k = k + 1
   end
-  return done, floor, k
+  return done, floor
 end
 `;
 
@@ -268,14 +265,14 @@ end
 `;
 
 /**
- * A group forgets a device's `n` stretches and their acknowledgements; then retention by acknowledgement
+ * A group forgets a device's stretches (`text`, as in mship) and their acknowledgements; then retention by acknowledgement
  * (needs SCAN, TRIM and FORGET_WINS): deletes what every device with a stretch has read. `keys` are
  * ACK_GROUP's KEYS.
  */
 const READ_RETENTION = `
-local function forget_stretches(mshipKey, acksKey, device, n)
+local function forget_stretches(mshipKey, acksKey, device, text)
   redis.call('HDEL', mshipKey, device)
-  for k = 0, n - 1 do redis.call('HDEL', acksKey, device .. '#' .. k) end
+  for fromText in string.gmatch(text, '(%d+):') do redis.call('HDEL', acksKey, device .. '#' .. fromText) end
 end
 local function trim_read(keys, acks, seq, base, epoch, keep)
   local floor = seq
@@ -293,16 +290,21 @@ end
 /**
  * Acknowledgements in a group, then retention by acknowledgement. KEYS: meta mship acks log welcome wins
  * forks.
- * ARGV: device, keep, (stretch, position)… → {done, trimmed, oldest ('' when the log is empty)}.
+ * ARGV: device, keep, (stretch's from, position)… → {done, trimmed, oldest ('' when the log is empty)}.
+ * A stretch the device does not have is ignored.
  */
 export const ACK_GROUP = new LuaScript(`${SCAN}${TRIM}${FORGET_WINS}${READ_RETENTION}
 local device = ARGV[1]
 local mine = redis.call('HGET', KEYS[2], device)
 if not mine then return {0, 0, ''} end
+local froms = {}
+for fromText in string.gmatch(mine, '(%d+):') do froms[fromText] = true end
 for i = 3, #ARGV, 2 do
-  local field = device .. '#' .. ARGV[i]
-  local old = tonumber(redis.call('HGET', KEYS[3], field) or '-1')
-  if tonumber(ARGV[i + 1]) > old then redis.call('HSET', KEYS[3], field, ARGV[i + 1]) end
+  if froms[ARGV[i]] then
+    local field = device .. '#' .. ARGV[i]
+    local old = tonumber(redis.call('HGET', KEYS[3], field) or '-1')
+    if tonumber(ARGV[i + 1]) > old then redis.call('HSET', KEYS[3], field, ARGV[i + 1]) end
+  end
 end
 local acks = {}
 local flat = redis.call('HGETALL', KEYS[3])
@@ -310,8 +312,8 @@ for j = 1, #flat, 2 do acks[flat[j]] = tonumber(flat[j + 1]) end
 local meta = redis.call('HMGET', KEYS[1], 'seq', 'base', 'epoch')
 local seq = tonumber(meta[1])
 local base = tonumber(meta[2] or '0')
-local done, _, n = scan(acks, device, mine, seq)
-if done then forget_stretches(KEYS[2], KEYS[3], device, n) end
+local done = scan(acks, device, mine, seq)
+if done then forget_stretches(KEYS[2], KEYS[3], device, mine) end
 local trimmed = trim_read(KEYS, acks, seq, base, tonumber(meta[3]), tonumber(ARGV[2]))
 return {done and 1 or 0, trimmed, trimmed > 0 and oldest(KEYS[4]) or ''}
 `);
@@ -336,8 +338,7 @@ if leaf then
 end
 local mine = redis.call('HGET', KEYS[2], device)
 if not mine then return {'ok', leaf or '', 0, ''} end
-local n = select(2, string.gsub(mine, ',', '')) + 1
-forget_stretches(KEYS[2], KEYS[3], device, n)
+forget_stretches(KEYS[2], KEYS[3], device, mine)
 local acks = {}
 local flat = redis.call('HGETALL', KEYS[3])
 for j = 1, #flat, 2 do acks[flat[j]] = tonumber(flat[j + 1]) end
@@ -435,65 +436,31 @@ end
 return added
 `);
 
-// A device's adds in flight, per group, in its `adds` hash: "v:<g>" counts every beginAdd and endAdd (a
-// settle that read it before and finds it changed knows an add ran meanwhile), "p:<g>" the adds begun and
-// not ended, "t:<g>" when the last began (ms). They go with the group's entry.
-
-/** KEYS: groups next adds. ARGV: groupId, now. → {number, 1 if indexed now}; marks an add in flight. */
-export const BEGIN_ADD = new LuaScript(`
-local g = ARGV[1]
-local n = redis.call('HGET', KEYS[1], g)
-local created = 0
-if not n then
-  n = redis.call('INCR', KEYS[2])
-  redis.call('HSET', KEYS[1], g, n)
-  created = 1
+// A device's adds in flight, per group g, in its `adds` hash: "p:<g>" lists them as "token@ms …" (each
+// request's own token, and when it began), "v:<g>" counts every add begun and ended, so that a settle
+// that read it before and finds it changed knows an add ran meanwhile. Both go with the group's entry.
+const MARK_IN_FLIGHT = `
+local function mark_in_flight(addsKey, g, token, now)
+  local p = redis.call('HGET', addsKey, 'p:' .. g)
+  local entry = token .. '@' .. now
+  redis.call('HSET', addsKey, 'p:' .. g, p and (p .. ' ' .. entry) or entry)
+  redis.call('HINCRBY', addsKey, 'v:' .. g, 1)
 end
-redis.call('HINCRBY', KEYS[3], 'v:' .. g, 1)
-redis.call('HINCRBY', KEYS[3], 'p:' .. g, 1)
-redis.call('HSET', KEYS[3], 't:' .. g, ARGV[2])
-return {tonumber(n), created}
-`);
+`;
 
-/** KEYS: adds. ARGV: groupId. Ends one add in flight (nothing if none is: its entry went meanwhile). */
-export const END_ADD = new LuaScript(`
+/** KEYS: groups next adds. ARGV: groupId, token, now. Indexes the group if it is not; marks the add. */
+export const BEGIN_ADD = new LuaScript(`${MARK_IN_FLIGHT}
 local g = ARGV[1]
-local p = tonumber(redis.call('HGET', KEYS[1], 'p:' .. g) or '0')
-if p <= 0 then return 0 end
-redis.call('HINCRBY', KEYS[1], 'v:' .. g, 1)
-if p == 1 then redis.call('HDEL', KEYS[1], 'p:' .. g, 't:' .. g) else redis.call('HINCRBY', KEYS[1], 'p:' .. g, -1) end
+if redis.call('HEXISTS', KEYS[1], g) == 0 then redis.call('HSET', KEYS[1], g, redis.call('INCR', KEYS[2])) end
+mark_in_flight(KEYS[3], g, ARGV[2], ARGV[3])
 return 1
 `);
 
 /**
- * KEYS: groups next adds. ARGV: groupId, number read, version read ("" for none), 1 if the group has
- * stretches of the device (read after them), how ("forgotten" | "idle" | "adding"), now, PENDING_ADD_MS.
- * → "moved" (the entry is no longer the one read), "deleted", "renumbered" or "kept".
+ * KEYS: groups next adds. ARGV: groupId, max, token, now. → 1 added, 0 already there, -1 full (nothing
+ * written); unless full, marks the create as an add in flight (as BEGIN_ADD).
  */
-export const SETTLE_INDEX = new LuaScript(`
-local g = ARGV[1]
-if redis.call('HGET', KEYS[1], g) ~= ARGV[2] then return 'moved' end
-if ARGV[5] ~= 'adding' and ARGV[4] == '0' then
-  local v = redis.call('HGET', KEYS[3], 'v:' .. g) or ''
-  local p = tonumber(redis.call('HGET', KEYS[3], 'p:' .. g) or '0')
-  local t = tonumber(redis.call('HGET', KEYS[3], 't:' .. g) or '0')
-  if v == ARGV[3] and (p <= 0 or tonumber(ARGV[6]) - t >= tonumber(ARGV[7])) then
-    redis.call('HDEL', KEYS[1], g)
-    redis.call('HDEL', KEYS[3], 'v:' .. g, 'p:' .. g, 't:' .. g)
-    return 'deleted'
-  end
-end
-if ARGV[5] == 'idle' or (ARGV[5] == 'adding' and ARGV[4] == '1') then return 'kept' end
-redis.call('HSET', KEYS[1], g, redis.call('INCR', KEYS[2]))
-redis.call('HINCRBY', KEYS[3], 'v:' .. g, 1)
-return 'renumbered'
-`);
-
-/**
- * KEYS: groups next adds. ARGV: groupId, max, now. → 1 added, 0 already there, -1 full (nothing written);
- * unless full, marks an add in flight (as BEGIN_ADD).
- */
-export const RESERVE_DEVICE_GROUP = new LuaScript(`
+export const RESERVE_DEVICE_GROUP = new LuaScript(`${MARK_IN_FLIGHT}
 local g = ARGV[1]
 local reply = 0
 if redis.call('HEXISTS', KEYS[1], g) == 0 then
@@ -501,10 +468,48 @@ if redis.call('HEXISTS', KEYS[1], g) == 0 then
   redis.call('HSET', KEYS[1], g, redis.call('INCR', KEYS[2]))
   reply = 1
 end
-redis.call('HINCRBY', KEYS[3], 'v:' .. g, 1)
-redis.call('HINCRBY', KEYS[3], 'p:' .. g, 1)
-redis.call('HSET', KEYS[3], 't:' .. g, ARGV[3])
+mark_in_flight(KEYS[3], g, ARGV[3], ARGV[4])
 return reply
+`);
+
+/** KEYS: adds. ARGV: groupId, token. Ends this add's mark (nothing if it is gone: its entry went). */
+export const END_ADD = new LuaScript(`
+local g = ARGV[1]
+local p = redis.call('HGET', KEYS[1], 'p:' .. g)
+if not p then return 0 end
+local left = {}
+local found = false
+local mine = ARGV[2] .. '@'
+for entry in string.gmatch(p, '%S+') do
+  if string.sub(entry, 1, #mine) == mine then found = true else table.insert(left, entry) end
+end
+if not found then return 0 end
+if #left == 0 then
+  redis.call('HDEL', KEYS[1], 'p:' .. g)
+else
+  redis.call('HSET', KEYS[1], 'p:' .. g, table.concat(left, ' '))
+end
+redis.call('HINCRBY', KEYS[1], 'v:' .. g, 1)
+return 1
+`);
+
+/**
+ * KEYS: groups adds. ARGV: groupId, number read, version read ("" for none), 1 if the group has
+ * stretches of the device (read after them), now, PENDING_ADD_MS.
+ * → "moved" (the entry is no longer the one read), "deleted" or "kept".
+ */
+export const SETTLE_INDEX = new LuaScript(`
+local g = ARGV[1]
+if redis.call('HGET', KEYS[1], g) ~= ARGV[2] then return 'moved' end
+if ARGV[4] == '1' then return 'kept' end
+if (redis.call('HGET', KEYS[2], 'v:' .. g) or '') ~= ARGV[3] then return 'kept' end
+local now = tonumber(ARGV[5])
+for at in string.gmatch(redis.call('HGET', KEYS[2], 'p:' .. g) or '', '@(%d+)') do
+  if now - tonumber(at) < tonumber(ARGV[6]) then return 'kept' end
+end
+redis.call('HDEL', KEYS[1], g)
+redis.call('HDEL', KEYS[2], 'v:' .. g, 'p:' .. g)
+return 'deleted'
 `);
 
 /** KEYS: cursor. ARGV: (stream, position)… — raises, never lowers. */

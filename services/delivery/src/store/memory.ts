@@ -36,7 +36,7 @@ interface GroupData {
   roster: Map<number, MemberRecord>;
   leaves: Map<string, number>;
   memberships: Map<string, Membership[]>;
-  /** `device#stretch` → acknowledged position. */
+  /** `device#from` → acknowledged position in the device's stretch from that seq. */
   acks: Map<string, number>;
   /** Entries base+1 … seq. */
   log: LogEntry[];
@@ -51,8 +51,8 @@ interface GroupData {
 interface DeviceIndex {
   numbers: Map<string, number>;
   next: number;
-  /** groupId → adds in flight (beginAdd without endAdd yet), and when the last began. */
-  pending: Map<string, { count: number; at: number }>;
+  /** groupId → the adds of the device to it in flight (beginAdd without endAdd yet): token → when begun. */
+  pending: Map<string, Map<string, number>>;
 }
 
 interface InvitationQueue {
@@ -253,18 +253,19 @@ export class MemoryDeliveryStore implements DeliveryStore {
     for (const id of groupIds) if (!index.numbers.has(id)) index.numbers.set(id, ++index.next);
   }
 
-  async reserveDeviceGroup(device: string, groupId: string, max: number) {
+  async reserveDeviceGroup(device: string, groupId: string, max: number, token: string) {
     const index = this.indexOf(device);
     const present = index.numbers.has(groupId);
     if (!present && index.numbers.size >= max) return "full" as const;
     if (!present) index.numbers.set(groupId, ++index.next);
-    this.markInFlight(index, groupId);
+    this.markInFlight(index, groupId, token);
     return present ? ("present" as const) : ("added" as const);
   }
 
-  private markInFlight(index: DeviceIndex, groupId: string): void {
-    const pending = index.pending.get(groupId);
-    index.pending.set(groupId, { count: (pending?.count ?? 0) + 1, at: this.clock() });
+  private markInFlight(index: DeviceIndex, groupId: string, token: string): void {
+    const pending = index.pending.get(groupId) ?? new Map<string, number>();
+    index.pending.set(groupId, pending);
+    pending.set(token, this.clock());
   }
 
   async deviceGroups(device: string): Promise<DeviceGroups> {
@@ -274,43 +275,34 @@ export class MemoryDeliveryStore implements DeliveryStore {
 
   // Each of these runs from its check to its last change with no await: the group's memberships and the
   // device's index are read and written in one step, which the Redis store can only approach (redis.ts).
-  async beginAdd(device: string, groupId: string): Promise<void> {
+  async beginAdd(device: string, groupId: string, token: string): Promise<void> {
     const index = this.indexOf(device);
-    if (!index.numbers.has(groupId) || !this.groups.get(groupId)?.memberships.has(device)) {
-      index.numbers.set(groupId, ++index.next);
-    }
-    this.markInFlight(index, groupId);
+    if (!index.numbers.has(groupId)) index.numbers.set(groupId, ++index.next);
+    this.markInFlight(index, groupId, token);
   }
 
-  async endAdd(device: string, groupId: string): Promise<void> {
+  async endAdd(device: string, groupId: string, token: string): Promise<void> {
     const index = this.deviceIndex.get(device);
     const pending = index?.pending.get(groupId);
     if (!index || !pending) return;
-    if (pending.count > 1) pending.count--;
-    else index.pending.delete(groupId);
+    pending.delete(token);
+    if (pending.size === 0) index.pending.delete(groupId);
   }
 
-  async forgetDeviceGroup(
-    device: string,
-    groupId: string,
-    how: "forgotten" | "idle",
-  ): Promise<IndexSettlement> {
+  async forgetDeviceGroup(device: string, groupId: string): Promise<IndexSettlement> {
     const index = this.deviceIndex.get(device);
     if (!index?.numbers.has(groupId)) {
       this.indexMember(device, groupId);
       return "absent";
     }
-    const member = this.groups.get(groupId)?.memberships.has(device) ?? false;
-    const pending = index.pending.get(groupId);
-    const inFlight = pending !== undefined && this.clock() - pending.at < PENDING_ADD_MS;
-    if (!member && !inFlight) {
-      index.numbers.delete(groupId);
-      index.pending.delete(groupId);
-      return "deleted";
-    }
-    if (how === "idle") return "kept";
-    index.numbers.set(groupId, ++index.next);
-    return "renumbered";
+    const now = this.clock();
+    const inFlight = [...(index.pending.get(groupId)?.values() ?? [])].some(
+      (at) => now - at < PENDING_ADD_MS,
+    );
+    if (inFlight || this.groups.get(groupId)?.memberships.has(device)) return "kept";
+    index.numbers.delete(groupId);
+    index.pending.delete(groupId);
+    return "deleted";
   }
 
   async indexIfMember(device: string, groupId: string): Promise<boolean> {
@@ -362,9 +354,10 @@ export class MemoryDeliveryStore implements DeliveryStore {
     const g = this.groups.get(groupId);
     const stretches = g?.memberships.get(device);
     if (!g || !stretches) return { done: false, trimmed: 0 };
-    for (const { stretch, position } of acks) {
-      const key = `${device}#${stretch}`;
-      if (stretch < stretches.length && position > (g.acks.get(key) ?? -1)) g.acks.set(key, position);
+    for (const { from, position } of acks) {
+      const key = `${device}#${from}`;
+      const known = stretches.some((m) => m.from === from);
+      if (known && position > (g.acks.get(key) ?? -1)) g.acks.set(key, position);
     }
     const mine = scan(g, device, stretches, g.seq);
     if (mine.done) forgetStretches(g, device, stretches);
@@ -468,20 +461,20 @@ function scan(
   floor: number,
 ): { done: boolean; floor: number } {
   let done = true;
-  stretches.forEach((m, k) => {
-    const ack = Math.max(g.acks.get(`${device}#${k}`) ?? -1, m.from === 0 ? 0 : m.from - 1);
+  for (const m of stretches) {
+    const ack = Math.max(g.acks.get(`${device}#${m.from}`) ?? -1, m.from === 0 ? 0 : m.from - 1);
     if (m.until === null || ack < m.until + 1) {
       done = false;
       floor = Math.min(floor, ack);
     }
-  });
+  }
   return { done, floor };
 }
 
 /** The group forgets a device's stretches and what it acknowledged in them. */
 function forgetStretches(g: GroupData, device: string, stretches: readonly Membership[]): void {
   g.memberships.delete(device);
-  stretches.forEach((_, k) => g.acks.delete(`${device}#${k}`));
+  for (const m of stretches) g.acks.delete(`${device}#${m.from}`);
 }
 
 /** Deletes the log entries and Welcomes up to `floor`; returns how many entries went. */

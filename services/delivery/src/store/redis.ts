@@ -75,7 +75,7 @@ export interface RedisStoreOptions {
  *   <p>{g:<groupId>}:roster    hash   leaf → {"d": device, "a": acct}, with "x": 1 once the device departed
  *   <p>{g:<groupId>}:leaves    hash   device → leaf
  *   <p>{g:<groupId>}:mship     hash   device → "from:until,from:" (membership stretches)
- *   <p>{g:<groupId>}:acks      hash   "device#stretch" → acknowledged position
+ *   <p>{g:<groupId>}:acks      hash   "device#from" → acknowledged position in the stretch from that seq
  *   <p>{g:<groupId>}:log       list   entry seq n at index n-base-1: {"t": ms, "e": epoch, "d": device, "m": b64url}
  *   <p>{g:<groupId>}:welcome   hash   seq of the adding commit → Welcome (b64url)
  *   <p>{g:<groupId>}:props     hash   ProposalRef → {"l": leaf, "m": b64url}, this epoch only
@@ -337,12 +337,12 @@ export class RedisDeliveryStore implements DeliveryStore {
     await INDEX_DEVICE_GROUPS.run(this.redis, [k.groups, k.next], groupIds);
   }
 
-  async reserveDeviceGroup(device: string, groupId: string, max: number) {
+  async reserveDeviceGroup(device: string, groupId: string, max: number, token: string) {
     const k = this.device(device);
     const reply = (await RESERVE_DEVICE_GROUP.run(
       this.redis,
       [k.groups, k.next, k.adds],
-      [groupId, max, this.clock()],
+      [groupId, max, token, this.clock()],
     )) as number;
     return reply === 1 ? ("added" as const) : reply === 0 ? ("present" as const) : ("full" as const);
   }
@@ -357,27 +357,24 @@ export class RedisDeliveryStore implements DeliveryStore {
     };
   }
 
-  async beginAdd(device: string, groupId: string): Promise<void> {
+  async beginAdd(device: string, groupId: string, token: string): Promise<void> {
     const k = this.device(device);
-    const [number, created] = (await BEGIN_ADD.run(
-      this.redis,
-      [k.groups, k.next, k.adds],
-      [groupId, this.clock()],
-    )) as [number, number];
-    // An entry found: if the group has no stretch of the device, it was left behind by a forget that
-    // stopped half-way, and its number's acknowledged positions must not apply to the stretch to come.
-    if (created === 0) await this.settle(device, groupId, "adding", String(number), "");
+    await BEGIN_ADD.run(this.redis, [k.groups, k.next, k.adds], [groupId, token, this.clock()]);
   }
 
-  async endAdd(device: string, groupId: string): Promise<void> {
-    await END_ADD.run(this.redis, [this.device(device).adds], [groupId]);
+  async endAdd(device: string, groupId: string, token: string): Promise<void> {
+    await END_ADD.run(this.redis, [this.device(device).adds], [groupId, token]);
   }
 
-  async forgetDeviceGroup(
-    device: string,
-    groupId: string,
-    how: "forgotten" | "idle",
-  ): Promise<IndexSettlement> {
+  /**
+   * The memberships are in the group's hash slot, the index in the device's: no one script can check one
+   * and change the other. So the entry and its add version are read first, the memberships next, and the
+   * entry goes only if it is still the one read, the version has not moved and no add is in flight. A
+   * commit that adds the device after the memberships were read began its add before that: it was in
+   * flight when the script runs, or ended and moved the version, or began after the first read and
+   * moved it (or made the entry anew).
+   */
+  async forgetDeviceGroup(device: string, groupId: string): Promise<IndexSettlement> {
     const k = this.device(device);
     const replies = await this.redis.multi().hget(k.groups, groupId).hget(k.adds, `v:${groupId}`).exec();
     const [number, version] = results<unknown>(replies, 2) as [string | null, string | null];
@@ -386,30 +383,12 @@ export class RedisDeliveryStore implements DeliveryStore {
       await this.indexIfMember(device, groupId);
       return "absent";
     }
-    return this.settle(device, groupId, how, number, version ?? "");
-  }
-
-  /**
-   * The memberships are in the group's hash slot, the index in the device's: no one script can check one
-   * and change the other. So the entry and its add version are read first (by the caller), the
-   * memberships next, and the entry changes only if it is still the one read and, to go, no add began,
-   * ended or is in flight since. A commit that adds the device after the memberships were read began its
-   * add before that: it was in flight when read, or changed the version since.
-   */
-  protected async settle(
-    device: string,
-    groupId: string,
-    how: "forgotten" | "idle" | "adding",
-    number: string,
-    version: string,
-  ): Promise<IndexSettlement> {
-    const k = this.device(device);
     const member = await this.redis.hexists(this.group(groupId).mship, device);
     await this.beforeSettle?.(device, groupId);
     return (await SETTLE_INDEX.run(
       this.redis,
-      [k.groups, k.next, k.adds],
-      [groupId, number, version, member, how, this.clock(), PENDING_ADD_MS],
+      [k.groups, k.adds],
+      [groupId, number, version ?? "", member, this.clock(), PENDING_ADD_MS],
     )) as IndexSettlement;
   }
 
@@ -463,7 +442,7 @@ export class RedisDeliveryStore implements DeliveryStore {
     const reply = (await ACK_GROUP.run(
       this.redis,
       [k.meta, k.mship, k.acks, k.log, k.welcome, k.wins, k.forks],
-      [device, this.winnerEpochs, ...acks.flatMap((a) => [a.stretch, a.position])],
+      [device, this.winnerEpochs, ...acks.flatMap((a) => [a.from, a.position])],
     )) as [number, number, string];
     const [done, trimmed, oldest] = reply;
     if (trimmed > 0 && oldest !== "") await this.redis.zadd(this.index, "XX", oldest, `g:${groupId}`);

@@ -3,6 +3,7 @@ import { startRedis, waitFor, type RedisHandle } from "@mastodon-mls/testkit";
 import { connectRedis, silentLogger, type Redis } from "@mastodon-mls/service-kit";
 import { toBase64url } from "@mastodon-mls/protocol";
 import { channelsOf } from "../channels.js";
+import { ackCursor, readInbox } from "../inbox.js";
 import { groupTopic } from "../notifier.js";
 import { EVENT_MESSAGE_CHARS } from "./events.js";
 import { MemoryDeliveryStore } from "./memory.js";
@@ -292,7 +293,7 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     // Every commit is still in the log: every winner is known.
     expect(await known(10)).toEqual([0, 1, 2, 3, 4, 5, 6, 7, 8, 9]);
     // alice, the only member, read them all: the commits leave the log, and with them the old winners.
-    expect(await store.ackGroup(id, "dev-alice", [{ stretch: 0, position: 10 }])).toMatchObject({
+    expect(await store.ackGroup(id, "dev-alice", [{ from: 0, position: 10 }])).toMatchObject({
       trimmed: 10,
     });
     expect(await known(10)).toEqual([7, 8, 9]);
@@ -316,7 +317,7 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     // Group after group of commits read as they come: the hash stays at three, in the commit step itself.
     for (let e = 10; e < 60; e++) {
       await store.commit(id, commitWrite(e, { at: 1000 + e }));
-      await store.ackGroup(id, "dev-alice", [{ stretch: 0, position: e + 1 }]);
+      await store.ackGroup(id, "dev-alice", [{ from: 0, position: e + 1 }]);
       const size = await winsSize(id);
       if (size !== undefined) expect(size).toBeLessThanOrEqual(4);
     }
@@ -332,12 +333,12 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
 
   it("deletes what every device with a stretch has acknowledged, and forgets finished devices", async () => {
     const id = await groupWithLog(4, ["bob"]); // seq 1: add bob; 2–5: messages
-    expect(await store.ackGroup(id, "dev-alice", [{ stretch: 0, position: 4 }])).toEqual({
+    expect(await store.ackGroup(id, "dev-alice", [{ from: 0, position: 4 }])).toEqual({
       done: false,
       trimmed: 0,
     });
     // bob read up to 3: entries 1–3 go (bob's Welcome, at 1, with them).
-    expect(await store.ackGroup(id, "dev-bob", [{ stretch: 0, position: 3 }])).toEqual({
+    expect(await store.ackGroup(id, "dev-bob", [{ from: 1, position: 3 }])).toEqual({
       done: false,
       trimmed: 3,
     });
@@ -345,23 +346,23 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     expect(await store.welcome(id, 1)).toBeUndefined();
     expect((await store.readLog(id, 1, 10)).map((e) => e.seq)).toEqual([4, 5]);
     // Acks never go back.
-    expect(await store.ackGroup(id, "dev-bob", [{ stretch: 0, position: 1 }])).toEqual({
+    expect(await store.ackGroup(id, "dev-bob", [{ from: 1, position: 1 }])).toEqual({
       done: false,
       trimmed: 0,
     });
     // bob is removed at 6 and reads to the `removed` notice (7): he is done and forgotten.
     await store.commit(id, commitWrite(1, { removes: [1], removedDevices: ["dev-bob"] }));
-    expect(await store.ackGroup(id, "dev-bob", [{ stretch: 0, position: 6 }])).toEqual({
+    expect(await store.ackGroup(id, "dev-bob", [{ from: 1, position: 6 }])).toEqual({
       done: false,
       trimmed: 1,
     });
-    expect(await store.ackGroup(id, "dev-bob", [{ stretch: 0, position: 7 }])).toEqual({
+    expect(await store.ackGroup(id, "dev-bob", [{ from: 1, position: 7 }])).toEqual({
       done: true,
       trimmed: 0,
     });
     expect(await store.memberships(id, "dev-bob")).toBeUndefined();
     // Only alice holds the rest back now.
-    expect(await store.ackGroup(id, "dev-alice", [{ stretch: 0, position: 6 }])).toEqual({
+    expect(await store.ackGroup(id, "dev-alice", [{ from: 0, position: 6 }])).toEqual({
       done: false,
       trimmed: 2,
     });
@@ -374,8 +375,8 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
 
   it("lets a device depart: no member any more, its leaf kept and marked until a Remove, its stretches forgotten", async () => {
     const id = await groupWithLog(3, ["bob", "carol"]); // seq 1: add bob (1), carol (2); 2–4: messages
-    await store.ackGroup(id, "dev-alice", [{ stretch: 0, position: 4 }]);
-    await store.ackGroup(id, "dev-carol", [{ stretch: 0, position: 4 }]);
+    await store.ackGroup(id, "dev-alice", [{ from: 0, position: 4 }]);
+    await store.ackGroup(id, "dev-carol", [{ from: 1, position: 4 }]);
     // bob read nothing, so he holds everything back; his departure lets retention move on.
     expect(await store.depart(id, "dev-bob")).toEqual({ ok: true, leaf: 1, trimmed: 4 });
     expect(await store.memberships(id, "dev-bob")).toBeUndefined();
@@ -430,7 +431,7 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     await store.commit(id, commitWrite(1, { removes: [1], removedDevices: ["dev-bob"] })); // seq 2
     expect(await store.depart(id, "dev-bob")).toEqual({ ok: true, leaf: undefined, trimmed: 0 });
     expect(await store.memberships(id, "dev-bob")).toBeUndefined();
-    expect(await store.ackGroup(id, "dev-alice", [{ stretch: 0, position: 2 }])).toEqual({
+    expect(await store.ackGroup(id, "dev-alice", [{ from: 0, position: 2 }])).toEqual({
       done: false,
       trimmed: 2,
     });
@@ -465,111 +466,107 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     expect(new Set(groups.numbers.values()).size).toBe(3);
     expect(groups.next).toBe(3);
     expect(await store.deviceGroupCount("dev-x")).toBe(3);
-    expect(await store.forgetDeviceGroup("dev-x", "g2", "forgotten")).toBe("deleted");
+    expect(await store.forgetDeviceGroup("dev-x", "g2")).toBe("deleted");
     expect([...(await store.deviceGroups("dev-x")).numbers.keys()].sort()).toEqual(["g1", "g3"]);
-    expect(await store.forgetDeviceGroup("dev-x", "g2", "idle")).toBe("absent");
+    expect(await store.forgetDeviceGroup("dev-x", "g2")).toBe("absent");
     await store.indexDeviceGroups("dev-x", ["g2"]);
     expect((await store.deviceGroups("dev-x")).numbers.get("g2")).toBe(4);
     expect(await store.deviceGroups("dev-none")).toEqual({ numbers: new Map(), next: 0 });
   });
 
-  /** bob added at seq 1, removed at 2, and done with the group (read to the `removed` notice, 3). */
-  async function bobRemovedAndDone() {
-    const id = await groupWithLog(0);
-    await store.beginAdd("dev-bob", id);
-    await store.commit(id, commitWrite(0, { adds: [{ leaf: 1, member: member("bob") }], welcome: bytes(6) }));
-    await store.endAdd("dev-bob", id);
-    const first = (await store.deviceGroups("dev-bob")).numbers.get(id)!;
-    await store.commit(id, commitWrite(1, { removes: [1], removedDevices: ["dev-bob"] }));
-    expect(await store.ackGroup(id, "dev-bob", [{ stretch: 0, position: 3 }])).toMatchObject({ done: true });
-    return { id, first };
-  }
+  const reader = (device: string) => ({ device, acct: undefined });
+  /** The device's inbox items of one group (the contract's store is shared by the tests). */
+  const read = async (device: string, groupId: string) =>
+    (await readInbox(store, reader(device), undefined, { limit: 100, maxBytes: 1 << 20 })).items.filter(
+      (i) => "group_id" in i && i.group_id === groupId,
+    );
   const readd = (id: string, epoch: number, welcome = 7) =>
     store.commit(
       id,
       commitWrite(epoch, { adds: [{ leaf: 1, member: member("bob") }], welcome: bytes(welcome) }),
     );
 
-  it("keeps a device in its index, under a new number, when a commit added it back while the group forgot it", async () => {
-    const { id, first } = await bobRemovedAndDone();
-    // Before the index entry is settled, a new Add begins (finding the entry there) and its commit lands.
-    await store.beginAdd("dev-bob", id);
+  /**
+   * bob added at seq 1 and removed at 2. He has read to his `removed` notice (3) and acknowledged it on
+   * his cursor (stream `<n>.1`), not yet in the group (ackGroup), as ackCursor does it.
+   */
+  async function bobRemoved() {
+    const id = await groupWithLog(0);
+    await store.beginAdd("dev-bob", id, "t0");
+    await store.commit(id, commitWrite(0, { adds: [{ leaf: 1, member: member("bob") }], welcome: bytes(6) }));
+    await store.endAdd("dev-bob", id, "t0");
+    const number = (await store.deviceGroups("dev-bob")).numbers.get(id)!;
+    await store.commit(id, commitWrite(1, { removes: [1], removedDevices: ["dev-bob"] }));
+    await store.advanceCursor("dev-bob", new Map([[`${number}.1`, 3]]));
+    return { id, number };
+  }
+  const done = async (id: string) =>
+    expect(await store.ackGroup(id, "dev-bob", [{ from: 1, position: 3 }])).toMatchObject({ done: true });
+
+  it("names a stretch by the commit that began it: one added back after the group forgot the device never inherits an old position", async () => {
+    const { id, number } = await bobRemoved();
+    // A commit re-adding bob begins while the group still has his stretch; the group then forgets him,
+    // and the settle of his entry never runs (a crash, or a Redis error on his slot).
+    await store.beginAdd("dev-bob", id, "t1");
+    await done(id);
+    // The re-adding commit is seq 3, where the old stretch's `removed` was, which bob acknowledged.
     expect(await readd(id, 2)).toMatchObject({ ok: true, seq: 3 });
-    await store.endAdd("dev-bob", id);
-    expect(await store.forgetDeviceGroup("dev-bob", id, "forgotten")).toBe("renumbered");
-    // The stretches count from 0 again, so the old number's acknowledgements must not apply: a new one.
-    const after = (await store.deviceGroups("dev-bob")).numbers.get(id);
-    expect(after).toBeGreaterThan(first);
-    expect((await store.memberships(id, "dev-bob"))!.memberships).toEqual([{ from: 3, until: null }]);
-    // Nothing to do for a device indexed already, or one the group does not have.
+    await store.endAdd("dev-bob", id, "t1");
     expect(await store.indexIfMember("dev-bob", id)).toBe(false);
+    expect((await store.deviceGroups("dev-bob")).numbers.get(id)).toBe(number);
+    expect((await store.memberships(id, "dev-bob"))!.memberships).toEqual([{ from: 3, until: null }]);
+    // His new stretch is stream `<n>.3`: his acknowledged `<n>.1` does not apply to it.
+    const items = await read("dev-bob", id);
+    expect(items.map((i) => [i.kind, "seq" in i ? i.seq : undefined])).toEqual([["welcome", 3]]);
+    // A settle now keeps the entry (bob is a member), and the group takes acks of stretch 3 only.
+    expect(await store.forgetDeviceGroup("dev-bob", id)).toBe("kept");
+    expect(await store.ackGroup(id, "dev-bob", [{ from: 1, position: 9 }])).toMatchObject({ done: false });
+    expect(await store.ackGroup(id, "dev-bob", [{ from: 3, position: 3 }])).toMatchObject({ done: false });
     expect(await store.indexIfMember("dev-nobody", id)).toBe(false);
     expect(await store.deviceGroups("dev-nobody")).toEqual({ numbers: new Map(), next: 0 });
   });
 
-  it("keeps the entry of an add in flight: a forget meanwhile gives it a new number instead of dropping it", async () => {
-    const { id, first } = await bobRemovedAndDone();
-    await store.beginAdd("dev-bob", id);
-    // The forget runs before the commit lands: no stretch, but an add in flight.
-    expect(await store.forgetDeviceGroup("dev-bob", id, "forgotten")).toBe("renumbered");
-    expect(await store.forgetDeviceGroup("dev-bob", id, "idle")).toBe("kept");
+  it("keeps the entry of an add in flight: a settle meanwhile does not drop it", async () => {
+    const { id, number } = await bobRemoved();
+    await done(id);
+    await store.beginAdd("dev-bob", id, "t1");
+    // The settle runs before the commit lands: no stretch, but an add in flight.
+    expect(await store.forgetDeviceGroup("dev-bob", id)).toBe("kept");
     expect(await readd(id, 2)).toMatchObject({ ok: true });
-    await store.endAdd("dev-bob", id);
-    const numbers = (await store.deviceGroups("dev-bob")).numbers;
-    expect(numbers.get(id)).toBeGreaterThan(first);
-    expect(await store.indexIfMember("dev-bob", id)).toBe(false);
-    // A member is kept by an idle settle, with its number.
-    expect(await store.forgetDeviceGroup("dev-bob", id, "idle")).toBe("kept");
-    expect((await store.deviceGroups("dev-bob")).numbers.get(id)).toBe(numbers.get(id));
-  });
-
-  it("gives an entry a forget left behind a new number when the device is added again", async () => {
-    // The forget stopped between the group's step and the index's (a crash): the entry keeps its number.
-    const { id, first } = await bobRemovedAndDone();
-    expect((await store.deviceGroups("dev-bob")).numbers.get(id)).toBe(first);
-    await store.advanceCursor("dev-bob", new Map([[`${first}.0`, 3]]));
-    // The re-adding commit is seq 3, where bob's old stretch had its `removed` notice: under the old
-    // number, the position bob acknowledged would pass over the new Welcome.
-    await store.beginAdd("dev-bob", id);
-    expect(await readd(id, 2)).toMatchObject({ ok: true, seq: 3 });
-    await store.endAdd("dev-bob", id);
-    const number = (await store.deviceGroups("dev-bob")).numbers.get(id)!;
-    expect(number).toBeGreaterThan(first);
-    expect((await store.cursor("dev-bob")).get(`${number}.0`)).toBeUndefined();
-    // An entry of a device that still has stretches keeps its number on a new add.
-    await store.commit(id, commitWrite(3, { removes: [1], removedDevices: ["dev-bob"] }));
-    await store.beginAdd("dev-bob", id);
-    await readd(id, 4);
-    await store.endAdd("dev-bob", id);
+    await store.endAdd("dev-bob", id, "t1");
     expect((await store.deviceGroups("dev-bob")).numbers.get(id)).toBe(number);
-    expect((await store.memberships(id, "dev-bob"))!.memberships).toHaveLength(2);
+    expect(await store.forgetDeviceGroup("dev-bob", id)).toBe("kept");
+    expect((await read("dev-bob", id)).map((i) => i.kind)).toEqual(["welcome"]);
   });
 
-  it("drops the entry of a refused add, and of an add that never ended once PENDING_ADD_MS passed", async () => {
+  it("drops the entry of a refused add, and of one that never ended once PENDING_ADD_MS passed, each add by its own mark", async () => {
     const id = await groupWithLog(0);
     const count = await store.deviceGroupCount("dev-carol");
-    await store.beginAdd("dev-carol", id);
+    await store.beginAdd("dev-carol", id, "a");
     expect(await store.commit(id, commitWrite(5))).toMatchObject({ ok: false, reason: "wrong_epoch" });
-    await store.endAdd("dev-carol", id);
-    expect(await store.forgetDeviceGroup("dev-carol", id, "idle")).toBe("deleted");
+    await store.endAdd("dev-carol", id, "a");
+    expect(await store.forgetDeviceGroup("dev-carol", id)).toBe("deleted");
     expect(await store.deviceGroupCount("dev-carol")).toBe(count);
     // An endAdd with nothing in flight, or after the entry went, changes nothing.
-    await store.endAdd("dev-carol", id);
-    expect(await store.forgetDeviceGroup("dev-carol", id, "idle")).toBe("absent");
+    await store.endAdd("dev-carol", id, "a");
+    expect(await store.forgetDeviceGroup("dev-carol", id)).toBe("absent");
     // A request that died between beginAdd and endAdd keeps the entry until its mark lapses.
-    await store.beginAdd("dev-carol", id);
+    await store.beginAdd("dev-carol", id, "b");
     now += PENDING_ADD_MS - 1;
-    expect(await store.forgetDeviceGroup("dev-carol", id, "idle")).toBe("kept");
+    expect(await store.forgetDeviceGroup("dev-carol", id)).toBe("kept");
     now += 1;
-    expect(await store.forgetDeviceGroup("dev-carol", id, "idle")).toBe("deleted");
+    expect(await store.forgetDeviceGroup("dev-carol", id)).toBe("deleted");
     expect(await store.deviceGroupCount("dev-carol")).toBe(count);
+    // Its late endAdd ends no other add's mark.
+    await store.beginAdd("dev-carol", id, "c");
+    await store.endAdd("dev-carol", id, "b");
+    expect(await store.forgetDeviceGroup("dev-carol", id)).toBe("kept");
     // Two adds in flight: the entry stays until both ended.
-    await store.beginAdd("dev-carol", id);
-    await store.beginAdd("dev-carol", id);
-    await store.endAdd("dev-carol", id);
-    expect(await store.forgetDeviceGroup("dev-carol", id, "idle")).toBe("kept");
-    await store.endAdd("dev-carol", id);
-    expect(await store.forgetDeviceGroup("dev-carol", id, "idle")).toBe("deleted");
+    await store.beginAdd("dev-carol", id, "d");
+    await store.endAdd("dev-carol", id, "c");
+    expect(await store.forgetDeviceGroup("dev-carol", id)).toBe("kept");
+    await store.endAdd("dev-carol", id, "d");
+    expect(await store.forgetDeviceGroup("dev-carol", id)).toBe("deleted");
   });
 
   it("raises cursors and never lowers them", async () => {
@@ -604,24 +601,24 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
   });
 
   it("reserves a place in a device's index only while it has room, in one step", async () => {
-    expect(await store.reserveDeviceGroup("dev-r", "g1", 2)).toBe("added");
-    expect(await store.reserveDeviceGroup("dev-r", "g1", 2)).toBe("present");
+    expect(await store.reserveDeviceGroup("dev-r", "g1", 2, "r1")).toBe("added");
+    expect(await store.reserveDeviceGroup("dev-r", "g1", 2, "r2")).toBe("present");
     // Two requests for the last place at once: one gets it.
     const last = await Promise.all([
-      store.reserveDeviceGroup("dev-r", "g2", 2),
-      store.reserveDeviceGroup("dev-r", "g3", 2),
+      store.reserveDeviceGroup("dev-r", "g2", 2, "x"),
+      store.reserveDeviceGroup("dev-r", "g3", 2, "y"),
     ]);
     expect([...last].sort()).toEqual(["added", "full"]);
     expect(await store.deviceGroupCount("dev-r")).toBe(2);
     // Already there needs no room; a place given back can be taken again, once no create of the group
-    // is in flight (each reservation is one until endAdd).
-    expect(await store.reserveDeviceGroup("dev-r", "g1", 2)).toBe("present");
-    await store.endAdd("dev-r", "g1");
-    await store.endAdd("dev-r", "g1");
-    expect(await store.forgetDeviceGroup("dev-r", "g1", "idle")).toBe("kept");
-    await store.endAdd("dev-r", "g1");
-    expect(await store.forgetDeviceGroup("dev-r", "g1", "idle")).toBe("deleted");
-    expect(await store.reserveDeviceGroup("dev-r", "g4", 2)).toBe("added");
+    // is in flight (each reservation is one until its endAdd).
+    expect(await store.reserveDeviceGroup("dev-r", "g1", 2, "r3")).toBe("present");
+    await store.endAdd("dev-r", "g1", "r1");
+    await store.endAdd("dev-r", "g1", "r2");
+    expect(await store.forgetDeviceGroup("dev-r", "g1")).toBe("kept");
+    await store.endAdd("dev-r", "g1", "r3");
+    expect(await store.forgetDeviceGroup("dev-r", "g1")).toBe("deleted");
+    expect(await store.reserveDeviceGroup("dev-r", "g4", 2, "r4")).toBe("added");
     expect((await store.deviceGroups("dev-r")).next).toBe(3);
   });
 
@@ -646,7 +643,7 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     expect(await report(3)).toMatchObject({ ok: true, created: true });
     expect(await forked()).toEqual([3, ...range(7, epochs)]);
     // alice read everything: the records go with the winners, the last three stay.
-    await store.ackGroup(id, "dev-alice", [{ stretch: 0, position: 2 * epochs }]);
+    await store.ackGroup(id, "dev-alice", [{ from: 0, position: 2 * epochs }]);
     expect(await forked()).toEqual(range(epochs - 3, epochs));
     // Retention by age takes them with their winners too.
     for (let e = epochs; e < epochs + 3; e++) {
@@ -774,75 +771,121 @@ describe("RedisDeliveryStore announcements", () => {
 
 describe("RedisDeliveryStore index settling across hash slots", () => {
   // The memberships (group slot) and the index (device slot) cannot change in one script: a settle reads
-  // the entry, then the memberships, then changes the entry. An add that lands in between must still find
-  // bob indexed afterwards, and never under the number of his forgotten stretches (the memory store does
-  // all three in one step: nothing can run in between there).
-  const readd = (store: RedisDeliveryStore, id: string) =>
-    store.commit(id, commitWrite(2, { adds: [{ leaf: 1, member: member("bob") }], welcome: bytes(7) }));
+  // the entry and its add version, then the memberships, then changes the entry. An add that lands in
+  // between must still find bob indexed afterwards (the memory store does all three in one step: nothing
+  // can run in between there).
+  const readd = (store: RedisDeliveryStore, id: string, epoch = 2) =>
+    store.commit(id, commitWrite(epoch, { adds: [{ leaf: 1, member: member("bob") }], welcome: bytes(7) }));
+  const bob = { device: "dev-bob", acct: undefined };
+  const opts = { limit: 100, maxBytes: 1 << 20 };
 
-  /** bob added at 1 and removed at 2; he has not read his removal yet. */
-  async function removed(store: RedisDeliveryStore) {
+  /** bob added at 1, removed at 2, done with the group (read and acknowledged his `removed`, 3). */
+  async function removedAndDone(store: RedisDeliveryStore) {
     const id = newGroupId();
     await store.createGroup({ groupId: id, creator: member("alice"), at: 1 });
-    await store.beginAdd("dev-bob", id);
+    await store.beginAdd("dev-bob", id, "t0");
     await store.commit(id, commitWrite(0, { adds: [{ leaf: 1, member: member("bob") }], welcome: bytes(6) }));
-    await store.endAdd("dev-bob", id);
+    await store.endAdd("dev-bob", id, "t0");
     await store.commit(id, commitWrite(1, { removes: [1], removedDevices: ["dev-bob"] }));
-    return { id, before: (await store.deviceGroups("dev-bob")).numbers.get(id)! };
-  }
-  const done = async (store: RedisDeliveryStore, id: string) =>
-    expect(await store.ackGroup(id, "dev-bob", [{ stretch: 0, position: 3 }])).toMatchObject({ done: true });
-
-  async function expectIndexedAnew(store: RedisDeliveryStore, id: string, before: number) {
-    const number = (await store.deviceGroups("dev-bob")).numbers.get(id);
-    expect(number).toBeDefined();
-    expect(number).toBeGreaterThan(before);
-    expect((await store.memberships(id, "dev-bob"))!.memberships).toEqual([{ from: 3, until: null }]);
+    const number = (await store.deviceGroups("dev-bob")).numbers.get(id)!;
+    await store.advanceCursor("dev-bob", new Map([[`${number}.1`, 3]]));
+    expect(await store.ackGroup(id, "dev-bob", [{ from: 1, position: 3 }])).toMatchObject({ done: true });
+    return { id, number };
   }
 
-  it.each(["forgotten", "idle"] as const)(
-    "keeps the entry when an add that began earlier lands and ends between a settle's (%s) reads and its change",
-    async (how) => {
-      const store = new RedisDeliveryStore(redis, `${redisHandle.keyPrefix}${++counter}:`);
-      const { id, before } = await removed(store);
-      // The add begins while bob still has his stretch: his entry keeps its number.
-      await store.beginAdd("dev-bob", id);
-      expect((await store.deviceGroups("dev-bob")).numbers.get(id)).toBe(before);
-      await done(store, id);
-      let ran = false;
-      store.beforeSettle = async () => {
-        if (ran) return;
-        ran = true;
-        expect(await readd(store, id)).toMatchObject({ ok: true, seq: 3 });
-        expect(await store.indexIfMember("dev-bob", id)).toBe(false);
-        await store.endAdd("dev-bob", id);
-      };
-      // The memberships it read had no stretch of bob, and no add is in flight by its change; but one
-      // ended since it read the entry.
-      expect(await store.forgetDeviceGroup("dev-bob", id, how)).toBe(how === "idle" ? "kept" : "renumbered");
-      expect(ran).toBe(true);
-      if (how === "idle") {
-        expect((await store.deviceGroups("dev-bob")).numbers.get(id)).toBe(before);
-      } else {
-        await expectIndexedAnew(store, id, before);
-      }
-    },
-  );
-
-  it("leaves the entry to an add that ran whole between a settle's reads and its change", async () => {
-    const store = new RedisDeliveryStore(redis, `${redisHandle.keyPrefix}${++counter}:`);
-    const { id, before } = await removed(store);
-    await done(store, id);
+  /** Runs `step` once, between the settle's reads and its change. */
+  function between(store: RedisDeliveryStore, step: () => Promise<void>): () => boolean {
     let ran = false;
     store.beforeSettle = async () => {
       if (ran) return;
       ran = true;
-      await store.beginAdd("dev-bob", id); // finds the entry, and no stretch: a new number
-      expect(await readd(store, id)).toMatchObject({ ok: true, seq: 3 });
-      await store.endAdd("dev-bob", id);
+      await step();
     };
-    expect(await store.forgetDeviceGroup("dev-bob", id, "forgotten")).toBe("moved");
-    expect(ran).toBe(true);
-    await expectIndexedAnew(store, id, before);
+    return () => ran;
+  }
+
+  it("keeps the entry when an add that began before the settle lands and ends between its reads and its change", async () => {
+    const store = new RedisDeliveryStore(redis, `${redisHandle.keyPrefix}${++counter}:`);
+    const { id, number } = await removedAndDone(store);
+    await store.beginAdd("dev-bob", id, "t1");
+    const ran = between(store, async () => {
+      expect(await readd(store, id)).toMatchObject({ ok: true, seq: 3 });
+      expect(await store.indexIfMember("dev-bob", id)).toBe(false);
+      await store.endAdd("dev-bob", id, "t1");
+    });
+    // The memberships it read had no stretch of bob, and no add is in flight by its change; but one
+    // ended since it read the entry's version.
+    expect(await store.forgetDeviceGroup("dev-bob", id)).toBe("kept");
+    expect(ran()).toBe(true);
+    expect((await store.deviceGroups("dev-bob")).numbers.get(id)).toBe(number);
+    expect((await readInbox(store, bob, undefined, opts)).items.map((i) => i.kind)).toEqual(["welcome"]);
+  });
+
+  it("keeps the entry when an add runs whole between a settle's reads and its change", async () => {
+    const store = new RedisDeliveryStore(redis, `${redisHandle.keyPrefix}${++counter}:`);
+    const { id, number } = await removedAndDone(store);
+    const ran = between(store, async () => {
+      await store.beginAdd("dev-bob", id, "t1");
+      expect(await readd(store, id)).toMatchObject({ ok: true, seq: 3 });
+      await store.endAdd("dev-bob", id, "t1");
+    });
+    expect(await store.forgetDeviceGroup("dev-bob", id)).toBe("kept");
+    expect(ran()).toBe(true);
+    expect((await store.deviceGroups("dev-bob")).numbers.get(id)).toBe(number);
+    expect((await store.memberships(id, "dev-bob"))!.memberships).toEqual([{ from: 3, until: null }]);
+  });
+
+  it("loses no Welcome to a read between a re-add landing and a settle's change, with retention at work", async () => {
+    const store = new RedisDeliveryStore(redis, `${redisHandle.keyPrefix}${++counter}:`);
+    const { id, number } = await removedAndDone(store);
+    await store.beginAdd("dev-bob", id, "t1");
+    const ran = between(store, async () => {
+      // The re-add lands (seq 3, its Welcome at 3) and alice writes (seq 4); bob's stream, woken by the
+      // commit's event, reads and acknowledges; alice reads too, so retention deletes up to 4.
+      expect(await readd(store, id)).toMatchObject({ ok: true, seq: 3 });
+      await store.append(id, {
+        kind: "application",
+        epoch: 3,
+        sender: "dev-alice",
+        leaf: undefined,
+        message: bytes(4),
+        at: 1004,
+        window: 2,
+      });
+      const page = await readInbox(store, bob, undefined, opts);
+      expect(page.items.map((i) => i.kind)).toEqual(["welcome", "message"]);
+      await ackCursor(store, bob, page.cursor);
+      await store.ackGroup(id, "dev-alice", [{ from: 0, position: 4 }]);
+    });
+    expect(await store.forgetDeviceGroup("dev-bob", id)).toBe("kept");
+    expect(ran()).toBe(true);
+    await store.endAdd("dev-bob", id, "t1");
+    expect((await store.deviceGroups("dev-bob")).numbers.get(id)).toBe(number);
+    // Nothing is left to read, and nothing was skipped: bob read the Welcome and the message.
+    expect((await readInbox(store, bob, undefined, opts)).items).toEqual([]);
+    expect(await store.groupStatus(id)).toMatchObject({ seq: 4, base: 4 });
+  });
+
+  it("does not let a lapsed add's late endAdd end the mark of an add that lands during a settle", async () => {
+    let t = 0;
+    const store = new RedisDeliveryStore(redis, `${redisHandle.keyPrefix}${++counter}:`, { clock: () => t });
+    const id = newGroupId();
+    await store.createGroup({ groupId: id, creator: member("alice"), at: 1 });
+    // Add X begins and hangs; its mark lapses and a read settles its entry away.
+    await store.beginAdd("dev-bob", id, "x");
+    t += PENDING_ADD_MS;
+    expect(await store.forgetDeviceGroup("dev-bob", id)).toBe("deleted");
+    // Add Y begins; then X finally ends.
+    await store.beginAdd("dev-bob", id, "y");
+    await store.endAdd("dev-bob", id, "x");
+    const ran = between(store, async () => {
+      expect(await readd(store, id, 0)).toMatchObject({ ok: true, seq: 1 });
+      await store.endAdd("dev-bob", id, "y");
+      expect(await store.indexIfMember("dev-bob", id)).toBe(false); // the entry is there
+    });
+    expect(await store.forgetDeviceGroup("dev-bob", id)).toBe("kept");
+    expect(ran()).toBe(true);
+    expect((await store.memberships(id, "dev-bob"))!.memberships).toEqual([{ from: 1, until: null }]);
+    expect((await store.deviceGroups("dev-bob")).numbers.has(id)).toBe(true);
   });
 });

@@ -209,11 +209,11 @@ export interface DeviceInGroup {
 
 /** A device's groups at this hub: groupId → its number in the device's cursors. */
 /**
- * What forgetDeviceGroup did: `deleted` the entry, gave it a new number (`renumbered`), `kept` it, found
- * it changed by another step since it began (`moved`), or found none (`absent`; indexed again if a
- * commit added the device meanwhile).
+ * What forgetDeviceGroup did: `deleted` the entry, `kept` it, found it changed by another step since it
+ * began (`moved`: that step settles it), or found none (`absent`; indexed again if a commit added the
+ * device meanwhile).
  */
-export type IndexSettlement = "deleted" | "renumbered" | "kept" | "moved" | "absent";
+export type IndexSettlement = "deleted" | "kept" | "moved" | "absent";
 
 /**
  * An add in flight (beginAdd) keeps its device's index entry this long at most: a request that died
@@ -237,8 +237,12 @@ export interface Invitation {
 
 /** A device's acknowledged position in one of its membership stretches of a group. */
 export interface StretchAck {
-  /** The stretch's index among the device's stretches in the group. */
-  stretch: number;
+  /**
+   * The stretch's `from` (the seq of the commit that added the device; 0 for the creator): what names a
+   * stretch, since no commit adds a device twice. An index among the device's stretches would name a new
+   * stretch like one the group forgot, and carry over what was acknowledged in it.
+   */
+  from: number;
   position: number;
 }
 
@@ -292,33 +296,33 @@ export interface DeliveryStore {
   /**
    * As beginAdd, for the device creating the group, but only while the device is indexed in fewer than
    * `max` groups, checked and written in one step so that concurrent requests cannot both take the last
-   * place. `present`: it was indexed already. Unless `full`, the caller calls endAdd once the create is
-   * answered.
+   * place. `present`: it was indexed already. Unless `full`, the caller calls endAdd with the same token
+   * once the create is answered.
    */
-  reserveDeviceGroup(device: string, groupId: string, max: number): Promise<"added" | "present" | "full">;
+  reserveDeviceGroup(
+    device: string,
+    groupId: string,
+    max: number,
+    token: string,
+  ): Promise<"added" | "present" | "full">;
   deviceGroups(device: string): Promise<DeviceGroups>;
   /**
    * Before a commit that adds the device to the group (written first, so a crash between the two loses
-   * nothing): indexes the group for the device if it is not, and marks an add as in flight, which keeps
-   * forgetDeviceGroup from dropping the entry until endAdd (or PENDING_ADD_MS). An entry found that
-   * names no stretch of the device (left by a crash after the group forgot it) gets a new number first,
-   * so that no acknowledged position of the forgotten stretches applies to the new one.
+   * nothing): indexes the group for the device if it is not, and marks this add (`token`, unique to the
+   * request) as in flight, which keeps forgetDeviceGroup from dropping the entry until endAdd with the
+   * same token, or until PENDING_ADD_MS passed.
    */
-  beginAdd(device: string, groupId: string): Promise<void>;
-  /** After that commit was answered, accepted or not: the in-flight mark goes. */
-  endAdd(device: string, groupId: string): Promise<void>;
+  beginAdd(device: string, groupId: string, token: string): Promise<void>;
+  /** After that commit was answered, accepted or not (or failed): this add's mark goes; others stay. */
+  endAdd(device: string, groupId: string, token: string): Promise<void>;
   /**
-   * Settles the device's index entry for the group against the group's memberships (docs: README
-   * "Storage"). The memberships are in the group's hash slot and the index in the device's, so no one
-   * step can see both; the entry goes only if no add was in flight or began since this call began.
-   *
-   * - `forgotten`: the group has just forgotten the device (ackGroup `done`, depart). No stretch and no
-   *   add since: the entry goes. Otherwise it gets a new number, never keeping the old one: stretches
-   *   found now belong to a commit that added the device back, and count from 0 again.
-   * - `idle`: nothing is known (a read found no stretch behind the entry; a create that failed). No
-   *   stretch and no add: the entry goes; otherwise it stays.
+   * Settles the device's index entry for the group against the group's memberships (decisions.md D18):
+   * the entry goes if the device has no stretch in the group and no add of it is in flight or began or
+   * ended since this call began; otherwise it stays. The memberships are in the group's hash slot and the
+   * index in the device's, so no one step can see both: the Redis store reads the entry and its add
+   * version, then the memberships, then changes the entry only if both are as read.
    */
-  forgetDeviceGroup(device: string, groupId: string, how: "forgotten" | "idle"): Promise<IndexSettlement>;
+  forgetDeviceGroup(device: string, groupId: string): Promise<IndexSettlement>;
   /**
    * Indexes the group for the device if the group has stretches of it and the index lacks it; true if it
    * did. Run after a commit adds the device, in case its entry went anyway (an add in flight for longer
@@ -335,7 +339,8 @@ export interface DeliveryStore {
   /** Raises each named position to the given value; never lowers one. */
   advanceCursor(device: string, positions: ReadonlyMap<string, number>): Promise<void>;
   /**
-   * Raises the device's acknowledged positions in a group's stretches (never lowers), then deletes the
+   * Raises the device's acknowledged positions in a group's stretches (never lowers; a stretch the device
+   * does not have is ignored), then deletes the
    * log entries and Welcomes every device with a stretch in the group has read past. A device that has
    * read all its stretches to the end is forgotten by the group.
    */
