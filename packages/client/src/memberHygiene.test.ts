@@ -1,18 +1,10 @@
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { MlsDmClient } from "./client.js";
 import { DeviceStore } from "./store/deviceStore.js";
-import {
-  FAST_RETRY,
-  newClient,
-  resolverFor,
-  startInstance,
-  stopInstance,
-  type Instance,
-} from "./testSupport/instances.js";
-import type { StaticResolver } from "./transport/resolver.js";
+import { FAST_RETRY, newClient, useTwoInstances, type Instance } from "./testSupport/instances.js";
 import { settle } from "./testSupport/settle.js";
 
 // DESIGN §3 in groups, through the library against real directories and hubs: an account's devices are
@@ -20,17 +12,7 @@ import { settle } from "./testSupport/settle.js";
 // `addOwnDevices`), and a device that its verified account disowns — revoked from the list by a device
 // not in the group — is removed by the other members' background verification.
 
-let a: Instance;
-let b: Instance;
-let resolver: StaticResolver;
-
-beforeAll(async () => {
-  [a, b] = await Promise.all([startInstance("a.test"), startInstance("b.test")]);
-  resolver = resolverFor([a, b]);
-});
-afterAll(async () => {
-  await Promise.all([a, b].map(stopInstance));
-});
+const env = useTwoInstances();
 
 /** A second device of `first`'s account, linked the way `mls-dm link-device` does it. */
 async function link(first: MlsDmClient, instance: Instance, username: string): Promise<MlsDmClient> {
@@ -54,7 +36,7 @@ async function link(first: MlsDmClient, instance: Instance, username: string): P
   });
   const second = await MlsDmClient.finishLink(
     store,
-    { ...setup, services: resolver, retry: FAST_RETRY },
+    { ...setup, services: env.resolver, retry: FAST_RETRY },
     { timeoutMs: 30_000, pollMs: 100 },
   );
   expect(second.deviceId).toBe(pending.deviceId);
@@ -67,6 +49,7 @@ describe("member hygiene", () => {
     "keeps an account's linked device in every group, and removes a device its account disowns",
     { timeout: 120_000 },
     async () => {
+      const { a, b, resolver } = env;
       const alice = await newClient(a, "alice", resolver);
       const bob = await newClient(b, "bob", resolver);
       const { groupId } = await alice.createGroup(["@bob@b.test"]);
@@ -128,6 +111,7 @@ describe("member hygiene", () => {
     "rotates an account key: peers follow the continuity statement, linked devices go on, the old backup is void",
     { timeout: 120_000 },
     async () => {
+      const { a, b, resolver } = env;
       const amy = await newClient(a, "amy", resolver);
       const ben = await newClient(b, "ben", resolver);
       const { groupId } = await amy.createGroup(["@ben@b.test"]);
