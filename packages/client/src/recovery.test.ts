@@ -1,18 +1,10 @@
 import { copyFileSync, cpSync, existsSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { MlsDmClient } from "./client.js";
 import { DeviceStore } from "./store/deviceStore.js";
 import { LOCK_FILE } from "./store/lock.js";
-import {
-  FAST_RETRY,
-  newClient,
-  resolverFor,
-  startInstance,
-  stopInstance,
-  type Instance,
-} from "./testSupport/instances.js";
-import type { StaticResolver } from "./transport/resolver.js";
+import { FAST_RETRY, newClient, useTwoInstances } from "./testSupport/instances.js";
 import { notes } from "./testSupport/history.js";
 import { settle } from "./testSupport/settle.js";
 
@@ -20,17 +12,7 @@ import { settle } from "./testSupport/settle.js";
 // and saving the new state converges when restarted; a device offline for 200 messages and 5 epochs
 // catches up with everything, in order.
 
-let a: Instance;
-let b: Instance;
-let resolver: StaticResolver;
-
-beforeAll(async () => {
-  [a, b] = await Promise.all([startInstance("a.test"), startInstance("b.test")]);
-  resolver = resolverFor([a, b]);
-});
-afterAll(async () => {
-  await Promise.all([a, b].map(stopInstance));
-});
+const env = useTwoInstances();
 
 const texts = async (c: MlsDmClient, groupId: string) => (await notes(c, groupId)).map((n) => n.text);
 
@@ -39,6 +21,7 @@ describe("recovery", () => {
     "a device killed after the hub accepted its commit, before saving the new state, converges on restart",
     { timeout: 60_000 },
     async () => {
+      const { a, b, resolver } = env;
       const alice = await newClient(a, "alice", resolver);
       const bob = await newClient(b, "bob", resolver);
       const { groupId } = await alice.createGroup(["@bob@b.test"]);
@@ -88,6 +71,7 @@ describe("recovery", () => {
     "a commit the hub accepted whose new state cannot be written (a full disk) stays pending on disk; the device %s, and keeps the commit",
     { timeout: 60_000 },
     async (_how, goesOn) => {
+      const { a, b, resolver } = env;
       const alice = await newClient(a, `alice3${goesOn ? "b" : "a"}`, resolver);
       const bob = await newClient(b, `bob3${goesOn ? "b" : "a"}`, resolver);
       const { groupId } = await alice.createGroup([`@${bob.acct}`]);
@@ -137,6 +121,7 @@ describe("recovery", () => {
     "a pending.json back after a power loss (its deletion is not fsynced), from an epoch the group has left, is known taken and changes nothing",
     { timeout: 60_000 },
     async () => {
+      const { a, b, resolver } = env;
       const alice = await newClient(a, "alice2", resolver);
       const bob = await newClient(b, "bob2", resolver);
       const { groupId } = await alice.createGroup(["@bob2@b.test"]);
@@ -181,6 +166,7 @@ describe("recovery", () => {
     "a device offline for 200 messages and 5 epochs catches up with all of them, in order",
     { timeout: 180_000 },
     async () => {
+      const { a, b, resolver } = env;
       const carol = await newClient(a, "carol", resolver);
       const dave = await newClient(b, "dave", resolver);
       const erin = await newClient(b, "erin", resolver);
