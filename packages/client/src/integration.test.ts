@@ -10,40 +10,22 @@ import {
   processMessage,
   type MLSMessage,
 } from "ts-mls";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { buildCreateNote } from "./cleartext.js";
 import { MlsDmClient } from "./client.js";
 import type { DmEvent } from "./events.js";
 import { decodeMessage } from "./mls/codec.js";
 import { openGroupStateReader } from "./testSupport/groupState.js";
 import { DeliveryClient } from "./transport/deliveryClient.js";
-import {
-  FAST_RETRY,
-  newClient,
-  resolverFor,
-  startInstance,
-  stopInstance,
-  type Instance,
-} from "./testSupport/instances.js";
-import type { StaticResolver } from "./transport/resolver.js";
+import { FAST_RETRY, newClient, useTwoInstances } from "./testSupport/instances.js";
 import { settle as settleAll } from "./testSupport/settle.js";
 
 // alice and bob on a.test, carol on b.test: two fake Mastodons, two directories, two delivery services.
 // The group lives on a.test's hub; carol reaches it through the invitation on her own home service.
 
-let a: Instance;
-let b: Instance;
-let resolver: StaticResolver;
+const env = useTwoInstances();
 
-beforeAll(async () => {
-  [a, b] = await Promise.all([startInstance("a.test"), startInstance("b.test")]);
-  resolver = resolverFor([a, b]);
-});
-afterAll(async () => {
-  await Promise.all([a, b].map(stopInstance));
-});
-
-const reopen = (c: MlsDmClient) => MlsDmClient.open(c.dir, { services: resolver, retry: FAST_RETRY });
+const reopen = (c: MlsDmClient) => MlsDmClient.open(c.dir, { services: env.resolver, retry: FAST_RETRY });
 
 /** Syncs every client, in turn, until a full round brings no event (self-updates trigger more work). */
 /** Every client synced until a whole round brings no event at all. */
@@ -62,6 +44,7 @@ function noProblems(events: Map<MlsDmClient, DmEvent[]>): void {
 
 describe("three members on two instances", () => {
   it("create, join, talk, reopen, remove, self-update", async () => {
+    const { a, b, resolver } = env;
     let alice = await newClient(a, "alice", resolver);
     let bob = await newClient(a, "bob", resolver);
     let carol = await newClient(b, "carol", resolver);
@@ -205,6 +188,7 @@ describe("three members on two instances", () => {
 
 describe("races and KeyPackages", () => {
   it("concurrent commits all land; last-resort joins replace it and keep the retired key for later Welcomes", async () => {
+    const { a, b, resolver } = env;
     const dave = await newClient(a, "dave", resolver);
     const erin = await newClient(a, "erin", resolver, 1);
     const frank = await newClient(b, "frank", resolver);
@@ -256,6 +240,7 @@ describe("races and KeyPackages", () => {
 
 describe("leave, through the real hub", () => {
   it("the leaver proposes its removal and forgets the group; a member commits it; the others go on", async () => {
+    const { a, b, resolver } = env;
     const gina = await newClient(a, "gina", resolver);
     const hank = await newClient(a, "hank", resolver);
     const ivy = await newClient(b, "ivy", resolver);
