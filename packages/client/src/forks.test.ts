@@ -19,9 +19,9 @@ import {
   resolverFor,
   startInstance,
   stopInstance,
+  useTwoInstances,
   type Instance,
 } from "./testSupport/instances.js";
-import type { StaticResolver } from "./transport/resolver.js";
 import { linkDevice } from "./testSupport/linking.js";
 import { settle as settleAll } from "./testSupport/settle.js";
 
@@ -40,20 +40,9 @@ import { settle as settleAll } from "./testSupport/settle.js";
 // Retention: a hub whose clock the test moves (RETENTION_SECONDS=60, the minimum) deletes what bob has
 // not read; bob is told `behind_retention`.
 
-let a: Instance;
-let b: Instance;
-let resolver: StaticResolver;
-/** Every instance running, for the CLI's services map. */
+const env = useTwoInstances();
+/** The instances a describe block started besides a.test and b.test, for the CLI's services map. */
 const running: Instance[] = [];
-
-beforeAll(async () => {
-  [a, b] = await Promise.all([startInstance("a.test"), startInstance("b.test")]);
-  running.push(a, b);
-  resolver = resolverFor([a, b]);
-});
-afterAll(async () => {
-  await Promise.all([a, b].map(stopInstance));
-});
 
 /** Syncs every client, in turn, until a full round brings no event (self-updates trigger more work). */
 /** Every client synced until a whole round brings no event at all. */
@@ -140,13 +129,16 @@ async function cli(c: MlsDmClient, args: string[]): Promise<{ code: number; out:
     readLine: () => Promise.reject(new UsageError("no input")),
     readSecret: () => Promise.reject(new UsageError("no input")),
   };
-  const map = Object.fromEntries(running.map((i) => [i.domain, { ...i.urls, mastodon: i.mastodon.url }]));
+  const map = Object.fromEntries(
+    [env.a, env.b, ...running].map((i) => [i.domain, { ...i.urls, mastodon: i.mastodon.url }]),
+  );
   const code = await main(["--dir", c.dir, "--services-map", JSON.stringify(map), ...args], io);
   return { code, out: out.join("\n"), err: err.join("\n") };
 }
 
 describe("a commit one member cannot process (a fork)", () => {
   it("is reported once, announced to every member, blocks only the stuck device, and the group is re-created without its sender", async () => {
+    const { a, b, resolver } = env;
     const alice = await newClient(a, "alice", resolver);
     const bob = await newClient(a, "bob", resolver);
     let carol = await newClient(b, "carol", resolver);
