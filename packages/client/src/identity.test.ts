@@ -13,17 +13,10 @@ import {
   signDeviceList,
 } from "@mastodon-mls/bridge";
 import { formatIdentity, fromBase64url, parseAcct, toBase64url } from "@mastodon-mls/protocol";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { afterAll, describe, expect, it } from "vitest";
 import { createAccountKeyBackup } from "./backup.js";
 import { MlsDmClient } from "./client.js";
-import {
-  FAST_RETRY,
-  newClient,
-  resolverFor,
-  startInstance,
-  stopInstance,
-  type Instance,
-} from "./testSupport/instances.js";
+import { FAST_RETRY, newClient, useTwoInstances } from "./testSupport/instances.js";
 import { DirectoryClient } from "./transport/directoryClient.js";
 import { StaticResolver } from "./transport/resolver.js";
 import { settle } from "./testSupport/settle.js";
@@ -32,20 +25,13 @@ import { settle } from "./testSupport/settle.js";
 // pins, refusing devices that do not verify. alice@a.test and bob@b.test (carol@b.test for additions),
 // real directories and hubs, fake Mastodons; one story, each step building on the last.
 
-let a: Instance;
-let b: Instance;
-let resolver: StaticResolver;
+const env = useTwoInstances();
 let rogue: Server | undefined;
 let aliceDir: string | undefined;
 
-beforeAll(async () => {
-  [a, b] = await Promise.all([startInstance("a.test"), startInstance("b.test")]);
-  resolver = resolverFor([a, b]);
-});
 afterAll(async () => {
   rogue?.closeAllConnections();
   await new Promise<void>((r) => (rogue ? rogue.close(() => r()) : r()));
-  await Promise.all([a, b].map(stopInstance));
 });
 
 const statusOf = (c: MlsDmClient, groupId: string, acct: string) =>
@@ -122,6 +108,7 @@ async function rogueDirectory(real: string, acct: string): Promise<string> {
 
 describe("identity: proofs, statuses, pins, refusals", () => {
   it("verified both ways; malicious directory refused; revoked; unreachable; verified-oob; key-changed refuses new devices", async () => {
+    const { a, b, resolver } = env;
     const alice = await newClient(a, "alice", resolver, 2);
     aliceDir = alice.dir;
     const bob = await newClient(b, "bob", resolver, 2);
@@ -279,6 +266,7 @@ describe("identity: proofs, statuses, pins, refusals", () => {
   }, 120_000);
 
   it("a token without write:accounts stops set-up with a clear error; reopening with a new token finishes it", async () => {
+    const { a, resolver } = env;
     a.mastodon.createAccount({ username: "dora" });
     const dir = join(await mkdtemp(join(tmpdir(), "mls-dm-dora-")), "device");
     const err = await MlsDmClient.create({
