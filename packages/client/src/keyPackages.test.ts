@@ -1,30 +1,17 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import {
-  newClient,
-  resolverFor,
-  startInstance,
-  stopInstance,
-  type Instance,
-} from "./testSupport/instances.js";
-import type { StaticResolver } from "./transport/resolver.js";
+import { describe, expect, it } from "vitest";
+import { newClient, useOneInstance } from "./testSupport/instances.js";
 
 // Issue 4 "the client tops up below a threshold", against a real directory and hub: KeyPackages used by
 // Welcomes are replaced on the device's own once the directory holds fewer than half its target.
 
-let a: Instance;
-let resolver: StaticResolver;
-
-beforeAll(async () => {
-  a = await startInstance("a.test");
-  resolver = resolverFor([a]);
-});
-afterAll(() => stopInstance(a));
+const env = useOneInstance();
 
 describe("KeyPackage top-up", () => {
   it(
     "refills to the target after Welcomes use KeyPackages below half of it, and not before",
     { timeout: 60_000 },
     async () => {
+      const { a, resolver } = env;
       const alice = await newClient(a, "alice", resolver, 4);
       const bob = await newClient(a, "bob", resolver, 1);
       const carol = await newClient(a, "carol", resolver, 1);

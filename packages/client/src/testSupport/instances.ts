@@ -146,6 +146,25 @@ export function useTwoInstances(): TwoInstances {
   return env;
 }
 
+/** The one instance of a test file and the resolver for it: read the fields inside its tests. */
+export type OneInstance = Pick<TwoInstances, "a" | "resolver">;
+
+/**
+ * a.test alone, started before the calling file's tests and stopped after them: for files whose tests
+ * never reach a second instance (hubs, keyPackages), which useTwoInstances would start for nothing.
+ */
+export function useOneInstance(): OneInstance {
+  const env = {} as OneInstance;
+  beforeAll(async () => {
+    const a = await startInstance("a.test");
+    Object.assign(env, { a, resolver: resolverFor([a]) });
+  });
+  afterAll(async () => {
+    if (env.a !== undefined) await stopInstance(env.a);
+  });
+  return env;
+}
+
 /** startWithProxiedHub for the calling file's tests (stopped after them), with its proxy. */
 export function useProxiedHub(): TwoInstances & { proxy: HubProxy } {
   const env = { proxy: new HubProxy() } as TwoInstances & { proxy: HubProxy };
