@@ -1,38 +1,24 @@
 import { randomBytes } from "node:crypto";
 import { fromBase64url, toBase64url } from "@mastodon-mls/protocol";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { describe, expect, it } from "vitest";
 import { MAX_IDLE_HUBS, INVITED_HUB_SECONDS } from "./context.js";
 import { MlsDmClient } from "./client.js";
 import { DeviceStore } from "./store/deviceStore.js";
-import {
-  FAST_RETRY,
-  newClient,
-  resolverFor,
-  startInstance,
-  stopInstance,
-  type Instance,
-} from "./testSupport/instances.js";
+import { FAST_RETRY, newClient, useOneInstance } from "./testSupport/instances.js";
 import { DeliveryClient } from "./transport/deliveryClient.js";
-import type { StaticResolver } from "./transport/resolver.js";
 
 // Review item C6: anyone can send an invitation naming any hub, and every hub a device heard of is polled
 // on each sync. Hubs hosting none of the device's groups are polled for a while only, and only the most
 // recently named ones.
 
-let a: Instance;
-let resolver: StaticResolver;
-
-beforeAll(async () => {
-  a = await startInstance("a.test");
-  resolver = resolverFor([a]);
-});
-afterAll(() => stopInstance(a));
+const env = useOneInstance();
 
 describe("hubs named by invitations", () => {
   it(
     `are polled at most ${MAX_IDLE_HUBS} at a time, and forgotten when no group came of them in time`,
     { timeout: 60_000 },
     async () => {
+      const { a, resolver } = env;
       const alice = await newClient(a, "alice", resolver);
       const mallory = await newClient(a, "mallory", resolver);
       const device = await (await DeviceStore.open(mallory.dir)).readDevice();
