@@ -1,30 +1,23 @@
 import { fromBase64url } from "@mastodon-mls/protocol";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import type { MlsDmClient } from "./client.js";
 import type { DmEvent } from "./events.js";
 import { decodeMessage } from "./mls/codec.js";
-import { HubProxy, type Exchange, type ProxiedRequest, type StandIn } from "./testSupport/hubProxy.js";
-import { newClient, startWithProxiedHub, stopProxied, type Instance } from "./testSupport/instances.js";
+import type { Exchange, ProxiedRequest, StandIn } from "./testSupport/hubProxy.js";
+import { newClient, useProxiedHub } from "./testSupport/instances.js";
 import { settle } from "./testSupport/settle.js";
-import type { StaticResolver } from "./transport/resolver.js";
 
 // DESIGN §9: a member holding proposals commits them within 30 s. gina listens (`events()`); hank leaves;
 // gina's commit of his Remove is refused once by the hub (a proxy in front of the real delivery service
 // answers in its place). Nothing else happens in the group — no item arrives that would make gina try
 // again — yet the commit lands: the follow-up timer (an interval injected short) retries it.
 
-let a: Instance;
-let b: Instance;
-const proxy = new HubProxy();
-let resolver: StaticResolver;
+const env = useProxiedHub();
+const { proxy } = env;
 
-beforeAll(async () => {
-  ({ a, b, resolver } = await startWithProxiedHub(proxy));
-});
 afterEach(() => {
   proxy.intercept = () => undefined;
 });
-afterAll(() => stopProxied(proxy, [a, b]));
 
 /** A submission of an MLS commit (not a proposal, not an application message) to the group. */
 function isCommit(groupId: string, req: { method: string; path: string; body: Buffer }): boolean {
@@ -82,6 +75,7 @@ describe("the follow-up timer of events()", () => {
     "commits a leave proposal after the hub refused the first commit, %s, with no new item arriving",
     { timeout: 60_000 },
     async (_, refusal) => {
+      const { a, b, resolver } = env;
       const n = ++run;
       const gina = await newClient(a, `gina${n}`, resolver);
       const hank = await newClient(a, `hank${n}`, resolver);
