@@ -2,48 +2,35 @@ import { spawnSync } from "node:child_process";
 import { cpSync, readFileSync, writeFileSync } from "node:fs";
 import { hostname } from "node:os";
 import { join } from "node:path";
-import { afterAll, afterEach, beforeAll, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it } from "vitest";
 import { MlsDmClient } from "./client.js";
 import type { DeviceContext } from "./context.js";
 import type { DmEvent } from "./events.js";
 import { NOT_SENT_AFTER_MS } from "./groups/outbox.js";
 import { GENERATION_FILE } from "./store/deviceStore.js";
 import { LOCK_FILE } from "./store/lock.js";
-import { HubProxy, type ProxiedRequest, type StandIn } from "./testSupport/hubProxy.js";
-import {
-  FAST_RETRY,
-  newClient,
-  startWithProxiedHub,
-  stopProxied,
-  type Instance,
-} from "./testSupport/instances.js";
+import type { ProxiedRequest, StandIn } from "./testSupport/hubProxy.js";
+import { FAST_RETRY, newClient, useProxiedHub } from "./testSupport/instances.js";
 import { notes } from "./testSupport/history.js";
 import { settle } from "./testSupport/settle.js";
-import type { StaticResolver } from "./transport/resolver.js";
 
 // A sent message is on disk (the group's outbox, with the state that encrypted it) before it is posted,
 // and its history line is made durable in the background (groups/outbox.ts). Against a real hub behind a
 // proxy: a device whose disk is frozen while its post is on the way, restarted from that disk, finds its
 // message in its history if the hub accepted it, and is told it was not sent if the hub never did.
 
-let a: Instance;
-let b: Instance;
-const proxy = new HubProxy();
-let resolver: StaticResolver;
+const env = useProxiedHub();
+const { proxy } = env;
 
-beforeAll(async () => {
-  ({ a, b, resolver } = await startWithProxiedHub(proxy));
-});
 afterEach(() => {
   proxy.intercept = () => undefined;
   proxy.replaceAnswer = () => undefined;
 });
-afterAll(() => stopProxied(proxy, [a, b]));
 
 /** A later start of the device in `dir`, `minutes` from now by its clock. */
 const reopen = (dir: string, minutes = 0) =>
   MlsDmClient.open(dir, {
-    services: resolver,
+    services: env.resolver,
     retry: FAST_RETRY,
     clock: () => Date.now() + minutes * 60_000,
   });
@@ -99,6 +86,7 @@ const notSent = (events: DmEvent[]) => events.filter((e) => e.type === "not_sent
 
 describe("sent messages survive a crash", () => {
   it("a device stopped after the hub accepted its message, before its history line, finds it there on restart", async () => {
+    const { a, b, resolver } = env;
     const alice = await newClient(a, "alice1", resolver);
     const bob = await newClient(b, "bob1", resolver);
     const { groupId } = await alice.createGroup(["@bob1@b.test"]);
@@ -128,6 +116,7 @@ describe("sent messages survive a crash", () => {
   });
 
   it("a message whose post never reached the hub is reported not sent on restart, once it cannot arrive any more", async () => {
+    const { a, b, resolver } = env;
     const alice = await newClient(a, "alice2", resolver);
     const bob = await newClient(b, "bob2", resolver);
     const { groupId } = await alice.createGroup(["@bob2@b.test"]);
@@ -164,6 +153,7 @@ describe("sent messages survive a crash", () => {
   });
 
   it("a post that got no answer is settled by its echo: in the history once, never reported, however late", async () => {
+    const { a, b, resolver } = env;
     const alice = await newClient(a, "alice3", resolver);
     const bob = await newClient(b, "bob3", resolver);
     const { groupId } = await alice.createGroup(["@bob3@b.test"]);
@@ -186,6 +176,7 @@ describe("sent messages survive a crash", () => {
   });
 
   it("an entry that knows the hub's number, its line and echo gone, gets its line back from a full read", async () => {
+    const { a, b, resolver } = env;
     const alice = await newClient(a, "alice5", resolver);
     const bob = await newClient(b, "bob5", resolver);
     const { groupId } = await alice.createGroup(["@bob5@b.test"]);
@@ -214,6 +205,7 @@ describe("sent messages survive a crash", () => {
   });
 
   it("a refused post leaves the outbox at once and is never reported later", async () => {
+    const { a, b, resolver } = env;
     const alice = await newClient(a, "alice6", resolver);
     const bob = await newClient(b, "bob6", resolver);
     const { groupId } = await alice.createGroup(["@bob6@b.test"]);
@@ -234,6 +226,7 @@ describe("sent messages survive a crash", () => {
   });
 
   it("an echo read while the line's flush is pending, after a re-read from disk, still leaves the number on disk", async () => {
+    const { a, b, resolver } = env;
     const alice = await newClient(a, "alice7", resolver);
     const bob = await newClient(b, "bob7", resolver);
     const { groupId } = await alice.createGroup(["@bob7@b.test"]);
@@ -264,6 +257,7 @@ describe("sent messages survive a crash", () => {
   });
 
   it("the echo of a post whose answer was lost settles it after the device left the group", async () => {
+    const { a, b, resolver } = env;
     const alice = await newClient(a, "alice8", resolver);
     const bob = await newClient(b, "bob8", resolver);
     const { groupId } = await alice.createGroup(["@bob8@b.test"]);
@@ -288,6 +282,7 @@ describe("sent messages survive a crash", () => {
   });
 
   it("keeps reading a left group's hub, however old the invitation, while an own message there waits", async () => {
+    const { a, b, resolver } = env;
     const carol = await newClient(a, "carol10", resolver);
     const dan = await newClient(b, "dan10", resolver);
     const { groupId } = await carol.createGroup(["@dan10@b.test"]); // hosted by a.test's hub
@@ -305,6 +300,7 @@ describe("sent messages survive a crash", () => {
   });
 
   it("normal sending writes each line once, and the outbox empties", async () => {
+    const { a, b, resolver } = env;
     const alice = await newClient(a, "alice4", resolver);
     const bob = await newClient(b, "bob4", resolver);
     const { groupId } = await alice.createGroup(["@bob4@b.test"]);
@@ -323,6 +319,7 @@ describe("sent messages survive a crash", () => {
 
 describe("a process that dies holding the device's lock", () => {
   it("has announced its writes: another live process re-reads, and no key generation is used twice", async () => {
+    const { a, b, resolver } = env;
     const alice = await newClient(a, "alice9", resolver);
     const bob = await newClient(b, "bob9", resolver);
     const { groupId } = await alice.createGroup(["@bob9@b.test"]);
