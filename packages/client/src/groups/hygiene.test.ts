@@ -1,14 +1,13 @@
-import { mkdtemp, readFile, writeFile } from "node:fs/promises";
-import { hostname, tmpdir } from "node:os";
+import { readFile, writeFile } from "node:fs/promises";
+import { hostname } from "node:os";
 import { join } from "node:path";
-import { cipherSuite, profileClientConfig } from "@mastodon-mls/bridge";
+import { cipherSuite } from "@mastodon-mls/bridge";
 import {
   acceptAll,
   createCommit,
   createProposal,
   emptyPskIndex,
   encodeMlsMessage,
-  joinGroup,
   processMessage,
   type ClientState,
   type MLSMessage,
@@ -18,15 +17,15 @@ import { MlsDmClient } from "../client.js";
 import { ClientError } from "../errors.js";
 import { decodeCleartext } from "@mastodon-mls/protocol";
 import { decodeMessage } from "../mls/codec.js";
+import { aliceAndBobOnFake, NO_WAIT } from "../testSupport/fakeGroup.js";
 import { FakeServices } from "../testSupport/fakeServices.js";
-import { localDevice, type LocalDevice } from "../testSupport/localDevices.js";
+import type { LocalDevice } from "../testSupport/localDevices.js";
 import { SELF_UPDATE_INTERVAL_SECONDS } from "./followUp.js";
 
 // Group hygiene against a scripted hub: alice is an MlsDmClient, bob is driven with ts-mls directly, so
 // the test decides what alice receives. Leave proposals (DESIGN §9), the weekly self-update (DESIGN §2),
 // and two clients on one directory (two processes).
 
-const NO_WAIT = { attempts: 3, baseDelayMs: 0, maxDelayMs: 0 };
 const DAY = 24 * 3600 * 1000;
 let fake: FakeServices;
 let alice: MlsDmClient;
@@ -40,33 +39,7 @@ beforeEach(async () => {
   now = Date.UTC(2030, 0, 1);
   fake = new FakeServices();
   await fake.start();
-  bobDevice = await localDevice("acct:bob@a.test");
-  const bobKp = await bobDevice.keyPackage();
-  fake.keyPackages.set("bob@a.test", { deviceId: bobDevice.deviceId, keyPackage: bobKp.encoded });
-  alice = await MlsDmClient.create({
-    dir: join(await mkdtemp(join(tmpdir(), "mls-dm-hygiene-")), "alice"),
-    acct: "alice@a.test",
-    mastodonToken: "token",
-    protection: { kind: "none" },
-    services: { directory: fake.url, delivery: fake.url },
-    keyPackages: 1,
-    publishIdentity: false,
-    retry: NO_WAIT,
-    clock,
-  });
-  groupId = (await alice.createGroup(["bob@a.test"], { allowUnverified: true })).groupId;
-  const welcome = decodeMessage(fake.lastWelcome!);
-  if (welcome.wireformat !== "mls_welcome") throw new Error("no Welcome");
-  bob = await joinGroup(
-    welcome.welcome,
-    bobKp.publicPackage,
-    bobKp.privatePackage,
-    emptyPskIndex,
-    await cipherSuite(),
-    undefined,
-    undefined,
-    profileClientConfig(),
-  );
+  ({ alice, bobDevice, bob, groupId } = await aliceAndBobOnFake(fake, "hygiene", clock));
   expect(await alice.sync()).toEqual([]);
 });
 afterEach(() => fake.stop());
