@@ -1,28 +1,22 @@
-import { mkdtemp } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { cipherSuite, profileClientConfig, sha256 } from "@mastodon-mls/bridge";
+import { cipherSuite, sha256 } from "@mastodon-mls/bridge";
 import { encodeCleartext } from "@mastodon-mls/protocol";
 import {
   createApplicationMessage,
   createCommit,
-  emptyPskIndex,
   encodeMlsMessage,
-  joinGroup,
   type ClientState,
   type MLSMessage,
 } from "ts-mls";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { buildCreateNote } from "../cleartext.js";
 import { MlsDmClient } from "../client.js";
-import { decodeMessage } from "../mls/codec.js";
+import { aliceAndBobOnFake, NO_WAIT } from "../testSupport/fakeGroup.js";
 import { FakeServices } from "../testSupport/fakeServices.js";
-import { localDevice, type LocalDevice } from "../testSupport/localDevices.js";
+import type { LocalDevice } from "../testSupport/localDevices.js";
 
 // Receiving against a scripted hub: alice is an MlsDmClient; bob is driven with ts-mls directly, so the
 // test decides what reaches alice and in which order.
 
-const NO_WAIT = { attempts: 3, baseDelayMs: 0, maxDelayMs: 0 };
 let fake: FakeServices;
 let alice: MlsDmClient;
 let bobDevice: LocalDevice;
@@ -32,34 +26,9 @@ let groupId: string;
 beforeEach(async () => {
   fake = new FakeServices();
   await fake.start();
-  bobDevice = await localDevice("acct:bob@a.test");
-  const bobKp = await bobDevice.keyPackage();
-  fake.keyPackages.set("bob@a.test", { deviceId: bobDevice.deviceId, keyPackage: bobKp.encoded });
-  alice = await MlsDmClient.create({
-    dir: join(await mkdtemp(join(tmpdir(), "mls-dm-recv-")), "alice"),
-    acct: "alice@a.test",
-    mastodonToken: "token",
-    protection: { kind: "none" },
-    services: { directory: fake.url, delivery: fake.url },
-    keyPackages: 1,
-    publishIdentity: false,
-    retry: NO_WAIT,
-  });
-  const created = await alice.createGroup(["bob@a.test"], { allowUnverified: true });
+  const created = await aliceAndBobOnFake(fake, "recv");
+  ({ alice, bobDevice, bob, groupId } = created);
   expect(created.added).toEqual([{ acct: "bob@a.test", deviceId: bobDevice.deviceId }]);
-  groupId = created.groupId;
-  const welcome = decodeMessage(fake.lastWelcome!);
-  if (welcome.wireformat !== "mls_welcome") throw new Error("no Welcome");
-  bob = await joinGroup(
-    welcome.welcome,
-    bobKp.publicPackage,
-    bobKp.privatePackage,
-    emptyPskIndex,
-    await cipherSuite(),
-    undefined,
-    undefined,
-    profileClientConfig(),
-  );
   expect(await alice.sync()).toEqual([]); // alice's own commit comes back and is recognised
 });
 afterEach(() => fake.stop());
