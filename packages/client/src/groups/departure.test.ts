@@ -1,8 +1,8 @@
-import { mkdtemp, readFile, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { afterEach, beforeEach, expect, it } from "vitest";
 import { MlsDmClient } from "../client.js";
+import { aliceOnFake, NO_WAIT } from "../testSupport/fakeGroup.js";
 import { FakeServices } from "../testSupport/fakeServices.js";
 
 // A departure at the hub (D17) still to do is follow-up work of its own: a hub that refuses it (503, or
@@ -10,23 +10,13 @@ import { FakeServices } from "../testSupport/fakeServices.js";
 // the catch-up read of a send that met a commit it had not read (review of 2026-11-27: it did). Groups
 // left before departures existed are departed once.
 
-const NO_WAIT = { attempts: 3, baseDelayMs: 0, maxDelayMs: 0 };
 let fake: FakeServices;
 let alice: MlsDmClient;
 
 beforeEach(async () => {
   fake = new FakeServices();
   await fake.start();
-  alice = await MlsDmClient.create({
-    dir: join(await mkdtemp(join(tmpdir(), "mls-dm-departure-")), "alice"),
-    acct: "alice@a.test",
-    mastodonToken: "token",
-    protection: { kind: "none" },
-    services: { directory: fake.url, delivery: fake.url },
-    keyPackages: 1,
-    publishIdentity: false,
-    retry: NO_WAIT,
-  });
+  alice = await aliceOnFake(fake, "departure");
 });
 afterEach(() => fake.stop());
 
