@@ -1,6 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { startRedis, waitFor, type RedisHandle } from "@mastodon-mls/testkit";
-import { connectRedis, silentLogger, type Redis } from "@mastodon-mls/service-kit";
+import { StoreUnavailableError, connectRedis, silentLogger, type Redis } from "@mastodon-mls/service-kit";
 import { toBase64url } from "@mastodon-mls/protocol";
 import { channelsOf } from "../channels.js";
 import { ackCursor, readInbox } from "../inbox.js";
@@ -700,6 +700,73 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
 
   it("is ready", async () => {
     expect(await store.ready()).toBe(true);
+  });
+
+  // Review (1ea331c): an acknowledgement writes the device's cursor (its slot), then the group's record
+  // (the group's slot). If the second step fails, the device's cursor already says it read its `removed`:
+  // it is given nothing more in that stretch, so it never acknowledges it again, and the group keeps its
+  // stretch (and the device's index entry, a place in its budget) for ever, holding retention by
+  // acknowledgement back at the old position.
+  it("review: an ack of `removed` whose group step failed after the device's cursor moved still lets the group forget the device", async () => {
+    const id = await groupWithLog(0);
+    const dev = "dev-rv-half";
+    const rv = { device: dev, acct: undefined };
+    await store.beginAdd(dev, id, "t");
+    await store.commit(
+      id,
+      commitWrite(0, { adds: [{ leaf: 1, member: member("rv-half") }], welcome: bytes(5) }),
+    );
+    await store.endAdd(dev, id, "t");
+    await store.commit(id, commitWrite(1, { removes: [1], removedDevices: [dev] })); // seq 2
+    const opts = { limit: 100, maxBytes: 1 << 20 };
+    const page = await readInbox(store, rv, undefined, opts);
+    expect(page.items.map((i) => i.kind)).toEqual(["welcome", "message", "removed"]);
+    // A Redis error on the group's slot, after the device's cursor was written.
+    const failing = new Proxy(store, {
+      get(target, prop) {
+        if (prop === "ackGroup") return async () => Promise.reject(new StoreUnavailableError());
+        const v = Reflect.get(target, prop, target) as unknown;
+        return typeof v === "function" ? (v as (...a: unknown[]) => unknown).bind(target) : v;
+      },
+    });
+    await expect(ackCursor(failing, rv, page.cursor)).rejects.toThrow();
+    // The client goes on as clients do: it reads, and acknowledges whatever it is given.
+    for (let i = 0; i < 3; i++) {
+      const again = await readInbox(store, rv, undefined, opts);
+      if (again.items.length > 0) await ackCursor(store, rv, again.cursor);
+    }
+    await store.ackGroup(id, "dev-alice", [{ from: 0, position: 2 }]);
+    // It read everything, `removed` included: the group should have forgotten it, and retention moved on.
+    expect(await store.memberships(id, dev)).toBeUndefined();
+    expect((await store.groupStatus(id))!.base).toBe(2);
+  });
+
+  // Review (1ea331c): stretches are named by their `from` and numbers are never reused, so the positions
+  // of forgotten stretches are never needed again; yet the device's cursor keeps one per stretch it ever
+  // had. A member who removes and re-adds a device grows that device's cursor (read whole on every inbox
+  // read) by one position per cycle, without bound.
+  it("review: a device removed and added back many times does not keep a position per forgotten stretch for ever", async () => {
+    const id = await groupWithLog(0);
+    const dev = "dev-rv-cycle";
+    const rv = { device: dev, acct: undefined };
+    const opts = { limit: 100, maxBytes: 1 << 20 };
+    let epoch = 0;
+    for (let k = 0; k < 20; k++) {
+      await store.beginAdd(dev, id, `t${k}`);
+      await store.commit(
+        id,
+        commitWrite(epoch++, { adds: [{ leaf: 1, member: member("rv-cycle") }], welcome: bytes(k) }),
+      );
+      await store.endAdd(dev, id, `t${k}`);
+      await store.commit(id, commitWrite(epoch++, { removes: [1], removedDevices: [dev] }));
+      const page = await readInbox(store, rv, undefined, opts);
+      expect(page.items.at(-1)?.kind).toBe("removed");
+      expect(await ackCursor(store, rv, page.cursor)).toMatchObject({ forgot: true });
+    }
+    expect(await store.memberships(id, dev)).toBeUndefined();
+    expect(await store.deviceGroupCount(dev)).toBe(0);
+    // Twenty forgotten stretches, none of which can ever be read again.
+    expect((await store.cursor(dev)).size).toBeLessThanOrEqual(1);
   });
 });
 
