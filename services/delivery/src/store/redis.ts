@@ -85,7 +85,7 @@ export interface RedisStoreOptions {
  *                                     at most (the newest epochs')
  *   <p>{d:<deviceId>}:groups   hash   groupId → the group's number in this device's cursors
  *   <p>{d:<deviceId>}:next     string counter for those numbers
- *   <p>{d:<deviceId>}:adds     hash   "v:<g>", "p:<g>", "t:<g>": adds of the device to group g in flight (lua.ts)
+ *   <p>{d:<deviceId>}:adds     hash   "p:<g>" adds of the device to group g in flight ("token@ms …"), "v:<g>" their version (lua.ts)
  *   <p>{d:<deviceId>}:cursor   hash   cursor stream → acknowledged position
  *   <p>{a:<acct>}:inv          list   invitations after invbase, in order (JSON, starting with "t")
  *   <p>{a:<acct>}:invbase      string invitations deleted so far

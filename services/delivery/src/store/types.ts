@@ -207,7 +207,6 @@ export interface DeviceInGroup {
   memberships: Membership[];
 }
 
-/** A device's groups at this hub: groupId → its number in the device's cursors. */
 /**
  * What forgetDeviceGroup did: `deleted` the entry, `kept` it, found it changed by another step since it
  * began (`moved`: that step settles it), or found none (`absent`; indexed again if a commit added the
@@ -222,6 +221,7 @@ export type IndexSettlement = "deleted" | "kept" | "moved" | "absent";
  */
 export const PENDING_ADD_MS = 10 * 60_000;
 
+/** A device's groups at this hub: groupId → its number in the device's cursors. */
 export interface DeviceGroups {
   numbers: ReadonlyMap<string, number>;
   /** The highest number ever given (numbers are never reused). */
