@@ -1,6 +1,7 @@
 import { ProtocolError, type DepartureResponse } from "@mastodon-mls/protocol";
 import type { DeviceCertificate } from "@mastodon-mls/bridge";
 import type { DeliveryContext } from "./context.js";
+import { membershipStream } from "./cursor.js";
 import { parseGroupId } from "./submit.js";
 
 /**
@@ -18,10 +19,17 @@ export async function depart(
   parseGroupId(groupId);
   const device = requester.deviceIdText;
   await ctx.rateLimits.take("submissions", device);
+  const number = (await ctx.store.deviceGroups(device)).numbers.get(groupId);
   const outcome = await ctx.store.depart(groupId, device);
   if (!outcome.ok) throw new ProtocolError(outcome.reason);
   if (outcome.trimmed > 0) ctx.metrics.retained.inc({ cause: "ack" }, outcome.trimmed);
   await ctx.store.forgetDeviceGroup(device, groupId);
+  if (number !== undefined) {
+    await ctx.store.dropCursorStreams(
+      device,
+      outcome.forgotten.map((from) => membershipStream(number, from)),
+    );
+  }
   // Its open streams read again and stop tracking the group.
   ctx.notifier.publish({ kind: "devices", devices: [device] });
   ctx.metrics.departures.inc();

@@ -186,9 +186,9 @@ class ForgetHookStore extends MemoryDeliveryStore {
 
   /** beginAdd fails for this device (a Redis error on its slot). */
   failBeginFor: string | undefined;
-  override async beginAdd(device: string, groupId: string, token: string): Promise<void> {
+  override async beginAdd(device: string, groupId: string, token: string, max: number): Promise<boolean> {
     if (device === this.failBeginFor) throw new StoreUnavailableError();
-    return super.beginAdd(device, groupId, token);
+    return super.beginAdd(device, groupId, token, max);
   }
 }
 
@@ -412,7 +412,7 @@ describe("races", () => {
       await alice.startGroup(g.bytes);
       expect((await hub.client(alice).createGroup(g.text)).status).toBe(201);
       // Left by an add whose request died before its commit (and before its mark lapsed: then kept).
-      await store.beginAdd(bob.deviceId, g.text, "t");
+      await store.beginAdd(bob.deviceId, g.text, "t", 1000);
       expect((await hub.client(bob).inbox()).items).toEqual([]);
       expect(await store.deviceGroupCount(bob.deviceId)).toBe(1);
       await store.endAdd(bob.deviceId, g.text, "t");

@@ -1,6 +1,6 @@
 import { ProtocolError, toBase64url, type InboxItem } from "@mastodon-mls/protocol";
 import { ACCOUNT_STREAM, encodeCursor, groupNumberOf, membershipStream, type Cursor } from "./cursor.js";
-import type { DeliveryStore, LogEntry, StretchAck } from "./store/types.js";
+import type { AckOutcome, DeliveryStore, LogEntry, StretchAck } from "./store/types.js";
 
 // A device's inbox is a merge, in a fixed order, of its streams (cursor.ts): the account's invitations
 // first, then each membership stretch in the order the device joined its groups. Within a stretch: the
@@ -121,16 +121,27 @@ async function deviceStreams(store: DeliveryStore, reader: InboxReader) {
   ];
   const last = new Map<string, GroupStream>();
   const first = new Map<number, number>();
+  // What a step that stopped half-way left behind, finished here (a failure leaves it for the next read;
+  // reading does not depend on it).
+  const repairs: Promise<unknown>[] = [];
   ordered.forEach(([groupId, number], i) => {
     const inGroup = found[i];
     if (!inGroup) {
       // An entry whose commit never landed, or left by a forget that stopped half-way: it goes, unless an
-      // add of the device is in flight, so that it takes no place in the device's budget for ever. Not
-      // waited for: reading does not depend on it, and a failure leaves it for the next read.
-      store.forgetDeviceGroup(reader.device, groupId).catch(() => undefined);
+      // add of the device is in flight, so that it takes no place in the device's budget for ever.
+      repairs.push(store.forgetDeviceGroup(reader.device, groupId).catch(() => undefined));
       return;
     }
     first.set(number, Math.min(...inGroup.memberships.map((m) => m.from)));
+    const read = inGroup.memberships[0]!;
+    const position = acked.get(membershipStream(number, read.from)) ?? -1;
+    if (read.until !== null && position >= read.until + 1) {
+      // The device acknowledged its `removed` and the group never heard (the acknowledgement stopped
+      // between the device's slot and the group's): nothing more comes in this stretch, so the device
+      // would never acknowledge it again, and the group would keep it, and its place, for ever.
+      const acks = [{ from: read.from, position }];
+      repairs.push(ackGroupAndForget(store, reader.device, groupId, number, acks).catch(() => undefined));
+    }
     for (const m of inGroup.memberships) {
       const key = membershipStream(number, m.from);
       last.set(groupId, { key, open: m.until === null });
@@ -200,6 +211,7 @@ async function deviceStreams(store: DeliveryStore, reader: InboxReader) {
       });
     }
   });
+  await Promise.all(repairs);
   return { streams, acked, groups: last, next: groups.next, numbers: groups.numbers, first };
 }
 
@@ -324,9 +336,9 @@ export interface AckResult {
   /** Log entries retention deleted because of this acknowledgement. */
   trimmed: number;
   /**
-   * The device finished with a group, which dropped from its index. Its streams should read again: a
-   * commit may have added it back while that happened, and the index then changed under their feet
-   * (store forgetDeviceGroup).
+   * The group forgot stretches of the device (it read them to their `removed`), and with the last of
+   * them it may have dropped from the device's index. Its streams should read again: their streams
+   * changed, and a commit may have added it back meanwhile (store forgetDeviceGroup).
    */
   forgot: boolean;
 }
@@ -426,24 +438,46 @@ async function ackGroups(
   valid: Cursor,
   groupOf: (key: string) => string | undefined,
 ): Promise<AckResult> {
-  const perGroup = new Map<string, StretchAck[]>();
+  const perGroup = new Map<string, { number: number; acks: StretchAck[] }>();
   for (const [key, position] of valid) {
     const groupId = groupOf(key);
-    if (groupId === undefined) continue;
-    const list = perGroup.get(groupId) ?? [];
-    list.push({ from: Number(key.slice(key.indexOf(".") + 1)), position });
-    perGroup.set(groupId, list);
+    const number = groupNumberOf(key);
+    if (groupId === undefined || number === undefined) continue;
+    const group = perGroup.get(groupId) ?? { number, acks: [] };
+    group.acks.push({ from: Number(key.slice(key.indexOf(".") + 1)), position });
+    perGroup.set(groupId, group);
   }
   let trimmed = 0;
   let forgot = false;
   await Promise.all(
-    [...perGroup].map(async ([groupId, acks]) => {
-      const outcome = await store.ackGroup(groupId, reader.device, acks);
+    [...perGroup].map(async ([groupId, { number, acks }]) => {
+      const outcome = await ackGroupAndForget(store, reader.device, groupId, number, acks);
       trimmed += outcome.trimmed;
-      if (!outcome.done) return;
-      await store.forgetDeviceGroup(reader.device, groupId);
-      forgot = true;
+      forgot ||= outcome.forgotten.length > 0;
     }),
   );
   return { trimmed, forgot };
+}
+
+/**
+ * The group's record of the device's positions, then what goes with stretches the group forgot: the
+ * device's positions in them (no stream of that name comes again) and, once it forgot them all, the
+ * group's entry in the device's index (settled: store forgetDeviceGroup).
+ */
+async function ackGroupAndForget(
+  store: DeliveryStore,
+  device: string,
+  groupId: string,
+  number: number,
+  acks: readonly StretchAck[],
+): Promise<AckOutcome> {
+  const outcome = await store.ackGroup(groupId, device, acks);
+  if (outcome.done) await store.forgetDeviceGroup(device, groupId);
+  if (outcome.forgotten.length > 0) {
+    await store.dropCursorStreams(
+      device,
+      outcome.forgotten.map((from) => membershipStream(number, from)),
+    );
+  }
+  return outcome;
 }

@@ -185,24 +185,26 @@ async function acceptCommit(
     screened.removes,
     screened.adds.map((kp) => ({ device: kp.deviceId, acct: kp.acct })),
   );
-  // Groups per device: a device already in as many groups as allowed cannot be added to another.
-  const counts = await Promise.all(adds.map((a) => ctx.store.deviceGroupCount(a.member.device)));
-  const full = adds.find((_, i) => counts[i]! >= ctx.limits.groupsPerDevice);
-  if (full) {
-    throw new ProtocolError(
-      "too_many_groups",
-      `The device ${full.member.device} (${full.member.acct}) is in ${ctx.limits.groupsPerDevice} groups at this hub already.`,
-      { device: full.member.device },
-    );
-  }
   // The index entry goes first, marked as an add in flight until the commit is answered: if we stop
   // between the writes, the group's memberships still decide, and no forget of the device running
-  // meanwhile can drop the entry (store beginAdd, forgetDeviceGroup).
+  // meanwhile can drop the entry (store beginAdd, forgetDeviceGroup). Groups per device: a device
+  // already in as many groups as allowed cannot be added to another (checked as the place is taken).
   const token = randomUUID();
+  const max = ctx.limits.groupsPerDevice;
   let outcome: CommitOutcome | undefined;
   try {
-    // Inside the try: if one of them fails, the marks the others set are ended too.
-    await Promise.all(adds.map((a) => ctx.store.beginAdd(a.member.device, snap.groupId, token)));
+    // Inside the try: if one of them fails, or a device is full, the marks the others set end too.
+    const placed = await Promise.all(
+      adds.map((a) => ctx.store.beginAdd(a.member.device, snap.groupId, token, max)),
+    );
+    const full = adds.find((_, i) => !placed[i]);
+    if (full) {
+      throw new ProtocolError(
+        "too_many_groups",
+        `The device ${full.member.device} (${full.member.acct}) is in ${max} groups at this hub already.`,
+        { device: full.member.device },
+      );
+    }
     outcome = await ctx.store.commit(snap.groupId, {
       expectedEpoch: snap.epoch,
       sender: requester.deviceIdText,

@@ -290,13 +290,15 @@ end
 /**
  * Acknowledgements in a group, then retention by acknowledgement. KEYS: meta mship acks log welcome wins
  * forks.
- * ARGV: device, keep, (stretch's from, position)… → {done, trimmed, oldest ('' when the log is empty)}.
- * A stretch the device does not have is ignored.
+ * ARGV: device, keep, (stretch's from, position)… → {done, trimmed, oldest ('' when the log is empty),
+ * the froms of the stretches forgotten ("f,f,…")}. A stretch the device does not have is ignored. The
+ * device's first stretches that it has read to their `removed` are forgotten (all of them: done), so a
+ * device removed and added back again and again keeps no more than what it has not read.
  */
 export const ACK_GROUP = new LuaScript(`${SCAN}${TRIM}${FORGET_WINS}${READ_RETENTION}
 local device = ARGV[1]
 local mine = redis.call('HGET', KEYS[2], device)
-if not mine then return {0, 0, ''} end
+if not mine then return {0, 0, '', ''} end
 local froms = {}
 for fromText in string.gmatch(mine, '(%d+):') do froms[fromText] = true end
 for i = 3, #ARGV, 2 do
@@ -312,17 +314,34 @@ for j = 1, #flat, 2 do acks[flat[j]] = tonumber(flat[j + 1]) end
 local meta = redis.call('HMGET', KEYS[1], 'seq', 'base', 'epoch')
 local seq = tonumber(meta[1])
 local base = tonumber(meta[2] or '0')
-local done = scan(acks, device, mine, seq)
-if done then forget_stretches(KEYS[2], KEYS[3], device, mine) end
+local kept = {}
+local gone = {}
+for fromText, untilText in string.gmatch(mine, '(%d+):(%d*)') do
+  local field = device .. '#' .. fromText
+  local ack = acks[field] or -1
+  if #kept == 0 and untilText ~= '' and ack >= tonumber(untilText) + 1 then
+    table.insert(gone, fromText)
+    redis.call('HDEL', KEYS[3], field)
+    acks[field] = nil
+  else
+    table.insert(kept, fromText .. ':' .. untilText)
+  end
+end
+local done = #kept == 0
+if done then
+  redis.call('HDEL', KEYS[2], device)
+elseif #gone > 0 then
+  redis.call('HSET', KEYS[2], device, table.concat(kept, ','))
+end
 local trimmed = trim_read(KEYS, acks, seq, base, tonumber(meta[3]), tonumber(ARGV[2]))
-return {done and 1 or 0, trimmed, trimmed > 0 and oldest(KEYS[4]) or ''}
+return {done and 1 or 0, trimmed, trimmed > 0 and oldest(KEYS[4]) or '', table.concat(gone, ',')}
 `);
 
 /**
  * The device leaves the group at the hub (store types.ts `depart`): out of `leaves`, its roster entry
  * marked departed (`"x":1`) in its place, its stretches and acknowledgements forgotten, then retention
  * by acknowledgement as in ACK_GROUP. KEYS: meta mship acks log welcome wins forks roster leaves.
- * ARGV: device, keep → {'unknown_group'} or {'ok', leaf ('' for none), trimmed, oldest}.
+ * ARGV: device, keep → {'unknown_group'} or {'ok', leaf ('' for none), trimmed, oldest, froms forgotten}.
  */
 export const DEPART = new LuaScript(`${SCAN}${TRIM}${FORGET_WINS}${READ_RETENTION}
 local meta = redis.call('HMGET', KEYS[1], 'seq', 'base', 'epoch')
@@ -337,14 +356,16 @@ if leaf then
   end
 end
 local mine = redis.call('HGET', KEYS[2], device)
-if not mine then return {'ok', leaf or '', 0, ''} end
+if not mine then return {'ok', leaf or '', 0, '', ''} end
 forget_stretches(KEYS[2], KEYS[3], device, mine)
+local gone = {}
+for fromText in string.gmatch(mine, '(%d+):') do table.insert(gone, fromText) end
 local acks = {}
 local flat = redis.call('HGETALL', KEYS[3])
 for j = 1, #flat, 2 do acks[flat[j]] = tonumber(flat[j + 1]) end
 local trimmed = trim_read(KEYS, acks, tonumber(meta[1]), tonumber(meta[2] or '0'), tonumber(meta[3]),
   tonumber(ARGV[2]))
-return {'ok', leaf or '', trimmed, trimmed > 0 and oldest(KEYS[4]) or ''}
+return {'ok', leaf or '', trimmed, trimmed > 0 and oldest(KEYS[4]) or '', table.concat(gone, ',')}
 `);
 
 /**
@@ -440,25 +461,35 @@ return added
 // request's own token, and when it began), "v:<g>" counts every add begun and ended, so that a settle
 // that read it before and finds it changed knows an add ran meanwhile. Both go with the group's entry.
 const MARK_IN_FLIGHT = `
-local function mark_in_flight(addsKey, g, token, now)
-  local p = redis.call('HGET', addsKey, 'p:' .. g)
-  local entry = token .. '@' .. now
-  redis.call('HSET', addsKey, 'p:' .. g, p and (p .. ' ' .. entry) or entry)
+local function mark_in_flight(addsKey, g, token, now, ttl)
+  local marks = {}
+  for entry, at in string.gmatch(redis.call('HGET', addsKey, 'p:' .. g) or '', '(%S+@(%d+))') do
+    if tonumber(now) - tonumber(at) < tonumber(ttl) then table.insert(marks, entry) end
+  end
+  table.insert(marks, token .. '@' .. now)
+  redis.call('HSET', addsKey, 'p:' .. g, table.concat(marks, ' '))
   redis.call('HINCRBY', addsKey, 'v:' .. g, 1)
 end
 `;
 
-/** KEYS: groups next adds. ARGV: groupId, token, now. Indexes the group if it is not; marks the add. */
+/**
+ * KEYS: groups next adds. ARGV: groupId, token, now, PENDING_ADD_MS, max. Indexes the group if it is not,
+ * while the device has fewer than `max` groups (→ 0, nothing written, when it has not: the budget is
+ * checked in the same step as the place is taken); marks the add (lapsed marks go) → 1.
+ */
 export const BEGIN_ADD = new LuaScript(`${MARK_IN_FLIGHT}
 local g = ARGV[1]
-if redis.call('HEXISTS', KEYS[1], g) == 0 then redis.call('HSET', KEYS[1], g, redis.call('INCR', KEYS[2])) end
-mark_in_flight(KEYS[3], g, ARGV[2], ARGV[3])
+if redis.call('HEXISTS', KEYS[1], g) == 0 then
+  if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[5]) then return 0 end
+  redis.call('HSET', KEYS[1], g, redis.call('INCR', KEYS[2]))
+end
+mark_in_flight(KEYS[3], g, ARGV[2], ARGV[3], ARGV[4])
 return 1
 `);
 
 /**
- * KEYS: groups next adds. ARGV: groupId, max, token, now. → 1 added, 0 already there, -1 full (nothing
- * written); unless full, marks the create as an add in flight (as BEGIN_ADD).
+ * KEYS: groups next adds. ARGV: groupId, max, token, now, PENDING_ADD_MS. → 1 added, 0 already there, -1
+ * full (nothing written); unless full, marks the create as an add in flight (as BEGIN_ADD).
  */
 export const RESERVE_DEVICE_GROUP = new LuaScript(`${MARK_IN_FLIGHT}
 local g = ARGV[1]
@@ -468,7 +499,7 @@ if redis.call('HEXISTS', KEYS[1], g) == 0 then
   redis.call('HSET', KEYS[1], g, redis.call('INCR', KEYS[2]))
   reply = 1
 end
-mark_in_flight(KEYS[3], g, ARGV[3], ARGV[4])
+mark_in_flight(KEYS[3], g, ARGV[3], ARGV[4], ARGV[5])
 return reply
 `);
 
@@ -494,9 +525,10 @@ return 1
 `);
 
 /**
- * KEYS: groups adds. ARGV: groupId, number read, version read ("" for none), 1 if the group has
+ * KEYS: groups adds cursor. ARGV: groupId, number read, version read ("" for none), 1 if the group has
  * stretches of the device (read after them), now, PENDING_ADD_MS.
- * → "moved" (the entry is no longer the one read), "deleted" or "kept".
+ * → "moved" (the entry is no longer the one read), "deleted" or "kept". A deleted entry takes the
+ * device's positions in the number's streams with it: no stretch can come under that number again.
  */
 export const SETTLE_INDEX = new LuaScript(`
 local g = ARGV[1]
@@ -509,6 +541,10 @@ for at in string.gmatch(redis.call('HGET', KEYS[2], 'p:' .. g) or '', '@(%d+)') 
 end
 redis.call('HDEL', KEYS[1], g)
 redis.call('HDEL', KEYS[2], 'v:' .. g, 'p:' .. g)
+local prefix = ARGV[2] .. '.'
+for _, stream in ipairs(redis.call('HKEYS', KEYS[3])) do
+  if string.sub(stream, 1, #prefix) == prefix then redis.call('HDEL', KEYS[3], stream) end
+end
 return 'deleted'
 `);
 

@@ -265,7 +265,9 @@ export class MemoryDeliveryStore implements DeliveryStore {
   private markInFlight(index: DeviceIndex, groupId: string, token: string): void {
     const pending = index.pending.get(groupId) ?? new Map<string, number>();
     index.pending.set(groupId, pending);
-    pending.set(token, this.clock());
+    const now = this.clock();
+    for (const [t, at] of pending) if (now - at >= PENDING_ADD_MS) pending.delete(t);
+    pending.set(token, now);
   }
 
   async deviceGroups(device: string): Promise<DeviceGroups> {
@@ -275,10 +277,14 @@ export class MemoryDeliveryStore implements DeliveryStore {
 
   // Each of these runs from its check to its last change with no await: the group's memberships and the
   // device's index are read and written in one step, which the Redis store can only approach (redis.ts).
-  async beginAdd(device: string, groupId: string, token: string): Promise<void> {
+  async beginAdd(device: string, groupId: string, token: string, max: number): Promise<boolean> {
     const index = this.indexOf(device);
-    if (!index.numbers.has(groupId)) index.numbers.set(groupId, ++index.next);
+    if (!index.numbers.has(groupId)) {
+      if (index.numbers.size >= max) return false;
+      index.numbers.set(groupId, ++index.next);
+    }
     this.markInFlight(index, groupId, token);
+    return true;
   }
 
   async endAdd(device: string, groupId: string, token: string): Promise<void> {
@@ -300,8 +306,11 @@ export class MemoryDeliveryStore implements DeliveryStore {
       (at) => now - at < PENDING_ADD_MS,
     );
     if (inFlight || this.groups.get(groupId)?.memberships.has(device)) return "kept";
+    const prefix = `${index.numbers.get(groupId)!}.`;
     index.numbers.delete(groupId);
     index.pending.delete(groupId);
+    const cursor = this.cursors.get(device);
+    for (const stream of cursor?.keys() ?? []) if (stream.startsWith(prefix)) cursor!.delete(stream);
     return "deleted";
   }
 
@@ -350,18 +359,34 @@ export class MemoryDeliveryStore implements DeliveryStore {
     for (const [key, pos] of positions) if (pos > (stored.get(key) ?? -1)) stored.set(key, pos);
   }
 
+  async dropCursorStreams(device: string, streams: readonly string[]): Promise<void> {
+    const stored = this.cursors.get(device);
+    for (const stream of streams) stored?.delete(stream);
+  }
+
   async ackGroup(groupId: string, device: string, acks: readonly StretchAck[]): Promise<AckOutcome> {
     const g = this.groups.get(groupId);
     const stretches = g?.memberships.get(device);
-    if (!g || !stretches) return { done: false, trimmed: 0 };
+    if (!g || !stretches) return { done: false, trimmed: 0, forgotten: [] };
     for (const { from, position } of acks) {
       const key = `${device}#${from}`;
       const known = stretches.some((m) => m.from === from);
       if (known && position > (g.acks.get(key) ?? -1)) g.acks.set(key, position);
     }
-    const mine = scan(g, device, stretches, g.seq);
-    if (mine.done) forgetStretches(g, device, stretches);
-    return { done: mine.done, trimmed: this.trimRead(g) };
+    // The first stretches read to their `removed` go (as lua.ts ACK_GROUP).
+    let n = 0;
+    while (n < stretches.length && isRead(g, device, stretches[n]!)) n++;
+    const gone = stretches.slice(0, n);
+    if (n === stretches.length) forgetStretches(g, device, stretches);
+    else if (n > 0) {
+      for (const m of gone) g.acks.delete(`${device}#${m.from}`);
+      g.memberships.set(device, stretches.slice(n));
+    }
+    return {
+      done: n === stretches.length,
+      trimmed: this.trimRead(g),
+      forgotten: gone.map((m) => m.from),
+    };
   }
 
   async depart(groupId: string, device: string): Promise<DepartOutcome> {
@@ -373,9 +398,9 @@ export class MemoryDeliveryStore implements DeliveryStore {
       g.roster.set(leaf, { ...g.roster.get(leaf)!, departed: true });
     }
     const stretches = g.memberships.get(device);
-    if (!stretches) return { ok: true, leaf, trimmed: 0 };
+    if (!stretches) return { ok: true, leaf, trimmed: 0, forgotten: [] };
     forgetStretches(g, device, stretches);
-    return { ok: true, leaf, trimmed: this.trimRead(g) };
+    return { ok: true, leaf, trimmed: this.trimRead(g), forgotten: stretches.map((m) => m.from) };
   }
 
   /** Retention by acknowledgement: deletes what every device with a stretch in the group has read. */
@@ -469,6 +494,11 @@ function scan(
     }
   }
   return { done, floor };
+}
+
+/** Whether the device has read this stretch to its `removed` notice. */
+function isRead(g: GroupData, device: string, m: Membership): boolean {
+  return m.until !== null && (g.acks.get(`${device}#${m.from}`) ?? -1) >= m.until + 1;
 }
 
 /** The group forgets a device's stretches and what it acknowledged in them. */

@@ -342,7 +342,7 @@ export class RedisDeliveryStore implements DeliveryStore {
     const reply = (await RESERVE_DEVICE_GROUP.run(
       this.redis,
       [k.groups, k.next, k.adds],
-      [groupId, max, token, this.clock()],
+      [groupId, max, token, this.clock(), PENDING_ADD_MS],
     )) as number;
     return reply === 1 ? ("added" as const) : reply === 0 ? ("present" as const) : ("full" as const);
   }
@@ -357,9 +357,14 @@ export class RedisDeliveryStore implements DeliveryStore {
     };
   }
 
-  async beginAdd(device: string, groupId: string, token: string): Promise<void> {
+  async beginAdd(device: string, groupId: string, token: string, max: number): Promise<boolean> {
     const k = this.device(device);
-    await BEGIN_ADD.run(this.redis, [k.groups, k.next, k.adds], [groupId, token, this.clock()]);
+    const reply = await BEGIN_ADD.run(
+      this.redis,
+      [k.groups, k.next, k.adds],
+      [groupId, token, this.clock(), PENDING_ADD_MS, max],
+    );
+    return reply === 1;
   }
 
   async endAdd(device: string, groupId: string, token: string): Promise<void> {
@@ -387,7 +392,7 @@ export class RedisDeliveryStore implements DeliveryStore {
     await this.beforeSettle?.(device, groupId);
     return (await SETTLE_INDEX.run(
       this.redis,
-      [k.groups, k.adds],
+      [k.groups, k.adds, k.cursor],
       [groupId, number, version ?? "", member, this.clock(), PENDING_ADD_MS],
     )) as IndexSettlement;
   }
@@ -436,6 +441,9 @@ export class RedisDeliveryStore implements DeliveryStore {
     const args = [...positions].flatMap(([stream, pos]) => [stream, pos]);
     await ADVANCE_CURSOR.run(this.redis, [this.device(device).cursor], args);
   }
+  async dropCursorStreams(device: string, streams: readonly string[]): Promise<void> {
+    if (streams.length > 0) await this.redis.hdel(this.device(device).cursor, ...streams);
+  }
 
   async ackGroup(groupId: string, device: string, acks: readonly StretchAck[]): Promise<AckOutcome> {
     const k = this.group(groupId);
@@ -443,10 +451,10 @@ export class RedisDeliveryStore implements DeliveryStore {
       this.redis,
       [k.meta, k.mship, k.acks, k.log, k.welcome, k.wins, k.forks],
       [device, this.winnerEpochs, ...acks.flatMap((a) => [a.from, a.position])],
-    )) as [number, number, string];
-    const [done, trimmed, oldest] = reply;
+    )) as [number, number, string, string];
+    const [done, trimmed, oldest, gone] = reply;
     if (trimmed > 0 && oldest !== "") await this.redis.zadd(this.index, "XX", oldest, `g:${groupId}`);
-    return { done: done === 1, trimmed };
+    return { done: done === 1, trimmed, forgotten: froms(gone) };
   }
 
   async depart(groupId: string, device: string): Promise<DepartOutcome> {
@@ -457,9 +465,9 @@ export class RedisDeliveryStore implements DeliveryStore {
       [device, this.winnerEpochs],
     )) as ScriptReply;
     if (reply[0] !== "ok") return { ok: false, reason: "unknown_group" };
-    const [, leaf, trimmed, oldest] = reply as [string, string, number, string];
+    const [, leaf, trimmed, oldest, gone] = reply as [string, string, number, string, string];
     if (trimmed > 0 && oldest !== "") await this.redis.zadd(this.index, "XX", oldest, `g:${groupId}`);
-    return { ok: true, leaf: leaf === "" ? undefined : Number(leaf), trimmed };
+    return { ok: true, leaf: leaf === "" ? undefined : Number(leaf), trimmed, forgotten: froms(gone) };
   }
 
   async sweep(cutoff: number, now: number, max: number): Promise<SweepOutcome> {
@@ -581,4 +589,9 @@ function results<T>(replies: [Error | null, unknown][] | null, n: number): T[] {
     if (err) throw err;
     return value as T;
   });
+}
+
+/** "f,f,…" → the froms; "" → none. */
+function froms(text: string): number[] {
+  return text === "" ? [] : text.split(",").map(Number);
 }

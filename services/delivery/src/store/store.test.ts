@@ -336,11 +336,13 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     expect(await store.ackGroup(id, "dev-alice", [{ from: 0, position: 4 }])).toEqual({
       done: false,
       trimmed: 0,
+      forgotten: [],
     });
     // bob read up to 3: entries 1–3 go (bob's Welcome, at 1, with them).
     expect(await store.ackGroup(id, "dev-bob", [{ from: 1, position: 3 }])).toEqual({
       done: false,
       trimmed: 3,
+      forgotten: [],
     });
     expect((await store.memberships(id, "dev-bob"))!.base).toBe(3);
     expect(await store.welcome(id, 1)).toBeUndefined();
@@ -349,22 +351,26 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     expect(await store.ackGroup(id, "dev-bob", [{ from: 1, position: 1 }])).toEqual({
       done: false,
       trimmed: 0,
+      forgotten: [],
     });
     // bob is removed at 6 and reads to the `removed` notice (7): he is done and forgotten.
     await store.commit(id, commitWrite(1, { removes: [1], removedDevices: ["dev-bob"] }));
     expect(await store.ackGroup(id, "dev-bob", [{ from: 1, position: 6 }])).toEqual({
       done: false,
       trimmed: 1,
+      forgotten: [],
     });
     expect(await store.ackGroup(id, "dev-bob", [{ from: 1, position: 7 }])).toEqual({
       done: true,
       trimmed: 0,
+      forgotten: [1],
     });
     expect(await store.memberships(id, "dev-bob")).toBeUndefined();
     // Only alice holds the rest back now.
     expect(await store.ackGroup(id, "dev-alice", [{ from: 0, position: 6 }])).toEqual({
       done: false,
       trimmed: 2,
+      forgotten: [],
     });
     expect(await store.readLog(id, 1, 10)).toEqual([]);
     expect(await store.groupStatus(id)).toMatchObject({ seq: 6, base: 6 });
@@ -378,7 +384,7 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     await store.ackGroup(id, "dev-alice", [{ from: 0, position: 4 }]);
     await store.ackGroup(id, "dev-carol", [{ from: 1, position: 4 }]);
     // bob read nothing, so he holds everything back; his departure lets retention move on.
-    expect(await store.depart(id, "dev-bob")).toEqual({ ok: true, leaf: 1, trimmed: 4 });
+    expect(await store.depart(id, "dev-bob")).toEqual({ ok: true, leaf: 1, trimmed: 4, forgotten: [1] });
     expect(await store.memberships(id, "dev-bob")).toBeUndefined();
     expect(await store.welcome(id, 1)).toBeUndefined();
     const snap = (await store.loadGroup(id))!;
@@ -408,8 +414,9 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
       reason: "not_a_member",
     });
     // A repeat changes nothing; so does a device that never was in the group; an unknown group is said.
-    expect(await store.depart(id, "dev-bob")).toEqual({ ok: true, leaf: undefined, trimmed: 0 });
-    expect(await store.depart(id, "dev-nobody")).toEqual({ ok: true, leaf: undefined, trimmed: 0 });
+    const nothing = { ok: true, leaf: undefined, trimmed: 0, forgotten: [] };
+    expect(await store.depart(id, "dev-bob")).toEqual(nothing);
+    expect(await store.depart(id, "dev-nobody")).toEqual(nothing);
     expect(await store.depart(newGroupId(), "dev-bob")).toEqual({ ok: false, reason: "unknown_group" });
     expect((await store.loadGroup(id))!.roster.get(1)).toEqual({ ...member("bob"), departed: true });
     // A member's Remove blanks the leaf without touching anyone's stretches, and an Add may take it again.
@@ -429,11 +436,17 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
   it("lets a removed device that has not read its removal depart: the group forgets it at once", async () => {
     const id = await groupWithLog(0, ["bob"]); // seq 1: add bob
     await store.commit(id, commitWrite(1, { removes: [1], removedDevices: ["dev-bob"] })); // seq 2
-    expect(await store.depart(id, "dev-bob")).toEqual({ ok: true, leaf: undefined, trimmed: 0 });
+    expect(await store.depart(id, "dev-bob")).toEqual({
+      ok: true,
+      leaf: undefined,
+      trimmed: 0,
+      forgotten: [1],
+    });
     expect(await store.memberships(id, "dev-bob")).toBeUndefined();
     expect(await store.ackGroup(id, "dev-alice", [{ from: 0, position: 2 }])).toEqual({
       done: false,
       trimmed: 2,
+      forgotten: [],
     });
   });
 
@@ -492,7 +505,7 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
    */
   async function bobRemoved() {
     const id = await groupWithLog(0);
-    await store.beginAdd("dev-bob", id, "t0");
+    await store.beginAdd("dev-bob", id, "t0", 1000);
     await store.commit(id, commitWrite(0, { adds: [{ leaf: 1, member: member("bob") }], welcome: bytes(6) }));
     await store.endAdd("dev-bob", id, "t0");
     const number = (await store.deviceGroups("dev-bob")).numbers.get(id)!;
@@ -507,7 +520,7 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     const { id, number } = await bobRemoved();
     // A commit re-adding bob begins while the group still has his stretch; the group then forgets him,
     // and the settle of his entry never runs (a crash, or a Redis error on his slot).
-    await store.beginAdd("dev-bob", id, "t1");
+    await store.beginAdd("dev-bob", id, "t1", 1000);
     await done(id);
     // The re-adding commit is seq 3, where the old stretch's `removed` was, which bob acknowledged.
     expect(await readd(id, 2)).toMatchObject({ ok: true, seq: 3 });
@@ -529,7 +542,7 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
   it("keeps the entry of an add in flight: a settle meanwhile does not drop it", async () => {
     const { id, number } = await bobRemoved();
     await done(id);
-    await store.beginAdd("dev-bob", id, "t1");
+    await store.beginAdd("dev-bob", id, "t1", 1000);
     // The settle runs before the commit lands: no stretch, but an add in flight.
     expect(await store.forgetDeviceGroup("dev-bob", id)).toBe("kept");
     expect(await readd(id, 2)).toMatchObject({ ok: true });
@@ -542,7 +555,7 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
   it("drops the entry of a refused add, and of one that never ended once PENDING_ADD_MS passed, each add by its own mark", async () => {
     const id = await groupWithLog(0);
     const count = await store.deviceGroupCount("dev-carol");
-    await store.beginAdd("dev-carol", id, "a");
+    await store.beginAdd("dev-carol", id, "a", 1000);
     expect(await store.commit(id, commitWrite(5))).toMatchObject({ ok: false, reason: "wrong_epoch" });
     await store.endAdd("dev-carol", id, "a");
     expect(await store.forgetDeviceGroup("dev-carol", id)).toBe("deleted");
@@ -551,18 +564,18 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     await store.endAdd("dev-carol", id, "a");
     expect(await store.forgetDeviceGroup("dev-carol", id)).toBe("absent");
     // A request that died between beginAdd and endAdd keeps the entry until its mark lapses.
-    await store.beginAdd("dev-carol", id, "b");
+    await store.beginAdd("dev-carol", id, "b", 1000);
     now += PENDING_ADD_MS - 1;
     expect(await store.forgetDeviceGroup("dev-carol", id)).toBe("kept");
     now += 1;
     expect(await store.forgetDeviceGroup("dev-carol", id)).toBe("deleted");
     expect(await store.deviceGroupCount("dev-carol")).toBe(count);
     // Its late endAdd ends no other add's mark.
-    await store.beginAdd("dev-carol", id, "c");
+    await store.beginAdd("dev-carol", id, "c", 1000);
     await store.endAdd("dev-carol", id, "b");
     expect(await store.forgetDeviceGroup("dev-carol", id)).toBe("kept");
     // Two adds in flight: the entry stays until both ended.
-    await store.beginAdd("dev-carol", id, "d");
+    await store.beginAdd("dev-carol", id, "d", 1000);
     await store.endAdd("dev-carol", id, "c");
     expect(await store.forgetDeviceGroup("dev-carol", id)).toBe("kept");
     await store.endAdd("dev-carol", id, "d");
@@ -702,16 +715,16 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     expect(await store.ready()).toBe(true);
   });
 
-  // Review (1ea331c): an acknowledgement writes the device's cursor (its slot), then the group's record
+  // An acknowledgement writes the device's cursor (its slot), then the group's record
   // (the group's slot). If the second step fails, the device's cursor already says it read its `removed`:
   // it is given nothing more in that stretch, so it never acknowledges it again, and the group keeps its
   // stretch (and the device's index entry, a place in its budget) for ever, holding retention by
   // acknowledgement back at the old position.
-  it("review: an ack of `removed` whose group step failed after the device's cursor moved still lets the group forget the device", async () => {
+  it("lets the group forget a device whose ack of `removed` stopped after its cursor moved (healed by a read)", async () => {
     const id = await groupWithLog(0);
     const dev = "dev-rv-half";
     const rv = { device: dev, acct: undefined };
-    await store.beginAdd(dev, id, "t");
+    await store.beginAdd(dev, id, "t", 1000);
     await store.commit(
       id,
       commitWrite(0, { adds: [{ leaf: 1, member: member("rv-half") }], welcome: bytes(5) }),
@@ -741,18 +754,18 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     expect((await store.groupStatus(id))!.base).toBe(2);
   });
 
-  // Review (1ea331c): stretches are named by their `from` and numbers are never reused, so the positions
+  // Stretches are named by their `from` and numbers are never reused, so the positions
   // of forgotten stretches are never needed again; yet the device's cursor keeps one per stretch it ever
   // had. A member who removes and re-adds a device grows that device's cursor (read whole on every inbox
   // read) by one position per cycle, without bound.
-  it("review: a device removed and added back many times does not keep a position per forgotten stretch for ever", async () => {
+  it("keeps no position of a forgotten stretch: a device removed and added back many times", async () => {
     const id = await groupWithLog(0);
     const dev = "dev-rv-cycle";
     const rv = { device: dev, acct: undefined };
     const opts = { limit: 100, maxBytes: 1 << 20 };
     let epoch = 0;
     for (let k = 0; k < 20; k++) {
-      await store.beginAdd(dev, id, `t${k}`);
+      await store.beginAdd(dev, id, `t${k}`, 1000);
       await store.commit(
         id,
         commitWrite(epoch++, { adds: [{ leaf: 1, member: member("rv-cycle") }], welcome: bytes(k) }),
@@ -767,6 +780,46 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     expect(await store.deviceGroupCount(dev)).toBe(0);
     // Twenty forgotten stretches, none of which can ever be read again.
     expect((await store.cursor(dev)).size).toBeLessThanOrEqual(1);
+  });
+
+  it("forgets the stretches a device read to their `removed` while it is in the group again", async () => {
+    const id = await groupWithLog(0);
+    const dev = "dev-back";
+    const back = { device: dev, acct: undefined };
+    const add = async (epoch: number, token: string) => {
+      expect(await store.beginAdd(dev, id, token, 1000)).toBe(true);
+      await store.commit(
+        id,
+        commitWrite(epoch, { adds: [{ leaf: 1, member: member("back") }], welcome: bytes(epoch) }),
+      );
+      await store.endAdd(dev, id, token);
+    };
+    // Added (1), removed (2), added back (3) before it read any of it: two stretches.
+    await add(0, "t1");
+    await store.commit(id, commitWrite(1, { removes: [1], removedDevices: [dev] }));
+    await add(2, "t2");
+    const number = (await store.deviceGroups(dev)).numbers.get(id)!;
+    const page = await readInbox(store, back, undefined, { limit: 100, maxBytes: 1 << 20 });
+    expect(page.items.map((i) => i.kind)).toEqual(["welcome", "message", "removed", "welcome"]);
+    expect(await ackCursor(store, back, page.cursor)).toMatchObject({ forgot: true });
+    // The first stretch is gone, with its positions; the second stays, and the entry with it.
+    expect((await store.memberships(id, dev))!.memberships).toEqual([{ from: 3, until: null }]);
+    expect([...(await store.cursor(dev)).keys()]).toEqual([`${number}.3`]);
+    expect((await store.deviceGroups(dev)).numbers.get(id)).toBe(number);
+    // A stale acknowledgement of the forgotten stretch is ignored, by the group and by the cursor check.
+    expect(await store.ackGroup(id, dev, [{ from: 1, position: 3 }])).toEqual({
+      done: false,
+      trimmed: 0,
+      forgotten: [],
+    });
+    expect(await ackCursor(store, back, new Map([[`${number}.1`, 3]]))).toMatchObject({ forgot: false });
+    expect([...(await store.cursor(dev)).keys()]).toEqual([`${number}.3`]);
+    // A device the group does not have: nothing.
+    expect(await store.ackGroup(id, "dev-stranger", [{ from: 0, position: 1 }])).toEqual({
+      done: false,
+      trimmed: 0,
+      forgotten: [],
+    });
   });
 });
 
@@ -850,7 +903,7 @@ describe("RedisDeliveryStore index settling across hash slots", () => {
   async function removedAndDone(store: RedisDeliveryStore) {
     const id = newGroupId();
     await store.createGroup({ groupId: id, creator: member("alice"), at: 1 });
-    await store.beginAdd("dev-bob", id, "t0");
+    await store.beginAdd("dev-bob", id, "t0", 1000);
     await store.commit(id, commitWrite(0, { adds: [{ leaf: 1, member: member("bob") }], welcome: bytes(6) }));
     await store.endAdd("dev-bob", id, "t0");
     await store.commit(id, commitWrite(1, { removes: [1], removedDevices: ["dev-bob"] }));
@@ -874,7 +927,7 @@ describe("RedisDeliveryStore index settling across hash slots", () => {
   it("keeps the entry when an add that began before the settle lands and ends between its reads and its change", async () => {
     const store = new RedisDeliveryStore(redis, `${redisHandle.keyPrefix}${++counter}:`);
     const { id, number } = await removedAndDone(store);
-    await store.beginAdd("dev-bob", id, "t1");
+    await store.beginAdd("dev-bob", id, "t1", 1000);
     const ran = between(store, async () => {
       expect(await readd(store, id)).toMatchObject({ ok: true, seq: 3 });
       expect(await store.indexIfMember("dev-bob", id)).toBe(false);
@@ -892,7 +945,7 @@ describe("RedisDeliveryStore index settling across hash slots", () => {
     const store = new RedisDeliveryStore(redis, `${redisHandle.keyPrefix}${++counter}:`);
     const { id, number } = await removedAndDone(store);
     const ran = between(store, async () => {
-      await store.beginAdd("dev-bob", id, "t1");
+      await store.beginAdd("dev-bob", id, "t1", 1000);
       expect(await readd(store, id)).toMatchObject({ ok: true, seq: 3 });
       await store.endAdd("dev-bob", id, "t1");
     });
@@ -905,7 +958,7 @@ describe("RedisDeliveryStore index settling across hash slots", () => {
   it("loses no Welcome to a read between a re-add landing and a settle's change, with retention at work", async () => {
     const store = new RedisDeliveryStore(redis, `${redisHandle.keyPrefix}${++counter}:`);
     const { id, number } = await removedAndDone(store);
-    await store.beginAdd("dev-bob", id, "t1");
+    await store.beginAdd("dev-bob", id, "t1", 1000);
     const ran = between(store, async () => {
       // The re-add lands (seq 3, its Welcome at 3) and alice writes (seq 4); bob's stream, woken by the
       // commit's event, reads and acknowledges; alice reads too, so retention deletes up to 4.
@@ -939,11 +992,11 @@ describe("RedisDeliveryStore index settling across hash slots", () => {
     const id = newGroupId();
     await store.createGroup({ groupId: id, creator: member("alice"), at: 1 });
     // Add X begins and hangs; its mark lapses and a read settles its entry away.
-    await store.beginAdd("dev-bob", id, "x");
+    await store.beginAdd("dev-bob", id, "x", 1000);
     t += PENDING_ADD_MS;
     expect(await store.forgetDeviceGroup("dev-bob", id)).toBe("deleted");
     // Add Y begins; then X finally ends.
-    await store.beginAdd("dev-bob", id, "y");
+    await store.beginAdd("dev-bob", id, "y", 1000);
     await store.endAdd("dev-bob", id, "x");
     const ran = between(store, async () => {
       expect(await readd(store, id, 0)).toMatchObject({ ok: true, seq: 1 });

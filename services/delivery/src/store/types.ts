@@ -249,6 +249,11 @@ export interface StretchAck {
 export interface AckOutcome {
   /** The device has read all of its stretches in the group to the end; the group forgot it. */
   done: boolean;
+  /**
+   * The `from`s of the stretches the group forgot in this step: the device's first stretches, read to
+   * their `removed` (all of them when `done`). Their cursor positions are no longer needed.
+   */
+  forgotten: number[];
   /** Entries deleted because every member has read past them. */
   trimmed: number;
 }
@@ -260,6 +265,8 @@ export type DepartOutcome =
       leaf: number | undefined;
       /** Entries deleted because the device was the last to have them unread. */
       trimmed: number;
+      /** The `from`s of the stretches the group forgot. */
+      forgotten: number[];
     }
   | { ok: false; reason: "unknown_group" };
 
@@ -310,9 +317,10 @@ export interface DeliveryStore {
    * Before a commit that adds the device to the group (written first, so a crash between the two loses
    * nothing): indexes the group for the device if it is not, and marks this add (`token`, unique to the
    * request) as in flight, which keeps forgetDeviceGroup from dropping the entry until endAdd with the
-   * same token, or until PENDING_ADD_MS passed.
+   * same token, or until PENDING_ADD_MS passed. False (nothing written) when the group is not indexed
+   * and the device is in `max` groups already: checked in the same step as the place is taken.
    */
-  beginAdd(device: string, groupId: string, token: string): Promise<void>;
+  beginAdd(device: string, groupId: string, token: string, max: number): Promise<boolean>;
   /** After that commit was answered, accepted or not (or failed): this add's mark goes; others stay. */
   endAdd(device: string, groupId: string, token: string): Promise<void>;
   /**
@@ -338,9 +346,12 @@ export interface DeliveryStore {
   cursor(device: string): Promise<ReadonlyMap<string, number>>;
   /** Raises each named position to the given value; never lowers one. */
   advanceCursor(device: string, positions: ReadonlyMap<string, number>): Promise<void>;
+  /** Deletes these positions (of stretches the group forgot: no stream of that name comes again). */
+  dropCursorStreams(device: string, streams: readonly string[]): Promise<void>;
   /**
    * Raises the device's acknowledged positions in a group's stretches (never lowers; a stretch the device
-   * does not have is ignored), then deletes the
+   * does not have is ignored), forgets the device's first stretches it has read to their `removed`, then
+   * deletes the
    * log entries and Welcomes every device with a stretch in the group has read past. A device that has
    * read all its stretches to the end is forgotten by the group.
    */
