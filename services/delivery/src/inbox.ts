@@ -121,21 +121,22 @@ async function deviceStreams(store: DeliveryStore, reader: InboxReader) {
   ];
   const last = new Map<string, GroupStream>();
   const first = new Map<number, number>();
-  // What a step that stopped half-way left behind, finished here (a failure leaves it for the next read;
-  // reading does not depend on it).
+  // What an acknowledgement that stopped half-way left behind, finished here, before reading (a failure
+  // leaves it for the next read; reading does not depend on it).
   const repairs: Promise<unknown>[] = [];
   ordered.forEach(([groupId, number], i) => {
     const inGroup = found[i];
     if (!inGroup) {
       // An entry whose commit never landed, or left by a forget that stopped half-way: it goes, unless an
-      // add of the device is in flight, so that it takes no place in the device's budget for ever.
-      repairs.push(store.forgetDeviceGroup(reader.device, groupId).catch(() => undefined));
+      // add of the device is in flight, so that it takes no place in the device's budget for ever. Not
+      // waited for (an entry kept by an add in flight is met by every read until the add ends).
+      store.forgetDeviceGroup(reader.device, groupId).catch(() => undefined);
       return;
     }
     first.set(number, Math.min(...inGroup.memberships.map((m) => m.from)));
-    const read = inGroup.memberships[0]!;
-    const position = acked.get(membershipStream(number, read.from)) ?? -1;
-    if (read.until !== null && position >= read.until + 1) {
+    const read = inGroup.memberships[0];
+    const position = read === undefined ? -1 : (acked.get(membershipStream(number, read.from)) ?? -1);
+    if (read !== undefined && read.until !== null && position >= read.until + 1) {
       // The device acknowledged its `removed` and the group never heard (the acknowledgement stopped
       // between the device's slot and the group's): nothing more comes in this stretch, so the device
       // would never acknowledge it again, and the group would keep it, and its place, for ever.
@@ -217,8 +218,8 @@ async function deviceStreams(store: DeliveryStore, reader: InboxReader) {
 
 /**
  * Each group number's earliest stretch now (its `from`): the stretches of a number the group forgot all
- * began before it, since the group forgets a device's stretches all at once and any later one begins
- * with a later commit.
+ * began before it, since the group forgets only a device's first stretches (store ackGroup) or all of
+ * them, and any later one begins with a later commit.
  */
 type FirstStretches = ReadonlyMap<number, number>;
 
@@ -472,12 +473,13 @@ async function ackGroupAndForget(
   acks: readonly StretchAck[],
 ): Promise<AckOutcome> {
   const outcome = await store.ackGroup(groupId, device, acks);
-  if (outcome.done) await store.forgetDeviceGroup(device, groupId);
+  // Positions first: a retry after a failure here names them again, and they are returned again.
   if (outcome.forgotten.length > 0) {
     await store.dropCursorStreams(
       device,
       outcome.forgotten.map((from) => membershipStream(number, from)),
     );
   }
+  if (outcome.done) await store.forgetDeviceGroup(device, groupId);
   return outcome;
 }

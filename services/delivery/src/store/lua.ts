@@ -291,23 +291,28 @@ end
  * Acknowledgements in a group, then retention by acknowledgement. KEYS: meta mship acks log welcome wins
  * forks.
  * ARGV: device, keep, (stretch's from, position)… → {done, trimmed, oldest ('' when the log is empty),
- * the froms of the stretches forgotten ("f,f,…")}. A stretch the device does not have is ignored. The
- * device's first stretches that it has read to their `removed` are forgotten (all of them: done), so a
- * device removed and added back again and again keeps no more than what it has not read.
+ * the froms of the stretches the group does not hold ("f,f,…")}. The device's first stretches that it
+ * has read to their `removed` are forgotten (all of them: done), so a device removed and added back again
+ * and again keeps no more than what it has not read. A stretch named that the device does not have (any
+ * more: stretch names are never reused) is ignored, and returned with those forgotten: its position is
+ * of no use.
  */
 export const ACK_GROUP = new LuaScript(`${SCAN}${TRIM}${FORGET_WINS}${READ_RETENTION}
 local device = ARGV[1]
-local mine = redis.call('HGET', KEYS[2], device)
-if not mine then return {0, 0, '', ''} end
+local mine = redis.call('HGET', KEYS[2], device) or ''
 local froms = {}
 for fromText in string.gmatch(mine, '(%d+):') do froms[fromText] = true end
+local gone = {}
 for i = 3, #ARGV, 2 do
   if froms[ARGV[i]] then
     local field = device .. '#' .. ARGV[i]
     local old = tonumber(redis.call('HGET', KEYS[3], field) or '-1')
     if tonumber(ARGV[i + 1]) > old then redis.call('HSET', KEYS[3], field, ARGV[i + 1]) end
+  else
+    table.insert(gone, ARGV[i])
   end
 end
+if mine == '' then return {0, 0, '', table.concat(gone, ',')} end
 local acks = {}
 local flat = redis.call('HGETALL', KEYS[3])
 for j = 1, #flat, 2 do acks[flat[j]] = tonumber(flat[j + 1]) end
@@ -315,7 +320,6 @@ local meta = redis.call('HMGET', KEYS[1], 'seq', 'base', 'epoch')
 local seq = tonumber(meta[1])
 local base = tonumber(meta[2] or '0')
 local kept = {}
-local gone = {}
 for fromText, untilText in string.gmatch(mine, '(%d+):(%d*)') do
   local field = device .. '#' .. fromText
   local ack = acks[field] or -1

@@ -367,11 +367,12 @@ export class MemoryDeliveryStore implements DeliveryStore {
   async ackGroup(groupId: string, device: string, acks: readonly StretchAck[]): Promise<AckOutcome> {
     const g = this.groups.get(groupId);
     const stretches = g?.memberships.get(device);
-    if (!g || !stretches) return { done: false, trimmed: 0, forgotten: [] };
+    // As lua.ts ACK_GROUP: a stretch named that the device does not have (any more) is returned as gone.
+    const unknown = acks.filter(({ from }) => !stretches?.some((m) => m.from === from)).map((a) => a.from);
+    if (!g || !stretches) return { done: false, trimmed: 0, forgotten: unknown };
     for (const { from, position } of acks) {
       const key = `${device}#${from}`;
-      const known = stretches.some((m) => m.from === from);
-      if (known && position > (g.acks.get(key) ?? -1)) g.acks.set(key, position);
+      if (!unknown.includes(from) && position > (g.acks.get(key) ?? -1)) g.acks.set(key, position);
     }
     // The first stretches read to their `removed` go (as lua.ts ACK_GROUP).
     let n = 0;
@@ -385,7 +386,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
     return {
       done: n === stretches.length,
       trimmed: this.trimRead(g),
-      forgotten: gone.map((m) => m.from),
+      forgotten: [...unknown, ...gone.map((m) => m.from)],
     };
   }
 

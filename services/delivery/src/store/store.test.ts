@@ -806,19 +806,33 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     expect((await store.memberships(id, dev))!.memberships).toEqual([{ from: 3, until: null }]);
     expect([...(await store.cursor(dev)).keys()]).toEqual([`${number}.3`]);
     expect((await store.deviceGroups(dev)).numbers.get(id)).toBe(number);
-    // A stale acknowledgement of the forgotten stretch is ignored, by the group and by the cursor check.
+    // A stale acknowledgement of the forgotten stretch changes nothing in the group, and says it is gone.
     expect(await store.ackGroup(id, dev, [{ from: 1, position: 3 }])).toEqual({
       done: false,
       trimmed: 0,
-      forgotten: [],
+      forgotten: [1],
     });
     expect(await ackCursor(store, back, new Map([[`${number}.1`, 3]]))).toMatchObject({ forgot: false });
     expect([...(await store.cursor(dev)).keys()]).toEqual([`${number}.3`]);
-    // A device the group does not have: nothing.
+    // A stream's acknowledgement names what it delivered, without the cursor check (its fast path): the
+    // forgotten stretch's position is written back, then dropped again as the group says it is gone.
+    const delivered = {
+      reached: new Map([
+        [`${number}.1`, 3],
+        [`${number}.3`, 3],
+      ]),
+      streamGroups: new Map([
+        [`${number}.1`, id],
+        [`${number}.3`, id],
+      ]),
+    };
+    expect(await ackCursor(store, back, page.cursor, delivered)).toMatchObject({ forgot: true });
+    expect([...(await store.cursor(dev)).keys()]).toEqual([`${number}.3`]);
+    // A device the group does not have: nothing, and what it named is gone.
     expect(await store.ackGroup(id, "dev-stranger", [{ from: 0, position: 1 }])).toEqual({
       done: false,
       trimmed: 0,
-      forgotten: [],
+      forgotten: [0],
     });
   });
 });

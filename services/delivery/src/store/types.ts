@@ -250,8 +250,9 @@ export interface AckOutcome {
   /** The device has read all of its stretches in the group to the end; the group forgot it. */
   done: boolean;
   /**
-   * The `from`s of the stretches the group forgot in this step: the device's first stretches, read to
-   * their `removed` (all of them when `done`). Their cursor positions are no longer needed.
+   * The `from`s of the stretches named that the group does not hold: those it forgot in this step (the
+   * device's first stretches, read to their `removed`; all of them when `done`) and those named that it
+   * forgot before. Stretch names are never reused, so their cursor positions are no longer needed.
    */
   forgotten: number[];
   /** Entries deleted because every member has read past them. */
