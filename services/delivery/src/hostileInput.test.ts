@@ -186,7 +186,7 @@ class ForgetHookStore extends MemoryDeliveryStore {
 
   /** beginAdd fails for this device (a Redis error on its slot). */
   failBeginFor: string | undefined;
-  override async beginAdd(device: string, groupId: string, token: string, max: number): Promise<boolean> {
+  override async beginAdd(device: string, groupId: string, token: string, max: number) {
     if (device === this.failBeginFor) throw new StoreUnavailableError();
     return super.beginAdd(device, groupId, token, max);
   }

@@ -197,7 +197,7 @@ async function acceptCommit(
     const placed = await Promise.all(
       adds.map((a) => ctx.store.beginAdd(a.member.device, snap.groupId, token, max)),
     );
-    const full = adds.find((_, i) => !placed[i]);
+    const full = adds.find((_, i) => placed[i] === "full");
     if (full) {
       throw new ProtocolError(
         "too_many_groups",
@@ -266,10 +266,9 @@ async function endAdds(
 }
 
 /**
- * A device added back while its acknowledgement of `removed` was finishing can lose the hint written
- * before the commit (store forgetDeviceGroup, in another hash slot, cannot see a commit that lands after
- * its check): indexed again once the commit is in, and told to read. The commit is accepted either way,
- * so a store failure here is logged, not answered.
+ * An added device whose entry went anyway (its add stayed in flight longer than PENDING_ADD_MS, and a
+ * settle took the mark for dead) is indexed again once the commit is in, and told to read. The commit is
+ * accepted either way, so a store failure here is logged, not answered.
  */
 async function indexAddedAgain(
   ctx: DeliveryContext,

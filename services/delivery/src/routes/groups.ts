@@ -59,12 +59,7 @@ export function groupRoutes(ctx: DeliveryContext) {
         // in the same store step, so two concurrent creates cannot both take the last place.
         const creator = device.deviceIdText;
         const token = randomUUID();
-        const reserved = await ctx.store.reserveDeviceGroup(
-          creator,
-          groupId,
-          ctx.limits.groupsPerDevice,
-          token,
-        );
+        const reserved = await ctx.store.beginAdd(creator, groupId, token, ctx.limits.groupsPerDevice);
         if (reserved === "full") {
           throw new ProtocolError(
             "too_many_groups",

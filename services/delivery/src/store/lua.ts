@@ -224,25 +224,21 @@ return entries
 `);
 
 /**
- * Scans a device's stretches "from:until,…": whether all are read to the end (acknowledged past the
- * `removed` notice at until + 1), and the lowest position still to read (from just before the Welcome).
- * A stretch's acknowledgement is "device#from" (types.ts StretchAck).
+ * `floor`, lowered to the lowest position a device still has to read in its stretches "from:until,…"
+ * (from just before the Welcome; a stretch acknowledged past its `removed` notice, at until + 1, holds
+ * nothing back). A stretch's acknowledgement is "device#from" (types.ts StretchAck).
  */
 const SCAN = `
-local function scan(acks, device, text, floor)
-  local done = true
+local function unread_floor(acks, device, text, floor)
   for fromText, untilText in string.gmatch(text, '(%d+):(%d*)') do
     local from = tonumber(fromText)
     local ack = acks[device .. '#' .. fromText] or -1
     local start = from
     if from > 0 then start = from - 1 end
     if ack < start then ack = start end
-    if untilText == '' or ack < tonumber(untilText) + 1 then
-      done = false
-      if ack < floor then floor = ack end
-    end
+    if (untilText == '' or ack < tonumber(untilText) + 1) and ack < floor then floor = ack end
   end
-  return done, floor
+  return floor
 end
 `;
 
@@ -278,8 +274,7 @@ local function trim_read(keys, acks, seq, base, epoch, keep)
   local floor = seq
   local all = redis.call('HGETALL', keys[2])
   for j = 1, #all, 2 do
-    local _, f = scan(acks, all[j], all[j + 1], floor)
-    floor = f
+    floor = unread_floor(acks, all[j], all[j + 1], floor)
   end
   local trimmed = trim(keys[1], keys[4], keys[5], base, floor)
   if trimmed > 0 then forget_wins(keys[1], keys[6], keys[7], epoch, keep) end
@@ -477,33 +472,19 @@ end
 `;
 
 /**
- * KEYS: groups next adds. ARGV: groupId, token, now, PENDING_ADD_MS, max. Indexes the group if it is not,
- * while the device has fewer than `max` groups (→ 0, nothing written, when it has not: the budget is
- * checked in the same step as the place is taken); marks the add (lapsed marks go) → 1.
+ * KEYS: groups next adds. ARGV: groupId, token, now, PENDING_ADD_MS, max. → 1 indexed now, 0 indexed
+ * already, -1 full: not indexed and the device has `max` groups (nothing written; the budget is checked
+ * in the same step as the place is taken). Unless full, marks the add (lapsed marks go).
  */
 export const BEGIN_ADD = new LuaScript(`${MARK_IN_FLIGHT}
 local g = ARGV[1]
-if redis.call('HEXISTS', KEYS[1], g) == 0 then
-  if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[5]) then return 0 end
-  redis.call('HSET', KEYS[1], g, redis.call('INCR', KEYS[2]))
-end
-mark_in_flight(KEYS[3], g, ARGV[2], ARGV[3], ARGV[4])
-return 1
-`);
-
-/**
- * KEYS: groups next adds. ARGV: groupId, max, token, now, PENDING_ADD_MS. → 1 added, 0 already there, -1
- * full (nothing written); unless full, marks the create as an add in flight (as BEGIN_ADD).
- */
-export const RESERVE_DEVICE_GROUP = new LuaScript(`${MARK_IN_FLIGHT}
-local g = ARGV[1]
 local reply = 0
 if redis.call('HEXISTS', KEYS[1], g) == 0 then
-  if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[2]) then return -1 end
+  if redis.call('HLEN', KEYS[1]) >= tonumber(ARGV[5]) then return -1 end
   redis.call('HSET', KEYS[1], g, redis.call('INCR', KEYS[2]))
   reply = 1
 end
-mark_in_flight(KEYS[3], g, ARGV[3], ARGV[4], ARGV[5])
+mark_in_flight(KEYS[3], g, ARGV[2], ARGV[3], ARGV[4])
 return reply
 `);
 

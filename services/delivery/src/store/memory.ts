@@ -253,15 +253,6 @@ export class MemoryDeliveryStore implements DeliveryStore {
     for (const id of groupIds) if (!index.numbers.has(id)) index.numbers.set(id, ++index.next);
   }
 
-  async reserveDeviceGroup(device: string, groupId: string, max: number, token: string) {
-    const index = this.indexOf(device);
-    const present = index.numbers.has(groupId);
-    if (!present && index.numbers.size >= max) return "full" as const;
-    if (!present) index.numbers.set(groupId, ++index.next);
-    this.markInFlight(index, groupId, token);
-    return present ? ("present" as const) : ("added" as const);
-  }
-
   private markInFlight(index: DeviceIndex, groupId: string, token: string): void {
     const pending = index.pending.get(groupId) ?? new Map<string, number>();
     index.pending.set(groupId, pending);
@@ -277,14 +268,13 @@ export class MemoryDeliveryStore implements DeliveryStore {
 
   // Each of these runs from its check to its last change with no await: the group's memberships and the
   // device's index are read and written in one step, which the Redis store can only approach (redis.ts).
-  async beginAdd(device: string, groupId: string, token: string, max: number): Promise<boolean> {
+  async beginAdd(device: string, groupId: string, token: string, max: number) {
     const index = this.indexOf(device);
-    if (!index.numbers.has(groupId)) {
-      if (index.numbers.size >= max) return false;
-      index.numbers.set(groupId, ++index.next);
-    }
+    const present = index.numbers.has(groupId);
+    if (!present && index.numbers.size >= max) return "full" as const;
+    if (!present) index.numbers.set(groupId, ++index.next);
     this.markInFlight(index, groupId, token);
-    return true;
+    return present ? ("present" as const) : ("added" as const);
   }
 
   async endAdd(device: string, groupId: string, token: string): Promise<void> {
@@ -378,11 +368,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
     let n = 0;
     while (n < stretches.length && isRead(g, device, stretches[n]!)) n++;
     const gone = stretches.slice(0, n);
-    if (n === stretches.length) forgetStretches(g, device, stretches);
-    else if (n > 0) {
-      for (const m of gone) g.acks.delete(`${device}#${m.from}`);
-      g.memberships.set(device, stretches.slice(n));
-    }
+    if (n > 0) forgetStretches(g, device, gone, stretches.slice(n));
     return {
       done: n === stretches.length,
       trimmed: this.trimRead(g),
@@ -407,7 +393,7 @@ export class MemoryDeliveryStore implements DeliveryStore {
   /** Retention by acknowledgement: deletes what every device with a stretch in the group has read. */
   private trimRead(g: GroupData): number {
     let floor = g.seq;
-    for (const [d, s] of g.memberships) floor = scan(g, d, s, floor).floor;
+    for (const [d, s] of g.memberships) floor = unreadFloor(g, d, s, floor);
     const trimmed = trimTo(g, floor);
     if (trimmed > 0) forgetWinners(g, this.winnerEpochs);
     return trimmed;
@@ -477,24 +463,15 @@ export class MemoryDeliveryStore implements DeliveryStore {
 }
 
 /**
- * A device's stretches in a group: whether it has read them all to the end, and the lowest position it
- * still has to read from (folded into `floor`). Unread positions count from just before its Welcome.
+ * `floor`, lowered to the lowest position the device still has to read in these stretches (unread
+ * positions count from just before its Welcome; a stretch read to its `removed` holds nothing back).
  */
-function scan(
-  g: GroupData,
-  device: string,
-  stretches: readonly Membership[],
-  floor: number,
-): { done: boolean; floor: number } {
-  let done = true;
+function unreadFloor(g: GroupData, device: string, stretches: readonly Membership[], floor: number): number {
   for (const m of stretches) {
     const ack = Math.max(g.acks.get(`${device}#${m.from}`) ?? -1, m.from === 0 ? 0 : m.from - 1);
-    if (m.until === null || ack < m.until + 1) {
-      done = false;
-      floor = Math.min(floor, ack);
-    }
+    if (!isRead(g, device, m)) floor = Math.min(floor, ack);
   }
-  return { done, floor };
+  return floor;
 }
 
 /** Whether the device has read this stretch to its `removed` notice. */
@@ -502,10 +479,16 @@ function isRead(g: GroupData, device: string, m: Membership): boolean {
   return m.until !== null && (g.acks.get(`${device}#${m.from}`) ?? -1) >= m.until + 1;
 }
 
-/** The group forgets a device's stretches and what it acknowledged in them. */
-function forgetStretches(g: GroupData, device: string, stretches: readonly Membership[]): void {
-  g.memberships.delete(device);
-  for (const m of stretches) g.acks.delete(`${device}#${m.from}`);
+/** The group forgets these stretches of a device and what it acknowledged in them; `rest` stay. */
+function forgetStretches(
+  g: GroupData,
+  device: string,
+  gone: readonly Membership[],
+  rest: Membership[] = [],
+): void {
+  if (rest.length > 0) g.memberships.set(device, rest);
+  else g.memberships.delete(device);
+  for (const m of gone) g.acks.delete(`${device}#${m.from}`);
 }
 
 /** Deletes the log entries and Welcomes up to `floor`; returns how many entries went. */

@@ -18,7 +18,6 @@ import {
   READ_INVITATIONS,
   READ_LOG,
   REPORT_FORK,
-  RESERVE_DEVICE_GROUP,
   SETTLE_INDEX,
   SWEEP_GROUP,
   SWEEP_INVITATIONS,
@@ -337,16 +336,6 @@ export class RedisDeliveryStore implements DeliveryStore {
     await INDEX_DEVICE_GROUPS.run(this.redis, [k.groups, k.next], groupIds);
   }
 
-  async reserveDeviceGroup(device: string, groupId: string, max: number, token: string) {
-    const k = this.device(device);
-    const reply = (await RESERVE_DEVICE_GROUP.run(
-      this.redis,
-      [k.groups, k.next, k.adds],
-      [groupId, max, token, this.clock(), PENDING_ADD_MS],
-    )) as number;
-    return reply === 1 ? ("added" as const) : reply === 0 ? ("present" as const) : ("full" as const);
-  }
-
   async deviceGroups(device: string): Promise<DeviceGroups> {
     const k = this.device(device);
     const replies = await this.redis.multi().hgetall(k.groups).get(k.next).exec();
@@ -357,14 +346,14 @@ export class RedisDeliveryStore implements DeliveryStore {
     };
   }
 
-  async beginAdd(device: string, groupId: string, token: string, max: number): Promise<boolean> {
+  async beginAdd(device: string, groupId: string, token: string, max: number) {
     const k = this.device(device);
-    const reply = await BEGIN_ADD.run(
+    const reply = (await BEGIN_ADD.run(
       this.redis,
       [k.groups, k.next, k.adds],
       [groupId, token, this.clock(), PENDING_ADD_MS, max],
-    );
-    return reply === 1;
+    )) as number;
+    return reply === 1 ? ("added" as const) : reply === 0 ? ("present" as const) : ("full" as const);
   }
 
   async endAdd(device: string, groupId: string, token: string): Promise<void> {

@@ -613,25 +613,25 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     expect(await store.invitations("dave@a.test", 0, 10)).toEqual([]);
   });
 
-  it("reserves a place in a device's index only while it has room, in one step", async () => {
-    expect(await store.reserveDeviceGroup("dev-r", "g1", 2, "r1")).toBe("added");
-    expect(await store.reserveDeviceGroup("dev-r", "g1", 2, "r2")).toBe("present");
+  it("takes a place in a device's index only while it has room, in one step", async () => {
+    expect(await store.beginAdd("dev-r", "g1", "r1", 2)).toBe("added");
+    expect(await store.beginAdd("dev-r", "g1", "r2", 2)).toBe("present");
     // Two requests for the last place at once: one gets it.
     const last = await Promise.all([
-      store.reserveDeviceGroup("dev-r", "g2", 2, "x"),
-      store.reserveDeviceGroup("dev-r", "g3", 2, "y"),
+      store.beginAdd("dev-r", "g2", "x", 2),
+      store.beginAdd("dev-r", "g3", "y", 2),
     ]);
     expect([...last].sort()).toEqual(["added", "full"]);
     expect(await store.deviceGroupCount("dev-r")).toBe(2);
     // Already there needs no room; a place given back can be taken again, once no create of the group
     // is in flight (each reservation is one until its endAdd).
-    expect(await store.reserveDeviceGroup("dev-r", "g1", 2, "r3")).toBe("present");
+    expect(await store.beginAdd("dev-r", "g1", "r3", 2)).toBe("present");
     await store.endAdd("dev-r", "g1", "r1");
     await store.endAdd("dev-r", "g1", "r2");
     expect(await store.forgetDeviceGroup("dev-r", "g1")).toBe("kept");
     await store.endAdd("dev-r", "g1", "r3");
     expect(await store.forgetDeviceGroup("dev-r", "g1")).toBe("deleted");
-    expect(await store.reserveDeviceGroup("dev-r", "g4", 2, "r4")).toBe("added");
+    expect(await store.beginAdd("dev-r", "g4", "r4", 2)).toBe("added");
     expect((await store.deviceGroups("dev-r")).next).toBe(3);
   });
 
@@ -787,7 +787,7 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     const dev = "dev-back";
     const back = { device: dev, acct: undefined };
     const add = async (epoch: number, token: string) => {
-      expect(await store.beginAdd(dev, id, token, 1000)).toBe(true);
+      expect(await store.beginAdd(dev, id, token, 1000)).not.toBe("full");
       await store.commit(
         id,
         commitWrite(epoch, { adds: [{ leaf: 1, member: member("back") }], welcome: bytes(epoch) }),

@@ -106,7 +106,7 @@ async function run(seed: number, steps: number, prefix: string) {
     return out[0] as T;
   };
   for (const g of groups) {
-    await both((s) => s.reserveDeviceGroup("dev-alice", g, 10, "c" + g), "reserve");
+    await both((s) => s.beginAdd("dev-alice", g, "c" + g, 10), "reserve");
     await both((s) => s.createGroup({ groupId: g, creator: member("alice"), at: 1 }), "create");
     await both((s) => s.endAdd("dev-alice", g, "c" + g), "endcreate");
     stretches.get("alice")!.push({ group: g, from: 0, until: null, abandoned: false });

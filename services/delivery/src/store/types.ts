@@ -301,27 +301,22 @@ export interface DeliveryStore {
    * Idempotent. Commits use beginAdd instead, which also marks the add as in flight.
    */
   indexDeviceGroups(device: string, groupIds: readonly string[]): Promise<void>;
-  /**
-   * As beginAdd, for the device creating the group, but only while the device is indexed in fewer than
-   * `max` groups, checked and written in one step so that concurrent requests cannot both take the last
-   * place. `present`: it was indexed already. Unless `full`, the caller calls endAdd with the same token
-   * once the create is answered.
-   */
-  reserveDeviceGroup(
-    device: string,
-    groupId: string,
-    max: number,
-    token: string,
-  ): Promise<"added" | "present" | "full">;
   deviceGroups(device: string): Promise<DeviceGroups>;
   /**
-   * Before a commit that adds the device to the group (written first, so a crash between the two loses
-   * nothing): indexes the group for the device if it is not, and marks this add (`token`, unique to the
-   * request) as in flight, which keeps forgetDeviceGroup from dropping the entry until endAdd with the
-   * same token, or until PENDING_ADD_MS passed. False (nothing written) when the group is not indexed
-   * and the device is in `max` groups already: checked in the same step as the place is taken.
+   * Before a commit that adds the device to the group, or the create that makes it the creator (written
+   * first, so a crash between the two loses nothing): indexes the group for the device if it is not
+   * (`added`; `present`: it was), and marks this add (`token`, unique to the request) as in flight, which
+   * keeps forgetDeviceGroup from dropping the entry until endAdd with the same token, or until
+   * PENDING_ADD_MS passed. `full` (nothing written) when the group is not indexed and the device is in
+   * `max` groups already: checked in the same step as the place is taken, so that concurrent requests
+   * cannot both take the last place. Unless `full`, the caller calls endAdd once it has its answer.
    */
-  beginAdd(device: string, groupId: string, token: string, max: number): Promise<boolean>;
+  beginAdd(
+    device: string,
+    groupId: string,
+    token: string,
+    max: number,
+  ): Promise<"added" | "present" | "full">;
   /** After that commit was answered, accepted or not (or failed): this add's mark goes; others stay. */
   endAdd(device: string, groupId: string, token: string): Promise<void>;
   /**
