@@ -3,14 +3,19 @@
 // Starts a real redis-server (testkit) and BENCH_REPLICAS delivery replicas, each in its own process, on
 // the Redis store; then the load generator (load.ts) in another process: BENCH_GROUPS groups of
 // BENCH_MEMBERS member devices on WebSockets spread over the replicas, each sending real ts-mls application
-// messages at a fixed rate for BENCH_SECONDS: first at BENCH_RATE messages/s in all, then at half that
-// rate. Prints accepted messages/s, deliveries/s, end-to-end latency p50/p99/max, lost / duplicated /
+// messages at a fixed rate for BENCH_SECONDS: first at BENCH_RATE messages/s in all (the throughput
+// phase), then at BENCH_HALF_RATE (the latency phase). Prints accepted messages/s, deliveries/s, end-to-end latency p50/p99/max, lost / duplicated /
 // out-of-order counts, RSS and CPU of every process; runs redis-benchmark XADD against the same Redis;
 // measures the RSS of BENCH_IDLE idle authenticated WebSockets on a fresh replica; ends with one JSON line
 // {"bench": "delivery", …}.
 //
+// The targets (issue 5): at least 5,000 messages/s accepted, p99 under 50 ms at half that (2,500/s). The
+// throughput phase offers 10 % more than 5,000 by default: a rate computed from what was accepted can
+// reach what was offered only if no message is ever late, so at exactly 5,000 offered "at least 5,000"
+// could never be shown, however fast the service.
+//
 // Environment (all optional): BENCH_REPLICAS (2), BENCH_GROUPS (50), BENCH_MEMBERS (10), BENCH_RATE
-// (5000), BENCH_SECONDS (20), BENCH_IDLE (10000; 0 skips), BENCH_IDLE_SETTLE_MS (20000: how long the
+// (5500), BENCH_HALF_RATE (2500), BENCH_SECONDS (20), BENCH_IDLE (10000; 0 skips), BENCH_IDLE_SETTLE_MS (20000: how long the
 // idle replica is left alone before each settled RSS reading), BENCH_REPLICA_NODE_OPTIONS (extra node flags
 // for the replicas, e.g. --cpu-prof), BENCH_LOAD_NODE_OPTIONS (the same for the load generator),
 // BENCH_PROFILE_DIR (CPU profiles of each phase, of every replica and of the load generator, written
@@ -37,7 +42,10 @@ const env = process.env;
 const REPLICAS = Number(env.BENCH_REPLICAS ?? 2);
 const GROUPS = Number(env.BENCH_GROUPS ?? 50);
 const MEMBERS = Number(env.BENCH_MEMBERS ?? 10);
-const RATE = Number(env.BENCH_RATE ?? 5000);
+/** The throughput target of issue 5, in accepted messages/s. */
+const TARGET_RATE = 5000;
+const RATE = Number(env.BENCH_RATE ?? TARGET_RATE * 1.1);
+const HALF_RATE = Number(env.BENCH_HALF_RATE ?? TARGET_RATE / 2);
 const SECONDS = Number(env.BENCH_SECONDS ?? 20);
 const IDLE = Number(env.BENCH_IDLE ?? 10_000);
 const IDLE_SETTLE_MS = Number(env.BENCH_IDLE_SETTLE_MS ?? 20_000);
@@ -197,7 +205,8 @@ async function main() {
     REDIS_URL: redis.url,
     REDIS_PREFIX: PREFIX,
     LOG_LEVEL: "warn",
-    // The limits stay on (their Redis round trip is part of every submission), far above the load.
+    // The limits stay on, far above the load. A replica takes 25 submissions of a device's budget per
+    // Redis round trip at this size, 24 at the default (1,200 a minute): the same cost (decisions.md D19).
     RATE_SUBMISSIONS: "1000000000",
     RATE_COMMITS: "1000000000",
   };
@@ -214,7 +223,7 @@ async function main() {
       BENCH_ORIGIN: ORIGIN,
       BENCH_GROUPS: String(GROUPS),
       BENCH_MEMBERS: String(MEMBERS),
-      BENCH_PHASES: `${RATE}:${SECONDS},${Math.round(RATE / 2)}:${SECONDS}`,
+      BENCH_PHASES: `${RATE}:${SECONDS},${HALF_RATE}:${SECONDS}`,
     },
     (env.BENCH_LOAD_NODE_OPTIONS ?? "").split(" ").filter(Boolean),
   );
@@ -409,7 +418,7 @@ async function main() {
   ];
   console.log("");
   console.log(
-    `| ${REPLICAS} replicas, ${GROUPS} groups × ${MEMBERS} devices, ${SECONDS} s each | full rate | half rate |`,
+    `| ${REPLICAS} replicas, ${GROUPS} groups × ${MEMBERS} devices, ${SECONDS} s each | throughput phase | latency phase (half of 5,000) |`,
   );
   console.log("|---|---|---|");
   for (const row of rows) console.log(`| ${row.join(" | ")} |`);
@@ -435,8 +444,8 @@ async function main() {
       accepted_to_xadd: Number((full!.accepted_per_s / xadd).toFixed(4)),
       idle,
       targets: {
-        accepted_5000_per_s: full!.accepted_per_s >= 5000,
-        p99_under_50ms_at_half_rate: half!.latency_ms.p99 < 50,
+        accepted_5000_per_s: full!.accepted_per_s >= TARGET_RATE,
+        p99_under_50ms_at_half_rate: half!.offered_per_s <= TARGET_RATE / 2 && half!.latency_ms.p99 < 50,
         idle_under_10KiB: idle ? idle.bytes_per_connection! < 10 * 1024 : null,
         nothing_lost_duplicated_or_reordered: phases.every(
           (p) => p.lost === 0 && p.duplicated === 0 && p.out_of_order === 0,

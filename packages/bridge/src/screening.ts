@@ -16,6 +16,7 @@ import { cipherSuite } from "./crypto.js";
 import { deviceIdText } from "./deviceCertificate.js";
 import { verifyKeyPackage, type VerifiedKeyPackage } from "./keyPackage.js";
 import { credentialIdentity } from "./mlsProfile.js";
+import { looksPrivate, readPrivateMessage } from "./privateMessage.js";
 
 /**
  * Handshake screening (DESIGN §2, §6): run by the hub and by every client on every incoming MLSMessage
@@ -135,9 +136,16 @@ export type ScreenedMessage = ScreenedApplication | ScreenedProposal | ScreenedC
 
 const refuse = (rule: string, why: string) => new ProtocolError("screening_failed", `${rule}: ${why}.`);
 
+/** The two refusals of a message that does not decode, as ts-mls tells them apart. */
+const invalidMessage = {
+  malformed: () => new ProtocolError("invalid_mls_message", "The MLSMessage is truncated or malformed."),
+  not_mls: () => new ProtocolError("invalid_mls_message", "The bytes are not an MLSMessage."),
+};
+
 /**
  * SCR-1 on bytes: one MLSMessage and not one byte more. Garbage, truncation and anything the decoder
- * chokes on are `invalid_mls_message`; nothing the decoder throws escapes as anything else.
+ * chokes on are `invalid_mls_message`; nothing the decoder throws escapes as anything else. PrivateMessages
+ * are read by `readPrivateMessage` (the hub's hot path), which refuses exactly what ts-mls refuses.
  */
 export function decodeMlsMessageStrict(
   bytes: Uint8Array,
@@ -145,13 +153,19 @@ export function decodeMlsMessageStrict(
 ): MLSMessage {
   if (bytes.byteLength > maxBytes)
     throw new ProtocolError("payload_too_large", "The MLSMessage is too large.");
+  if (looksPrivate(bytes)) {
+    const read = readPrivateMessage(bytes);
+    if (!read.ok) throw invalidMessage[read.reason]();
+    if (read.consumed !== bytes.byteLength) throw new ProtocolError("trailing_bytes");
+    return read.msg;
+  }
   let decoded: ReturnType<typeof decodeMlsMessage>;
   try {
     decoded = decodeMlsMessage(bytes, 0);
   } catch {
-    throw new ProtocolError("invalid_mls_message", "The MLSMessage is truncated or malformed.");
+    throw invalidMessage.malformed();
   }
-  if (!decoded) throw new ProtocolError("invalid_mls_message", "The bytes are not an MLSMessage.");
+  if (!decoded) throw invalidMessage.not_mls();
   const [msg, consumed] = decoded;
   if (consumed !== bytes.byteLength) throw new ProtocolError("trailing_bytes");
   return msg;

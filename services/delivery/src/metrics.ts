@@ -74,7 +74,7 @@ export function createDeliveryMetrics(registry: Registry): DeliveryMetrics {
     }),
     lag: new Histogram({
       name: "delivery_lag_seconds",
-      help: "Time from acceptance of a message to its push on a stream",
+      help: "Time from acceptance of a message to its push on this replica's streams (once per message)",
       buckets: [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1, 5, 30],
       registers,
     }),

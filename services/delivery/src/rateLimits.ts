@@ -1,8 +1,7 @@
 import { ProtocolError } from "@mastodon-mls/protocol";
-import type { FastifyRequest } from "fastify";
-import type { ServiceApp } from "@mastodon-mls/service-kit";
 import type { RateLimitConfig } from "./config.js";
 import type { DeliveryMetrics } from "./metrics.js";
+import { pruneOldest, type WindowCounter } from "./rateWindows.js";
 
 /**
  * The limits (DESIGN §6, §10): submissions and commits per device, invitations per sending account and
@@ -15,44 +14,112 @@ export interface RateLimits {
   take(limit: LimitName, key: string): Promise<void>;
 }
 
-/** What the limiter reads from its "request": only the key we give it. */
-interface Keyed {
-  routeOptions: Record<string, never>;
-  limitKey: string;
+/**
+ * How many requests of a budget of `max` a replica takes from the shared count at once (decisions.md
+ * D19): 1 (every request counted in Redis) up to a budget of 99, then a fiftieth of it, at most 25.
+ */
+export function leaseSize(max: number): number {
+  return Math.max(1, Math.min(25, Math.floor(max / 50)));
+}
+
+/** Leases this replica keeps per limit; past it the oldest go (their requests are then never made). */
+const MAX_LEASES = 50_000;
+
+interface Lease {
+  /** Requests this replica may still let through in this window without asking. */
+  left: number;
+  /** performance.now() at which the window ends (no later than the shared count's). */
+  until: number;
+  /** The shared count had nothing left for this key in this window. */
+  spent: boolean;
+  /** A claim in flight for this key: others wait for it rather than claim again. */
+  claiming?: Promise<unknown> | undefined;
 }
 
 /**
- * Built on @fastify/rate-limit's programmatic limiter (`createRateLimit`), so HTTP routes and `submit`
- * frames on the WebSocket count against the same windows, in Redis when STORE=redis (shared by all
- * replicas) or in memory.
+ * Fixed windows counted in a WindowCounter (Redis: shared by all replicas, so HTTP routes and `submit`
+ * frames on every replica count against the same windows), taken in leases: a replica claims up to
+ * `leaseSize(max)` requests at once and lets them through from memory until they are used or the window
+ * ends. The shared count never grants more than `max` per window, whichever replicas ask; what a
+ * replica leased and did not use is lost with the window, so a key whose requests alternate between R
+ * replicas can be refused up to R × (lease − 1) requests early. A spent key is refused from memory
+ * until its window ends.
  */
 export function createRateLimits(
-  app: ServiceApp,
+  counter: WindowCounter,
   config: RateLimitConfig,
   metrics: DeliveryMetrics,
+  clock: () => number = () => performance.now(),
 ): RateLimits {
-  const make = (max: number) =>
-    app.createRateLimit({
-      max,
-      timeWindow: config.windowSeconds * 1000,
-      keyGenerator: (req: FastifyRequest) => (req as unknown as Keyed).limitKey,
-    });
-  const limiters: Record<LimitName, ReturnType<typeof make>> = {
-    submissions: make(config.submissions),
-    commits: make(config.commits),
-    invitations: make(config.invitations),
-    invitationsReceived: make(config.invitationsReceived),
+  const windowMs = config.windowSeconds * 1000;
+  const budgets: Record<LimitName, number> = {
+    submissions: config.submissions,
+    commits: config.commits,
+    invitations: config.invitations,
+    invitationsReceived: config.invitationsReceived,
   };
+  const leases: Record<LimitName, Map<string, Lease>> = {
+    submissions: new Map(),
+    commits: new Map(),
+    invitations: new Map(),
+    invitationsReceived: new Map(),
+  };
+
+  const refuse = (limit: LimitName, lease: Lease, now: number): ProtocolError => {
+    metrics.rateLimited.inc({ limit });
+    const retryAfter = Math.max(1, Math.ceil((lease.until - now) / 1000));
+    return new ProtocolError("rate_limited", `Too many ${limit}; retry in ${retryAfter} s.`, {
+      retry_after: retryAfter,
+    });
+  };
+
+  /** Takes a new lease of `limit` for `key` from the shared count, this request's share already taken. */
+  const claim = async (limit: LimitName, key: string, held: Map<string, Lease>): Promise<Lease> => {
+    const max = budgets[limit];
+    const size = leaseSize(max);
+    const started = clock();
+    const placeholder: Lease = { left: 0, until: Infinity, spent: false };
+    const claimed = counter.claim(`${limit}:${key}`, size, windowMs);
+    placeholder.claiming = claimed;
+    held.delete(key);
+    pruneOldest(held, MAX_LEASES - 1, (l) => l.claiming === undefined && clock() >= l.until);
+    held.set(key, placeholder);
+    try {
+      const { total, ttlMs } = await claimed;
+      // What this claim added that still fits in the budget; the rest of it counts but is never used.
+      // This request takes the first of them before anyone else can see the lease.
+      const granted = Math.max(0, Math.min(size, max - (total - size)));
+      const lease: Lease = { left: Math.max(0, granted - 1), until: started + ttlMs, spent: granted === 0 };
+      if (held.get(key) === placeholder) held.set(key, lease);
+      return lease;
+    } catch (e) {
+      if (held.get(key) === placeholder) held.delete(key);
+      throw e;
+    } finally {
+      placeholder.claiming = undefined;
+    }
+  };
+
   return {
     async take(limit, key) {
-      const keyed: Keyed = { routeOptions: {}, limitKey: `${limit}:${key}` };
-      const result = await limiters[limit](keyed as unknown as FastifyRequest);
-      if (result.isAllowed || !result.isExceeded) return;
-      metrics.rateLimited.inc({ limit });
-      const retryAfter = Math.max(1, result.ttlInSeconds);
-      throw new ProtocolError("rate_limited", `Too many ${limit}; retry in ${retryAfter} s.`, {
-        retry_after: retryAfter,
-      });
+      const held = leases[limit];
+      for (;;) {
+        const now = clock();
+        let lease = held.get(key);
+        if (lease?.claiming) {
+          await lease.claiming.catch(() => undefined);
+          continue;
+        }
+        if (lease && now >= lease.until) lease = undefined;
+        if (lease?.spent) throw refuse(limit, lease, now);
+        if (lease && lease.left > 0) {
+          lease.left--;
+          return;
+        }
+        const claimed = await claim(limit, key, held);
+        if (claimed.spent) throw refuse(limit, claimed, clock());
+        return;
+      }
     },
   };
 }

@@ -1,4 +1,3 @@
-import rateLimit from "@fastify/rate-limit";
 import websocket from "@fastify/websocket";
 import { MemoryNonceStore, type NonceStore } from "@mastodon-mls/bridge";
 import { LIMITS, ProtocolError } from "@mastodon-mls/protocol";
@@ -17,6 +16,7 @@ import { DirectoryDevices } from "./directoryDevices.js";
 import { createDeliveryMetrics } from "./metrics.js";
 import { LocalNotifier, type Notifier } from "./notifier.js";
 import { createRateLimits } from "./rateLimits.js";
+import { MemoryWindowCounter, RedisWindowCounter } from "./rateWindows.js";
 import { RedisNotifier } from "./redisNotifier.js";
 import { groupRoutes } from "./routes/groups.js";
 import { inboxRoutes } from "./routes/inbox.js";
@@ -111,10 +111,6 @@ export async function createDelivery(config: DeliveryConfig, deps: DeliveryDeps 
       reply.header("retry-after", typeof seconds === "number" ? String(seconds) : "1");
     }
   });
-  await app.register(rateLimit, {
-    global: false,
-    ...(redis ? { redis, nameSpace: `${prefix}rl:` } : {}),
-  });
   const deliveryMetrics = createDeliveryMetrics(metrics.registry);
   const limits: DeliveryLimits = { ...DEFAULT_LIMITS, pushCoalesceMs: config.pushCoalesceMs, ...deps.limits };
   const now = deps.now ?? Date.now;
@@ -137,7 +133,11 @@ export async function createDelivery(config: DeliveryConfig, deps: DeliveryDeps 
     nonces: deps.nonces ?? (redis ? new RedisNonceStore(redis, prefix) : new MemoryNonceStore()),
     notifier,
     metrics: deliveryMetrics,
-    rateLimits: createRateLimits(app, config.rateLimits, deliveryMetrics),
+    rateLimits: createRateLimits(
+      redis ? new RedisWindowCounter(redis, prefix) : new MemoryWindowCounter(),
+      config.rateLimits,
+      deliveryMetrics,
+    ),
     directory,
     now,
     limits,

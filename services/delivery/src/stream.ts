@@ -377,9 +377,11 @@ export class StreamSession {
       head = Buffer.from(`${JSON.stringify(item).slice(0, -1)},"cursor":"`, "utf8");
       headEvent = e;
       headBytes = head;
+      // Once per message per replica, not per stream: the streams of one event share its lag to within
+      // the turn, and ten observations a message were a measurable share of the push path.
+      this.ctx.metrics.lag.observe(Math.max(0, this.ctx.now() - e.at) / 1000);
     }
     (this.pending ??= []).push(head, cursor);
-    this.ctx.metrics.lag.observe(Math.max(0, this.ctx.now() - e.at) / 1000);
     this.scheduleFlush(false);
   }
 
