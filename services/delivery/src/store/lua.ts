@@ -456,25 +456,38 @@ end
 return added
 `);
 
+/**
+ * Milliseconds from ARGV's `now` when a caller gives one (tests move a clock of their own), else from
+ * Redis's TIME: every replica's marks then come from one clock, whatever the replicas' clocks say.
+ */
+const NOW_MS = `
+local function now_ms(given)
+  if given ~= '' then return tonumber(given) end
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+end
+`;
+
 // A device's adds in flight, per group g, in its `adds` hash: "p:<g>" lists them as "token@ms …" (each
 // request's own token, and when it began), "v:<g>" counts every add begun and ended, so that a settle
 // that read it before and finds it changed knows an add ran meanwhile. Both go with the group's entry.
-const MARK_IN_FLIGHT = `
+const MARK_IN_FLIGHT = `${NOW_MS}
 local function mark_in_flight(addsKey, g, token, now, ttl)
   local marks = {}
   for entry, at in string.gmatch(redis.call('HGET', addsKey, 'p:' .. g) or '', '(%S+@(%d+))') do
     if tonumber(now) - tonumber(at) < tonumber(ttl) then table.insert(marks, entry) end
   end
-  table.insert(marks, token .. '@' .. now)
+  table.insert(marks, token .. '@' .. string.format('%.0f', now))
   redis.call('HSET', addsKey, 'p:' .. g, table.concat(marks, ' '))
   redis.call('HINCRBY', addsKey, 'v:' .. g, 1)
 end
 `;
 
 /**
- * KEYS: groups next adds. ARGV: groupId, token, now, PENDING_ADD_MS, max. → 1 indexed now, 0 indexed
- * already, -1 full: not indexed and the device has `max` groups (nothing written; the budget is checked
- * in the same step as the place is taken). Unless full, marks the add (lapsed marks go).
+ * KEYS: groups next adds. ARGV: groupId, token, now ("" for Redis's TIME), PENDING_ADD_MS, max. → 1
+ * indexed now, 0 indexed already, -1 full: not indexed and the device has `max` groups (nothing written;
+ * the budget is checked in the same step as the place is taken). Unless full, marks the add (lapsed
+ * marks go).
  */
 export const BEGIN_ADD = new LuaScript(`${MARK_IN_FLIGHT}
 local g = ARGV[1]
@@ -484,7 +497,7 @@ if redis.call('HEXISTS', KEYS[1], g) == 0 then
   redis.call('HSET', KEYS[1], g, redis.call('INCR', KEYS[2]))
   reply = 1
 end
-mark_in_flight(KEYS[3], g, ARGV[2], ARGV[3], ARGV[4])
+mark_in_flight(KEYS[3], g, ARGV[2], now_ms(ARGV[3]), ARGV[4])
 return reply
 `);
 
@@ -511,16 +524,16 @@ return 1
 
 /**
  * KEYS: groups adds cursor. ARGV: groupId, number read, version read ("" for none), 1 if the group has
- * stretches of the device (read after them), now, PENDING_ADD_MS.
+ * stretches of the device (read after them), now ("" for Redis's TIME), PENDING_ADD_MS.
  * → "moved" (the entry is no longer the one read), "deleted" or "kept". A deleted entry takes the
  * device's positions in the number's streams with it: no stretch can come under that number again.
  */
-export const SETTLE_INDEX = new LuaScript(`
+export const SETTLE_INDEX = new LuaScript(`${NOW_MS}
 local g = ARGV[1]
 if redis.call('HGET', KEYS[1], g) ~= ARGV[2] then return 'moved' end
 if ARGV[4] == '1' then return 'kept' end
 if (redis.call('HGET', KEYS[2], 'v:' .. g) or '') ~= ARGV[3] then return 'kept' end
-local now = tonumber(ARGV[5])
+local now = now_ms(ARGV[5])
 for at in string.gmatch(redis.call('HGET', KEYS[2], 'p:' .. g) or '', '@(%d+)') do
   if now - tonumber(at) < tonumber(ARGV[6]) then return 'kept' end
 end

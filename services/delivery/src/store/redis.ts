@@ -61,7 +61,10 @@ export interface RedisStoreOptions {
    * the script that appends it. Outcomes then say `announced: true` and the caller publishes nothing.
    */
   announce?: boolean;
-  /** The clock of adds in flight (PENDING_ADD_MS); Date.now by default. */
+  /**
+   * The clock of adds in flight (PENDING_ADD_MS), for tests. By default the scripts read Redis's own
+   * clock (TIME), the one clock every replica shares.
+   */
   clock?: () => number;
 }
 
@@ -94,7 +97,7 @@ export class RedisDeliveryStore implements DeliveryStore {
   private readonly announce: boolean;
   private readonly index: string;
   private readonly winnerEpochs: number;
-  private readonly clock: () => number;
+  private readonly clock: (() => number) | undefined;
 
   constructor(
     private readonly redis: Redis,
@@ -104,7 +107,7 @@ export class RedisDeliveryStore implements DeliveryStore {
     this.announce = opts.announce ?? false;
     this.winnerEpochs = opts.winnerEpochs ?? DEFAULT_WINNER_EPOCHS;
     this.index = `${prefix}retention`;
-    this.clock = opts.clock ?? Date.now;
+    this.clock = opts.clock;
   }
 
   private group(groupId: string) {
@@ -351,7 +354,7 @@ export class RedisDeliveryStore implements DeliveryStore {
     const reply = (await BEGIN_ADD.run(
       this.redis,
       [k.groups, k.next, k.adds],
-      [groupId, token, this.clock(), PENDING_ADD_MS, max],
+      [groupId, token, this.clock?.() ?? "", PENDING_ADD_MS, max],
     )) as number;
     return reply === 1 ? ("added" as const) : reply === 0 ? ("present" as const) : ("full" as const);
   }
@@ -382,7 +385,7 @@ export class RedisDeliveryStore implements DeliveryStore {
     return (await SETTLE_INDEX.run(
       this.redis,
       [k.groups, k.adds, k.cursor],
-      [groupId, number, version ?? "", member, this.clock(), PENDING_ADD_MS],
+      [groupId, number, version ?? "", member, this.clock?.() ?? "", PENDING_ADD_MS],
     )) as IndexSettlement;
   }
 

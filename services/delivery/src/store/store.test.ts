@@ -1022,4 +1022,23 @@ describe("RedisDeliveryStore index settling across hash slots", () => {
     expect((await store.memberships(id, "dev-bob"))!.memberships).toEqual([{ from: 1, until: null }]);
     expect((await store.deviceGroups("dev-bob")).numbers.has(id)).toBe(true);
   });
+
+  it("times adds in flight by Redis's clock, whatever the replicas' clocks say", async () => {
+    const prefix = `${redisHandle.keyPrefix}${++counter}:`;
+    // Two replicas: one whose clock is 11 minutes slow, and one that gives none (as the service runs).
+    const slow = new RedisDeliveryStore(redis, prefix, { clock: () => Date.now() - PENDING_ADD_MS - 60_000 });
+    const store = new RedisDeliveryStore(redis, prefix);
+    const [a, b] = [newGroupId(), newGroupId()];
+    for (const id of [a, b]) await store.createGroup({ groupId: id, creator: member("alice"), at: 1 });
+    await store.beginAdd("dev-bob", a, "fresh", 1000);
+    const [seconds, micros] = await redis.time();
+    const mark = await redis.hget(`${prefix}{d:dev-bob}:adds`, `p:${a}`);
+    const at = Number(/^fresh@(\d+)$/.exec(mark ?? "")?.[1]);
+    expect(Math.abs(at - (Number(seconds) * 1000 + Math.floor(Number(micros) / 1000)))).toBeLessThan(5_000);
+    // An add in flight by Redis's clock is kept by a settle that gives no clock...
+    expect(await store.forgetDeviceGroup("dev-bob", a)).toBe("kept");
+    // ...and one the slow replica marked is, by Redis's clock, past its lapse.
+    await slow.beginAdd("dev-bob", b, "late", 1000);
+    expect(await store.forgetDeviceGroup("dev-bob", b)).toBe("deleted");
+  });
 });
