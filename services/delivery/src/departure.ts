@@ -19,7 +19,7 @@ export async function depart(
   parseGroupId(groupId);
   const device = requester.deviceIdText;
   await ctx.rateLimits.take("submissions", device);
-  const number = (await ctx.store.deviceGroups(device)).numbers.get(groupId);
+  const number = await ctx.store.deviceGroupNumber(device, groupId);
   const outcome = await ctx.store.depart(groupId, device);
   if (!outcome.ok) throw new ProtocolError(outcome.reason);
   if (outcome.trimmed > 0) ctx.metrics.retained.inc({ cause: "ack" }, outcome.trimmed);

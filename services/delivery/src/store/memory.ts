@@ -266,6 +266,10 @@ export class MemoryDeliveryStore implements DeliveryStore {
     return { numbers: new Map(index?.numbers), next: index?.next ?? 0 };
   }
 
+  async deviceGroupNumber(device: string, groupId: string): Promise<number | undefined> {
+    return this.deviceIndex.get(device)?.numbers.get(groupId);
+  }
+
   // Each of these runs from its check to its last change with no await: the group's memberships and the
   // device's index are read and written in one step, which the Redis store can only approach (redis.ts).
   async beginAdd(device: string, groupId: string, token: string, max: number) {

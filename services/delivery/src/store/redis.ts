@@ -349,6 +349,11 @@ export class RedisDeliveryStore implements DeliveryStore {
     };
   }
 
+  async deviceGroupNumber(device: string, groupId: string): Promise<number | undefined> {
+    const n = await this.redis.hget(this.device(device).groups, groupId);
+    return n === null ? undefined : Number(n);
+  }
+
   async beginAdd(device: string, groupId: string, token: string, max: number) {
     const k = this.device(device);
     const reply = (await BEGIN_ADD.run(

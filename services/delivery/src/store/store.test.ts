@@ -485,6 +485,12 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     await store.indexDeviceGroups("dev-x", ["g2"]);
     expect((await store.deviceGroups("dev-x")).numbers.get("g2")).toBe(4);
     expect(await store.deviceGroups("dev-none")).toEqual({ numbers: new Map(), next: 0 });
+    // One entry alone, as departures read it.
+    for (const [g, n] of (await store.deviceGroups("dev-x")).numbers) {
+      expect(await store.deviceGroupNumber("dev-x", g)).toBe(n);
+    }
+    expect(await store.deviceGroupNumber("dev-x", "g9")).toBeUndefined();
+    expect(await store.deviceGroupNumber("dev-none", "g1")).toBeUndefined();
   });
 
   const reader = (device: string) => ({ device, acct: undefined });

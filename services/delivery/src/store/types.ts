@@ -302,6 +302,8 @@ export interface DeliveryStore {
    */
   indexDeviceGroups(device: string, groupIds: readonly string[]): Promise<void>;
   deviceGroups(device: string): Promise<DeviceGroups>;
+  /** The number the device's index gives the group (deviceGroups's entry for it alone), if any. */
+  deviceGroupNumber(device: string, groupId: string): Promise<number | undefined>;
   /**
    * Before a commit that adds the device to the group, or the create that makes it the creator (written
    * first, so a crash between the two loses nothing): indexes the group for the device if it is not
