@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
+import { useRedis } from "@mastodon-mls/testkit/vitest";
 import { cipherSuite, sha256 } from "@mastodon-mls/bridge";
 import { toBase64url } from "@mastodon-mls/protocol";
 import { createCommit, encodeMlsMessage } from "ts-mls";
@@ -10,18 +10,12 @@ import { TestDevice, addOf, removeOf } from "./testing/mls.js";
 
 // The hub over real HTTP, driven by real ts-mls clients, on both stores.
 
-let redis: RedisHandle;
-beforeAll(async () => {
-  redis = await startRedis();
-});
-afterAll(async () => {
-  await redis.stop();
-});
+const redis = useRedis();
 
 describe.each<StoreKind>(["memory", "redis"])("delivery API (%s store)", (store) => {
   let hub: TestHub;
   beforeAll(async () => {
-    hub = await startHub(store, { redis });
+    hub = await startHub(store, { redis: redis() });
   });
   afterAll(async () => {
     await hub.close();

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
+import { useRedis } from "@mastodon-mls/testkit/vitest";
 import { fromBase64url, type InboxItem } from "@mastodon-mls/protocol";
 import { drain, randomGroupId } from "./testing/flow.js";
 import { startHub, type TestHub } from "./testing/hub.js";
@@ -12,15 +12,13 @@ import { StreamClient } from "./testing/stream.js";
 
 const N = 1000;
 
-let redis: RedisHandle;
+const redis = useRedis();
 let hub: TestHub;
 beforeAll(async () => {
-  redis = await startRedis();
-  hub = await startHub("redis", { redis });
+  hub = await startHub("redis", { redis: redis() });
 });
 afterAll(async () => {
   await hub.close();
-  await redis.stop();
 });
 
 describe("catching up", () => {

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
+import { useRedis } from "@mastodon-mls/testkit/vitest";
 import { drain, randomGroupId } from "./testing/flow.js";
 import { startHub, type TestHub } from "./testing/hub.js";
 import { TestDevice, addOf, removeOf } from "./testing/mls.js";
@@ -9,13 +9,7 @@ import { StreamClient } from "./testing/stream.js";
 // one of its KeyPackages can add it to groups, and before this only a member's Remove could take it out
 // again, so a stranger could fill its groups at a hub (too_many_groups) and keep it there.
 
-let redis: RedisHandle;
-beforeAll(async () => {
-  redis = await startRedis();
-});
-afterAll(async () => {
-  await redis.stop();
-});
+const redis = useRedis();
 
 const departure = (hub: TestHub, device: TestDevice, groupId: string, json: unknown = {}) =>
   hub.client(device).request("POST", `/v1/groups/${groupId}/departure`, { json });
@@ -37,7 +31,10 @@ async function groupWith(hub: TestHub, owner: TestDevice, others: TestDevice[]) 
 describe.each(["memory", "redis"] as const)("departure (%s store)", (kind) => {
   let hub: TestHub;
   beforeAll(async () => {
-    hub = await startHub(kind, { ...(kind === "redis" ? { redis } : {}), limits: { groupsPerDevice: 2 } });
+    hub = await startHub(kind, {
+      ...(kind === "redis" ? { redis: redis() } : {}),
+      limits: { groupsPerDevice: 2 },
+    });
   });
   afterAll(async () => {
     await hub.close();

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
+import { useRedis } from "@mastodon-mls/testkit/vitest";
 import { fromBase64url, toBase64url, type InboxItem } from "@mastodon-mls/protocol";
 import { decodeCursor } from "./cursor.js";
 import { startTestDirectory } from "./testing/directory.js";
@@ -7,13 +7,7 @@ import { drain, randomGroupId } from "./testing/flow.js";
 import { startHub, type StoreKind, type TestHub } from "./testing/hub.js";
 import { TestDevice, addOf } from "./testing/mls.js";
 
-let redis: RedisHandle;
-beforeAll(async () => {
-  redis = await startRedis();
-});
-afterAll(async () => {
-  await redis.stop();
-});
+const redis = useRedis();
 
 describe.each<StoreKind>(["memory", "redis"])("inbox (%s store)", (store) => {
   let hub: TestHub;
@@ -23,7 +17,7 @@ describe.each<StoreKind>(["memory", "redis"])("inbox (%s store)", (store) => {
   const texts = Array.from({ length: 200 }, (_, i) => `message ${i}`);
 
   beforeAll(async () => {
-    hub = await startHub(store, { redis });
+    hub = await startHub(store, { redis: redis() });
     [alice, bob, frank] = (await Promise.all(["alice", "bob", "frank"].map((n) => TestDevice.create(n)))) as [
       TestDevice,
       TestDevice,
@@ -98,7 +92,7 @@ describe.each<StoreKind>(["memory", "redis"])("inbox (%s store)", (store) => {
   it("queues invitations for every device of an account of this instance", async () => {
     // Invitations need the instance's directory: only devices it lists for an account read its invitations.
     const directory = await startTestDirectory();
-    const withDirectory = await startHub(store, { redis, directory });
+    const withDirectory = await startHub(store, { redis: redis(), directory });
     const carol = await TestDevice.create("carol");
     const carolPhone = await TestDevice.create("carol");
     await directory.register(alice, carol, carolPhone);

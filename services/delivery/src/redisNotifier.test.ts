@@ -1,29 +1,26 @@
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startRedis, waitFor, type RedisHandle } from "@mastodon-mls/testkit";
+import { afterAll, describe, expect, it } from "vitest";
+import { waitFor } from "@mastodon-mls/testkit";
+import { useRedis } from "@mastodon-mls/testkit/vitest";
 import { connectRedis, silentLogger, type Redis } from "@mastodon-mls/service-kit";
 import { SHARDS } from "./channels.js";
 import { deviceTopic, groupTopic, type InboxEvent } from "./notifier.js";
 import { RedisNotifier } from "./redisNotifier.js";
 
-let redis: RedisHandle;
+const redis = useRedis();
 const connections: Redis[] = [];
 const connect = () => {
-  const c = connectRedis(redis.url, silentLogger(), { maxRetriesPerRequest: null });
+  const c = connectRedis(redis().url, silentLogger(), { maxRetriesPerRequest: null });
   connections.push(c);
   return c;
 };
 
-beforeAll(async () => {
-  redis = await startRedis();
-});
-afterAll(async () => {
+afterAll(() => {
   for (const c of connections) c.disconnect();
-  await redis.stop();
 });
 
 describe("RedisNotifier", () => {
   it("subscribes to at most one channel per shard however many topics it watches", async () => {
-    const notifier = new RedisNotifier(connect(), connect(), redis.keyPrefix, silentLogger());
+    const notifier = new RedisNotifier(connect(), connect(), redis().keyPrefix, silentLogger());
     const topics = Array.from({ length: 10_000 }, (_, i) => deviceTopic(`device-${i}`));
     await Promise.all(topics.map((t) => notifier.watch(t)));
     expect(notifier.subscriptions).toBe(SHARDS);
@@ -36,7 +33,7 @@ describe("RedisNotifier", () => {
   });
 
   it("carries events between replicas for the topics watched, and asks for a re-read after a reconnect", async () => {
-    const prefix = `${redis.keyPrefix}n2:`;
+    const prefix = `${redis().keyPrefix}n2:`;
     const pub = connect();
     const sub = connect();
     const sender = new RedisNotifier(pub, connect(), prefix, silentLogger());

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
+import { useRedis } from "@mastodon-mls/testkit/vitest";
 import { fromBase64url, type InboxItem } from "@mastodon-mls/protocol";
 import { startTestDirectory } from "./testing/directory.js";
 import { drain, randomGroupId } from "./testing/flow.js";
@@ -10,13 +10,7 @@ import { TestDevice, addOf, removeOf } from "./testing/mls.js";
 // the group acknowledged past it, or RETENTION_SECONDS after it was accepted, whichever comes first. A
 // device that had not read it is told (`behind_retention`) and must be re-added.
 
-let redis: RedisHandle;
-beforeAll(async () => {
-  redis = await startRedis();
-});
-afterAll(async () => {
-  await redis.stop();
-});
+const redis = useRedis();
 
 const HOUR = 3600 * 1000;
 const summary = (items: InboxItem[]) => items.map((i) => [i.kind, "seq" in i ? i.seq : -1]);
@@ -25,7 +19,7 @@ describe.each<StoreKind>(["memory", "redis"])("retention (%s store)", (store) =>
   const clock = manualClock();
   let hub: TestHub;
   beforeAll(async () => {
-    hub = await startHub(store, { redis, now: clock.now, env: { RETENTION_SECONDS: "3600" } });
+    hub = await startHub(store, { redis: redis(), now: clock.now, env: { RETENTION_SECONDS: "3600" } });
   });
   afterAll(async () => {
     await hub.close();
@@ -122,7 +116,7 @@ describe.each<StoreKind>(["memory", "redis"])("retention (%s store)", (store) =>
     // Invitations need the instance's directory (deviceAccess.ts); this hub shares the clock.
     const directory = await startTestDirectory();
     const withDirectory = await startHub(store, {
-      redis,
+      redis: redis(),
       now: clock.now,
       env: { RETENTION_SECONDS: "3600" },
       directory,

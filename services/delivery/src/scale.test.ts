@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
+import { useRedis } from "@mastodon-mls/testkit/vitest";
 import { sha256 } from "@mastodon-mls/bridge";
 import { fromBase64url, toBase64url, type InboxItem } from "@mastodon-mls/protocol";
 import { startTestDirectory, type TestDirectory } from "./testing/directory.js";
@@ -12,13 +12,7 @@ import { ResilientReader, StreamClient } from "./testing/stream.js";
 // through Redis pub/sub, the epoch check stays atomic, a removal cuts a device off on every replica,
 // and devices on a replica that dies reconnect to another and miss nothing.
 
-let redis: RedisHandle;
-beforeAll(async () => {
-  redis = await startRedis();
-});
-afterAll(async () => {
-  await redis.stop();
-});
+const redis = useRedis();
 
 const kinds = (items: InboxItem[]) => items.map((i) => i.kind);
 const seqOf = (i: InboxItem) => ("seq" in i ? i.seq : -1);
@@ -41,10 +35,10 @@ describe("two replicas on one Redis", () => {
   // The instance's directory: each replica asks it (and caches its answers) on its own.
   let directory: TestDirectory;
   let one: TestHub, two: TestHub;
-  const replica = () => startHub("redis", { redis, prefix: one.prefix, directory });
+  const replica = () => startHub("redis", { redis: redis(), prefix: one.prefix, directory });
   beforeAll(async () => {
     directory = await startTestDirectory();
-    one = await startHub("redis", { redis, directory });
+    one = await startHub("redis", { redis: redis(), directory });
     two = await replica();
   });
   afterAll(async () => {
@@ -203,8 +197,8 @@ describe.each([
 ])("two devices racing 20 commits for the same epoch %s", (_name, twoReplicas) => {
   let one: TestHub, two: TestHub;
   beforeAll(async () => {
-    one = await startHub("redis", { redis });
-    two = twoReplicas ? await startHub("redis", { redis, prefix: one.prefix }) : one;
+    one = await startHub("redis", { redis: redis() });
+    two = twoReplicas ? await startHub("redis", { redis: redis(), prefix: one.prefix }) : one;
   });
   afterAll(async () => {
     await one.close();

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it, vi } from "vitest";
-import { startRedis, waitFor, type RedisHandle } from "@mastodon-mls/testkit";
+import { waitFor } from "@mastodon-mls/testkit";
+import { useRedis } from "@mastodon-mls/testkit/vitest";
 import { fromBase64url, toBase64url, type InboxItem } from "@mastodon-mls/protocol";
 import { privateMessage } from "./testing/craft.js";
 import { drain, randomGroupId } from "./testing/flow.js";
@@ -7,13 +8,7 @@ import { startHub, type StoreKind, type TestHub } from "./testing/hub.js";
 import { TestDevice, addOf, removeOf } from "./testing/mls.js";
 import { StreamClient } from "./testing/stream.js";
 
-let redis: RedisHandle;
-beforeAll(async () => {
-  redis = await startRedis();
-});
-afterAll(async () => {
-  await redis.stop();
-});
+const redis = useRedis();
 
 const seqs = (items: InboxItem[]) => items.map((i) => ("seq" in i ? i.seq : -1));
 
@@ -34,7 +29,7 @@ describe.each<StoreKind>(["memory", "redis"])("stream (%s store)", (store) => {
   let g: string;
 
   beforeAll(async () => {
-    hub = await startHub(store, { redis });
+    hub = await startHub(store, { redis: redis() });
     [alice, bob, carol] = (await Promise.all(["alice", "bob", "carol"].map((n) => TestDevice.create(n)))) as [
       TestDevice,
       TestDevice,
@@ -201,7 +196,7 @@ describe.each<StoreKind>(["memory", "redis"])("stream (%s store)", (store) => {
 
   it("holds pushes on a stream that just sent some, and lets an answer take them along at once", async () => {
     // A hold far longer than this test waits: a held item can only arrive early with an answer.
-    const held = await startHub(store, { redis, limits: { pushCoalesceMs: 120_000 } });
+    const held = await startHub(store, { redis: redis(), limits: { pushCoalesceMs: 120_000 } });
     try {
       const [owner, reader] = await Promise.all([TestDevice.create("ada"), TestDevice.create("ray")]);
       const id = randomGroupId();
@@ -245,7 +240,7 @@ describe.each<StoreKind>(["memory", "redis"])("stream (%s store)", (store) => {
 
   it("closes a stream that does not read with 4000 once its send buffer is full", async () => {
     const small = await startHub(store, {
-      redis,
+      redis: redis(),
       limits: { streamBufferBytes: 256 * 1024, pageBytes: 512 * 1024 },
     });
     try {
@@ -275,7 +270,7 @@ describe.each<StoreKind>(["memory", "redis"])("stream (%s store)", (store) => {
   });
 
   it("closes open streams with 4000 on shutdown", async () => {
-    const other = await startHub(store, { redis });
+    const other = await startHub(store, { redis: redis() });
     const stream = await StreamClient.open(other.url, bob.signer);
     await other.close();
     expect((await stream.closed).code).toBe(4000);

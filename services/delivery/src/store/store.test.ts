@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startRedis, waitFor, type RedisHandle } from "@mastodon-mls/testkit";
+import { waitFor } from "@mastodon-mls/testkit";
+import { useRedis } from "@mastodon-mls/testkit/vitest";
 import { StoreUnavailableError, connectRedis, silentLogger, type Redis } from "@mastodon-mls/service-kit";
 import { toBase64url } from "@mastodon-mls/protocol";
 import { channelsOf } from "../channels.js";
@@ -38,17 +39,15 @@ function commitWrite(expectedEpoch: number, over: Partial<CommitWrite> = {}): Co
   };
 }
 
-let redisHandle: RedisHandle;
+const redisHandle = useRedis();
 let redis: Redis;
 
-beforeAll(async () => {
-  redisHandle = await startRedis();
-  redis = connectRedis(redisHandle.url, silentLogger());
+beforeAll(() => {
+  redis = connectRedis(redisHandle().url, silentLogger());
 });
 
 afterAll(async () => {
   await redis.quit();
-  await redisHandle.stop();
 });
 
 /** How many winners a group's Redis hash holds (the memory store has no such hash to look at). */
@@ -64,7 +63,7 @@ const stores: [string, () => DeliveryStore, WinsSize][] = [
   [
     "redis",
     () => {
-      redisPrefix = `${redisHandle.keyPrefix}${++counter}:`;
+      redisPrefix = `${redisHandle().keyPrefix}${++counter}:`;
       return new RedisDeliveryStore(redis, redisPrefix, { clock });
     },
     (groupId) => redis.hlen(`${redisPrefix}{g:${groupId}}:wins`),
@@ -850,9 +849,9 @@ function invitation(n: number) {
 describe("RedisDeliveryStore announcements", () => {
   it("stores and announces an appended message exactly as JSON.stringify would write them", async () => {
     // The APPEND script puts the entry and the announcement together from one copy of the message.
-    const prefix = `${redisHandle.keyPrefix}${++counter}:`;
+    const prefix = `${redisHandle().keyPrefix}${++counter}:`;
     const store = new RedisDeliveryStore(redis, prefix, { announce: true });
-    const sub = connectRedis(redisHandle.url, silentLogger(), { maxRetriesPerRequest: null });
+    const sub = connectRedis(redisHandle().url, silentLogger(), { maxRetriesPerRequest: null });
     const payloads: string[] = [];
     sub.on("message", (_channel: string, payload: string) => payloads.push(payload));
     const id = newGroupId();
@@ -945,7 +944,7 @@ describe("RedisDeliveryStore index settling across hash slots", () => {
   }
 
   it("keeps the entry when an add that began before the settle lands and ends between its reads and its change", async () => {
-    const store = new RedisDeliveryStore(redis, `${redisHandle.keyPrefix}${++counter}:`);
+    const store = new RedisDeliveryStore(redis, `${redisHandle().keyPrefix}${++counter}:`);
     const { id, number } = await removedAndDone(store);
     await store.beginAdd("dev-bob", id, "t1", 1000);
     const ran = between(store, async () => {
@@ -962,7 +961,7 @@ describe("RedisDeliveryStore index settling across hash slots", () => {
   });
 
   it("keeps the entry when an add runs whole between a settle's reads and its change", async () => {
-    const store = new RedisDeliveryStore(redis, `${redisHandle.keyPrefix}${++counter}:`);
+    const store = new RedisDeliveryStore(redis, `${redisHandle().keyPrefix}${++counter}:`);
     const { id, number } = await removedAndDone(store);
     const ran = between(store, async () => {
       await store.beginAdd("dev-bob", id, "t1", 1000);
@@ -976,7 +975,7 @@ describe("RedisDeliveryStore index settling across hash slots", () => {
   });
 
   it("loses no Welcome to a read between a re-add landing and a settle's change, with retention at work", async () => {
-    const store = new RedisDeliveryStore(redis, `${redisHandle.keyPrefix}${++counter}:`);
+    const store = new RedisDeliveryStore(redis, `${redisHandle().keyPrefix}${++counter}:`);
     const { id, number } = await removedAndDone(store);
     await store.beginAdd("dev-bob", id, "t1", 1000);
     const ran = between(store, async () => {
@@ -1008,7 +1007,9 @@ describe("RedisDeliveryStore index settling across hash slots", () => {
 
   it("does not let a lapsed add's late endAdd end the mark of an add that lands during a settle", async () => {
     let t = 0;
-    const store = new RedisDeliveryStore(redis, `${redisHandle.keyPrefix}${++counter}:`, { clock: () => t });
+    const store = new RedisDeliveryStore(redis, `${redisHandle().keyPrefix}${++counter}:`, {
+      clock: () => t,
+    });
     const id = newGroupId();
     await store.createGroup({ groupId: id, creator: member("alice"), at: 1 });
     // Add X begins and hangs; its mark lapses and a read settles its entry away.
@@ -1030,7 +1031,7 @@ describe("RedisDeliveryStore index settling across hash slots", () => {
   });
 
   it("times adds in flight by Redis's clock, whatever the replicas' clocks say", async () => {
-    const prefix = `${redisHandle.keyPrefix}${++counter}:`;
+    const prefix = `${redisHandle().keyPrefix}${++counter}:`;
     // Two replicas: one whose clock is 11 minutes slow, and one that gives none (as the service runs).
     const slow = new RedisDeliveryStore(redis, prefix, { clock: () => Date.now() - PENDING_ADD_MS - 60_000 });
     const store = new RedisDeliveryStore(redis, prefix);

@@ -1,5 +1,5 @@
 import { afterAll, beforeAll, describe, it } from "vitest";
-import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
+import { useRedis } from "@mastodon-mls/testkit/vitest";
 import { connectRedis, silentLogger, type Redis } from "@mastodon-mls/service-kit";
 import type { InboxItem } from "@mastodon-mls/protocol";
 import { ackCursor, readInbox, type DeliveredStreams } from "../inbox.js";
@@ -16,15 +16,13 @@ import type { DeliveryStore, MemberRecord } from "./types.js";
 // have processed every Welcome, message and `removed` of every stretch it did not leave. A seed that fails
 // prints its whole log. More: FUZZ_SEEDS=200 FUZZ_BASE=1 FUZZ_STEPS=250 npx vitest run src/store/storeFuzz.test.ts
 
-let redisHandle: RedisHandle;
+const redisHandle = useRedis();
 let redis: Redis;
-beforeAll(async () => {
-  redisHandle = await startRedis();
-  redis = connectRedis(redisHandle.url, silentLogger());
+beforeAll(() => {
+  redis = connectRedis(redisHandle().url, silentLogger());
 });
 afterAll(async () => {
   await redis.quit();
-  await redisHandle.stop();
 });
 
 function rng(seed: number) {
@@ -335,7 +333,7 @@ describe("store fuzz: memory and Redis stores, step by step", () => {
     const seeds = Number(process.env.FUZZ_SEEDS ?? 16);
     const base = Number(process.env.FUZZ_BASE ?? 1);
     for (let seed = base; seed < base + seeds; seed++) {
-      await run(seed, Number(process.env.FUZZ_STEPS ?? 120), `${redisHandle.keyPrefix}fz${seed}:`);
+      await run(seed, Number(process.env.FUZZ_STEPS ?? 120), `${redisHandle().keyPrefix}fz${seed}:`);
     }
   }, 600_000);
 });
