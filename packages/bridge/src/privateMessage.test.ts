@@ -166,6 +166,23 @@ describe("readPrivateMessage against ts-mls", () => {
     );
   });
 
+  it("reads bytes that start inside a larger buffer (as Buffers from base64 do) as views of them", () => {
+    const padded = new Uint8Array(real.length + 13);
+    padded.set(real, 7);
+    const bytes = padded.subarray(7, 7 + real.length);
+    expect(ours(bytes)).toEqual(tsMls(bytes));
+    const fromText = Buffer.from(Buffer.from(real).toString("base64url"), "base64url");
+    expect(ours(fromText)).toEqual(tsMls(fromText));
+    const read = readPrivateMessage(bytes);
+    if (!read.ok) throw new Error("not read");
+    const pm = read.msg.privateMessage;
+    for (const field of [pm.groupId, pm.authenticatedData, pm.encryptedSenderData, pm.ciphertext]) {
+      expect(field.buffer).toBe(padded.buffer);
+    }
+    expect(pm.groupId.byteOffset).toBe(7 + 5);
+    expect(pm.ciphertext.byteOffset + pm.ciphertext.length).toBe(7 + real.length);
+  });
+
   it("is chosen only by an mls10 PrivateMessage header", () => {
     expect(looksPrivate(Uint8Array.from([0, 1, 0, 2]))).toBe(true);
     for (const head of [

@@ -110,6 +110,23 @@ describe("rate limits in memory", () => {
     expect(counter.claims).toBeLessThanOrEqual(52);
   });
 
+  it("fails the requests waiting for a claim that fails, at once, with its error", async () => {
+    const clock = manualClock();
+    const counter = new CountingCounter(new MemoryWindowCounter(100, clock.now));
+    const { limits } = limiter(counter, 6, clock.now);
+    counter.failNext = true;
+    const outcomes = await Promise.allSettled(
+      Array.from({ length: 20 }, () => limits.take("submissions", "dev")),
+    );
+    // One claim for all twenty (Redis down: ioredis takes seconds to give up on each command).
+    expect(counter.claims).toBe(1);
+    for (const o of outcomes) {
+      expect(o.status).toBe("rejected");
+      expect(((o as PromiseRejectedResult).reason as Error).message).toBe("connection lost");
+    }
+    expect(await passes(limits, 7)).toBe(6);
+  });
+
   it("answers a failed claim with the error, and claims again on the next request", async () => {
     const clock = manualClock();
     const counter = new CountingCounter(new MemoryWindowCounter(100, clock.now));
@@ -130,17 +147,18 @@ describe("rate limits in memory", () => {
 });
 
 describe("pruneOldest", () => {
-  it("drops ended entries from the front, then the oldest, and stops at the first live one in bounds", () => {
+  it("drops every ended entry, then the oldest until the bound", () => {
     const map = new Map([
-      ["a", 1],
-      ["b", 9],
-      ["c", 1],
-      ["d", 9],
+      ["a", 9],
+      ["b", 1],
+      ["c", 9],
+      ["d", 1],
+      ["e", 9],
     ]);
     pruneOldest(map, 10, (v) => v === 1);
-    expect([...map.keys()]).toEqual(["b", "c", "d"]);
+    expect([...map.keys()]).toEqual(["a", "c", "e"]);
     pruneOldest(map, 1, (v) => v === 1);
-    expect([...map.keys()]).toEqual(["d"]);
+    expect([...map.keys()]).toEqual(["e"]);
   });
 });
 

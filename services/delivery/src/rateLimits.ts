@@ -22,7 +22,10 @@ export function leaseSize(max: number): number {
   return Math.max(1, Math.min(25, Math.floor(max / 50)));
 }
 
-/** Leases this replica keeps per limit; past it the oldest go (their requests are then never made). */
+/**
+ * Leases this replica keeps per limit. At the bound, ended ones go, then the oldest until a tenth is free
+ * (a live lease dropped is requests never made): pruning once per many claims, not on every one.
+ */
 const MAX_LEASES = 50_000;
 
 interface Lease {
@@ -82,7 +85,10 @@ export function createRateLimits(
     const claimed = counter.claim(`${limit}:${key}`, size, windowMs);
     placeholder.claiming = claimed;
     held.delete(key);
-    pruneOldest(held, MAX_LEASES - 1, (l) => l.claiming === undefined && clock() >= l.until);
+    if (held.size >= MAX_LEASES) {
+      const now = clock();
+      pruneOldest(held, MAX_LEASES * 0.9, (l) => l.claiming === undefined && now >= l.until);
+    }
     held.set(key, placeholder);
     try {
       const { total, ttlMs } = await claimed;
@@ -107,7 +113,9 @@ export function createRateLimits(
         const now = clock();
         let lease = held.get(key);
         if (lease?.claiming) {
-          await lease.claiming.catch(() => undefined);
+          // A claim that fails fails its waiters too, at once: while Redis is down, each request of a
+          // key should not wait for the failures of all those queued before it.
+          await lease.claiming;
           continue;
         }
         if (lease && now >= lease.until) lease = undefined;

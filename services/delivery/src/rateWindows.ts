@@ -57,9 +57,11 @@ export class MemoryWindowCounter implements WindowCounter {
       entry = undefined;
     }
     if (!entry) {
-      // Windows all have the same length, so the oldest entries are the first to end: pruning from the
-      // front drops ended windows first, and only under a flood of keys forgets live ones.
-      pruneOldest(this.counts, this.maxKeys - 1, (e) => now >= e.resetAt);
+      // At the bound: ended windows go, then (under a flood of keys) the oldest live ones, until a tenth
+      // is free, so that pruning runs once per many new keys.
+      if (this.counts.size >= this.maxKeys) {
+        pruneOldest(this.counts, Math.floor(this.maxKeys * 0.9), (e) => now >= e.resetAt);
+      }
       entry = { total: 0, resetAt: now + windowMs };
       this.counts.set(key, entry);
     }
@@ -69,12 +71,13 @@ export class MemoryWindowCounter implements WindowCounter {
 }
 
 /**
- * Deletes entries from the front of `map` (its oldest) until it holds at most `keep`: ended ones
- * (`ended`) while the front has them, then the oldest live ones. Each call costs only what it deletes.
+ * Deletes every ended entry of `map` (`ended`), then its oldest (first inserted) until it holds at most
+ * `keep`. A whole pass: call it at a bound, with room to spare after, not on every insertion.
  */
 export function pruneOldest<V>(map: Map<string, V>, keep: number, ended: (v: V) => boolean): void {
-  for (const [k, v] of map) {
-    if (map.size <= keep && !ended(v)) return;
+  for (const [k, v] of map) if (ended(v)) map.delete(k);
+  for (const k of map.keys()) {
+    if (map.size <= keep) return;
     map.delete(k);
   }
 }
