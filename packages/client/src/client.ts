@@ -155,6 +155,11 @@ export interface Member {
   remembered?: true;
   /** This device's own leaf. */
   self: boolean;
+  /**
+   * The device asked to leave the group (its Remove proposal is held, not yet committed): it is on its
+   * way out, and `leave --with` no longer counts it as being in the group.
+   */
+  leaving?: true;
 }
 
 export interface SyncOptions {
@@ -684,7 +689,14 @@ export class MlsDmClient {
     const own = g.state.privatePath.leafIndex;
     const verified = this.ctx.statuses.get(groupId);
     return leavesOf(g.state.ratchetTree).map((l) => {
-      const base = { acct: l.acct, deviceId: l.deviceId, leafIndex: l.leafIndex, self: l.leafIndex === own };
+      const leaving = g.record.leaving.some((x) => x.leafIndex === l.leafIndex && x.deviceId === l.deviceId);
+      const base = {
+        acct: l.acct,
+        deviceId: l.deviceId,
+        leafIndex: l.leafIndex,
+        self: l.leafIndex === own,
+        ...(leaving ? { leaving: true as const } : {}),
+      };
       const check = g.record.leaves[String(l.leafIndex)];
       // Offline certificate checks decide at once (MV-1).
       if (check === undefined) return { ...base, status: "invalid", reason: "not checked" };

@@ -531,7 +531,8 @@ async function leaveGroups(
     const theirs = client
       .groups()
       .filter((g) => g.status === "active")
-      .filter((g) => client.members(g.groupId).some((m) => !m.self && people.has(m.acct)));
+      // Someone who is leaving a group already is no reason to leave it.
+      .filter((g) => client.members(g.groupId).some((m) => !m.self && !m.leaving && people.has(m.acct)));
     if (theirs.length === 0) cli.io.out(`No group of yours has ${[...people].join(", ")} in it.`);
     for (const g of theirs) ids.add(g.groupId);
   }

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatEvent } from "./format.js";
+import { formatEvent, formatMember } from "./format.js";
 
 // How `listen` and `sync` show a fork and a retention gap: who could not process whose commit, what it
 // means for this device, and what to do. The text in `reason` comes from another member's report.
@@ -54,6 +54,24 @@ describe("formatEvent, forks and retention", () => {
     expect(formatEvent({ type: "behind_retention", groupId: g, seq: 41 }, at)).toBe(
       `12:34:56 [AbCdEfGh] WARNING: the hub deleted messages up to #41 before this device read them, so ` +
         `it cannot catch up in group ${g}. Ask a member to remove and re-add this device.`,
+    );
+  });
+});
+
+describe("formatMember", () => {
+  it("shows this device, a leaving device and the reason", () => {
+    const base = {
+      acct: "bob@b.test",
+      deviceId: "0123456789abcdef",
+      leafIndex: 1,
+      status: "verified" as const,
+    };
+    expect(formatMember({ ...base, self: false })).toBe("bob@b.test  device 0123456789ab  verified");
+    expect(formatMember({ ...base, self: true, reason: "ok" })).toBe(
+      "bob@b.test  device 0123456789ab  verified  (this device)  ok",
+    );
+    expect(formatMember({ ...base, self: false, leaving: true })).toBe(
+      "bob@b.test  device 0123456789ab  verified  (leaving)",
     );
   });
 });

@@ -93,6 +93,6 @@ export function formatHistory(h: HistoryItem): string {
 
 export function formatMember(m: Member): string {
   return `${m.acct}  device ${m.deviceId.slice(0, 12)}  ${m.status}${m.self ? "  (this device)" : ""}${
-    m.reason !== undefined ? `  ${safeText(m.reason)}` : ""
-  }`;
+    m.leaving ? "  (leaving)" : ""
+  }${m.reason !== undefined ? `  ${safeText(m.reason)}` : ""}`;
 }

@@ -98,6 +98,11 @@ describe("leave (DESIGN §9)", () => {
       expect.objectContaining({ type: "error", operation: "commit received proposals" }),
     );
     expect(alice.epoch(groupId)).toBe(1); // the proposal is held, uncommitted
+    // Until it is committed, bob's leaf shows as leaving (and `leave --with` does not count it).
+    expect(alice.members(groupId).map((m) => [m.acct, m.leaving ?? false])).toEqual([
+      ["alice@a.test", false],
+      ["bob@a.test", true],
+    ]);
     fake.script = () => "accept";
     const sent = await alice.send(groupId, "after bob left");
     expect(sent.epoch).toBe(2);
