@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startRedis, waitFor, type RedisHandle } from "@mastodon-mls/testkit";
+import { waitFor } from "@mastodon-mls/testkit";
+import { useRedis } from "@mastodon-mls/testkit/vitest";
 import { generateSigningKeyPair } from "@mastodon-mls/bridge";
 import type { InboxItem } from "@mastodon-mls/protocol";
 import { decodeCursor, encodeCursor } from "./cursor.js";
@@ -13,13 +14,13 @@ import { StreamClient } from "./testing/stream.js";
 // device the instance's directory lists for the account has acknowledged it, so that a flood no longer
 // keeps the queue full for RETENTION_SECONDS while the account's devices read.
 
-let redis: RedisHandle;
+const redis = useRedis();
 let directory: TestDirectory;
 beforeAll(async () => {
-  [redis, directory] = await Promise.all([startRedis(), startTestDirectory()]);
+  directory = await startTestDirectory();
 });
 afterAll(async () => {
-  await Promise.all([redis.stop(), directory.close()]);
+  await directory.close();
 });
 
 const MINUTE = 60_000;
@@ -33,7 +34,7 @@ describe.each<StoreKind>(["memory", "redis"])("invitations deleted once read (%s
   let accounts = 0;
   beforeAll(async () => {
     hub = await startHub(kind, {
-      redis,
+      redis: redis(),
       directory,
       now: clock.now,
       env: { MAX_QUEUED_INVITATIONS: "3", RATE_INVITATIONS: "1000", RATE_INVITATIONS_RECEIVED: "1000" },

@@ -1,27 +1,28 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
+import { useRedis } from "@mastodon-mls/testkit/vitest";
 import { startTestDirectory, type TestDirectory } from "./testing/directory.js";
 import { drain, randomGroupId } from "./testing/flow.js";
 import { manualClock, startHub, type TestHub } from "./testing/hub.js";
 import { TestDevice, addOf } from "./testing/mls.js";
 import { StreamClient } from "./testing/stream.js";
 
-// Rate limits (DESIGN §6, §10) through @fastify/rate-limit with its Redis store: counted across
+// Rate limits (DESIGN §6, §10), counted in Redis (D19, rateLimits.ts): shared across
 // replicas, answered with 429, Retry-After and the catalogue body; groups per device.
 
-let redis: RedisHandle;
+// Registered before the hubs' hooks: Redis starts first and, the hooks running as a stack, stops last.
+const redis = useRedis();
 let directory: TestDirectory;
 let one: TestHub, two: TestHub;
 beforeAll(async () => {
-  [redis, directory] = await Promise.all([startRedis(), startTestDirectory()]);
+  directory = await startTestDirectory();
   const env = { RATE_SUBMISSIONS: "6", RATE_COMMITS: "2", RATE_INVITATIONS: "2", RATE_WINDOW_SECONDS: "600" };
   const limits = { groupsPerDevice: 2 };
-  one = await startHub("redis", { redis, env, limits, directory });
-  two = await startHub("redis", { redis, env, prefix: one.prefix, limits, directory });
+  one = await startHub("redis", { redis: redis(), env, limits, directory });
+  two = await startHub("redis", { redis: redis(), env, prefix: one.prefix, limits, directory });
 });
 afterAll(async () => {
   await Promise.all([one.close(), two.close()]);
-  await Promise.all([redis.stop(), directory.close()]);
+  await directory.close();
 });
 
 describe("limits", () => {
@@ -103,7 +104,7 @@ describe.each(["memory", "redis"] as const)("invitations per receiving account (
   it("limits what an account is sent per window, from everyone, and how many wait for it", async () => {
     const clock = manualClock();
     const hub = await startHub(kind, {
-      ...(kind === "redis" ? { redis } : {}),
+      ...(kind === "redis" ? { redis: redis() } : {}),
       directory,
       now: clock.now,
       env: { RATE_INVITATIONS_RECEIVED: "3", MAX_QUEUED_INVITATIONS: "2", RATE_WINDOW_SECONDS: "600" },
