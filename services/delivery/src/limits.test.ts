@@ -136,3 +136,39 @@ describe.each(["memory", "redis"] as const)("invitations per receiving account (
     }
   });
 });
+
+describe("while Redis is down", () => {
+  const own = useRedis({ mode: "process", persistence: "aof" });
+
+  it("answers 503 store_unavailable, never 500, over HTTP and on the stream, and serves again once it is back", async () => {
+    const hub = await startHub("redis", { redis: own(), directory });
+    try {
+      const alice = await TestDevice.create("alice");
+      await directory.register(alice);
+      const id = randomGroupId();
+      await alice.startGroup(id.bytes);
+      expect((await hub.client(alice).createGroup(id.text)).status).toBe(201);
+      const stream = await StreamClient.open(hub.url, alice.signer);
+      await own().kill();
+      const http = await hub.client(alice).submit(id.text, await alice.encrypt("while down"));
+      expect(http).toMatchObject({ status: 503, body: { error: "store_unavailable" } });
+      expect(http.headers?.["retry-after"]).toBe("1");
+      // On the stream: the submission is refused as such, unless the stream was closed first with the
+      // code that means "reconnect and resume" (its own reads fail too): nothing else, no 1011.
+      const outcome = await Promise.race([
+        stream.submit(id.text, await alice.encrypt("while down")),
+        stream.closed,
+      ]);
+      if ("type" in outcome) {
+        expect(outcome).toMatchObject({ type: "refused", error: "store_unavailable" });
+      } else {
+        expect(outcome.code).toBe(4000);
+      }
+      stream.close();
+      await own().restart();
+      expect((await hub.client(alice).submit(id.text, await alice.encrypt("back"))).status).toBe(201);
+    } finally {
+      await hub.close();
+    }
+  });
+});
