@@ -1,3 +1,4 @@
+import fc from "fast-check";
 import { Registry } from "prom-client";
 import { describe, expect, it } from "vitest";
 import { ProtocolError } from "@mastodon-mls/protocol";
@@ -145,6 +146,66 @@ describe("rate limits in memory", () => {
     expect((await counter.claim("d", 1, 60_000)).total).toBe(2);
   });
 });
+
+describe("rate limits under random load", () => {
+  // Two replicas on one counter; bursts of concurrent requests of two keys on either, the clock moving
+  // within a window, and windows ending between rounds. Per round and key: never more than the budget;
+  // everything when well under it; at most a lease per replica short of it when asked for more.
+  for (const max of [60, 200, 1250]) {
+    it(`keeps every window within a budget of ${max} (lease ${leaseSize(max)})`, async () => {
+      const lease = leaseSize(max);
+      const burst = fc.record({
+        replica: fc.integer({ min: 0, max: 1 }),
+        key: fc.constantFrom("a", "b"),
+        n: fc.integer({ min: 1, max: Math.max(2, Math.floor(max / 4)) }),
+        later: fc.integer({ min: 0, max: 5_000 }),
+      });
+      await fc.assert(
+        fc.asyncProperty(
+          fc.array(fc.array(burst, { minLength: 1, maxLength: 12 }), { minLength: 1, maxLength: 4 }),
+          async (rounds) => {
+            const clock = manualClock();
+            const counter = new MemoryWindowCounter(100, clock.now);
+            const replicas = [
+              limiter(counter, max, clock.now).limits,
+              limiter(counter, max, clock.now).limits,
+            ];
+            for (const round of rounds) {
+              const asked = new Map<string, number>();
+              const granted = new Map<string, number>();
+              for (const b of round) {
+                // Less than a window in all within a round (12 bursts × 5 s < 60 s).
+                clock.advance(b.later);
+                asked.set(b.key, (asked.get(b.key) ?? 0) + b.n);
+                granted.set(
+                  b.key,
+                  (granted.get(b.key) ?? 0) + (await passesTogether(replicas[b.replica]!, b.n, b.key)),
+                );
+              }
+              for (const [key, n] of asked) {
+                const got = granted.get(key) ?? 0;
+                expect(got).toBeLessThanOrEqual(max);
+                if (n <= max - 2 * lease) expect(got).toBe(n);
+                if (n >= max) expect(got).toBeGreaterThanOrEqual(max - 2 * (lease - 1));
+              }
+              clock.advance(WINDOW_S * 1000); // every window and lease of the round ends
+            }
+          },
+        ),
+        { numRuns: 60 },
+      );
+    });
+  }
+});
+
+/** How many of `n` takes made at once pass; the refusals must be 429s. */
+async function passesTogether(limits: RateLimits, n: number, key: string): Promise<number> {
+  const outcomes = await Promise.allSettled(Array.from({ length: n }, () => limits.take("submissions", key)));
+  for (const o of outcomes) {
+    if (o.status === "rejected") expect((o.reason as ProtocolError).code).toBe("rate_limited");
+  }
+  return outcomes.filter((o) => o.status === "fulfilled").length;
+}
 
 describe("pruneOldest", () => {
   it("drops every ended entry, then the oldest until the bound", () => {
