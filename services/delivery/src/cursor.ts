@@ -37,6 +37,11 @@ export function groupNumberOf(stream: string): number | undefined {
   return stream === ACCOUNT_STREAM ? undefined : Number(stream.slice(0, stream.indexOf(".")));
 }
 
+/** The seq a membership stream key's stretch began at (`f` of "<n>.<f>"); only for membership streams. */
+export function stretchFromOf(stream: string): number {
+  return Number(stream.slice(stream.indexOf(".") + 1));
+}
+
 export function encodeCursor(cursor: Cursor): string {
   // By hand, on the push path for every item: keys match StreamKey, so nothing needs escaping. The
   // same text as JSON.stringify({ v: 1, p }). All ASCII, so latin1 gives the UTF-8 bytes, faster.

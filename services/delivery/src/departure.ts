@@ -1,7 +1,7 @@
 import { ProtocolError, type DepartureResponse } from "@mastodon-mls/protocol";
 import type { DeviceCertificate } from "@mastodon-mls/bridge";
 import type { DeliveryContext } from "./context.js";
-import { membershipStream } from "./cursor.js";
+import { dropForgottenStretches } from "./inbox.js";
 import { parseGroupId } from "./submit.js";
 
 /**
@@ -24,12 +24,7 @@ export async function depart(
   if (!outcome.ok) throw new ProtocolError(outcome.reason);
   if (outcome.trimmed > 0) ctx.metrics.retained.inc({ cause: "ack" }, outcome.trimmed);
   await ctx.store.forgetDeviceGroup(device, groupId);
-  if (number !== undefined) {
-    await ctx.store.dropCursorStreams(
-      device,
-      outcome.forgotten.map((from) => membershipStream(number, from)),
-    );
-  }
+  if (number !== undefined) await dropForgottenStretches(ctx.store, device, number, outcome.forgotten);
   // Its open streams read again and stop tracking the group.
   ctx.notifier.publish({ kind: "devices", devices: [device] });
   ctx.metrics.departures.inc();

@@ -1,5 +1,12 @@
 import { ProtocolError, toBase64url, type InboxItem } from "@mastodon-mls/protocol";
-import { ACCOUNT_STREAM, encodeCursor, groupNumberOf, membershipStream, type Cursor } from "./cursor.js";
+import {
+  ACCOUNT_STREAM,
+  encodeCursor,
+  groupNumberOf,
+  membershipStream,
+  stretchFromOf,
+  type Cursor,
+} from "./cursor.js";
 import type { AckOutcome, DeliveryStore, LogEntry, StretchAck } from "./store/types.js";
 
 // A device's inbox is a merge, in a fixed order, of its streams (cursor.ts): the account's invitations
@@ -133,7 +140,7 @@ async function deviceStreams(store: DeliveryStore, reader: InboxReader) {
       store.forgetDeviceGroup(reader.device, groupId).catch(() => undefined);
       return;
     }
-    first.set(number, Math.min(...inGroup.memberships.map((m) => m.from)));
+    first.set(number, earliestFrom(inGroup.memberships));
     const read = inGroup.memberships[0];
     const position = read === undefined ? -1 : (acked.get(membershipStream(number, read.from)) ?? -1);
     if (read !== undefined && read.until !== null && position >= read.until + 1) {
@@ -223,6 +230,11 @@ async function deviceStreams(store: DeliveryStore, reader: InboxReader) {
  */
 type FirstStretches = ReadonlyMap<number, number>;
 
+/** Where a device's earliest stretch in a group began (Infinity for none: every old stretch is forgotten). */
+function earliestFrom(memberships: readonly { from: number }[]): number {
+  return Math.min(...memberships.map((m) => m.from));
+}
+
 /**
  * A stream key the cursor may name although the device no longer has it: a group it has finished with (its
  * number no longer indexed, or indexed with nothing behind it), or a stretch of a number that the group
@@ -239,7 +251,7 @@ function forgotten(
   for (const v of numbers.values()) {
     if (v !== n) continue;
     const earliest = first.get(n);
-    return earliest === undefined || Number(key.slice(key.indexOf(".") + 1)) < earliest;
+    return earliest === undefined || stretchFromOf(key) < earliest;
   }
   return true;
 }
@@ -400,7 +412,7 @@ async function validPositions(
       const groupId = byNumber.get(number);
       const inGroup = groupId === undefined ? undefined : await store.memberships(groupId, reader.device);
       if (!inGroup) return;
-      first.set(number, Math.min(...inGroup.memberships.map((m) => m.from)));
+      first.set(number, earliestFrom(inGroup.memberships));
       for (const m of inGroup.memberships) {
         ends.set(membershipStream(number, m.from), m.until === null ? inGroup.seq : m.until + 1);
       }
@@ -445,7 +457,7 @@ async function ackGroups(
     const number = groupNumberOf(key);
     if (groupId === undefined || number === undefined) continue;
     const group = perGroup.get(groupId) ?? { number, acks: [] };
-    group.acks.push({ from: Number(key.slice(key.indexOf(".") + 1)), position });
+    group.acks.push({ from: stretchFromOf(key), position });
     perGroup.set(groupId, group);
   }
   let trimmed = 0;
@@ -474,12 +486,23 @@ async function ackGroupAndForget(
 ): Promise<AckOutcome> {
   const outcome = await store.ackGroup(groupId, device, acks);
   // Positions first: a retry after a failure here names them again, and they are returned again.
-  if (outcome.forgotten.length > 0) {
-    await store.dropCursorStreams(
-      device,
-      outcome.forgotten.map((from) => membershipStream(number, from)),
-    );
-  }
+  await dropForgottenStretches(store, device, number, outcome.forgotten);
   if (outcome.done) await store.forgetDeviceGroup(device, groupId);
   return outcome;
+}
+
+/**
+ * Deletes the device's cursor positions in the stretches (by `from`) that the group numbered `number`
+ * forgot: no stream of those names comes again.
+ */
+export async function dropForgottenStretches(
+  store: DeliveryStore,
+  device: string,
+  number: number,
+  forgotten: readonly number[],
+): Promise<void> {
+  await store.dropCursorStreams(
+    device,
+    forgotten.map((from) => membershipStream(number, from)),
+  );
 }
