@@ -400,6 +400,25 @@ describe("screening refuses", () => {
       commitOf(pm).proposals = [{ proposalOrRefType: "proposal", proposal: addOf(again) }];
     });
     expect(await codeOf(screenMessage(member, view))).toMatch(/SCR-13.*already a member/);
+    // A commit that removes the device's leaf may add it again (a re-add), whatever the order of the list.
+    const readd = craft(removeAdd, (pm) => {
+      commitOf(pm).proposals = [
+        { proposalOrRefType: "proposal", proposal: removeOf(1) },
+        { proposalOrRefType: "proposal", proposal: addOf(again) },
+      ];
+    });
+    const readded = (await screenMessage(readd, view)) as ScreenedCommit;
+    expect(readded.removes).toEqual([1]);
+    expect(readded.adds.map((a) => a.deviceId)).toEqual([deviceIdText(bob.sig.publicKey)]);
+    const addFirst = craft(readd, (pm) => {
+      commitOf(pm).proposals.reverse();
+    });
+    expect(await codeOf(screenMessage(addFirst, view))).toBe("ok");
+    // Removing another leaf does not make room for it.
+    const otherRemoved = craft(readd, (pm) => {
+      commitOf(pm).proposals[0] = { proposalOrRefType: "proposal", proposal: removeOf(2) };
+    });
+    expect(await codeOf(screenMessage(otherRemoved, view))).toMatch(/SCR-13.*already a member/);
     const daveAgain = await freshKeyPackage(dave);
     const twice = craft(removeAdd, (pm) => {
       commitOf(pm).proposals.push({ proposalOrRefType: "proposal", proposal: addOf(daveAgain) });

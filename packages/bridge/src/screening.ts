@@ -49,7 +49,9 @@ import { looksPrivate, readPrivateMessage } from "./privateMessage.js";
  *          the sender's signature key and credential (a leaf's key and identity never change, DESIGN §2).
  *   SCR-12 a commit with a Remove or an Update, or with no proposal at all, carries an update path.
  *   SCR-13 every Add's KeyPackage passes the bridge's `verifyKeyPackage` (profile, signatures, lifetime,
- *          device certificate), and adds a device that is neither a member already nor added twice.
+ *          device certificate), and adds a device that is neither a member already nor added twice. A
+ *          device whose leaf the same commit removes is not a member any more: MLS applies Removes before
+ *          Adds (RFC 9420 §12.3), so one commit can give a device a fresh leaf (a re-add).
  *   SCR-14 the group has at most `maxMembers` members after the commit.
  *   SCR-15 a commit's update path keeps the committer's signature key and credential.
  *   SCR-16 an Add's leaf encryption key and init key appear nowhere in the tree nor in another Add of the
@@ -269,6 +271,7 @@ async function screenProposal(
   switch (proposal.proposalType) {
     case "add": {
       const add = await checkAdd(proposal.add.keyPackage, 0, view, new Set(), new Set(), opts);
+      checkNotMember(add, 0, view, []);
       return { kind: "proposal", epoch, senderLeaf, proposal, ref, add };
     }
     case "remove":
@@ -348,6 +351,8 @@ async function screenCommit(
         throw refuse("SCR-8", `${proposalTypeName(p)} proposals are not allowed`);
     }
   }
+  // After every Remove is known, whatever the order of the list: MLS applies them before the Adds.
+  adds.forEach((add, index) => checkNotMember(add, index, view, removes));
 
   const hasPath = path !== undefined;
   if (!hasPath && (removes.length > 0 || updates.length > 0 || committed.length === 0)) {
@@ -433,15 +438,23 @@ async function checkAdd(
     }
     addedKeys.add(key);
   }
-  if (view.deviceAt) {
-    for (let leaf = 0; leaf < view.leafCount; leaf++) {
-      if (!view.isBlank(leaf) && view.deviceAt(leaf) === verified.deviceId) {
-        throw refuse("SCR-13", `Add #${index} is for a device that is already a member`);
-      }
-    }
-  }
   addedDevices.add(verified.deviceId);
   return verified;
+}
+
+/** SCR-13: the added device sits at no leaf of the group, unless this very commit removes that leaf. */
+function checkNotMember(
+  added: VerifiedKeyPackage,
+  index: number,
+  view: GroupView,
+  removes: readonly number[],
+): void {
+  if (!view.deviceAt) return;
+  for (let leaf = 0; leaf < view.leafCount; leaf++) {
+    if (!view.isBlank(leaf) && view.deviceAt(leaf) === added.deviceId && !removes.includes(leaf)) {
+      throw refuse("SCR-13", `Add #${index} is for a device that is already a member`);
+    }
+  }
 }
 
 function countMembers(view: GroupView): number {
