@@ -533,40 +533,76 @@ export class MlsDmClient {
   /**
    * Removes single devices of the group (ids, or unique prefixes of at least 8 characters, as `members`
    * shows them); their accounts' other devices stay. For a device that can no longer follow the group
-   * (stuck after a fork, or behind retention): remove it, then `addMembers` its account again, which adds
-   * that device anew from a fresh KeyPackage (or the account's own devices do, DESIGN §3). This device
-   * cannot remove itself (`leave`).
+   * (stuck after a fork, or behind retention), `readdDevices` removes and adds it in one commit. This
+   * device cannot remove itself (`leave`).
    */
   removeDevices(
     groupId: string,
     deviceIds: string[],
   ): Promise<{ removed: { acct: string; deviceId: string }[] }> {
     return this.op(async () => {
-      const g = this.ctx.activeGroup(groupId);
-      const leaves = leavesOf(g.state.ratchetTree);
-      const picked = deviceIds.map((prefix) => {
-        const found = prefix.length >= 8 ? leaves.filter((l) => l.deviceId.startsWith(prefix)) : [];
-        if (found.length !== 1) {
-          throw new ClientError(
-            found.length === 0 ? "unknown_device" : "bad_input",
-            found.length === 0
-              ? `no device ${prefix} in group ${groupId} (a device id, or at least its first 8 characters)`
-              : `${prefix} names ${found.length} devices of group ${groupId}: give more of the id`,
-          );
-        }
-        if (found[0]!.leafIndex === g.state.privatePath.leafIndex) {
-          throw new ClientError(
-            "bad_input",
-            "this device cannot remove itself from a group (leave it instead)",
-          );
-        }
-        return { acct: found[0]!.acct, deviceId: found[0]!.deviceId };
-      });
-      const unique = [...new Map(picked.map((p) => [p.deviceId, p])).values()];
-      await this.commit(groupId, { kind: "remove-devices", deviceIds: unique.map((p) => p.deviceId) });
+      const picked = this.pickDevices(groupId, deviceIds);
+      await this.commit(groupId, { kind: "remove-devices", deviceIds: picked.map((p) => p.deviceId) });
       const left = new Set(leavesOf(this.ctx.activeGroup(groupId).state.ratchetTree).map((l) => l.deviceId));
-      return { removed: unique.filter((p) => !left.has(p.deviceId)) };
+      return { removed: picked.filter((p) => !left.has(p.deviceId)) };
     });
+  }
+
+  /**
+   * Gives devices of the group (named as for `removeDevices`) a fresh start in one commit: their leaves
+   * are removed and each is added again from a KeyPackage claimed for it, verified as for `addMembers`.
+   * This is the remedy for a device stuck after a fork or behind retention; the accounts' other devices
+   * are not touched. A device whose KeyPackage is refused (or that has none left) is still removed, and
+   * the refusal is reported: `addMembers` of its account adds it later.
+   */
+  readdDevices(
+    groupId: string,
+    deviceIds: string[],
+    opts: AddOptions = {},
+  ): Promise<AddReport & { removed: { acct: string; deviceId: string }[] }> {
+    return this.op(async () => {
+      const picked = this.pickDevices(groupId, deviceIds);
+      const report = emptyReport();
+      await this.commit(
+        groupId,
+        {
+          kind: "readd",
+          deviceIds: picked.map((p) => p.deviceId),
+          accts: [...new Set(picked.map((p) => p.acct))],
+          claimId: newClaimId(),
+          ...(opts.allowUnverified === true ? { allowUnverified: true } : {}),
+        },
+        report,
+      );
+      const readded = new Set(report.added.map((a) => a.deviceId));
+      const left = new Set(leavesOf(this.ctx.activeGroup(groupId).state.ratchetTree).map((l) => l.deviceId));
+      return { removed: picked.filter((p) => readded.has(p.deviceId) || !left.has(p.deviceId)), ...report };
+    });
+  }
+
+  /** Devices of the group by id or unique prefix (8 characters at least), this device's own refused. */
+  private pickDevices(groupId: string, deviceIds: string[]): { acct: string; deviceId: string }[] {
+    const g = this.ctx.activeGroup(groupId);
+    const leaves = leavesOf(g.state.ratchetTree);
+    const picked = deviceIds.map((prefix) => {
+      const found = prefix.length >= 8 ? leaves.filter((l) => l.deviceId.startsWith(prefix)) : [];
+      if (found.length !== 1) {
+        throw new ClientError(
+          found.length === 0 ? "unknown_device" : "bad_input",
+          found.length === 0
+            ? `no device ${prefix} in group ${groupId} (a device id, or at least its first 8 characters)`
+            : `${prefix} names ${found.length} devices of group ${groupId}: give more of the id`,
+        );
+      }
+      if (found[0]!.leafIndex === g.state.privatePath.leafIndex) {
+        throw new ClientError(
+          "bad_input",
+          "this device cannot remove itself from a group (leave it instead)",
+        );
+      }
+      return { acct: found[0]!.acct, deviceId: found[0]!.deviceId };
+    });
+    return [...new Map(picked.map((p) => [p.deviceId, p])).values()];
   }
 
   /** Sends a plain-text note (DESIGN §8) to the group. */

@@ -211,7 +211,7 @@ describe("a commit one member cannot process (a fork)", () => {
       condition: "stuck",
       forks: [{ epoch: 3, stuck: true, report: "done", sender: forkEvent.sender }],
       advice: expect.stringContaining(
-        `ask a member to remove this device and add carol@b.test again (mls-dm remove ${g.slice(0, 8)} --device ${carol.deviceId.slice(0, 12)}`,
+        `ask a member to give this device a fresh start (mls-dm readd ${g.slice(0, 8)} ${carol.deviceId.slice(0, 12)})`,
       ),
     });
 
@@ -222,7 +222,7 @@ describe("a commit one member cannot process (a fork)", () => {
       "group_stuck",
       "could not process the commit of bob@a.test that ended epoch 3",
     );
-    await expectRefusal(carol.selfUpdate(g), "group_stuck", "remove this device and add carol@b.test again");
+    await expectRefusal(carol.selfUpdate(g), "group_stuck", "give this device a fresh start");
     const after = await alice.send(g, "alice, after the fork");
     events = await settle([alice, bob, carol]);
     expect(texts(events.get(bob))).toEqual(["alice@a.test: alice, after the fork"]);
@@ -348,7 +348,7 @@ describe("behind retention", () => {
 
     const bobEvents = await bob.sync();
     expect(bobEvents).toEqual([{ type: "behind_retention", groupId: g, seq: deletedUpTo }]);
-    const remedy = `mls-dm remove ${g.slice(0, 8)} --device ${bob.deviceId.slice(0, 12)}, then mls-dm add ${g.slice(0, 8)} @bob@r.test`;
+    const remedy = `mls-dm readd ${g.slice(0, 8)} ${bob.deviceId.slice(0, 12)}`;
     expect(bob.groups().find((x) => x.groupId === g)).toMatchObject({
       condition: "needs_readd",
       missedUpTo: deletedUpTo,
@@ -387,5 +387,73 @@ describe("behind retention", () => {
     const heard = await settle([alice, phone, bob]);
     expect(texts(heard.get(alice))).toEqual(["bob@r.test: back again"]);
     expect(texts(heard.get(phone))).toEqual(["bob@r.test: back again"]);
+  });
+
+  it("the remedy the advice names re-adds the device in one commit (mls-dm readd); the account's other device stays", async () => {
+    const rr = resolverFor([r]);
+    const dora = await newClient(r, "dora", rr);
+    const erin = await newClient(r, "erin", rr);
+    const tablet = await linkDevice(erin, r, "erin", rr);
+    const { groupId: g } = await dora.createGroup(["@erin@r.test"]);
+    await settle([erin, tablet, dora]);
+    await dora.send(g, "one");
+    await dora.selfUpdate(g);
+    expect(texts((await settle([tablet])).get(tablet))).toEqual(["dora@r.test: one"]);
+    now += 61 * 60_000;
+    await r.delivery.sweep();
+    expect(ofType(await erin.sync(), "behind_retention")).toHaveLength(1);
+    expect(erin.groups().find((x) => x.groupId === g)?.condition).toBe("needs_readd");
+
+    // Named as `members` shows them; this device's own, or an unknown one, is refused and nothing changes.
+    await expectRefusal(dora.readdDevices(g, [dora.deviceId]), "bad_input", "cannot remove itself");
+    await expectRefusal(dora.readdDevices(g, ["0000000000"]), "unknown_device", "no device 0000000000");
+    const epoch = dora.epoch(g);
+    const run = await cli(dora, ["readd", g.slice(0, 8), erin.deviceId.slice(0, 12)]);
+    expect(run).toMatchObject({
+      code: 0,
+      out: `re-added device ${erin.deviceId.slice(0, 12)} of erin@r.test`,
+    });
+    await dora.refresh(); // the CLI ran as another process would
+    expect(dora.epoch(g)).toBe(epoch + 1); // one commit: the Remove and the Add together
+    expect(
+      dora
+        .members(g)
+        .map((m) => m.deviceId)
+        .sort(),
+    ).toEqual([dora.deviceId, erin.deviceId, tablet.deviceId].sort());
+
+    const back = await settle([erin, tablet, dora]);
+    expect(ofType(back.get(erin), "joined")).toHaveLength(1);
+    expect(ofType(back.get(tablet), "removed_from_group")).toEqual([]);
+    expect(erin.groups().find((x) => x.groupId === g)?.condition).toBe("ok");
+    expect(erin.epoch(g)).toBe(dora.epoch(g)); // with the self-update every device makes on joining
+    await erin.send(g, "fresh start");
+    await dora.send(g, "welcome back");
+    const heard = await settle([dora, tablet, erin]);
+    expect(texts(heard.get(dora))).toEqual(["erin@r.test: fresh start"]);
+    expect(texts(heard.get(tablet))).toEqual(["erin@r.test: fresh start", "dora@r.test: welcome back"]);
+    expect(texts(heard.get(erin))).toEqual(["dora@r.test: welcome back"]);
+
+    // A device that is fine may be re-added too: it cannot process the commit that replaces its leaf
+    // (ts-mls 1.6.4 throws on it), and that is its removal, not a fork; the Welcome brings it back.
+    const report = await dora.readdDevices(g, [tablet.deviceId.slice(0, 12)]);
+    expect(report).toEqual({
+      removed: [{ acct: "erin@r.test", deviceId: tablet.deviceId }],
+      added: [{ acct: "erin@r.test", deviceId: tablet.deviceId }],
+      refused: [],
+    });
+    const again = await settle([tablet, erin, dora]);
+    // (and the statuses of the members, looked up anew after the join)
+    const seen = again
+      .get(tablet)
+      ?.map((e) => e.type)
+      .filter((t) => t !== "status_changed");
+    expect(seen).toEqual(["removed_from_group", "joined"]);
+    for (const c of [dora, erin]) expect(ofType(again.get(c), "group_forked")).toEqual([]);
+    expect(tablet.groups().find((x) => x.groupId === g)).toMatchObject({ status: "active", condition: "ok" });
+    await tablet.send(g, "tablet, renewed");
+    const last = await settle([dora, erin, tablet]);
+    expect(texts(last.get(dora))).toEqual(["erin@r.test: tablet, renewed"]);
+    expect(texts(last.get(erin))).toEqual(["erin@r.test: tablet, renewed"]);
   });
 });

@@ -498,6 +498,25 @@ export async function remove(
   }
 }
 
+export async function readd(cli: Cli, group: string, devices: string[], opts: AddCliOptions): Promise<void> {
+  const { client } = await cli.openClient();
+  const id = await findGroup(cli, client, group);
+  const report = await withProgress(cli.io, "Verifying and re-adding devices", () =>
+    client.readdDevices(id, devices, { allowUnverified: opts.allowUnverified === true }),
+  );
+  if (opts.json === true) return json(cli, report);
+  const added = new Set(report.added.map((a) => a.deviceId));
+  for (const a of report.added) cli.io.out(`re-added device ${a.deviceId.slice(0, 12)} of ${a.acct}`);
+  for (const d of report.removed.filter((r) => !added.has(r.deviceId))) {
+    cli.io.out(`removed device ${d.deviceId.slice(0, 12)} of ${d.acct} (not added again: see below)`);
+  }
+  for (const r of report.refused) {
+    cli.io.err(
+      `NOT re-added ${r.acct}${r.deviceId ? ` (device ${r.deviceId.slice(0, 12)})` : ""}: ${r.reason}`,
+    );
+  }
+}
+
 /**
  * Leaves the groups named, and with `--with` every group one of these people is in (someone who keeps
  * adding this device to groups of theirs). One that cannot be left is reported and the others are still

@@ -44,6 +44,7 @@ describe("mls-dm, parsing and help", () => {
         "create",
         "add",
         "remove",
+        "readd",
         "leave",
         "block",
         "unblock",

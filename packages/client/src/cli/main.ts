@@ -154,10 +154,26 @@ export function buildProgram(io: Io, signal: AbortSignal): Command {
     .option(
       "--device <ids...>",
       "remove these devices only (ids or their first 12 characters, as `members` shows them); " +
-        "their accounts' other devices stay. To give a stuck device a fresh start, then add its account again",
+        "their accounts' other devices stay. To give a stuck device a fresh start, use readd",
     )
     .action((group: string, accts: string[], o: { device?: string[] }) =>
       commands.remove(cli(), group, accts, o.device ?? []),
+    );
+
+  program
+    .command("readd <group> <devices...>")
+    .description(
+      "give devices of a group a fresh start in one commit: remove their leaves and add them again from " +
+        "new KeyPackages (for a device stuck after a fork or behind retention); <devices> are ids or " +
+        "their first 12 characters, as `members` shows them",
+    )
+    .option("--json", "machine-readable")
+    .option(
+      "--allow-unverified",
+      "also re-add devices of people whose identity is not published (no-proof) or could not be checked (unreachable)",
+    )
+    .action((group: string, devices: string[], o: commands.AddCliOptions) =>
+      commands.readd(cli(), group, devices, o),
     );
 
   program

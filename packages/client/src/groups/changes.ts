@@ -181,17 +181,20 @@ export async function vetKeyPackages(
   return out;
 }
 
-export async function buildAdd(
+/**
+ * Claims and vets KeyPackages of these accounts (the lookups run while the claim does) and keeps those
+ * of devices not in `present` (base64url signature keys, updated with what is kept) that `wanted`
+ * accepts, refusing a KeyPackage this device used before.
+ */
+async function freshKeyPackages(
   ctx: DeviceContext,
-  state: ClientState,
   accts: string[],
+  present: Set<string>,
   report: AddReport,
-  claimId?: string,
-  allowUnverified = false,
-): Promise<BuiltCommit | undefined> {
-  report.added = [];
-  report.refused = [];
-  const present = new Set(leavesOf(state.ratchetTree).map((l) => toBase64url(l.node.signaturePublicKey)));
+  claimId: string | undefined,
+  allowUnverified: boolean,
+  wanted: (kp: VerifiedKeyPackage) => boolean = () => true,
+): Promise<VerifiedKeyPackage[]> {
   // The accounts' fresh lookups (profile, device list) need nothing from the claim: they run while it
   // does (a few accounts at a time, as in every verification), and the vetting below counts them as
   // fresh. A failed claim does not wait for them; they end on their own, their answers cached.
@@ -205,7 +208,7 @@ export async function buildAdd(
   const fresh: VerifiedKeyPackage[] = [];
   for (const kp of claimed) {
     const key = toBase64url(kp.sigKey);
-    if (present.has(key)) continue; // that device is already a member (e.g. added by a commit that won)
+    if (present.has(key) || !wanted(kp)) continue; // e.g. already added by a commit that won
     if (kp.ref in ctx.device.addedKeyPackages) {
       report.refused.push({
         acct: kp.acct,
@@ -219,17 +222,24 @@ export async function buildAdd(
     present.add(key);
     fresh.push(kp);
   }
-  if (fresh.length === 0) return undefined;
-  if (present.size > LIMITS.membersPerGroup) {
-    throw new ClientError("bad_input", `a group holds at most ${LIMITS.membersPerGroup} devices`);
-  }
+  return fresh;
+}
+
+/** A commit adding these KeyPackages' devices after removing `removes` (leaf indexes), with its Welcome. */
+async function commitAdds(
+  ctx: DeviceContext,
+  state: ClientState,
+  fresh: VerifiedKeyPackage[],
+  removes: number[],
+  report: AddReport,
+): Promise<BuiltCommit> {
   const result = await createCommit(
     { state, cipherSuite: ctx.cs },
     {
-      extraProposals: fresh.map((kp): Proposal => ({
-        proposalType: "add",
-        add: { keyPackage: kp.keyPackage },
-      })),
+      extraProposals: [
+        ...removes.map((leafIndex): Proposal => ({ proposalType: "remove", remove: { removed: leafIndex } })),
+        ...fresh.map((kp): Proposal => ({ proposalType: "add", add: { keyPackage: kp.keyPackage } })),
+      ],
       wireAsPublicMessage: true,
       ratchetTreeExtension: true,
     },
@@ -242,6 +252,66 @@ export async function buildAdd(
     newState: result.newState,
     invitees: [...new Set(fresh.map((kp) => kp.acct))],
   };
+}
+
+export async function buildAdd(
+  ctx: DeviceContext,
+  state: ClientState,
+  accts: string[],
+  report: AddReport,
+  claimId?: string,
+  allowUnverified = false,
+): Promise<BuiltCommit | undefined> {
+  report.added = [];
+  report.refused = [];
+  const present = new Set(leavesOf(state.ratchetTree).map((l) => toBase64url(l.node.signaturePublicKey)));
+  const fresh = await freshKeyPackages(ctx, accts, present, report, claimId, allowUnverified);
+  if (fresh.length === 0) return undefined;
+  if (present.size > LIMITS.membersPerGroup) {
+    throw new ClientError("bad_input", `a group holds at most ${LIMITS.membersPerGroup} devices`);
+  }
+  return commitAdds(ctx, state, fresh, [], report);
+}
+
+/**
+ * Re-adds devices in one commit (a device stuck after a fork, or behind retention): Removes of their
+ * leaves, then Adds of fresh KeyPackages claimed for them (RFC 9420 §12.3 applies the Removes first;
+ * SCR-13 allows it). A named device whose KeyPackage is refused or missing is still removed, and the
+ * refusal reported: it could not follow the group anyway, and a later `addMembers` adds it. Undefined
+ * when there is nothing left to do (a commit that won meanwhile did it).
+ */
+export async function buildReadd(
+  ctx: DeviceContext,
+  state: ClientState,
+  intent: { deviceIds: string[]; accts: string[]; claimId?: string; allowUnverified?: boolean },
+  report: AddReport,
+): Promise<BuiltCommit | undefined> {
+  report.added = [];
+  report.refused = [];
+  const own = state.privatePath.leafIndex;
+  const wanted = new Set(intent.deviceIds);
+  const leaves = leavesOf(state.ratchetTree);
+  const removed = leaves.filter((l) => wanted.has(l.deviceId) && l.leafIndex !== own);
+  const gone = new Set(removed.map((l) => l.leafIndex));
+  const present = new Set(
+    leaves.filter((l) => !gone.has(l.leafIndex)).map((l) => toBase64url(l.node.signaturePublicKey)),
+  );
+  const fresh = await freshKeyPackages(
+    ctx,
+    intent.accts,
+    present,
+    report,
+    intent.claimId,
+    intent.allowUnverified === true,
+    (kp) => wanted.has(kp.deviceId),
+  );
+  // Refusals of the account's other devices say nothing about the devices asked for.
+  report.refused = report.refused.filter((r) => r.deviceId === undefined || wanted.has(r.deviceId));
+  if (fresh.length === 0) {
+    if (removed.length === 0) return undefined;
+    return buildRemoveLeaves(ctx, state, (l) => gone.has(l.leafIndex));
+  }
+  return commitAdds(ctx, state, fresh, [...gone], report);
 }
 
 /** Removes the leaves of these devices (an own device revoked from the account's list), never this one's. */

@@ -75,10 +75,10 @@ export function selfOf(ctx: DeviceContext): SelfRef {
 
 /** What another member runs to give this device a fresh start in the group: its other devices stay. */
 function readdAdvice(short: string, self: SelfRef | undefined): string {
-  if (self === undefined) return "ask a member to remove this device and add its account again";
+  if (self === undefined) return "ask a member to re-add this device (mls-dm readd)";
   return (
-    `ask a member to remove this device and add ${self.acct} again ` +
-    `(mls-dm remove ${short} --device ${self.deviceId.slice(0, 12)}, then mls-dm add ${short} @${self.acct}); ` +
+    `ask a member to give this device a fresh start ` +
+    `(mls-dm readd ${short} ${self.deviceId.slice(0, 12)}); ` +
     "your other devices stay in the group"
   );
 }

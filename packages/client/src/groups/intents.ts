@@ -5,6 +5,7 @@ import {
   buildAdd,
   buildProposalsCommit,
   buildRemove,
+  buildReadd,
   buildRemoveDevices,
   buildUpdate,
   type AddReport,
@@ -33,6 +34,8 @@ export function builderFor(
       return (state) => buildRemove(ctx, state, intent.accts);
     case "remove-devices":
       return (state) => buildRemoveDevices(ctx, state, intent.deviceIds);
+    case "readd":
+      return (state) => buildReadd(ctx, state, intent, report);
     case "update":
       return (state) => buildUpdate(ctx, state);
     case "proposals":

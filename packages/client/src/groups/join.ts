@@ -38,18 +38,18 @@ export async function joinFromWelcome(
     for (const ref of refs) await forgetUsedKeyPackage(ctx, ref);
     return;
   }
-  // Delivered again after it was declined (a crash before the cursor was acknowledged): not joined; its
-  // KeyPackage goes if the crash came before that.
-  if (known !== undefined && item.seq <= known.record.lastSeq) {
-    for (const ref of refs) await forgetUsedKeyPackage(ctx, ref);
-    return;
-  }
   let kpRecord;
   for (const ref of refs) {
     kpRecord = await ctx.store.readKeyPackage(ref);
     if (kpRecord !== undefined) break;
   }
-  if (kpRecord === undefined) return fail("no KeyPackage of this device matches it");
+  if (kpRecord === undefined) {
+    // Delivered again after it was declined or used (a crash before the cursor was acknowledged): its
+    // KeyPackage is gone. Not by its sequence number alone: a device re-added in one commit (Remove and
+    // Add, `readdDevices`) gets its new Welcome at the very seq of the commit that removed its old leaf.
+    if (known !== undefined && item.seq <= known.record.lastSeq) return;
+    return fail("no KeyPackage of this device matches it");
+  }
 
   const kpMsg = decodeMessage(fromBase64url(kpRecord.keyPackage));
   if (kpMsg.wireformat !== "mls_key_package") return fail("the stored KeyPackage is damaged");

@@ -6,7 +6,14 @@ import {
   fromBase64url,
   parseCanonicalIdentity,
 } from "@mastodon-mls/protocol";
-import { acceptAll, emptyPskIndex, processMessage, type ClientState, type MLSMessage } from "ts-mls";
+import {
+  acceptAll,
+  bytesToBase64,
+  emptyPskIndex,
+  processMessage,
+  type ClientState,
+  type MLSMessage,
+} from "ts-mls";
 import type { DeviceContext, GroupHandle } from "../context.js";
 import { checkTargetAuthor } from "./authorship.js";
 import { blockedAccts } from "./blocking.js";
@@ -152,6 +159,14 @@ async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage)
   try {
     result = await processMessage(msg, state, emptyPskIndex, acceptAll, ctx.cs);
   } catch (e) {
+    if (removesLeaf(msg, state, state.privatePath.leafIndex)) {
+      // This device is removed, and (a re-add: `readdDevices`) a new leaf of it takes the old one's place
+      // in the same commit. ts-mls 1.6.4 counts a device as removed only when its leaf ends up blank, so it
+      // tries the update path with the old leaf's keys and throws. Removed is what this is: the Welcome
+      // that follows brings the device back. Not a fork: the commit is one the hub accepted from a member.
+      await markLeft(ctx, g);
+      return "done";
+    }
     emitUndecryptable(ctx, g, item.seq, `could not process: ${reason(e)}`);
     if (isCommit) {
       noteRejectedCommit(ctx, g, item, Number(epoch), messageHash(bytes), rejectionReason(e, "processing"));
@@ -168,6 +183,19 @@ async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage)
   if (isCommit) await afterCommit(ctx, g, state, next);
   else noteLeaveRequest(ctx, g, state, msg.publicMessage.content);
   return "done";
+}
+
+/** Whether a commit removes this leaf, by value or by reference to a proposal held this epoch. */
+function removesLeaf(msg: MLSMessage, state: ClientState, leaf: number): boolean {
+  if (msg.wireformat !== "mls_public_message" || msg.publicMessage.content.contentType !== "commit")
+    return false;
+  return msg.publicMessage.content.commit.proposals.some((p) => {
+    const proposal =
+      p.proposalOrRefType === "proposal"
+        ? p.proposal
+        : state.unappliedProposals[bytesToBase64(p.reference)]?.proposal;
+    return proposal?.proposalType === "remove" && proposal.remove.removed === leaf;
+  });
 }
 
 /**

@@ -253,6 +253,17 @@ export const CommitIntent = z.discriminatedUnion("kind", [
   z.object({ kind: z.literal("remove"), accts: z.array(z.string()) }),
   /** Remove these devices (leaves) only: an own device revoked from the account's list. */
   z.object({ kind: z.literal("remove-devices"), deviceIds: z.array(z.string()) }),
+  /**
+   * Give these devices fresh leaves in one commit: Remove of their leaves and Add of a KeyPackage claimed
+   * for each (a device stuck after a fork or behind retention). `accts` are their accounts, to claim from.
+   */
+  z.object({
+    kind: z.literal("readd"),
+    deviceIds: z.array(z.string()),
+    accts: z.array(z.string()),
+    claimId: z.string().optional(),
+    allowUnverified: z.boolean().optional(),
+  }),
   z.object({ kind: z.literal("update") }),
   /** Commit the proposals received this epoch and the Removes of members that asked to leave. */
   z.object({ kind: z.literal("proposals") }),
