@@ -427,6 +427,35 @@ describe("screening refuses", () => {
     expect(await codeOf(screenMessage(removeAdd, view, { now: NOW + 100 * 86400 }))).toMatch(/SCR-13/);
   });
 
+  it("review D20: SCR-13 with a Remove by reference, and an Update of the re-added leaf", async () => {
+    const again = await freshKeyPackage(bob);
+    const ref = new Uint8Array(32).fill(9);
+    const withRef = (proposal: Proposal, senderLeaf: number): GroupView => ({
+      ...view,
+      acceptedProposals: new Map([[toBase64url(ref), { proposal, senderLeaf }]]),
+    });
+    const readd = craft(removeAdd, (pm) => {
+      commitOf(pm).proposals = [
+        { proposalOrRefType: "proposal", proposal: addOf(again) },
+        { proposalOrRefType: "reference", reference: ref },
+      ];
+    });
+    // bob's own leave request (a Remove of his leaf, by him) committed with a fresh Add of his device.
+    const screened = (await screenMessage(readd, withRef(removeOf(1), 1))) as ScreenedCommit;
+    expect(screened.removes).toEqual([1]);
+    // The reference is someone else's leaf: no room for bob.
+    expect(await codeOf(screenMessage(readd, withRef(removeOf(2), 1)))).toMatch(/SCR-13.*already a member/);
+    // An Update of bob's leaf does not remove it.
+    const leafNode = { ...bob.kp.publicPackage.leafNode, leafNodeSource: "update" } as never;
+    const update: Proposal = { proposalType: "update", update: { leafNode } };
+    expect(await codeOf(screenMessage(readd, withRef(update, 1)))).toMatch(/SCR-13.*already a member/);
+    // And the Remove with an Update of the same leaf is refused (SCR-9), whatever is added.
+    const both = craft(readd, (pm) => {
+      commitOf(pm).proposals.push({ proposalOrRefType: "proposal", proposal: removeOf(1) });
+    });
+    expect(await codeOf(screenMessage(both, withRef(update, 1)))).toMatch(/SCR-9/);
+  });
+
   it("SCR-14: more members than allowed", async () => {
     expect(await codeOf(screenMessage(removeAdd, view, { maxMembers: 3 }))).toBe("ok");
     const addOnly = craft(removeAdd, (pm) => {

@@ -13,7 +13,7 @@ import { DeviceContext } from "./context.js";
 import type { KdfPolicy } from "./crypto/kdf.js";
 import { ClientError, ServiceUnavailableError } from "./errors.js";
 import type { DmEvent } from "./events.js";
-import { canonicalAccts, newClaimId, type AddReport, type Refusal } from "./groups/changes.js";
+import { canonicalAccts, leafKeyOf, newClaimId, type AddReport, type Refusal } from "./groups/changes.js";
 import type { PipelineDeps } from "./groups/commitPipeline.js";
 import { createOwnGroup } from "./groups/create.js";
 import { block, unblock } from "./groups/blocking.js";
@@ -463,7 +463,7 @@ export class MlsDmClient {
   recreateGroup(groupId: string, opts: RecreateOptions = {}): Promise<RecreateReport> {
     return this.op(async () => {
       const plan = recreatePlan(this.ctx, groupId, opts.without);
-      const newId = await createOwnGroup(this.ctx);
+      const newId = await createOwnGroup(this.ctx, { replaces: groupId });
       const old = this.ctx.group(groupId);
       old.record.replacedBy = newId;
       await this.ctx.saveGroup(old);
@@ -544,7 +544,11 @@ export class MlsDmClient {
       const picked = this.pickDevices(groupId, deviceIds);
       await this.commit(groupId, { kind: "remove-devices", deviceIds: picked.map((p) => p.deviceId) });
       const left = new Set(leavesOf(this.ctx.activeGroup(groupId).state.ratchetTree).map((l) => l.deviceId));
-      return { removed: picked.filter((p) => !left.has(p.deviceId)) };
+      return {
+        removed: picked
+          .filter((p) => !left.has(p.deviceId))
+          .map(({ acct, deviceId }) => ({ acct, deviceId })),
+      };
     });
   }
 
@@ -568,6 +572,7 @@ export class MlsDmClient {
         {
           kind: "readd",
           deviceIds: picked.map((p) => p.deviceId),
+          replacing: Object.fromEntries(picked.map((p) => [p.deviceId, p.leafKey])),
           accts: [...new Set(picked.map((p) => p.acct))],
           claimId: newClaimId(),
           ...(opts.allowUnverified === true ? { allowUnverified: true } : {}),
@@ -576,12 +581,18 @@ export class MlsDmClient {
       );
       const readded = new Set(report.added.map((a) => a.deviceId));
       const left = new Set(leavesOf(this.ctx.activeGroup(groupId).state.ratchetTree).map((l) => l.deviceId));
-      return { removed: picked.filter((p) => readded.has(p.deviceId) || !left.has(p.deviceId)), ...report };
+      const removed = picked
+        .filter((p) => readded.has(p.deviceId) || !left.has(p.deviceId))
+        .map(({ acct, deviceId }) => ({ acct, deviceId }));
+      return { removed, ...report };
     });
   }
 
   /** Devices of the group by id or unique prefix (8 characters at least), this device's own refused. */
-  private pickDevices(groupId: string, deviceIds: string[]): { acct: string; deviceId: string }[] {
+  private pickDevices(
+    groupId: string,
+    deviceIds: string[],
+  ): { acct: string; deviceId: string; leafKey: string }[] {
     const g = this.ctx.activeGroup(groupId);
     const leaves = leavesOf(g.state.ratchetTree);
     const picked = deviceIds.map((prefix) => {
@@ -600,7 +611,7 @@ export class MlsDmClient {
           "this device cannot remove itself from a group (leave it instead)",
         );
       }
-      return { acct: found[0]!.acct, deviceId: found[0]!.deviceId };
+      return { acct: found[0]!.acct, deviceId: found[0]!.deviceId, leafKey: leafKeyOf(found[0]!.node) };
     });
     return [...new Map(picked.map((p) => [p.deviceId, p])).values()];
   }

@@ -28,7 +28,8 @@ export type DmEvent =
   /** Decrypted, but it breaks a sender rule (e.g. attributedTo is not the MLS sender): not stored. */
   | { type: "refused"; groupId: string; from: string; seq: number; reason: string }
   | { type: "undecryptable"; groupId: string; seq: number; reason: string }
-  | { type: "joined"; groupId: string; hub: string }
+  /** `replaces`: the group this one re-creates, as one of its members said (D21). */
+  | { type: "joined"; groupId: string; hub: string; replaces?: string }
   /** A Welcome to a group with blocked accounts in it: joined only to be left at once (D17). */
   | { type: "declined"; groupId: string; hub: string; blocked: string[] }
   /** `blocked`: those of them this device blocks (it stays: leaving is the user's call). */

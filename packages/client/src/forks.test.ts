@@ -270,7 +270,16 @@ describe("a commit one member cannot process (a fork)", () => {
     expect(recreated.out).toContain(`leave it once everyone has moved: mls-dm leave ${g.slice(0, 8)}`);
 
     events = await settle([alice, carol, bob]);
-    expect(ofType(events.get(alice), "joined").map((e) => e.groupId)).toEqual([newId]);
+    // alice is told which group it re-creates: carol's invitation said so, and carol, who added her, is a
+    // member of that group as alice knows it (D21).
+    expect(ofType(events.get(alice), "joined")).toEqual([
+      { type: "joined", groupId: newId, hub: expect.any(String), replaces: g },
+    ]);
+    expect(alice.groups().find((x) => x.groupId === g)?.replacedBy).toBe(newId);
+    expect(alice.groups().find((x) => x.groupId === newId)?.replaces).toBe(g);
+    const aliceList = await cli(alice, ["groups", "--no-sync"]);
+    expect(aliceList.out).toMatch(new RegExp(`^${g}  epoch 4  .*\\(re-created as ${newId}\\)$`, "m"));
+    expect(aliceList.out).toMatch(new RegExp(`^${newId}  epoch \\d+  .*\\(re-creates ${g}\\)$`, "m"));
     expect(ofType(events.get(bob), "joined")).toEqual([]);
     for (const c of [alice, carol]) {
       expect(
@@ -304,6 +313,27 @@ describe("a commit one member cannot process (a fork)", () => {
     expect(JSON.parse(groupsJson.out)).toContainEqual(
       expect.objectContaining({ groupId: g, condition: "forked", replacedBy: report.groupId }),
     );
+    // carol joins alice's re-creation too, told it re-creates g; her own stays the one g points to.
+    events = await settle([carol, alice]);
+    expect(ofType(events.get(carol), "joined")).toEqual([
+      { type: "joined", groupId: report.groupId, hub: expect.any(String), replaces: g },
+    ]);
+    expect(carol.groups().find((x) => x.groupId === g)?.replacedBy).toBe(newId);
+
+    // A claim from someone who was not in g links nothing: dave adds alice to a group of his and says
+    // in the invitation that it replaces g.
+    const dave = await newClient(a, "dave", resolver);
+    const { groupId: daves } = await dave.createGroup(["@alice@a.test"]);
+    const internals = dave as unknown as {
+      ctx: { home: { delivery: { invite: (...a: unknown[]) => Promise<unknown> } } };
+    };
+    await internals.ctx.home.delivery.invite("alice@a.test", a.urls.delivery, daves, g);
+    events = await settle([alice, dave]);
+    expect(ofType(events.get(alice), "joined")).toEqual([
+      { type: "joined", groupId: daves, hub: expect.any(String) },
+    ]);
+    expect(alice.groups().find((x) => x.groupId === daves)?.replaces).toBeUndefined();
+    expect(alice.groups().find((x) => x.groupId === g)?.replacedBy).toBe(report.groupId);
 
     // Leaving the old group from the stuck device drops its keys here without a proposal (one could only
     // be for an epoch the hub has left).

@@ -24,20 +24,21 @@ describe.each(["memory", "redis"] as const)(
       await hub.close();
     });
 
-    /** alice's group with bob (leaf 1) and carol (leaf 2), everyone joined. */
+    /** alice's group with bob (leaf 1), carol (leaf 2) and dave (leaf 3), everyone joined. */
     async function group() {
-      const [alice, bob, carol] = await Promise.all(
-        ["alice", "bob", "carol"].map((n) => TestDevice.create(n)),
+      const [alice, bob, carol, dave] = await Promise.all(
+        ["alice", "bob", "carol", "dave"].map((n) => TestDevice.create(n)),
       );
       const id = randomGroupId();
       await alice!.startGroup(id.bytes);
       expect((await hub.client(alice!).createGroup(id.text)).status).toBe(201);
-      const add = await alice!.commit([addOf(await bob!.keyPackage()), addOf(await carol!.keyPackage())]);
+      const add = await alice!.commit(
+        await Promise.all([bob!, carol!, dave!].map(async (d) => addOf(await d.keyPackage()))),
+      );
       expect((await hub.client(alice!).submit(id.text, add.commit, add.welcome)).status).toBe(201);
       add.apply();
-      await drain(bob!, hub.client(bob!));
-      await drain(carol!, hub.client(carol!));
-      return { alice: alice!, bob: bob!, carol: carol!, id };
+      for (const d of [bob!, carol!, dave!]) await drain(d, hub.client(d));
+      return { alice: alice!, bob: bob!, carol: carol!, dave: dave!, id };
     }
 
     it("reads: the old stretch up to `removed`, then the Welcome at the same seq, then the group goes on", async () => {
@@ -104,6 +105,47 @@ describe.each(["memory", "redis"] as const)(
       } finally {
         stream.close();
       }
+    });
+
+    it("the Add lands at the leftmost blank leaf, not the removed one; the hub places it there too", async () => {
+      const { alice, bob, dave, id } = await group();
+      const kick = await alice.commit([removeOf(2)]); // carol: leaf 2 blank
+      expect((await hub.client(alice).submit(id.text, kick.commit)).status).toBe(201);
+      kick.apply();
+      const readd = await alice.commit([removeOf(3), addOf(await dave.keyPackage())]);
+      expect((await hub.client(alice).submit(id.text, readd.commit, readd.welcome)).status).toBe(201);
+      readd.apply();
+      await drain(bob, hub.client(bob));
+      const page = await hub.client(dave).inbox();
+      const welcome = page.items.find((i) => i.kind === "welcome");
+      if (welcome?.kind !== "welcome") throw new Error("no welcome");
+      await dave.join(fromBase64url(welcome.welcome));
+      expect(dave.leaf).toBe(2);
+      // dave commits from leaf 2 (the hub checks the sender sits at the leaf it has for him) and is read.
+      const update = await dave.commit([]);
+      expect((await hub.client(dave).submit(id.text, update.commit)).status).toBe(201);
+      update.apply();
+      const hello = await dave.encrypt("from leaf 2");
+      expect((await hub.client(dave).submit(id.text, hello)).status).toBe(201);
+      expect((await drain(alice, hub.client(alice))).map((i) => i.text).at(-1)).toBe("from leaf 2");
+    });
+
+    it("a departed leaf re-added in one commit: the device reads the Welcome and is a member again", async () => {
+      const { alice, dave, id } = await group();
+      const left = await hub.client(dave).request("POST", `/v1/groups/${id.text}/departure`, { json: {} });
+      expect(left).toEqual({ status: 200, body: { departed: true, leaf: 3 } });
+      const readd = await alice.commit([removeOf(3), addOf(await dave.keyPackage())]);
+      expect((await hub.client(alice).submit(id.text, readd.commit, readd.welcome)).status).toBe(201);
+      readd.apply();
+      const page = await hub.client(dave).inbox();
+      expect(page.items.map((i) => i.kind)).toEqual(["welcome"]);
+      const welcome = page.items[0]!;
+      if (welcome.kind !== "welcome") throw new Error("no welcome");
+      await dave.join(fromBase64url(welcome.welcome));
+      expect(dave.leaf).toBe(3);
+      const hello = await dave.encrypt("back");
+      expect((await hub.client(dave).submit(id.text, hello)).status).toBe(201);
+      expect((await drain(alice, hub.client(alice))).map((i) => i.text).at(-1)).toBe("back");
     });
   },
 );

@@ -400,7 +400,9 @@ export async function groups(cli: Cli, opts: { json?: boolean; sync: boolean }):
   if (opts.json === true) return json(cli, list);
   if (list.length === 0) cli.io.out("No groups yet (mls-dm create <@user@domain>…)");
   for (const g of list) {
-    const replaced = g.replacedBy === undefined ? "" : `  (re-created as ${g.replacedBy})`;
+    const replaced =
+      (g.replacedBy === undefined ? "" : `  (re-created as ${g.replacedBy})`) +
+      (g.replaces === undefined ? "" : `  (re-creates ${g.replaces})`);
     cli.io.out(
       g.status === "active"
         ? `${g.groupId}  epoch ${g.epoch}  ${g.members.join(", ")}${replaced}`

@@ -29,7 +29,9 @@ export function formatEvent(e: DmEvent, now = new Date()): string | undefined {
     case "undecryptable":
       return `${t} ${g}could not read message #${e.seq}: ${safeText(e.reason)}`;
     case "joined":
-      return `${t} ${g}you joined group ${e.groupId}`;
+      return e.replaces === undefined
+        ? `${t} ${g}you joined group ${e.groupId}`
+        : `${t} ${g}you joined group ${e.groupId}, which re-creates group ${e.replaces}`;
     case "declined":
       return `${t} ${g}declined group ${e.groupId}: ${e.blocked.join(", ")} ${e.blocked.length === 1 ? "is" : "are"} in it, blocked (after mls-dm unblock, their new groups are joined)`;
     case "invitation":

@@ -234,7 +234,7 @@ async function commitAdds(
   report: AddReport,
 ): Promise<BuiltCommit> {
   const result = await createCommit(
-    { state, cipherSuite: ctx.cs },
+    { state: removes.length === 0 ? state : sparing(state, new Set(removes)), cipherSuite: ctx.cs },
     {
       extraProposals: [
         ...removes.map((leafIndex): Proposal => ({ proposalType: "remove", remove: { removed: leafIndex } })),
@@ -283,7 +283,13 @@ export async function buildAdd(
 export async function buildReadd(
   ctx: DeviceContext,
   state: ClientState,
-  intent: { deviceIds: string[]; accts: string[]; claimId?: string; allowUnverified?: boolean },
+  intent: {
+    deviceIds: string[];
+    accts: string[];
+    claimId?: string;
+    allowUnverified?: boolean;
+    replacing?: Record<string, string>;
+  },
   report: AddReport,
 ): Promise<BuiltCommit | undefined> {
   report.added = [];
@@ -291,7 +297,17 @@ export async function buildReadd(
   const own = state.privatePath.leafIndex;
   const wanted = new Set(intent.deviceIds);
   const leaves = leavesOf(state.ratchetTree);
-  const removed = leaves.filter((l) => wanted.has(l.deviceId) && l.leafIndex !== own);
+  // Only the leaves the intent was made for: rebuilt after a lost race (or a restart), a device that is
+  // gone (removed, or its account left) is not brought back, and one that a winning commit gave a fresh
+  // leaf already (another member's re-add) keeps it.
+  const removed = leaves.filter(
+    (l) =>
+      wanted.has(l.deviceId) &&
+      l.leafIndex !== own &&
+      (intent.replacing === undefined || intent.replacing[l.deviceId] === leafKeyOf(l.node)),
+  );
+  if (removed.length === 0) return undefined;
+  const replaced = new Set(removed.map((l) => l.deviceId));
   const gone = new Set(removed.map((l) => l.leafIndex));
   const present = new Set(
     leaves.filter((l) => !gone.has(l.leafIndex)).map((l) => toBase64url(l.node.signaturePublicKey)),
@@ -303,15 +319,31 @@ export async function buildReadd(
     report,
     intent.claimId,
     intent.allowUnverified === true,
-    (kp) => wanted.has(kp.deviceId),
+    (kp) => replaced.has(kp.deviceId),
   );
   // Refusals of the account's other devices say nothing about the devices asked for.
-  report.refused = report.refused.filter((r) => r.deviceId === undefined || wanted.has(r.deviceId));
-  if (fresh.length === 0) {
-    if (removed.length === 0) return undefined;
-    return buildRemoveLeaves(ctx, state, (l) => gone.has(l.leafIndex));
-  }
+  report.refused = report.refused.filter((r) => r.deviceId === undefined || replaced.has(r.deviceId));
+  if (fresh.length === 0) return buildRemoveLeaves(ctx, state, (l) => gone.has(l.leafIndex));
   return commitAdds(ctx, state, fresh, [...gone], report);
+}
+
+/** What tells one leaf of a device from the next (its encryption key): kept in a `readd` intent. */
+export function leafKeyOf(node: { hpkePublicKey: Uint8Array }): string {
+  return toBase64url(node.hpkePublicKey);
+}
+
+/**
+ * The proposals held this epoch that a commit changing `changed` leaves can carry by reference: those
+ * `committableProposals` keeps, less any on those leaves (a commit changes each leaf once, SCR-9; ts-mls
+ * would otherwise refuse to build it).
+ */
+function sparing(state: ClientState, changed: ReadonlySet<number>): ClientState {
+  const kept: UnappliedProposals = {};
+  for (const [ref, p] of Object.entries(committableProposals(state))) {
+    const leaf = p.proposal.proposalType === "remove" ? p.proposal.remove.removed : p.senderLeafIndex;
+    if (leaf === undefined || !changed.has(leaf)) kept[ref] = p;
+  }
+  return { ...state, unappliedProposals: kept };
 }
 
 /** Removes the leaves of these devices (an own device revoked from the account's list), never this one's. */
@@ -344,7 +376,7 @@ async function buildRemoveLeaves(
   const leaves = leavesOf(state.ratchetTree).filter((l) => pick(l) && l.leafIndex !== own);
   if (leaves.length === 0) return undefined;
   const result = await createCommit(
-    { state, cipherSuite: ctx.cs },
+    { state: sparing(state, new Set(leaves.map((l) => l.leafIndex))), cipherSuite: ctx.cs },
     {
       extraProposals: leaves.map((l): Proposal => ({
         proposalType: "remove",

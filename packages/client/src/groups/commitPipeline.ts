@@ -125,7 +125,9 @@ export async function promotePending(
   // The device record (KeyPackages this commit used) is another file: both are written side by side.
   await allDone([
     ctx.saveGroup(g),
-    p.intent.kind === "add" ? rememberAddedKeyPackages(ctx, fromBase64url(p.commit)) : undefined,
+    p.intent.kind === "add" || p.intent.kind === "readd"
+      ? rememberAddedKeyPackages(ctx, fromBase64url(p.commit))
+      : undefined,
   ]);
   // Only now: a crash before the group's write leaves the commit pending, to be settled with the hub.
   await ctx.store.deletePending(g.record.groupId);
@@ -288,7 +290,7 @@ async function postInvitations(
   for (const acct of accts) {
     try {
       const home = await ctx.homeDeliveryOf(acct);
-      await home.invite(acct, g.record.hub, g.record.groupId);
+      await home.invite(acct, g.record.hub, g.record.groupId, g.record.replaces);
       sent.add(acct);
     } catch (e) {
       ctx.emit({

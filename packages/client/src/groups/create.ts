@@ -10,7 +10,7 @@ import { checkLeaves } from "../mls/leaves.js";
  * id, registered with the hub first, then written to disk. (A crash in between leaves an empty group on
  * the hub, never a local group without one.)
  */
-export async function createOwnGroup(ctx: DeviceContext): Promise<string> {
+export async function createOwnGroup(ctx: DeviceContext, opts: { replaces?: string } = {}): Promise<string> {
   // A group id is typed on command lines: one starting with "-" would read as an option there (1 in 64).
   let groupIdBytes: Uint8Array;
   do groupIdBytes = new Uint8Array(randomBytes(16));
@@ -45,6 +45,7 @@ export async function createOwnGroup(ctx: DeviceContext): Promise<string> {
       needsSelfUpdate: false,
       ownLeafUpdatedAt: ctx.nowSeconds(),
       leaving: [],
+      ...(opts.replaces === undefined ? {} : { replaces: opts.replaces }),
     },
     state,
     pending: undefined,

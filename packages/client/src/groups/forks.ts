@@ -33,8 +33,10 @@ export interface GroupHealth {
   forks: ForkInfo[];
   /** `needs_readd`: messages up to this sequence number were deleted before this device read them. */
   missedUpTo?: number;
-  /** The group `recreateGroup` made to replace this one. */
+  /** The group that replaces this one (made here by `recreateGroup`, or announced by a member: D21). */
   replacedBy?: string;
+  /** The group this one re-creates (D21). */
+  replaces?: string;
   advice?: string;
 }
 
@@ -89,6 +91,7 @@ export function groupHealth(record: GroupRecord, self?: SelfRef): GroupHealth {
     forks,
     ...(record.behindRetention === undefined ? {} : { missedUpTo: record.behindRetention.seq }),
     ...(record.replacedBy === undefined ? {} : { replacedBy: record.replacedBy }),
+    ...(record.replaces === undefined ? {} : { replaces: record.replaces }),
   };
   if (record.status !== "active") return { condition: "ok", ...base };
   const short = record.groupId.slice(0, 8);

@@ -6,6 +6,8 @@ import { decodeMessage } from "../mls/codec.js";
 import { checkLeaves, leavesOf } from "../mls/leaves.js";
 import { blockedAccts } from "./blocking.js";
 import type { InboxWelcomeItem } from "./items.js";
+import { welcomeSignerLeaf } from "../mls/welcomeSigner.js";
+import { replacementJoined } from "./replacement.js";
 
 /**
  * A Welcome waiting for this device at a hub: join with the matching private KeyPackage, verify every
@@ -38,15 +40,21 @@ export async function joinFromWelcome(
     for (const ref of refs) await forgetUsedKeyPackage(ctx, ref);
     return;
   }
+  // Older than what this device processed of the group (a crash before the cursor was acknowledged, or a
+  // hub sending it again): declined or used already. Not at the same seq: the Welcome of a re-add in one
+  // commit has the very seq of the commit that removed the old leaf (D20).
+  if (known !== undefined && item.seq < known.record.lastSeq) {
+    for (const ref of refs) await forgetUsedKeyPackage(ctx, ref);
+    return;
+  }
   let kpRecord;
   for (const ref of refs) {
     kpRecord = await ctx.store.readKeyPackage(ref);
     if (kpRecord !== undefined) break;
   }
   if (kpRecord === undefined) {
-    // Delivered again after it was declined or used (a crash before the cursor was acknowledged): its
-    // KeyPackage is gone. Not by its sequence number alone: a device re-added in one commit (Remove and
-    // Add, `readdDevices`) gets its new Welcome at the very seq of the commit that removed its old leaf.
+    // Delivered again at the seq where it was declined or used: its KeyPackage is gone (a last-resort
+    // one, which stays, leads to the same join, or the same decline, again).
     if (known !== undefined && item.seq <= known.record.lastSeq) return;
     return fail("no KeyPackage of this device matches it");
   }
@@ -82,6 +90,15 @@ export async function joinFromWelcome(
     ...new Set(leavesOf(state.ratchetTree).flatMap((l) => (blocked.has(l.acct) ? [l.acct] : []))),
   ];
   if (unwanted.length > 0) return decline(ctx, hub, item, kpRecord.ref, unwanted);
+  // Who added this device, for D21 (groups/replacement.ts): the Welcome's signer, if its leaf checks out.
+  const signer = await welcomeSignerLeaf(
+    welcome,
+    kpMsg.keyPackage,
+    fromBase64url(kpRecord.initPrivateKey),
+    ctx.cs,
+  ).catch(() => undefined);
+  const adder = signer === undefined ? undefined : checks[String(signer)];
+  const addedBy = adder !== undefined && adder.status !== "invalid" ? adder.acct : undefined;
   const g = {
     record: {
       groupId: item.group_id,
@@ -96,6 +113,7 @@ export async function joinFromWelcome(
       needsSelfUpdate: true,
       ownLeafUpdatedAt: ctx.nowSeconds(),
       leaving: [],
+      ...(addedBy === undefined ? {} : { addedBy }),
     },
     state,
     pending: undefined,
@@ -103,7 +121,8 @@ export async function joinFromWelcome(
   ctx.groups.set(item.group_id, g);
   await ctx.saveGroup(g);
   await forgetUsedKeyPackage(ctx, kpRecord.ref);
-  ctx.emit({ type: "joined", groupId: item.group_id, hub });
+  const replaces = await replacementJoined(ctx, item.group_id);
+  ctx.emit({ type: "joined", groupId: item.group_id, hub, ...(replaces === undefined ? {} : { replaces }) });
   for (const bad of newlyInvalid) {
     ctx.emit({
       type: "invalid_member",

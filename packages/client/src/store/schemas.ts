@@ -219,8 +219,17 @@ export const GroupRecord = GroupRecordV1.extend({
    * it must be re-added. Cleared when a later commit is processed (the state provably follows the group).
    */
   behindRetention: z.object({ seq: z.number().int() }).optional(),
-  /** The group `recreateGroup` made to replace this one. */
+  /**
+   * The group that replaces this one: the one `recreateGroup` made here, or the first one a member of this
+   * group invited this device to as its replacement (docs/decisions.md D21).
+   */
   replacedBy: z.string().optional(),
+  /** The group this one re-creates, made here by `recreateGroup` or joined from such an invitation (D21). */
+  replaces: z.string().optional(),
+  /** Groups a member's invitation said replace this one, waiting for their Welcome (groups/replacement.ts). */
+  offeredReplacements: z.array(z.string()).max(8).optional(),
+  /** The account whose commit added this device (the Welcome's signer), when its leaf checked out. */
+  addedBy: z.string().optional(),
   /** Own messages whose history line may not be on disk yet, oldest first (groups/outbox.ts). */
   outbox: z.array(OutboxEntry).optional(),
   /**
@@ -263,6 +272,8 @@ export const CommitIntent = z.discriminatedUnion("kind", [
     accts: z.array(z.string()),
     claimId: z.string().optional(),
     allowUnverified: z.boolean().optional(),
+    /** deviceId → the encryption key of the leaf to replace: a leaf that changed since is left alone. */
+    replacing: z.record(z.string(), z.string()).optional(),
   }),
   z.object({ kind: z.literal("update") }),
   /** Commit the proposals received this epoch and the Removes of members that asked to leave. */

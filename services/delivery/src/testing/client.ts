@@ -85,7 +85,9 @@ export class HubClient {
     return this.request("POST", "/v1/inbox/ack", { json: { cursor } });
   }
 
-  invite(acct: string, hub: string, groupId: string): Promise<Answer> {
-    return this.request("POST", "/v1/invitations", { json: { acct, hub, group_id: groupId } });
+  invite(acct: string, hub: string, groupId: string, replaces?: string): Promise<Answer> {
+    return this.request("POST", "/v1/invitations", {
+      json: { acct, hub, group_id: groupId, ...(replaces === undefined ? {} : { replaces }) },
+    });
   }
 }
