@@ -8,7 +8,7 @@ import { UsageError } from "./cli/io.js";
 import { MlsDmClient } from "./client.js";
 import { ClientError } from "./errors.js";
 import type { DmEvent } from "./events.js";
-import { loadGroupState } from "./context.js";
+import { loadGroupState, type DeviceContext } from "./context.js";
 import { encodeState, messageHash } from "./mls/codec.js";
 import { leavesOf } from "./mls/leaves.js";
 import { DeviceStore } from "./store/deviceStore.js";
@@ -320,14 +320,13 @@ describe("a commit one member cannot process (a fork)", () => {
     ]);
     expect(carol.groups().find((x) => x.groupId === g)?.replacedBy).toBe(newId);
 
-    // A claim from someone who was not in g links nothing: dave adds alice to a group of his and says
-    // in the invitation that it replaces g.
+    // A claim from someone who was not in g links nothing: dave's client names g in the Welcome of a group
+    // of his that adds alice (as if he had re-created it).
     const dave = await newClient(a, "dave", resolver);
-    const { groupId: daves } = await dave.createGroup(["@alice@a.test"]);
-    const internals = dave as unknown as {
-      ctx: { home: { delivery: { invite: (...a: unknown[]) => Promise<unknown> } } };
-    };
-    await internals.ctx.home.delivery.invite("alice@a.test", a.urls.delivery, daves, g);
+    const { groupId: daves } = await dave.createGroup([]);
+    const daveCtx = (dave as unknown as { ctx: DeviceContext }).ctx;
+    daveCtx.group(daves).record.replaces = g;
+    await dave.addMembers(daves, ["@alice@a.test"]);
     events = await settle([alice, dave]);
     expect(ofType(events.get(alice), "joined")).toEqual([
       { type: "joined", groupId: daves, hub: expect.any(String) },

@@ -7,6 +7,11 @@ export const SIGNATURE_SCHEME_ED25519 = 0x0807;
 
 /** Private-use LeafNode extension carrying the device certificate. */
 export const DEVICE_CERT_EXTENSION_TYPE = 0xf0a1;
+/**
+ * Private-use GroupInfo extension of a re-created group's Welcomes: the id (raw bytes) of the group it
+ * replaces, signed with the GroupInfo by the member whose commit adds the device (docs/decisions.md D21).
+ */
+export const REPLACES_EXTENSION_TYPE = 0xf0a2;
 /** RFC 9420 last_resort KeyPackage extension. */
 export const LAST_RESORT_EXTENSION_TYPE = 0x000a;
 

@@ -38,12 +38,6 @@ export const InvitationBody = z.object({
   acct: AcctText,
   hub: z.string().url().max(2048),
   group_id: GroupId,
-  /**
-   * The group this one re-creates (after a fork, without the sender of the commit that forked it): a claim
-   * of the sender, passed on as it is. A client links the two only if the sender is a member of that
-   * group as the client knows it (docs/decisions.md D21).
-   */
-  replaces: GroupId.optional(),
 });
 export type InvitationBody = z.infer<typeof InvitationBody>;
 export const InvitationResponse = z.object({ queued: z.literal(true) });
@@ -70,8 +64,6 @@ export const InboxInvitation = z.object({
   from_device: DeviceId,
   hub: z.string().url(),
   group_id: GroupId,
-  /** As the sender posted it (InvitationBody): unverified. */
-  replaces: GroupId.optional(),
 });
 export const InboxRemoved = z.object({
   kind: z.literal("removed"),

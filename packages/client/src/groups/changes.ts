@@ -23,6 +23,7 @@ import { leavesOf } from "../mls/leaves.js";
 import type { LeavingDevice } from "../store/schemas.js";
 import { mapLimit } from "../util/mapLimit.js";
 import type { BuiltCommit } from "./commitPipeline.js";
+import { replacesExtension } from "./replacement.js";
 
 // The three changes a member makes (DESIGN §2: only Add, Remove and Update after creation), each built
 // afresh against the state it will be committed on, so a retry after a lost race sees the new members.
@@ -225,13 +226,17 @@ async function freshKeyPackages(
   return fresh;
 }
 
-/** A commit adding these KeyPackages' devices after removing `removes` (leaf indexes), with its Welcome. */
+/**
+ * A commit adding these KeyPackages' devices after removing `removes` (leaf indexes), with its Welcome;
+ * `replaces`: the group this one re-creates, named in the Welcome (D21).
+ */
 async function commitAdds(
   ctx: DeviceContext,
   state: ClientState,
   fresh: VerifiedKeyPackage[],
   removes: number[],
   report: AddReport,
+  replaces: string | undefined,
 ): Promise<BuiltCommit> {
   const result = await createCommit(
     { state: removes.length === 0 ? state : sparing(state, new Set(removes)), cipherSuite: ctx.cs },
@@ -242,6 +247,7 @@ async function commitAdds(
       ],
       wireAsPublicMessage: true,
       ratchetTreeExtension: true,
+      ...(replaces === undefined ? {} : { groupInfoExtensions: [replacesExtension(replaces)] }),
     },
   );
   if (result.welcome === undefined) throw new Error("ts-mls made no Welcome for an Add");
@@ -261,6 +267,7 @@ export async function buildAdd(
   report: AddReport,
   claimId?: string,
   allowUnverified = false,
+  replaces?: string,
 ): Promise<BuiltCommit | undefined> {
   report.added = [];
   report.refused = [];
@@ -270,7 +277,7 @@ export async function buildAdd(
   if (present.size > LIMITS.membersPerGroup) {
     throw new ClientError("bad_input", `a group holds at most ${LIMITS.membersPerGroup} devices`);
   }
-  return commitAdds(ctx, state, fresh, [], report);
+  return commitAdds(ctx, state, fresh, [], report, replaces);
 }
 
 /**
@@ -291,6 +298,7 @@ export async function buildReadd(
     replacing?: Record<string, string>;
   },
   report: AddReport,
+  replaces?: string,
 ): Promise<BuiltCommit | undefined> {
   report.added = [];
   report.refused = [];
@@ -324,7 +332,7 @@ export async function buildReadd(
   // Refusals of the account's other devices say nothing about the devices asked for.
   report.refused = report.refused.filter((r) => r.deviceId === undefined || replaced.has(r.deviceId));
   if (fresh.length === 0) return buildRemoveLeaves(ctx, state, (l) => gone.has(l.leafIndex));
-  return commitAdds(ctx, state, fresh, [...gone], report);
+  return commitAdds(ctx, state, fresh, [...gone], report, replaces);
 }
 
 /** What tells one leaf of a device from the next (its encryption key): kept in a `readd` intent. */

@@ -290,7 +290,7 @@ async function postInvitations(
   for (const acct of accts) {
     try {
       const home = await ctx.homeDeliveryOf(acct);
-      await home.invite(acct, g.record.hub, g.record.groupId, g.record.replaces);
+      await home.invite(acct, g.record.hub, g.record.groupId);
       sent.add(acct);
     } catch (e) {
       ctx.emit({

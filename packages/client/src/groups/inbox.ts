@@ -8,7 +8,6 @@ import { noteBehindRetention, noteForkNotice, reportForks } from "./forks.js";
 import { joinFromWelcome } from "./join.js";
 import { settleEchoAfterLeaving, settleOutbox } from "./outbox.js";
 import { markLeft, receiveGroupMessage } from "./receive.js";
-import { offerReplacement } from "./replacement.js";
 
 /**
  * Processes one batch of a hub's inbox, in order, then records the cursor. Each item is durably processed
@@ -43,10 +42,9 @@ async function processItem(ctx: DeviceContext, hub: string, item: InboxItem): Pr
         });
         return;
       }
+      if (ctx.groups.get(item.group_id)?.record.status === "active") return;
       // Blocked (groups/blocking.ts): its Welcome, if one comes, is declined; the hint is not followed.
       if (blockedAccts(ctx).has(item.from)) return;
-      if (item.replaces !== undefined) await offerReplacement(ctx, item.group_id, item.replaces);
-      if (ctx.groups.get(item.group_id)?.record.status === "active") return;
       await ctx.rememberHub(pointed);
       ctx.emit({ type: "invitation", groupId: item.group_id, hub: pointed, from: item.from });
       return;

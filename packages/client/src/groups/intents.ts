@@ -26,16 +26,26 @@ export function builderFor(
   intent: CommitIntent,
   report: AddReport,
 ): CommitBuilder {
+  // The group this one re-creates, named in every Welcome of ours (D21): read when the commit is built.
+  const replaces = () => ctx.groups.get(groupId)?.record.replaces;
   switch (intent.kind) {
     case "add":
       return (state) =>
-        buildAdd(ctx, state, intent.accts, report, intent.claimId, intent.allowUnverified === true);
+        buildAdd(
+          ctx,
+          state,
+          intent.accts,
+          report,
+          intent.claimId,
+          intent.allowUnverified === true,
+          replaces(),
+        );
     case "remove":
       return (state) => buildRemove(ctx, state, intent.accts);
     case "remove-devices":
       return (state) => buildRemoveDevices(ctx, state, intent.deviceIds);
     case "readd":
-      return (state) => buildReadd(ctx, state, intent, report);
+      return (state) => buildReadd(ctx, state, intent, report, replaces());
     case "update":
       return (state) => buildUpdate(ctx, state);
     case "proposals":

@@ -6,8 +6,8 @@ import { decodeMessage } from "../mls/codec.js";
 import { checkLeaves, leavesOf } from "../mls/leaves.js";
 import { blockedAccts } from "./blocking.js";
 import type { InboxWelcomeItem } from "./items.js";
-import { welcomeSignerLeaf } from "../mls/welcomeSigner.js";
-import { replacementJoined } from "./replacement.js";
+import { openWelcomeInfo } from "../mls/welcomeSigner.js";
+import { linkReplacement } from "./replacement.js";
 
 /**
  * A Welcome waiting for this device at a hub: join with the matching private KeyPackage, verify every
@@ -90,15 +90,6 @@ export async function joinFromWelcome(
     ...new Set(leavesOf(state.ratchetTree).flatMap((l) => (blocked.has(l.acct) ? [l.acct] : []))),
   ];
   if (unwanted.length > 0) return decline(ctx, hub, item, kpRecord.ref, unwanted);
-  // Who added this device, for D21 (groups/replacement.ts): the Welcome's signer, if its leaf checks out.
-  const signer = await welcomeSignerLeaf(
-    welcome,
-    kpMsg.keyPackage,
-    fromBase64url(kpRecord.initPrivateKey),
-    ctx.cs,
-  ).catch(() => undefined);
-  const adder = signer === undefined ? undefined : checks[String(signer)];
-  const addedBy = adder !== undefined && adder.status !== "invalid" ? adder.acct : undefined;
   const g = {
     record: {
       groupId: item.group_id,
@@ -113,7 +104,6 @@ export async function joinFromWelcome(
       needsSelfUpdate: true,
       ownLeafUpdatedAt: ctx.nowSeconds(),
       leaving: [],
-      ...(addedBy === undefined ? {} : { addedBy }),
     },
     state,
     pending: undefined,
@@ -121,7 +111,15 @@ export async function joinFromWelcome(
   ctx.groups.set(item.group_id, g);
   await ctx.saveGroup(g);
   await forgetUsedKeyPackage(ctx, kpRecord.ref);
-  const replaces = await replacementJoined(ctx, item.group_id);
+  // Which group this one re-creates, if its Welcome says so and the member who added this device may say
+  // it (D21, groups/replacement.ts).
+  const info = await openWelcomeInfo(
+    welcome,
+    kpMsg.keyPackage,
+    fromBase64url(kpRecord.initPrivateKey),
+    ctx.cs,
+  ).catch(() => undefined);
+  const replaces = await linkReplacement(ctx, item.group_id, info, checks);
   ctx.emit({ type: "joined", groupId: item.group_id, hub, ...(replaces === undefined ? {} : { replaces }) });
   for (const bad of newlyInvalid) {
     ctx.emit({

@@ -1,51 +1,50 @@
-import type { DeviceContext, GroupHandle } from "../context.js";
+import { REPLACES_EXTENSION_TYPE, fromBase64url, toBase64url } from "@mastodon-mls/protocol";
+import type { Extension } from "ts-mls";
+import type { DeviceContext } from "../context.js";
+import type { LeafCheck } from "../store/schemas.js";
+import type { WelcomeInfo } from "../mls/welcomeSigner.js";
 
-// docs/decisions.md D21. A re-created group (recreateGroup) names the group it replaces in the invitations
-// its members post. An invitation's sender is not authenticated for accounts of other instances, so the
-// claim is only a hint: it is taken once this device has joined the new group, and only if the member
-// whose commit added this device (the Welcome's signer, mls/welcomeSigner.ts) is an account that was in
-// the old group as this device knew it. A hint that comes before the Welcome waits in the old group's
-// record. The first replacement linked is kept.
+// docs/decisions.md D21. A re-created group's Welcomes name the group it replaces in a GroupInfo extension,
+// signed with the GroupInfo by the member whose commit adds the device. A joining device believes it only if
+// that member's device (its signature key, not merely its account's name: a certificate in anyone's name
+// passes the offline check) was a member of the old group as this device knew it, not marked `invalid`,
+// and not the sender of a commit that forked it. The first link is kept; one made on this device wins.
 
-/** At most this many replacements offered for one group are remembered until their Welcome comes. */
-const OFFERS_KEPT = 8;
+/** The GroupInfo extension naming `groupId` as the group replaced (for `createCommit`'s groupInfoExtensions). */
+export function replacesExtension(groupId: string): Extension {
+  return { extensionType: REPLACES_EXTENSION_TYPE, extensionData: fromBase64url(groupId, 64) };
+}
 
-/** An invitation saying `newId` replaces `oldId`: linked now if joined already, else remembered. */
-export async function offerReplacement(ctx: DeviceContext, newId: string, oldId: string): Promise<void> {
+/**
+ * After joining `newId`: the group it replaces, if its Welcome named one and the claim checks out (then
+ * linked both ways and saved). `checks` are the new group's leaf checks, by leaf index.
+ */
+export async function linkReplacement(
+  ctx: DeviceContext,
+  newId: string,
+  info: WelcomeInfo | undefined,
+  checks: Record<string, LeafCheck>,
+): Promise<string | undefined> {
+  const claim = info?.extensions.find((e) => e.extensionType === REPLACES_EXTENSION_TYPE);
+  if (info === undefined || claim === undefined) return undefined;
+  const data = claim.extensionData;
+  if (data.length < 1 || data.length > 64) return undefined;
+  const oldId = toBase64url(data);
   const old = ctx.groups.get(oldId);
-  if (old === undefined || newId === oldId) return;
-  if (ctx.groups.get(newId)?.record.status === "active") {
-    await linkReplacement(ctx, newId, old);
-    return;
-  }
-  const offers = old.record.offeredReplacements ?? [];
-  if (offers.includes(newId)) return;
-  old.record.offeredReplacements = [...offers, newId].slice(-OFFERS_KEPT);
-  await ctx.saveGroup(old);
-}
-
-/** After joining `newId`: the group it replaces, if an offer for it checks out (then linked). */
-export async function replacementJoined(ctx: DeviceContext, newId: string): Promise<string | undefined> {
-  for (const old of ctx.groups.values()) {
-    if (!(old.record.offeredReplacements ?? []).includes(newId)) continue;
-    old.record.offeredReplacements = old.record.offeredReplacements!.filter((id) => id !== newId);
-    if (old.record.offeredReplacements.length === 0) delete old.record.offeredReplacements;
-    const linked = await linkReplacement(ctx, newId, old);
-    if (!linked) await ctx.saveGroup(old);
-    if (linked) return old.record.groupId;
-  }
-  return undefined;
-}
-
-async function linkReplacement(ctx: DeviceContext, newId: string, old: GroupHandle): Promise<boolean> {
   const fresh = ctx.groups.get(newId);
-  const adder = fresh?.record.addedBy;
-  if (fresh === undefined || adder === undefined || fresh.record.replaces !== undefined) return false;
-  const members = new Set(Object.values(old.record.leaves).map((l) => l.acct));
-  if (!members.has(adder)) return false;
-  fresh.record.replaces = old.record.groupId;
+  const signer = checks[String(info.signer)];
+  if (old === undefined || fresh === undefined || oldId === newId || signer === undefined) return undefined;
+  if (signer.status === "invalid") return undefined;
+  const wasMember = Object.values(old.record.leaves).some(
+    (l) => l.deviceId === signer.deviceId && l.status !== "invalid",
+  );
+  const forkedIt = (old.record.forks ?? []).some((f) => f.sender === signer.deviceId);
+  if (!wasMember || forkedIt) return undefined;
+  fresh.record.replaces = oldId;
   await ctx.saveGroup(fresh);
-  if (old.record.replacedBy === undefined) old.record.replacedBy = newId;
-  await ctx.saveGroup(old);
-  return true;
+  if (old.record.replacedBy === undefined) {
+    old.record.replacedBy = newId;
+    await ctx.saveGroup(old);
+  }
+  return oldId;
 }

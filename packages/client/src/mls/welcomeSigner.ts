@@ -1,19 +1,27 @@
-import type { CiphersuiteImpl, KeyPackage, Welcome } from "ts-mls";
+import type { CiphersuiteImpl, Extension, KeyPackage, Welcome } from "ts-mls";
 import { makeKeyPackageRef } from "ts-mls/keyPackage.js";
 import { decryptGroupInfo, decryptGroupSecrets } from "ts-mls/welcome.js";
 
+/** What a Welcome's GroupInfo says beyond what ts-mls's `joinGroup` returns. */
+export interface WelcomeInfo {
+  /** The leaf that signed the GroupInfo: the member whose commit added this device. */
+  signer: number;
+  /** The GroupInfo's extensions, signed with it. */
+  extensions: Extension[];
+}
+
 /**
- * The leaf that signed a Welcome's GroupInfo: the member whose commit added this device. ts-mls's
- * `joinGroup` checks that signature but does not say whose it is, so the GroupInfo is opened again here
- * (one HPKE decryption). Only meaningful once `joinGroup` has accepted this Welcome. Undefined when the
- * Welcome cannot be opened or carries pre-shared keys (our profile has none: SCR-8).
+ * Opens a Welcome's GroupInfo again (one HPKE decryption): ts-mls's `joinGroup` checks its signature and
+ * confirmation tag but does not say whose signature it is, nor hand back its extensions. Only meaningful
+ * once `joinGroup` has accepted this very Welcome (the same decryption then gives the same GroupInfo).
+ * Undefined when it cannot be opened or carries pre-shared keys (our profile has none: SCR-8).
  */
-export async function welcomeSignerLeaf(
+export async function openWelcomeInfo(
   welcome: Welcome,
   keyPackage: KeyPackage,
   initPrivateKey: Uint8Array,
   cs: CiphersuiteImpl,
-): Promise<number | undefined> {
+): Promise<WelcomeInfo | undefined> {
   const ref = await makeKeyPackageRef(keyPackage, cs.hash);
   const secrets = await decryptGroupSecrets(
     await cs.hpke.importPrivateKey(initPrivateKey),
@@ -24,5 +32,5 @@ export async function welcomeSignerLeaf(
   if (secrets === undefined || secrets.psks.length > 0) return undefined;
   // Without pre-shared keys the PSK secret is all zeros (RFC 9420 §8.4).
   const info = await decryptGroupInfo(welcome, secrets.joinerSecret, new Uint8Array(cs.kdf.size), cs);
-  return info?.signer;
+  return info === undefined ? undefined : { signer: info.signer, extensions: info.extensions };
 }

@@ -220,16 +220,15 @@ export const GroupRecord = GroupRecordV1.extend({
    */
   behindRetention: z.object({ seq: z.number().int() }).optional(),
   /**
-   * The group that replaces this one: the one `recreateGroup` made here, or the first one a member of this
-   * group invited this device to as its replacement (docs/decisions.md D21).
+   * The group that replaces this one: the one `recreateGroup` made here, or the first one joined whose
+   * Welcome, signed by a member of this group, named this one (docs/decisions.md D21).
    */
   replacedBy: z.string().optional(),
-  /** The group this one re-creates, made here by `recreateGroup` or joined from such an invitation (D21). */
+  /**
+   * The group this one re-creates: made here by `recreateGroup`, or named by the Welcome this device
+   * joined from (D21). Every Welcome this device's commits make for the group names it in turn.
+   */
   replaces: z.string().optional(),
-  /** Groups a member's invitation said replace this one, waiting for their Welcome (groups/replacement.ts). */
-  offeredReplacements: z.array(z.string()).max(8).optional(),
-  /** The account whose commit added this device (the Welcome's signer), when its leaf checked out. */
-  addedBy: z.string().optional(),
   /** Own messages whose history line may not be on disk yet, oldest first (groups/outbox.ts). */
   outbox: z.array(OutboxEntry).optional(),
   /**

@@ -83,11 +83,11 @@ export class DeliveryClient {
   }
 
   /** Posted to the invitee's home delivery service: a pointer to the hub where its Welcome waits. */
-  invite(acct: string, hub: string, groupId: string, replaces?: string): Promise<unknown> {
+  invite(acct: string, hub: string, groupId: string): Promise<unknown> {
     return this.http.request({
       method: "POST",
       path: "/v1/invitations",
-      body: { acct, hub, group_id: groupId, ...(replaces === undefined ? {} : { replaces }) },
+      body: { acct, hub, group_id: groupId },
       auth: this.auth,
       response: InvitationResponse,
     });

@@ -47,8 +47,6 @@ export function invitationRoutes(ctx: DeliveryContext) {
           throw new ProtocolError("bad_request", "The hub must be an http(s) URL.");
         }
         parseGroupId(req.body.group_id);
-        const replaces = req.body.replaces;
-        if (replaces !== undefined) parseGroupId(replaces);
         // Per sending device as well as per account: a sender of another instance is not checked against
         // any directory, so it could name a made-up account, with a budget of its own, for each request.
         await ctx.rateLimits.take("invitations", from.deviceIdText);
@@ -67,7 +65,6 @@ export function invitationRoutes(ctx: DeliveryContext) {
             from_device: from.deviceIdText,
             hub: req.body.hub,
             group_id: req.body.group_id,
-            ...(replaces === undefined ? {} : { replaces }),
           },
           ctx.now(),
           ctx.config.maxQueuedInvitations,

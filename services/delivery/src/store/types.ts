@@ -233,8 +233,6 @@ export interface Invitation {
   from_device: string;
   hub: string;
   group_id: string;
-  /** The group this one re-creates, as the sender claims it (absent: none). */
-  replaces?: string;
 }
 
 /** A device's acknowledged position in one of its membership stretches of a group. */

@@ -85,9 +85,7 @@ export class HubClient {
     return this.request("POST", "/v1/inbox/ack", { json: { cursor } });
   }
 
-  invite(acct: string, hub: string, groupId: string, replaces?: string): Promise<Answer> {
-    return this.request("POST", "/v1/invitations", {
-      json: { acct, hub, group_id: groupId, ...(replaces === undefined ? {} : { replaces }) },
-    });
+  invite(acct: string, hub: string, groupId: string): Promise<Answer> {
+    return this.request("POST", "/v1/invitations", { json: { acct, hub, group_id: groupId } });
   }
 }
