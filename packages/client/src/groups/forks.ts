@@ -4,6 +4,7 @@ import { ClientError, ServiceUnavailableError } from "../errors.js";
 import type { ForkParty } from "../events.js";
 import { leavesOf } from "../mls/leaves.js";
 import type { BufferedMessage, GroupFork, GroupRecord } from "../store/schemas.js";
+import { unlinkForkSender } from "./replacement.js";
 
 // Forks and retention gaps (DESIGN §6, docs/decisions.md D5 and D10). The hub orders every group but cannot
 // process MLS; when a member cannot process a commit the hub accepted, only the members can tell. The
@@ -229,6 +230,8 @@ export async function noteForkNotice(
   const g = ctx.groups.get(item.group_id);
   // A hub speaks only for the groups it hosts.
   if (g === undefined || g.record.hub !== hub || g.record.status !== "active") return;
+  // Links to this group its sender signed before the fork was known go (D21), whoever reported it.
+  await unlinkForkSender(ctx, g, { sender: item.sender, senderAcct: acctOfDevice(g, item.sender) });
   const forks = g.record.forks ?? [];
   const known = forks.find((f) => f.epoch === item.epoch);
   if (known !== undefined) {

@@ -7,7 +7,8 @@ import { checkLeaves, leavesOf } from "../mls/leaves.js";
 import { blockedAccts } from "./blocking.js";
 import type { InboxWelcomeItem } from "./items.js";
 import { openWelcomeInfo } from "../mls/welcomeSigner.js";
-import { linkReplacement } from "./replacement.js";
+import { recordReplacement, replacementClaim } from "./replacement.js";
+import type { GroupRecord } from "../store/schemas.js";
 
 /**
  * A Welcome waiting for this device at a hub: join with the matching private KeyPackage, verify every
@@ -90,6 +91,15 @@ export async function joinFromWelcome(
     ...new Set(leavesOf(state.ratchetTree).flatMap((l) => (blocked.has(l.acct) ? [l.acct] : []))),
   ];
   if (unwanted.length > 0) return decline(ctx, hub, item, kpRecord.ref, unwanted);
+  // Which group this one re-creates, if its Welcome says so and the member who added this device may say
+  // it (D21, groups/replacement.ts): worked out before the record is first written, so a crash cannot lose it.
+  const info = await openWelcomeInfo(
+    welcome,
+    kpMsg.keyPackage,
+    fromBase64url(kpRecord.initPrivateKey),
+    ctx.cs,
+  ).catch(() => undefined);
+  const claim = replacementClaim(ctx, item.group_id, info, checks);
   const g = {
     record: {
       groupId: item.group_id,
@@ -104,6 +114,8 @@ export async function joinFromWelcome(
       needsSelfUpdate: true,
       ownLeafUpdatedAt: ctx.nowSeconds(),
       leaving: [],
+      ...carriedOver(known?.record),
+      ...(claim === undefined ? {} : { replaces: claim.replaces, replacesSigner: claim.signer }),
     },
     state,
     pending: undefined,
@@ -111,15 +123,8 @@ export async function joinFromWelcome(
   ctx.groups.set(item.group_id, g);
   await ctx.saveGroup(g);
   await forgetUsedKeyPackage(ctx, kpRecord.ref);
-  // Which group this one re-creates, if its Welcome says so and the member who added this device may say
-  // it (D21, groups/replacement.ts).
-  const info = await openWelcomeInfo(
-    welcome,
-    kpMsg.keyPackage,
-    fromBase64url(kpRecord.initPrivateKey),
-    ctx.cs,
-  ).catch(() => undefined);
-  const replaces = await linkReplacement(ctx, item.group_id, info, checks);
+  if (claim !== undefined) await recordReplacement(ctx, item.group_id, claim);
+  const replaces = claim?.replaces;
   ctx.emit({ type: "joined", groupId: item.group_id, hub, ...(replaces === undefined ? {} : { replaces }) });
   for (const bad of newlyInvalid) {
     ctx.emit({
@@ -182,4 +187,24 @@ async function forgetUsedKeyPackage(ctx: DeviceContext, ref: string): Promise<vo
   }
   if ((await ctx.store.readKeyPackage(ref))?.lastResort) return;
   await ctx.store.deleteKeyPackage(ref);
+}
+
+/**
+ * What a device re-added to a group it knew (D20: `removed`, then a Welcome for the same group) keeps of
+ * its earlier record: the forks it knew of (who forked the group still counts, for `recreateGroup`'s default
+ * and for D21; none makes it stuck any more, and no report is still owed) and the group's links (D21).
+ */
+function carriedOver(before: GroupRecord | undefined): Partial<GroupRecord> {
+  if (before === undefined) return {};
+  const forks = (before.forks ?? []).map(({ report, ...f }) => ({
+    ...f,
+    stuck: false,
+    ...(report === undefined || report === "pending" ? {} : { report }),
+  }));
+  return {
+    ...(forks.length === 0 ? {} : { forks }),
+    ...(before.replacedBy === undefined ? {} : { replacedBy: before.replacedBy }),
+    ...(before.replaces === undefined ? {} : { replaces: before.replaces }),
+    ...(before.replacesSigner === undefined ? {} : { replacesSigner: before.replacesSigner }),
+  };
 }

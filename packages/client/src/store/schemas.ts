@@ -229,6 +229,8 @@ export const GroupRecord = GroupRecordV1.extend({
    * joined from (D21). Every Welcome this device's commits make for the group names it in turn.
    */
   replaces: z.string().optional(),
+  /** Who signed the Welcome that named `replaces` (absent when made here): a fork it sent undoes the link. */
+  replacesSigner: z.object({ deviceId: z.string(), acct: z.string() }).optional(),
   /** Own messages whose history line may not be on disk yet, oldest first (groups/outbox.ts). */
   outbox: z.array(OutboxEntry).optional(),
   /**
