@@ -636,7 +636,8 @@ export class MlsDmClient {
 
   /**
    * Polls every hub this device listens to (all at once, at most 8 requests in flight), processes
-   * everything in order (hub after hub, in a fixed order), finishes pending work (commits whose outcome is
+   * everything in order (hub after hub, in a fixed order; a hub that keeps its answer back more than 2 s
+   * lets those that answered go first), finishes pending work (commits whose outcome is
    * unknown, the self-update after joining, invitations, last-resort replacement) and returns the events.
    * A hub that cannot be reached (or refuses) gives an `error` event; the others are still read. Then the
    * members' accounts are verified (profiles and device lists, looked up outside the device's lock):

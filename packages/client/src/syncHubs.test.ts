@@ -9,7 +9,8 @@ import { settle } from "./testSupport/settle.js";
 import { DeliveryClient } from "./transport/deliveryClient.js";
 import { StaticResolver } from "./transport/resolver.js";
 
-// sync() asks every hub at once and processes the answers one hub after the other, in a fixed order.
+// sync() asks every hub at once and processes the answers one hub after the other, in a fixed order while
+// the hubs answer promptly; one that keeps its answer back lets those that answered go first.
 // Shown without timing: the hubs hold their answers until every other hub of the gate has been asked,
 // which a client asking them one after the other never gets to. dora (a.test) is in a group on b.test's
 // hub and one on c.test's (each behind a proxy), and an invitation names a hub that is down.
@@ -176,6 +177,54 @@ describe("sync() reads the hubs concurrently", () => {
         );
       expect(await texts(onB)).toEqual(["b1", "b2", "b3", "b4"]);
       expect(await texts(onC)).toEqual(["c1", "c2", "c3", "c4"]);
+    },
+  );
+
+  it(
+    "a hub that keeps its answer back does not hold up the hubs that answered",
+    { timeout: 60_000 },
+    async () => {
+      const erin = await newClient(a, "erin", resolver);
+      const fred = await newClient(b, "fred", resolver);
+      const gina = await newClient(c, "gina", resolver);
+      const onB = (await fred.createGroup(["erin@a.test"])).groupId; // first in erin's order of hubs
+      const onC = (await gina.createGroup(["erin@a.test"])).groupId;
+      await settle([erin, fred, gina]);
+      await fred.send(onB, "held back");
+      await gina.send(onC, "prompt");
+
+      // b.test's hub keeps erin's inbox answer until c.test's hub has seen her acknowledge what it sent,
+      // which a client that waits for b.test first never does (then the guard releases it, and the
+      // assertion below fails).
+      const acked = proxies.c.waitFor(
+        (e) => e.method === "POST" && e.path.startsWith("/v1/inbox/ack"),
+        proxies.c.exchanges.length,
+      );
+      let release!: () => void;
+      const released = new Promise<void>((resolve) => (release = resolve));
+      const guard = setTimeout(release, 20_000);
+      proxies.b.intercept = async (req: ProxiedRequest) => {
+        if (req.method === "GET" && req.path.startsWith("/v1/inbox")) await released;
+        return undefined;
+      };
+      let held = true;
+      void released.then(() => (held = false));
+      let ackedWhileHeld = false;
+      void acked.then(() => {
+        ackedWhileHeld = held;
+        release();
+      });
+      let events: DmEvent[];
+      try {
+        events = await erin.sync();
+      } finally {
+        clearTimeout(guard);
+        release();
+        proxies.b.intercept = () => undefined;
+      }
+      expect(ackedWhileHeld).toBe(true);
+      expect(story(events)).toEqual(["gina@c.test: prompt", "fred@b.test: held back"]);
+      expect(erin.groups().map((g) => g.groupId)).toEqual(expect.arrayContaining([onB, onC]));
     },
   );
 });

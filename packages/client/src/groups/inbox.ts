@@ -152,12 +152,16 @@ export async function syncHubInbox(
 
 /** How many hubs `syncAllHubs` asks at once. */
 export const HUB_FETCH_CONCURRENCY = 8;
+/** How long `syncAllHubs` waits for the next hub in its order before it processes hubs that answered. */
+export const SLOW_HUB_MS = 2_000;
 
 /**
  * `sync()`'s reading: every hub this device listens to is asked for its first page at once (at most
  * `concurrency` requests in flight), and the answers are processed one hub after the other, in the order
  * of `ctx.hubs()`, each hub to its last page before the next — the device's state is one serial context,
- * and the order (hence the events) does not depend on which hub answered first. Hubs that processing
+ * and while hubs answer within `SLOW_HUB_MS` the order (hence the events) does not depend on which hub
+ * answered first. A hub that keeps the next place in that order waiting longer lets the hubs that have
+ * answered go first, in the same order, so one slow hub holds up nobody else for more than that. Hubs that processing
  * brings in (an invitation naming a new hub) are read in a further round of the same call. A hub that
  * cannot be reached or refuses gives an `error` event and keeps no other hub from being read; any other
  * failure (the local disk, a bug) propagates.
@@ -170,7 +174,18 @@ export async function syncAllHubs(ctx: DeviceContext, concurrency = HUB_FETCH_CO
     if (next.length === 0) return;
     for (const hub of next) done.add(hub);
     const ahead = new Map(next.map((hub) => [hub, limit(() => fetchInboxPage(ctx, hub))]));
-    for (const hub of next) {
+    const answered = new Set<string>();
+    // Registered first, so that whoever awaits one of these sees it marked (fetchInboxPage never rejects).
+    for (const [hub, page] of ahead) void page.then(() => answered.add(hub));
+    const waiting = [...next];
+    while (waiting.length > 0) {
+      const first = waiting[0]!;
+      if (!answered.has(first)) {
+        await within(ahead.get(first)!, SLOW_HUB_MS);
+        if (!answered.has(first)) await Promise.race(waiting.map((h) => ahead.get(h)!));
+      }
+      const hub = answered.has(first) ? first : waiting.find((h) => answered.has(h))!;
+      waiting.splice(waiting.indexOf(hub), 1);
       try {
         await syncHubInbox(ctx, hub, ahead.get(hub));
       } catch (e) {
@@ -178,5 +193,15 @@ export async function syncAllHubs(ctx: DeviceContext, concurrency = HUB_FETCH_CO
         ctx.emit({ type: "error", operation: `sync ${hub}`, message: e.message });
       }
     }
+  }
+}
+
+/** Waits for `p`, or `ms`, whichever comes first. */
+async function within(p: Promise<unknown>, ms: number): Promise<void> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    await Promise.race([p, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+  } finally {
+    clearTimeout(timer);
   }
 }
