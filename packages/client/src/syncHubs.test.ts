@@ -227,4 +227,28 @@ describe("sync() reads the hubs concurrently", () => {
       expect(erin.groups().map((g) => g.groupId)).toEqual(expect.arrayContaining([onB, onC]));
     },
   );
+
+  it("asks for a hub's next page while it processes the one before", { timeout: 60_000 }, async () => {
+    const hana = await newClient(a, "hana", resolver);
+    const ivan = await newClient(b, "ivan", resolver);
+    const onB = (await ivan.createGroup(["hana@a.test"])).groupId;
+    await settle([hana, ivan]);
+    const sent = Array.from({ length: 120 }, (_, i) => `m${i}`); // more than a page (100 items)
+    for (const text of sent) await ivan.send(onB, text);
+
+    const asked: string[] = [];
+    proxies.b.intercept = (req: ProxiedRequest) => {
+      if (req.path.startsWith("/v1/inbox")) asked.push(`${req.method} ${req.path.split("?")[0]}`);
+      return undefined;
+    };
+    let events: DmEvent[];
+    try {
+      events = await hana.sync();
+    } finally {
+      proxies.b.intercept = () => undefined;
+    }
+    // The second page is asked for before the first is acknowledged, i.e. before it was processed.
+    expect(asked).toEqual(["GET /v1/inbox", "GET /v1/inbox", "POST /v1/inbox/ack", "POST /v1/inbox/ack"]);
+    expect(story(events)).toEqual(sent.map((t) => `ivan@b.test: ${t}`));
+  });
 });

@@ -101,16 +101,29 @@ export async function fetchInboxPage(ctx: DeviceContext, hub: string): Promise<F
     const client = ctx.delivery(hub);
     base = client.baseUrl;
     after = ctx.cursors.hubs[base] ?? undefined;
-    return { hub: base, after, outcome: { page: await client.inbox(after) } };
+    return await fetchPageAfter(client, after);
   } catch (error) {
     return { hub: base, after, outcome: { error } };
+  }
+}
+
+/** The page after `after`, asked for now; never rejects. */
+async function fetchPageAfter(
+  client: ReturnType<DeviceContext["delivery"]>,
+  after: string | undefined,
+): Promise<FetchedPage> {
+  try {
+    return { hub: client.baseUrl, after, outcome: { page: await client.inbox(after) } };
+  } catch (error) {
+    return { hub: client.baseUrl, after, outcome: { error } };
   }
 }
 
 /**
  * Fetches and processes a hub's inbox until it has nothing more, acknowledging as it goes. `first` is the
  * first page fetched ahead (`fetchInboxPage`): used when it was asked after the cursor this device still
- * holds, else fetched again. Later pages are asked for once the page before is processed.
+ * holds, else fetched again. Each later page is asked for while the page before is processed (after that
+ * page's cursor, which processing it saves), so a device catching up waits for no round trip between pages.
  */
 export async function syncHubInbox(
   ctx: DeviceContext,
@@ -140,6 +153,7 @@ export async function syncHubInbox(
       await ctx.clearCursor(client.baseUrl);
       continue;
     }
+    if (page.more && page.items.length > 0) ahead = fetchPageAfter(client, page.cursor);
     await processInboxItems(ctx, client.baseUrl, page.items, page.cursor);
     if (page.items.length > 0) await client.ack(page.cursor);
     if (!page.more || page.items.length === 0) {
