@@ -17,7 +17,12 @@ import { canonicalAccts, leafKeyOf, newClaimId, type AddReport, type Refusal } f
 import type { PipelineDeps } from "./groups/commitPipeline.js";
 import { createOwnGroup } from "./groups/create.js";
 import { block, unblock } from "./groups/blocking.js";
-import { followUp, hasOutstandingWork } from "./groups/followUp.js";
+import {
+  PROPOSAL_HOLD_MAX_MS,
+  followUp,
+  hasOutstandingWork,
+  type FollowUpOptions,
+} from "./groups/followUp.js";
 import { canWrite, groupHealth, selfOf, type GroupHealth } from "./groups/forks.js";
 import { processInboxItems, syncAllHubs, syncHubInbox } from "./groups/inbox.js";
 import { emptyReport, pipelineDeps, runIntent } from "./groups/intents.js";
@@ -683,6 +688,10 @@ export class MlsDmClient {
    * it lasts, even when nothing arrives.
    */
   events(opts: LiveOptions = {}): AsyncGenerator<DmEvent> {
+    // DESIGN §9: proposals received while listening are committed after a random wait (groups/followUp.ts).
+    const hold: FollowUpOptions = {
+      proposalHoldMs: opts.proposalHoldMs ?? (() => Math.random() * PROPOSAL_HOLD_MAX_MS),
+    };
     return liveEvents(
       this.ctx,
       {
@@ -691,7 +700,7 @@ export class MlsDmClient {
           try {
             await this.op(async () => {
               await processInboxItems(this.ctx, hub, items, cursor);
-              await this.followUp();
+              await this.followUp(hold);
             });
           } finally {
             this.verifyAfterLive();
@@ -701,7 +710,7 @@ export class MlsDmClient {
           try {
             await this.op(async () => {
               await syncHubInbox(this.ctx, hub);
-              await this.followUp();
+              await this.followUp(hold);
             });
           } finally {
             this.verifyAfterLive();
@@ -709,7 +718,7 @@ export class MlsDmClient {
         },
         followUp: () =>
           this.op(async () => {
-            if (hasOutstandingWork(this.ctx)) await this.followUp();
+            if (hasOutstandingWork(this.ctx)) await this.followUp(hold);
           }),
         onOperation: (listener: () => void) => {
           this.afterOp.add(listener);
@@ -1008,8 +1017,8 @@ export class MlsDmClient {
     return runIntent(this.ctx, this.deps, groupId, intent, report);
   }
 
-  private followUp(): Promise<void> {
-    return followUp(this.ctx, this.deps);
+  private followUp(opts: FollowUpOptions = {}): Promise<void> {
+    return followUp(this.ctx, this.deps, opts);
   }
 
   /**

@@ -79,6 +79,11 @@ export class DeviceContext {
    */
   readonly lostIntents: { groupId: string; intent: CommitIntent }[] = [];
   /**
+   * While listening (`events()`): per group, when (performance.now() ms) this device commits the proposals
+   * it holds, a random moment after it first saw them (groups/followUp.ts); in memory only.
+   */
+  readonly proposalHolds = new Map<string, number>();
+  /**
    * The hubs' streams open in this process (`events()`), by hub URL: an application message goes over
    * its hub's stream when there is one, without a request of its own (docs/decisions.md D6).
    */

@@ -14,6 +14,7 @@ function setUp() {
   const listeners = new Set<() => void>();
   const ctx = {
     lostIntents: [] as unknown[],
+    proposalHolds: new Map<string, number>(),
     keyPackageUsed: false,
     device: { lastResort: { used: false }, keyPackagesCheckedAt: 0, createdAt: 0 },
     groups: new Map(),

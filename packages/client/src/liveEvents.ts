@@ -1,6 +1,6 @@
 import type { DeviceContext } from "./context.js";
 import type { DmEvent } from "./events.js";
-import { hasOutstandingWork } from "./groups/followUp.js";
+import { hasOutstandingWork, nextProposalHold } from "./groups/followUp.js";
 import { InboxStream } from "./transport/inboxStream.js";
 import type { InboxItem } from "@mastodon-mls/protocol";
 
@@ -26,6 +26,12 @@ export interface LiveOptions {
    * Default 30 000 (DESIGN §9: proposals are committed within 30 s).
    */
   followUpIntervalMs?: number;
+  /**
+   * How long to wait before committing proposals received (a member's `leave`), drawn for each group
+   * when they first arrive. Default: at random up to 3 s (`PROPOSAL_HOLD_MAX_MS`), so that the members
+   * listening do not all build a commit at once (DESIGN §9 allows 30 s).
+   */
+  proposalHoldMs?: () => number;
 }
 
 /**
@@ -59,6 +65,9 @@ export async function* liveEvents(
   let ended = false;
   let lastFollowUp = performance.now();
   let followUpTimer: NodeJS.Timeout | undefined;
+  /** When (performance.now()) the timer fires, and whether for proposals whose wait ends then. */
+  let followUpDue = 0;
+  let followUpForHold = false;
   let followUpRunning = false;
   const stopFollowUpTimer = () => {
     clearTimeout(followUpTimer);
@@ -83,16 +92,24 @@ export async function* liveEvents(
       stopFollowUpTimer();
       return;
     }
-    if (followUpTimer !== undefined) return;
-    followUpTimer = setTimeout(runFollowUp, delay);
+    // Proposals waiting for their moment (groups/followUp.ts) are committed then, not at the interval.
+    const hold = nextProposalHold(ctx);
+    const wait = hold === undefined ? delay : Math.min(delay, hold);
+    const due = performance.now() + wait;
+    if (followUpTimer !== undefined && followUpDue <= due) return;
+    stopFollowUpTimer();
+    followUpDue = due;
+    followUpForHold = wait < delay;
+    followUpTimer = setTimeout(runFollowUp, wait);
     followUpTimer.unref();
   };
   const runFollowUp = () => {
     followUpTimer = undefined;
     if (ended) return;
-    // A batch ran it meanwhile: wait for the rest of the interval (or stop, if it left nothing).
+    // A batch ran it meanwhile: wait for the rest of the interval (or stop, if it left nothing), unless
+    // this is the end of proposals' wait.
     const rest = lastFollowUp + followUpMs - performance.now();
-    if (rest > 0) {
+    if (rest > 0 && !followUpForHold) {
       scheduleFollowUp(rest);
       return;
     }

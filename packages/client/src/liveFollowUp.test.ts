@@ -1,5 +1,5 @@
 import { fromBase64url } from "@mastodon-mls/protocol";
-import { afterEach, describe, expect, it } from "vitest";
+import { afterEach, describe, expect, it, vi } from "vitest";
 import type { MlsDmClient } from "./client.js";
 import type { DmEvent } from "./events.js";
 import { decodeMessage } from "./mls/codec.js";
@@ -28,7 +28,7 @@ function isCommit(groupId: string, req: { method: string; path: string; body: Bu
 }
 
 /** The events a live client yields, collected in the background, with a way to await one. */
-function listen(client: MlsDmClient, opts: { followUpIntervalMs: number }) {
+function listen(client: MlsDmClient, opts: { followUpIntervalMs: number; proposalHoldMs?: () => number }) {
   const controller = new AbortController();
   const seen: DmEvent[] = [];
   const watchers: { match: (e: DmEvent) => boolean; resolve: (e: DmEvent) => void }[] = [];
@@ -130,6 +130,42 @@ describe("the follow-up timer of events()", () => {
       expect(ivySaw.filter((e) => e.type === "error" || e.type === "undecryptable")).toEqual([]);
       expect(ivy.epoch(groupId)).toBe(before + 1);
       expect(ivy.epochAuthenticator(groupId)).toBe(gina.epochAuthenticator(groupId));
+    },
+  );
+
+  it(
+    "spreads the commits of listening members: the one whose wait ends first commits a leave, the other then has nothing to commit",
+    { timeout: 60_000 },
+    async () => {
+      const { a, resolver } = env;
+      const n = ++run;
+      const gina = await newClient(a, `gina${n}`, resolver);
+      const jack = await newClient(a, `jack${n}`, resolver);
+      const hank = await newClient(a, `hank${n}`, resolver);
+      const { groupId } = await gina.createGroup([jack.acct, hank.acct]);
+      await settle([jack, hank, gina]);
+      const before = gina.epoch(groupId);
+      const since = proxy.exchanges.length;
+      const commits = () => proxy.exchanges.slice(since).filter((e) => isCommit(groupId, e));
+
+      // Waits drawn by each client (injected here; at random up to 3 s by default).
+      const liveGina = listen(gina, { followUpIntervalMs: 30_000, proposalHoldMs: () => 0 });
+      const liveJack = listen(jack, { followUpIntervalMs: 30_000, proposalHoldMs: () => 5_000 });
+      try {
+        await hank.leave(groupId);
+        // gina's wait is over at once: she commits (her own commit brings her no event).
+        await proxy.waitFor((e) => e.forwarded && e.status === 201 && isCommit(groupId, e), since);
+        await liveJack.next((e) => e.type === "member_removed" && e.groupId === groupId);
+        // jack saw the proposal, began his wait, and then gina's commit ended it: nothing left to commit.
+        const holds = (jack as unknown as { ctx: { proposalHolds: Map<string, number> } }).ctx.proposalHolds;
+        await vi.waitFor(() => expect(holds.has(groupId)).toBe(false), { timeout: 10_000 });
+        expect(commits().map((e) => [e.forwarded, e.status])).toEqual([[true, 201]]);
+        await jack.refresh();
+        expect(jack.epoch(groupId)).toBe(before + 1);
+      } finally {
+        await liveGina.stop();
+        await liveJack.stop();
+      }
     },
   );
 });

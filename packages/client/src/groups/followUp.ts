@@ -8,6 +8,43 @@ import { runIntent } from "./intents.js";
 
 /** DESIGN §2: every device gives its leaf fresh keys at least weekly. */
 export const SELF_UPDATE_INTERVAL_SECONDS = 7 * 24 * 3600;
+/** The longest a listening device waits, at random, before committing proposals it received (DESIGN §9). */
+export const PROPOSAL_HOLD_MAX_MS = 3_000;
+
+export interface FollowUpOptions {
+  /**
+   * While listening: how long (ms) to wait before committing proposals first seen now — every listening
+   * member of a group gets them at once, and without a spread they would all build a commit (O(members)
+   * of work each) for the hub to refuse all but one. The one that commits first ends the others' wait:
+   * its commit arrives and leaves them nothing to commit. Absent (`sync()`): commit at once.
+   */
+  proposalHoldMs?: () => number;
+}
+
+/**
+ * Milliseconds until this device may commit the group's proposals (0: now). Starts the wait the first
+ * time it is asked about proposals, when `proposalHoldMs` is given.
+ */
+function proposalWait(ctx: DeviceContext, groupId: string, opts: FollowUpOptions): number {
+  if (opts.proposalHoldMs === undefined) return 0;
+  const now = performance.now();
+  let due = ctx.proposalHolds.get(groupId);
+  if (due === undefined) {
+    due = now + Math.max(0, opts.proposalHoldMs());
+    ctx.proposalHolds.set(groupId, due);
+  }
+  return Math.max(0, due - now);
+}
+
+/**
+ * Milliseconds until the earliest wait of `proposalWait` that has not ended ends (undefined: none). One
+ * that ended and whose commit failed is retried with the rest of the follow-up work, not sooner.
+ */
+export function nextProposalHold(ctx: DeviceContext): number | undefined {
+  const now = performance.now();
+  const ahead = [...ctx.proposalHolds.values()].filter((due) => due > now);
+  return ahead.length === 0 ? undefined : Math.min(...ahead) - now;
+}
 
 /**
  * Work that follows receiving (in `sync()` and after each pushed batch): settle commits whose outcome is
@@ -17,7 +54,11 @@ export const SELF_UPDATE_INTERVAL_SECONDS = 7 * 24 * 3600;
  * so a crash only delays it. A failure here is an `error` event, retried next time: receiving already
  * succeeded.
  */
-export async function followUp(ctx: DeviceContext, deps: PipelineDeps): Promise<void> {
+export async function followUp(
+  ctx: DeviceContext,
+  deps: PipelineDeps,
+  opts: FollowUpOptions = {},
+): Promise<void> {
   const attempt = async (operation: string, groupId: string | undefined, work: () => Promise<unknown>) => {
     try {
       await work();
@@ -47,6 +88,9 @@ export async function followUp(ctx: DeviceContext, deps: PipelineDeps): Promise<
     await attempt("replace last-resort KeyPackage", undefined, () => replaceLastResort(ctx));
   }
   await attempt("top up KeyPackages", undefined, () => topUpKeyPackages(ctx));
+  for (const groupId of [...ctx.proposalHolds.keys()]) {
+    if (!ctx.groups.has(groupId)) ctx.proposalHolds.delete(groupId);
+  }
   for (const groupId of [...ctx.groups.keys()]) {
     // Re-read before each step: the step before may have removed us or changed the state.
     const active = () => {
@@ -57,15 +101,23 @@ export async function followUp(ctx: DeviceContext, deps: PipelineDeps): Promise<
     };
     let now = active();
     // A device stuck after a fork, or behind retention, cannot commit: trying would only fail each time.
-    if (now === undefined || !canWrite(now.handle)) continue;
+    if (now === undefined || !canWrite(now.handle)) {
+      ctx.proposalHolds.delete(groupId);
+      continue;
+    }
     const { handle, state } = now;
     if (
       Object.keys(committableProposals(state)).length > 0 ||
       stillLeaving(handle.record.leaving, state).length > 0
     ) {
-      await attempt("commit received proposals", groupId, () =>
-        runIntent(ctx, deps, groupId, { kind: "proposals" }),
-      );
+      if (proposalWait(ctx, groupId, opts) === 0) {
+        await attempt("commit received proposals", groupId, () =>
+          runIntent(ctx, deps, groupId, { kind: "proposals" }),
+        );
+      }
+    } else {
+      // Nothing to commit (another member did, or this device): the next proposals start a new wait.
+      ctx.proposalHolds.delete(groupId);
     }
     now = active();
     if (now === undefined) continue;
