@@ -69,6 +69,8 @@ export async function* liveEvents(
   let followUpDue = 0;
   let followUpForHold = false;
   let followUpRunning = false;
+  /** When the timer's follow-up last started: waits that ended before it were seen ended by it. */
+  let followUpStarted = performance.now();
   const stopFollowUpTimer = () => {
     clearTimeout(followUpTimer);
     followUpTimer = undefined;
@@ -93,7 +95,7 @@ export async function* liveEvents(
       return;
     }
     // Proposals waiting for their moment (groups/followUp.ts) are committed then, not at the interval.
-    const hold = nextProposalHold(ctx);
+    const hold = nextProposalHold(ctx, followUpStarted);
     const wait = hold === undefined ? delay : Math.min(delay, hold);
     const due = performance.now() + wait;
     if (followUpTimer !== undefined && followUpDue <= due) return;
@@ -114,6 +116,7 @@ export async function* liveEvents(
       return;
     }
     followUpRunning = true;
+    followUpStarted = performance.now();
     hooks
       .followUp()
       .catch((e: unknown) =>

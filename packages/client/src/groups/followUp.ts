@@ -30,7 +30,9 @@ function proposalWait(ctx: DeviceContext, groupId: string, opts: FollowUpOptions
   const now = performance.now();
   let due = ctx.proposalHolds.get(groupId);
   if (due === undefined) {
-    due = now + Math.max(0, opts.proposalHoldMs());
+    const hold = opts.proposalHoldMs();
+    // A wait that is not a finite number would never end: the proposals would never be committed here.
+    due = now + (Number.isFinite(hold) ? Math.max(0, hold) : 0);
     ctx.proposalHolds.set(groupId, due);
   }
   return Math.max(0, due - now);
@@ -40,10 +42,11 @@ function proposalWait(ctx: DeviceContext, groupId: string, opts: FollowUpOptions
  * Milliseconds until the earliest wait of `proposalWait` that has not ended ends (undefined: none). One
  * that ended and whose commit failed is retried with the rest of the follow-up work, not sooner.
  */
-export function nextProposalHold(ctx: DeviceContext): number | undefined {
+export function nextProposalHold(ctx: DeviceContext, since = performance.now()): number | undefined {
+  // `since`: when the last follow-up run started; a wait that ended after that may have been skipped by it.
   const now = performance.now();
-  const ahead = [...ctx.proposalHolds.values()].filter((due) => due > now);
-  return ahead.length === 0 ? undefined : Math.min(...ahead) - now;
+  const ahead = [...ctx.proposalHolds.values()].filter((due) => due > since);
+  return ahead.length === 0 ? undefined : Math.max(0, Math.min(...ahead) - now);
 }
 
 /**
@@ -114,6 +117,15 @@ export async function followUp(
         await attempt("commit received proposals", groupId, () =>
           runIntent(ctx, deps, groupId, { kind: "proposals" }),
         );
+        // Committed: the next proposals (even in the batch that brings this commit back) wait anew.
+        const after = active();
+        if (
+          after === undefined ||
+          (Object.keys(committableProposals(after.state)).length === 0 &&
+            stillLeaving(after.handle.record.leaving, after.state).length === 0)
+        ) {
+          ctx.proposalHolds.delete(groupId);
+        }
       }
     } else {
       // Nothing to commit (another member did, or this device): the next proposals start a new wait.

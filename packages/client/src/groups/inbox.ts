@@ -192,11 +192,16 @@ export async function syncAllHubs(ctx: DeviceContext, concurrency = HUB_FETCH_CO
     // Registered first, so that whoever awaits one of these sees it marked (fetchInboxPage never rejects).
     for (const [hub, page] of ahead) void page.then(() => answered.add(hub));
     const waiting = [...next];
+    const slow = new Set<string>();
     while (waiting.length > 0) {
       const first = waiting[0]!;
       if (!answered.has(first)) {
-        await within(ahead.get(first)!, SLOW_HUB_MS);
-        if (!answered.has(first)) await Promise.race(waiting.map((h) => ahead.get(h)!));
+        // Each hub is waited for SLOW_HUB_MS once: not again before each hub that answered meanwhile.
+        if (!slow.has(first)) await within(ahead.get(first)!, SLOW_HUB_MS);
+        if (!answered.has(first)) {
+          slow.add(first);
+          await Promise.race(waiting.map((h) => ahead.get(h)!));
+        }
       }
       const hub = answered.has(first) ? first : waiting.find((h) => answered.has(h))!;
       waiting.splice(waiting.indexOf(hub), 1);
