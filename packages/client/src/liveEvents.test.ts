@@ -8,12 +8,17 @@ import { liveEvents, type LiveFeedHooks } from "./liveEvents.js";
 
 const INTERVAL = 30_000;
 
-/** A context whose only outstanding work is `lostIntents` (a change to retry), and the hooks over it. */
-function setUp() {
+/**
+ * A device context reduced to what the live loop reads, whose only outstanding work is `outstanding()`,
+ * and the client's `op` over it (runs the work, then tells the listeners).
+ */
+function fakeContext(outstanding: () => unknown[]) {
   const queued: DmEvent[] = [];
   const listeners = new Set<() => void>();
   const ctx = {
-    lostIntents: [] as unknown[],
+    get lostIntents() {
+      return outstanding();
+    },
     proposalHolds: new Map<string, number>(),
     keyPackageUsed: false,
     device: { lastResort: { used: false }, keyPackagesCheckedAt: 0, createdAt: 0 },
@@ -31,7 +36,6 @@ function setUp() {
     },
   };
   const afterOp = new Set<() => void>();
-  /** Runs `work` as the client's `op` would: then tells the listeners. */
   const op = async (work: () => void | Promise<void>) => {
     try {
       await work();
@@ -39,6 +43,17 @@ function setUp() {
       for (const l of afterOp) l();
     }
   };
+  const onOperation = (l: () => void) => {
+    afterOp.add(l);
+    return () => afterOp.delete(l);
+  };
+  return { ctx, op, onOperation, listeners: () => afterOp.size };
+}
+
+/** A context whose only outstanding work is `lostIntents` (a change to retry), and the hooks over it. */
+function setUp() {
+  const lostIntents: unknown[] = [];
+  const { ctx, op, onOperation, listeners } = fakeContext(() => lostIntents);
   const runs: number[] = [];
   let fails = 0;
   const hooks: LiveFeedHooks = {
@@ -52,12 +67,9 @@ function setUp() {
           ctx.emit({ type: "error", operation: "retry add after losing the epoch", message: "hub down" });
           return;
         }
-        ctx.lostIntents.splice(0);
+        lostIntents.splice(0);
       }),
-    onOperation(l) {
-      afterOp.add(l);
-      return () => afterOp.delete(l);
-    },
+    onOperation,
   };
   return {
     ctx,
@@ -67,7 +79,7 @@ function setUp() {
     failNext(n: number) {
       fails = n;
     },
-    listeners: () => afterOp.size,
+    listeners,
   };
 }
 
@@ -126,5 +138,49 @@ describe("the follow-up timer", () => {
     expect(t.listeners()).toBe(0);
     await vi.advanceTimersByTimeAsync(10 * INTERVAL);
     expect(t.runs).toHaveLength(3);
+  });
+});
+
+// Two groups with a leave each (one member leaving both). followUp() looks at the groups in order: g2
+// first, whose wait has not ended yet, then g1, whose wait has ended and whose commit takes 500 ms; g2's
+// wait ends during that commit. It must be acted on when that run ends, not at the next interval (30 s,
+// past DESIGN §9's "within 30 s"). Found by a review.
+describe("proposal waits (groups/followUp.ts)", () => {
+  it("a wait that ends while the follow-up commits another group is acted on at its end", async () => {
+    const toCommit = new Set<string>();
+    const { ctx, op, onOperation } = fakeContext(() => [...toCommit]);
+    const committedAt = new Map<string, number>();
+    // As followUp(): per group in order, commit once its wait is over; a commit takes 500 ms.
+    const followUp = async () => {
+      for (const g of ["g2", "g1"]) {
+        if (!toCommit.has(g) || performance.now() < ctx.proposalHolds.get(g)!) continue;
+        await new Promise((r) => setTimeout(r, 500));
+        toCommit.delete(g);
+        committedAt.set(g, performance.now());
+      }
+    };
+    const hooks: LiveFeedHooks = {
+      processBatch: () => Promise.resolve(),
+      poll: () => Promise.resolve(),
+      followUp: () => op(followUp),
+      onOperation,
+    };
+    const controller = new AbortController();
+    const live = liveEvents(ctx as unknown as DeviceContext, hooks, { signal: controller.signal });
+    const running = live.next();
+    await vi.advanceTimersByTimeAsync(1);
+    const start = performance.now();
+    // A batch brings both leaves: waits of 1 000 ms (g1) and 1 200 ms (g2) start.
+    await op(() => {
+      toCommit.add("g1").add("g2");
+      ctx.proposalHolds.set("g1", start + 1_000);
+      ctx.proposalHolds.set("g2", start + 1_200);
+    });
+    await vi.advanceTimersByTimeAsync(10_000);
+    controller.abort();
+    await vi.advanceTimersByTimeAsync(1);
+    await running;
+    expect(committedAt.get("g1")! - start).toBeLessThan(2_000);
+    expect(committedAt.get("g2")! - start).toBeLessThan(5_000);
   });
 });
