@@ -576,7 +576,6 @@ export class MlsDmClient {
         groupId,
         {
           kind: "readd",
-          deviceIds: picked.map((p) => p.deviceId),
           replacing: Object.fromEntries(picked.map((p) => [p.deviceId, p.leafKey])),
           accts: [...new Set(picked.map((p) => p.acct))],
           claimId: newClaimId(),

@@ -291,11 +291,10 @@ export async function buildReadd(
   ctx: DeviceContext,
   state: ClientState,
   intent: {
-    deviceIds: string[];
+    replacing: Record<string, string>;
     accts: string[];
     claimId?: string;
     allowUnverified?: boolean;
-    replacing?: Record<string, string>;
   },
   report: AddReport,
   replaces?: string,
@@ -303,16 +302,15 @@ export async function buildReadd(
   report.added = [];
   report.refused = [];
   const own = state.privatePath.leafIndex;
-  const wanted = new Set(intent.deviceIds);
   const leaves = leavesOf(state.ratchetTree);
   // Only the leaves the intent was made for: rebuilt after a lost race (or a restart), a device that is
   // gone (removed, or its account left) is not brought back, and one that a winning commit gave a fresh
   // leaf already (another member's re-add) keeps it.
   const removed = leaves.filter(
     (l) =>
-      wanted.has(l.deviceId) &&
       l.leafIndex !== own &&
-      (intent.replacing === undefined || intent.replacing[l.deviceId] === leafKeyOf(l.node)),
+      Object.hasOwn(intent.replacing, l.deviceId) &&
+      intent.replacing[l.deviceId] === leafKeyOf(l.node),
   );
   if (removed.length === 0) return undefined;
   const replaced = new Set(removed.map((l) => l.deviceId));

@@ -1,4 +1,6 @@
+import type { ClientState } from "ts-mls";
 import type { DeviceContext } from "../context.js";
+import type { GroupRecord } from "../store/schemas.js";
 import { KEY_PACKAGE_CHECK_SECONDS, replaceLastResort, topUpKeyPackages } from "../keyPackages.js";
 import { committableProposals } from "./changes.js";
 import { sendInvitations, settlePending, stillLeaving, type PipelineDeps } from "./commitPipeline.js";
@@ -19,6 +21,13 @@ export interface FollowUpOptions {
    * its commit arrives and leaves them nothing to commit. Absent (`sync()`): commit at once.
    */
   proposalHoldMs?: () => number;
+}
+
+/** Whether this device holds proposals of the group to commit (DESIGN §9), or Removes of members that asked to leave. */
+function hasProposalsToCommit(record: GroupRecord, state: ClientState): boolean {
+  return (
+    Object.keys(committableProposals(state)).length > 0 || stillLeaving(record.leaving, state).length > 0
+  );
 }
 
 /**
@@ -109,21 +118,14 @@ export async function followUp(
       continue;
     }
     const { handle, state } = now;
-    if (
-      Object.keys(committableProposals(state)).length > 0 ||
-      stillLeaving(handle.record.leaving, state).length > 0
-    ) {
+    if (hasProposalsToCommit(handle.record, state)) {
       if (proposalWait(ctx, groupId, opts) === 0) {
         await attempt("commit received proposals", groupId, () =>
           runIntent(ctx, deps, groupId, { kind: "proposals" }),
         );
         // Committed: the next proposals (even in the batch that brings this commit back) wait anew.
         const after = active();
-        if (
-          after === undefined ||
-          (Object.keys(committableProposals(after.state)).length === 0 &&
-            stillLeaving(after.handle.record.leaving, after.state).length === 0)
-        ) {
+        if (after === undefined || !hasProposalsToCommit(after.handle.record, after.state)) {
           ctx.proposalHolds.delete(groupId);
         }
       }
@@ -171,8 +173,7 @@ export function hasOutstandingWork(ctx: DeviceContext): boolean {
     if (g.record.needsSelfUpdate || now - g.record.ownLeafUpdatedAt > SELF_UPDATE_INTERVAL_SECONDS)
       return true;
     if (g.record.unsentInvitations.length > 0) return true;
-    if (stillLeaving(g.record.leaving, state).length > 0) return true;
-    if (Object.keys(committableProposals(state)).length > 0) return true;
+    if (hasProposalsToCommit(g.record, state)) return true;
   }
   return false;
 }

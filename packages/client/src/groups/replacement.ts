@@ -55,8 +55,8 @@ export function replacementClaim(
   if (asMember === undefined) return undefined;
   const who = { deviceId: signer.deviceId, acct: asMember.acct };
   const forks = old.record.forks ?? [];
-  if (forks.some((f) => sentBy(f, who) || (f.senderAcct !== null && f.senderAcct === signer.acct)))
-    return undefined;
+  // By the account of its leaf in either group (they are the same unless a certificate says otherwise).
+  if (forks.some((f) => sentBy(f, who) || sentBy(f, { ...who, acct: signer.acct }))) return undefined;
   return { replaces: oldId, signer: who };
 }
 

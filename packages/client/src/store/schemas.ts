@@ -264,17 +264,16 @@ export const CommitIntent = z.discriminatedUnion("kind", [
   /** Remove these devices (leaves) only: an own device revoked from the account's list. */
   z.object({ kind: z.literal("remove-devices"), deviceIds: z.array(z.string()) }),
   /**
-   * Give these devices fresh leaves in one commit: Remove of their leaves and Add of a KeyPackage claimed
-   * for each (a device stuck after a fork or behind retention). `accts` are their accounts, to claim from.
+   * Give devices fresh leaves in one commit: Remove of their leaves and Add of a KeyPackage claimed for
+   * each (a device stuck after a fork or behind retention). `replacing`: deviceId → the encryption key of
+   * the leaf to replace (a leaf that changed since is left alone); `accts`: their accounts, to claim from.
    */
   z.object({
     kind: z.literal("readd"),
-    deviceIds: z.array(z.string()),
+    replacing: z.record(z.string(), z.string()),
     accts: z.array(z.string()),
     claimId: z.string().optional(),
     allowUnverified: z.boolean().optional(),
-    /** deviceId → the encryption key of the leaf to replace: a leaf that changed since is left alone. */
-    replacing: z.record(z.string(), z.string()).optional(),
   }),
   z.object({ kind: z.literal("update") }),
   /** Commit the proposals received this epoch and the Removes of members that asked to leave. */
