@@ -183,19 +183,27 @@ export async function vetKeyPackages(
 }
 
 /**
- * Claims and vets KeyPackages of these accounts (the lookups run while the claim does) and keeps those
- * of devices not in `present` (base64url signature keys, updated with what is kept) that `wanted`
- * accepts, refusing a KeyPackage this device used before.
+ * Claims and vets KeyPackages of these accounts (the lookups run while the claim does), keeps those of
+ * devices not in `present` (base64url signature keys, updated with what is kept) that `wanted` accepts,
+ * refusing a KeyPackage this device used before, and hands what is kept to `commit`.
+ *
+ * The commit is built while the lookups finish and the vetting runs, on the KeyPackages the offline
+ * checks kept (the claim's signature, lifetime and certificate checks): vetting nearly always keeps them
+ * all, and then that commit is the one returned. When it refuses one, the commit is built again on what
+ * it kept. Either way nothing leaves this function before the vetting is done, so no unvetted device can
+ * reach the hub. A guess the vetting overruled is dropped: building a commit changes nothing (ts-mls
+ * states are values).
  */
-async function freshKeyPackages(
+async function commitFresh(
   ctx: DeviceContext,
   accts: string[],
   present: Set<string>,
   report: AddReport,
   claimId: string | undefined,
   allowUnverified: boolean,
-  wanted: (kp: VerifiedKeyPackage) => boolean = () => true,
-): Promise<VerifiedKeyPackage[]> {
+  wanted: (kp: VerifiedKeyPackage) => boolean,
+  commit: (fresh: VerifiedKeyPackage[]) => Promise<BuiltCommit>,
+): Promise<BuiltCommit | undefined> {
   // The accounts' fresh lookups (profile, device list) need nothing from the claim: they run while it
   // does (a few accounts at a time, as in every verification), and the vetting below counts them as
   // fresh. A failed claim does not wait for them; they end on their own, their answers cached.
@@ -204,14 +212,54 @@ async function freshKeyPackages(
     ctx.verifier.prefetch(acct, { fresh: true }).catch(() => undefined),
   );
   const fromDirectory = await claimKeyPackages(ctx, accts, report, claimId);
+  const guess = keepFresh(ctx, fromDirectory, new Set(present), wanted);
+  const guessed = guess.length === 0 ? undefined : settle(commit(guess));
   await looking;
   const claimed = await vetKeyPackages(ctx, fromDirectory, report, allowUnverified, since);
+  const fresh = keepFresh(ctx, claimed, present, wanted, report);
+  if (fresh.length === 0) return undefined;
+  let built: BuiltCommit;
+  if (guessed !== undefined && sameKeyPackages(fresh, guess)) {
+    const outcome = await guessed;
+    if ("error" in outcome) throw outcome.error;
+    built = outcome.built;
+  } else {
+    built = await commit(fresh);
+  }
+  report.added = fresh.map((kp) => ({ acct: kp.acct, deviceId: kp.deviceId }));
+  return built;
+}
+
+/** A promise that never rejects, so that a guess nobody awaits in the end is no unhandled rejection. */
+function settle(p: Promise<BuiltCommit>): Promise<{ built: BuiltCommit } | { error: unknown }> {
+  return p.then(
+    (built) => ({ built }),
+    (error: unknown) => ({ error }),
+  );
+}
+
+function sameKeyPackages(a: readonly VerifiedKeyPackage[], b: readonly VerifiedKeyPackage[]): boolean {
+  const refs = new Set(a.map((kp) => kp.ref));
+  return a.length === b.length && refs.size === a.length && b.every((kp) => refs.has(kp.ref));
+}
+
+/**
+ * The claimed KeyPackages of devices not in `present` that `wanted` accepts, less those this device used
+ * before (each refused in `report`, when given); what is kept joins `present`.
+ */
+function keepFresh(
+  ctx: DeviceContext,
+  claimed: readonly VerifiedKeyPackage[],
+  present: Set<string>,
+  wanted: (kp: VerifiedKeyPackage) => boolean,
+  report?: AddReport,
+): VerifiedKeyPackage[] {
   const fresh: VerifiedKeyPackage[] = [];
   for (const kp of claimed) {
     const key = toBase64url(kp.sigKey);
     if (present.has(key) || !wanted(kp)) continue; // e.g. already added by a commit that won
     if (kp.ref in ctx.device.addedKeyPackages) {
-      report.refused.push({
+      report?.refused.push({
         acct: kp.acct,
         deviceId: kp.deviceId,
         reason:
@@ -235,7 +283,6 @@ async function commitAdds(
   state: ClientState,
   fresh: VerifiedKeyPackage[],
   removes: number[],
-  report: AddReport,
   replaces: string | undefined,
 ): Promise<BuiltCommit> {
   const result = await createCommit(
@@ -251,7 +298,6 @@ async function commitAdds(
     },
   );
   if (result.welcome === undefined) throw new Error("ts-mls made no Welcome for an Add");
-  report.added = fresh.map((kp) => ({ acct: kp.acct, deviceId: kp.deviceId }));
   return {
     commit: encodeMlsMessage(result.commit),
     welcome: encodeWelcomeMessage(result.welcome),
@@ -272,12 +318,25 @@ export async function buildAdd(
   report.added = [];
   report.refused = [];
   const present = new Set(leavesOf(state.ratchetTree).map((l) => toBase64url(l.node.signaturePublicKey)));
-  const fresh = await freshKeyPackages(ctx, accts, present, report, claimId, allowUnverified);
-  if (fresh.length === 0) return undefined;
-  if (present.size > LIMITS.membersPerGroup) {
-    throw new ClientError("bad_input", `a group holds at most ${LIMITS.membersPerGroup} devices`);
-  }
-  return commitAdds(ctx, state, fresh, [], report, replaces);
+  const members = present.size;
+  return commitFresh(
+    ctx,
+    accts,
+    present,
+    report,
+    claimId,
+    allowUnverified,
+    () => true,
+    (fresh) => {
+      // Checked before any commit is built: a guess too large for the group is not worth building.
+      if (members + fresh.length > LIMITS.membersPerGroup) {
+        return Promise.reject(
+          new ClientError("bad_input", `a group holds at most ${LIMITS.membersPerGroup} devices`),
+        );
+      }
+      return commitAdds(ctx, state, fresh, [], replaces);
+    },
+  );
 }
 
 /**
@@ -318,7 +377,7 @@ export async function buildReadd(
   const present = new Set(
     leaves.filter((l) => !gone.has(l.leafIndex)).map((l) => toBase64url(l.node.signaturePublicKey)),
   );
-  const fresh = await freshKeyPackages(
+  const built = await commitFresh(
     ctx,
     intent.accts,
     present,
@@ -326,11 +385,11 @@ export async function buildReadd(
     intent.claimId,
     intent.allowUnverified === true,
     (kp) => replaced.has(kp.deviceId),
+    (fresh) => commitAdds(ctx, state, fresh, [...gone], replaces),
   );
   // Refusals of the account's other devices say nothing about the devices asked for.
   report.refused = report.refused.filter((r) => r.deviceId === undefined || replaced.has(r.deviceId));
-  if (fresh.length === 0) return buildRemoveLeaves(ctx, state, (l) => gone.has(l.leafIndex));
-  return commitAdds(ctx, state, fresh, [...gone], report, replaces);
+  return built ?? buildRemoveLeaves(ctx, state, (l) => gone.has(l.leafIndex));
 }
 
 /** What tells one leaf of a device from the next (its encryption key): kept in a `readd` intent. */

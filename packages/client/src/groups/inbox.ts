@@ -124,26 +124,46 @@ async function fetchPageAfter(
  * first page fetched ahead (`fetchInboxPage`): used when it was asked after the cursor this device still
  * holds, else fetched again. Each later page is asked for while the page before is processed (after that
  * page's cursor, which processing it saves), so a device catching up waits for no round trip between pages.
+ *
  */
 export async function syncHubInbox(
   ctx: DeviceContext,
   hub: string,
   first?: Promise<FetchedPage>,
 ): Promise<void> {
+  await readHubInbox(ctx, hub, first);
+}
+
+/**
+ * `syncHubInbox`; with `yieldAfterMs`, a later page that has not come that long after the page before
+ * was processed is not waited for: its request is returned, still running, for the caller to hand back
+ * as `first` once it answered (syncAllHubs reads other hubs meanwhile). Undefined when the hub has
+ * nothing more.
+ */
+async function readHubInbox(
+  ctx: DeviceContext,
+  hub: string,
+  first: Promise<FetchedPage> | undefined,
+  yieldAfterMs?: number,
+): Promise<{ later: Promise<FetchedPage> } | undefined> {
   const client = ctx.delivery(hub);
   let ahead = first;
   let resetOnce = false;
-  for (;;) {
+  for (let page = 0; ; page++) {
+    if (page > 0 && ahead !== undefined && yieldAfterMs !== undefined) {
+      const later = ahead;
+      if (!(await within(later, yieldAfterMs))) return { later };
+    }
     const after = ctx.cursors.hubs[client.baseUrl] ?? undefined;
-    let page;
+    let answer;
     try {
       const fetched = ahead === undefined ? undefined : await ahead;
       ahead = undefined;
       if (fetched !== undefined && fetched.hub === client.baseUrl && fetched.after === after) {
         if ("error" in fetched.outcome) throw fetched.outcome.error;
-        page = fetched.outcome.page;
+        answer = fetched.outcome.page;
       } else {
-        page = await client.inbox(after);
+        answer = await client.inbox(after);
       }
     } catch (e) {
       // The hub no longer knows our cursor (e.g. its store was rebuilt): resume from what it has as
@@ -153,13 +173,13 @@ export async function syncHubInbox(
       await ctx.clearCursor(client.baseUrl);
       continue;
     }
-    if (page.more && page.items.length > 0) ahead = fetchPageAfter(client, page.cursor);
-    await processInboxItems(ctx, client.baseUrl, page.items, page.cursor);
-    if (page.items.length > 0) await client.ack(page.cursor);
-    if (!page.more || page.items.length === 0) {
+    if (answer.more && answer.items.length > 0) ahead = fetchPageAfter(client, answer.cursor);
+    await processInboxItems(ctx, client.baseUrl, answer.items, answer.cursor);
+    if (answer.items.length > 0) await client.ack(answer.cursor);
+    if (!answer.more || answer.items.length === 0) {
       // Everything the hub accepted up to now has been read: what an own message's echo did not settle.
       await settleOutbox(ctx, client.baseUrl);
-      return;
+      return undefined;
     }
   }
 }
@@ -174,8 +194,9 @@ export const SLOW_HUB_MS = 2_000;
  * `concurrency` requests in flight), and the answers are processed one hub after the other, in the order
  * of `ctx.hubs()`, each hub to its last page before the next — the device's state is one serial context,
  * and while hubs answer within `SLOW_HUB_MS` the order (hence the events) does not depend on which hub
- * answered first. A hub that keeps the next place in that order waiting longer lets the hubs that have
- * answered go first, in the same order, so one slow hub holds up nobody else for more than that. Hubs that processing
+ * answered first. A hub that keeps the next place in that order waiting longer, for its first page or a
+ * later one, lets the hubs that have answered go first, in the same order, so one slow hub holds up
+ * nobody else for more than that; its next page is processed once it comes. Hubs that processing
  * brings in (an invitation naming a new hub) are read in a further round of the same call. A hub that
  * cannot be reached or refuses gives an `error` event and keeps no other hub from being read; any other
  * failure (the local disk, a bug) propagates.
@@ -206,7 +227,15 @@ export async function syncAllHubs(ctx: DeviceContext, concurrency = HUB_FETCH_CO
       const hub = answered.has(first) ? first : waiting.find((h) => answered.has(h))!;
       waiting.splice(waiting.indexOf(hub), 1);
       try {
-        await syncHubInbox(ctx, hub, ahead.get(hub));
+        const unfinished = await readHubInbox(ctx, hub, ahead.get(hub), SLOW_HUB_MS);
+        if (unfinished !== undefined) {
+          // Its next page is slow: the hubs that answered go first; it is read on when the page comes.
+          answered.delete(hub);
+          slow.add(hub);
+          ahead.set(hub, unfinished.later);
+          void unfinished.later.then(() => answered.add(hub));
+          waiting.unshift(hub);
+        }
       } catch (e) {
         if (!(e instanceof ServiceUnavailableError || e instanceof ProtocolError)) throw e;
         ctx.emit({ type: "error", operation: `sync ${hub}`, message: e.message });
@@ -215,11 +244,17 @@ export async function syncAllHubs(ctx: DeviceContext, concurrency = HUB_FETCH_CO
   }
 }
 
-/** Waits for `p`, or `ms`, whichever comes first. */
-async function within(p: Promise<unknown>, ms: number): Promise<void> {
+/** Waits for `p`, or `ms`, whichever comes first: true when `p` settled in time. */
+async function within(p: Promise<unknown>, ms: number): Promise<boolean> {
   let timer: NodeJS.Timeout | undefined;
   try {
-    await Promise.race([p, new Promise<void>((resolve) => (timer = setTimeout(resolve, ms)))]);
+    return await Promise.race([
+      p.then(
+        () => true,
+        () => true,
+      ),
+      new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), ms))),
+    ]);
   } finally {
     clearTimeout(timer);
   }

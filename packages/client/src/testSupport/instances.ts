@@ -25,6 +25,8 @@ export interface Instance {
 export interface InstanceOptions {
   /** More environment variables of the delivery service (RETENTION_SECONDS, …). */
   deliveryEnv?: Record<string, string>;
+  /** More environment variables of the directory (PUBLIC_URL, for one behind a proxy). */
+  directoryEnv?: Record<string, string>;
   /** The delivery service's clock (retention ages entries by it); request signatures keep real time. */
   deliveryNow?: () => number;
 }
@@ -62,6 +64,7 @@ async function startServices(
       INSTANCE_DOMAIN: domain,
       DELIVERY_URL: urls.delivery,
       LOG_LEVEL: "silent",
+      ...opts.directoryEnv,
     }),
     { defaultMetrics: false },
   );
