@@ -124,7 +124,6 @@ async function fetchPageAfter(
  * first page fetched ahead (`fetchInboxPage`): used when it was asked after the cursor this device still
  * holds, else fetched again. Each later page is asked for while the page before is processed (after that
  * page's cursor, which processing it saves), so a device catching up waits for no round trip between pages.
- *
  */
 export async function syncHubInbox(
   ctx: DeviceContext,
@@ -145,10 +144,11 @@ async function readHubInbox(
   hub: string,
   first: Promise<FetchedPage> | undefined,
   yieldAfterMs?: number,
+  /** Whether the cursor was cleared already, by this read or by one it resumes (only once per read). */
+  reset = { done: false },
 ): Promise<{ later: Promise<FetchedPage> } | undefined> {
   const client = ctx.delivery(hub);
   let ahead = first;
-  let resetOnce = false;
   for (let page = 0; ; page++) {
     if (page > 0 && ahead !== undefined && yieldAfterMs !== undefined) {
       const later = ahead;
@@ -168,8 +168,8 @@ async function readHubInbox(
     } catch (e) {
       // The hub no longer knows our cursor (e.g. its store was rebuilt): resume from what it has as
       // acknowledged, which is never past what we processed durably; sequence numbers skip repeats.
-      if (!(e instanceof ProtocolError && e.code === "invalid_cursor") || resetOnce) throw e;
-      resetOnce = true;
+      if (!(e instanceof ProtocolError && e.code === "invalid_cursor") || reset.done) throw e;
+      reset.done = true;
       await ctx.clearCursor(client.baseUrl);
       continue;
     }
@@ -214,6 +214,8 @@ export async function syncAllHubs(ctx: DeviceContext, concurrency = HUB_FETCH_CO
     for (const [hub, page] of ahead) void page.then(() => answered.add(hub));
     const waiting = [...next];
     const slow = new Set<string>();
+    // One cursor reset per hub and sync, also across the reads of a hub resumed after a slow page.
+    const resets = new Map(next.map((hub) => [hub, { done: false }]));
     while (waiting.length > 0) {
       const first = waiting[0]!;
       if (!answered.has(first)) {
@@ -227,7 +229,7 @@ export async function syncAllHubs(ctx: DeviceContext, concurrency = HUB_FETCH_CO
       const hub = answered.has(first) ? first : waiting.find((h) => answered.has(h))!;
       waiting.splice(waiting.indexOf(hub), 1);
       try {
-        const unfinished = await readHubInbox(ctx, hub, ahead.get(hub), SLOW_HUB_MS);
+        const unfinished = await readHubInbox(ctx, hub, ahead.get(hub), SLOW_HUB_MS, resets.get(hub));
         if (unfinished !== undefined) {
           // Its next page is slow: the hubs that answered go first; it is read on when the page comes.
           answered.delete(hub);
