@@ -41,6 +41,7 @@ import {
   type VerifyOptions,
   type VerifyResult,
 } from "./identity/members.js";
+import { publishAccountList } from "./identity/accountList.js";
 import { rotateAccountKey, type Rotation } from "./identity/rotation.js";
 import { DIRECTORY_TTL_MS, type IdentityOptions } from "./identity/verifier.js";
 import { refillKeyPackages } from "./keyPackages.js";
@@ -330,7 +331,27 @@ export class MlsDmClient {
         device = { ...device, mastodonToken: opts.mastodonToken };
         await store.writeDevice(device);
       }
-      if (!setupComplete(device)) await completeSetup(store, device);
+      let listProblem: string | undefined;
+      if (setupComplete(device)) {
+        // Nothing left to finish.
+      } else if (device.lastResort.ref !== "") {
+        // Registered: only the account's device list is left to publish (an approval or revocation whose
+        // request failed). The device works meanwhile; a failure is reported, and the next open, approval
+        // or revocation tries again. Failing the open would lock the user out of every group over it.
+        try {
+          await publishAccountList(store, device);
+        } catch (e) {
+          if (!(
+            e instanceof ClientError ||
+            e instanceof ProtocolError ||
+            e instanceof ServiceUnavailableError
+          ))
+            throw e;
+          listProblem = e.message;
+        }
+      } else {
+        await completeSetup(store, device);
+      }
       const ctx = await DeviceContext.load(
         store,
         opts.services ?? new WellKnownResolver(),
@@ -338,6 +359,9 @@ export class MlsDmClient {
         opts.clock,
         opts.identity,
       );
+      if (listProblem !== undefined) {
+        ctx.emit({ type: "error", operation: "publishing the account's device list", message: listProblem });
+      }
       const client = new MlsDmClient(ctx, timeout);
       client.generation = store.writes !== writes ? store.readGeneration() : generation;
       return client;

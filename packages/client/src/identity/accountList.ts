@@ -64,6 +64,58 @@ export async function recordNewList(
 }
 
 /**
+ * The directory refused version `ours` as stale: another device holding the account key (a restored one)
+ * published a list meanwhile. When the directory's list verifies under the account key and is at least as
+ * new, this device takes it as its own (saved: nothing is left to publish, so the device opens and works
+ * again) and its own change is dropped — it was built on an older list, and replaying it blindly could
+ * undo the other device's (a revocation above all). Throws `device_list_conflict` either way, saying which.
+ */
+async function adoptNewerList(
+  store: DeviceStore,
+  device: DeviceRecord,
+  directory: DirectoryClient,
+  ours: number,
+): Promise<never> {
+  const served = (await directory.accountDevices(device.acct).catch(() => undefined))?.device_list;
+  let theirs: DeviceList | undefined;
+  if (served != null) {
+    try {
+      const list = await verifyDeviceList(
+        decodeDeviceList(fromBase64url(served)),
+        accountKeyOf(device).publicKey,
+      );
+      if (list.acct === device.acct && list.version >= ours) theirs = list;
+    } catch {
+      // Not signed by this account's key: not ours to adopt (the member verification reports it).
+    }
+  }
+  if (theirs === undefined) {
+    throw new ClientError(
+      "device_list_conflict",
+      `the directory at ${device.home.directory} refused version ${ours} of the device list of ${device.acct} ` +
+        "as out of date, and serves no newer list signed by this account's key; nothing was published",
+    );
+  }
+  const prev = device.accountList!;
+  await store.writeDevice({
+    ...device,
+    accountList: {
+      list: served!,
+      version: theirs.version,
+      directoryVersion: theirs.version,
+      profileVersion: Math.min(prev.profileVersion, theirs.version),
+    },
+  });
+  throw new ClientError(
+    "device_list_conflict",
+    `another device holding the account key of ${device.acct} published version ${theirs.version} of its ` +
+      `device list meanwhile, so this device's change (version ${ours}: a device approved or revoked here ` +
+      "while the directory could not be reached) was not published. This device now uses that list: make " +
+      "the change again (approve the link again, or revoke the device again)",
+  );
+}
+
+/**
  * PUT the list to the home directory, then publish the profile proof naming its version (the directory
  * first: a profile naming a version the directory does not have yet would show `stale`, MV-15).
  */
@@ -82,11 +134,7 @@ export async function publishAccountList(store: DeviceStore, device: DeviceRecor
       );
     } catch (e) {
       if (e instanceof ProtocolError && e.code === "stale_device_list") {
-        throw new ClientError(
-          "device_list_conflict",
-          `the directory at ${device.home.directory} holds a newer device list of ${device.acct} than this ` +
-            "device's (another device holding the account key changed it); nothing was published",
-        );
+        await adoptNewerList(store, device, directory, l.version);
       }
       throw e;
     }
