@@ -41,6 +41,14 @@ export async function joinFromWelcome(
     for (const ref of refs) await forgetUsedKeyPackage(ctx, ref);
     return;
   }
+  // A group lives at one hub (DESIGN §6), and its id names it there only: another hub's Welcome naming a
+  // group this device was in is not that group. Joining would carry its record over (history, links,
+  // forks) to whoever made a group of that id elsewhere, with the device believing it back in the old one.
+  if (known !== undefined && known.record.hub !== hub) {
+    return fail(
+      `it names group ${item.group_id}, which this device knew at another hub (${known.record.hub})`,
+    );
+  }
   // Older than what this device processed of the group (a crash before the cursor was acknowledged, or a
   // hub sending it again): declined or used already. Not at the same seq: the Welcome of a re-add in one
   // commit has the very seq of the commit that removed the old leaf (D20).

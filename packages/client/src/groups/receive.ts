@@ -26,8 +26,18 @@ import type { BufferedMessage, HistoryEntry } from "../store/schemas.js";
 import { discardPending, promotePending, stillLeaving } from "./commitPipeline.js";
 import { noteRejectedCommit, rejectionReason, stuckFork, stuckReason } from "./forks.js";
 
-/** At most this many future-epoch messages are kept per group; beyond, they become undecryptable events. */
+/**
+ * At most this many future-epoch messages are kept per group, and at most this many bytes of them (as
+ * stored, base64): beyond either, they become undecryptable events. An honest hub sends a commit before
+ * the messages of the epoch it opens, so only a hostile one fills this; the byte bound keeps it from
+ * making every later save of the group rewrite gigabytes, or fail outright.
+ */
 const MAX_BUFFERED = 1000;
+export const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
+
+function bufferedBytes(buffered: readonly BufferedMessage[]): number {
+  return buffered.reduce((sum, b) => sum + b.message.length, 0);
+}
 
 type Outcome = "done" | "buffered";
 
@@ -47,6 +57,8 @@ export async function receiveGroupMessage(
   if (outcome === "buffered") {
     if (g.record.buffered.length >= MAX_BUFFERED) {
       emitUndecryptable(ctx, g, item.seq, "too many messages waiting for a missing commit");
+    } else if (bufferedBytes(g.record.buffered) + item.message.length > MAX_BUFFERED_BYTES) {
+      emitUndecryptable(ctx, g, item.seq, "too many bytes of messages waiting for a missing commit");
     } else {
       g.record.buffered = [...g.record.buffered, item];
     }
