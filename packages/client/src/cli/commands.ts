@@ -462,7 +462,7 @@ export async function create(cli: Cli, accts: string[], opts: AddCliOptions): Pr
   if (opts.json === true) return json(cli, result);
   cli.io.out(`Created group ${result.groupId}`);
   for (const a of result.added) cli.io.out(`  added ${a.acct} (device ${a.deviceId.slice(0, 12)})`);
-  for (const r of result.refused) cli.io.err(`  NOT added ${r.acct}: ${r.reason}`);
+  for (const r of result.refused) cli.io.err(`  NOT added ${r.acct}: ${safeText(r.reason)}`);
 }
 
 export async function add(cli: Cli, group: string, accts: string[], opts: AddCliOptions): Promise<void> {
@@ -473,7 +473,7 @@ export async function add(cli: Cli, group: string, accts: string[], opts: AddCli
   );
   if (opts.json === true) return json(cli, report);
   for (const a of report.added) cli.io.out(`added ${a.acct} (device ${a.deviceId.slice(0, 12)})`);
-  for (const r of report.refused) cli.io.err(`NOT added ${r.acct}: ${r.reason}`);
+  for (const r of report.refused) cli.io.err(`NOT added ${r.acct}: ${safeText(r.reason)}`);
   if (report.added.length === 0 && report.refused.length === 0) cli.io.out("nothing to add: already members");
 }
 
@@ -514,7 +514,7 @@ export async function readd(cli: Cli, group: string, devices: string[], opts: Ad
   }
   for (const r of report.refused) {
     cli.io.err(
-      `NOT re-added ${r.acct}${r.deviceId ? ` (device ${r.deviceId.slice(0, 12)})` : ""}: ${r.reason}`,
+      `NOT re-added ${r.acct}${r.deviceId ? ` (device ${r.deviceId.slice(0, 12)})` : ""}: ${safeText(r.reason)}`,
     );
   }
 }

@@ -2,7 +2,7 @@ import { ProtocolError } from "@mastodon-mls/protocol";
 import { ClientError, ServiceRefusedError, ServiceUnavailableError } from "../errors.js";
 import { MastodonError } from "../mastodon/oauth.js";
 import { StoreFormatError } from "../store/records.js";
-import { Interrupted, UsageError } from "./io.js";
+import { Interrupted, UsageError, terminalLines } from "./io.js";
 
 /** The CLI's exit codes (documented in the README and in `mls-dm --help`). */
 export const EXIT = {
@@ -76,8 +76,20 @@ const PROTOCOL_HINTS: Partial<Record<string, string>> = {
     "The directory does not know this device; set it up again (mls-dm init) or restore from backup.",
 };
 
-/** The exit code, message and advice for anything a command can throw. */
+/**
+ * The exit code, message and advice for anything a command can throw, fit for the terminal: a message
+ * may quote a service or another person (terminalLines).
+ */
 export function explain(e: unknown): Explained {
+  const { code, message, hint } = explainRaw(e);
+  return {
+    code,
+    message: terminalLines(message),
+    ...(hint === undefined ? {} : { hint: terminalLines(hint) }),
+  };
+}
+
+function explainRaw(e: unknown): Explained {
   if (e instanceof UsageError) return { code: EXIT.usage, message: e.message };
   if (e instanceof Interrupted) return { code: EXIT.interrupted, message: "interrupted" };
   if (e instanceof MastodonError) {
@@ -116,8 +128,8 @@ export function explain(e: unknown): Explained {
       code: EXIT.store,
       message: e.message,
       hint:
-        `Nothing else was changed. Put back a copy of ${e.path} if you have one. To give up a damaged group, ` +
-        "move its directory (groups/<id>) out of the device directory; its members can add you again.",
+        `Nothing else was changed. ${restoreAdvice(e.path)}To give up a damaged group, move its directory ` +
+        "(groups/<id>) out of the device directory; its members can add you again.",
     };
   }
   if (e instanceof ClientError) {
@@ -143,4 +155,12 @@ export function explain(e: unknown): Explained {
     message: `internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`,
     hint: "This is a bug in mls-dm; please report it with the command you ran.",
   };
+}
+
+/**
+ * A copy of a group's file is never advice: its state would be older than what this device already sent
+ * with, and the next messages would use key generations used before (the others cannot read them).
+ */
+function restoreAdvice(path: string): string {
+  return /(^|[\\/])groups[\\/]/.test(path) ? "" : `Put back a copy of ${path} if you have one. `;
 }

@@ -1,6 +1,6 @@
 import type { HistoryItem, Member } from "../client.js";
 import type { DmEvent, ForkParty } from "../events.js";
-import { safeText } from "./io.js";
+import { safeText, terminalLines } from "./io.js";
 
 // Readable output. Everything that came from another person passes through safeText (no terminal
 // escape sequences); group ids are shown in full (commands accept any unique prefix).
@@ -13,8 +13,13 @@ function time(at: Date = new Date()): string {
   return at.toISOString().slice(11, 19);
 }
 
-/** One line per event, or undefined for events not worth a line. */
+/** One line per event (more for a text of several lines), or undefined for events not worth a line. */
 export function formatEvent(e: DmEvent, now = new Date()): string | undefined {
+  const line = describeEvent(e, now);
+  return line === undefined ? undefined : terminalLines(line);
+}
+
+function describeEvent(e: DmEvent, now: Date): string | undefined {
   const g = "groupId" in e && e.groupId !== undefined ? `[${short(e.groupId)}] ` : "";
   const t = time(now);
   switch (e.type) {
@@ -35,7 +40,8 @@ export function formatEvent(e: DmEvent, now = new Date()): string | undefined {
     case "declined":
       return `${t} ${g}declined group ${e.groupId}: ${e.blocked.join(", ")} ${e.blocked.length === 1 ? "is" : "are"} in it, blocked (after mls-dm unblock, their new groups are joined)`;
     case "invitation":
-      return `${t} ${g}${e.from} invited you to group ${e.groupId}`;
+      // `from` is the hub's word (checked by it for accounts of its own instance only): the hub is named.
+      return `${t} ${g}${e.from} invited you to group ${e.groupId} (at ${e.hub})`;
     case "member_added":
       return e.blocked === undefined
         ? `${t} ${g}added: ${e.accts.join(", ")}`
@@ -84,6 +90,10 @@ function who(p: ForkParty): string {
 }
 
 export function formatHistory(h: HistoryItem): string {
+  return terminalLines(describeHistory(h));
+}
+
+function describeHistory(h: HistoryItem): string {
   const when = h.at.replace("T", " ").slice(0, 19);
   if (h.content.kind === "unsupported") {
     return `${when} ${h.from}: (unsupported: ${safeText(h.content.type)})`;

@@ -157,3 +157,12 @@ export function safeText(text: string): string {
     (c) => `\\u{${c.codePointAt(0)!.toString(16)}}`,
   );
 }
+
+/**
+ * What reaches the terminal: control characters shown, never interpreted (safeText; a second pass changes
+ * nothing), and the lines after the first of a multi-line text indented, so that a member's message (or a
+ * service's word) cannot print a line that reads as another message or another notice of mls-dm.
+ */
+export function terminalLines(text: string): string {
+  return safeText(text).replace(/\n/g, "\n    ");
+}
