@@ -2,7 +2,8 @@ import { randomUUID } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { AS_CONTEXT, type Activity } from "@mastodon-mls/protocol";
 import type { HistoryEntry } from "../store/schemas.js";
-import { checkTargetAuthor } from "./authorship.js";
+import { idAuthorsOf } from "../store/historyIds.js";
+import { checkIdOwnership, checkTargetAuthor } from "./authorship.js";
 
 const urn = () => `urn:uuid:${randomUUID()}`;
 const at = new Date().toISOString();
@@ -33,7 +34,8 @@ function created(author: string, noteId: string): HistoryEntry {
 
 describe("TXT-5: only a note's author edits, deletes or undoes", () => {
   const noteId = urn();
-  const history = [created("alice@a.test", noteId)];
+  const entries = [created("alice@a.test", noteId)];
+  const history = idAuthorsOf(entries);
 
   it("lets the author delete and update their note", () => {
     expect(
@@ -63,7 +65,7 @@ describe("TXT-5: only a note's author edits, deletes or undoes", () => {
       object: { type: "Note", id: noteId, attributedTo: "acct:bob@a.test", published: at, content: "forged" },
     };
     expect(checkTargetAuthor(update, "bob@a.test", history)).toMatch(/only alice@a.test may update/);
-    const create = history[0]!.content;
+    const create = entries[0]!.content;
     const activityId = create.kind === "activity" ? create.activity.id : "";
     expect(
       checkTargetAuthor({ ...base("bob@a.test"), type: "Undo", object: activityId }, "bob@a.test", history),
@@ -77,5 +79,33 @@ describe("TXT-5: only a note's author edits, deletes or undoes", () => {
     expect(
       checkTargetAuthor({ ...base("bob@a.test"), type: "Like", object: noteId }, "bob@a.test", history),
     ).toBeUndefined();
+  });
+});
+
+describe("TXT-6: a note id and an activity id are their first author's", () => {
+  const noteId = urn();
+  const entries = [created("alice@a.test", noteId)];
+  const known = idAuthorsOf(entries);
+  const create = (author: string, id: string, activityId?: string): Activity => ({
+    ...base(author),
+    ...(activityId === undefined ? {} : { id: activityId }),
+    type: "Create",
+    object: { type: "Note", id, attributedTo: `acct:${author}`, published: at, content: "copy" },
+  });
+
+  it("refuses another member's note or activity under an id already used", () => {
+    expect(checkIdOwnership(create("bob@a.test", noteId), "bob@a.test", known)).toMatch(
+      /note id is already alice@a.test's/,
+    );
+    const first = entries[0]!.content;
+    const activityId = first.kind === "activity" ? first.activity.id : "";
+    expect(checkIdOwnership(create("bob@a.test", urn(), activityId), "bob@a.test", known)).toMatch(
+      /activity id is already alice@a.test's/,
+    );
+  });
+
+  it("lets the first author use the id again (a resend), and anyone use a new one", () => {
+    expect(checkIdOwnership(create("alice@a.test", noteId), "alice@a.test", known)).toBeUndefined();
+    expect(checkIdOwnership(create("bob@a.test", urn()), "bob@a.test", known)).toBeUndefined();
   });
 });

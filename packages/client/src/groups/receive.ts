@@ -15,7 +15,7 @@ import {
   type MLSMessage,
 } from "ts-mls";
 import type { DeviceContext, GroupHandle } from "../context.js";
-import { checkTargetAuthor } from "./authorship.js";
+import { checkIdOwnership, checkTargetAuthor } from "./authorship.js";
 import { blockedAccts } from "./blocking.js";
 import { decodeMessage, messageHash } from "../mls/codec.js";
 import { settleEcho } from "./outbox.js";
@@ -318,11 +318,12 @@ async function receiveApplication(
     content: clear.kind === "activity" ? clear : { kind: "unsupported", type: clear.type },
   };
   if (clear.kind === "activity") {
-    const broken =
-      checkAttribution(clear.activity, identity) ??
-      (["Update", "Delete", "Undo"].includes(clear.activity.type)
-        ? checkTargetAuthor(clear.activity, from, await ctx.store.readHistory(groupId))
-        : undefined);
+    let broken = checkAttribution(clear.activity, identity);
+    if (broken === undefined) {
+      const known = await ctx.store.historyIdAuthors(groupId);
+      broken =
+        checkIdOwnership(clear.activity, from, known) ?? checkTargetAuthor(clear.activity, from, known);
+    }
     if (broken !== undefined) {
       ctx.emit({ type: "refused", groupId, from, seq: item.seq, reason: broken });
       return;

@@ -1,4 +1,5 @@
-import { mkdir, mkdtemp, readFile, stat, writeFile } from "node:fs/promises";
+import { randomUUID } from "node:crypto";
+import { mkdir, mkdtemp, readFile, rename, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -8,6 +9,7 @@ import {
   cipherSuite,
   profileClientConfig,
 } from "@mastodon-mls/bridge";
+import { AS_CONTEXT } from "@mastodon-mls/protocol";
 import { createGroup } from "ts-mls";
 import { describe, expect, it } from "vitest";
 import { decodeState, encodeState } from "../mls/codec.js";
@@ -130,6 +132,56 @@ describe("DeviceStore", () => {
     expect((await store.readHistory(id)).map((e) => e.seq)).toEqual([1, 2]);
     await store.appendHistory(id, [entry(3)]);
     expect((await store.readHistory(id)).map((e) => e.seq)).toEqual([1, 2, 3]);
+  });
+
+  it("knows who first used each note and activity id, reading only what was appended since, or a new file whole", async () => {
+    const store = await freshStore();
+    const id = "CCCCCCCCCCCCCCCCCCCCCC";
+    const note = (seq: number, from: string, activityId: string, noteId: string): HistoryEntry => ({
+      ...entry(seq),
+      from,
+      content: {
+        kind: "activity",
+        activity: {
+          "@context": AS_CONTEXT,
+          v: 1,
+          id: activityId,
+          type: "Create",
+          actor: `acct:${from}`,
+          published: new Date(0).toISOString(),
+          object: {
+            type: "Note",
+            id: noteId,
+            attributedTo: `acct:${from}`,
+            published: new Date(0).toISOString(),
+            content: "x",
+          },
+        },
+      },
+    });
+    const urn = () => `urn:uuid:${randomUUID()}`;
+    const [a1, n1, a2, n2, a3, a4, n4] = [urn(), urn(), urn(), urn(), urn(), urn(), urn()];
+    expect((await store.historyIdAuthors(id)).notes.size).toBe(0);
+    await store.appendHistory(id, [note(1, "bob@a.test", a1, n1)]);
+    expect((await store.historyIdAuthors(id)).notes.get(n1)).toBe("bob@a.test");
+    // Appended since, and a torn line: read on from where it stopped; a later copy keeps the first author.
+    await store.appendHistory(id, [note(2, "carol@a.test", a2, n1)]);
+    await writeFile(join(store.groupsDir, id, "history.jsonl"), '\n{"v":1,"seq":9,"at', { flag: "a" });
+    await store.appendHistory(id, [note(3, "carol@a.test", a3, n2)]);
+    const known = await store.historyIdAuthors(id);
+    expect([known.notes.get(n1), known.notes.get(n2), known.activities.get(a2)]).toEqual([
+      "bob@a.test",
+      "carol@a.test",
+      "carol@a.test",
+    ]);
+    // Another file in its place (as a change of passphrase writes): read again whole.
+    const path = join(store.groupsDir, id, "history.jsonl");
+    const text = await readFile(path);
+    await writeFile(`${path}.new`, text);
+    await rename(`${path}.new`, path);
+    await store.appendHistory(id, [note(4, "dave@a.test", a4, n4)]);
+    expect((await store.historyIdAuthors(id)).notes.get(n4)).toBe("dave@a.test");
+    expect((await store.historyIdAuthors(id)).notes.get(n1)).toBe("bob@a.test");
   });
 
   it("finds a sequence number among the history's last lines only, whatever the cut and a damaged line", async () => {

@@ -35,6 +35,7 @@ import {
   type StoreProtection,
   type UnlockOptions,
 } from "./cipher.js";
+import { emptyIdAuthors, noteIdAuthors, type IdAuthors } from "./historyIds.js";
 import { LOCK_FILE, tryDeviceLock } from "./lock.js";
 import { StoreFormatError, readRecord, writeRecord } from "./records.js";
 import {
@@ -111,6 +112,9 @@ export class DeviceStore {
 
   /** Per group, members.json as last written or read by this store (writeGroup skips an unchanged one). */
   private readonly membersWritten = new Map<string, string>();
+
+  /** Per group, the ids of its history and their authors, and how far into which file they were read. */
+  private readonly idAuthorIndex = new Map<string, { ino: number; size: number; known: IdAuthors }>();
 
   /**
    * Run under the directory's lock before an operation: whether this store's key still reads and writes
@@ -578,6 +582,55 @@ export class DeviceStore {
       await handle.close();
     }
     if (created) await fsyncDir(dir);
+  }
+
+  /**
+   * Who first used each note id and activity id of the group's history (TXT-5, TXT-6), without reading
+   * the whole history for every message: a history file only grows, so what was read is kept with the
+   * file's size, and only what was appended since (by any process) is read. Another file in its place (a
+   * change of passphrase rewrites it) is read again whole. Lines that do not read are skipped here
+   * (`readHistory` reports them).
+   */
+  async historyIdAuthors(groupId: string): Promise<IdAuthors> {
+    const path = join(this.groupDir(groupId), "history.jsonl");
+    let handle;
+    try {
+      handle = await open(path, constants.O_RDONLY);
+    } catch (e) {
+      if (!isNotFound(e)) throw e;
+      this.idAuthorIndex.delete(groupId);
+      return emptyIdAuthors();
+    }
+    try {
+      const { ino, size } = await handle.stat();
+      let index = this.idAuthorIndex.get(groupId);
+      if (index === undefined || index.ino !== ino || size < index.size) {
+        index = { ino, size: 0, known: emptyIdAuthors() };
+      }
+      if (size > index.size) {
+        const buf = Buffer.alloc(size - index.size);
+        const { bytesRead } = await handle.read(buf, 0, buf.length, index.size);
+        const rel = this.rel(path);
+        // Lines are appended as "\n<line>", so what follows the last size read starts at a line.
+        for (const line of buf.subarray(0, bytesRead).toString("utf8").split("\n")) {
+          if (line === "") continue;
+          let entry: unknown;
+          try {
+            entry = this.cipher.decodeLine(path, rel, line, 0);
+          } catch (e) {
+            if (e instanceof StoreFormatError) continue;
+            throw e;
+          }
+          const parsed = HistoryEntry.safeParse(entry);
+          if (parsed.success) noteIdAuthors(index.known, parsed.data);
+        }
+        index.size += bytesRead;
+      }
+      this.idAuthorIndex.set(groupId, index);
+      return index.known;
+    } finally {
+      await handle.close();
+    }
   }
 
   /** Makes every line appended to the group's history so far durable (see appendHistory). */
