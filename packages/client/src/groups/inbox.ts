@@ -1,7 +1,7 @@
 import { ProtocolError, type InboxItem, type InboxResponse } from "@mastodon-mls/protocol";
 import type { DeviceContext } from "../context.js";
 import { ClientError, ServiceUnavailableError } from "../errors.js";
-import { checkServiceUrl } from "../transport/serviceUrl.js";
+import { checkRemoteServiceUrl } from "../transport/serviceUrl.js";
 import { limiter } from "../util/mapLimit.js";
 import { blockedAccts } from "./blocking.js";
 import { noteBehindRetention, noteForkNotice, reportForks } from "./forks.js";
@@ -31,7 +31,7 @@ async function processItem(ctx: DeviceContext, hub: string, item: InboxItem): Pr
     case "invitation": {
       let pointed: string;
       try {
-        pointed = checkServiceUrl(item.hub);
+        pointed = checkRemoteServiceUrl(item.hub, ctx.resolver.insecureLoopback === true);
       } catch (e) {
         const why = e instanceof ClientError ? e.message : String(e);
         ctx.emit({

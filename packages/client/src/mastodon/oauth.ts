@@ -1,4 +1,5 @@
 import { createHash, randomBytes } from "node:crypto";
+import { formatAcct, parseAcct } from "@mastodon-mls/protocol";
 
 // The few Mastodon calls the CLI makes itself (notes/mastodon-api-facts.md): register an application,
 // the authorization-code flow with the out-of-band redirect (the user pastes the code), and finding out
@@ -10,6 +11,8 @@ export const OOB_REDIRECT_URI = "urn:ietf:wg:oauth:2.0:oob";
 export const CLIENT_SCOPES = "read:accounts write:accounts";
 
 const TIMEOUT_MS = 30_000;
+/** Mastodon's answers to these calls are a few KiB; a larger one is not read (an instance is not trusted). */
+const MAX_ANSWER_BYTES = 1024 * 1024;
 const LOOPBACK = new Set(["localhost", "127.0.0.1", "[::1]"]);
 
 /** A Mastodon instance could not be reached (`unreachable`) or said no (`refused`). */
@@ -69,8 +72,9 @@ async function call(
       signal: AbortSignal.timeout(TIMEOUT_MS),
       redirect: "error",
     });
-    text = await res.text();
+    text = await boundedText(res, MAX_ANSWER_BYTES);
   } catch (e) {
+    if (e instanceof MastodonError) throw e;
     const cause = e instanceof Error && e.cause instanceof Error ? ` (${e.cause.message})` : "";
     throw new MastodonError("unreachable", origin, `${e instanceof Error ? e.message : String(e)}${cause}`);
   }
@@ -87,12 +91,42 @@ async function call(
     );
   }
   if (!res.ok) {
-    const e = json as { error?: unknown; error_description?: unknown };
-    const what = [e.error, e.error_description].filter((x) => typeof x === "string").join(": ");
+    const what = [field(json, "error"), field(json, "error_description")]
+      .filter((x) => typeof x === "string")
+      .join(": ");
     const detail = `${init.method ?? "GET"} ${path} answered ${res.status}${what === "" ? "" : ` (${what})`}`;
     throw new MastodonError(res.status >= 500 ? "unreachable" : "refused", origin, detail, res.status);
   }
   return json;
+}
+
+/** The body as text, refusing one larger than `max` bytes without reading it all. */
+async function boundedText(res: Response, max: number): Promise<string> {
+  if (Number(res.headers.get("content-length") ?? "0") > max) {
+    await res.body?.cancel();
+    throw new MastodonError("unreachable", new URL(res.url).origin, `an answer larger than ${max} bytes`);
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  const reader = res.body?.getReader();
+  for (;;) {
+    const next = await reader?.read();
+    if (next === undefined || next.done) break;
+    size += next.value.byteLength;
+    if (size > max) {
+      await reader!.cancel().catch(() => undefined);
+      throw new MastodonError("unreachable", new URL(res.url).origin, `an answer larger than ${max} bytes`);
+    }
+    chunks.push(next.value);
+  }
+  return Buffer.concat(chunks).toString("utf8");
+}
+
+/** A field of a JSON answer, whatever the answer's shape (null, an array, a number…). */
+function field(json: unknown, key: string): unknown {
+  return typeof json === "object" && json !== null && !Array.isArray(json)
+    ? (json as Record<string, unknown>)[key]
+    : undefined;
 }
 
 function str(v: unknown, origin: string, what: string): string {
@@ -108,13 +142,13 @@ export interface RegisteredApp {
 
 /** POST /api/v1/apps with the out-of-band redirect URI. */
 export async function registerApp(origin: string, clientName = "mls-dm"): Promise<RegisteredApp> {
-  const json = (await call(origin, "/api/v1/apps", {
+  const json = await call(origin, "/api/v1/apps", {
     method: "POST",
     form: { client_name: clientName, redirect_uris: OOB_REDIRECT_URI, scopes: CLIENT_SCOPES },
-  })) as { client_id?: unknown; client_secret?: unknown };
+  });
   return {
-    clientId: str(json.client_id, origin, "client_id"),
-    clientSecret: str(json.client_secret, origin, "client_secret"),
+    clientId: str(field(json, "client_id"), origin, "client_id"),
+    clientSecret: str(field(json, "client_secret"), origin, "client_secret"),
   };
 }
 
@@ -145,7 +179,7 @@ export async function exchangeCode(
   code: string,
   codeVerifier: string,
 ): Promise<string> {
-  const json = (await call(origin, "/oauth/token", {
+  const json = await call(origin, "/oauth/token", {
     method: "POST",
     form: {
       grant_type: "authorization_code",
@@ -156,8 +190,8 @@ export async function exchangeCode(
       code_verifier: codeVerifier,
       scope: CLIENT_SCOPES,
     },
-  })) as { access_token?: unknown };
-  return str(json.access_token, origin, "access_token");
+  });
+  return str(field(json, "access_token"), origin, "access_token");
 }
 
 /** `user@LOCAL_DOMAIN` of the token's account. */
@@ -165,9 +199,16 @@ export async function accountOfToken(
   origin: string,
   token: string,
 ): Promise<{ acct: string; domain: string }> {
-  const me = (await call(origin, "/api/v1/accounts/verify_credentials", { token })) as { username?: unknown };
-  const instance = (await call(origin, "/api/v2/instance")) as { domain?: unknown };
-  const username = str(me.username, origin, "username").toLowerCase();
-  const domain = str(instance.domain, origin, "the instance's domain").toLowerCase();
-  return { acct: `${username}@${domain}`, domain };
+  const me = await call(origin, "/api/v1/accounts/verify_credentials", { token });
+  const instance = await call(origin, "/api/v2/instance");
+  const username = str(field(me, "username"), origin, "username").toLowerCase();
+  const domain = str(field(instance, "domain"), origin, "the instance's domain").toLowerCase();
+  // Both come from the instance: only a well-formed account name is kept (and later named in proofs).
+  let acct: string;
+  try {
+    acct = formatAcct(parseAcct(`${username}@${domain}`));
+  } catch {
+    throw new MastodonError("unreachable", origin, "the answer names no valid account (username@domain)");
+  }
+  return { acct, domain: parseAcct(acct).domain };
 }

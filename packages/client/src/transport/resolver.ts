@@ -1,7 +1,7 @@
 import { WellKnownServices } from "@mastodon-mls/protocol";
 import { ClientError } from "../errors.js";
 import { ServiceHttp } from "./http.js";
-import { checkServiceUrl } from "./serviceUrl.js";
+import { checkRemoteServiceUrl, checkServiceUrl } from "./serviceUrl.js";
 
 export interface ServiceUrls {
   directory: string;
@@ -51,7 +51,11 @@ export class WellKnownResolver implements ServiceResolver {
       auth: { kind: "none" },
       response: WellKnownServices,
     });
-    return { directory: checkServiceUrl(found.directory), delivery: checkServiceUrl(found.delivery) };
+    // Named by the instance: never this machine or a private network (a development set-up uses a map).
+    return {
+      directory: checkRemoteServiceUrl(found.directory, false),
+      delivery: checkRemoteServiceUrl(found.delivery, false),
+    };
   }
 }
 

@@ -1,3 +1,5 @@
+import { isIP } from "node:net";
+import { classifyAddress } from "@mastodon-mls/bridge";
 import { ClientError } from "../errors.js";
 
 const LOOPBACK = new Set(["localhost", "127.0.0.1", "[::1]"]);
@@ -24,4 +26,27 @@ export function checkServiceUrl(url: string): string {
     );
   }
   return parsed.href.replace(/\/+$/, "");
+}
+
+/**
+ * A service URL another party named (an instance's `/.well-known/mls-services`, the hub of an invitation):
+ * as `checkServiceUrl`, and, unless this device runs against development services (`allowLoopback`, the
+ * resolver's `insecureLoopback`), HTTPS to a host that is neither this machine (`localhost`) nor an address
+ * of a loopback, private, link-local or special network (NET-3 of docs/identity.md, for IP literals; a DNS
+ * name is not resolved here). Otherwise a stranger could make the device send its requests to services on
+ * its own machine or network.
+ */
+export function checkRemoteServiceUrl(url: string, allowLoopback: boolean): string {
+  const base = checkServiceUrl(url);
+  if (allowLoopback) return base;
+  const parsed = new URL(base);
+  const host = parsed.hostname.replace(/^\[(.*)\]$/, "$1").toLowerCase();
+  const local = host === "localhost" || host.endsWith(".localhost");
+  if (parsed.protocol !== "https:" || local || (isIP(host) !== 0 && classifyAddress(host) !== "public")) {
+    throw new ClientError(
+      "invalid_service_url",
+      `a service named by another instance or person must be reached over https at a public address: ${url}`,
+    );
+  }
+  return base;
 }
