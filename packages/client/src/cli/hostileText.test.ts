@@ -87,8 +87,14 @@ describe("text from a hostile hub or member on the terminal", () => {
         certificate: fromBase64url(device.certificate),
         signKey: fromBase64url(device.deviceKey.signKey),
       }).invite(bob.acct, evilUrl, toBase64url(new Uint8Array(randomBytes(16))));
+      // A development map: loopback hubs are allowed (in production this one would be refused outright,
+      // invitationHub.test.ts); what is printed is what is checked here.
+      const map = JSON.stringify({
+        "a.test": { ...a.urls, mastodon: a.mastodon.url },
+        "b.test": { ...b.urls, mastodon: b.mastodon.url },
+      });
       const io = fakeIo();
-      expect(await main(["--dir", bob.dir, "sync"], io)).toBe(0);
+      expect(await main(["--dir", bob.dir, "--services-map", map, "sync"], io)).toBe(0);
       const line = io.stdout.find((l) => l.includes("carol@a.test") && l.includes("invited you"));
       expect(line, io.stdout.join("\n")).toBeDefined();
       expect(JSON.stringify(line)).not.toMatch(RAW_CONTROL);
