@@ -427,5 +427,13 @@ async function readBase(
   if (whole === undefined) {
     throw new StoreFormatError(where, `the state base base-${name}.json it names is missing`);
   }
+  // A base is named by its hash: a damaged one (a directory without encryption has no MAC) is refused
+  // here rather than decoded into keys that are silently wrong.
+  if (createHash("sha256").update(whole).digest("base64url") !== name) {
+    throw new StoreFormatError(
+      where,
+      `the state base base-${name}.json it names is damaged (its hash differs)`,
+    );
+  }
   return decodeState(whole);
 }

@@ -100,6 +100,19 @@ describe("group state files", () => {
     expect((await reopened.history(groupId)).length).toBe(4);
   });
 
+  it("a base snapshot changed on disk (no encryption, so no MAC) is refused by name, not decoded into wrong keys", async () => {
+    const { groupId } = await aliceInAGroup();
+    const [base] = await bases(groupId);
+    const path = join(dir, "groups", groupId, base!);
+    const record = JSON.parse(await readFile(path, "utf8")) as { state: string };
+    // One character of the encoded state changed, as a bit flip on disk would.
+    const i = Math.floor(record.state.length / 2);
+    const flipped = record.state[i] === "A" ? "B" : "A";
+    record.state = record.state.slice(0, i) + flipped + record.state.slice(i + 1);
+    await writeFile(path, JSON.stringify(record));
+    await expect(MlsDmClient.open(dir)).rejects.toThrow(/damaged \(its hash differs\)/);
+  });
+
   it("a crash after a commit's new state was written, before the commit was saved as pending, loses nothing", async () => {
     const opts = {
       services: new StaticResolver({ "a.test": { directory: fake.url, delivery: fake.url } }),
