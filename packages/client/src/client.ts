@@ -192,6 +192,12 @@ export type HistoryItem = Omit<HistoryEntry, "v">;
  * Every operation is serialised per device; every change reaches the disk before it is relied on.
  */
 export class MlsDmClient {
+  /**
+   * What opening the device found that its user must hear (also queued as `error` events): a change to
+   * the account's device list that could not be published, or was dropped because another device holding
+   * the account key published a newer list (a revocation made here, above all). The CLI prints them.
+   */
+  readonly openNotices: string[] = [];
   private readonly queue = new SerialQueue();
   private readonly deps: PipelineDeps;
   /** The directory's generation as this process last saw or wrote it (see `op`). */
@@ -363,6 +369,7 @@ export class MlsDmClient {
         ctx.emit({ type: "error", operation: "publishing the account's device list", message: listProblem });
       }
       const client = new MlsDmClient(ctx, timeout);
+      if (listProblem !== undefined) client.openNotices.push(listProblem);
       client.generation = store.writes !== writes ? store.readGeneration() : generation;
       return client;
     } finally {

@@ -5,7 +5,7 @@ import type { KdfPolicy } from "../crypto/kdf.js";
 import type { StoreProtection } from "../store/cipher.js";
 import { DeviceStore } from "../store/deviceStore.js";
 import type { SessionRecord } from "../store/schemas.js";
-import { UsageError, withProgress, type Io } from "./io.js";
+import { UsageError, safeText, withProgress, type Io } from "./io.js";
 import { CliResolver, parseServicesMap, type ServicesMap } from "./services.js";
 
 export interface GlobalOptions {
@@ -162,6 +162,8 @@ export class Cli {
     const client = await withProgress(this.io, "Opening the device", () =>
       MlsDmClient.openStore(store, { services: this.resolver(session) }),
     );
+    // Said by whichever command opened the device: the next open may have nothing left to say.
+    for (const notice of client.openNotices) this.io.err(`warning: ${safeText(notice)}`);
     return { client, store, session };
   }
 }

@@ -2,7 +2,7 @@ import { ProtocolError } from "@mastodon-mls/protocol";
 import { ClientError, ServiceRefusedError, ServiceUnavailableError } from "../errors.js";
 import { MastodonError } from "../mastodon/oauth.js";
 import { StoreFormatError } from "../store/records.js";
-import { Interrupted, UsageError, terminalLines } from "./io.js";
+import { Interrupted, UsageError, safeText } from "./io.js";
 
 /** The CLI's exit codes (documented in the README and in `mls-dm --help`). */
 export const EXIT = {
@@ -78,14 +78,14 @@ const PROTOCOL_HINTS: Partial<Record<string, string>> = {
 
 /**
  * The exit code, message and advice for anything a command can throw, fit for the terminal: a message
- * may quote a service or another person (terminalLines).
+ * may quote a service or another person (safeText).
  */
 export function explain(e: unknown): Explained {
   const { code, message, hint } = explainRaw(e);
   return {
     code,
-    message: terminalLines(message),
-    ...(hint === undefined ? {} : { hint: terminalLines(hint) }),
+    message: safeText(message),
+    ...(hint === undefined ? {} : { hint: safeText(hint) }),
   };
 }
 

@@ -1,6 +1,6 @@
 import type { HistoryItem, Member } from "../client.js";
 import type { DmEvent, ForkParty } from "../events.js";
-import { safeText, terminalLines } from "./io.js";
+import { safeText } from "./io.js";
 
 // Readable output. Everything that came from another person passes through safeText (no terminal
 // escape sequences); group ids are shown in full (commands accept any unique prefix).
@@ -16,7 +16,7 @@ function time(at: Date = new Date()): string {
 /** One line per event (more for a text of several lines), or undefined for events not worth a line. */
 export function formatEvent(e: DmEvent, now = new Date()): string | undefined {
   const line = describeEvent(e, now);
-  return line === undefined ? undefined : terminalLines(line);
+  return line === undefined ? undefined : safeText(line);
 }
 
 function describeEvent(e: DmEvent, now: Date): string | undefined {
@@ -90,7 +90,7 @@ function who(p: ForkParty): string {
 }
 
 export function formatHistory(h: HistoryItem): string {
-  return terminalLines(describeHistory(h));
+  return safeText(describeHistory(h));
 }
 
 function describeHistory(h: HistoryItem): string {

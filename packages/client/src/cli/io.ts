@@ -149,20 +149,17 @@ export async function withProgress<T>(
   }
 }
 
-/** Terminal-safe text from others: control characters (escape sequences!) shown as \u{…}, never interpreted. */
-export function safeText(text: string): string {
-  return text.replace(
-    // eslint-disable-next-line no-control-regex -- matching control characters is the point
-    /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g,
-    (c) => `\\u{${c.codePointAt(0)!.toString(16)}}`,
-  );
-}
-
 /**
- * What reaches the terminal: control characters shown, never interpreted (safeText; a second pass changes
- * nothing), and the lines after the first of a multi-line text indented, so that a member's message (or a
- * service's word) cannot print a line that reads as another message or another notice of mls-dm.
+ * Terminal-safe text from others (or from a service): control characters (escape sequences!) shown as
+ * \u{…}, never interpreted, and the lines after the first indented, so that the text cannot print a line
+ * that reads as another message or another notice of mls-dm. A second pass changes nothing.
  */
-export function terminalLines(text: string): string {
-  return safeText(text).replace(/\n/g, "\n    ");
+export function safeText(text: string): string {
+  return text
+    .replace(
+      // eslint-disable-next-line no-control-regex -- matching control characters is the point
+      /[\u0000-\u0008\u000b-\u001f\u007f-\u009f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g,
+      (c) => `\\u{${c.codePointAt(0)!.toString(16)}}`,
+    )
+    .replace(/\n(?: {4})?/g, "\n    ");
 }

@@ -1,4 +1,5 @@
 import {
+  bytesEqual,
   decodeDeviceList,
   publishProof,
   verifyDeviceList,
@@ -106,12 +107,23 @@ async function adoptNewerList(
       profileVersion: Math.min(prev.profileVersion, theirs.version),
     },
   });
+  const dropped =
+    `another device holding the account key of ${device.acct} published version ${theirs.version} of its ` +
+    `device list meanwhile, so this device's change (version ${ours}: a device approved or revoked here ` +
+    "while the directory could not be reached) was not published.";
+  const self = fromBase64url(device.deviceKey.publicKey);
+  if (!theirs.devices.some((d) => bytesEqual(d.sigKey, self))) {
+    throw new ClientError(
+      "device_list_conflict",
+      `${dropped} That list does not name this device: this device was revoked by the other one, and ` +
+        "cannot be added to groups any more. If that was a mistake, link it again from a device that holds " +
+        "the account key (mls-dm link-device), or restore it from the backup.",
+    );
+  }
   throw new ClientError(
     "device_list_conflict",
-    `another device holding the account key of ${device.acct} published version ${theirs.version} of its ` +
-      `device list meanwhile, so this device's change (version ${ours}: a device approved or revoked here ` +
-      "while the directory could not be reached) was not published. This device now uses that list: make " +
-      "the change again (approve the link again, or revoke the device again)",
+    `${dropped} This device now uses that list: make the change again (approve the link again, or revoke ` +
+      "the device again)",
   );
 }
 

@@ -40,6 +40,8 @@ describe("checkRemoteServiceUrl: a URL another instance or person named (found b
       "http://localhost:2375",
       "https://localhost",
       "https://api.localhost",
+      "https://localhost.",
+      "https://api.localhost..",
       "https://127.0.0.1",
       "https://10.0.0.1",
       "https://192.168.1.10:8443",

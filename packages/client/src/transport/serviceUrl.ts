@@ -40,7 +40,11 @@ export function checkRemoteServiceUrl(url: string, allowLoopback: boolean): stri
   const base = checkServiceUrl(url);
   if (allowLoopback) return base;
   const parsed = new URL(base);
-  const host = parsed.hostname.replace(/^\[(.*)\]$/, "$1").toLowerCase();
+  // "localhost." is localhost too: trailing dots go before the checks.
+  const host = parsed.hostname
+    .replace(/^\[(.*)\]$/, "$1")
+    .replace(/\.+$/, "")
+    .toLowerCase();
   const local = host === "localhost" || host.endsWith(".localhost");
   if (parsed.protocol !== "https:" || local || (isIP(host) !== 0 && classifyAddress(host) !== "public")) {
     throw new ClientError(

@@ -1,0 +1,137 @@
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import { UsageError, type Io } from "../cli/io.js";
+import { main } from "../cli/main.js";
+import { MlsDmClient } from "../client.js";
+import { DeviceStore } from "../store/deviceStore.js";
+import { HubProxy } from "../testSupport/hubProxy.js";
+import {
+  FAST_RETRY,
+  newClient,
+  startInstance,
+  stopInstance,
+  type Instance,
+} from "../testSupport/instances.js";
+import { StaticResolver } from "../transport/resolver.js";
+
+// When a list change made here is dropped for a newer list another key holder published
+// (listConflict.test.ts), the user must hear it from whichever command opened the device — a revocation
+// above all — and a device that list no longer names must be told it was revoked. Found by a review of
+// the fix: the notice was only an event, which `send` and most commands never show, and the next open
+// had nothing left to say.
+
+const proxy = new HubProxy();
+let a: Instance;
+let resolver: StaticResolver;
+beforeAll(async () => {
+  await proxy.start();
+  a = await startInstance("a.test", { directoryEnv: { PUBLIC_URL: proxy.url } });
+  proxy.target = a.urls.directory;
+  resolver = new StaticResolver({
+    "a.test": { directory: proxy.url, delivery: a.urls.delivery, mastodon: a.mastodon.url },
+  });
+});
+afterAll(async () => {
+  await stopInstance(a);
+  await proxy.stop();
+});
+
+const token = (u: string) => a.mastodon.issueToken({ username: u, scopes: "read write" });
+const tmp = async (p: string) => join(await mkdtemp(join(tmpdir(), p)), "d");
+
+async function setUp(user: string) {
+  const first = await newClient(a, user, resolver);
+  const backup = (await first.backupAccountKey({ passphrase: "a long backup passphrase" })).text;
+  const restore = async () =>
+    MlsDmClient.restore({
+      dir: await tmp("mls-dm-restored-"),
+      protection: { kind: "none" },
+      backup,
+      secret: "a long backup passphrase",
+      mastodonToken: token(user),
+      services: resolver,
+      keyPackages: 1,
+      retry: FAST_RETRY,
+    });
+  const link = async (name: string) =>
+    MlsDmClient.beginLink(await DeviceStore.create(await tmp("mls-dm-link-"), { kind: "none" }), {
+      acct: `${user}@a.test`,
+      mastodonToken: token(user),
+      deviceName: name,
+    });
+  return { first, restore, link };
+}
+
+function putFails(): void {
+  proxy.intercept = (r) =>
+    r.method === "PUT" && r.path.endsWith("/device-list") ? { status: 503, body: "down" } : undefined;
+}
+
+function fakeIo(out: string[]): Io {
+  return {
+    out: (t) => out.push(t),
+    err: (t) => out.push(t),
+    env: { MLS_DM_INSECURE_TEST_KDF: "1" },
+    stdinIsTty: false,
+    stderrIsTty: false,
+    readLine: () => Promise.reject(new UsageError("no input")),
+    readSecret: () => Promise.reject(new UsageError("no input")),
+  };
+}
+
+it(
+  "a revocation dropped for another device's newer list is said by the command that opened the device",
+  { timeout: 60_000 },
+  async () => {
+    const { first: alice, restore, link } = await setUp("alice");
+    const phone = await link("phone");
+    await alice.approveLink(phone.code, phone.confirmation);
+    const phoneId = (await alice.devices()).devices.find((d) => d.name === "phone")!.deviceId;
+    const restored = await restore();
+    const { groupId } = await alice.createGroup([]);
+    // The phone is stolen; alice revokes it while her directory fails the PUT.
+    putFails();
+    await expect(alice.revokeDevice(phoneId)).rejects.toThrow();
+    proxy.intercept = () => undefined;
+    // Meanwhile the restored device approves a tablet, on a list that still names the phone.
+    const tablet = await link("tablet");
+    await restored.approveLink(tablet.code, tablet.confirmation);
+
+    const out: string[] = [];
+    const map = JSON.stringify({
+      "a.test": { directory: proxy.url, delivery: a.urls.delivery, mastodon: a.mastodon.url },
+    });
+    expect(
+      await main(["--dir", alice.dir, "--services-map", map, "send", groupId, "hello"], fakeIo(out)),
+    ).toBe(0);
+    expect(out.join("\n")).toMatch(
+      /warning: another device holding the account key .* revoke the device again/s,
+    );
+    // The phone is listed again: revoking it again is what the warning asks for, and it works.
+    const again = await MlsDmClient.open(alice.dir, { services: resolver, retry: FAST_RETRY });
+    expect((await again.devices()).devices.map((d) => d.deviceId)).toContain(phoneId);
+    await again.revokeDevice(phoneId);
+    expect((await again.devices()).devices.map((d) => d.deviceId)).not.toContain(phoneId);
+  },
+);
+
+it(
+  "a list adopted from the directory that no longer names this device says it was revoked",
+  { timeout: 60_000 },
+  async () => {
+    const { first: laptop, restore, link } = await setUp("bob");
+    const restored = await restore();
+    const phone = await link("phone");
+    putFails();
+    await expect(laptop.approveLink(phone.code, phone.confirmation)).rejects.toThrow();
+    proxy.intercept = () => undefined;
+    // The laptop is lost: the restored device revokes it.
+    await restored.revokeDevice(laptop.deviceId);
+
+    const reopened = await MlsDmClient.open(laptop.dir, { services: resolver, retry: FAST_RETRY });
+    expect(reopened.openNotices).toEqual([expect.stringMatching(/this device was revoked by the other one/)]);
+    expect((await reopened.devices()).devices.map((d) => d.deviceId)).not.toContain(laptop.deviceId);
+  },
+);
