@@ -285,6 +285,9 @@ describe("exit codes and advice", () => {
 
   it("never lets text from others drive the terminal", () => {
     expect(safeText("hi \u001b[2J\u0007 there\u202e")).toBe("hi \\u{1b}[2J\\u{7} there\\u{202e}");
-    expect(safeText("line one\nline two")).toBe("line one\nline two");
+    // Lines after the first are indented, so no text can print a line that reads as mls-dm's own; a
+    // second pass changes nothing.
+    expect(safeText("line one\nline two")).toBe("line one\n    line two");
+    expect(safeText(safeText("line one\nline two"))).toBe("line one\n    line two");
   });
 });
