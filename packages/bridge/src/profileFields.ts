@@ -20,9 +20,13 @@ export type MlsFieldResult =
   | { kind: "duplicate"; count: number }
   | { kind: "malformed"; reason: string };
 
-/** Names are compared after Mastodon's own strip, and case-sensitively: `mls` is someone else's field. */
+/**
+ * Names are compared after Mastodon's own strip, and case-sensitively: `mls` is someone else's field. A
+ * name longer than Mastodon allows (255 characters) is not ours to read: an instance serving one of
+ * megabytes gets no work done on it.
+ */
 function isMlsField(f: ProfileField): boolean {
-  return fieldValueText(f.name) === PROFILE_FIELD_NAME;
+  return f.name.length <= 1024 && fieldValueText(f.name) === PROFILE_FIELD_NAME;
 }
 
 /** PF-5: exactly one field named `MLS`; two is an error of its own, never "the first one wins". */
