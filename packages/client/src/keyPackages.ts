@@ -1,6 +1,7 @@
 import { generateDeviceKeyPackage, type GeneratedKeyPackage } from "@mastodon-mls/bridge";
-import { LIMITS, fromBase64url, toBase64url } from "@mastodon-mls/protocol";
+import { LIMITS, ProtocolError, fromBase64url, toBase64url } from "@mastodon-mls/protocol";
 import type { DeviceContext } from "./context.js";
+import { ClientError } from "./errors.js";
 import type { DeviceStore } from "./store/deviceStore.js";
 import type { DeviceRecord } from "./store/schemas.js";
 import type { DirectoryClient } from "./transport/directoryClient.js";
@@ -44,13 +45,24 @@ export async function publishKeyPackages(
   for (let i = 0; i < count; i++) normal.push(await generateAndStore(store, src, false));
   const last = withLastResort ? await generateAndStore(store, src, true) : undefined;
   for (let i = 0; i < Math.max(normal.length, 1); i += LIMITS.keyPackagesPerUpload) {
-    const batch = normal.slice(i, i + LIMITS.keyPackagesPerUpload).map((k) => k.encoded);
-    await directory.uploadKeyPackages(
-      device.deviceId,
-      batch,
-      i === 0 ? last?.encoded : undefined,
-      device.mastodonToken,
-    );
+    const batch = normal.slice(i, i + LIMITS.keyPackagesPerUpload);
+    try {
+      await directory.uploadKeyPackages(
+        device.deviceId,
+        batch.map((k) => k.encoded),
+        i === 0 ? last?.encoded : undefined,
+        device.mastodonToken,
+      );
+    } catch (e) {
+      // Refused (4xx): the directory keeps none of this batch or the ones after it, so nobody can use
+      // their keys; dropping them keeps a directory that refuses every upload (or a revoked token) from
+      // making each top-up store another full set. Without an answer they may be stored there: kept.
+      if (e instanceof ProtocolError && e.status < 500) {
+        const unsent = [...normal.slice(i), ...(i === 0 && last !== undefined ? [last] : [])];
+        for (const kp of unsent) await store.deleteKeyPackage(kp.ref);
+      }
+      throw e;
+    }
   }
   return last === undefined ? {} : { lastResortRef: last.ref };
 }
@@ -106,17 +118,32 @@ export async function topUpKeyPackages(ctx: DeviceContext): Promise<number> {
   return added;
 }
 
+/** How many times its target a device keeps of private KeyPackages the directory does not count. */
+const MAX_HELD_TARGETS = 4;
+
 /** Tops the directory up to the device's target count; also forgets expired private KeyPackages. */
 export async function refillKeyPackages(ctx: DeviceContext, known?: number): Promise<number> {
   const now = Math.floor(Date.now() / 1000);
+  let held = 0;
   for (const ref of await ctx.store.listKeyPackageRefs()) {
     const rec = await ctx.store.readKeyPackage(ref);
     if (rec !== undefined && rec.notAfter < now && ref !== ctx.device.lastResort.ref) {
       await ctx.store.deleteKeyPackage(ref);
+    } else if (rec !== undefined && !rec.lastResort) {
+      held++;
     }
   }
   // The directory's count, unless the caller has just asked for it.
   const count = known ?? (await ctx.home.directory.keyPackageCount(ctx.deviceId, ctx.signer)).count;
+  // Keys of KeyPackages never claimed stay here until they expire; a directory that keeps saying it has
+  // none while uploads go unanswered would otherwise have each top-up add a full set.
+  if (held >= MAX_HELD_TARGETS * ctx.device.keyPackageTarget && count < ctx.device.keyPackageTarget) {
+    throw new ClientError(
+      "key_package_refused",
+      `this device holds ${held} KeyPackages the directory at ${ctx.home.directory.baseUrl} says it does not ` +
+        "have: no more are made until some expire or are used (check that the directory accepts uploads)",
+    );
+  }
   const missing = Math.max(0, ctx.device.keyPackageTarget - count);
   if (missing > 0) {
     await publishKeyPackages(
