@@ -163,17 +163,24 @@ export async function vetKeyPackages(
         candidates = candidates.filter((k) => !bad.has(k.deviceId));
         continue;
       }
-      const ok = allowsNewDevices(v.status) || (allowUnverified && UNVERIFIED_ALLOWED.has(v.status));
+      // A profile from the last good lookup (the instance did not answer now, ST-3) is as good as none
+      // for adding: the device list served beside it may be as old (D8: an add looks up afresh).
+      const status = v.fromLastGood === true && allowsNewDevices(v.status) ? "unreachable" : v.status;
+      const why =
+        status === v.status
+          ? undefined
+          : "its instance did not answer now (the profile is the last good one)";
+      const ok = allowsNewDevices(status) || (allowUnverified && UNVERIFIED_ALLOWED.has(status));
       if (ok) {
         out.push(...candidates);
       } else {
-        const hint = UNVERIFIED_ALLOWED.has(v.status)
+        const hint = UNVERIFIED_ALLOWED.has(status)
           ? " (add it anyway only if you trust the directory and instance: allowUnverified / --allow-unverified)"
           : "";
         for (const kp of candidates) {
           const leaf = v.leaves.find((l) => l.deviceId === kp.deviceId);
-          const reason = leaf?.reason ?? v.reason;
-          report.refused.push({ acct, deviceId: kp.deviceId, reason: `${v.status}: ${reason}${hint}` });
+          const reason = why ?? leaf?.reason ?? v.reason;
+          report.refused.push({ acct, deviceId: kp.deviceId, reason: `${status}: ${reason}${hint}` });
         }
       }
       break;
