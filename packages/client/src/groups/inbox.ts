@@ -173,7 +173,17 @@ async function readHubInbox(
       await ctx.clearCursor(client.baseUrl);
       continue;
     }
-    if (answer.more && answer.items.length > 0) ahead = fetchPageAfter(client, answer.cursor);
+    // A hub whose pages never end (its cursor stands still, or it always has more) would hold this sync,
+    // and the device's lock, for ever: what is left is read by the next one.
+    if (answer.more && answer.items.length > 0 && answer.cursor === after) {
+      throw new ServiceUnavailableError(
+        "delivery service",
+        client.baseUrl,
+        "it answered the same cursor again with more to come (reading stopped)",
+      );
+    }
+    const more = answer.more && answer.items.length > 0 && page + 1 < MAX_PAGES_PER_READ;
+    if (more) ahead = fetchPageAfter(client, answer.cursor);
     await processInboxItems(ctx, client.baseUrl, answer.items, answer.cursor);
     if (answer.items.length > 0) await client.ack(answer.cursor);
     if (!answer.more || answer.items.length === 0) {
@@ -181,8 +191,19 @@ async function readHubInbox(
       await settleOutbox(ctx, client.baseUrl);
       return undefined;
     }
+    if (!more) {
+      ctx.emit({
+        type: "error",
+        operation: `sync ${client.baseUrl}`,
+        message: `stopped after ${MAX_PAGES_PER_READ} pages; the rest is read by the next sync`,
+      });
+      return undefined;
+    }
   }
 }
+
+/** The most pages one read of a hub takes (100 items each at most): a hub whose pages never end stops here. */
+export const MAX_PAGES_PER_READ = 1_000;
 
 /** How many hubs `syncAllHubs` asks at once. */
 export const HUB_FETCH_CONCURRENCY = 8;
