@@ -230,6 +230,18 @@ export async function noteForkNotice(
   const g = ctx.groups.get(item.group_id);
   // A hub speaks only for the groups it hosts.
   if (g === undefined || g.record.hub !== hub || g.record.status !== "active") return;
+  // A commit of this device's own that the hub accepted (its hash is remembered) was sent by this device,
+  // whatever the notice says: a notice naming another sender for it is the hub's invention, and believing
+  // it would have `recreateGroup` leave an innocent member out.
+  if ((g.record.promoted ?? []).includes(item.commit_hash) && item.sender !== ctx.deviceId) {
+    ctx.emit({
+      type: "error",
+      groupId: g.record.groupId,
+      operation: "fork notice",
+      message: `the hub says a commit of this device's (epoch ${item.epoch}) was sent by another device: ignored`,
+    });
+    return;
+  }
   // Links to this group its sender signed before the fork was known go (D21), whoever reported it.
   await unlinkForkSender(ctx, g, { sender: item.sender, senderAcct: acctOfDevice(g, item.sender) });
   const forks = g.record.forks ?? [];
@@ -240,6 +252,7 @@ export async function noteForkNotice(
     await ctx.saveGroup(g);
     return;
   }
+
   const fork: GroupFork = {
     epoch: item.epoch,
     commitHash: item.commit_hash,
@@ -251,9 +264,28 @@ export async function noteForkNotice(
     reason: item.reason,
     stuck: false,
   };
-  g.record.forks = [...forks, fork];
+  g.record.forks = boundForks([...forks, fork]);
   await ctx.saveGroup(g);
   ctx.emit(forkEvent(g.record.groupId, fork));
+}
+
+/** As many fork records as a hub keeps of a group (D5): more would only let one grow the record. */
+const MAX_FORKS = 64;
+
+/** The newest MAX_FORKS forks; one that makes this device stuck, or whose report is pending, stays. */
+function boundForks(forks: GroupFork[]): GroupFork[] {
+  const keep = (f: GroupFork) => f.stuck || f.report === "pending";
+  let excess = forks.length - MAX_FORKS;
+  if (excess <= 0) return forks;
+  const byAge = [...forks].sort((x, y) => x.epoch - y.epoch);
+  const dropped = new Set<GroupFork>();
+  for (const f of byAge) {
+    if (excess === 0) break;
+    if (keep(f)) continue;
+    dropped.add(f);
+    excess--;
+  }
+  return forks.filter((f) => !dropped.has(f));
 }
 
 /**

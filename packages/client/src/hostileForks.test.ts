@@ -1,0 +1,140 @@
+import { statSync } from "node:fs";
+import { createServer, request, type Server } from "node:http";
+import type { AddressInfo } from "node:net";
+import { join } from "node:path";
+import { afterAll, beforeAll, expect, it } from "vitest";
+import type { MlsDmClient } from "./client.js";
+import type { DeviceContext } from "./context.js";
+import type { DmEvent } from "./events.js";
+import { newClient, startInstance, stopInstance, type Instance } from "./testSupport/instances.js";
+import { StaticResolver } from "./transport/resolver.js";
+
+// Fork notices invented by the hub (found by an audit): one naming another sender for a commit this
+// device sent itself made it blame an innocent member (and `recreateGroup` leave them out); a stream of
+// notices for made-up epochs grew the group record without bound (1,500 notices: group.json 1.1 → 450 KB).
+
+/** Forwards to the real hub; adds `inject` to its next inbox answer. */
+class InjectingProxy {
+  private server: Server | undefined;
+  url = "";
+  target = "";
+  inject: Record<string, unknown>[] = [];
+  async start(): Promise<void> {
+    this.server = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on("data", (c: Buffer) => chunks.push(c));
+      req.on("end", () => {
+        const t = new URL(this.target);
+        const out = request(
+          {
+            host: t.hostname,
+            port: t.port,
+            method: req.method,
+            path: req.url,
+            headers: { ...req.headers, host: t.host },
+          },
+          (ans) => {
+            const parts: Buffer[] = [];
+            ans.on("data", (c: Buffer) => parts.push(c));
+            ans.on("end", () => {
+              let body = Buffer.concat(parts);
+              if (req.url?.startsWith("/v1/inbox") && ans.statusCode === 200 && this.inject.length > 0) {
+                const json = JSON.parse(body.toString("utf8")) as { items: unknown[]; cursor: string };
+                json.items.push(...this.inject.map((i) => ({ ...i, cursor: json.cursor })));
+                this.inject = [];
+                body = Buffer.from(JSON.stringify(json));
+              }
+              res.writeHead(ans.statusCode ?? 502, { "content-type": "application/json" });
+              res.end(body);
+            });
+          },
+        );
+        out.end(Buffer.concat(chunks));
+      });
+    });
+    await new Promise<void>((resolve) => this.server!.listen(0, "127.0.0.1", resolve));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+  async stop(): Promise<void> {
+    this.server?.closeAllConnections();
+    await new Promise<void>((resolve) => this.server?.close(() => resolve()));
+  }
+}
+
+const proxy = new InjectingProxy();
+let a: Instance;
+let resolver: StaticResolver;
+beforeAll(async () => {
+  await proxy.start();
+  a = await startInstance("a.test", { deliveryEnv: { PUBLIC_URL: proxy.url } });
+  proxy.target = a.urls.delivery;
+  resolver = new StaticResolver({ "a.test": { ...a.urls, delivery: proxy.url, mastodon: a.mastodon.url } });
+});
+afterAll(async () => {
+  await stopInstance(a);
+  await proxy.stop();
+});
+
+const forkedBy = (events: DmEvent[], acct: string) =>
+  events.filter((e) => e.type === "group_forked" && e.sender.acct === acct);
+const ctxOf = (c: MlsDmClient) => (c as unknown as { ctx: DeviceContext }).ctx;
+
+async function trio(n: string) {
+  const [alice, bob, carol] = await Promise.all(
+    ["alice", "bob", "carol"].map((u) => newClient(a, `${u}${n}`, resolver)),
+  );
+  const { groupId: g } = await alice!.createGroup([`@bob${n}@a.test`, `@carol${n}@a.test`]);
+  for (let i = 0; i < 3; i++) for (const c of [bob!, carol!, alice!]) await c.sync();
+  expect([alice!, bob!, carol!].map((c) => c.epoch(g))).toEqual([3, 3, 3]);
+  return { alice: alice!, bob: bob!, carol: carol!, g };
+}
+
+it(
+  "a notice naming another sender for this device's own commit is ignored: nobody is blamed or left out",
+  { timeout: 60_000 },
+  async () => {
+    const { alice, bob, carol, g } = await trio("1");
+    const own = ctxOf(alice).groups.get(g)!.record.promoted![0]!; // alice's own add ended epoch 0
+    proxy.inject = [
+      {
+        kind: "forked",
+        group_id: g,
+        seq: 0,
+        epoch: 0,
+        commit_hash: own,
+        commit_seq: 0,
+        sender: bob.deviceId,
+        reporter: carol.deviceId,
+        reason: "processing_failed",
+      },
+    ];
+    const events = await alice.sync();
+    expect(forkedBy(events, "bob1@a.test")).toEqual([]);
+    expect(events).toContainEqual(expect.objectContaining({ type: "error", operation: "fork notice" }));
+    expect(alice.groups().find((x) => x.groupId === g)!.condition).toBe("ok");
+    expect((await alice.recreateGroup(g)).without).not.toContain("bob1@a.test");
+  },
+);
+
+it("fork notices cannot grow the group's record without bound", { timeout: 120_000 }, async () => {
+  const { alice, bob, g } = await trio("3");
+  const file = join(alice.dir, "groups", g, "group.json");
+  const before = statSync(file).size;
+  proxy.inject = Array.from({ length: 300 }, (_, i) => ({
+    kind: "forked",
+    group_id: g,
+    seq: 0,
+    epoch: 1000 + i,
+    commit_hash: "x".repeat(43),
+    commit_seq: 0,
+    sender: bob.deviceId,
+    reporter: bob.deviceId,
+    reason: "processing_failed",
+  }));
+  await alice.sync();
+  const forks = alice.groups().find((x) => x.groupId === g)!.forks;
+  expect(forks).toHaveLength(64);
+  // The newest are kept.
+  expect(Math.min(...forks.map((f) => f.epoch))).toBe(1000 + 300 - 64);
+  expect(statSync(file).size - before).toBeLessThan(64 * 400);
+});
