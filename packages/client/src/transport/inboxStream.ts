@@ -59,6 +59,12 @@ interface WaitingSubmit {
 }
 
 const SUBMIT_TIMEOUT_MS = 30_000;
+/**
+ * Batches received and not yet processed above which the socket is no longer read: TCP then holds the
+ * hub back (a hub pushing faster than the device processes, up to 64 MiB a frame, was read into memory
+ * without bound). Reading starts again when half are done, or while a submission waits for its answer.
+ */
+export const MAX_UNPROCESSED_BATCHES = 16;
 
 /**
  * The `/v1/stream` WebSocket of one hub (protocol: challenge → auth → ready → items; the client acks).
@@ -75,6 +81,8 @@ export class InboxStream implements StreamSubmitter {
   private failures = 0;
   private timer: NodeJS.Timeout | undefined;
   private work: Promise<void> = Promise.resolve();
+  /** Batches of the current socket received and not yet processed. */
+  private unprocessed = 0;
 
   constructor(private readonly opts: InboxStreamOptions) {}
 
@@ -107,6 +115,9 @@ export class InboxStream implements StreamSubmitter {
         this.opts.submitTimeoutMs ?? SUBMIT_TIMEOUT_MS,
       );
       this.waiting.set(id, { resolve, reject, timer });
+      // Its answer comes on this socket: read it even while batches wait (no deadlock with a sender
+      // holding the device's queue until it is answered).
+      if (ws.isPaused) ws.resume();
       send(ws, { type: "submit", id, group_id: groupId, message: toBase64url(message) });
     });
   }
@@ -141,6 +152,7 @@ export class InboxStream implements StreamSubmitter {
     const ws = new WebSocket(url, { maxPayload: 64 * 1024 * 1024 });
     this.ws = ws;
     this.work = Promise.resolve();
+    this.unprocessed = 0;
     let why = "connection closed";
     let final = false;
     let cursorRefused = false;
@@ -224,12 +236,18 @@ export class InboxStream implements StreamSubmitter {
       case "items": {
         // Batches are processed one after the other, in arrival order, each acknowledged when done.
         const { items, cursor } = frame;
+        if (++this.unprocessed >= MAX_UNPROCESSED_BATCHES && this.waiting.size === 0) ws.pause();
         const job = this.work.then(async () => {
           await this.opts.onItems(items, cursor);
           if (ws.readyState === WebSocket.OPEN) send(ws, { type: "ack", cursor });
         });
         this.work = job.catch(() => undefined);
-        await job; // a failure closes the socket: the batch comes again after the last durable cursor
+        try {
+          await job; // a failure closes the socket: the batch comes again after the last durable cursor
+        } finally {
+          if (this.ws === ws) this.unprocessed--;
+          if (ws.isPaused && this.unprocessed <= MAX_UNPROCESSED_BATCHES / 2) ws.resume();
+        }
         return;
       }
       case "submitted":
