@@ -282,6 +282,27 @@ export async function verifyMember(input: VerifyMemberInput): Promise<MemberVeri
     );
   }
 
+  // MV-19: a list older than one already seen verified under this key is a rollback (a directory and
+  // instance replaying an old list and proof, both validly signed): it would bring back revoked devices,
+  // or make listed ones look revoked. Nothing in it is believed.
+  const seenVersion = pin === "same" ? pinned?.listVersion : undefined;
+  if (seenVersion !== undefined && list.version < seenVersion) {
+    return result(
+      "stale",
+      "MV-19",
+      `The device list served for ${acct} (version ${list.version}) is older than version ${seenVersion}, already seen: a rollback.`,
+      { accountKey },
+    );
+  }
+  /** Remembers this list's version with the pin once it is believed (MV-16, MV-18). */
+  const recordVersion = async () => {
+    if (fromLastGood.fromLastGood === true) return;
+    const current = await input.pins.get(acct);
+    if (current === undefined || !bytesEqual(current.accountKey, accountKey)) return;
+    if ((current.listVersion ?? 0) >= list.version) return;
+    await input.pins.set(acct, { ...current, listVersion: list.version });
+  };
+
   // MV-15: a directory that serves an older list than the profile names is withholding a change.
   if (list.version < proof.deviceListVersion) {
     return result(
@@ -303,6 +324,7 @@ export async function verifyMember(input: VerifyMemberInput): Promise<MemberVeri
   }
   const revoked = leaves.filter((l) => l.state === "revoked").length;
   if (revoked > 0) {
+    await recordVersion();
     return result(
       "revoked",
       "MV-16",
@@ -323,6 +345,7 @@ export async function verifyMember(input: VerifyMemberInput): Promise<MemberVeri
   }
 
   // MV-18
+  await recordVersion();
   const note =
     pin === "rotated" ? " Their account key was rotated, and the old key vouched for the new one." : "";
   if (oob) {

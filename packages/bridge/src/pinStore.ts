@@ -10,6 +10,11 @@ export interface Pin {
   oobVerified: boolean;
   /** Seconds since the Unix epoch. */
   pinnedAt: number;
+  /**
+   * The newest device-list version seen verified under this key (MV-19): an older one served later is a
+   * rollback. Absent: none recorded yet.
+   */
+  listVersion?: number;
 }
 
 export interface PinStore {

@@ -265,6 +265,13 @@ export async function missingOwnDevices(ctx: DeviceContext, groupId: string): Pr
   } catch {
     return []; // not under the account key: verification reports it
   }
+  // Older than the list this device holds, or than one it saw verified: a rollback (MV-19), which would
+  // bring back devices revoked since. Nothing is added from it.
+  const seen = Math.max(
+    ctx.device.accountList?.version ?? 0,
+    (await ctx.pins.get(ctx.device.acct))?.listVersion ?? 0,
+  );
+  if (list.version < seen) return [];
   const present = new Set(leavesOf(g.state.ratchetTree).map((l) => l.deviceId));
   return list.devices.map((d) => toBase64url(d.deviceId)).filter((id) => !present.has(id));
 }

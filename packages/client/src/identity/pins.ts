@@ -48,7 +48,12 @@ export class DevicePinStore implements PinStore {
     return Promise.resolve(
       pin === undefined
         ? undefined
-        : { accountKey: fromBase64url(pin.accountKey), oobVerified: pin.oobVerified, pinnedAt: pin.pinnedAt },
+        : {
+            accountKey: fromBase64url(pin.accountKey),
+            oobVerified: pin.oobVerified,
+            pinnedAt: pin.pinnedAt,
+            ...(pin.listVersion === undefined ? {} : { listVersion: pin.listVersion }),
+          },
     );
   }
 
@@ -60,6 +65,7 @@ export class DevicePinStore implements PinStore {
           accountKey: toBase64url(pin.accountKey),
           oobVerified: pin.oobVerified,
           pinnedAt: pin.pinnedAt,
+          ...(pin.listVersion === undefined ? {} : { listVersion: pin.listVersion }),
         },
       },
     };

@@ -25,7 +25,16 @@ export type AccountList = z.infer<typeof AccountList>;
 
 /** Trust on first use (DESIGN §3): acct → pinned account key. */
 export const PinsRecord = z.object({
-  pins: z.record(z.string(), z.object({ accountKey: b64, oobVerified: z.boolean(), pinnedAt: z.number() })),
+  pins: z.record(
+    z.string(),
+    z.object({
+      accountKey: b64,
+      oobVerified: z.boolean(),
+      pinnedAt: z.number(),
+      /** The newest device-list version seen verified under that key (MV-19). */
+      listVersion: z.number().int().nonnegative().optional(),
+    }),
+  ),
 });
 export type PinsRecord = z.infer<typeof PinsRecord>;
 
