@@ -241,6 +241,11 @@ export async function verifyMember(input: VerifyMemberInput): Promise<MemberVeri
     });
     if (!chain.ok) {
       pin = "mismatch";
+      // A confirmed pin contradicted: remembered with it, so that hiding the proof or answering otherwise
+      // afterwards (MV-3…MV-7 come before this check) cannot lift the block on sending by itself.
+      if (pinned.oobVerified && pinned.keyChangedAt === undefined) {
+        await input.pins.set(acct, { ...pinned, keyChangedAt: now });
+      }
       return result(
         "key-changed",
         "MV-13",

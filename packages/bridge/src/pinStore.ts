@@ -15,6 +15,12 @@ export interface Pin {
    * rollback. Absent: none recorded yet.
    */
   listVersion?: number;
+  /**
+   * When another account key was served while this pin's safety number was confirmed (MV-13): sending to
+   * the account stays blocked from then on, whatever later lookups say, until the user decides (confirms
+   * this key again, or accepts a new one). Seconds since the Unix epoch.
+   */
+  keyChangedAt?: number;
 }
 
 export interface PinStore {
@@ -49,7 +55,13 @@ export async function confirmPin(
 ): Promise<boolean> {
   const pin = await pins.get(acct);
   if (pin !== undefined && !bytesEqual(pin.accountKey, accountKey)) return false;
-  await pins.set(acct, { accountKey, oobVerified: true, pinnedAt: pin?.pinnedAt ?? now });
+  // Confirming again is the user's decision after a key change: the block it set ends (keyChangedAt).
+  await pins.set(acct, {
+    accountKey,
+    oobVerified: true,
+    pinnedAt: pin?.pinnedAt ?? now,
+    ...(pin?.listVersion === undefined ? {} : { listVersion: pin.listVersion }),
+  });
   return true;
 }
 

@@ -53,6 +53,7 @@ export class DevicePinStore implements PinStore {
             oobVerified: pin.oobVerified,
             pinnedAt: pin.pinnedAt,
             ...(pin.listVersion === undefined ? {} : { listVersion: pin.listVersion }),
+            ...(pin.keyChangedAt === undefined ? {} : { keyChangedAt: pin.keyChangedAt }),
           },
     );
   }
@@ -66,6 +67,7 @@ export class DevicePinStore implements PinStore {
           oobVerified: pin.oobVerified,
           pinnedAt: pin.pinnedAt,
           ...(pin.listVersion === undefined ? {} : { listVersion: pin.listVersion }),
+          ...(pin.keyChangedAt === undefined ? {} : { keyChangedAt: pin.keyChangedAt }),
         },
       },
     };

@@ -33,6 +33,8 @@ export const PinsRecord = z.object({
       pinnedAt: z.number(),
       /** The newest device-list version seen verified under that key (MV-19). */
       listVersion: z.number().int().nonnegative().optional(),
+      /** When a confirmed pin was contradicted: sending stays blocked until the user decides. */
+      keyChangedAt: z.number().optional(),
     }),
   ),
 });
