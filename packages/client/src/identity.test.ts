@@ -8,17 +8,15 @@ import {
   deviceIdText,
   generateDeviceKeyPackage,
   generateSigningKeyPair,
-  publishProof,
   signDeviceCertificate,
-  signDeviceList,
 } from "@mastodon-mls/bridge";
 import { formatIdentity, fromBase64url, parseAcct, toBase64url } from "@mastodon-mls/protocol";
 import { afterAll, describe, expect, it } from "vitest";
-import { createAccountKeyBackup } from "./backup.js";
 import { MlsDmClient } from "./client.js";
 import { FAST_RETRY, newClient, useTwoInstances } from "./testSupport/instances.js";
 import { DirectoryClient } from "./transport/directoryClient.js";
 import { StaticResolver } from "./transport/resolver.js";
+import { swapAccountKey } from "./testSupport/keySwap.js";
 import { settle } from "./testSupport/settle.js";
 
 // Identity wired into the client (issue 3): published proofs and device lists, member statuses,
@@ -207,44 +205,7 @@ describe("identity: proofs, statuses, pins, refusals", () => {
 
     // bob's account key replaced on his instance (new proof, new list, no continuity): key-changed, and
     // a new device of "bob" under that key is refused.
-    const evilKey = await generateSigningKeyPair();
-    const bobToken = b.mastodon.issueToken({ username: "bob", scopes: "read write" });
-    const now = Math.floor(Date.now() / 1000);
-    const list = await signDeviceList(
-      {
-        identity: formatIdentity(parseAcct("bob@b.test")),
-        accountKey: evilKey.publicKey,
-        version: 10,
-        devices: [],
-        issuedAt: now,
-      },
-      evilKey,
-    );
-    await new DirectoryClient(b.urls.directory).putDeviceList("bob@b.test", list, bobToken);
-    await publishProof({
-      mastodonUrl: b.mastodon.url,
-      token: bobToken,
-      acct: "bob@b.test",
-      accountKey: evilKey,
-      deviceListVersion: 10,
-    });
-    const evilBackup = await createAccountKeyBackup({
-      acct: "bob@b.test",
-      accountKey: evilKey,
-      passphrase: "not really bob",
-      insecureTestKdf: true,
-    });
-    await MlsDmClient.restore({
-      dir: join(await mkdtemp(join(tmpdir(), "mls-dm-evil-")), "device"),
-      protection: { kind: "none" },
-      backup: evilBackup.text,
-      secret: "not really bob",
-      mastodonToken: bobToken,
-      services: resolver,
-      keyPackages: 2,
-      retry: FAST_RETRY,
-      insecureTestKdf: true,
-    });
+    await swapAccountKey(b, "bob", resolver);
     const changed = await alice.verify("@bob@b.test");
     expect(changed.status).toBe("key-changed");
     expect(changed.wasOobVerified).toBe(true);

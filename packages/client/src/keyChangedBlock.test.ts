@@ -1,14 +1,9 @@
-import { mkdtemp } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { generateSigningKeyPair, publishProof, signDeviceList } from "@mastodon-mls/bridge";
-import { formatIdentity, parseAcct } from "@mastodon-mls/protocol";
+import { publishProof } from "@mastodon-mls/bridge";
 import { describe, expect, it } from "vitest";
-import { createAccountKeyBackup } from "./backup.js";
 import { MlsDmClient } from "./client.js";
 import { FAST_RETRY, newClient, useTwoInstances } from "./testSupport/instances.js";
+import { swapAccountKey } from "./testSupport/keySwap.js";
 import { settle } from "./testSupport/settle.js";
-import { DirectoryClient } from "./transport/directoryClient.js";
 
 // DESIGN §3: once a confirmed contact's key changed, nothing is sent to them until the user decides. The
 // block followed the latest status, so the instance that swapped the key could lift it by hiding the
@@ -32,43 +27,7 @@ describe("the key-changed send block", () => {
       );
 
       // bob's instance swaps in a key of its own (list, proof and a device under it).
-      const evilKey = await generateSigningKeyPair();
-      const bobToken = b.mastodon.issueToken({ username: "bob", scopes: "read write" });
-      const list = await signDeviceList(
-        {
-          identity: formatIdentity(parseAcct("bob@b.test")),
-          accountKey: evilKey.publicKey,
-          version: 10,
-          devices: [],
-          issuedAt: Math.floor(Date.now() / 1000),
-        },
-        evilKey,
-      );
-      await new DirectoryClient(b.urls.directory).putDeviceList("bob@b.test", list, bobToken);
-      await publishProof({
-        mastodonUrl: b.mastodon.url,
-        token: bobToken,
-        acct: "bob@b.test",
-        accountKey: evilKey,
-        deviceListVersion: 10,
-      });
-      const evilBackup = await createAccountKeyBackup({
-        acct: "bob@b.test",
-        accountKey: evilKey,
-        passphrase: "not really bob",
-        insecureTestKdf: true,
-      });
-      await MlsDmClient.restore({
-        dir: join(await mkdtemp(join(tmpdir(), "mls-dm-evil-")), "device"),
-        protection: { kind: "none" },
-        backup: evilBackup.text,
-        secret: "not really bob",
-        mastodonToken: bobToken,
-        services: resolver,
-        keyPackages: 2,
-        retry: FAST_RETRY,
-        insecureTestKdf: true,
-      });
+      const { key: evilKey, token: bobToken } = await swapAccountKey(b, "bob", resolver);
       await alice.verifyMembers(groupId, { fresh: true });
       expect(alice.members(groupId).find((m) => m.acct === "bob@b.test")!.status).toBe("key-changed");
       await expect(alice.send(groupId, "is this still you?")).rejects.toMatchObject({ code: "not_verified" });

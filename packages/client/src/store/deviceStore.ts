@@ -610,20 +610,9 @@ export class DeviceStore {
       if (size > index.size) {
         const buf = Buffer.alloc(size - index.size);
         const { bytesRead } = await handle.read(buf, 0, buf.length, index.size);
-        const rel = this.rel(path);
         // Lines are appended as "\n<line>", so what follows the last size read starts at a line.
-        for (const line of buf.subarray(0, bytesRead).toString("utf8").split("\n")) {
-          if (line === "") continue;
-          let entry: unknown;
-          try {
-            entry = this.cipher.decodeLine(path, rel, line, 0);
-          } catch (e) {
-            if (e instanceof StoreFormatError) continue;
-            throw e;
-          }
-          const parsed = HistoryEntry.safeParse(entry);
-          if (parsed.success) noteIdAuthors(index.known, parsed.data);
-        }
+        const lines = buf.subarray(0, bytesRead).toString("utf8").split("\n");
+        for (const entry of this.readableEntries(path, lines)) noteIdAuthors(index.known, entry);
         index.size += bytesRead;
       }
       this.idAuthorIndex.set(groupId, index);
@@ -667,23 +656,31 @@ export class DeviceStore {
     } finally {
       await handle.close();
     }
-    const rel = this.rel(path);
     // Every line starts after a newline; what comes before the first one here may be a line cut short.
-    const lines = text.split("\n").slice(1);
+    for (const entry of this.readableEntries(path, text.split("\n").slice(1))) {
+      if (entry.seq === seq) return true;
+    }
+    return false;
+  }
+
+  /**
+   * The history entries of these lines that read; a damaged or torn line is skipped (reporting it is
+   * `readHistory`'s job: here it is only not one looked for).
+   */
+  private *readableEntries(path: string, lines: readonly string[]): Generator<HistoryEntry> {
+    const rel = this.rel(path);
     for (const line of lines) {
       if (line === "") continue;
       let entry: unknown;
       try {
         entry = this.cipher.decodeLine(path, rel, line, 0);
       } catch (e) {
-        // A damaged line is readHistory's to report; here it is only not the one looked for.
         if (e instanceof StoreFormatError) continue;
         throw e;
       }
       const parsed = HistoryEntry.safeParse(entry);
-      if (parsed.success && parsed.data.seq === seq) return true;
+      if (parsed.success) yield parsed.data;
     }
-    return false;
   }
 
   async readHistory(groupId: string): Promise<HistoryEntry[]> {
