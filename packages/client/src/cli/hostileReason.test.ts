@@ -2,7 +2,7 @@ import { afterAll, beforeAll, expect, it } from "vitest";
 import { HubProxy } from "../testSupport/hubProxy.js";
 import { newClient, startInstance, stopInstance, type Instance } from "../testSupport/instances.js";
 import { StaticResolver } from "../transport/resolver.js";
-import { UsageError } from "./io.js";
+import { capturedIo } from "../testSupport/cliIo.js";
 import { main } from "./main.js";
 
 // Remote text with a newline, in the CLI paths other than events and history (found by a review of the
@@ -24,17 +24,9 @@ afterAll(async () => {
 });
 
 async function run(args: string[]): Promise<string[]> {
-  const out: string[] = [];
-  await main(args, {
-    out: (t) => out.push(t),
-    err: (t) => out.push(t),
-    env: { MLS_DM_INSECURE_TEST_KDF: "1" },
-    stdinIsTty: false,
-    stderrIsTty: false,
-    readLine: () => Promise.reject(new UsageError("no input")),
-    readSecret: () => Promise.reject(new UsageError("no input")),
-  });
-  return out.join("\n").split("\n");
+  const io = capturedIo();
+  await main(args, io);
+  return [...io.stdout, ...io.stderr].join("\n").split("\n");
 }
 
 it(

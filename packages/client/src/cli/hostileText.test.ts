@@ -7,7 +7,7 @@ import { DeviceStore } from "../store/deviceStore.js";
 import { newClient, useProxiedHub } from "../testSupport/instances.js";
 import { settle } from "../testSupport/settle.js";
 import { DeliveryClient } from "../transport/deliveryClient.js";
-import { UsageError, type Io } from "./io.js";
+import { capturedIo } from "../testSupport/cliIo.js";
 import { main } from "./main.js";
 
 // Text a hub or a member controls, on the terminal of `mls-dm` (found by an audit): an invitation's
@@ -17,21 +17,7 @@ import { main } from "./main.js";
 const env = useProxiedHub();
 const ESC_PAYLOAD = "\u001b]0;owned\u0007\u001b[2J\u001b[H";
 
-function fakeIo(): Io & { stdout: string[]; stderr: string[] } {
-  const stdout: string[] = [];
-  const stderr: string[] = [];
-  return {
-    stdout,
-    stderr,
-    out: (t) => stdout.push(t),
-    err: (t) => stderr.push(t),
-    env: { MLS_DM_INSECURE_TEST_KDF: "1" },
-    stdinIsTty: false,
-    stderrIsTty: false,
-    readLine: () => Promise.reject(new UsageError("no input")),
-    readSecret: () => Promise.reject(new UsageError("no input")),
-  };
-}
+const fakeIo = () => capturedIo();
 
 /** Raw control characters anywhere in what was printed (JSON shows them as \u001b, \u0007…). */
 const RAW_CONTROL = /\\u00(?:0[0-8b-f]|1[0-9a-f]|7f)/;

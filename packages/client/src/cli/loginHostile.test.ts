@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
 import { EXIT } from "./errors.js";
-import { UsageError, type Io } from "./io.js";
+import { capturedIo } from "../testSupport/cliIo.js";
 import { main } from "./main.js";
 
 // `mls-dm login` against an instance that answers in the wrong shape (found by an audit): a
@@ -41,16 +41,8 @@ afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
 
 async function login() {
   const dir = join(await mkdtemp(join(tmpdir(), "mls-dm-login-")), "d");
-  const stderr: string[] = [];
-  const io: Io = {
-    out: () => undefined,
-    err: (t) => stderr.push(t),
-    env: { MLS_DM_INSECURE_TEST_KDF: "1" },
-    stdinIsTty: false,
-    stderrIsTty: false,
-    readLine: () => Promise.reject(new UsageError("no input")),
-    readSecret: () => Promise.reject(new UsageError("no input")),
-  };
+  const io = capturedIo();
+
   const args = [
     "--dir",
     dir,
@@ -64,7 +56,11 @@ async function login() {
     "--delivery",
     origin,
   ];
-  return { code: await main(args, io), stderr: stderr.join("\n"), files: await readdir(dir).catch(() => []) };
+  return {
+    code: await main(args, io),
+    stderr: io.stderr.join("\n"),
+    files: await readdir(dir).catch(() => []),
+  };
 }
 
 it("verify_credentials answering null: a clear error naming the instance, not an internal error", async () => {

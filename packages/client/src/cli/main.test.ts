@@ -10,27 +10,14 @@ import { StoreFormatError } from "../store/records.js";
 import { FakeServices } from "../testSupport/fakeServices.js";
 import { localDevice } from "../testSupport/localDevices.js";
 import { EXIT, explain } from "./errors.js";
-import { UsageError, safeText, type Io } from "./io.js";
+import { safeText } from "./io.js";
 import { buildProgram, main } from "./main.js";
+import { capturedIo } from "../testSupport/cliIo.js";
 
 // The CLI's parsing, help and exit codes, in this process (main() with a scripted terminal). The
 // commands themselves run as separate processes in the *.e2e.test.ts files.
 
-function fakeIo(env: Record<string, string> = {}): Io & { stdout: string[]; stderr: string[] } {
-  const stdout: string[] = [];
-  const stderr: string[] = [];
-  return {
-    stdout,
-    stderr,
-    out: (t) => stdout.push(t),
-    err: (t) => stderr.push(t),
-    env: { MLS_DM_INSECURE_TEST_KDF: "1", ...env },
-    stdinIsTty: false,
-    stderrIsTty: false,
-    readLine: () => Promise.reject(new UsageError("no input: standard input ended")),
-    readSecret: () => Promise.reject(new UsageError("no input: standard input ended")),
-  };
-}
+const fakeIo = capturedIo;
 
 describe("mls-dm, parsing and help", () => {
   it("has --help for every command, and the top-level help documents exit codes and the environment", async () => {

@@ -2,7 +2,7 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
-import { UsageError, type Io } from "../cli/io.js";
+import { capturedIo } from "../testSupport/cliIo.js";
 import { main } from "../cli/main.js";
 import { MlsDmClient } from "../client.js";
 import { DeviceStore } from "../store/deviceStore.js";
@@ -69,18 +69,6 @@ function putFails(): void {
     r.method === "PUT" && r.path.endsWith("/device-list") ? { status: 503, body: "down" } : undefined;
 }
 
-function fakeIo(out: string[]): Io {
-  return {
-    out: (t) => out.push(t),
-    err: (t) => out.push(t),
-    env: { MLS_DM_INSECURE_TEST_KDF: "1" },
-    stdinIsTty: false,
-    stderrIsTty: false,
-    readLine: () => Promise.reject(new UsageError("no input")),
-    readSecret: () => Promise.reject(new UsageError("no input")),
-  };
-}
-
 it(
   "a revocation dropped for another device's newer list is said by the command that opened the device",
   { timeout: 60_000 },
@@ -99,14 +87,12 @@ it(
     const tablet = await link("tablet");
     await restored.approveLink(tablet.code, tablet.confirmation);
 
-    const out: string[] = [];
+    const io = capturedIo();
     const map = JSON.stringify({
       "a.test": { directory: proxy.url, delivery: a.urls.delivery, mastodon: a.mastodon.url },
     });
-    expect(
-      await main(["--dir", alice.dir, "--services-map", map, "send", groupId, "hello"], fakeIo(out)),
-    ).toBe(0);
-    expect(out.join("\n")).toMatch(
+    expect(await main(["--dir", alice.dir, "--services-map", map, "send", groupId, "hello"], io)).toBe(0);
+    expect(io.stderr.join("\n")).toMatch(
       /warning: another device holding the account key .* revoke the device again/s,
     );
     // The phone is listed again: revoking it again is what the warning asks for, and it works.
