@@ -3,38 +3,18 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { MlsDmClient } from "./client.js";
-import { HubProxy } from "./testSupport/hubProxy.js";
-import {
-  FAST_RETRY,
-  newClient,
-  startInstance,
-  stopInstance,
-  type Instance,
-} from "./testSupport/instances.js";
+import { FAST_RETRY, newClient, useProxiedDirectory } from "./testSupport/instances.js";
 import { settle } from "./testSupport/settle.js";
-import { StaticResolver } from "./transport/resolver.js";
 
 // D8: an add looks up afresh. While the member's instance does not answer, the lookup gives the last
 // good profile (ST-3, up to 24 h old); the add took it as fresh, so a directory replaying the list of that
 // time got a device revoked since added (found by an audit). It now counts as `unreachable` for adding.
 
-const proxy = new HubProxy();
-let a: Instance;
-let b: Instance;
-let resolver: StaticResolver;
+const env = useProxiedDirectory();
+const { proxy } = env;
 let replay: { devices: unknown; claim: unknown } | undefined;
 
-beforeAll(async () => {
-  await proxy.start();
-  [a, b] = await Promise.all([
-    startInstance("a.test"),
-    startInstance("b.test", { directoryEnv: { PUBLIC_URL: proxy.url } }),
-  ]);
-  proxy.target = b.urls.directory;
-  resolver = new StaticResolver({
-    "a.test": { ...a.urls, mastodon: a.mastodon.url },
-    "b.test": { ...b.urls, directory: proxy.url, mastodon: b.mastodon.url },
-  });
+beforeAll(() => {
   proxy.intercept = (req) => {
     if (replay === undefined) return undefined;
     if (req.method === "GET" && /^\/v1\/accounts\/bob(%40|@)b\.test\/devices$/.test(req.path)) {
@@ -45,14 +25,11 @@ beforeAll(async () => {
   };
 });
 
-afterAll(async () => {
-  b?.mastodon.fault("none");
-  await Promise.all([a, b].filter((i) => i !== undefined).map(stopInstance));
-  await proxy.stop();
-});
+afterAll(() => env.b?.mastodon.fault("none"));
 
 describe("adding while the member's instance does not answer", () => {
   it("does not add a device on the last good (old) profile", { timeout: 120_000 }, async () => {
+    const { a, b, resolver } = env;
     const alice = await newClient(a, "alice", resolver, 3);
     const bob = await newClient(b, "bob", resolver, 3);
     const bobToken = b.mastodon.issueToken({ username: "bob", scopes: "read write" });

@@ -1,42 +1,22 @@
 import { mkdtemp, readFile, readdir } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, describe, expect, it } from "vitest";
+import { beforeAll, describe, expect, it } from "vitest";
 import { MlsDmClient } from "./client.js";
-import { HubProxy } from "./testSupport/hubProxy.js";
-import {
-  FAST_RETRY,
-  newClient,
-  startInstance,
-  stopInstance,
-  type Instance,
-} from "./testSupport/instances.js";
+import { FAST_RETRY, newClient, useProxiedDirectory } from "./testSupport/instances.js";
 import { settle } from "./testSupport/settle.js";
-import { StaticResolver } from "./transport/resolver.js";
 
 // MV-19 (found by an audit): a member's home instance and directory replaying an OLD device list and the
 // proof of that time — both validly signed, both public — un-revoked a device (the account's own device
 // re-added it, and others showed it `verified`), or made a listed device look revoked (others removed
 // it). Each verified list's version is now kept with the pin, and an older one is `stale`.
 
-const proxy = new HubProxy();
-let a: Instance;
-let b: Instance;
-let resolver: StaticResolver;
+const env = useProxiedDirectory();
+const { proxy } = env;
 /** user → what b.test's admin serves instead of the current answers. */
 const rollback = new Map<string, { devices: unknown; claim?: unknown }>();
 
-beforeAll(async () => {
-  await proxy.start();
-  [a, b] = await Promise.all([
-    startInstance("a.test"),
-    startInstance("b.test", { directoryEnv: { PUBLIC_URL: proxy.url } }),
-  ]);
-  proxy.target = b.urls.directory;
-  resolver = new StaticResolver({
-    "a.test": { ...a.urls, mastodon: a.mastodon.url },
-    "b.test": { ...b.urls, directory: proxy.url, mastodon: b.mastodon.url },
-  });
+beforeAll(() => {
   proxy.intercept = (req) => {
     const m = /^\/v1\/accounts\/([a-z0-9_]+)(%40|@)b\.test\/devices$/.exec(req.path);
     const r = m === null ? undefined : rollback.get(m[1]!);
@@ -50,14 +30,9 @@ beforeAll(async () => {
   };
 });
 
-afterAll(async () => {
-  await Promise.all([a, b].filter((i) => i !== undefined).map(stopInstance));
-  await proxy.stop();
-});
-
 async function mlsField(token: string): Promise<string> {
   const me = (await (
-    await fetch(`${b.mastodon.url}/api/v1/accounts/verify_credentials`, {
+    await fetch(`${env.b.mastodon.url}/api/v1/accounts/verify_credentials`, {
       headers: { authorization: `Bearer ${token}` },
     })
   ).json()) as { source: { fields: { name: string; value: string }[] } };
@@ -65,7 +40,7 @@ async function mlsField(token: string): Promise<string> {
 }
 
 async function putField(token: string, value: string): Promise<void> {
-  const res = await fetch(`${b.mastodon.url}/api/v1/accounts/update_credentials`, {
+  const res = await fetch(`${env.b.mastodon.url}/api/v1/accounts/update_credentials`, {
     method: "PATCH",
     headers: { authorization: `Bearer ${token}`, "content-type": "application/json" },
     body: JSON.stringify({ fields_attributes: [{ name: "MLS", value }] }),
@@ -81,7 +56,7 @@ async function restoreAs(user: string, from: MlsDmClient, token: string): Promis
     backup: text,
     secret: `${user} backup`,
     mastodonToken: token,
-    services: resolver,
+    services: env.resolver,
     keyPackages: 3,
     deviceName: `${user}'s phone`,
     retry: FAST_RETRY,
@@ -91,6 +66,7 @@ async function restoreAs(user: string, from: MlsDmClient, token: string): Promis
 
 describe("MV-19: an old (list, proof) pair replayed by the account's home instance", () => {
   it("does not bring a revoked device back into groups", { timeout: 120_000 }, async () => {
+    const { a, b, resolver } = env;
     const alice = await newClient(a, "alice", resolver, 3);
     const bob = await newClient(b, "bob", resolver, 3);
     const bobToken = b.mastodon.issueToken({ username: "bob", scopes: "read write" });
@@ -146,6 +122,7 @@ describe("MV-19: an old (list, proof) pair replayed by the account's home instan
   });
 
   it("does not make members remove a device the current list names", { timeout: 120_000 }, async () => {
+    const { a, b, resolver } = env;
     const alice = await newClient(a, "alice2", resolver, 3);
     const dave = await newClient(b, "dave", resolver, 3);
     const daveToken = b.mastodon.issueToken({ username: "dave", scopes: "read write" });

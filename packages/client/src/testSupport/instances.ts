@@ -183,6 +183,35 @@ export function useProxiedHub(): TwoInstances & { proxy: HubProxy } {
   return env;
 }
 
+/**
+ * a.test, and b.test with its directory behind `proxy` (it checks request signatures against the proxy's
+ * origin, which clients use), started before the calling file's tests and stopped after them: for tests
+ * of what b.test's directory answers (`proxy.intercept`).
+ */
+export function useProxiedDirectory(): TwoInstances & { proxy: HubProxy } {
+  const env = { proxy: new HubProxy() } as TwoInstances & { proxy: HubProxy };
+  beforeAll(async () => {
+    await env.proxy.start();
+    const [a, b] = await Promise.all([
+      startInstance("a.test"),
+      startInstance("b.test", { directoryEnv: { PUBLIC_URL: env.proxy.url } }),
+    ]);
+    env.proxy.target = b.urls.directory;
+    const resolver = new StaticResolver({
+      "a.test": { ...a.urls, mastodon: a.mastodon.url },
+      "b.test": { ...b.urls, directory: env.proxy.url, mastodon: b.mastodon.url },
+    });
+    Object.assign(env, { a, b, resolver });
+  });
+  afterAll(() =>
+    stopProxied(
+      env.proxy,
+      [env.a, env.b].filter((i) => i !== undefined),
+    ),
+  );
+  return env;
+}
+
 export const FAST_RETRY: RetryPolicy = { attempts: 8, baseDelayMs: 5, maxDelayMs: 50 };
 
 /** A Mastodon account on the instance and the first device of it, in a fresh directory. */
