@@ -180,6 +180,24 @@ async function writeLineIfMissing(
 ): Promise<void> {
   // A line found may have been written by a process that stopped before its flush: made durable here,
   // as the entry is about to go.
-  if (await ctx.store.historyTailHas(g.record.groupId, seq)) return ctx.store.flushHistory(g.record.groupId);
+  const found = await ctx.store.historyTailEntry(g.record.groupId, seq);
+  if (found !== undefined) {
+    const same = found.content.kind === "activity" && found.content.activity.id === entry.activity.id;
+    if (same) return ctx.store.flushHistory(g.record.groupId);
+    // The hub numbered this message like another line of the history: nothing can be written under
+    // that number (the history keeps one line per number), so the user is shown the message instead of
+    // losing it without a word.
+    const what =
+      entry.activity.type === "Create" ? `"${entry.activity.object.content}"` : `a ${entry.activity.type}`;
+    ctx.emit({
+      type: "error",
+      groupId: g.record.groupId,
+      operation: "keeping a sent message in the history",
+      message:
+        `the hub numbered your message ${what} #${seq}, the number of another message of the history, ` +
+        "so this copy cannot be kept there (the others received it)",
+    });
+    return;
+  }
   await ctx.store.appendHistory(g.record.groupId, [ownHistoryEntry(ctx, seq, entry.at, entry.activity)]);
 }

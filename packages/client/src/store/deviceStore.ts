@@ -638,12 +638,21 @@ export class DeviceStore {
    * (a line further back may be appended twice, which `readHistory` shows once).
    */
   async historyTailHas(groupId: string, seq: number, tailBytes = 64 * 1024): Promise<boolean> {
+    return (await this.historyTailEntry(groupId, seq, tailBytes)) !== undefined;
+  }
+
+  /** The line of `historyTailHas`, when there is one. */
+  async historyTailEntry(
+    groupId: string,
+    seq: number,
+    tailBytes = 64 * 1024,
+  ): Promise<HistoryEntry | undefined> {
     const path = join(this.groupDir(groupId), "history.jsonl");
     let handle;
     try {
       handle = await open(path, constants.O_RDONLY);
     } catch (e) {
-      if (isNotFound(e)) return false;
+      if (isNotFound(e)) return undefined;
       throw e;
     }
     let text: string;
@@ -658,9 +667,9 @@ export class DeviceStore {
     }
     // Every line starts after a newline; what comes before the first one here may be a line cut short.
     for (const entry of this.readableEntries(path, text.split("\n").slice(1))) {
-      if (entry.seq === seq) return true;
+      if (entry.seq === seq) return entry;
     }
-    return false;
+    return undefined;
   }
 
   /**
