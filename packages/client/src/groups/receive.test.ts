@@ -1,3 +1,6 @@
+import { randomBytes } from "node:crypto";
+import { statSync } from "node:fs";
+import { join } from "node:path";
 import { cipherSuite, sha256 } from "@mastodon-mls/bridge";
 import { encodeCleartext } from "@mastodon-mls/protocol";
 import {
@@ -13,6 +16,7 @@ import { MlsDmClient } from "../client.js";
 import { aliceAndBobOnFake, NO_WAIT } from "../testSupport/fakeGroup.js";
 import { FakeServices } from "../testSupport/fakeServices.js";
 import type { LocalDevice } from "../testSupport/localDevices.js";
+import { MAX_BUFFERED_BYTES } from "./receive.js";
 
 // Receiving against a scripted hub: alice is an MlsDmClient; bob is driven with ts-mls directly, so the
 // test decides what reaches alice and in which order.
@@ -44,6 +48,21 @@ async function bobSays(text: string): Promise<Uint8Array> {
     version: "mls10",
     wireformat: "mls_private_message",
     privateMessage: sent.privateMessage,
+  });
+}
+
+/** A message the hub says is of epoch 1000: about 1 MiB of ciphertext nobody can open. */
+async function bigFutureMessage(): Promise<Uint8Array> {
+  const note = encodeCleartext(buildCreateNote("acct:bob@a.test", "x"));
+  const sent = await createApplicationMessage(bob, note, await cipherSuite());
+  return encodeMlsMessage({
+    version: "mls10",
+    wireformat: "mls_private_message",
+    privateMessage: {
+      ...sent.privateMessage,
+      epoch: 1000n,
+      ciphertext: new Uint8Array(randomBytes(1024 * 1024 - 512)),
+    },
   });
 }
 
@@ -115,6 +134,24 @@ describe("receiving", () => {
     fake.inject(groupId, bobDevice.deviceId, await bobSays("still here"), 1);
     expect(await alice.sync()).toMatchObject([{ type: "message", note: { content: "still here" } }]);
   });
+
+  it("keeps future-epoch messages up to a byte bound, reports the rest undecryptable, and the group still works", async () => {
+    // A hostile hub could send a thousand of a megabyte each (found by an audit): every later save of the
+    // group rewrote them all (33 MB after 24), until the record no longer fit in a string and sync()
+    // failed for every hub after it.
+    for (let i = 0; i < 8; i++) fake.inject(groupId, bobDevice.deviceId, await bigFutureMessage(), 1000);
+    const events = await alice.sync();
+    const refused = events.filter((e) => e.type === "undecryptable");
+    // 1 MiB is about 1.33 MiB stored (base64): three fit in 4 MiB, the other five are reported.
+    expect(refused).toHaveLength(5);
+    expect(refused[0]).toMatchObject({ reason: expect.stringMatching(/too many bytes/) });
+    const groupJson = join(alice.dir, "groups", groupId, "group.json");
+    expect(statSync(groupJson).size).toBeLessThan(MAX_BUFFERED_BYTES + 512 * 1024);
+
+    fake.inject(groupId, bobDevice.deviceId, await bobSays("still here?"), 1);
+    const later = await alice.sync();
+    expect(later.filter((e) => e.type === "message")).toHaveLength(1);
+  }, 120_000);
 
   it("turns garbage from the hub into an undecryptable event instead of dropping it", async () => {
     const seq = fake.inject(groupId, bobDevice.deviceId, Uint8Array.of(0, 1, 2, 3), 1);

@@ -11,7 +11,7 @@ import {
 import { STREAM_CLOSE, toBase64url, type InboxItem, type StreamClientFrame } from "@mastodon-mls/protocol";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { WebSocketServer, type WebSocket } from "ws";
-import { InboxStream, type StreamStatus } from "./inboxStream.js";
+import { InboxStream, MAX_UNPROCESSED_BATCHES, type StreamStatus } from "./inboxStream.js";
 
 // A minimal hub side of /v1/stream: challenge, signature check, ready, items, acks; it can drop a socket.
 
@@ -320,4 +320,54 @@ describe("InboxStream submissions (D6)", () => {
     silent.close();
     await expect(waiting).rejects.toThrow(/closed before the hub answered/);
   });
+
+  it("holds back a hub pushing batches faster than the device processes them; a submission is still answered", async () => {
+    // Found by an audit: every frame was read, parsed and queued, the socket never paused, so memory grew
+    // with whatever the hub sent (150 frames of 1 MiB read while one batch was processed).
+    const frames = 150;
+    const payload = toBase64url(new Uint8Array(randomBytes(1024 * 1024 - 64)));
+    let written = 0;
+    onReady = (ws) => {
+      for (let i = 1; i <= frames; i++) {
+        const item = { ...message(i), kind: "message", epoch: 1, sender: "A".repeat(43), message: payload };
+        ws.send(JSON.stringify({ type: "items", items: [item], cursor: `c${i}` }), () => written++);
+      }
+    };
+    onSubmit = (ws, f) => ws.send(JSON.stringify({ type: "submitted", id: f.id, seq: 1, epoch: 1 }));
+    let received = 0;
+    let release!: () => void;
+    const busy = new Promise<void>((resolve) => (release = resolve));
+    let ready!: () => void;
+    const isReady = new Promise<void>((resolve) => (ready = resolve));
+    const stream = new InboxStream({
+      baseUrl: base,
+      signer,
+      after: () => undefined,
+      reconnect: { attempts: 1, baseDelayMs: 10, maxDelayMs: 10 },
+      onStatus: (st) => {
+        if (st.kind === "ready") ready();
+      },
+      onItems: async () => {
+        received++;
+        await busy; // a device busy with its first batch
+      },
+    });
+    stream.start();
+    await isReady;
+    // Wait until the hub can write no more: its writes stall once the device stops reading.
+    let last = -1;
+    while (written !== last) {
+      last = written;
+      await new Promise((r) => setTimeout(r, 300));
+    }
+    expect(received).toBe(1);
+    expect(written).toBeLessThan(MAX_UNPROCESSED_BATCHES + 24);
+    // A submission's answer is read even so.
+    await expect(stream.submit(GROUP, new Uint8Array([1, 2, 3]))).resolves.toMatchObject({ seq: 1 });
+    // Once the device gets through its batches, the rest comes.
+    release();
+    while (received < frames) await new Promise((r) => setTimeout(r, 50));
+    stream.close();
+    expect(received).toBe(frames);
+  }, 30_000);
 });
