@@ -1,6 +1,5 @@
 import { acceptNewKey, confirmPin, matchesSafetyNumber, type SigningKeyPair } from "@mastodon-mls/bridge";
 import {
-  ProtocolError,
   fromBase64url,
   parseAcct,
   toBase64url,
@@ -11,7 +10,7 @@ import { createAccountKeyBackup, openAccountKeyBackup } from "./backup.js";
 import { buildCreateNote } from "./cleartext.js";
 import { DeviceContext } from "./context.js";
 import type { KdfPolicy } from "./crypto/kdf.js";
-import { ClientError, ServiceUnavailableError } from "./errors.js";
+import { ClientError, isReportable } from "./errors.js";
 import type { DmEvent } from "./events.js";
 import { canonicalAccts, leafKeyOf, newClaimId, type AddReport, type Refusal } from "./groups/changes.js";
 import type { PipelineDeps } from "./groups/commitPipeline.js";
@@ -347,12 +346,7 @@ export class MlsDmClient {
         try {
           await publishAccountList(store, device);
         } catch (e) {
-          if (!(
-            e instanceof ClientError ||
-            e instanceof ProtocolError ||
-            e instanceof ServiceUnavailableError
-          ))
-            throw e;
+          if (!isReportable(e)) throw e;
           listProblem = e.message;
         }
       } else {
@@ -913,12 +907,7 @@ export class MlsDmClient {
           await this.commit(g.record.groupId, { kind: "remove-devices", deviceIds: [deviceId] });
           removedFrom.push(g.record.groupId);
         } catch (e) {
-          if (!(
-            e instanceof ServiceUnavailableError ||
-            e instanceof ProtocolError ||
-            e instanceof ClientError
-          ))
-            throw e;
+          if (!isReportable(e)) throw e;
           this.ctx.emit({
             type: "error",
             groupId: g.record.groupId,
@@ -1181,8 +1170,7 @@ export class MlsDmClient {
       try {
         await this.verifyGroup(groupId, { removeBad: true, prefetched });
       } catch (e) {
-        if (!(e instanceof ServiceUnavailableError || e instanceof ProtocolError || e instanceof ClientError))
-          throw e;
+        if (!isReportable(e)) throw e;
         this.ctx.emit({
           type: "error",
           groupId,

@@ -77,3 +77,11 @@ export class ClientError extends Error {
     this.name = "ClientError";
   }
 }
+
+/**
+ * A failure an operation reports and goes on from (a service refused or could not be reached, or this
+ * device's state does not allow it), as opposed to a bug or a local disk error, which propagate.
+ */
+export function isReportable(e: unknown): e is ClientError | ProtocolError | ServiceUnavailableError {
+  return e instanceof ClientError || e instanceof ProtocolError || e instanceof ServiceUnavailableError;
+}
