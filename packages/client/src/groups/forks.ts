@@ -252,7 +252,6 @@ export async function noteForkNotice(
     await ctx.saveGroup(g);
     return;
   }
-
   const fork: GroupFork = {
     epoch: item.epoch,
     commitHash: item.commit_hash,

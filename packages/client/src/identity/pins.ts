@@ -43,6 +43,16 @@ export class DevicePinStore implements PinStore {
     this.record = await this.store.readPins();
   }
 
+  /**
+   * The accounts whose confirmed pin was contradicted (`keyChangedAt`), without decoding any key: what
+   * every send checks (sendPolicy.ts), so it stays a walk over few entries, not a lookup per member.
+   */
+  contestedConfirmed(): string[] {
+    return Object.entries(this.record.pins).flatMap(([acct, pin]) =>
+      pin.oobVerified && pin.keyChangedAt !== undefined ? [acct] : [],
+    );
+  }
+
   get(acct: string): Promise<Pin | undefined> {
     const pin = this.record.pins[canonicalAcct(acct)];
     return Promise.resolve(

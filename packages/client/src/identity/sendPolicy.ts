@@ -1,6 +1,5 @@
 import type { DeviceContext, GroupHandle } from "../context.js";
 import { ClientError } from "../errors.js";
-import { leavesOf } from "../mls/leaves.js";
 
 /**
  * DESIGN §3: after comparing safety numbers with someone, a change of their account key must stop this
@@ -10,14 +9,16 @@ import { leavesOf } from "../mls/leaves.js";
  */
 export async function assertNoBrokenVerification(ctx: DeviceContext, g: GroupHandle): Promise<void> {
   // The pin remembers the contradiction (keyChangedAt): a later lookup that says something else (the
-  // proof hidden, the account suspended…) does not lift the block; the user's decision does.
-  const accts = new Set(Object.keys(g.record.memberStatuses ?? {}));
-  if (g.state !== undefined) for (const l of leavesOf(g.state.ratchetTree)) accts.add(l.acct);
-  for (const acct of accts) {
-    if (acct === ctx.device.acct) continue;
-    const pin = await ctx.pins.get(acct);
-    const contested = pin?.keyChangedAt !== undefined || g.record.memberStatuses?.[acct] === "key-changed";
-    if (!contested || pin?.oobVerified !== true) continue;
+  // proof hidden, the account suspended…) does not lift the block; the user's decision does. The last
+  // status counts too (a contradiction seen before pins remembered it).
+  const statuses = g.record.memberStatuses ?? {};
+  const suspects = new Set(ctx.pins.contestedConfirmed());
+  for (const [acct, status] of Object.entries(statuses)) if (status === "key-changed") suspects.add(acct);
+  if (suspects.size === 0) return;
+  const members = new Set([...Object.keys(statuses), ...Object.values(g.record.leaves).map((l) => l.acct)]);
+  for (const acct of suspects) {
+    if (acct === ctx.device.acct || !members.has(acct)) continue;
+    if ((await ctx.pins.get(acct))?.oobVerified !== true) continue;
     throw new ClientError(
       "not_verified",
       `${acct}'s account key changed after you compared safety numbers with them: nothing was sent. ` +
