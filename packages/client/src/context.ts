@@ -32,6 +32,7 @@ import { DeliveryClient } from "./transport/deliveryClient.js";
 import { DirectoryClient } from "./transport/directoryClient.js";
 import type { StreamSubmitter } from "./transport/inboxStream.js";
 import type { ServiceResolver } from "./transport/resolver.js";
+import { reachFor } from "./transport/publicReach.js";
 import { checkServiceUrl } from "./transport/serviceUrl.js";
 import type { RetryPolicy } from "./util/backoff.js";
 
@@ -186,12 +187,17 @@ export class DeviceContext {
     return this.device.deviceId;
   }
 
-  /** A client for the delivery service at `url` (a hub or someone's home), signed as this device. */
+  /**
+   * A client for the delivery service at `url` (a hub or someone's home), signed as this device. The
+   * device's own home is reached wherever it is; a hub or home another party named only at a public
+   * address in production (NET-7).
+   */
   delivery(url: string): DeliveryClient {
     const base = checkServiceUrl(url);
     let client = this.deliveries.get(base);
     if (client === undefined) {
-      client = new DeliveryClient(base, this.signer);
+      const own = base === checkServiceUrl(this.device.home.delivery);
+      client = new DeliveryClient(base, this.signer, own ? "any" : reachFor(this.resolver, base));
       this.deliveries.set(base, client);
     }
     return client;
@@ -199,7 +205,7 @@ export class DeviceContext {
 
   async directoryOf(domain: string): Promise<DirectoryClient> {
     if (domain === parseAcct(this.device.acct).domain) return this.home.directory;
-    return new DirectoryClient(checkServiceUrl((await this.resolver.resolve(domain)).directory));
+    return DirectoryClient.resolvedBy(this.resolver, (await this.resolver.resolve(domain)).directory);
   }
 
   async homeDeliveryOf(acct: string): Promise<DeliveryClient> {

@@ -1,4 +1,6 @@
 import { randomBytes } from "node:crypto";
+import { createServer } from "node:net";
+import type { AddressInfo } from "node:net";
 import { fromBase64url, toBase64url } from "@mastodon-mls/protocol";
 import { describe, expect, it } from "vitest";
 import { MAX_IDLE_HUBS, INVITED_HUB_SECONDS } from "./context.js";
@@ -6,6 +8,7 @@ import { MlsDmClient } from "./client.js";
 import { DeviceStore } from "./store/deviceStore.js";
 import { FAST_RETRY, newClient, useOneInstance } from "./testSupport/instances.js";
 import { DeliveryClient } from "./transport/deliveryClient.js";
+import type { ServiceResolver } from "./transport/resolver.js";
 
 // Review item C6: anyone can send an invitation naming any hub, and every hub a device heard of is polled
 // on each sync. Hubs hosting none of the device's groups are polled for a while only, and only the most
@@ -52,4 +55,53 @@ describe("hubs named by invitations", () => {
       expect((await later.sync()).some((e) => e.type === "joined" && e.groupId === groupId)).toBe(true);
     },
   );
+
+  it("NET-7: in production, a hub whose name resolves to this machine is never connected to", async () => {
+    const { a, resolver } = env;
+    const alice = await newClient(a, "alice2", resolver);
+    const mallory = await newClient(a, "mallory2", resolver);
+    // Where the hub's name points: a port on this machine that counts who connects.
+    let connections = 0;
+    const trap = createServer((socket) => {
+      connections++;
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => trap.listen(0, "127.0.0.1", resolve));
+    const hub = `https://hub.evil.example:${(trap.address() as AddressInfo).port}`;
+    try {
+      const device = await (await DeviceStore.open(mallory.dir)).readDevice();
+      await new DeliveryClient(a.urls.delivery, {
+        certificate: fromBase64url(device.certificate),
+        signKey: fromBase64url(device.deviceKey.signKey),
+      }).invite("alice2@a.test", hub, toBase64url(new Uint8Array(randomBytes(16))));
+      // The same device, run as in production: its own services are the ones the person configured, and
+      // host names resolve as a DNS server under someone else's control answers.
+      const production: ServiceResolver = {
+        resolve: (d) => resolver.resolve(d),
+        configured: (url) => url === a.urls.delivery || url === a.urls.directory,
+        dnsLookup: async (host) => (host === "hub.evil.example" ? [{ address: "127.0.0.1", family: 4 }] : []),
+      };
+      const opened = await MlsDmClient.open(alice.dir, {
+        services: production,
+        retry: FAST_RETRY,
+        identity: { allowInsecureLoopback: true },
+      });
+      const events = await opened.sync();
+      expect(
+        events.filter((e) => e.type === "invitation").map((e) => e.type === "invitation" && e.hub),
+      ).toEqual([hub]);
+      const refused = events.filter((e) => e.type === "error" && e.operation === `sync ${hub}`);
+      expect(refused).toHaveLength(1);
+      expect(refused[0]!.type === "error" && refused[0].message).toMatch(
+        /hub\.evil\.example resolves to 127\.0\.0\.1, a loopback address/,
+      );
+      // The next sync asks again (names change) and is refused again; nothing ever reached the port.
+      expect((await opened.sync()).some((e) => e.type === "error" && e.operation === `sync ${hub}`)).toBe(
+        true,
+      );
+      expect(connections).toBe(0);
+    } finally {
+      await new Promise<void>((resolve) => trap.close(() => resolve()));
+    }
+  });
 });

@@ -168,6 +168,7 @@ export async function* liveEvents(
       if (streams.has(hub)) continue;
       const stream = new InboxStream({
         baseUrl: hub,
+        reach: ctx.delivery(hub).http.reach,
         signer: ctx.signer,
         after: () => ctx.cursors.hubs[hub] ?? undefined,
         reconnect: ctx.retry,

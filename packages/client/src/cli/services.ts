@@ -66,6 +66,11 @@ export class CliResolver implements ServiceResolver {
     this.insecureLoopback = Object.values(map).some((s) => s.mastodon !== undefined);
   }
 
+  /** The map is the person's own word: its services are reached wherever they are (NET-7). */
+  configured(url: string): boolean {
+    return Object.values(this.map).some((s) => s.directory === url || s.delivery === url);
+  }
+
   mastodonOrigin(domain: string): string | undefined {
     return this.map[domain.toLowerCase()]?.mastodon;
   }

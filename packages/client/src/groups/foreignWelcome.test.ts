@@ -11,12 +11,13 @@ import {
 } from "ts-mls";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { buildCreateNote } from "../cleartext.js";
-import type { MlsDmClient } from "../client.js";
+import { MlsDmClient } from "../client.js";
 import type { DeviceContext } from "../context.js";
 import { DeviceStore } from "../store/deviceStore.js";
-import { aliceAndBobOnFake } from "../testSupport/fakeGroup.js";
+import { NO_WAIT, aliceAndBobOnFake } from "../testSupport/fakeGroup.js";
 import { FakeServices } from "../testSupport/fakeServices.js";
 import { localDevice } from "../testSupport/localDevices.js";
+import { StaticResolver } from "../transport/resolver.js";
 
 // A group id names a group at its hub only. Before the fix, a Welcome from any hub the device polls (one
 // invitation makes it poll a stranger's) naming the id of a group the device had left took that group's
@@ -106,7 +107,12 @@ describe("a Welcome from another hub for a group this device knew", () => {
       ),
       cursor: "1",
     };
-    // What one invitation naming his hub does.
+    // What one invitation naming his hub does. His hub is on this machine here, so the device runs on a
+    // development map (in production NET-7 keeps it from connecting to a hub on loopback at all).
+    alice = await MlsDmClient.open(alice.dir, {
+      services: new StaticResolver({ "a.test": { directory: fake.url, delivery: fake.url } }),
+      retry: NO_WAIT,
+    });
     await (alice as unknown as { ctx: DeviceContext }).ctx.rememberHub(evilUrl);
 
     const events = await alice.sync();

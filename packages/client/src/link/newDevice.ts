@@ -194,7 +194,7 @@ export async function finishLink(
       directoryOf: async (domain) =>
         domain === parseAcct(rec.acct).domain
           ? directory
-          : new DirectoryClient(checkServiceUrl((await services.resolve(domain)).directory)),
+          : DirectoryClient.resolvedBy(services, (await services.resolve(domain)).directory),
       pins: new MemoryPinStore(),
       clock: Date.now,
     },

@@ -12,6 +12,7 @@ import {
   type CommitRejectedBody,
 } from "@mastodon-mls/protocol";
 import { ServiceHttp } from "./http.js";
+import type { Reach } from "./publicReach.js";
 
 /** A delivery service: the hub of its groups and the inbox of its instance's accounts (DESIGN §6, §11). */
 export class DeliveryClient {
@@ -20,8 +21,9 @@ export class DeliveryClient {
   constructor(
     baseUrl: string,
     private readonly signer: DeviceSigner,
+    reach: Reach = "any",
   ) {
-    this.http = new ServiceHttp("delivery service", baseUrl);
+    this.http = new ServiceHttp("delivery service", baseUrl, reach);
   }
 
   get baseUrl(): string {

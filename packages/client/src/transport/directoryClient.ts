@@ -10,13 +10,22 @@ import {
   toBase64url,
 } from "@mastodon-mls/protocol";
 import { ServiceHttp } from "./http.js";
+import { reachFor, type Reach } from "./publicReach.js";
+import type { ServiceResolver } from "./resolver.js";
+import { checkServiceUrl } from "./serviceUrl.js";
 
 /** The key-package directory of one instance (DESIGN §5, §11). */
 export class DirectoryClient {
   readonly http: ServiceHttp;
 
-  constructor(baseUrl: string) {
-    this.http = new ServiceHttp("directory", baseUrl);
+  constructor(baseUrl: string, reach: Reach = "any") {
+    this.http = new ServiceHttp("directory", baseUrl, reach);
+  }
+
+  /** The directory at `url`, which `resolver` gave for another instance: reached as NET-7 says. */
+  static resolvedBy(resolver: ServiceResolver, url: string): DirectoryClient {
+    const base = checkServiceUrl(url);
+    return new DirectoryClient(base, reachFor(resolver, base));
   }
 
   get baseUrl(): string {

@@ -1,9 +1,11 @@
 import { Agent as HttpAgent } from "node:http";
 import { Agent as HttpsAgent } from "node:https";
+import type { LookupFunction } from "node:net";
 import { exchange, signRequest, type DeviceSigner, type HttpAnswer } from "@mastodon-mls/bridge";
 import { ErrorBodySchema, isErrorCode } from "@mastodon-mls/protocol";
 import type { z } from "zod";
 import { ServiceRefusedError, ServiceUnavailableError } from "../errors.js";
+import { publicOnlyLookup, refusedLiteral, type Reach } from "./publicReach.js";
 
 export type Auth =
   { kind: "none" } | { kind: "device"; signer: DeviceSigner } | { kind: "bearer"; token: string };
@@ -29,6 +31,12 @@ const agents = {
   http: new HttpAgent({ keepAlive: true, timeout: IDLE_MS }),
   https: new HttpsAgent({ keepAlive: true, timeout: IDLE_MS }),
 };
+// Services reached at public addresses only (NET-7) have pools of their own: every connection in them was
+// opened through the checking lookup, and none is shared with a URL reached at any address.
+const publicAgents = {
+  http: new HttpAgent({ keepAlive: true, timeout: IDLE_MS }),
+  https: new HttpsAgent({ keepAlive: true, timeout: IDLE_MS }),
+};
 
 /**
  * JSON over HTTP to one of our services. A service's `{error, message}` answer is rethrown as a
@@ -37,14 +45,18 @@ const agents = {
  */
 export class ServiceHttp {
   readonly origin: string;
+  private readonly lookup: LookupFunction | undefined;
 
   constructor(
     /** "directory" or "delivery service": used in messages people read. */
     readonly service: string,
     /** Checked base URL without a trailing slash (see checkServiceUrl). */
     readonly baseUrl: string,
+    /** Whether another party named this URL, so that only public addresses may be reached (NET-7). */
+    readonly reach: Reach = "any",
   ) {
     this.origin = new URL(baseUrl).origin;
+    this.lookup = reach === "any" ? undefined : publicOnlyLookup(reach.publicOnly);
   }
 
   async request<T>(spec: RequestSpec<T>): Promise<T> {
@@ -64,13 +76,19 @@ export class ServiceHttp {
     }
     let res: HttpAnswer;
     try {
+      const pool = this.lookup === undefined ? agents : publicAgents;
+      if (this.lookup !== undefined) {
+        const refused = refusedLiteral(url);
+        if (refused !== undefined) throw refused;
+      }
       res = await exchange(url, {
         method: spec.method,
         headers,
         body,
         timeoutMs: TIMEOUT_MS,
         maxBytes: MAX_RESPONSE_BYTES,
-        agent: url.protocol === "https:" ? agents.https : agents.http,
+        agent: url.protocol === "https:" ? pool.https : pool.http,
+        ...(this.lookup === undefined ? {} : { lookup: this.lookup }),
       });
     } catch (e) {
       throw new ServiceUnavailableError(this.service, this.baseUrl, describe(e));

@@ -179,6 +179,33 @@ describe("InboxStream", () => {
     expect(statuses).toEqual(["disconnected", "ready", "closed"]);
   });
 
+  it("NET-7: a hub another party named, whose name resolves to this machine, is never connected to", async () => {
+    let connections = 0;
+    http.on("connection", () => connections++);
+    const port = new URL(base).port;
+    const status = await new Promise<StreamStatus>((resolve) => {
+      const stream = new InboxStream({
+        baseUrl: `http://hub.evil.example:${port}`,
+        reach: { publicOnly: async () => [{ address: "127.0.0.1", family: 4 }] },
+        signer,
+        after: () => undefined,
+        reconnect: { attempts: 1, baseDelayMs: 10, maxDelayMs: 10 },
+        onStatus: (s) => {
+          if (s.kind === "closed") return;
+          resolve(s);
+          stream.close();
+        },
+        onItems: async () => undefined,
+      });
+      stream.start();
+    });
+    expect(status).toMatchObject({
+      kind: "disconnected",
+      reason: expect.stringMatching(/hub\.evil\.example resolves to 127\.0\.0\.1, a loopback address/),
+    });
+    expect(connections).toBe(0);
+  });
+
   it("stops when the hub says the device was removed", async () => {
     onReady = (ws) => ws.close(STREAM_CLOSE.removed, "removed");
     const status = await new Promise<StreamStatus["kind"]>((resolve) => {

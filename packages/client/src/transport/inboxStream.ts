@@ -1,3 +1,4 @@
+import type { LookupFunction } from "node:net";
 import { signRequest, type DeviceSigner } from "@mastodon-mls/bridge";
 import {
   STREAM_CLOSE,
@@ -12,6 +13,7 @@ import {
 import WebSocket from "ws";
 import { ServiceRefusedError, ServiceUnavailableError } from "../errors.js";
 import { backoffDelay, type RetryPolicy } from "../util/backoff.js";
+import { publicOnlyLookup, type Reach } from "./publicReach.js";
 
 export const STREAM_PATH = "/v1/stream";
 
@@ -30,6 +32,11 @@ export type StreamStatus =
 export interface InboxStreamOptions {
   /** The hub's base URL (http/https); the socket goes to the same origin, ws/wss. */
   baseUrl: string;
+  /**
+   * Whether another party named the hub, so that its name may only resolve to public addresses (NET-7;
+   * IP literals were refused when the URL arrived: checkRemoteServiceUrl). Default: any address.
+   */
+  reach?: Reach;
   signer: DeviceSigner;
   /** The cursor to resume after, read at each (re)connection: the last one processed durably. */
   after: () => string | undefined;
@@ -149,7 +156,11 @@ export class InboxStream implements StreamSubmitter {
     if (this.closed) return;
     const url = new URL(STREAM_PATH, `${this.opts.baseUrl}/`);
     url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
-    const ws = new WebSocket(url, { maxPayload: 64 * 1024 * 1024 });
+    // ws hands its options to the socket's connect, `lookup` included.
+    const options: WebSocket.ClientOptions & { lookup?: LookupFunction } = { maxPayload: 64 * 1024 * 1024 };
+    const reach = this.opts.reach ?? "any";
+    if (reach !== "any") options.lookup = publicOnlyLookup(reach.publicOnly);
+    const ws = new WebSocket(url, options);
     this.ws = ws;
     this.work = Promise.resolve();
     this.unprocessed = 0;

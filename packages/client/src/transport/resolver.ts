@@ -1,3 +1,4 @@
+import { systemDnsLookup, type DnsLookup } from "@mastodon-mls/bridge";
 import { WellKnownServices } from "@mastodon-mls/protocol";
 import { ClientError } from "../errors.js";
 import { ServiceHttp } from "./http.js";
@@ -21,6 +22,14 @@ export interface ServiceResolver {
    * Only resolvers built from a development map say so.
    */
   readonly insecureLoopback?: boolean;
+  /**
+   * Whether the person running the device named this service URL (a services map): it is reached
+   * wherever it is. Any other URL, named by an instance or by whoever sent an invitation, is reached only
+   * at public addresses in production (NET-7 of docs/identity.md).
+   */
+  configured?(url: string): boolean;
+  /** How host names resolve for that check. Default: the system's resolver. Tests inject their own. */
+  readonly dnsLookup?: DnsLookup;
 }
 
 /** A domain's services, and in development where its Mastodon is. */
@@ -31,6 +40,11 @@ export interface DevServiceUrls extends ServiceUrls {
 /** The default: `GET https://<domain>/.well-known/mls-services`, remembered for the life of the resolver. */
 export class WellKnownResolver implements ServiceResolver {
   private readonly cache = new Map<string, Promise<ServiceUrls>>();
+  readonly dnsLookup: DnsLookup;
+
+  constructor(opts: { dnsLookup?: DnsLookup } = {}) {
+    this.dnsLookup = opts.dnsLookup ?? systemDnsLookup;
+  }
 
   resolve(domain: string): Promise<ServiceUrls> {
     let hit = this.cache.get(domain);
@@ -44,7 +58,10 @@ export class WellKnownResolver implements ServiceResolver {
   }
 
   private async lookup(domain: string): Promise<ServiceUrls> {
-    const http = new ServiceHttp(`service discovery of ${domain}`, checkServiceUrl(`https://${domain}`));
+    // The domain is whoever's acct was named: reached at public addresses only, like what it answers.
+    const http = new ServiceHttp(`service discovery of ${domain}`, checkServiceUrl(`https://${domain}`), {
+      publicOnly: this.dnsLookup,
+    });
     const found = await http.request({
       method: "GET",
       path: "/.well-known/mls-services",

@@ -32,9 +32,9 @@ export function checkServiceUrl(url: string): string {
  * A service URL another party named (an instance's `/.well-known/mls-services`, the hub of an invitation):
  * as `checkServiceUrl`, and, unless this device runs against development services (`allowLoopback`, the
  * resolver's `insecureLoopback`), HTTPS to a host that is neither this machine (`localhost`) nor an address
- * of a loopback, private, link-local or special network (NET-3 of docs/identity.md, for IP literals; a DNS
- * name is not resolved here). Otherwise a stranger could make the device send its requests to services on
- * its own machine or network.
+ * of a loopback, private, link-local or special network (NET-3 and NET-7 of docs/identity.md, for IP
+ * literals; a DNS name is checked when it is resolved to connect: publicReach.ts). Otherwise a stranger
+ * could make the device send its requests to services on its own machine or network.
  */
 export function checkRemoteServiceUrl(url: string, allowLoopback: boolean): string {
   const base = checkServiceUrl(url);
