@@ -587,13 +587,20 @@ export class MlsDmClient {
    * are removed and each is added again from a KeyPackage claimed for it, verified as for `addMembers`.
    * This is the remedy for a device stuck after a fork or behind retention; the accounts' other devices
    * are not touched. A device whose KeyPackage is refused (or that has none left) is still removed, and
-   * the refusal is reported: `addMembers` of its account adds it later.
+   * the refusal is reported: `addMembers` of its account adds it later. A device whose leaf a commit
+   * that won meanwhile changed (its own key update, or another member's re-add) is left as it is and named
+   * in `skipped`: ask again if it still needs a fresh start.
    */
   readdDevices(
     groupId: string,
     deviceIds: string[],
     opts: AddOptions = {},
-  ): Promise<AddReport & { removed: { acct: string; deviceId: string }[] }> {
+  ): Promise<
+    AddReport & {
+      removed: { acct: string; deviceId: string }[];
+      skipped: { acct: string; deviceId: string }[];
+    }
+  > {
     return this.op(async () => {
       const picked = this.pickDevices(groupId, deviceIds);
       const report = emptyReport();
@@ -613,7 +620,11 @@ export class MlsDmClient {
       const removed = picked
         .filter((p) => readded.has(p.deviceId) || !left.has(p.deviceId))
         .map(({ acct, deviceId }) => ({ acct, deviceId }));
-      return { removed, ...report };
+      const refused = new Set(report.refused.map((r) => r.deviceId));
+      const skipped = picked
+        .filter((p) => !removed.some((r) => r.deviceId === p.deviceId) && !refused.has(p.deviceId))
+        .map(({ acct, deviceId }) => ({ acct, deviceId }));
+      return { removed, skipped, ...report };
     });
   }
 

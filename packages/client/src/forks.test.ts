@@ -470,6 +470,7 @@ describe("behind retention", () => {
       removed: [{ acct: "erin@r.test", deviceId: tablet.deviceId }],
       added: [{ acct: "erin@r.test", deviceId: tablet.deviceId }],
       refused: [],
+      skipped: [],
     });
     const again = await settle([tablet, erin, dora]);
     // (and the statuses of the members, looked up anew after the join)

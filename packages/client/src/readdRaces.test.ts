@@ -64,6 +64,7 @@ describe("readdDevices, two members at once", () => {
     const seen = await settle([ned, lea, max]);
 
     expect.soft(report.added).toEqual([]); // ned's leaf is already the fresh one lea's commit gave it
+    expect.soft(report.skipped).toEqual([{ acct: "ned@a.test", deviceId: ned.deviceId }]); // and max is told
     expect.soft(ofType(seen.get(ned), "joined")).toHaveLength(1);
     // lea's re-add, ned's self-update on joining; not a second re-add on top
     expect(lea.epoch(g)).toBe(epoch + 2);

@@ -517,6 +517,13 @@ export async function readd(cli: Cli, group: string, devices: string[], opts: Ad
       `NOT re-added ${r.acct}${r.deviceId ? ` (device ${r.deviceId.slice(0, 12)})` : ""}: ${safeText(r.reason)}`,
     );
   }
+  for (const s of report.skipped) {
+    cli.io.err(
+      `NOT re-added device ${s.deviceId.slice(0, 12)} of ${s.acct}: a commit that came first changed its ` +
+        "leaf (it updated its keys, or another member re-added it); run readd again if it still needs a " +
+        "fresh start",
+    );
+  }
 }
 
 /**

@@ -107,6 +107,16 @@ export function groupHealth(record: GroupRecord, self?: SelfRef): GroupHealth {
         `them (mls-dm recreate ${short}), or ${readdAdvice(short, self)}.`,
     };
   }
+  if (record.restoredBehind !== undefined) {
+    return {
+      condition: "needs_readd",
+      ...base,
+      advice:
+        `this device's copy of the group was restored from an older copy: it is behind a commit it sent ` +
+        `itself (#${record.restoredBehind.seq}) and cannot follow the group any more: ` +
+        `${readdAdvice(short, self)}.`,
+    };
+  }
   if (record.behindRetention !== undefined) {
     return {
       condition: "needs_readd",

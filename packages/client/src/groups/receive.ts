@@ -25,6 +25,7 @@ import { senderLeafOf } from "../mls/sender.js";
 import type { BufferedMessage, HistoryEntry } from "../store/schemas.js";
 import { discardPending, promotePending, stillLeaving } from "./commitPipeline.js";
 import { noteRejectedCommit, rejectionReason, stuckFork, stuckReason } from "./forks.js";
+import { noteCommitFromLaterState, noteMessagesFromLaterState, sentFromLaterState } from "./restored.js";
 
 /**
  * At most this many future-epoch messages are kept per group, and at most this many bytes of them (as
@@ -121,8 +122,15 @@ async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage)
     // commit: if still pending, this proves the hub accepted it.
     if (isCommit && g.pending !== undefined && messageHash(bytes) === g.pending.commitHash) {
       await promotePending(ctx, g);
-    } else if (msg.wireformat === "mls_private_message" && (g.record.outbox?.length ?? 0) > 0) {
-      await settleEcho(ctx, g, messageHash(bytes), item.seq);
+    } else if (isCommit && epoch === state.groupContext.epoch) {
+      // Ours, for the epoch we are in, yet not pending: sent from a state this directory no longer has.
+      noteCommitFromLaterState(ctx, g, item.seq, Number(epoch));
+    } else if (msg.wireformat === "mls_private_message") {
+      if ((g.record.outbox?.length ?? 0) > 0) await settleEcho(ctx, g, messageHash(bytes), item.seq);
+      if (await sentFromLaterState(ctx, state, msg.privateMessage)) {
+        noteMessagesFromLaterState(ctx, g);
+        await receiveApplication(ctx, g, state, msg, item, { own: true });
+      }
     }
     return "done";
   }
@@ -281,6 +289,8 @@ async function receiveApplication(
   state: ClientState,
   msg: Extract<MLSMessage, { wireformat: "mls_private_message" }>,
   item: BufferedMessage,
+  /** One of this device's own messages, read back after its state went back (groups/restored.ts). */
+  opts: { own?: boolean } = {},
 ): Promise<void> {
   const groupId = g.record.groupId;
   const sender = await senderLeafOf(state, msg.privateMessage, ctx.cs);
@@ -314,7 +324,7 @@ async function receiveApplication(
     at: new Date().toISOString(),
     from,
     deviceId,
-    own: false,
+    own: opts.own === true,
     content: clear.kind === "activity" ? clear : { kind: "unsupported", type: clear.type },
   };
   if (clear.kind === "activity") {

@@ -13,7 +13,7 @@ export async function senderLeafOf(
   state: ClientState,
   pm: PrivateMessage,
   cs: CiphersuiteImpl,
-): Promise<{ leafIndex: number; leaf: LeafNode } | undefined> {
+): Promise<{ leafIndex: number; leaf: LeafNode; generation: number } | undefined> {
   const current = pm.epoch === state.groupContext.epoch;
   const past = current ? undefined : state.historicalReceiverData.get(pm.epoch);
   if (!current && past === undefined) return undefined;
@@ -27,5 +27,5 @@ export async function senderLeafOf(
   }
   if (data === undefined) return undefined;
   const leaf = leafAt(tree, data.leafIndex);
-  return leaf === undefined ? undefined : { leafIndex: data.leafIndex, leaf };
+  return leaf === undefined ? undefined : { leafIndex: data.leafIndex, leaf, generation: data.generation };
 }

@@ -231,6 +231,11 @@ export const GroupRecord = GroupRecordV1.extend({
    */
   behindRetention: z.object({ seq: z.number().int() }).optional(),
   /**
+   * The hub echoed a commit of this device's own (`seq`, ending `epoch`) that its state knows nothing of:
+   * the directory was put back from an older copy (groups/restored.ts). It must be re-added.
+   */
+  restoredBehind: z.object({ seq: z.number().int(), epoch: z.number().int() }).optional(),
+  /**
    * The group that replaces this one: the one `recreateGroup` made here, or the first one joined whose
    * Welcome, signed by a member of this group, named this one (docs/decisions.md D21).
    */

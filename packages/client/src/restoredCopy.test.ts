@@ -1,0 +1,96 @@
+import { cp, rm } from "node:fs/promises";
+import { describe, expect, it } from "vitest";
+import { MlsDmClient } from "./client.js";
+import type { DmEvent } from "./events.js";
+import { notes } from "./testSupport/history.js";
+import { FAST_RETRY, newClient, useOneInstance } from "./testSupport/instances.js";
+import { settle } from "./testSupport/settle.js";
+
+// A device directory put back from an older copy (a restored backup of a home directory): the group
+// state in it is behind what the device sent since. Its sending ratchet would hand out again the key
+// generations of the messages it sent after the copy was made, which the others have used up: every such
+// message would be undecryptable to them. The hub still holds those messages (until every member read
+// them; otherwise it says behind_retention): their echoes tell the device, which reads them back as its
+// own, so the ratchet moves past them and the history has them again. A commit it sent after the copy
+// cannot be followed from the older state: the device says it needs a fresh start.
+
+const env = useOneInstance();
+
+/** Puts `dir` back as it was in `copy` (the device is closed meanwhile: no process has it open). */
+async function restore(dir: string, copy: string): Promise<void> {
+  await rm(dir, { recursive: true, force: true });
+  await cp(copy, dir, { recursive: true });
+}
+
+const errors = (events: DmEvent[]) => events.flatMap((e) => (e.type === "error" ? [e.message] : []));
+
+describe("a device directory restored from an older copy", () => {
+  it("reads back the messages it sent since, and uses none of their keys again", async () => {
+    const { a, resolver } = env;
+    const alice = await newClient(a, "alicer", resolver);
+    const bob = await newClient(a, "bobr", resolver);
+    const { groupId } = await alice.createGroup(["@bobr@a.test"]);
+    await settle([alice, bob]);
+    await alice.send(groupId, "before the copy");
+    await settle([alice, bob]);
+    const copy = `${alice.dir}.copy`;
+    await cp(alice.dir, copy, { recursive: true });
+    await alice.send(groupId, "one");
+    await alice.send(groupId, "two");
+    await alice.historyWritten();
+
+    await restore(alice.dir, copy);
+    const restored = await MlsDmClient.open(alice.dir, { services: resolver, retry: FAST_RETRY });
+    const events = await restored.sync();
+    expect(errors(events).join("\n")).toMatch(/older than messages it sent/);
+    expect((await notes(restored, groupId)).map((n) => [n.text, n.own])).toEqual([
+      ["before the copy", true],
+      ["one", true],
+      ["two", true],
+    ]);
+
+    await restored.send(groupId, "three");
+    const seen = (await settle([bob])).get(bob)!;
+    expect(seen.filter((e) => e.type === "undecryptable")).toEqual([]);
+    expect((await notes(bob, groupId)).map((n) => n.text)).toEqual([
+      "before the copy",
+      "one",
+      "two",
+      "three",
+    ]);
+  });
+
+  it("after a commit of its own it cannot follow, says so, and sends nothing", async () => {
+    const { a, resolver } = env;
+    const alice = await newClient(a, "alicec", resolver);
+    const bob = await newClient(a, "bobc", resolver);
+    const { groupId } = await alice.createGroup(["@bobc@a.test"]);
+    await settle([alice, bob]);
+    const copy = `${alice.dir}.copy`;
+    await cp(alice.dir, copy, { recursive: true });
+    await alice.selfUpdate(groupId);
+    await bob.send(groupId, "after the update");
+
+    await restore(alice.dir, copy);
+    const restored = await MlsDmClient.open(alice.dir, { services: resolver, retry: FAST_RETRY });
+    const events = await restored.sync();
+    expect(errors(events).join("\n")).toMatch(/older than a commit it sent/);
+    const health = restored.groups().find((g) => g.groupId === groupId)!;
+    expect(health.condition).toBe("needs_readd");
+    expect(health.advice).toMatch(/restored from an older copy/);
+    await expect(restored.send(groupId, "lost")).rejects.toThrow(/restored from an older copy/);
+
+    // The remedy the advice names: a member gives the device a fresh start, and it takes part again.
+    // bob has not read alice's last commit yet (his message went out in the epoch before, which the hub
+    // still takes): it wins over his re-add, and changed her leaf, so nothing is done and he is told.
+    const first = await bob.readdDevices(groupId, [restored.deviceId]);
+    expect(first).toMatchObject({ removed: [], added: [], skipped: [{ deviceId: restored.deviceId }] });
+    const { removed, added, skipped } = await bob.readdDevices(groupId, [restored.deviceId]);
+    expect([removed.length, added.length, skipped.length]).toEqual([1, 1, 0]);
+    await settle([restored, bob]);
+    expect(restored.groups().find((g) => g.groupId === groupId)).toMatchObject({ condition: "ok" });
+    await restored.send(groupId, "back again");
+    await settle([restored, bob]);
+    expect((await notes(bob, groupId)).map((n) => n.text)).toEqual(["after the update", "back again"]);
+  });
+});
