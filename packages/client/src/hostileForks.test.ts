@@ -2,16 +2,23 @@ import { statSync } from "node:fs";
 import { createServer, request, type Server } from "node:http";
 import type { AddressInfo } from "node:net";
 import { join } from "node:path";
+import { toBase64url } from "@mastodon-mls/protocol";
+import { createCommit, encodeMlsMessage } from "ts-mls";
 import { afterAll, beforeAll, expect, it } from "vitest";
+import { main } from "./cli/main.js";
 import type { MlsDmClient } from "./client.js";
 import type { DeviceContext } from "./context.js";
 import type { DmEvent } from "./events.js";
+import { recreatePlan } from "./groups/recreate.js";
+import { capturedIo } from "./testSupport/cliIo.js";
 import { newClient, startInstance, stopInstance, type Instance } from "./testSupport/instances.js";
 import { StaticResolver } from "./transport/resolver.js";
 
 // Fork notices invented by the hub (found by an audit): one naming another sender for a commit this
 // device sent itself made it blame an innocent member (and `recreateGroup` leave them out); a stream of
 // notices for made-up epochs grew the group record without bound (1,500 notices: group.json 1.1 → 450 KB).
+// Commits made up by the hub: one labelled as bob's, which no member can process, made the device that
+// got it blame bob (docs/protocol.md "Forks").
 
 /** Forwards to the real hub; adds `inject` to its next inbox answer. */
 class InjectingProxy {
@@ -113,6 +120,65 @@ it(
     expect(events).toContainEqual(expect.objectContaining({ type: "error", operation: "fork notice" }));
     expect(alice.groups().find((x) => x.groupId === g)!.condition).toBe("ok");
     expect((await alice.recreateGroup(g)).without).not.toContain("bob1@a.test");
+  },
+);
+
+it(
+  "a commit the hub made up and labelled as bob's makes the device stuck, but names bob as the hub's word only and keeps him when it re-creates the group (FORK-1, FORK-2)",
+  { timeout: 60_000 },
+  async () => {
+    const { bob, carol, g } = await trio("4");
+    // What a hub can make: bob's commit for this epoch (here built from his state, never posted), with one
+    // byte of its signature changed — the hub holds no member's key, so it cannot sign one.
+    const state = ctxOf(bob).groups.get(g)!.state!;
+    const built = await createCommit({ state, cipherSuite: ctxOf(bob).cs }, { wireAsPublicMessage: true });
+    if (built.commit.wireformat !== "mls_public_message") throw new Error("not a PublicMessage");
+    built.commit.publicMessage.auth.signature[0]! ^= 0x80;
+    const seq = (await a.delivery.context.store.groupStatus(g))!.seq + 1;
+    proxy.inject = [
+      {
+        kind: "message",
+        group_id: g,
+        seq,
+        epoch: 3,
+        sender: bob.deviceId,
+        message: toBase64url(encodeMlsMessage(built.commit)),
+      },
+    ];
+    const events = await carol.sync();
+    expect(events).toContainEqual({
+      type: "group_forked",
+      groupId: g,
+      epoch: 3,
+      commitSeq: seq,
+      sender: { acct: "bob4@a.test", deviceId: bob.deviceId },
+      senderProven: false,
+      reporter: { acct: "carol4@a.test", deviceId: carol.deviceId },
+      reason: "processing_failed",
+      stuck: true,
+    });
+    const health = carol.groups().find((x) => x.groupId === g)!;
+    expect(health.condition).toBe("stuck");
+    expect(health.advice).toContain("the hub says bob4@a.test sent it; its signature did not verify");
+    // Re-creating keeps bob by default, and says whom it kept that the hub named (FORK-2).
+    expect(recreatePlan(ctxOf(carol), g)).toEqual({
+      accts: ["alice4@a.test", "bob4@a.test"],
+      without: [],
+      keptUnproven: ["bob4@a.test"],
+    });
+    expect(recreatePlan(ctxOf(carol), g, ["bob4@a.test"])).toMatchObject({
+      without: ["bob4@a.test"],
+      keptUnproven: [],
+    });
+    const io = capturedIo();
+    const map = { "a.test": { ...a.urls, delivery: proxy.url, mastodon: a.mastodon.url } };
+    const code = await main(["--dir", carol.dir, "--services-map", JSON.stringify(map), "recreate", g], io);
+    expect(code, io.stderr.join("\n")).toBe(0);
+    expect(io.stdout).toContain(
+      "  kept bob4@a.test: the hub says they sent a commit that forked the group, which this device " +
+        "cannot confirm (to leave them out: --without bob4@a.test)",
+    );
+    expect(io.stdout.join("\n")).toMatch(/^ {2}added bob4@a\.test /m);
   },
 );
 

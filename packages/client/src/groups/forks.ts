@@ -2,6 +2,7 @@ import { ProtocolError, type CommitRejectedBody, type ForkRecord } from "@mastod
 import type { DeviceContext, GroupHandle } from "../context.js";
 import { ClientError, ServiceUnavailableError } from "../errors.js";
 import type { ForkParty } from "../events.js";
+import type { VerifiedSigner } from "../mls/commitSigner.js";
 import { leavesOf } from "../mls/leaves.js";
 import type { BufferedMessage, GroupFork, GroupRecord } from "../store/schemas.js";
 import { unlinkForkSender } from "./replacement.js";
@@ -20,6 +21,12 @@ export interface ForkInfo {
   epoch: number;
   commitSeq: number;
   sender: ForkParty;
+  /**
+   * false: `sender` is only the hub's word (docs/protocol.md "Forks"): the commit's signature did not
+   * verify under its key. Absent: not checked (a fork recorded before devices checked, or a hub's notice),
+   * counted as proven, as before.
+   */
+  senderProven?: boolean;
   reporter: ForkParty;
   reason: string;
   /** This device could not process that commit. */
@@ -50,6 +57,7 @@ export function forkInfo(f: GroupFork): ForkInfo {
     epoch: f.epoch,
     commitSeq: f.commitSeq,
     sender: party(f.sender, f.senderAcct),
+    ...(f.senderProven === undefined ? {} : { senderProven: f.senderProven }),
     reporter: party(f.reporter, f.reporterAcct),
     reason: f.reason,
     stuck: f.stuck,
@@ -57,8 +65,20 @@ export function forkInfo(f: GroupFork): ForkInfo {
   };
 }
 
-function who(p: ForkParty): string {
+/** A device named by a fork: its acct, else the start of its device id. */
+export function who(p: ForkParty): string {
   return p.acct ?? `device ${p.deviceId.slice(0, 12)}`;
+}
+
+/**
+ * For a fork whose sender is only the hub's word, what to say of it instead of naming them as the sender:
+ * a UI must not present the hub's label as fact (`recreateGroup` keeps them by default).
+ */
+export function unprovenSender(f: Pick<ForkInfo, "sender" | "senderProven" | "stuck">): string | undefined {
+  if (f.senderProven !== false) return undefined;
+  return f.stuck
+    ? `the hub says ${who(f.sender)} sent it; its signature did not verify, so it may not be theirs`
+    : `the hub says ${who(f.sender)} sent it; this device did not process that commit and cannot confirm it`;
 }
 
 /** The fork that stopped this device, if one did. */
@@ -98,13 +118,19 @@ export function groupHealth(record: GroupRecord, self?: SelfRef): GroupHealth {
   const short = record.groupId.slice(0, 8);
   const stuck = forks.find((f) => f.stuck);
   if (stuck !== undefined) {
+    const hubSays = unprovenSender(stuck);
     return {
       condition: "stuck",
       ...base,
       advice:
-        `this device could not process the commit of ${who(stuck.sender)} that ended epoch ${stuck.epoch} ` +
-        `(${stuck.reason}) and cannot read or send in this group any more. Re-create the group without ` +
-        `them (mls-dm recreate ${short}), or ${readdAdvice(short, self)}.`,
+        hubSays === undefined
+          ? `this device could not process the commit of ${who(stuck.sender)} that ended epoch ${stuck.epoch} ` +
+            `(${stuck.reason}) and cannot read or send in this group any more. Re-create the group without ` +
+            `them (mls-dm recreate ${short}), or ${readdAdvice(short, self)}.`
+          : `this device could not process the commit that ended epoch ${stuck.epoch} (${stuck.reason}) and ` +
+            `cannot read or send in this group any more; ${hubSays}. Re-create the group (mls-dm recreate ` +
+            `${short}: ${who(stuck.sender)} stays in it unless you name them with --without), or ` +
+            `${readdAdvice(short, self)}.`,
     };
   }
   if (record.behindRetention !== undefined) {
@@ -118,13 +144,18 @@ export function groupHealth(record: GroupRecord, self?: SelfRef): GroupHealth {
   }
   const last = forks.at(-1);
   if (last !== undefined) {
+    const hubSays = unprovenSender(last);
     return {
       condition: "forked",
       ...base,
       advice:
-        `${who(last.reporter)} could not process the commit of ${who(last.sender)} that ended epoch ` +
-        `${last.epoch} (${last.reason}); this device is fine and can go on. To continue without ` +
-        `${who(last.sender)}: mls-dm recreate ${short}.`,
+        hubSays === undefined
+          ? `${who(last.reporter)} could not process the commit of ${who(last.sender)} that ended epoch ` +
+            `${last.epoch} (${last.reason}); this device is fine and can go on. To continue without ` +
+            `${who(last.sender)}: mls-dm recreate ${short}.`
+          : `${who(last.reporter)} could not process the commit that ended epoch ${last.epoch} ` +
+            `(${last.reason}); ${hubSays}. This device is fine and can go on. To continue in a new group: ` +
+            `mls-dm recreate ${short} (${who(last.sender)} stays in it unless you name them with --without).`,
     };
   }
   return { condition: "ok", ...base };
@@ -183,14 +214,29 @@ export function noteRejectedCommit(
   epoch: number,
   commitHash: string,
   reason: string,
+  signer: VerifiedSigner | undefined,
 ): void {
   if (stuckFork(g.record) !== undefined) return;
+  // The envelope's sender is the hub's word; a signature that verifies names the one who sent it. Without
+  // one, the hub's word is all there is: kept, and marked as such (a hub can make up a commit, not sign it).
+  const sender = signer?.deviceId ?? item.sender;
+  if (signer !== undefined && signer.deviceId !== item.sender) {
+    ctx.emit({
+      type: "error",
+      groupId: g.record.groupId,
+      operation: "fork",
+      message:
+        `the hub labelled the commit that ended epoch ${epoch} as sent by device ${item.sender.slice(0, 12)}, ` +
+        `but it is signed by ${who(party(sender, acctOfDevice(g, sender)))}: the fork names the signer`,
+    });
+  }
   const fork: GroupFork = {
     epoch,
     commitHash,
     commitSeq: item.seq,
-    sender: item.sender,
-    senderAcct: acctOfDevice(g, item.sender),
+    sender,
+    senderAcct: acctOfDevice(g, sender),
+    senderProven: signer !== undefined,
     reporter: ctx.deviceId,
     reporterAcct: ctx.device.acct,
     reason,
@@ -215,7 +261,7 @@ export function stuckReason(fork: GroupFork): string {
 
 function forkEvent(groupId: string, f: GroupFork) {
   const { report: _, ...info } = forkInfo(f);
-  return { type: "group_forked" as const, groupId, ...info };
+  return { type: "group_forked" as const, groupId, ...info, senderProven: f.senderProven !== false };
 }
 
 /**

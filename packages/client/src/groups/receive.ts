@@ -19,6 +19,7 @@ import { checkIdOwnership, checkTargetAuthor } from "./authorship.js";
 import { blockedAccts } from "./blocking.js";
 import { decodeMessage, messageHash } from "../mls/codec.js";
 import { settleEcho } from "./outbox.js";
+import { verifiedSigner } from "../mls/commitSigner.js";
 import { checkLeaves, diffMembers, leavesOf } from "../mls/leaves.js";
 import { screenIncoming } from "../mls/screening.js";
 import { senderLeafOf } from "../mls/sender.js";
@@ -156,9 +157,7 @@ async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage)
     await screenIncoming(msg, state);
   } catch (e) {
     emitUndecryptable(ctx, g, item.seq, reason(e));
-    if (isCommit) {
-      noteRejectedCommit(ctx, g, item, Number(epoch), messageHash(bytes), rejectionReason(e, "screening"));
-    }
+    if (isCommit) await rejectCommit(ctx, g, item, msg, bytes, rejectionReason(e, "screening"));
     return "done";
   }
 
@@ -180,9 +179,7 @@ async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage)
       return "done";
     }
     emitUndecryptable(ctx, g, item.seq, `could not process: ${reason(e)}`);
-    if (isCommit) {
-      noteRejectedCommit(ctx, g, item, Number(epoch), messageHash(bytes), rejectionReason(e, "processing"));
-    }
+    if (isCommit) await rejectCommit(ctx, g, item, msg, bytes, rejectionReason(e, "processing"));
     return "done";
   }
   if (result.kind !== "newState") return "done";
@@ -195,6 +192,24 @@ async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage)
   if (isCommit) await afterCommit(ctx, g, state, next);
   else noteLeaveRequest(ctx, g, state, msg.publicMessage.content);
   return "done";
+}
+
+/**
+ * A commit of the epoch this device is in that it cannot follow: a fork (forks.ts), named after the member
+ * whose signature it carries, if any does verify in this epoch's state.
+ */
+async function rejectCommit(
+  ctx: DeviceContext,
+  g: GroupHandle,
+  item: BufferedMessage,
+  msg: MLSMessage,
+  bytes: Uint8Array,
+  why: string,
+): Promise<void> {
+  const state = g.state!;
+  const signer = await verifiedSigner(msg, state, ctx.cs);
+  const epoch = Number(state.groupContext.epoch);
+  noteRejectedCommit(ctx, g, item, epoch, messageHash(bytes), why, signer);
 }
 
 /** Whether a commit removes this leaf, by value or by reference to a proposal held this epoch. */

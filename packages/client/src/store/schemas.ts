@@ -163,6 +163,13 @@ export const GroupFork = z.object({
   commitSeq: z.number().int(),
   sender: z.string(),
   senderAcct: z.string().nullable(),
+  /**
+   * Whether this device knows `sender` sent the commit (docs/protocol.md "Forks"): true when the commit's
+   * signature verifies under that device's leaf key (FORK-1), false when the sender is only the hub's
+   * word. Absent: a fork recorded before devices checked, or from a hub's notice, which is not checked:
+   * counted as proven, as before.
+   */
+  senderProven: z.boolean().optional(),
   reporter: z.string(),
   reporterAcct: z.string().nullable(),
   reason: z.string(),
