@@ -59,7 +59,8 @@ export type DmEvent =
    * or another member (the hub's `forked` notice). Once per fork. `recreateGroup` offers a way on without
    * the sender. Accts are null when the device is not in this device's view of the group.
    * `senderProven` false: the sender is only the hub's word (docs/protocol.md "Forks"): the commit's
-   * signature did not verify under its key; a UI must say so.
+   * signature did not verify under its key, or this device did not take that commit; a UI must say so,
+   * and `recreateGroup` keeps that account by default.
    */
   | {
       type: "group_forked";

@@ -15,7 +15,8 @@ export interface RecreateCliOptions {
 export const RECREATE_HELP = `
 By default the accounts whose commit forked the group (a member could not process it) are left out; give
 --without to choose (it replaces the default). An account the hub alone names as such a sender (the
-commit's signature did not verify) is not left out by default: it is listed as kept, for you to decide. The old group stays as it is: leave it (mls-dm leave) once
+commit's signature did not verify, or this device did not see that commit) is not left out by default: it
+is listed as kept, for you to decide. The old group stays as it is: leave it (mls-dm leave) once
 everyone has moved. Works from a device stuck in the forked group too.
 
 Examples:

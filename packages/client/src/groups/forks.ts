@@ -5,6 +5,7 @@ import type { ForkParty } from "../events.js";
 import type { VerifiedSigner } from "../mls/commitSigner.js";
 import { leavesOf } from "../mls/leaves.js";
 import type { BufferedMessage, GroupFork, GroupRecord } from "../store/schemas.js";
+import { checkNotice, type NoticeCheck } from "./processedCommits.js";
 import { unlinkForkSender } from "./replacement.js";
 
 // Forks and retention gaps (DESIGN §6, docs/decisions.md D5 and D10). The hub orders every group but cannot
@@ -23,8 +24,8 @@ export interface ForkInfo {
   sender: ForkParty;
   /**
    * false: `sender` is only the hub's word (docs/protocol.md "Forks"): the commit's signature did not
-   * verify under its key. Absent: not checked (a fork recorded before devices checked, or a hub's notice),
-   * counted as proven, as before.
+   * verify under its key, or this device did not take that commit. Absent: a fork recorded before devices
+   * checked, counted as proven, as it was then.
    */
   senderProven?: boolean;
   reporter: ForkParty;
@@ -266,7 +267,9 @@ function forkEvent(groupId: string, f: GroupFork) {
 
 /**
  * The hub's `forked` notice (in log order, so after the commit it names). A fork this device reported
- * itself is only marked as known to the hub; any other is recorded and announced once.
+ * itself is only marked as known to the hub; any other is recorded and announced once. Its sender is the
+ * hub's word: it is checked against the commits this device took (FORK-3, FORK-4), and a notice that
+ * contradicts one of them is ignored — believing it would have `recreateGroup` leave an innocent member out.
  */
 export async function noteForkNotice(
   ctx: DeviceContext,
@@ -276,15 +279,17 @@ export async function noteForkNotice(
   const g = ctx.groups.get(item.group_id);
   // A hub speaks only for the groups it hosts.
   if (g === undefined || g.record.hub !== hub || g.record.status !== "active") return;
-  // A commit of this device's own that the hub accepted (its hash is remembered) was sent by this device,
-  // whatever the notice says: a notice naming another sender for it is the hub's invention, and believing
-  // it would have `recreateGroup` leave an innocent member out.
-  if ((g.record.promoted ?? []).includes(item.commit_hash) && item.sender !== ctx.deviceId) {
+  const check = checkNotice(g.record, ctx.deviceId, {
+    epoch: item.epoch,
+    commitHash: item.commit_hash,
+    sender: item.sender,
+  });
+  if (check.kind === "contradicted") {
     ctx.emit({
       type: "error",
       groupId: g.record.groupId,
       operation: "fork notice",
-      message: `the hub says a commit of this device's (epoch ${item.epoch}) was sent by another device: ignored`,
+      message: contradiction(ctx, g, item, check),
     });
     return;
   }
@@ -298,12 +303,23 @@ export async function noteForkNotice(
     await ctx.saveGroup(g);
     return;
   }
+  if (check.kind === "other_commit") {
+    ctx.emit({
+      type: "error",
+      groupId: g.record.groupId,
+      operation: "fork notice",
+      message:
+        `the hub reports a fork over a commit that ended epoch ${item.epoch}, but delivered another commit ` +
+        `for that epoch here: it showed members different commits. The sender it names is its word only`,
+    });
+  }
   const fork: GroupFork = {
     epoch: item.epoch,
     commitHash: item.commit_hash,
     commitSeq: item.commit_seq,
     sender: item.sender,
     senderAcct: acctOfDevice(g, item.sender),
+    senderProven: check.kind === "proven",
     reporter: item.reporter,
     reporterAcct: acctOfDevice(g, item.reporter),
     reason: item.reason,
@@ -312,6 +328,25 @@ export async function noteForkNotice(
   g.record.forks = boundForks([...forks, fork]);
   await ctx.saveGroup(g);
   ctx.emit(forkEvent(g.record.groupId, fork));
+}
+
+/** Why a notice naming a commit this device knows is ignored. */
+function contradiction(
+  ctx: DeviceContext,
+  g: GroupHandle,
+  item: { epoch: number; sender: string },
+  check: Extract<NoticeCheck, { kind: "contradicted" }>,
+): string {
+  if (check.signer === ctx.deviceId) {
+    return `the hub says a commit of this device's (epoch ${item.epoch}) was sent by another device: ignored`;
+  }
+  const signer = who(party(check.signer, acctOfDevice(g, check.signer)));
+  const named = who(party(item.sender, acctOfDevice(g, item.sender)));
+  return check.epoch !== undefined && check.epoch !== item.epoch
+    ? `the hub names the commit of ${signer} that ended epoch ${check.epoch} as the one that ended epoch ` +
+        `${item.epoch}: ignored`
+    : `the hub says the commit that ended epoch ${item.epoch} was sent by ${named}, but this device ` +
+        `processed it, signed by ${signer}: ignored`;
 }
 
 /** As many fork records as a hub keeps of a group (D5): more would only let one grow the record. */

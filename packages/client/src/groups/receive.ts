@@ -26,6 +26,7 @@ import { senderLeafOf } from "../mls/sender.js";
 import type { BufferedMessage, HistoryEntry } from "../store/schemas.js";
 import { discardPending, promotePending, stillLeaving } from "./commitPipeline.js";
 import { noteRejectedCommit, rejectionReason, stuckFork, stuckReason } from "./forks.js";
+import { rememberProcessed } from "./processedCommits.js";
 
 /**
  * At most this many future-epoch messages are kept per group, and at most this many bytes of them (as
@@ -189,8 +190,14 @@ async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage)
     return "done";
   }
   g.state = next;
-  if (isCommit) await afterCommit(ctx, g, state, next);
-  else noteLeaveRequest(ctx, g, state, msg.publicMessage.content);
+  const content = msg.publicMessage.content;
+  if (isCommit) {
+    // Screening let only a member sender through (SCR-5), and ts-mls verified its signature.
+    if (content.sender.senderType === "member") {
+      rememberProcessed(g.record, state, content.sender.leafIndex, messageHash(bytes));
+    }
+    await afterCommit(ctx, g, state, next);
+  } else noteLeaveRequest(ctx, g, state, content);
   return "done";
 }
 
