@@ -337,16 +337,22 @@ function contradiction(
   item: { epoch: number; sender: string },
   check: Extract<NoticeCheck, { kind: "contradicted" }>,
 ): string {
+  const signer =
+    check.signer === ctx.deviceId ? "this device" : who(party(check.signer, acctOfDevice(g, check.signer)));
+  if (check.epoch !== undefined && check.epoch !== item.epoch) {
+    return (
+      `the hub names the commit of ${signer} that ended epoch ${check.epoch} as the one that ended epoch ` +
+      `${item.epoch}: ignored`
+    );
+  }
   if (check.signer === ctx.deviceId) {
     return `the hub says a commit of this device's (epoch ${item.epoch}) was sent by another device: ignored`;
   }
-  const signer = who(party(check.signer, acctOfDevice(g, check.signer)));
   const named = who(party(item.sender, acctOfDevice(g, item.sender)));
-  return check.epoch !== undefined && check.epoch !== item.epoch
-    ? `the hub names the commit of ${signer} that ended epoch ${check.epoch} as the one that ended epoch ` +
-        `${item.epoch}: ignored`
-    : `the hub says the commit that ended epoch ${item.epoch} was sent by ${named}, but this device ` +
-        `processed it, signed by ${signer}: ignored`;
+  return (
+    `the hub says the commit that ended epoch ${item.epoch} was sent by ${named}, but this device ` +
+    `processed it, signed by ${signer}: ignored`
+  );
 }
 
 /** As many fork records as a hub keeps of a group (D5): more would only let one grow the record. */

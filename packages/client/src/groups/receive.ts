@@ -158,7 +158,7 @@ async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage)
     await screenIncoming(msg, state);
   } catch (e) {
     emitUndecryptable(ctx, g, item.seq, reason(e));
-    if (isCommit) await rejectCommit(ctx, g, item, msg, bytes, rejectionReason(e, "screening"));
+    if (isCommit) await rejectCommit(ctx, g, state, item, msg, bytes, rejectionReason(e, "screening"));
     return "done";
   }
 
@@ -180,7 +180,7 @@ async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage)
       return "done";
     }
     emitUndecryptable(ctx, g, item.seq, `could not process: ${reason(e)}`);
-    if (isCommit) await rejectCommit(ctx, g, item, msg, bytes, rejectionReason(e, "processing"));
+    if (isCommit) await rejectCommit(ctx, g, state, item, msg, bytes, rejectionReason(e, "processing"));
     return "done";
   }
   if (result.kind !== "newState") return "done";
@@ -202,18 +202,18 @@ async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage)
 }
 
 /**
- * A commit of the epoch this device is in that it cannot follow: a fork (forks.ts), named after the member
- * whose signature it carries, if any does verify in this epoch's state.
+ * A commit of the epoch this device is in (`state`'s) that it cannot follow: a fork (forks.ts), named after
+ * the member whose signature it carries if one verifies — the hub's label on it is its word only.
  */
 async function rejectCommit(
   ctx: DeviceContext,
   g: GroupHandle,
+  state: ClientState,
   item: BufferedMessage,
   msg: MLSMessage,
   bytes: Uint8Array,
   why: string,
 ): Promise<void> {
-  const state = g.state!;
   const signer = await verifiedSigner(msg, state, ctx.cs);
   const epoch = Number(state.groupContext.epoch);
   noteRejectedCommit(ctx, g, item, epoch, messageHash(bytes), why, signer);
