@@ -131,7 +131,10 @@ export interface GroupSummary extends GroupHealth {
 }
 
 export interface RecreateOptions extends AddOptions {
-  /** Accounts to leave out. Default: the senders of the commits that forked the group (none if none did). */
+  /**
+   * Accounts to leave out. Default: the senders of the commits that forked the group (none if none did),
+   * those only the hub names excepted (docs/protocol.md "Forks", FORK-2).
+   */
   without?: string[];
 }
 
@@ -142,6 +145,8 @@ export interface RecreateReport extends AddReport {
   previous: string;
   /** The accounts left out. */
   without: string[];
+  /** Accounts a fork names as its sender on the hub's word only, added all the same (`without` leaves them out). */
+  keptUnproven: string[];
 }
 
 export interface Member {
@@ -487,7 +492,7 @@ export class MlsDmClient {
 
   /**
    * A new group with the members of `groupId` but those in `without` (default: the accounts whose commit
-   * forked it; DESIGN §6, docs/decisions.md D10), hosted on this device's home hub — the way on after a
+   * forked it, as far as this device knows: DESIGN §6, docs/decisions.md D10, docs/protocol.md FORK-2), hosted on this device's home hub — the way on after a
    * fork, also from a device stuck in it. The old group stays as it is and records its replacement.
    */
   recreateGroup(groupId: string, opts: RecreateOptions = {}): Promise<RecreateReport> {
@@ -499,7 +504,13 @@ export class MlsDmClient {
       await this.ctx.saveGroup(old);
       const report = emptyReport();
       if (plan.accts.length > 0) await this.commit(newId, addIntent(plan.accts, opts), report);
-      return { groupId: newId, previous: groupId, without: plan.without, ...report };
+      return {
+        groupId: newId,
+        previous: groupId,
+        without: plan.without,
+        keptUnproven: plan.keptUnproven,
+        ...report,
+      };
     });
   }
 

@@ -58,6 +58,9 @@ export type DmEvent =
    * D10): either this device (`stuck`: it cannot follow the group any more and has reported it to the hub)
    * or another member (the hub's `forked` notice). Once per fork. `recreateGroup` offers a way on without
    * the sender. Accts are null when the device is not in this device's view of the group.
+   * `senderProven` false: the sender is only the hub's word (docs/protocol.md "Forks"): the commit's
+   * signature did not verify under its key, or this device did not take that commit; a UI must say so,
+   * and `recreateGroup` keeps that account by default.
    */
   | {
       type: "group_forked";
@@ -65,6 +68,7 @@ export type DmEvent =
       epoch: number;
       commitSeq: number;
       sender: ForkParty;
+      senderProven: boolean;
       reporter: ForkParty;
       reason: string;
       stuck: boolean;

@@ -180,6 +180,8 @@ describe("a commit one member cannot process (a fork)", () => {
       epoch: 3,
       commitSeq,
       sender: { acct: "bob@a.test", deviceId: bob.deviceId },
+      // bob signed it (FORK-1): carol's fork names him as proven.
+      senderProven: true,
       reporter: { acct: "carol@b.test", deviceId: carol.deviceId },
       reason: "processing_failed",
     };
@@ -209,7 +211,7 @@ describe("a commit one member cannot process (a fork)", () => {
     });
     expect(carol.groups().find((x) => x.groupId === g)).toMatchObject({
       condition: "stuck",
-      forks: [{ epoch: 3, stuck: true, report: "done", sender: forkEvent.sender }],
+      forks: [{ epoch: 3, stuck: true, report: "done", sender: forkEvent.sender, senderProven: true }],
       advice: expect.stringContaining(
         `ask a member to give this device a fresh start (mls-dm readd ${g.slice(0, 8)} ${carol.deviceId.slice(0, 12)})`,
       ),
@@ -306,6 +308,7 @@ describe("a commit one member cannot process (a fork)", () => {
       groupId: expect.stringMatching(/^[A-Za-z0-9_-]{22}$/),
       previous: g,
       without: ["bob@a.test"],
+      keptUnproven: [],
       added: [{ acct: "carol@b.test", deviceId: carol.deviceId }],
       refused: [],
     });

@@ -18,6 +18,7 @@ describe("formatEvent, forks and retention", () => {
         epoch: 3,
         commitSeq: 9,
         sender: bob,
+        senderProven: true,
         reporter: carol,
         reason: "processing_failed",
         stuck: false,
@@ -39,6 +40,7 @@ describe("formatEvent, forks and retention", () => {
         epoch: 3,
         commitSeq: 9,
         sender: { acct: null, deviceId: bob.deviceId },
+        senderProven: true,
         reporter: carol,
         reason: "SCR-7\u001b[2J",
         stuck: true,
@@ -48,6 +50,32 @@ describe("formatEvent, forks and retention", () => {
     expect(line).toContain(`the commit of device ${"B".repeat(12)} that ended epoch 3 (SCR-7\\u{1b}[2J)`);
     expect(line).toContain("it cannot read or send in this group any more");
     expect(line).toContain("mls-dm recreate AbCdEfGh");
+  });
+
+  it("gives a sender that is only the hub's word as such, and does not advise leaving them out (FORK-1, FORK-2)", () => {
+    const fork = {
+      type: "group_forked" as const,
+      groupId: g,
+      epoch: 3,
+      commitSeq: 9,
+      sender: bob,
+      senderProven: false,
+      reporter: carol,
+      reason: "processing_failed",
+    };
+    const stuck = formatEvent({ ...fork, stuck: true }, at);
+    expect(stuck).toContain(
+      "could not process the commit that ended epoch 3 (processing_failed): it cannot read or send in " +
+        "this group any more; the hub says bob@a.test sent it; its signature did not verify",
+    );
+    expect(stuck).toContain("they stay in it unless you name them with --without");
+    expect(stuck).not.toContain("without them");
+    const told = formatEvent({ ...fork, stuck: false }, at);
+    expect(told).toContain(
+      "carol@b.test could not process the commit that ended epoch 3 (processing_failed); the hub says " +
+        "bob@a.test sent it; this device did not process that commit and cannot confirm it",
+    );
+    expect(told).not.toContain("without bob@a.test");
   });
 
   it("says what a retention gap means and what to ask for", () => {

@@ -1,5 +1,6 @@
 import type { HistoryItem, Member } from "../client.js";
-import type { DmEvent, ForkParty } from "../events.js";
+import type { DmEvent } from "../events.js";
+import { unprovenSender, who } from "../groups/forks.js";
 import { safeText } from "./io.js";
 
 // Readable output. Everything that came from another person passes through safeText (no terminal
@@ -59,6 +60,18 @@ function describeEvent(e: DmEvent, now: Date): string | undefined {
         ? undefined
         : `${t} ${g}${e.status === "key-changed" || e.status === "invalid" ? "WARNING: " : ""}${e.acct} is now ${e.status} (was ${e.previous}): ${safeText(e.reason)}`;
     case "group_forked": {
+      const hubSays = unprovenSender(e);
+      if (hubSays !== undefined) {
+        return e.stuck
+          ? `${t} ${g}WARNING: this device could not process the commit that ended epoch ${e.epoch} ` +
+              `(${safeText(e.reason)}): it cannot read or send in this group any more; ${hubSays}. The ` +
+              `hub was told. To re-create the group: mls-dm recreate ${short(e.groupId)} (they stay in it ` +
+              `unless you name them with --without)`
+          : `${t} ${g}WARNING: the group has forked: ${who(e.reporter)} could not process the commit that ` +
+              `ended epoch ${e.epoch} (${safeText(e.reason)}); ${hubSays}. You can go on here; to ` +
+              `re-create the group: mls-dm recreate ${short(e.groupId)} (they stay in it unless you name ` +
+              `them with --without)`;
+      }
       const sender = e.stuck ? who(e.sender) : `${who(e.sender)}'s`;
       return e.stuck
         ? `${t} ${g}WARNING: this device could not process the commit of ${sender} that ended epoch ` +
@@ -82,11 +95,6 @@ function describeEvent(e: DmEvent, now: Date): string | undefined {
     case "error":
       return `${t} ${g}problem: ${e.operation}: ${safeText(e.message)}`;
   }
-}
-
-/** A device named by a fork notice: its acct, else the start of its device id. */
-function who(p: ForkParty): string {
-  return p.acct ?? `device ${p.deviceId.slice(0, 12)}`;
 }
 
 export function formatHistory(h: HistoryItem): string {

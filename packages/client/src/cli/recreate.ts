@@ -14,7 +14,9 @@ export interface RecreateCliOptions {
 
 export const RECREATE_HELP = `
 By default the accounts whose commit forked the group (a member could not process it) are left out; give
---without to choose (it replaces the default). The old group stays as it is: leave it (mls-dm leave) once
+--without to choose (it replaces the default). An account the hub alone names as such a sender (the
+commit's signature did not verify, or this device did not see that commit) is not left out by default: it
+is listed as kept, for you to decide. The old group stays as it is: leave it (mls-dm leave) once
 everyone has moved. Works from a device stuck in the forked group too.
 
 Examples:
@@ -56,6 +58,12 @@ export async function recreate(cli: Cli, group: string, opts: RecreateCliOptions
   }
   cli.io.out(`Re-created group ${id} as ${result.groupId}`);
   if (result.without.length > 0) cli.io.out(`  without ${result.without.join(", ")}`);
+  for (const a of result.keptUnproven) {
+    cli.io.out(
+      `  kept ${a}: the hub says they sent a commit that forked the group, which this device cannot confirm ` +
+        `(to leave them out: --without ${a})`,
+    );
+  }
   for (const a of result.added) cli.io.out(`  added ${a.acct} (device ${a.deviceId.slice(0, 12)})`);
   for (const r of result.refused) cli.io.err(`  NOT added ${r.acct}: ${safeText(r.reason)}`);
   cli.io.out(

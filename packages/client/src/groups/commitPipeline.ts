@@ -9,6 +9,7 @@ import type { CommitIntent, LeavingDevice, PendingCommitRecord } from "../store/
 import { allDone } from "../util/allDone.js";
 import { backoff } from "../util/backoff.js";
 import { assertCanWrite } from "./forks.js";
+import { rememberCommit } from "./processedCommits.js";
 
 // DESIGN §6/§9: a commit is saved as pending (with its new state) BEFORE it is posted, and becomes the
 // group's state only once the hub accepted it — on 201, on a 409 naming our own commit as the winner, or
@@ -122,6 +123,7 @@ export async function promotePending(
   g.record.unsentInvitations = invitees.filter((acct) => !sent.has(acct));
   if (p.intent.kind === "update") g.record.needsSelfUpdate = false;
   g.record.promoted = [...(g.record.promoted ?? []), p.commitHash].slice(-PROMOTED_KEPT);
+  rememberCommit(g.record, { epoch: p.epoch, hash: p.commitHash, signer: ctx.deviceId });
   // The device record (KeyPackages this commit used) is another file: both are written side by side.
   await allDone([
     ctx.saveGroup(g),

@@ -2,8 +2,10 @@ import { ProtocolError, type CommitRejectedBody, type ForkRecord } from "@mastod
 import type { DeviceContext, GroupHandle } from "../context.js";
 import { ClientError, ServiceUnavailableError } from "../errors.js";
 import type { ForkParty } from "../events.js";
+import type { VerifiedSigner } from "../mls/commitSigner.js";
 import { leavesOf } from "../mls/leaves.js";
 import type { BufferedMessage, GroupFork, GroupRecord } from "../store/schemas.js";
+import { checkNotice, type NoticeCheck } from "./processedCommits.js";
 import { unlinkForkSender } from "./replacement.js";
 
 // Forks and retention gaps (DESIGN §6, docs/decisions.md D5 and D10). The hub orders every group but cannot
@@ -20,6 +22,12 @@ export interface ForkInfo {
   epoch: number;
   commitSeq: number;
   sender: ForkParty;
+  /**
+   * false: `sender` is only the hub's word (docs/protocol.md "Forks"): the commit's signature did not
+   * verify under its key, or this device did not take that commit. Absent: a fork recorded before devices
+   * checked, counted as proven, as it was then.
+   */
+  senderProven?: boolean;
   reporter: ForkParty;
   reason: string;
   /** This device could not process that commit. */
@@ -50,6 +58,7 @@ export function forkInfo(f: GroupFork): ForkInfo {
     epoch: f.epoch,
     commitSeq: f.commitSeq,
     sender: party(f.sender, f.senderAcct),
+    ...(f.senderProven === undefined ? {} : { senderProven: f.senderProven }),
     reporter: party(f.reporter, f.reporterAcct),
     reason: f.reason,
     stuck: f.stuck,
@@ -57,8 +66,20 @@ export function forkInfo(f: GroupFork): ForkInfo {
   };
 }
 
-function who(p: ForkParty): string {
+/** A device named by a fork: its acct, else the start of its device id. */
+export function who(p: ForkParty): string {
   return p.acct ?? `device ${p.deviceId.slice(0, 12)}`;
+}
+
+/**
+ * For a fork whose sender is only the hub's word, what to say of it instead of naming them as the sender:
+ * a UI must not present the hub's label as fact (`recreateGroup` keeps them by default).
+ */
+export function unprovenSender(f: Pick<ForkInfo, "sender" | "senderProven" | "stuck">): string | undefined {
+  if (f.senderProven !== false) return undefined;
+  return f.stuck
+    ? `the hub says ${who(f.sender)} sent it; its signature did not verify, so it may not be theirs`
+    : `the hub says ${who(f.sender)} sent it; this device did not process that commit and cannot confirm it`;
 }
 
 /** The fork that stopped this device, if one did. */
@@ -98,13 +119,19 @@ export function groupHealth(record: GroupRecord, self?: SelfRef): GroupHealth {
   const short = record.groupId.slice(0, 8);
   const stuck = forks.find((f) => f.stuck);
   if (stuck !== undefined) {
+    const hubSays = unprovenSender(stuck);
     return {
       condition: "stuck",
       ...base,
       advice:
-        `this device could not process the commit of ${who(stuck.sender)} that ended epoch ${stuck.epoch} ` +
-        `(${stuck.reason}) and cannot read or send in this group any more. Re-create the group without ` +
-        `them (mls-dm recreate ${short}), or ${readdAdvice(short, self)}.`,
+        hubSays === undefined
+          ? `this device could not process the commit of ${who(stuck.sender)} that ended epoch ${stuck.epoch} ` +
+            `(${stuck.reason}) and cannot read or send in this group any more. Re-create the group without ` +
+            `them (mls-dm recreate ${short}), or ${readdAdvice(short, self)}.`
+          : `this device could not process the commit that ended epoch ${stuck.epoch} (${stuck.reason}) and ` +
+            `cannot read or send in this group any more; ${hubSays}. Re-create the group (mls-dm recreate ` +
+            `${short}: ${who(stuck.sender)} stays in it unless you name them with --without), or ` +
+            `${readdAdvice(short, self)}.`,
     };
   }
   if (record.restoredBehind !== undefined) {
@@ -128,13 +155,18 @@ export function groupHealth(record: GroupRecord, self?: SelfRef): GroupHealth {
   }
   const last = forks.at(-1);
   if (last !== undefined) {
+    const hubSays = unprovenSender(last);
     return {
       condition: "forked",
       ...base,
       advice:
-        `${who(last.reporter)} could not process the commit of ${who(last.sender)} that ended epoch ` +
-        `${last.epoch} (${last.reason}); this device is fine and can go on. To continue without ` +
-        `${who(last.sender)}: mls-dm recreate ${short}.`,
+        hubSays === undefined
+          ? `${who(last.reporter)} could not process the commit of ${who(last.sender)} that ended epoch ` +
+            `${last.epoch} (${last.reason}); this device is fine and can go on. To continue without ` +
+            `${who(last.sender)}: mls-dm recreate ${short}.`
+          : `${who(last.reporter)} could not process the commit that ended epoch ${last.epoch} ` +
+            `(${last.reason}); ${hubSays}. This device is fine and can go on. To continue in a new group: ` +
+            `mls-dm recreate ${short} (${who(last.sender)} stays in it unless you name them with --without).`,
     };
   }
   return { condition: "ok", ...base };
@@ -193,14 +225,29 @@ export function noteRejectedCommit(
   epoch: number,
   commitHash: string,
   reason: string,
+  signer: VerifiedSigner | undefined,
 ): void {
   if (stuckFork(g.record) !== undefined) return;
+  // The envelope's sender is the hub's word; a signature that verifies names the one who sent it. Without
+  // one, the hub's word is all there is: kept, and marked as such (a hub can make up a commit, not sign it).
+  const sender = signer?.deviceId ?? item.sender;
+  if (signer !== undefined && signer.deviceId !== item.sender) {
+    ctx.emit({
+      type: "error",
+      groupId: g.record.groupId,
+      operation: "fork",
+      message:
+        `the hub labelled the commit that ended epoch ${epoch} as sent by device ${item.sender.slice(0, 12)}, ` +
+        `but it is signed by ${who(party(sender, acctOfDevice(g, sender)))}: the fork names the signer`,
+    });
+  }
   const fork: GroupFork = {
     epoch,
     commitHash,
     commitSeq: item.seq,
-    sender: item.sender,
-    senderAcct: acctOfDevice(g, item.sender),
+    sender,
+    senderAcct: acctOfDevice(g, sender),
+    senderProven: signer !== undefined,
     reporter: ctx.deviceId,
     reporterAcct: ctx.device.acct,
     reason,
@@ -225,12 +272,14 @@ export function stuckReason(fork: GroupFork): string {
 
 function forkEvent(groupId: string, f: GroupFork) {
   const { report: _, ...info } = forkInfo(f);
-  return { type: "group_forked" as const, groupId, ...info };
+  return { type: "group_forked" as const, groupId, ...info, senderProven: f.senderProven !== false };
 }
 
 /**
  * The hub's `forked` notice (in log order, so after the commit it names). A fork this device reported
- * itself is only marked as known to the hub; any other is recorded and announced once.
+ * itself is only marked as known to the hub; any other is recorded and announced once. Its sender is the
+ * hub's word: it is checked against the commits this device took (FORK-3, FORK-4), and a notice that
+ * contradicts one of them is ignored — believing it would have `recreateGroup` leave an innocent member out.
  */
 export async function noteForkNotice(
   ctx: DeviceContext,
@@ -240,15 +289,17 @@ export async function noteForkNotice(
   const g = ctx.groups.get(item.group_id);
   // A hub speaks only for the groups it hosts.
   if (g === undefined || g.record.hub !== hub || g.record.status !== "active") return;
-  // A commit of this device's own that the hub accepted (its hash is remembered) was sent by this device,
-  // whatever the notice says: a notice naming another sender for it is the hub's invention, and believing
-  // it would have `recreateGroup` leave an innocent member out.
-  if ((g.record.promoted ?? []).includes(item.commit_hash) && item.sender !== ctx.deviceId) {
+  const check = checkNotice(g.record, ctx.deviceId, {
+    epoch: item.epoch,
+    commitHash: item.commit_hash,
+    sender: item.sender,
+  });
+  if (check.kind === "contradicted") {
     ctx.emit({
       type: "error",
       groupId: g.record.groupId,
       operation: "fork notice",
-      message: `the hub says a commit of this device's (epoch ${item.epoch}) was sent by another device: ignored`,
+      message: contradiction(ctx, g, item, check),
     });
     return;
   }
@@ -262,12 +313,23 @@ export async function noteForkNotice(
     await ctx.saveGroup(g);
     return;
   }
+  if (check.kind === "other_commit") {
+    ctx.emit({
+      type: "error",
+      groupId: g.record.groupId,
+      operation: "fork notice",
+      message:
+        `the hub reports a fork over a commit that ended epoch ${item.epoch}, but delivered another commit ` +
+        `for that epoch here: it showed members different commits. The sender it names is its word only`,
+    });
+  }
   const fork: GroupFork = {
     epoch: item.epoch,
     commitHash: item.commit_hash,
     commitSeq: item.commit_seq,
     sender: item.sender,
     senderAcct: acctOfDevice(g, item.sender),
+    senderProven: check.kind === "proven",
     reporter: item.reporter,
     reporterAcct: acctOfDevice(g, item.reporter),
     reason: item.reason,
@@ -276,6 +338,31 @@ export async function noteForkNotice(
   g.record.forks = boundForks([...forks, fork]);
   await ctx.saveGroup(g);
   ctx.emit(forkEvent(g.record.groupId, fork));
+}
+
+/** Why a notice naming a commit this device knows is ignored. */
+function contradiction(
+  ctx: DeviceContext,
+  g: GroupHandle,
+  item: { epoch: number; sender: string },
+  check: Extract<NoticeCheck, { kind: "contradicted" }>,
+): string {
+  const signer =
+    check.signer === ctx.deviceId ? "this device" : who(party(check.signer, acctOfDevice(g, check.signer)));
+  if (check.epoch !== undefined && check.epoch !== item.epoch) {
+    return (
+      `the hub names the commit of ${signer} that ended epoch ${check.epoch} as the one that ended epoch ` +
+      `${item.epoch}: ignored`
+    );
+  }
+  if (check.signer === ctx.deviceId) {
+    return `the hub says a commit of this device's (epoch ${item.epoch}) was sent by another device: ignored`;
+  }
+  const named = who(party(item.sender, acctOfDevice(g, item.sender)));
+  return (
+    `the hub says the commit that ended epoch ${item.epoch} was sent by ${named}, but this device ` +
+    `processed it, signed by ${signer}: ignored`
+  );
 }
 
 /** As many fork records as a hub keeps of a group (D5): more would only let one grow the record. */

@@ -200,7 +200,8 @@ async function forgetUsedKeyPackage(ctx: DeviceContext, ref: string): Promise<vo
 /**
  * What a device re-added to a group it knew (D20: `removed`, then a Welcome for the same group) keeps of
  * its earlier record: the forks it knew of (who forked the group still counts, for `recreateGroup`'s default
- * and for D21; none makes it stuck any more, and no report is still owed) and the group's links (D21).
+ * and for D21; none makes it stuck any more, and no report is still owed), the commits it took (what later
+ * fork notices are checked against: FORK-3) and the group's links (D21).
  */
 function carriedOver(before: GroupRecord | undefined): Partial<GroupRecord> {
   if (before === undefined) return {};
@@ -211,6 +212,7 @@ function carriedOver(before: GroupRecord | undefined): Partial<GroupRecord> {
   }));
   return {
     ...(forks.length === 0 ? {} : { forks }),
+    ...(before.processedCommits === undefined ? {} : { processedCommits: before.processedCommits }),
     ...(before.replacedBy === undefined ? {} : { replacedBy: before.replacedBy }),
     ...(before.replaces === undefined ? {} : { replaces: before.replaces }),
     ...(before.replacesSigner === undefined ? {} : { replacesSigner: before.replacesSigner }),

@@ -10,6 +10,7 @@ import {
   type ClientState,
   type MLSMessage,
 } from "ts-mls";
+import { signFramedContentTBS, toTbs } from "ts-mls/framedContent.js";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { buildCreateNote } from "../cleartext.js";
 import { MlsDmClient } from "../client.js";
@@ -49,6 +50,33 @@ async function bobSays(text: string): Promise<Uint8Array> {
     wireformat: "mls_private_message",
     privateMessage: sent.privateMessage,
   });
+}
+
+/**
+ * bob's self-update of epoch 1 made into a Remove of a leaf that does not exist (SCR-9; ts-mls 1.6.4 would
+ * abort the whole process on it: notes/ts-mls-facts.md). `signed`: signed again by bob, as his own
+ * malicious client would send it; otherwise its signature no longer verifies, as for one the hub made up.
+ */
+async function badCommit(signed: boolean): Promise<Uint8Array> {
+  const cs = await cipherSuite();
+  const update = await createCommit({ state: bob, cipherSuite: cs }, { wireAsPublicMessage: true });
+  const crafted: MLSMessage = structuredClone(update.commit);
+  if (crafted.wireformat !== "mls_public_message" || crafted.publicMessage.content.contentType !== "commit") {
+    throw new Error("not a commit");
+  }
+  const content = crafted.publicMessage.content;
+  content.commit.proposals = [
+    { proposalOrRefType: "proposal", proposal: { proposalType: "remove", remove: { removed: 7 } } },
+  ];
+  if (signed) {
+    const tbs = toTbs(content, "mls_public_message", bob.groupContext);
+    crafted.publicMessage.auth.signature = await signFramedContentTBS(
+      bob.signaturePrivateKey,
+      tbs,
+      cs.signature,
+    );
+  }
+  return encodeMlsMessage(crafted);
 }
 
 /** A message the hub says is of epoch 1000: about 1 MiB of ciphertext nobody can open. */
@@ -92,23 +120,9 @@ describe("receiving", () => {
   });
 
   it("screens every handshake before ts-mls: a Remove of a leaf that does not exist is refused and reported as a fork, and messages of the epoch still open", async () => {
-    const update = await createCommit(
-      { state: bob, cipherSuite: await cipherSuite() },
-      { wireAsPublicMessage: true },
-    );
-    const crafted: MLSMessage = structuredClone(update.commit);
-    if (
-      crafted.wireformat !== "mls_public_message" ||
-      crafted.publicMessage.content.contentType !== "commit"
-    ) {
-      throw new Error("not a commit");
-    }
-    // ts-mls 1.6.4 would abort the whole process on this one (notes/ts-mls-facts.md).
-    crafted.publicMessage.content.commit.proposals = [
-      { proposalOrRefType: "proposal", proposal: { proposalType: "remove", remove: { removed: 7 } } },
-    ];
-    // The (scripted) hub accepted it as the commit of epoch 1: alice cannot follow the group past it.
-    const bytes = encodeMlsMessage(crafted);
+    // The (scripted) hub accepted bob's bad commit as the commit of epoch 1: alice cannot follow the
+    // group past it. Signed by bob, it is his (FORK-1).
+    const bytes = await badCommit(true);
     const seq = fake.inject(groupId, bobDevice.deviceId, bytes, 1, { commit: true });
     expect(await alice.sync()).toMatchObject([
       { type: "undecryptable", groupId, seq, reason: expect.stringMatching(/SCR-9/) as string },
@@ -118,6 +132,7 @@ describe("receiving", () => {
         epoch: 1,
         commitSeq: seq,
         sender: { acct: "bob@a.test", deviceId: bobDevice.deviceId },
+        senderProven: true,
         reporter: { acct: "alice@a.test", deviceId: alice.deviceId },
         reason: "SCR-9",
         stuck: true,
@@ -133,6 +148,47 @@ describe("receiving", () => {
     expect(alice.epoch(groupId)).toBe(1);
     fake.inject(groupId, bobDevice.deviceId, await bobSays("still here"), 1);
     expect(await alice.sync()).toMatchObject([{ type: "message", note: { content: "still here" } }]);
+  });
+
+  it("blames a refused commit on the member whose signature it carries, not on the device the hub labels it with (FORK-1)", async () => {
+    const hubsLabel = "Z".repeat(43);
+    const seq = fake.inject(groupId, hubsLabel, await badCommit(true), 1, { commit: true });
+    const events = await alice.sync();
+    expect(events).toContainEqual({
+      type: "error",
+      groupId,
+      operation: "fork",
+      message:
+        "the hub labelled the commit that ended epoch 1 as sent by device ZZZZZZZZZZZZ, but it is signed " +
+        "by bob@a.test: the fork names the signer",
+    });
+    expect(events).toContainEqual(
+      expect.objectContaining({
+        type: "group_forked",
+        commitSeq: seq,
+        sender: { acct: "bob@a.test", deviceId: bobDevice.deviceId },
+        senderProven: true,
+      }),
+    );
+  });
+
+  it("names the hub's label as a refused commit's sender, as its word only, when no signature verifies (FORK-1)", async () => {
+    const seq = fake.inject(groupId, bobDevice.deviceId, await badCommit(false), 1, { commit: true });
+    const events = await alice.sync();
+    expect(events).toContainEqual(
+      expect.objectContaining({
+        type: "group_forked",
+        commitSeq: seq,
+        sender: { acct: "bob@a.test", deviceId: bobDevice.deviceId },
+        senderProven: false,
+        stuck: true,
+      }),
+    );
+    expect(events.filter((e) => e.type === "error")).toEqual([]);
+    const health = alice.groups().find((x) => x.groupId === groupId)!;
+    expect(health.forks).toMatchObject([{ senderProven: false }]);
+    expect(health.advice).toContain("the hub says bob@a.test sent it; its signature did not verify");
+    expect(health.advice).not.toContain("without them");
   });
 
   it("keeps future-epoch messages up to a byte bound, reports the rest undecryptable, and the group still works", async () => {

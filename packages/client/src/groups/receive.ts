@@ -19,12 +19,14 @@ import { checkIdOwnership, checkTargetAuthor } from "./authorship.js";
 import { blockedAccts } from "./blocking.js";
 import { decodeMessage, messageHash } from "../mls/codec.js";
 import { settleEcho } from "./outbox.js";
+import { verifiedSigner } from "../mls/commitSigner.js";
 import { checkLeaves, diffMembers, leavesOf } from "../mls/leaves.js";
 import { screenIncoming } from "../mls/screening.js";
 import { senderLeafOf } from "../mls/sender.js";
 import type { BufferedMessage, HistoryEntry } from "../store/schemas.js";
 import { discardPending, promotePending, stillLeaving } from "./commitPipeline.js";
 import { noteRejectedCommit, rejectionReason, stuckFork, stuckReason } from "./forks.js";
+import { rememberProcessed } from "./processedCommits.js";
 import { noteCommitFromLaterState, noteMessagesFromLaterState, sentFromLaterState } from "./restored.js";
 
 /**
@@ -164,9 +166,7 @@ async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage)
     await screenIncoming(msg, state);
   } catch (e) {
     emitUndecryptable(ctx, g, item.seq, reason(e));
-    if (isCommit) {
-      noteRejectedCommit(ctx, g, item, Number(epoch), messageHash(bytes), rejectionReason(e, "screening"));
-    }
+    if (isCommit) await rejectCommit(ctx, g, state, item, msg, bytes, rejectionReason(e, "screening"));
     return "done";
   }
 
@@ -188,9 +188,7 @@ async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage)
       return "done";
     }
     emitUndecryptable(ctx, g, item.seq, `could not process: ${reason(e)}`);
-    if (isCommit) {
-      noteRejectedCommit(ctx, g, item, Number(epoch), messageHash(bytes), rejectionReason(e, "processing"));
-    }
+    if (isCommit) await rejectCommit(ctx, g, state, item, msg, bytes, rejectionReason(e, "processing"));
     return "done";
   }
   if (result.kind !== "newState") return "done";
@@ -200,9 +198,33 @@ async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage)
     return "done";
   }
   g.state = next;
-  if (isCommit) await afterCommit(ctx, g, state, next);
-  else noteLeaveRequest(ctx, g, state, msg.publicMessage.content);
+  const content = msg.publicMessage.content;
+  if (isCommit) {
+    // Screening let only a member sender through (SCR-5), and ts-mls verified its signature.
+    if (content.sender.senderType === "member") {
+      rememberProcessed(g.record, state, content.sender.leafIndex, messageHash(bytes));
+    }
+    await afterCommit(ctx, g, state, next);
+  } else noteLeaveRequest(ctx, g, state, content);
   return "done";
+}
+
+/**
+ * A commit of the epoch this device is in (`state`'s) that it cannot follow: a fork (forks.ts), named after
+ * the member whose signature it carries if one verifies — the hub's label on it is its word only.
+ */
+async function rejectCommit(
+  ctx: DeviceContext,
+  g: GroupHandle,
+  state: ClientState,
+  item: BufferedMessage,
+  msg: MLSMessage,
+  bytes: Uint8Array,
+  why: string,
+): Promise<void> {
+  const signer = await verifiedSigner(msg, state, ctx.cs);
+  const epoch = Number(state.groupContext.epoch);
+  noteRejectedCommit(ctx, g, item, epoch, messageHash(bytes), why, signer);
 }
 
 /** Whether a commit removes this leaf, by value or by reference to a proposal held this epoch. */

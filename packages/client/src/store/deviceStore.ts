@@ -415,16 +415,22 @@ export class DeviceStore {
     const members = await this.read(this.membersPath(groupId), "mls-dm.group-members", GroupMembersRecord);
     if (members === undefined) return rec; // written before members.json existed: all in group.json
     this.membersWritten.set(groupId, JSON.stringify(members));
-    const { memberStatuses, leaves } = members;
-    return { ...rec, leaves, ...(memberStatuses === undefined ? {} : { memberStatuses }) };
+    const { memberStatuses, leaves, processedCommits } = members;
+    return {
+      ...rec,
+      leaves,
+      ...(memberStatuses === undefined ? {} : { memberStatuses }),
+      ...(processedCommits === undefined ? {} : { processedCommits }),
+    };
   }
 
   /**
-   * group.json, and the leaf checks and announced statuses in members.json beside it: those grow with the
-   * group (~140 KiB at 512 members) and change with commits and verification, not with every message, so
-   * members.json is written only when they changed. Either file may be the newer one after a crash: a leaf
-   * check names the certificate it is for (a stale one is checked again) and a stale status is announced
-   * again.
+   * group.json, and the leaf checks, announced statuses and processed commits in members.json beside it:
+   * the first grow with the group (~140 KiB at 512 members), the last take ~10 KiB, and all change with
+   * commits and verification, not with every message, so members.json is written only when they changed.
+   * Either file may be the newer one after a crash: a leaf check names the certificate it is for (a stale
+   * one is checked again), a stale status is announced again, and a commit missing from an older list only
+   * leaves a fork notice about it unproven (a newer list names a commit that is processed again the same).
    */
   async writeGroup(rec: GroupRecord): Promise<void> {
     const dir = this.groupDir(rec.groupId);
@@ -432,10 +438,11 @@ export class DeviceStore {
   }
 
   private async writeGroupFiles(dir: string, rec: GroupRecord): Promise<void> {
-    const { leaves, memberStatuses, ...rest } = rec;
+    const { leaves, memberStatuses, processedCommits, ...rest } = rec;
     const members: GroupMembersRecord = {
       leaves,
       ...(memberStatuses === undefined ? {} : { memberStatuses }),
+      ...(processedCommits === undefined ? {} : { processedCommits }),
     };
     const text = JSON.stringify(members);
     // Neither file needs the other on disk first (see writeGroup): they are written side by side.

@@ -163,6 +163,14 @@ export const GroupFork = z.object({
   commitSeq: z.number().int(),
   sender: z.string(),
   senderAcct: z.string().nullable(),
+  /**
+   * Whether this device knows `sender` sent the commit (docs/protocol.md "Forks"): true when the commit's
+   * signature verified under that device's leaf key here (a commit this device could not process, FORK-1,
+   * or one it processed or made, FORK-3), false when the sender is only the hub's word (no signature
+   * verifies; a notice about a commit this device did not take, FORK-4). Absent: a fork recorded before
+   * devices checked, counted as proven, as it was then.
+   */
+  senderProven: z.boolean().optional(),
   reporter: z.string(),
   reporterAcct: z.string().nullable(),
   reason: z.string(),
@@ -172,6 +180,20 @@ export const GroupFork = z.object({
   report: z.enum(["pending", "done", "refused"]).optional(),
 });
 export type GroupFork = z.infer<typeof GroupFork>;
+
+/**
+ * A commit of the group this device processed, or made itself (groups/processedCommits.ts): what a hub's
+ * fork notice is checked against (docs/protocol.md "Forks", FORK-3, FORK-4).
+ */
+export const ProcessedCommit = z.object({
+  /** The epoch the commit ended. */
+  epoch: z.number().int(),
+  /** `messageHash` of the commit's bytes, as the hub names the commit that won an epoch. */
+  hash: z.string().max(64),
+  /** Device id of the leaf whose signature on it was verified (ts-mls does, when it processes one). */
+  signer: z.string().max(64),
+});
+export type ProcessedCommit = z.infer<typeof ProcessedCommit>;
 
 /** `base-<hash>.json` of a group: a whole encoded state, the base its `group.json` delta applies to. */
 export const GroupBaseRecord = z.object({ state: b64 });
@@ -225,6 +247,8 @@ export const GroupRecord = GroupRecordV1.extend({
   memberStatuses: z.record(z.string(), z.enum(MEMBER_STATUSES)).optional(),
   /** Forks of this group this device knows of (DESIGN §6, docs/decisions.md D5, D10), oldest first. */
   forks: z.array(GroupFork).optional(),
+  /** The newest commits of the group this device processed or made, oldest first (at most 64). */
+  processedCommits: z.array(ProcessedCommit).max(64).optional(),
   /**
    * The hub deleted messages of this group up to `seq` before this device read them (`behind_retention`):
    * it must be re-added. Cleared when a later commit is processed (the state provably follows the group).
@@ -263,8 +287,15 @@ export const GroupRecord = GroupRecordV1.extend({
 });
 export type GroupRecord = z.infer<typeof GroupRecord>;
 
-/** `members.json` of a group: the parts of its record that grow with its size (see DeviceStore.writeGroup). */
-export const GroupMembersRecord = GroupRecord.pick({ leaves: true, memberStatuses: true });
+/**
+ * `members.json` of a group: the parts of its record that change with commits and verification, not with
+ * every message, and that are large (they grow with the group, or hold 64 commits): see DeviceStore.writeGroup.
+ */
+export const GroupMembersRecord = GroupRecord.pick({
+  leaves: true,
+  memberStatuses: true,
+  processedCommits: true,
+});
 export type GroupMembersRecord = z.infer<typeof GroupMembersRecord>;
 
 export const CommitIntent = z.discriminatedUnion("kind", [
