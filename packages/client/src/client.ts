@@ -686,6 +686,15 @@ export class MlsDmClient {
   // ---- receiving ----
 
   /**
+   * The events other operations brought and no `sync()` or `events()` returned yet: a send reads its
+   * group's hub first, once per process (D23), and a send or commit that finds the group moved on reads
+   * it again. For a process that neither syncs nor listens afterwards (the CLI's `send` prints them).
+   */
+  takeEvents(): DmEvent[] {
+    return this.ctx.drainEvents();
+  }
+
+  /**
    * Polls every hub this device listens to (all at once, at most 8 requests in flight), processes
    * everything in order (hub after hub, in a fixed order; a hub that keeps its answer back more than 2 s
    * lets those that answered go first), finishes pending work (commits whose outcome is

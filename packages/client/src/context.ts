@@ -100,6 +100,11 @@ export class DeviceContext {
   readonly statuses = new Map<string, Map<string, MemberVerification>>();
   /** Background fsyncs of the history lines of sent messages (groups/outbox.ts). */
   readonly historyFlusher = new HistoryFlusher(this);
+  /**
+   * Hubs read to their end by this process: a send first reads its group's hub once (D23), so that a
+   * directory put back from an older copy learns it before it hands out a used key generation.
+   */
+  readonly readHubs = new Set<string>();
   private readonly deliveries = new Map<string, DeliveryClient>();
   private readonly queued: DmEvent[] = [];
   private readonly listeners = new Set<() => void>();

@@ -60,6 +60,27 @@ describe("a device directory restored from an older copy", () => {
     ]);
   });
 
+  it("a send before any read reads the hub first, and so uses none of those keys either", async () => {
+    const { a, resolver } = env;
+    const alice = await newClient(a, "alices", resolver);
+    const bob = await newClient(a, "bobs", resolver);
+    const { groupId } = await alice.createGroup(["@bobs@a.test"]);
+    await settle([alice, bob]);
+    const copy = `${alice.dir}.copy`;
+    await cp(alice.dir, copy, { recursive: true });
+    await alice.send(groupId, "one");
+    await alice.historyWritten();
+
+    await restore(alice.dir, copy);
+    const restored = await MlsDmClient.open(alice.dir, { services: resolver, retry: FAST_RETRY });
+    await restored.send(groupId, "two");
+    // What that read brought waits for whoever asks (the CLI's send prints it).
+    expect(errors(restored.takeEvents()).join("\n")).toMatch(/older than messages it sent/);
+    const seen = (await settle([bob])).get(bob)!;
+    expect(seen.filter((e) => e.type === "undecryptable")).toEqual([]);
+    expect((await notes(bob, groupId)).map((n) => n.text)).toEqual(["one", "two"]);
+  });
+
   it("after a commit of its own it cannot follow, says so, and sends nothing", async () => {
     const { a, resolver } = env;
     const alice = await newClient(a, "alicec", resolver);

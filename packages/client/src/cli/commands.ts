@@ -634,6 +634,8 @@ export async function send(cli: Cli, group: string, words: string[]): Promise<vo
     await client.historyWritten();
     return result;
   });
+  // What reading the group's hub before sending brought (D23), as `sync` would have shown it.
+  printEvents(cli, client.takeEvents(), false);
   cli.io.out(`sent (#${sent.seq})`);
 }
 

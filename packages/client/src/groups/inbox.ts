@@ -189,6 +189,7 @@ async function readHubInbox(
     if (!answer.more || answer.items.length === 0) {
       // Everything the hub accepted up to now has been read: what an own message's echo did not settle.
       await settleOutbox(ctx, client.baseUrl);
+      ctx.readHubs.add(client.baseUrl);
       return undefined;
     }
     if (!more) {

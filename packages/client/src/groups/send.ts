@@ -2,7 +2,7 @@ import { profileClientConfig } from "@mastodon-mls/bridge";
 import { ProtocolError, encodeCleartext, type Activity } from "@mastodon-mls/protocol";
 import { createApplicationMessage, encodeMlsMessage } from "ts-mls";
 import type { DeviceContext } from "../context.js";
-import { ClientError } from "../errors.js";
+import { ClientError, ServiceUnavailableError } from "../errors.js";
 import { assertNoBrokenVerification } from "../identity/sendPolicy.js";
 import { messageHash } from "../mls/codec.js";
 import { applicationPadding } from "../mls/padding.js";
@@ -32,6 +32,7 @@ export async function sendActivity(
   commitProposals: () => Promise<void>,
 ): Promise<SentMessage> {
   const cleartext = encodeCleartext(activity);
+  await readHubOnce(ctx, ctx.activeGroup(groupId).record.hub, catchUp);
   for (let attempt = 0; attempt < ctx.retry.attempts; attempt++) {
     // A device stuck after a fork or behind retention would send into an epoch the others left.
     assertCanWrite(ctx, ctx.activeGroup(groupId));
@@ -89,4 +90,18 @@ export async function sendActivity(
     "commit_conflict",
     `the group's epoch kept moving; gave up after ${ctx.retry.attempts} attempts`,
   );
+}
+
+/**
+ * The first send of a process reads its group's hub first (once per hub): what this device sent from a
+ * state it no longer has (a directory put back from an older copy, D23) comes back and moves its ratchet
+ * on before it encrypts anything. A hub that cannot be read now is left to the post, which says why.
+ */
+async function readHubOnce(ctx: DeviceContext, hub: string, catchUp: (hub: string) => Promise<void>) {
+  if (ctx.readHubs.has(ctx.delivery(hub).baseUrl)) return;
+  try {
+    await catchUp(hub);
+  } catch (e) {
+    if (!(e instanceof ProtocolError || e instanceof ServiceUnavailableError)) throw e;
+  }
 }

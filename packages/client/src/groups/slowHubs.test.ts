@@ -13,6 +13,7 @@ function fakeCtx(delayMs: Record<string, number | number[]>) {
   const ctx = {
     groups: new Map(),
     cursors,
+    readHubs: new Set<string>(),
     hubs: () => Object.keys(delayMs),
     emit: () => undefined,
     delivery: (hub: string) => ({
