@@ -158,4 +158,44 @@ describe("hubs named by invitations", () => {
       await new Promise<void>((resolve) => trap.close(() => resolve()));
     }
   });
+
+  it("NET-7: in production, another instance's directory and home at a name resolving to this machine are never connected to", async () => {
+    const { a, resolver } = env;
+    const alice = await newClient(a, "alice4", resolver);
+    let connections = 0;
+    const trap = createServer((socket) => {
+      connections++;
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => trap.listen(0, "127.0.0.1", resolve));
+    const port = (trap.address() as AddressInfo).port;
+    try {
+      // evil.example's /.well-known/mls-services answer (as its resolver gives it): names, not literals.
+      const production: ServiceResolver = {
+        resolve: (d) =>
+          d === "evil.example"
+            ? Promise.resolve({
+                directory: `https://dir.evil.example:${port}`,
+                delivery: `https://dm.evil.example:${port}`,
+              })
+            : resolver.resolve(d),
+        configured: (url) => url === a.urls.delivery || url === a.urls.directory,
+        dnsLookup: async (host) =>
+          host.endsWith(".evil.example") ? [{ address: "127.0.0.1", family: 4 }] : [],
+      };
+      const opened = await MlsDmClient.open(alice.dir, { services: production, retry: FAST_RETRY });
+      const ctx = (opened as unknown as { ctx: DeviceContext }).ctx;
+      const directory = await ctx.directoryOf("evil.example");
+      await expect(directory.accountDevices("bob@evil.example")).rejects.toThrow(
+        /dir\.evil\.example resolves to 127\.0\.0\.1, a loopback address/,
+      );
+      const home = await ctx.homeDeliveryOf("bob@evil.example");
+      await expect(
+        home.invite("bob@evil.example", a.urls.delivery, "AAAAAAAAAAAAAAAAAAAAAA"),
+      ).rejects.toThrow(/dm\.evil\.example resolves to 127\.0\.0\.1, a loopback address/);
+      expect(connections).toBe(0);
+    } finally {
+      await new Promise<void>((resolve) => trap.close(() => resolve()));
+    }
+  });
 });
