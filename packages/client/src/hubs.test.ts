@@ -3,7 +3,7 @@ import { createServer } from "node:net";
 import type { AddressInfo } from "node:net";
 import { fromBase64url, toBase64url } from "@mastodon-mls/protocol";
 import { describe, expect, it } from "vitest";
-import { MAX_IDLE_HUBS, INVITED_HUB_SECONDS } from "./context.js";
+import { MAX_IDLE_HUBS, INVITED_HUB_SECONDS, type DeviceContext } from "./context.js";
 import { MlsDmClient } from "./client.js";
 import { DeviceStore } from "./store/deviceStore.js";
 import { FAST_RETRY, newClient, useOneInstance } from "./testSupport/instances.js";
@@ -99,6 +99,100 @@ describe("hubs named by invitations", () => {
       expect((await opened.sync()).some((e) => e.type === "error" && e.operation === `sync ${hub}`)).toBe(
         true,
       );
+      expect(connections).toBe(0);
+    } finally {
+      await new Promise<void>((resolve) => trap.close(() => resolve()));
+    }
+  });
+
+  it("NET-7: in production, the live stream connects neither to a hub whose name resolves to this machine nor to one at a loopback IP literal remembered earlier", async () => {
+    const { a, resolver } = env;
+    const alice = await newClient(a, "alice3", resolver);
+    let connections = 0;
+    const trap = createServer((socket) => {
+      connections++;
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => trap.listen(0, "127.0.0.1", resolve));
+    const port = (trap.address() as AddressInfo).port;
+    const named = `https://hub.evil.example:${port}`;
+    // Remembered before literals were refused on arrival (an earlier version, or a run on a development map).
+    const literal = `http://127.0.0.1:${port}`;
+    const controller = new AbortController();
+    try {
+      const ctx = (alice as unknown as { ctx: DeviceContext }).ctx;
+      await ctx.rememberHub(named);
+      await ctx.rememberHub(literal);
+      const asked: string[] = [];
+      const production: ServiceResolver = {
+        resolve: (d) => resolver.resolve(d),
+        configured: (url) => url === a.urls.delivery || url === a.urls.directory,
+        dnsLookup: async (host) => {
+          asked.push(host);
+          return host === "hub.evil.example" ? [{ address: "127.0.0.1", family: 4 }] : [];
+        },
+      };
+      const opened = await MlsDmClient.open(alice.dir, {
+        services: production,
+        retry: FAST_RETRY,
+        identity: { allowInsecureLoopback: true },
+      });
+      // Each stream fails three times, then its hub is polled (over HTTP, refused too): an error event each.
+      const polled = new Map<string, string>();
+      for await (const e of opened.events({
+        signal: controller.signal,
+        fallbackAfterFailures: 3,
+        pollIntervalMs: 50,
+      })) {
+        if (e.type === "error" && e.operation.startsWith("poll "))
+          polled.set(e.operation.slice(5), e.message);
+        if (polled.has(named) && polled.has(literal)) controller.abort();
+      }
+      expect(polled.get(named)).toMatch(/hub\.evil\.example resolves to 127\.0\.0\.1, a loopback address/);
+      expect(polled.get(literal)).toMatch(/127\.0\.0\.1 is a loopback address/);
+      // The streams asked the checking lookup (not the system's resolver) for the name.
+      expect(asked).toContain("hub.evil.example");
+      expect(connections).toBe(0);
+    } finally {
+      controller.abort();
+      await new Promise<void>((resolve) => trap.close(() => resolve()));
+    }
+  });
+
+  it("NET-7: in production, another instance's directory and home at a name resolving to this machine are never connected to", async () => {
+    const { a, resolver } = env;
+    const alice = await newClient(a, "alice4", resolver);
+    let connections = 0;
+    const trap = createServer((socket) => {
+      connections++;
+      socket.destroy();
+    });
+    await new Promise<void>((resolve) => trap.listen(0, "127.0.0.1", resolve));
+    const port = (trap.address() as AddressInfo).port;
+    try {
+      // evil.example's /.well-known/mls-services answer (as its resolver gives it): names, not literals.
+      const production: ServiceResolver = {
+        resolve: (d) =>
+          d === "evil.example"
+            ? Promise.resolve({
+                directory: `https://dir.evil.example:${port}`,
+                delivery: `https://dm.evil.example:${port}`,
+              })
+            : resolver.resolve(d),
+        configured: (url) => url === a.urls.delivery || url === a.urls.directory,
+        dnsLookup: async (host) =>
+          host.endsWith(".evil.example") ? [{ address: "127.0.0.1", family: 4 }] : [],
+      };
+      const opened = await MlsDmClient.open(alice.dir, { services: production, retry: FAST_RETRY });
+      const ctx = (opened as unknown as { ctx: DeviceContext }).ctx;
+      const directory = await ctx.directoryOf("evil.example");
+      await expect(directory.accountDevices("bob@evil.example")).rejects.toThrow(
+        /dir\.evil\.example resolves to 127\.0\.0\.1, a loopback address/,
+      );
+      const home = await ctx.homeDeliveryOf("bob@evil.example");
+      await expect(
+        home.invite("bob@evil.example", a.urls.delivery, "AAAAAAAAAAAAAAAAAAAAAA"),
+      ).rejects.toThrow(/dm\.evil\.example resolves to 127\.0\.0\.1, a loopback address/);
       expect(connections).toBe(0);
     } finally {
       await new Promise<void>((resolve) => trap.close(() => resolve()));

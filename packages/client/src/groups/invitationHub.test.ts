@@ -7,13 +7,14 @@ import { processInboxItems } from "./inbox.js";
 // services found by /.well-known, no development map) a hub on this machine or a private network is
 // refused, so a stranger cannot make the device send requests to services next to it (found by an audit).
 
-function fakeCtx(insecureLoopback: boolean) {
+function fakeCtx(insecureLoopback: boolean, configured?: (url: string) => boolean) {
   const events: DmEvent[] = [];
   const remembered: string[] = [];
   const ctx = {
     groups: new Map(),
     device: { blocked: [] },
-    resolver: { resolve: () => Promise.reject(new Error("unused")), insecureLoopback },
+    home: { delivery: { baseUrl: "https://home.example" } },
+    resolver: { resolve: () => Promise.reject(new Error("unused")), insecureLoopback, configured },
     emit: (e: DmEvent) => events.push(e),
     rememberHub: async (hub: string) => {
       remembered.push(hub);
@@ -52,5 +53,19 @@ describe("the hub an invitation names", () => {
     const { ctx, remembered } = fakeCtx(true);
     await processInboxItems(ctx, "http://127.0.0.1:7402", [invitation("http://127.0.0.1:7999")], "1");
     expect(remembered).toEqual(["http://127.0.0.1:7999"]);
+  });
+
+  it("in production, the device's own home and hubs the person configured are polled wherever they are (NET-7)", async () => {
+    const { ctx, events, remembered } = fakeCtx(false, (url) => url === "https://10.1.2.3");
+    const items = [
+      invitation("https://10.1.2.3/"),
+      invitation("https://home.example"),
+      invitation("https://10.1.2.4"),
+    ];
+    await processInboxItems(ctx, "https://home.example", items, "3");
+    expect(remembered).toEqual(["https://10.1.2.3", "https://home.example"]);
+    expect(events.filter((e) => e.type === "error").map((e) => e.type === "error" && e.message)).toEqual([
+      expect.stringContaining("https://10.1.2.4"),
+    ]);
   });
 });

@@ -206,6 +206,47 @@ describe("InboxStream", () => {
     expect(connections).toBe(0);
   });
 
+  it("NET-7: a hub another party named at a loopback IP literal is never connected to either (no lookup is asked for a literal)", async () => {
+    // ServiceHttp checks literals itself (refusedLiteral); the stream did not, so a hub remembered before
+    // literals were refused on arrival (older versions, a run on a development map) was connected to.
+    let connections = 0;
+    http.on("connection", () => connections++);
+    const port = new URL(base).port;
+    let asked = 0;
+    const statuses: StreamStatus[] = [];
+    const stream = new InboxStream({
+      baseUrl: `http://127.0.0.1:${port}`,
+      reach: {
+        publicOnly: async () => {
+          asked++;
+          return [{ address: "93.184.216.34", family: 4 }];
+        },
+      },
+      signer,
+      after: () => undefined,
+      reconnect: { attempts: 1, baseDelayMs: 10, maxDelayMs: 10 },
+      onStatus: (s) => statuses.push(s),
+      onItems: async () => undefined,
+    });
+    stream.start();
+    // Two attempts: each is reported, and the stream goes on trying (names and addresses may change).
+    await until(
+      () =>
+        statuses.some((s) => s.kind === "ready") ||
+        statuses.filter((s) => s.kind === "disconnected").length >= 2,
+    );
+    stream.close();
+    expect(statuses.some((s) => s.kind === "ready")).toBe(false);
+    expect(connections).toBe(0);
+    expect(statuses[0]).toMatchObject({
+      kind: "disconnected",
+      reason: expect.stringMatching(/127\.0\.0\.1 is a loopback address/),
+      failures: 1,
+    });
+    expect(statuses[1]).toMatchObject({ kind: "disconnected", failures: 2 });
+    expect(asked).toBe(0);
+  });
+
   it("stops when the hub says the device was removed", async () => {
     onReady = (ws) => ws.close(STREAM_CLOSE.removed, "removed");
     const status = await new Promise<StreamStatus["kind"]>((resolve) => {
@@ -398,3 +439,12 @@ describe("InboxStream submissions (D6)", () => {
     expect(received).toBe(frames);
   }, 30_000);
 });
+
+/** Resolves once `done()` holds; fails the test after 5 s. */
+async function until(done: () => boolean): Promise<void> {
+  const deadline = Date.now() + 5_000;
+  while (!done()) {
+    if (Date.now() > deadline) throw new Error("timed out waiting");
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}

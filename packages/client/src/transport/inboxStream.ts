@@ -13,7 +13,7 @@ import {
 import WebSocket from "ws";
 import { ServiceRefusedError, ServiceUnavailableError } from "../errors.js";
 import { backoffDelay, type RetryPolicy } from "../util/backoff.js";
-import { publicOnlyLookup, type Reach } from "./publicReach.js";
+import { publicOnlyLookup, refusedLiteral, type Reach } from "./publicReach.js";
 
 export const STREAM_PATH = "/v1/stream";
 
@@ -33,8 +33,9 @@ export interface InboxStreamOptions {
   /** The hub's base URL (http/https); the socket goes to the same origin, ws/wss. */
   baseUrl: string;
   /**
-   * Whether another party named the hub, so that its name may only resolve to public addresses (NET-7;
-   * IP literals were refused when the URL arrived: checkRemoteServiceUrl). Default: any address.
+   * Whether another party named the hub, so that it is reached at public addresses only (NET-7): a name
+   * by the socket's own lookup, an IP literal (which the socket connects to without a lookup) before
+   * connecting. Default: any address.
    */
   reach?: Reach;
   signer: DeviceSigner;
@@ -159,7 +160,16 @@ export class InboxStream implements StreamSubmitter {
     // ws hands its options to the socket's connect, `lookup` included.
     const options: WebSocket.ClientOptions & { lookup?: LookupFunction } = { maxPayload: 64 * 1024 * 1024 };
     const reach = this.opts.reach ?? "any";
-    if (reach !== "any") options.lookup = publicOnlyLookup(reach.publicOnly);
+    if (reach !== "any") {
+      // A literal is connected to without asking the lookup: checked here, as ServiceHttp does. A hub
+      // remembered before literals were refused on arrival would otherwise be connected to.
+      const refused = refusedLiteral(url);
+      if (refused !== undefined) {
+        this.retryLater(refused.message);
+        return;
+      }
+      options.lookup = publicOnlyLookup(reach.publicOnly);
+    }
     const ws = new WebSocket(url, options);
     this.ws = ws;
     this.work = Promise.resolve();
@@ -204,25 +214,31 @@ export class InboxStream implements StreamSubmitter {
         return;
       }
       const text = reason.toString("utf8");
-      this.failures++;
-      this.opts.onStatus?.({
-        kind: "disconnected",
-        reason: text !== "" ? `${code}: ${text}` : why,
-        failures: this.failures,
-      });
-      const delay = Math.max(50, backoffDelay(this.opts.reconnect, Math.min(this.failures, 10)));
-      const refused = cursorRefused ? this.opts.onCursorRefused : undefined;
-      if (refused === undefined) {
-        this.timer = setTimeout(() => this.connect(), delay);
-        return;
-      }
-      // A failure of it leaves the cursor as it was: the next attempt is refused again and tries again.
-      void refused()
-        .catch(() => undefined)
-        .then(() => {
-          if (!this.closed) this.timer = setTimeout(() => this.connect(), delay);
-        });
+      this.retryLater(
+        text !== "" ? `${code}: ${text}` : why,
+        cursorRefused ? this.opts.onCursorRefused : undefined,
+      );
     });
+  }
+
+  /**
+   * A connection that failed or ended: reported as `disconnected`, and tried again after a backoff (after
+   * `before`, when given; a failure of it leaves the cursor as it was: the next attempt is refused again
+   * and tries again).
+   */
+  private retryLater(reason: string, before?: () => Promise<void>): void {
+    this.failures++;
+    this.opts.onStatus?.({ kind: "disconnected", reason, failures: this.failures });
+    const delay = Math.max(50, backoffDelay(this.opts.reconnect, Math.min(this.failures, 10)));
+    if (before === undefined) {
+      if (!this.closed) this.timer = setTimeout(() => this.connect(), delay);
+      return;
+    }
+    void before()
+      .catch(() => undefined)
+      .then(() => {
+        if (!this.closed) this.timer = setTimeout(() => this.connect(), delay);
+      });
   }
 
   private async onFrame(ws: WebSocket, frame: StreamServerFrame): Promise<void> {

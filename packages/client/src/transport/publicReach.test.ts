@@ -7,7 +7,7 @@ import { CliResolver, parseServicesMap } from "../cli/services.js";
 import { ServiceUnavailableError } from "../errors.js";
 import { ServiceHttp } from "./http.js";
 import { AddressRefusedError, publicOnlyLookup, reachFor } from "./publicReach.js";
-import { StaticResolver } from "./resolver.js";
+import { StaticResolver, WellKnownResolver } from "./resolver.js";
 
 // NET-7: a service URL another party named (a /.well-known/mls-services answer, an invitation's hub) is
 // reached in production only at public addresses. checkRemoteServiceUrl refuses IP literals up front;
@@ -102,6 +102,42 @@ describe("ServiceHttp reaching a service another party named", () => {
     // The same server, reached at any address (a URL the person configured): it answers.
     await expect(get(new ServiceHttp("delivery service", `http://127.0.0.1:${port}`))).resolves.toEqual({});
     expect(connections).toBe(before + 1);
+  });
+
+  it("a connection kept alive for a URL reached at any address is never reused for one another party named", async () => {
+    // Pools are keyed by host and port only: the same origin reached both ways must not share a socket,
+    // or the second request would go out on a connection its lookup never checked.
+    const url = `http://localhost:${port}`;
+    const before = connections;
+    await expect(get(new ServiceHttp("delivery service", url))).resolves.toEqual({});
+    expect(connections).toBe(before + 1);
+    const err = await get(
+      new ServiceHttp("delivery service", url, {
+        publicOnly: async () => [{ address: "127.0.0.1", family: 4 }],
+      }),
+    ).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(ServiceUnavailableError);
+    expect((err as Error).message).toMatch(/localhost resolves to 127\.0\.0\.1, a loopback address/);
+    expect(connections).toBe(before + 1);
+  });
+
+  it("WellKnownResolver: the discovery request to a named acct's domain is checked too (a name, a literal)", async () => {
+    const asked: string[] = [];
+    const resolver = new WellKnownResolver({
+      dnsLookup: async (host) => {
+        asked.push(host);
+        return [{ address: "127.0.0.1", family: 4 }];
+      },
+    });
+    for (const [domain, why] of [
+      ["evil.example", /evil\.example resolves to 127\.0\.0\.1, a loopback address/],
+      ["127.0.0.1", /127\.0\.0\.1 is a loopback address/],
+    ] as const) {
+      const err = await resolver.resolve(domain).catch((e: unknown) => e);
+      expect(err, domain).toBeInstanceOf(ServiceUnavailableError);
+      expect((err as Error).message, domain).toMatch(why);
+    }
+    expect(asked).toEqual(["evil.example"]);
   });
 
   it("reachFor: development maps and URLs the person configured reach anywhere; others public only", () => {
