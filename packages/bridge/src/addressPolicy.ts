@@ -48,6 +48,8 @@ const SPECIAL = blockList(
 const SPECIAL6 = blockList(
   [
     ["::", 128],
+    // IPv4-compatible (`::10.0.0.1`, deprecated by RFC 4291): embeds an IPv4 address, like those below.
+    ["::", 96],
     ["100::", 64],
     ["2001:db8::", 32],
     ["ff00::", 8],

@@ -50,6 +50,9 @@ describe("address classes (NET-3)", () => {
       ["::ffff:127.0.0.1", "loopback"],
       ["::ffff:a00:1", "private"],
       ["64:ff9b::a00:1", "special"],
+      // IPv4-compatible, deprecated (found by a review: it was public)
+      ["::127.0.0.1", "special"],
+      ["::a00:1", "special"],
       ["not an address", "special"],
     ];
     for (const [address, kind] of table) expect([address, classifyAddress(address)]).toEqual([address, kind]);

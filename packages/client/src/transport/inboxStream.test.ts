@@ -1,6 +1,6 @@
 import { randomBytes } from "node:crypto";
 import { createServer, type Server } from "node:http";
-import type { AddressInfo } from "node:net";
+import { createServer as createNetServer, type AddressInfo, type Server as NetServer } from "node:net";
 import {
   MemoryNonceStore,
   generateSigningKeyPair,
@@ -245,6 +245,60 @@ describe("InboxStream", () => {
     });
     expect(statuses[1]).toMatchObject({ kind: "disconnected", failures: 2 });
     expect(asked).toBe(0);
+  });
+
+  it("drops a connection that never gets ready (no upgrade, or no challenge) and tries again", async () => {
+    // One server takes TCP connections and never answers; the other upgrades and then says nothing.
+    const silentTcp = createNetServer(() => undefined);
+    const silentHttp = createServer();
+    const silentWs = new WebSocketServer({ server: silentHttp, path: "/v1/stream" });
+    const listen = (srv: NetServer) =>
+      new Promise<string>((resolve) =>
+        srv.listen(0, "127.0.0.1", () => resolve(`http://127.0.0.1:${(srv.address() as AddressInfo).port}`)),
+      );
+    try {
+      for (const url of [await listen(silentTcp), await listen(silentHttp)]) {
+        const statuses: StreamStatus[] = [];
+        await new Promise<void>((resolve) => {
+          const stream = new InboxStream({
+            baseUrl: url,
+            signer,
+            after: () => undefined,
+            reconnect: { attempts: 1, baseDelayMs: 10, maxDelayMs: 10 },
+            readyTimeoutMs: 100,
+            onStatus: (s) => {
+              if (s.kind === "closed") return;
+              statuses.push(s);
+              // Dropped once and tried again: dropped again.
+              if (statuses.length === 2) {
+                stream.close();
+                resolve();
+              }
+            },
+            onItems: async () => undefined,
+          });
+          stream.start();
+        });
+        expect(statuses, url).toEqual([
+          {
+            kind: "disconnected",
+            reason: expect.stringMatching(/did not get the stream ready within 100 ms/),
+            failures: 1,
+          },
+          {
+            kind: "disconnected",
+            reason: expect.stringMatching(/did not get the stream ready/),
+            failures: 2,
+          },
+        ]);
+      }
+    } finally {
+      for (const c of silentWs.clients) c.terminate();
+      silentWs.close();
+      silentTcp.close();
+      silentHttp.closeAllConnections();
+      silentHttp.close();
+    }
   });
 
   it("stops when the hub says the device was removed", async () => {

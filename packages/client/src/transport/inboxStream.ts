@@ -48,6 +48,11 @@ export interface InboxStreamOptions {
   /** How long a `submit` frame waits for its answer before its outcome counts as unknown. */
   submitTimeoutMs?: number;
   /**
+   * How long a connection may take from the first packet to `ready` (TCP, TLS, the upgrade, the
+   * challenge and the answer to `auth`) before it is dropped and tried again. Default 15 s.
+   */
+  readyTimeoutMs?: number;
+  /**
    * The hub refused the cursor of `after` (`invalid_cursor`: e.g. its store was rebuilt from an older
    * copy): run before reconnecting, so that `after` gives a cursor the hub knows (the HTTP read resets
    * it, groups/inbox.ts). Without it the stream would try the same cursor again and again.
@@ -67,6 +72,7 @@ interface WaitingSubmit {
 }
 
 const SUBMIT_TIMEOUT_MS = 30_000;
+const READY_TIMEOUT_MS = 15_000;
 /**
  * Batches received and not yet processed above which the socket is no longer read: TCP then holds the
  * hub back (a hub pushing faster than the device processes, up to 64 MiB a frame, was read into memory
@@ -177,6 +183,15 @@ export class InboxStream implements StreamSubmitter {
     let why = "connection closed";
     let final = false;
     let cursorRefused = false;
+    // A hub that takes the connection and then says nothing (no upgrade, no challenge, no `ready`) would
+    // hold this stream for ever, and with it the fall-back to polling: it is dropped and tried again.
+    const readyTimeoutMs = this.opts.readyTimeoutMs ?? READY_TIMEOUT_MS;
+    let timedOut = false;
+    const notReady = setTimeout(() => {
+      timedOut = true;
+      why = `the hub did not get the stream ready within ${readyTimeoutMs} ms`;
+      ws.terminate();
+    }, readyTimeoutMs);
     ws.on("message", (data: WebSocket.RawData) => {
       let frame: StreamServerFrame;
       try {
@@ -188,15 +203,18 @@ export class InboxStream implements StreamSubmitter {
       }
       if (frame.type === "error" && frame.error === "device_not_registered") final = true;
       if (frame.type === "error" && frame.error === "invalid_cursor") cursorRefused = true;
+      if (frame.type === "ready") clearTimeout(notReady);
       this.onFrame(ws, frame).catch((e: unknown) => {
         why = e instanceof Error ? e.message : String(e);
         ws.close(1011);
       });
     });
     ws.on("error", (e) => {
-      why = e.message;
+      // Dropping a socket still connecting is an error of its own: the reason stays the time-out.
+      if (!timedOut) why = e.message;
     });
     ws.on("close", (code, reason) => {
+      clearTimeout(notReady);
       if (this.ws === ws) this.ws = undefined;
       if (this.readyWs === ws) {
         this.readyWs = undefined;
