@@ -2,6 +2,7 @@ import { cp, rm } from "node:fs/promises";
 import { describe, expect, it } from "vitest";
 import { main } from "./cli/main.js";
 import { MlsDmClient } from "./client.js";
+import type { DeviceContext } from "./context.js";
 import type { DmEvent } from "./events.js";
 import { capturedIo } from "./testSupport/cliIo.js";
 import { notes } from "./testSupport/history.js";
@@ -182,5 +183,30 @@ describe("a device directory restored from an older copy", () => {
     expect((await notes(restored, groupId)).map((n) => [n.text, n.own])).toEqual([
       ["crossing bob's update", true],
     ]);
+  });
+
+  it("after a commit of its own it cannot follow, says so of each later message instead of keeping it", async () => {
+    const { a, resolver } = env;
+    const alice = await newClient(a, "alicek", resolver);
+    const bob = await newClient(a, "bobk", resolver);
+    const { groupId } = await alice.createGroup(["@bobk@a.test"]);
+    await settle([alice, bob]);
+    const copy = `${alice.dir}.copy`;
+    await cp(alice.dir, copy, { recursive: true });
+    await alice.selfUpdate(groupId);
+    await bob.sync();
+    await bob.send(groupId, "past the copy");
+
+    await restore(alice.dir, copy);
+    const restored = await MlsDmClient.open(alice.dir, { services: resolver, retry: FAST_RETRY });
+    const events = await restored.sync();
+    expect(restored.groups().find((g) => g.groupId === groupId)!.condition).toBe("needs_readd");
+    // bob's message is for the epoch alice's own commit opened, which this copy can never reach (before:
+    // kept in group.json, up to 4 MB rewritten with every save, until a re-add dropped it unread).
+    expect(events.filter((e) => e.type === "undecryptable")).toEqual([
+      expect.objectContaining({ groupId, reason: expect.stringMatching(/older than a commit it sent/) }),
+    ]);
+    const ctx = (restored as unknown as { ctx: DeviceContext }).ctx;
+    expect(ctx.groups.get(groupId)!.record.buffered).toEqual([]);
   });
 });

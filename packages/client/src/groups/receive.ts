@@ -27,7 +27,12 @@ import type { BufferedMessage, HistoryEntry } from "../store/schemas.js";
 import { discardPending, promotePending, stillLeaving } from "./commitPipeline.js";
 import { noteRejectedCommit, rejectionReason, stuckFork, stuckReason } from "./forks.js";
 import { rememberProcessed } from "./processedCommits.js";
-import { noteCommitFromLaterState, noteMessagesFromLaterState, sentFromLaterState } from "./restored.js";
+import {
+  noteCommitFromLaterState,
+  noteMessagesFromLaterState,
+  restoredReason,
+  sentFromLaterState,
+} from "./restored.js";
 
 /**
  * At most this many future-epoch messages are kept per group, and at most this many bytes of them (as
@@ -161,6 +166,12 @@ async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage)
     const stuck = stuckFork(g.record);
     if (stuck !== undefined) {
       emitUndecryptable(ctx, g, item.seq, stuckReason(stuck));
+      return "done";
+    }
+    // Nor does a copy older than a commit this device sent itself (D23): the epochs after it are the
+    // group's, not this state's.
+    if (g.record.restoredBehind !== undefined) {
+      emitUndecryptable(ctx, g, item.seq, restoredReason(g.record.restoredBehind));
       return "done";
     }
     // ts-mls fails opaquely on a future epoch: wait for the commit that opens it.

@@ -71,3 +71,11 @@ export function noteCommitFromLaterState(
       "its directory restored from an older copy?), so it cannot follow the group any more",
   });
 }
+
+/** Why a message of an epoch after such a commit cannot be read here. */
+export function restoredReason(behind: { seq: number; epoch: number }): string {
+  return (
+    `this device's copy of the group is older than a commit it sent (#${behind.seq}, ending epoch ` +
+    `${behind.epoch}): it cannot read the epochs after it until a member re-adds it`
+  );
+}
