@@ -1,7 +1,10 @@
 import { cp, rm } from "node:fs/promises";
 import { describe, expect, it } from "vitest";
+import { main } from "./cli/main.js";
 import { MlsDmClient } from "./client.js";
+import type { DeviceContext } from "./context.js";
 import type { DmEvent } from "./events.js";
+import { capturedIo } from "./testSupport/cliIo.js";
 import { notes } from "./testSupport/history.js";
 import { FAST_RETRY, newClient, useOneInstance } from "./testSupport/instances.js";
 import { settle } from "./testSupport/settle.js";
@@ -113,5 +116,97 @@ describe("a device directory restored from an older copy", () => {
     await restored.send(groupId, "back again");
     await settle([restored, bob]);
     expect((await notes(bob, groupId)).map((n) => n.text)).toEqual(["after the update", "back again"]);
+  });
+
+  it("the CLI's send shows what its read of the hub brought, also when the send is then refused", async () => {
+    const { a, resolver } = env;
+    const alice = await newClient(a, "alicecli", resolver);
+    const bob = await newClient(a, "bobcli", resolver);
+    const { groupId } = await alice.createGroup(["@bobcli@a.test"]);
+    await settle([alice, bob]);
+    const copy = `${alice.dir}.copy`;
+    await cp(alice.dir, copy, { recursive: true });
+    await bob.send(groupId, "did you get this?");
+    await alice.selfUpdate(groupId);
+
+    await restore(alice.dir, copy);
+    const map = JSON.stringify({ "a.test": { ...a.urls, mastodon: a.mastodon.url } });
+    const io = capturedIo();
+    const code = await main(["--dir", alice.dir, "--services-map", map, "send", groupId, "lost"], io);
+    expect(code).not.toBe(0);
+    expect(io.stderr.join("\n")).toMatch(/restored from an older copy/);
+    // The read before the send took bob's message and found the copy: both are said now (before: the
+    // send's refusal only; bob's message was processed and acknowledged, so no later sync shows it).
+    expect(io.stderr.join("\n")).toContain("bobcli@a.test: did you get this?");
+    expect(io.stderr.join("\n")).toMatch(/older than a commit it sent/);
+    // Not on stdout, where the result of the send goes (the events a send fetches go to stderr, like
+    // those of `groups`, `members`, `history` and of naming a group not known yet).
+    expect(io.stdout).toEqual([]);
+    const again = capturedIo();
+    expect(await main(["--dir", alice.dir, "--services-map", map, "sync"], again)).toBe(0);
+    expect(again.stdout.join("\n")).not.toContain("did you get this?");
+  });
+
+  it("the CLI's send prints only its result on stdout; what its read of the hub brought goes to stderr", async () => {
+    const { a, resolver } = env;
+    const alice = await newClient(a, "aliceout", resolver);
+    const bob = await newClient(a, "bobout", resolver);
+    const { groupId } = await alice.createGroup(["@bobout@a.test"]);
+    await settle([alice, bob]);
+    await alice.send(groupId, "hello bob");
+    const map = JSON.stringify({ "a.test": { ...a.urls, mastodon: a.mastodon.url } });
+    const io = capturedIo();
+    expect(await main(["--dir", bob.dir, "--services-map", map, "send", groupId, "hi"], io)).toBe(0);
+    // Before: alice's message on stdout, ahead of the result (a script reading the number got it too).
+    expect(io.stdout).toEqual([expect.stringMatching(/^sent \(#\d+\)$/)]);
+    expect(io.stderr.join("\n")).toContain("aliceout@a.test: hello bob");
+  });
+
+  it("reads back a message it sent for an epoch the group had just left, too", async () => {
+    const { a, resolver } = env;
+    const alice = await newClient(a, "alicep", resolver);
+    const bob = await newClient(a, "bobp", resolver);
+    const { groupId } = await alice.createGroup(["@bobp@a.test"]);
+    await settle([alice, bob]);
+    const copy = `${alice.dir}.copy`;
+    await cp(alice.dir, copy, { recursive: true });
+    // bob's commit comes first; alice, who has not read it, sends for the epoch before, which the hub
+    // still takes (the epoch window): the history of hers that the copy does not hold has it.
+    await bob.selfUpdate(groupId);
+    const late = await alice.send(groupId, "crossing bob's update");
+    expect(late.epoch).toBeLessThan(bob.epoch(groupId));
+    await alice.historyWritten();
+
+    await restore(alice.dir, copy);
+    const restored = await MlsDmClient.open(alice.dir, { services: resolver, retry: FAST_RETRY });
+    await restored.sync();
+    expect((await notes(restored, groupId)).map((n) => [n.text, n.own])).toEqual([
+      ["crossing bob's update", true],
+    ]);
+  });
+
+  it("after a commit of its own it cannot follow, says so of each later message instead of keeping it", async () => {
+    const { a, resolver } = env;
+    const alice = await newClient(a, "alicek", resolver);
+    const bob = await newClient(a, "bobk", resolver);
+    const { groupId } = await alice.createGroup(["@bobk@a.test"]);
+    await settle([alice, bob]);
+    const copy = `${alice.dir}.copy`;
+    await cp(alice.dir, copy, { recursive: true });
+    await alice.selfUpdate(groupId);
+    await bob.sync();
+    await bob.send(groupId, "past the copy");
+
+    await restore(alice.dir, copy);
+    const restored = await MlsDmClient.open(alice.dir, { services: resolver, retry: FAST_RETRY });
+    const events = await restored.sync();
+    expect(restored.groups().find((g) => g.groupId === groupId)!.condition).toBe("needs_readd");
+    // bob's message is for the epoch alice's own commit opened, which this copy can never reach (before:
+    // kept in group.json, up to 4 MB rewritten with every save, until a re-add dropped it unread).
+    expect(events.filter((e) => e.type === "undecryptable")).toEqual([
+      expect.objectContaining({ groupId, reason: expect.stringMatching(/older than a commit it sent/) }),
+    ]);
+    const ctx = (restored as unknown as { ctx: DeviceContext }).ctx;
+    expect(ctx.groups.get(groupId)!.record.buffered).toEqual([]);
   });
 });

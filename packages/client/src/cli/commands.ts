@@ -629,13 +629,19 @@ export async function send(cli: Cli, group: string, words: string[]): Promise<vo
   if (text.trim() === "") throw new UsageError("nothing to send");
   const { client } = await cli.openClient();
   const id = await findGroup(cli, client, group);
-  const sent = await withProgress(cli.io, "Sending", async () => {
-    const result = await client.send(id, text);
-    await client.historyWritten();
-    return result;
-  });
-  // What reading the group's hub before sending brought (D23), as `sync` would have shown it.
-  printEvents(cli, client.takeEvents(), false);
+  let sent;
+  try {
+    sent = await withProgress(cli.io, "Sending", async () => {
+      const result = await client.send(id, text);
+      await client.historyWritten();
+      return result;
+    });
+  } finally {
+    // What reading the group's hub before sending brought (D23), on stderr as for the other commands that
+    // fetch first: also when the send then fails (a group this device cannot write to, the hub refusing
+    // it), since what was read is processed and acknowledged, and no later sync shows it again.
+    printEvents(cli, client.takeEvents(), false, true);
+  }
   cli.io.out(`sent (#${sent.seq})`);
 }
 

@@ -27,7 +27,12 @@ import type { BufferedMessage, HistoryEntry } from "../store/schemas.js";
 import { discardPending, promotePending, stillLeaving } from "./commitPipeline.js";
 import { noteRejectedCommit, rejectionReason, stuckFork, stuckReason } from "./forks.js";
 import { rememberProcessed } from "./processedCommits.js";
-import { noteCommitFromLaterState, noteMessagesFromLaterState, sentFromLaterState } from "./restored.js";
+import {
+  noteCommitFromLaterState,
+  noteMessagesFromLaterState,
+  restoredReason,
+  sentFromLaterState,
+} from "./restored.js";
 
 /**
  * At most this many future-epoch messages are kept per group, and at most this many bytes of them (as
@@ -124,17 +129,29 @@ async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage)
     // commit: if still pending, this proves the hub accepted it.
     if (isCommit && g.pending !== undefined && messageHash(bytes) === g.pending.commitHash) {
       await promotePending(ctx, g);
-    } else if (isCommit && epoch === state.groupContext.epoch) {
-      // Ours, for the epoch we are in, yet not pending: sent from a state this directory no longer has.
-      noteCommitFromLaterState(ctx, g, item.seq, Number(epoch));
-    } else if (msg.wireformat === "mls_private_message") {
-      if ((g.record.outbox?.length ?? 0) > 0) await settleEcho(ctx, g, messageHash(bytes), item.seq);
-      if (await sentFromLaterState(ctx, state, msg.privateMessage)) {
-        noteMessagesFromLaterState(ctx, g);
-        await receiveApplication(ctx, g, state, msg, item, { own: true });
-      }
+      return "done";
     }
-    return "done";
+    if (isCommit && epoch === state.groupContext.epoch) {
+      // For the epoch we are in, yet not pending: if this device signed it, it was sent from a state this
+      // directory no longer has (D23). If not, the label is only the hub's word (it holds no member's key,
+      // FORK-1): the commit is processed below as anyone's, so that a hub cannot take this device out of
+      // the group, blaming a restored copy, by relabelling another member's commit or making one up.
+      if ((await verifiedSigner(msg, state, ctx.cs))?.leafIndex === state.privatePath.leafIndex) {
+        noteCommitFromLaterState(ctx, g, item.seq, Number(epoch));
+        return "done";
+      }
+    } else {
+      if (msg.wireformat === "mls_private_message") {
+        if ((g.record.outbox?.length ?? 0) > 0) await settleEcho(ctx, g, messageHash(bytes), item.seq);
+        if (await sentFromLaterState(ctx, state, msg.privateMessage)) {
+          // Said once it is known to be ours and new: decrypted, its signature verified, not in the history.
+          if (await receiveApplication(ctx, g, state, msg, item, { own: true })) {
+            noteMessagesFromLaterState(ctx, g);
+          }
+        }
+      }
+      return "done";
+    }
   }
 
   if (isCommit && g.pending !== undefined && BigInt(g.pending.epoch) === epoch) {
@@ -149,6 +166,12 @@ async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage)
     const stuck = stuckFork(g.record);
     if (stuck !== undefined) {
       emitUndecryptable(ctx, g, item.seq, stuckReason(stuck));
+      return "done";
+    }
+    // Nor does a copy older than a commit this device sent itself (D23): the epochs after it are the
+    // group's, not this state's.
+    if (g.record.restoredBehind !== undefined) {
+      emitUndecryptable(ctx, g, item.seq, restoredReason(g.record.restoredBehind));
       return "done";
     }
     // ts-mls fails opaquely on a future epoch: wait for the commit that opens it.
@@ -311,9 +334,12 @@ async function receiveApplication(
   state: ClientState,
   msg: Extract<MLSMessage, { wireformat: "mls_private_message" }>,
   item: BufferedMessage,
-  /** One of this device's own messages, read back after its state went back (groups/restored.ts). */
+  /**
+   * One of this device's own messages, read back after its state went back (groups/restored.ts): kept
+   * unless its activity is in the history already.
+   */
   opts: { own?: boolean } = {},
-): Promise<void> {
+): Promise<boolean> {
   const groupId = g.record.groupId;
   const sender = await senderLeafOf(state, msg.privateMessage, ctx.cs);
   let result;
@@ -322,15 +348,15 @@ async function receiveApplication(
     result = await processMessage(msg, state, emptyPskIndex, acceptAll, ctx.cs);
   } catch (e) {
     emitUndecryptable(ctx, g, item.seq, reason(e));
-    return;
+    return false;
   }
   g.state = result.newState; // the ratchet moved on: that generation's key is gone
-  if (result.kind !== "applicationMessage" || sender === undefined) return;
+  if (result.kind !== "applicationMessage" || sender === undefined) return false;
   const identity = credentialIdentity(sender.leaf.credential);
   const deviceId = deviceIdText(sender.leaf.signaturePublicKey);
   if (identity === undefined) {
     emitUndecryptable(ctx, g, item.seq, "the sender's credential is not an acct: identity");
-    return;
+    return false;
   }
   const from = formatAcct(parseCanonicalIdentity(identity));
   let clear;
@@ -338,7 +364,7 @@ async function receiveApplication(
     clear = decodeCleartext(result.message);
   } catch (e) {
     ctx.emit({ type: "refused", groupId, from, seq: item.seq, reason: reason(e) });
-    return;
+    return false;
   }
   const entry: HistoryEntry = {
     v: 1,
@@ -353,12 +379,14 @@ async function receiveApplication(
     let broken = checkAttribution(clear.activity, identity);
     if (broken === undefined) {
       const known = await ctx.store.historyIdAuthors(groupId);
+      // An own message the history holds (sent while a commit of ours was pending: see restored.ts).
+      if (opts.own === true && known.activities.get(clear.activity.id) === from) return false;
       broken =
         checkIdOwnership(clear.activity, from, known) ?? checkTargetAuthor(clear.activity, from, known);
     }
     if (broken !== undefined) {
       ctx.emit({ type: "refused", groupId, from, seq: item.seq, reason: broken });
-      return;
+      return false;
     }
   }
   await ctx.store.appendHistory(groupId, [entry]);
@@ -377,6 +405,7 @@ async function receiveApplication(
   } else {
     ctx.emit({ type: "activity", groupId, from, deviceId, activity: clear.activity, seq: item.seq });
   }
+  return true;
 }
 
 /** Removed by a commit or told so by the hub: the keys go, the history stays. */

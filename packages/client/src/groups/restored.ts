@@ -8,22 +8,29 @@ import { senderLeafOf } from "../mls/sender.js";
 // commits tell the device, which must then never use those messages' key generations again.
 
 /**
- * Whether `pm`, an echo of this device's own, was sent from a state ahead of `state`: it is of the
- * current epoch and its generation is one the sending ratchet has not handed out yet. Such a message can
+ * Whether `pm`, an echo of this device's own, was sent from a state ahead of `state`: its generation is
+ * one the sending ratchet of its epoch had not handed out yet. Of the current epoch, such a message can
  * only come from this device before its state went back; the caller reads it as a received one, so the
- * ratchet moves past its generation (and the history gets it back).
+ * ratchet moves past its generation (and the history gets it back). Of an epoch this device has left
+ * (kept for late messages), it may also be one sent while a commit of its own was pending (the state
+ * that commit leads to was made before): the caller keeps it only if the history lacks it.
  */
 export async function sentFromLaterState(
   ctx: DeviceContext,
   state: ClientState,
   pm: PrivateMessage,
 ): Promise<boolean> {
-  if (pm.epoch !== state.groupContext.epoch) return false;
+  const secretTree =
+    pm.epoch === state.groupContext.epoch
+      ? state.secretTree
+      : state.historicalReceiverData.get(pm.epoch)?.secretTree;
+  if (secretTree === undefined) return false;
+  // The leaf index of a member stays until it is removed; a re-added device starts a new record.
   const own = state.privatePath.leafIndex;
   const sender = await senderLeafOf(state, pm, ctx.cs);
   if (sender === undefined || sender.leafIndex !== own) return false;
   // A leaf's ratchet sits at node 2 × leaf of the secret tree; `generation` is the next one to hand out.
-  const next = state.secretTree[2 * own]?.application.generation;
+  const next = secretTree[2 * own]?.application.generation;
   return next !== undefined && sender.generation >= next;
 }
 
@@ -63,4 +70,12 @@ export function noteCommitFromLaterState(
       `this device's copy of the group is older than a commit it sent (#${seq}, ending epoch ${epoch}; was ` +
       "its directory restored from an older copy?), so it cannot follow the group any more",
   });
+}
+
+/** Why a message of an epoch after such a commit cannot be read here. */
+export function restoredReason(behind: { seq: number; epoch: number }): string {
+  return (
+    `this device's copy of the group is older than a commit it sent (#${behind.seq}, ending epoch ` +
+    `${behind.epoch}): it cannot read the epochs after it until a member re-adds it`
+  );
 }

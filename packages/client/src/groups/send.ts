@@ -95,13 +95,16 @@ export async function sendActivity(
 /**
  * The first send of a process reads its group's hub first (once per hub): what this device sent from a
  * state it no longer has (a directory put back from an older copy, D23) comes back and moves its ratchet
- * on before it encrypts anything. A hub that cannot be read now is left to the post, which says why.
+ * on before it encrypts anything. A hub that answered with an error is left to the post, which says why;
+ * one that did not answer at all is not posted to as well (a second wait as long as the first), and
+ * nothing is encrypted.
  */
 async function readHubOnce(ctx: DeviceContext, hub: string, catchUp: (hub: string) => Promise<void>) {
   if (ctx.readHubs.has(ctx.delivery(hub).baseUrl)) return;
   try {
     await catchUp(hub);
   } catch (e) {
+    if (e instanceof ServiceUnavailableError && e.status === undefined) throw e;
     if (!(e instanceof ProtocolError || e instanceof ServiceUnavailableError)) throw e;
   }
 }

@@ -45,12 +45,24 @@ export class HubProxy {
    * `StandIn` replaces it (the service did the work; the client hears something else, e.g. a lost answer).
    */
   replaceAnswer: (req: ProxiedRequest, status: number) => StandIn | undefined = () => undefined;
+  /**
+   * Rewrites the body of a forwarded answer the service gave (and `replaceAnswer` kept): what a hostile
+   * hub could say instead, e.g. another label on an inbox item. The bytes as they came by default.
+   */
+  rewriteBody: (req: ProxiedRequest, status: number, body: Buffer) => Buffer = (_req, _status, body) => body;
+
+  /** Requests it accepts get no answer at all: their connection is cut, as by a hub that went away. */
+  drop: (req: ProxiedRequest) => boolean = () => false;
 
   async start(): Promise<void> {
     this.server = createServer((req, res) => {
       const chunks: Buffer[] = [];
       req.on("data", (c: Buffer) => chunks.push(c));
       req.on("end", () => {
+        if (this.drop({ method: req.method ?? "GET", path: req.url ?? "/", body: Buffer.concat(chunks) })) {
+          req.socket.destroy();
+          return;
+        }
         this.handle(req, Buffer.concat(chunks), res).catch((e: unknown) => {
           if (!res.headersSent) res.writeHead(502, { "content-type": "text/plain" });
           res.end(`proxy: ${String(e)}`);
@@ -119,8 +131,10 @@ export class HubProxy {
             const status = answer.statusCode ?? 502;
             const replaced = this.replaceAnswer({ method, path, body }, status);
             if (replaced === undefined) {
-              res.writeHead(status, answer.headers);
-              res.end(Buffer.concat(chunks));
+              const out = this.rewriteBody({ method, path, body }, status, Buffer.concat(chunks));
+              const { "transfer-encoding": _chunked, ...headers } = answer.headers;
+              res.writeHead(status, { ...headers, "content-length": String(out.length) });
+              res.end(out);
             } else {
               res.writeHead(replaced.status, { "content-type": "application/json" });
               res.end(JSON.stringify(replaced.body));
