@@ -6,7 +6,7 @@ import type { DeviceContext } from "./context.js";
 import type { DmEvent } from "./events.js";
 import { capturedIo } from "./testSupport/cliIo.js";
 import { notes } from "./testSupport/history.js";
-import { FAST_RETRY, newClient, useOneInstance } from "./testSupport/instances.js";
+import { FAST_RETRY, aliceAndBob, useOneInstance } from "./testSupport/instances.js";
 import { settle } from "./testSupport/settle.js";
 
 // A device directory put back from an older copy (a restored backup of a home directory): the group
@@ -30,10 +30,7 @@ const errors = (events: DmEvent[]) => events.flatMap((e) => (e.type === "error" 
 describe("a device directory restored from an older copy", () => {
   it("reads back the messages it sent since, and uses none of their keys again", async () => {
     const { a, resolver } = env;
-    const alice = await newClient(a, "alicer", resolver);
-    const bob = await newClient(a, "bobr", resolver);
-    const { groupId } = await alice.createGroup(["@bobr@a.test"]);
-    await settle([alice, bob]);
+    const { alice, bob, groupId } = await aliceAndBob(a, resolver, "r");
     await alice.send(groupId, "before the copy");
     await settle([alice, bob]);
     const copy = `${alice.dir}.copy`;
@@ -65,10 +62,7 @@ describe("a device directory restored from an older copy", () => {
 
   it("a send before any read reads the hub first, and so uses none of those keys either", async () => {
     const { a, resolver } = env;
-    const alice = await newClient(a, "alices", resolver);
-    const bob = await newClient(a, "bobs", resolver);
-    const { groupId } = await alice.createGroup(["@bobs@a.test"]);
-    await settle([alice, bob]);
+    const { alice, bob, groupId } = await aliceAndBob(a, resolver, "s");
     const copy = `${alice.dir}.copy`;
     await cp(alice.dir, copy, { recursive: true });
     await alice.send(groupId, "one");
@@ -86,10 +80,7 @@ describe("a device directory restored from an older copy", () => {
 
   it("after a commit of its own it cannot follow, says so, and sends nothing", async () => {
     const { a, resolver } = env;
-    const alice = await newClient(a, "alicec", resolver);
-    const bob = await newClient(a, "bobc", resolver);
-    const { groupId } = await alice.createGroup(["@bobc@a.test"]);
-    await settle([alice, bob]);
+    const { alice, bob, groupId } = await aliceAndBob(a, resolver, "c");
     const copy = `${alice.dir}.copy`;
     await cp(alice.dir, copy, { recursive: true });
     await alice.selfUpdate(groupId);
@@ -120,10 +111,7 @@ describe("a device directory restored from an older copy", () => {
 
   it("the CLI's send shows what its read of the hub brought, also when the send is then refused", async () => {
     const { a, resolver } = env;
-    const alice = await newClient(a, "alicecli", resolver);
-    const bob = await newClient(a, "bobcli", resolver);
-    const { groupId } = await alice.createGroup(["@bobcli@a.test"]);
-    await settle([alice, bob]);
+    const { alice, bob, groupId } = await aliceAndBob(a, resolver, "cli");
     const copy = `${alice.dir}.copy`;
     await cp(alice.dir, copy, { recursive: true });
     await bob.send(groupId, "did you get this?");
@@ -149,10 +137,7 @@ describe("a device directory restored from an older copy", () => {
 
   it("the CLI's send prints only its result on stdout; what its read of the hub brought goes to stderr", async () => {
     const { a, resolver } = env;
-    const alice = await newClient(a, "aliceout", resolver);
-    const bob = await newClient(a, "bobout", resolver);
-    const { groupId } = await alice.createGroup(["@bobout@a.test"]);
-    await settle([alice, bob]);
+    const { alice, bob, groupId } = await aliceAndBob(a, resolver, "out");
     await alice.send(groupId, "hello bob");
     const map = JSON.stringify({ "a.test": { ...a.urls, mastodon: a.mastodon.url } });
     const io = capturedIo();
@@ -164,10 +149,7 @@ describe("a device directory restored from an older copy", () => {
 
   it("reads back a message it sent for an epoch the group had just left, too", async () => {
     const { a, resolver } = env;
-    const alice = await newClient(a, "alicep", resolver);
-    const bob = await newClient(a, "bobp", resolver);
-    const { groupId } = await alice.createGroup(["@bobp@a.test"]);
-    await settle([alice, bob]);
+    const { alice, bob, groupId } = await aliceAndBob(a, resolver, "p");
     const copy = `${alice.dir}.copy`;
     await cp(alice.dir, copy, { recursive: true });
     // bob's commit comes first; alice, who has not read it, sends for the epoch before, which the hub
@@ -187,10 +169,7 @@ describe("a device directory restored from an older copy", () => {
 
   it("after a commit of its own it cannot follow, says so of each later message instead of keeping it", async () => {
     const { a, resolver } = env;
-    const alice = await newClient(a, "alicek", resolver);
-    const bob = await newClient(a, "bobk", resolver);
-    const { groupId } = await alice.createGroup(["@bobk@a.test"]);
-    await settle([alice, bob]);
+    const { alice, bob, groupId } = await aliceAndBob(a, resolver, "k");
     const copy = `${alice.dir}.copy`;
     await cp(alice.dir, copy, { recursive: true });
     await alice.selfUpdate(groupId);

@@ -6,7 +6,7 @@ import type { DeviceContext } from "./context.js";
 import type { DmEvent } from "./events.js";
 import { notes } from "./testSupport/history.js";
 import { ServiceUnavailableError } from "./errors.js";
-import { FAST_RETRY, newClient, useProxiedHub } from "./testSupport/instances.js";
+import { FAST_RETRY, aliceAndBob, useProxiedHub } from "./testSupport/instances.js";
 import { settle } from "./testSupport/settle.js";
 
 // D23 with a hub that lies about who sent what (docs/decisions.md D23, restoredCopy.test.ts for the
@@ -46,10 +46,7 @@ const ctxOf = (c: MlsDmClient) => (c as unknown as { ctx: DeviceContext }).ctx;
 describe("an own commit the hub makes up", () => {
   it("another member's commit labelled as this device's own is processed as theirs: not taken for a restored copy", async () => {
     const { a, resolver, proxy } = env;
-    const alice = await newClient(a, "alicel", resolver);
-    const bob = await newClient(a, "bobl", resolver);
-    const { groupId } = await alice.createGroup(["@bobl@a.test"]);
-    await settle([alice, bob]);
+    const { alice, bob, groupId } = await aliceAndBob(a, resolver, "l");
     await bob.selfUpdate(groupId);
 
     proxy.rewriteBody = relabel(bob.deviceId, alice.deviceId);
@@ -71,10 +68,7 @@ describe("an own commit the hub makes up", () => {
 
   it("a commit labelled as this device's own that it did not sign is a fork the hub names, not a restored copy (FORK-1)", async () => {
     const { a, resolver, proxy } = env;
-    const alice = await newClient(a, "alicem", resolver);
-    const bob = await newClient(a, "bobm", resolver);
-    const { groupId } = await alice.createGroup(["@bobm@a.test"]);
-    await settle([alice, bob]);
+    const { alice, groupId } = await aliceAndBob(a, resolver, "m");
     // What a hub can make: a commit of alice's for this epoch (built from her state, never posted) with
     // one byte of its signature changed — the hub holds no member's key, so it cannot sign one.
     const state = ctxOf(alice).groups.get(groupId)!.state!;
@@ -109,10 +103,7 @@ describe("an own commit the hub makes up", () => {
 describe("own messages of an epoch left, that the history holds", () => {
   it("sent while a commit of its own was pending are not read back again, nor taken for a restored copy", async () => {
     const { a, resolver, proxy } = env;
-    const alice = await newClient(a, "alicep", resolver);
-    const bob = await newClient(a, "bobp", resolver);
-    const { groupId } = await alice.createGroup(["@bobp@a.test"]);
-    await settle([alice, bob]);
+    const { alice, bob, groupId } = await aliceAndBob(a, resolver, "p");
     const messages = `/v1/groups/${groupId}/messages`;
     // The hub takes alice's self-update, and its answer is lost: the commit stays pending, with the
     // state it leads to, made now.
@@ -137,10 +128,7 @@ describe("own messages of an epoch left, that the history holds", () => {
 
   it("a message in this device's name that it did not sign is undecryptable, not taken for a restored copy", async () => {
     const { a, resolver, proxy } = env;
-    const alice = await newClient(a, "alicef", resolver);
-    const bob = await newClient(a, "bobf", resolver);
-    const { groupId } = await alice.createGroup(["@bobf@a.test"]);
-    await settle([alice, bob]);
+    const { alice, bob, groupId } = await aliceAndBob(a, resolver, "f");
     // bob, a member, holds the epoch's secrets: he can encrypt under alice's leaf, at the generation she
     // hands out next, but sign only with his own key; the hub labels it as alice's.
     const bobState = ctxOf(bob).groups.get(groupId)!.state!;
@@ -186,10 +174,7 @@ describe("own messages of an epoch left, that the history holds", () => {
 describe("the read of the hub before a process's first send", () => {
   it("a hub that does not answer it is not posted to: nothing is encrypted, one wait instead of two", async () => {
     const { a, resolver, proxy } = env;
-    const alice = await newClient(a, "aliceq", resolver);
-    const bob = await newClient(a, "bobq", resolver);
-    const { groupId } = await alice.createGroup(["@bobq@a.test"]);
-    await settle([alice, bob]);
+    const { alice, bob, groupId } = await aliceAndBob(a, resolver, "q");
     // Another process on alice's directory: it has not read the hub yet.
     const later = await MlsDmClient.open(alice.dir, { services: resolver, retry: FAST_RETRY });
     const since = proxy.exchanges.length;

@@ -8,6 +8,7 @@ import { freePort } from "@mastodon-mls/testkit";
 import { afterAll, beforeAll } from "vitest";
 import { MlsDmClient } from "../client.js";
 import { HubProxy } from "./hubProxy.js";
+import { settle } from "./settle.js";
 import { StaticResolver, type ServiceUrls } from "../transport/resolver.js";
 import type { RetryPolicy } from "../util/backoff.js";
 
@@ -233,4 +234,20 @@ export async function newClient(
     keyPackages,
     retry: FAST_RETRY,
   });
+}
+
+/**
+ * `alice<suffix>` and `bob<suffix>` on `instance`, in a group alice made with bob, both caught up: the
+ * start of many tests.
+ */
+export async function aliceAndBob(
+  instance: Instance,
+  resolver: StaticResolver,
+  suffix: string,
+): Promise<{ alice: MlsDmClient; bob: MlsDmClient; groupId: string }> {
+  const alice = await newClient(instance, `alice${suffix}`, resolver);
+  const bob = await newClient(instance, `bob${suffix}`, resolver);
+  const { groupId } = await alice.createGroup([`@bob${suffix}@${instance.domain}`]);
+  await settle([alice, bob]);
+  return { alice, bob, groupId };
 }
