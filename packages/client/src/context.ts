@@ -21,13 +21,7 @@ import {
 } from "./mls/codec.js";
 import type { DeviceStore } from "./store/deviceStore.js";
 import { StoreFormatError } from "./store/records.js";
-import type {
-  CommitIntent,
-  CursorsRecord,
-  DeviceRecord,
-  GroupRecord,
-  PendingCommitRecord,
-} from "./store/schemas.js";
+import type { CursorsRecord, DeviceRecord, GroupRecord, PendingCommitRecord } from "./store/schemas.js";
 import { DeliveryClient } from "./transport/deliveryClient.js";
 import { DirectoryClient } from "./transport/directoryClient.js";
 import type { StreamSubmitter } from "./transport/inboxStream.js";
@@ -74,11 +68,6 @@ export class DeviceContext {
   readonly signer: DeviceSigner;
   readonly signatureKeyPair: SigningKeyPair;
   readonly home: { directory: DirectoryClient; delivery: DeliveryClient };
-  /**
-   * Changes whose pending commit was found to have lost while receiving (after a crash or an unknown
-   * outcome): the follow-up after receiving rebuilds and retries them.
-   */
-  readonly lostIntents: { groupId: string; intent: CommitIntent }[] = [];
   /**
    * While listening (`events()`): per group, when (performance.now() ms) this device commits the proposals
    * it holds, a random moment after it first saw them (groups/followUp.ts); in memory only.

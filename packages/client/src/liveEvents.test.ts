@@ -16,11 +16,11 @@ function fakeContext(outstanding: () => unknown[]) {
   const queued: DmEvent[] = [];
   const listeners = new Set<() => void>();
   const ctx = {
-    get lostIntents() {
-      return outstanding();
+    // Outstanding work of any kind (here: a KeyPackage used, to be replaced).
+    get keyPackageUsed() {
+      return outstanding().length > 0;
     },
     proposalHolds: new Map<string, number>(),
-    keyPackageUsed: false,
     device: { lastResort: { used: false }, keyPackagesCheckedAt: 0, createdAt: 0 },
     groups: new Map(),
     nowSeconds: () => 0,
@@ -50,10 +50,10 @@ function fakeContext(outstanding: () => unknown[]) {
   return { ctx, op, onOperation, listeners: () => afterOp.size };
 }
 
-/** A context whose only outstanding work is `lostIntents` (a change to retry), and the hooks over it. */
+/** A context whose only outstanding work is `work` (e.g. a change to retry), and the hooks over it. */
 function setUp() {
-  const lostIntents: unknown[] = [];
-  const { ctx, op, onOperation, listeners } = fakeContext(() => lostIntents);
+  const work: unknown[] = [];
+  const { ctx, op, onOperation, listeners } = fakeContext(() => work);
   const runs: number[] = [];
   let fails = 0;
   const hooks: LiveFeedHooks = {
@@ -67,12 +67,13 @@ function setUp() {
           ctx.emit({ type: "error", operation: "retry add after losing the epoch", message: "hub down" });
           return;
         }
-        lostIntents.splice(0);
+        work.splice(0);
       }),
     onOperation,
   };
   return {
     ctx,
+    work,
     hooks,
     op,
     runs,
@@ -109,7 +110,7 @@ describe("the follow-up timer", () => {
     // follow-up; it fails twice (an error event each time), then succeeds; then no timer again.
     const start = performance.now();
     await t.op(() => {
-      t.ctx.lostIntents.push({});
+      t.work.push({});
     });
     expect(vi.getTimerCount()).toBe(1);
     t.failNext(2);
@@ -120,14 +121,14 @@ describe("the follow-up timer", () => {
     expect(await first).toMatchObject({ value: { type: "error", message: "hub down" } });
     await vi.advanceTimersByTimeAsync(2 * INTERVAL);
     expect(t.runs).toEqual([start + INTERVAL, start + 2 * INTERVAL, start + 3 * INTERVAL]);
-    expect(t.ctx.lostIntents).toEqual([]);
+    expect(t.work).toEqual([]);
     expect(vi.getTimerCount()).toBe(0);
     await vi.advanceTimersByTimeAsync(10 * INTERVAL);
     expect(t.runs).toHaveLength(3);
 
     // Work outstanding when the iterator ends: the timer goes with it.
     await t.op(() => {
-      t.ctx.lostIntents.push({});
+      t.work.push({});
     });
     expect(vi.getTimerCount()).toBe(1);
     // The second failure's event was queued while the consumer held the first: it still comes.

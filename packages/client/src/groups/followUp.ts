@@ -1,5 +1,6 @@
 import type { ClientState } from "ts-mls";
-import type { DeviceContext } from "../context.js";
+import type { DeviceContext, GroupHandle } from "../context.js";
+import { ServiceUnavailableError } from "../errors.js";
 import type { GroupRecord } from "../store/schemas.js";
 import { KEY_PACKAGE_CHECK_SECONDS, replaceLastResort, topUpKeyPackages } from "../keyPackages.js";
 import { committableProposals } from "./changes.js";
@@ -93,9 +94,7 @@ export async function followUp(
       if ((await settlePending(ctx, g)) === "lost") await deps.rerun(g.record.groupId, intent);
     });
   }
-  for (const { groupId, intent } of ctx.lostIntents.splice(0)) {
-    await attempt(`retry ${intent.kind} after losing the epoch`, groupId, () => deps.rerun(groupId, intent));
-  }
+  for (const g of [...ctx.groups.values()]) await retryLostIntents(ctx, deps, g);
   if (ctx.device.lastResort.used) {
     await attempt("replace last-resort KeyPackage", undefined, () => replaceLastResort(ctx));
   }
@@ -159,14 +158,14 @@ export async function followUp(
  * operation to decide whether to keep a follow-up timer.
  */
 export function hasOutstandingWork(ctx: DeviceContext): boolean {
-  if (ctx.lostIntents.length > 0 || ctx.device.lastResort.used || ctx.keyPackageUsed) return true;
+  if (ctx.device.lastResort.used || ctx.keyPackageUsed) return true;
   const now = ctx.nowSeconds();
   if (now - (ctx.device.keyPackagesCheckedAt ?? ctx.device.createdAt) >= KEY_PACKAGE_CHECK_SECONDS)
     return true;
   for (const g of ctx.groups.values()) {
     if (departureDue(g)) return true;
     if (g.record.status !== "active") continue;
-    if (g.pending !== undefined) return true;
+    if (g.pending !== undefined || (g.record.retryIntents?.length ?? 0) > 0) return true;
     if ((g.record.forks ?? []).some((f) => f.report === "pending")) return true;
     const state = g.state;
     if (state === undefined || !canWrite(g)) continue;
@@ -176,4 +175,31 @@ export function hasOutstandingWork(ctx: DeviceContext): boolean {
     if (hasProposalsToCommit(g.record, state)) return true;
   }
   return false;
+}
+
+/**
+ * Makes again, on the group's current state, the changes whose commit lost its epoch (`retryIntents`),
+ * oldest first. Each leaves the record once tried, unless its hub could not be reached (then the next
+ * follow-up tries it again). Making one twice is harmless: a change already made builds no commit.
+ */
+async function retryLostIntents(ctx: DeviceContext, deps: PipelineDeps, g: GroupHandle): Promise<void> {
+  const groupId = g.record.groupId;
+  for (const intent of [...(g.record.retryIntents ?? [])]) {
+    if (g.record.status !== "active") return;
+    let keep = false;
+    try {
+      await deps.rerun(groupId, intent);
+    } catch (e) {
+      keep = e instanceof ServiceUnavailableError;
+      ctx.emit({
+        type: "error",
+        groupId,
+        operation: `retry ${intent.kind} after losing the epoch${keep ? " (tried again later)" : ""}`,
+        message: e instanceof Error ? e.message : String(e),
+      });
+    }
+    if (keep) return;
+    g.record.retryIntents = (g.record.retryIntents ?? []).filter((i) => i !== intent);
+    await ctx.saveGroup(g);
+  }
 }

@@ -41,6 +41,8 @@ import {
  * making every later save of the group rewrite gigabytes, or fail outright.
  */
 const MAX_BUFFERED = 1000;
+/** Changes waiting to be made again in a group (one per lost commit; only a hostile hub makes many). */
+const MAX_RETRY_INTENTS = 16;
 export const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
 
 function bufferedBytes(buffered: readonly BufferedMessage[]): number {
@@ -155,8 +157,10 @@ async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage)
   }
 
   if (isCommit && g.pending !== undefined && BigInt(g.pending.epoch) === epoch) {
-    // Someone else's commit won the epoch our pending commit was built on: retry the change later.
-    ctx.lostIntents.push({ groupId: g.record.groupId, intent: g.pending.intent });
+    // Someone else's commit won the epoch our pending commit was built on: the change is made again later
+    // (followUp), by this process or the next; it is on disk before the pending commit goes.
+    g.record.retryIntents = [...(g.record.retryIntents ?? []), g.pending.intent].slice(-MAX_RETRY_INTENTS);
+    await ctx.saveGroup(g);
     await discardPending(ctx, g);
   }
   const current = state.groupContext.epoch;

@@ -200,6 +200,36 @@ export const GroupBaseRecord = z.object({ state: b64 });
 /** A base snapshot's name: base64url SHA-256 of its encoded state. */
 export const BaseName = z.string().regex(/^[A-Za-z0-9_-]{43}$/);
 
+export const CommitIntent = z.discriminatedUnion("kind", [
+  /** `claimId` names this intent to directories: its retries reuse the same KeyPackages, nothing else does (D1). */
+  z.object({
+    kind: z.literal("add"),
+    accts: z.array(z.string()),
+    claimId: z.string().optional(),
+    /** Add devices of accounts whose status is `no-proof` or `unreachable` (docs/decisions.md D8). */
+    allowUnverified: z.boolean().optional(),
+  }),
+  z.object({ kind: z.literal("remove"), accts: z.array(z.string()) }),
+  /** Remove these devices (leaves) only: an own device revoked from the account's list. */
+  z.object({ kind: z.literal("remove-devices"), deviceIds: z.array(z.string()) }),
+  /**
+   * Give devices fresh leaves in one commit: Remove of their leaves and Add of a KeyPackage claimed for
+   * each (a device stuck after a fork or behind retention). `replacing`: deviceId → the encryption key of
+   * the leaf to replace (a leaf that changed since is left alone); `accts`: their accounts, to claim from.
+   */
+  z.object({
+    kind: z.literal("readd"),
+    replacing: z.record(z.string(), z.string()),
+    accts: z.array(z.string()),
+    claimId: z.string().optional(),
+    allowUnverified: z.boolean().optional(),
+  }),
+  z.object({ kind: z.literal("update") }),
+  /** Commit the proposals received this epoch and the Removes of members that asked to leave. */
+  z.object({ kind: z.literal("proposals") }),
+]);
+export type CommitIntent = z.infer<typeof CommitIntent>;
+
 /** Format 1 (the first release): no leave requests, no self-update clock. Read only by `migrate`. */
 export const GroupRecordV1 = z.object({
   groupId: z.string(),
@@ -216,6 +246,12 @@ export const GroupRecordV1 = z.object({
   unsentInvitations: z.array(z.string()),
   /** DESIGN §2: every device self-updates after joining; true until that commit is accepted. */
   needsSelfUpdate: z.boolean(),
+  /**
+   * Changes whose commit lost its epoch to another member's (found while receiving), to be made again on
+   * the new state by the next follow-up of whichever process runs one: on disk before the pending commit
+   * that carried them is deleted (issue 6: the intent survives a restart).
+   */
+  retryIntents: z.array(CommitIntent).optional(),
   /**
    * The hashes of this device's last commits the group took (at most PROMOTED_KEPT): a pending.json that a
    * power loss brought back names one, and is then known done without asking the hub (which may have
@@ -297,36 +333,6 @@ export const GroupMembersRecord = GroupRecord.pick({
   processedCommits: true,
 });
 export type GroupMembersRecord = z.infer<typeof GroupMembersRecord>;
-
-export const CommitIntent = z.discriminatedUnion("kind", [
-  /** `claimId` names this intent to directories: its retries reuse the same KeyPackages, nothing else does (D1). */
-  z.object({
-    kind: z.literal("add"),
-    accts: z.array(z.string()),
-    claimId: z.string().optional(),
-    /** Add devices of accounts whose status is `no-proof` or `unreachable` (docs/decisions.md D8). */
-    allowUnverified: z.boolean().optional(),
-  }),
-  z.object({ kind: z.literal("remove"), accts: z.array(z.string()) }),
-  /** Remove these devices (leaves) only: an own device revoked from the account's list. */
-  z.object({ kind: z.literal("remove-devices"), deviceIds: z.array(z.string()) }),
-  /**
-   * Give devices fresh leaves in one commit: Remove of their leaves and Add of a KeyPackage claimed for
-   * each (a device stuck after a fork or behind retention). `replacing`: deviceId → the encryption key of
-   * the leaf to replace (a leaf that changed since is left alone); `accts`: their accounts, to claim from.
-   */
-  z.object({
-    kind: z.literal("readd"),
-    replacing: z.record(z.string(), z.string()),
-    accts: z.array(z.string()),
-    claimId: z.string().optional(),
-    allowUnverified: z.boolean().optional(),
-  }),
-  z.object({ kind: z.literal("update") }),
-  /** Commit the proposals received this epoch and the Removes of members that asked to leave. */
-  z.object({ kind: z.literal("proposals") }),
-]);
-export type CommitIntent = z.infer<typeof CommitIntent>;
 
 export const PendingCommitRecord = z
   .object({
