@@ -1,5 +1,6 @@
 import { keyPackageRef } from "@mastodon-mls/bridge";
 import { ProtocolError, WrongEpochDetails, fromBase64url, toBase64url } from "@mastodon-mls/protocol";
+import { isDeepStrictEqual } from "node:util";
 import type { ClientState } from "ts-mls";
 import { baseOf, loadPendingState, type DeviceContext, type GroupHandle } from "../context.js";
 import { ClientError, ServiceUnavailableError } from "../errors.js";
@@ -160,16 +161,31 @@ async function rememberAddedKeyPackages(ctx: DeviceContext, commitBytes: Uint8Ar
 
 /** Another commit won the epoch: forget ours (its state was never the group's). */
 export async function discardPending(ctx: DeviceContext, g: GroupHandle): Promise<void> {
-  if (g.pending === undefined) return;
-  const orphan = g.pending.newStateBase;
-  await ctx.store.deletePending(g.record.groupId);
+  const p = g.pending;
+  if (p === undefined) return;
   g.pending = undefined;
-  if (orphan !== undefined && orphan !== g.record.stateBase) {
+  await deletePendingFiles(ctx, g, p);
+}
+
+/** pending.json of a commit that lost, and the base snapshot of its state unless the group's names it. */
+export async function deletePendingFiles(
+  ctx: DeviceContext,
+  g: GroupHandle,
+  p: PendingCommitRecord,
+): Promise<void> {
+  await ctx.store.deletePending(g.record.groupId);
+  const orphan = p.newStateBase;
+  if (orphan !== undefined && orphan !== g.record.stateBase && orphan !== g.pending?.newStateBase) {
     await ctx.store.deleteGroupBases(
       g.record.groupId,
-      [g.record.stateBase].filter((n) => n !== undefined),
+      [g.record.stateBase, g.pending?.newStateBase].filter((n) => n !== undefined),
     );
   }
+}
+
+/** Whether the group record holds this change to make again (`retryIntents`, groups/followUp.ts). */
+export function queuedForRetry(g: GroupHandle, intent: CommitIntent): boolean {
+  return (g.record.retryIntents ?? []).some((i) => isDeepStrictEqual(i, intent));
 }
 
 /**
@@ -184,6 +200,12 @@ export async function settlePending(ctx: DeviceContext, g: GroupHandle): Promise
     // Taken already (its pending.json came back after a power loss): nothing to ask, nothing to redo.
     await ctx.store.deletePending(g.record.groupId);
     g.pending = undefined;
+    return "none";
+  }
+  if (g.state !== undefined && g.state.groupContext.epoch > BigInt(p.epoch) && queuedForRetry(g, p.intent)) {
+    // Found lost while receiving, its change kept in `retryIntents`; the process ended before its file
+    // went (receive.ts). Settling it would make the change a second time.
+    await discardPending(ctx, g);
     return "none";
   }
   const hub = ctx.delivery(g.record.hub);

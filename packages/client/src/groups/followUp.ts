@@ -1,5 +1,6 @@
 import type { ClientState } from "ts-mls";
 import type { DeviceContext, GroupHandle } from "../context.js";
+import { ProtocolError } from "@mastodon-mls/protocol";
 import { ServiceUnavailableError } from "../errors.js";
 import type { GroupRecord } from "../store/schemas.js";
 import { KEY_PACKAGE_CHECK_SECONDS, replaceLastResort, topUpKeyPackages } from "../keyPackages.js";
@@ -179,18 +180,20 @@ export function hasOutstandingWork(ctx: DeviceContext): boolean {
 
 /**
  * Makes again, on the group's current state, the changes whose commit lost its epoch (`retryIntents`),
- * oldest first. Each leaves the record once tried, unless its hub could not be reached (then the next
- * follow-up tries it again). Making one twice is harmless: a change already made builds no commit.
+ * oldest first. Each leaves the record once tried, unless a service could not be reached, failed or asked
+ * to wait (then the next follow-up tries it again). Making one twice is harmless: a change already made builds no commit.
  */
 async function retryLostIntents(ctx: DeviceContext, deps: PipelineDeps, g: GroupHandle): Promise<void> {
   const groupId = g.record.groupId;
   for (const intent of [...(g.record.retryIntents ?? [])]) {
-    if (g.record.status !== "active") return;
+    // Another record of the group since (a re-add brought this device back, D20): not this one's changes,
+    // and the one this handle holds is no longer the group's to write.
+    if (ctx.groups.get(groupId) !== g || g.record.status !== "active") return;
     let keep = false;
     try {
       await deps.rerun(groupId, intent);
     } catch (e) {
-      keep = e instanceof ServiceUnavailableError;
+      keep = mayAnswerLater(e);
       ctx.emit({
         type: "error",
         groupId,
@@ -198,8 +201,16 @@ async function retryLostIntents(ctx: DeviceContext, deps: PipelineDeps, g: Group
         message: e instanceof Error ? e.message : String(e),
       });
     }
-    if (keep) return;
+    if (keep || ctx.groups.get(groupId) !== g) return;
     g.record.retryIntents = (g.record.retryIntents ?? []).filter((i) => i !== intent);
     await ctx.saveGroup(g);
   }
+}
+
+/** A failure that says nothing about the change: no answer, a service failing, or asked to wait (429). */
+function mayAnswerLater(e: unknown): boolean {
+  return (
+    e instanceof ServiceUnavailableError ||
+    (e instanceof ProtocolError && (e.status >= 500 || e.code === "rate_limited"))
+  );
 }

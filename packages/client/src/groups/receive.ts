@@ -23,8 +23,14 @@ import { verifiedSigner } from "../mls/commitSigner.js";
 import { checkLeaves, diffMembers, leavesOf } from "../mls/leaves.js";
 import { screenIncoming } from "../mls/screening.js";
 import { senderLeafOf } from "../mls/sender.js";
-import type { BufferedMessage, HistoryEntry } from "../store/schemas.js";
-import { discardPending, promotePending, stillLeaving } from "./commitPipeline.js";
+import type { BufferedMessage, HistoryEntry, PendingCommitRecord } from "../store/schemas.js";
+import {
+  deletePendingFiles,
+  discardPending,
+  promotePending,
+  queuedForRetry,
+  stillLeaving,
+} from "./commitPipeline.js";
 import { noteRejectedCommit, rejectionReason, stuckFork, stuckReason } from "./forks.js";
 import { rememberProcessed } from "./processedCommits.js";
 import {
@@ -63,7 +69,8 @@ export async function receiveGroupMessage(
 ): Promise<void> {
   if (item.seq <= g.record.lastSeq) return; // processed before (redelivery after a crash or a resumed stream)
   g.record.lastSeq = item.seq;
-  const outcome = await handle(ctx, g, item);
+  const lost: LostPending = {};
+  const outcome = await handle(ctx, g, item, lost);
   if (outcome === "buffered") {
     if (g.record.buffered.length >= MAX_BUFFERED) {
       emitUndecryptable(ctx, g, item.seq, "too many messages waiting for a missing commit");
@@ -73,12 +80,21 @@ export async function receiveGroupMessage(
       g.record.buffered = [...g.record.buffered, item];
     }
   }
-  await drainBuffer(ctx, g);
+  await drainBuffer(ctx, g, lost);
   if (g.record.status === "active") await ctx.saveGroup(g);
+  // A pending commit found lost: its file goes only now, after the record that holds its change (written
+  // here, or by markLeft). Saving the record before the winning commit is processed would write its seq
+  // as done with the state still before it: a crash then, and the device never processes that commit.
+  if (lost.pending !== undefined) await deletePendingFiles(ctx, g, lost.pending);
+}
+
+/** A pending commit `handle` found lost, whose file is to go once the group record is written. */
+interface LostPending {
+  pending?: PendingCommitRecord;
 }
 
 /** Retries buffered messages whose epoch has been reached, oldest first, until nothing more moves. */
-async function drainBuffer(ctx: DeviceContext, g: GroupHandle): Promise<void> {
+async function drainBuffer(ctx: DeviceContext, g: GroupHandle, lost: LostPending): Promise<void> {
   for (;;) {
     const epoch = g.state?.groupContext.epoch;
     if (epoch === undefined) {
@@ -88,7 +104,7 @@ async function drainBuffer(ctx: DeviceContext, g: GroupHandle): Promise<void> {
     const ready = g.record.buffered.find((b) => BigInt(b.epoch) <= epoch);
     if (ready === undefined) return;
     g.record.buffered = g.record.buffered.filter((b) => b !== ready);
-    if ((await handle(ctx, g, ready)) === "buffered") {
+    if ((await handle(ctx, g, ready, lost)) === "buffered") {
       g.record.buffered = [...g.record.buffered, ready];
       return;
     }
@@ -105,7 +121,12 @@ function messageEpoch(msg: MLSMessage): bigint | undefined {
   return undefined;
 }
 
-async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage): Promise<Outcome> {
+async function handle(
+  ctx: DeviceContext,
+  g: GroupHandle,
+  item: BufferedMessage,
+  lost: LostPending,
+): Promise<Outcome> {
   const state = g.state;
   if (state === undefined) return "done";
   let bytes: Uint8Array;
@@ -158,10 +179,13 @@ async function handle(ctx: DeviceContext, g: GroupHandle, item: BufferedMessage)
 
   if (isCommit && g.pending !== undefined && BigInt(g.pending.epoch) === epoch) {
     // Someone else's commit won the epoch our pending commit was built on: the change is made again later
-    // (followUp), by this process or the next; it is on disk before the pending commit goes.
-    g.record.retryIntents = [...(g.record.retryIntents ?? []), g.pending.intent].slice(-MAX_RETRY_INTENTS);
-    await ctx.saveGroup(g);
-    await discardPending(ctx, g);
+    // (followUp), by this process or the next; it is on disk before the pending commit goes (its file is
+    // deleted by receiveGroupMessage once the group record is written).
+    if (!queuedForRetry(g, g.pending.intent)) {
+      g.record.retryIntents = [...(g.record.retryIntents ?? []), g.pending.intent].slice(-MAX_RETRY_INTENTS);
+    }
+    lost.pending = g.pending;
+    g.pending = undefined;
   }
   const current = state.groupContext.epoch;
   if (epoch > current) {
