@@ -180,10 +180,18 @@ export function hasOutstandingWork(ctx: DeviceContext): boolean {
 
 /**
  * Makes again, on the group's current state, the changes whose commit lost its epoch (`retryIntents`),
- * oldest first. Each leaves the record once tried, unless a service could not be reached, failed or asked
- * to wait (then the next follow-up tries it again). Making one twice is harmless: a change already made builds no commit.
+ * oldest first. Each leaves the record once tried, unless the group's hub could not be reached, failed or
+ * asked to wait: then it and the changes after it are tried again by the next follow-up (nothing can be
+ * committed in the group meanwhile). A change that another service fails (an invitee's directory that
+ * does not answer) goes, with its `error` event, as the same change asked for directly would fail: kept,
+ * it would be tried every follow-up for as long as that service is down. Making one twice is harmless: a
+ * change already made builds no commit.
  */
-async function retryLostIntents(ctx: DeviceContext, deps: PipelineDeps, g: GroupHandle): Promise<void> {
+export async function retryLostIntents(
+  ctx: DeviceContext,
+  deps: PipelineDeps,
+  g: GroupHandle,
+): Promise<void> {
   const groupId = g.record.groupId;
   for (const intent of [...(g.record.retryIntents ?? [])]) {
     // Another record of the group since (a re-add brought this device back, D20): not this one's changes,
@@ -193,7 +201,7 @@ async function retryLostIntents(ctx: DeviceContext, deps: PipelineDeps, g: Group
     try {
       await deps.rerun(groupId, intent);
     } catch (e) {
-      keep = mayAnswerLater(e);
+      keep = mayAnswerLater(e) && !fromAnotherService(e, ctx.delivery(g.record.hub).baseUrl);
       ctx.emit({
         type: "error",
         groupId,
@@ -205,6 +213,12 @@ async function retryLostIntents(ctx: DeviceContext, deps: PipelineDeps, g: Group
     g.record.retryIntents = (g.record.retryIntents ?? []).filter((i) => i !== intent);
     await ctx.saveGroup(g);
   }
+}
+
+/** A failure named as another service's than `hub` (ServiceUnavailableError, ServiceRefusedError). */
+function fromAnotherService(e: unknown, hub: string): boolean {
+  const url = (e as { url?: unknown }).url;
+  return typeof url === "string" && url !== hub;
 }
 
 /** A failure that says nothing about the change: no answer, a service failing, or asked to wait (429). */
