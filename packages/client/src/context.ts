@@ -190,8 +190,8 @@ export class DeviceContext {
     const base = checkServiceUrl(url);
     let client = this.deliveries.get(base);
     if (client === undefined) {
-      const own = base === checkServiceUrl(this.device.home.delivery);
-      client = new DeliveryClient(base, this.signer, own ? "any" : reachFor(this.resolver, base));
+      const reach = reachFor(this.resolver, base, checkServiceUrl(this.device.home.delivery));
+      client = new DeliveryClient(base, this.signer, reach);
       this.deliveries.set(base, client);
     }
     return client;

@@ -1,6 +1,7 @@
 import { ProtocolError, type InboxItem, type InboxResponse } from "@mastodon-mls/protocol";
 import type { DeviceContext } from "../context.js";
 import { ClientError, ServiceUnavailableError } from "../errors.js";
+import { reachFor } from "../transport/publicReach.js";
 import { checkRemoteServiceUrl, checkServiceUrl } from "../transport/serviceUrl.js";
 import { limiter } from "../util/mapLimit.js";
 import { blockedAccts } from "./blocking.js";
@@ -34,11 +35,8 @@ async function processItem(ctx: DeviceContext, hub: string, item: InboxItem): Pr
         // The device's own home and URLs the person configured are reached wherever they are (NET-7), also
         // when an invitation names them: only other hubs must be https at a public address.
         const base = checkServiceUrl(item.hub);
-        const trusted =
-          ctx.resolver.insecureLoopback === true ||
-          base === ctx.home.delivery.baseUrl ||
-          ctx.resolver.configured?.(base) === true;
-        pointed = checkRemoteServiceUrl(base, trusted);
+        const reach = reachFor(ctx.resolver, base, ctx.home.delivery.baseUrl);
+        pointed = checkRemoteServiceUrl(base, reach === "any");
       } catch (e) {
         const why = e instanceof ClientError ? e.message : String(e);
         ctx.emit({

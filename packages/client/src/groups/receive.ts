@@ -47,9 +47,9 @@ import {
  * making every later save of the group rewrite gigabytes, or fail outright.
  */
 const MAX_BUFFERED = 1000;
+export const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
 /** Changes waiting to be made again in a group (one per lost commit; only a hostile hub makes many). */
 const MAX_RETRY_INTENTS = 16;
-export const MAX_BUFFERED_BYTES = 4 * 1024 * 1024;
 
 function bufferedBytes(buffered: readonly BufferedMessage[]): number {
   return buffered.reduce((sum, b) => sum + b.message.length, 0);
@@ -148,7 +148,8 @@ async function handle(
 
   if (item.sender === ctx.deviceId) {
     // Our own message, back from the hub. An application message is in the outbox or the history (and
-    // cannot be decrypted by its sender anyway): its echo settles a copy a crash left in the outbox. Our
+    // cannot be decrypted by its sender anyway): its echo settles a copy a crash left in the outbox; one
+    // sent from a state this directory no longer has is the exception, read back below (D23). Our
     // commit: if still pending, this proves the hub accepted it.
     if (isCommit && g.pending !== undefined && messageHash(bytes) === g.pending.commitHash) {
       await promotePending(ctx, g);

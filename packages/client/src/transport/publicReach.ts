@@ -31,9 +31,14 @@ export class AddressRefusedError extends Error {
   }
 }
 
-/** How `url` may be reached when the device got it from `resolver` or from someone else. */
-export function reachFor(resolver: ServiceResolver, url: string): Reach {
-  if (resolver.insecureLoopback === true || resolver.configured?.(url) === true) return "any";
+/**
+ * How `url` (checked) may be reached when the device got it from `resolver` or from someone else; `ownHome`,
+ * the device's own home delivery service (checked), is reached wherever it is, whoever names it.
+ */
+export function reachFor(resolver: ServiceResolver, url: string, ownHome?: string): Reach {
+  if (url === ownHome || resolver.insecureLoopback === true || resolver.configured?.(url) === true) {
+    return "any";
+  }
   return { publicOnly: resolver.dnsLookup ?? systemDnsLookup };
 }
 
