@@ -1,20 +1,54 @@
 import { randomBytes } from "node:crypto";
 import { createServer } from "node:net";
 import type { AddressInfo } from "node:net";
+import type { DnsLookup } from "@mastodon-mls/bridge";
 import { fromBase64url, toBase64url } from "@mastodon-mls/protocol";
 import { describe, expect, it } from "vitest";
 import { MAX_IDLE_HUBS, INVITED_HUB_SECONDS, type DeviceContext } from "./context.js";
 import { MlsDmClient } from "./client.js";
 import { DeviceStore } from "./store/deviceStore.js";
-import { FAST_RETRY, newClient, useOneInstance } from "./testSupport/instances.js";
+import { FAST_RETRY, newClient, useOneInstance, type Instance } from "./testSupport/instances.js";
 import { DeliveryClient } from "./transport/deliveryClient.js";
-import type { ServiceResolver } from "./transport/resolver.js";
+import type { ServiceResolver, StaticResolver } from "./transport/resolver.js";
 
 // Review item C6: anyone can send an invitation naming any hub, and every hub a device heard of is polled
 // on each sync. Hubs hosting none of the device's groups are polled for a while only, and only the most
 // recently named ones.
 
 const env = useOneInstance();
+
+const LOOPBACK = { address: "127.0.0.1", family: 4 };
+
+/** A port on this machine that counts who connects, and hangs up on them: where a hostile name points. */
+async function connectionTrap(): Promise<{
+  port: number;
+  connections: () => number;
+  close: () => Promise<void>;
+}> {
+  let connections = 0;
+  const server = createServer((socket) => {
+    connections++;
+    socket.destroy();
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as AddressInfo).port,
+    connections: () => connections,
+    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+  };
+}
+
+/**
+ * The instance's devices run as in production: their own services are the ones the person configured, and
+ * host names resolve as `dnsLookup` (a DNS server under someone else's control) answers.
+ */
+function asInProduction(a: Instance, resolver: StaticResolver, dnsLookup: DnsLookup): ServiceResolver {
+  return {
+    resolve: (d) => resolver.resolve(d),
+    configured: (url) => url === a.urls.delivery || url === a.urls.directory,
+    dnsLookup,
+  };
+}
 
 describe("hubs named by invitations", () => {
   it(
@@ -61,28 +95,19 @@ describe("hubs named by invitations", () => {
     const alice = await newClient(a, "alice2", resolver);
     const mallory = await newClient(a, "mallory2", resolver);
     // Where the hub's name points: a port on this machine that counts who connects.
-    let connections = 0;
-    const trap = createServer((socket) => {
-      connections++;
-      socket.destroy();
-    });
-    await new Promise<void>((resolve) => trap.listen(0, "127.0.0.1", resolve));
-    const hub = `https://hub.evil.example:${(trap.address() as AddressInfo).port}`;
+    const trap = await connectionTrap();
+    const hub = `https://hub.evil.example:${trap.port}`;
     try {
       const device = await (await DeviceStore.open(mallory.dir)).readDevice();
       await new DeliveryClient(a.urls.delivery, {
         certificate: fromBase64url(device.certificate),
         signKey: fromBase64url(device.deviceKey.signKey),
       }).invite("alice2@a.test", hub, toBase64url(new Uint8Array(randomBytes(16))));
-      // The same device, run as in production: its own services are the ones the person configured, and
-      // host names resolve as a DNS server under someone else's control answers.
-      const production: ServiceResolver = {
-        resolve: (d) => resolver.resolve(d),
-        configured: (url) => url === a.urls.delivery || url === a.urls.directory,
-        dnsLookup: async (host) => (host === "hub.evil.example" ? [{ address: "127.0.0.1", family: 4 }] : []),
-      };
+      // The same device, run as in production.
       const opened = await MlsDmClient.open(alice.dir, {
-        services: production,
+        services: asInProduction(a, resolver, async (host) =>
+          host === "hub.evil.example" ? [LOOPBACK] : [],
+        ),
         retry: FAST_RETRY,
         identity: { allowInsecureLoopback: true },
       });
@@ -99,22 +124,17 @@ describe("hubs named by invitations", () => {
       expect((await opened.sync()).some((e) => e.type === "error" && e.operation === `sync ${hub}`)).toBe(
         true,
       );
-      expect(connections).toBe(0);
+      expect(trap.connections()).toBe(0);
     } finally {
-      await new Promise<void>((resolve) => trap.close(() => resolve()));
+      await trap.close();
     }
   });
 
   it("NET-7: in production, the live stream connects neither to a hub whose name resolves to this machine nor to one at a loopback IP literal remembered earlier", async () => {
     const { a, resolver } = env;
     const alice = await newClient(a, "alice3", resolver);
-    let connections = 0;
-    const trap = createServer((socket) => {
-      connections++;
-      socket.destroy();
-    });
-    await new Promise<void>((resolve) => trap.listen(0, "127.0.0.1", resolve));
-    const port = (trap.address() as AddressInfo).port;
+    const trap = await connectionTrap();
+    const port = trap.port;
     const named = `https://hub.evil.example:${port}`;
     // Remembered before literals were refused on arrival (an earlier version, or a run on a development map).
     const literal = `http://127.0.0.1:${port}`;
@@ -124,16 +144,11 @@ describe("hubs named by invitations", () => {
       await ctx.rememberHub(named);
       await ctx.rememberHub(literal);
       const asked: string[] = [];
-      const production: ServiceResolver = {
-        resolve: (d) => resolver.resolve(d),
-        configured: (url) => url === a.urls.delivery || url === a.urls.directory,
-        dnsLookup: async (host) => {
-          asked.push(host);
-          return host === "hub.evil.example" ? [{ address: "127.0.0.1", family: 4 }] : [];
-        },
-      };
       const opened = await MlsDmClient.open(alice.dir, {
-        services: production,
+        services: asInProduction(a, resolver, async (host) => {
+          asked.push(host);
+          return host === "hub.evil.example" ? [LOOPBACK] : [];
+        }),
         retry: FAST_RETRY,
         identity: { allowInsecureLoopback: true },
       });
@@ -152,26 +167,22 @@ describe("hubs named by invitations", () => {
       expect(polled.get(literal)).toMatch(/127\.0\.0\.1 is a loopback address/);
       // The streams asked the checking lookup (not the system's resolver) for the name.
       expect(asked).toContain("hub.evil.example");
-      expect(connections).toBe(0);
+      expect(trap.connections()).toBe(0);
     } finally {
       controller.abort();
-      await new Promise<void>((resolve) => trap.close(() => resolve()));
+      await trap.close();
     }
   });
 
   it("NET-7: in production, another instance's directory and home at a name resolving to this machine are never connected to", async () => {
     const { a, resolver } = env;
     const alice = await newClient(a, "alice4", resolver);
-    let connections = 0;
-    const trap = createServer((socket) => {
-      connections++;
-      socket.destroy();
-    });
-    await new Promise<void>((resolve) => trap.listen(0, "127.0.0.1", resolve));
-    const port = (trap.address() as AddressInfo).port;
+    const trap = await connectionTrap();
+    const port = trap.port;
     try {
       // evil.example's /.well-known/mls-services answer (as its resolver gives it): names, not literals.
       const production: ServiceResolver = {
+        ...asInProduction(a, resolver, async (host) => (host.endsWith(".evil.example") ? [LOOPBACK] : [])),
         resolve: (d) =>
           d === "evil.example"
             ? Promise.resolve({
@@ -179,9 +190,6 @@ describe("hubs named by invitations", () => {
                 delivery: `https://dm.evil.example:${port}`,
               })
             : resolver.resolve(d),
-        configured: (url) => url === a.urls.delivery || url === a.urls.directory,
-        dnsLookup: async (host) =>
-          host.endsWith(".evil.example") ? [{ address: "127.0.0.1", family: 4 }] : [],
       };
       const opened = await MlsDmClient.open(alice.dir, { services: production, retry: FAST_RETRY });
       const ctx = (opened as unknown as { ctx: DeviceContext }).ctx;
@@ -193,9 +201,9 @@ describe("hubs named by invitations", () => {
       await expect(
         home.invite("bob@evil.example", a.urls.delivery, "AAAAAAAAAAAAAAAAAAAAAA"),
       ).rejects.toThrow(/dm\.evil\.example resolves to 127\.0\.0\.1, a loopback address/);
-      expect(connections).toBe(0);
+      expect(trap.connections()).toBe(0);
     } finally {
-      await new Promise<void>((resolve) => trap.close(() => resolve()));
+      await trap.close();
     }
   });
 });

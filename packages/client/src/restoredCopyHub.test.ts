@@ -43,19 +43,38 @@ function inject(items: Record<string, unknown>[]) {
 
 const ctxOf = (c: MlsDmClient) => (c as unknown as { ctx: DeviceContext }).ctx;
 
+/** `client`'s sync with the hub's inbox answers passed through `rewrite`; forwarded as they are after. */
+async function syncRewritten(
+  client: MlsDmClient,
+  rewrite: (req: { path: string }, status: number, body: Buffer) => Buffer,
+): Promise<DmEvent[]> {
+  env.proxy.rewriteBody = rewrite;
+  try {
+    return await client.sync();
+  } finally {
+    env.proxy.rewriteBody = (_req, _status, body) => body;
+  }
+}
+
+/** The group's next log item as the hub would hand it out, carrying `message` and labelled as `client`'s. */
+async function nextItemAs(client: MlsDmClient, groupId: string, message: Uint8Array) {
+  return {
+    kind: "message",
+    group_id: groupId,
+    seq: (await env.a.delivery.context.store.groupStatus(groupId))!.seq + 1,
+    epoch: client.epoch(groupId),
+    sender: client.deviceId,
+    message: toBase64url(message),
+  };
+}
+
 describe("an own commit the hub makes up", () => {
   it("another member's commit labelled as this device's own is processed as theirs: not taken for a restored copy", async () => {
-    const { a, resolver, proxy } = env;
+    const { a, resolver } = env;
     const { alice, bob, groupId } = await aliceAndBob(a, resolver, "l");
     await bob.selfUpdate(groupId);
 
-    proxy.rewriteBody = relabel(bob.deviceId, alice.deviceId);
-    let events: DmEvent[];
-    try {
-      events = await alice.sync();
-    } finally {
-      proxy.rewriteBody = (_req, _status, body) => body;
-    }
+    const events = await syncRewritten(alice, relabel(bob.deviceId, alice.deviceId));
     // Before: "older than a commit it sent", needs_readd with the advice to have the device re-added, and
     // every later message of the group buffered for ever — on the hub's word alone.
     expect(errors(events).join("\n")).not.toMatch(/older than a commit it sent/);
@@ -67,7 +86,7 @@ describe("an own commit the hub makes up", () => {
   });
 
   it("a commit labelled as this device's own that it did not sign is a fork the hub names, not a restored copy (FORK-1)", async () => {
-    const { a, resolver, proxy } = env;
+    const { a, resolver } = env;
     const { alice, groupId } = await aliceAndBob(a, resolver, "m");
     // What a hub can make: a commit of alice's for this epoch (built from her state, never posted) with
     // one byte of its signature changed — the hub holds no member's key, so it cannot sign one.
@@ -75,23 +94,8 @@ describe("an own commit the hub makes up", () => {
     const built = await createCommit({ state, cipherSuite: ctxOf(alice).cs }, { wireAsPublicMessage: true });
     if (built.commit.wireformat !== "mls_public_message") throw new Error("not a PublicMessage");
     built.commit.publicMessage.auth.signature[0]! ^= 0x80;
-    const seq = (await a.delivery.context.store.groupStatus(groupId))!.seq + 1;
-    proxy.rewriteBody = inject([
-      {
-        kind: "message",
-        group_id: groupId,
-        seq,
-        epoch: alice.epoch(groupId),
-        sender: alice.deviceId,
-        message: toBase64url(encodeMlsMessage(built.commit)),
-      },
-    ]);
-    let events: DmEvent[];
-    try {
-      events = await alice.sync();
-    } finally {
-      proxy.rewriteBody = (_req, _status, body) => body;
-    }
+    const item = await nextItemAs(alice, groupId, encodeMlsMessage(built.commit));
+    const events = await syncRewritten(alice, inject([item]));
     // Before: "restored from an older copy", believed on the hub's word.
     expect(errors(events).join("\n")).not.toMatch(/older than a commit it sent/);
     const health = alice.groups().find((g) => g.groupId === groupId)!;
@@ -127,7 +131,7 @@ describe("own messages of an epoch left, that the history holds", () => {
   });
 
   it("a message in this device's name that it did not sign is undecryptable, not taken for a restored copy", async () => {
-    const { a, resolver, proxy } = env;
+    const { a, resolver } = env;
     const { alice, bob, groupId } = await aliceAndBob(a, resolver, "f");
     // bob, a member, holds the epoch's secrets: he can encrypt under alice's leaf, at the generation she
     // hands out next, but sign only with his own key; the hub labels it as alice's.
@@ -138,29 +142,16 @@ describe("own messages of an epoch left, that the history holds", () => {
       new TextEncoder().encode("not alice"),
       ctxOf(bob).cs,
     );
-    const seq = (await a.delivery.context.store.groupStatus(groupId))!.seq + 1;
-    proxy.rewriteBody = inject([
-      {
-        kind: "message",
-        group_id: groupId,
-        seq,
-        epoch: alice.epoch(groupId),
-        sender: alice.deviceId,
-        message: toBase64url(
-          encodeMlsMessage({
-            version: "mls10",
-            wireformat: "mls_private_message",
-            privateMessage: forged.privateMessage,
-          }),
-        ),
-      },
-    ]);
-    let events: DmEvent[];
-    try {
-      events = await alice.sync();
-    } finally {
-      proxy.rewriteBody = (_req, _status, body) => body;
-    }
+    const item = await nextItemAs(
+      alice,
+      groupId,
+      encodeMlsMessage({
+        version: "mls10",
+        wireformat: "mls_private_message",
+        privateMessage: forged.privateMessage,
+      }),
+    );
+    const events = await syncRewritten(alice, inject([item]));
     expect(events.filter((e) => e.type === "undecryptable")).toHaveLength(1);
     // Before: also "older than messages it sent (was its directory restored from an older copy?)".
     expect(errors(events).join("\n")).not.toMatch(/older than messages it sent/);
