@@ -46,6 +46,8 @@ const publicAgents = {
 export class ServiceHttp {
   readonly origin: string;
   private readonly lookup: LookupFunction | undefined;
+  /** NET-7 for a base URL at an IP literal (the socket asks no lookup for one): known once, from the host. */
+  private readonly refused: Error | undefined;
 
   constructor(
     /** "directory" or "delivery service": used in messages people read. */
@@ -57,6 +59,7 @@ export class ServiceHttp {
   ) {
     this.origin = new URL(baseUrl).origin;
     this.lookup = reach === "any" ? undefined : publicOnlyLookup(reach.publicOnly);
+    this.refused = reach === "any" ? undefined : refusedLiteral(new URL(baseUrl));
   }
 
   async request<T>(spec: RequestSpec<T>): Promise<T> {
@@ -76,11 +79,8 @@ export class ServiceHttp {
     }
     let res: HttpAnswer;
     try {
+      if (this.refused !== undefined) throw this.refused;
       const pool = this.lookup === undefined ? agents : publicAgents;
-      if (this.lookup !== undefined) {
-        const refused = refusedLiteral(url);
-        if (refused !== undefined) throw refused;
-      }
       res = await exchange(url, {
         method: spec.method,
         headers,
