@@ -3,6 +3,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { describe, expect, it } from "vitest";
 import {
+  appendSync,
   intoDir,
   readSmallFileSync,
   removeStaleTempFiles,
@@ -119,6 +120,19 @@ describe("intoDir", () => {
   });
 });
 
+describe("appendSync", () => {
+  it("appends to a file that exists, and creates none", async () => {
+    const dir = await tempDir();
+    const path = join(dir, "history.jsonl");
+    expect(appendSync(path, "\none")).toBe(false);
+    expect(await readdir(dir)).toEqual([]);
+    await writeFile(path, "start");
+    expect(appendSync(path, "\none")).toBe(true);
+    expect(appendSync(path, "\ntwo ✓")).toBe(true);
+    expect(await readFile(path, "utf8")).toBe("start\none\ntwo ✓");
+  });
+});
+
 describe("markers", () => {
   it("are replaced whole, owner only, and read back; a missing one reads as undefined", async () => {
     const dir = await tempDir();
@@ -127,6 +141,9 @@ describe("markers", () => {
     writeMarkerSync(path, "first");
     writeMarkerSync(path, "second");
     expect(readSmallFileSync(path)?.toString("utf8")).toBe("second");
+    // Written in place: a shorter content leaves nothing of the longer one behind.
+    writeMarkerSync(path, "3rd");
+    expect(readSmallFileSync(path)?.toString("utf8")).toBe("3rd");
     expect((await stat(path)).mode & 0o777).toBe(0o600);
     expect(await readdir(dir)).toEqual(["generation"]);
   });

@@ -1,5 +1,5 @@
 import { randomBytes } from "node:crypto";
-import { closeSync, constants, openSync, readFileSync, renameSync, writeSync } from "node:fs";
+import { closeSync, constants, ftruncateSync, openSync, readFileSync, writeSync } from "node:fs";
 import { mkdir, open, readFile, readdir, rename, rm, stat } from "node:fs/promises";
 import { basename, dirname, join } from "node:path";
 
@@ -92,14 +92,22 @@ async function installFile(temp: string, path: string, hooks: AtomicWriteHooks):
 }
 
 /**
- * A marker of a few bytes, replaced atomically (readers see the old or the new content) but not durably
- * (no fsync: a crash may lose it), with synchronous calls: it is written after every operation, where a
- * round trip through the thread pool per system call would cost more than the writing.
+ * A marker of a few bytes, overwritten in place with synchronous calls and not durably (no fsync: a crash
+ * may lose it). Only for a file read and written under the directory's lock (store/lock.ts), so no reader
+ * sees a write half done. Not a temporary file and a rename: on ext4 a rename over an existing file (and a
+ * truncation to zero) makes the kernel flush the new file's data first (auto_da_alloc), 0.5 ms on the path
+ * of every operation here against 0.02 ms for this (measured on the benchmark's VM, 2026-11-28).
  */
 export function writeMarkerSync(path: string, text: string): void {
-  const temp = tempPathFor(path);
-  createFileSync(temp, text);
-  renameSync(temp, path);
+  const bytes = Buffer.from(text, "utf8");
+  const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT, FILE_MODE);
+  try {
+    writeSync(fd, bytes, 0, bytes.length, 0);
+    // Cuts a longer earlier content; a no-op when the length is the same, as it always is for a token.
+    ftruncateSync(fd, bytes.length);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /**
@@ -113,6 +121,27 @@ export function createFileSync(path: string, text: string): void {
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * Appends `text` to the file at `path` on this thread, not durably (no fsync); false, and nothing
+ * written, when the file does not exist. For small appends whose durability the caller sees to.
+ */
+export function appendSync(path: string, text: string): boolean {
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_WRONLY | constants.O_APPEND);
+  } catch (e) {
+    if (isNotFound(e)) return false;
+    throw e;
+  }
+  try {
+    const bytes = Buffer.from(text, "utf8");
+    for (let at = 0; at < bytes.length;) at += writeSync(fd, bytes, at, bytes.length - at);
+  } finally {
+    closeSync(fd);
+  }
+  return true;
 }
 
 /** A temporary file beside `path`, for writing before the rename (removeStaleTempFiles knows the mark). */

@@ -190,6 +190,10 @@ describe("DeviceStore", () => {
     expect(await store.historyTailHas(id, 1)).toBe(false); // no history yet
     for (let seq = 1; seq <= 200; seq++) await store.appendHistory(id, [entry(seq)], { durable: false });
     await store.flushHistory(id);
+    // The first made the file; the others went on this thread, each a whole line, in order.
+    expect((await store.readHistory(id)).map((e) => e.seq)).toEqual(
+      Array.from({ length: 200 }, (_, i) => i + 1),
+    );
     const path = join(store.groupsDir, id, "history.jsonl");
     const size = (await stat(path)).size;
     const lineBytes = Math.ceil(size / 200); // lines differ by a digit or two
