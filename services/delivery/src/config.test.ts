@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "@mastodon-mls/service-kit";
+import { readEnvFile } from "@mastodon-mls/testkit";
 import { DeliveryEnv, loadDeliveryConfig } from "./config.js";
 
 describe("loadDeliveryConfig", () => {
@@ -95,5 +96,11 @@ describe("loadDeliveryConfig", () => {
       else expect(/^`([^`]*)`/.exec(cell!)?.[1], name).toBe(String(value));
     }
     expect(rows.find(([name]) => name === "INSTANCE_DOMAIN")?.[1]).toContain("required");
+  });
+
+  it("is configured completely by infra/systemd/delivery.env.example", () => {
+    const example = readEnvFile(new URL("../../../infra/systemd/delivery.env.example", import.meta.url));
+    expect(Object.keys(example).sort()).toEqual(Object.keys(DeliveryEnv.shape).sort());
+    expect(loadDeliveryConfig(example)).toMatchObject({ port: 7402, store: { kind: "redis" } });
   });
 });

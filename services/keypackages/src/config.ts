@@ -50,7 +50,8 @@ export const DEFAULT_RATE_LIMITS: Omit<RateLimits, "enabled"> = {
 // The directory's configuration, read from the environment once at start (DESIGN §10). Nothing else in
 // this service reads process.env.
 
-const DirectoryEnv = z
+/** Exported for the tests that hold the README's table and infra/systemd/directory.env.example to it. */
+export const DirectoryEnv = z
   .object({
     HOST: z.string().default("127.0.0.1"),
     PORT: Port.default(DEFAULT_PORTS.directory),
