@@ -39,6 +39,11 @@ describe("infra/nginx/mastodon-mls.conf", () => {
     expect(bytes(size!)).toBeGreaterThanOrEqual(limit);
   });
 
+  it("uses no directive older nginx releases refuse", () => {
+    // `http2 on;` is nginx 1.25.1 and later: Debian 12's nginx (1.22) stops at it (tried: nginx -t).
+    expect(infra("nginx/mastodon-mls.conf")).not.toMatch(/^\s*http2 on;/m);
+  });
+
   it("passes the delivery service's WebSocket upgrade (/v1/stream) through, and keeps idle streams", () => {
     const server = nginxServer("mls-delivery.example.social");
     expect(server).toContain("proxy_http_version 1.1;");
