@@ -14,7 +14,10 @@ try {
     stopping = true;
     delivery.close().then(
       () => process.exit(0),
-      () => process.exit(1),
+      (err: unknown) => {
+        delivery.context.log.error({ err }, "shutdown failed");
+        process.exit(1);
+      },
     );
   };
   process.on("SIGTERM", stop);
