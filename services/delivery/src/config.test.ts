@@ -69,7 +69,15 @@ describe("loadDeliveryConfig", () => {
     try {
       bad();
     } catch (e) {
-      for (const name of ["INSTANCE_DOMAIN", "PUBLIC_URL", "REDIS_PREFIX", "PORT", "RETENTION_SECONDS"]) {
+      // REDIS_URL too: a check across variables (STORE=redis needs it) is reported with the others.
+      for (const name of [
+        "INSTANCE_DOMAIN",
+        "PUBLIC_URL",
+        "REDIS_PREFIX",
+        "PORT",
+        "RETENTION_SECONDS",
+        "REDIS_URL",
+      ]) {
         expect((e as Error).message).toContain(name);
       }
     }

@@ -131,9 +131,20 @@ describe("loadDirectoryConfig", () => {
     }
     expect(error).toBeInstanceOf(ConfigError);
     const message = (error as Error).message;
-    for (const name of ["MASTODON_URL", "PUBLIC_URL", "PORT", "REDIS_PREFIX", "INSTANCE_DOMAIN"]) {
+    // REDIS_URL and WORKERS too: checks across variables are reported with the others, not after them.
+    for (const name of [
+      "MASTODON_URL",
+      "PUBLIC_URL",
+      "PORT",
+      "REDIS_PREFIX",
+      "INSTANCE_DOMAIN",
+      "REDIS_URL",
+    ]) {
       expect(message).toContain(name);
     }
+    expect(() => loadDirectoryConfig({ MASTODON_URL: "https://s.example", PORT: "x", WORKERS: "2" })).toThrow(
+      /PORT[\s\S]*WORKERS: more than 1 needs STORE=redis/,
+    );
   });
 
   it("refuses strings that are no URL at all with a message, not a crash", () => {

@@ -10,6 +10,7 @@ import {
   requireRedisWhenSelected,
   InstanceDomain,
   RedisPrefix,
+  EVEN_WITH_OTHER_ISSUES,
 } from "@mastodon-mls/service-kit";
 
 const Count = z.coerce.number().int().min(1).max(1_000_000_000);
@@ -93,14 +94,14 @@ export const DirectoryEnv = z
       .default(1)
       .transform((w) => (w === "auto" ? os.availableParallelism() : w)),
   })
-  .superRefine(requireRedisWhenSelected)
+  .superRefine(requireRedisWhenSelected, EVEN_WITH_OTHER_ISSUES)
   .superRefine((cfg, ctx) => {
     // In-memory nonces, counters and KeyPackages are per process: workers would each hand out their
     // own, and accept a request another one already saw.
     if (cfg.WORKERS > 1 && cfg.STORE !== "redis") {
       ctx.addIssue({ code: "custom", path: ["WORKERS"], message: "more than 1 needs STORE=redis" });
     }
-  });
+  }, EVEN_WITH_OTHER_ISSUES);
 
 export interface DirectoryConfig {
   host: string;
