@@ -57,13 +57,22 @@ describe("infra/systemd", () => {
   it.each([
     ["mastodon-mls-directory.service", "services/keypackages/dist/main.js", "directory.env"],
     ["mastodon-mls-delivery.service", "services/delivery/dist/main.js", "delivery.env"],
-  ])("%s runs the built entry point with its environment file", (name, entry, env) => {
-    const unit = unitSettings(name);
-    expect(unit.get("ExecStart")).toBe(`/usr/bin/node ${entry}`);
-    expect(unit.get("EnvironmentFile")).toBe(`/etc/mastodon-mls/${env}`);
-    // The V8 JIT writes executable memory.
-    expect(unit.get("MemoryDenyWriteExecute")).toBe("false");
-  });
+  ])(
+    "%s runs the built entry point with its environment file, restarting it within limits",
+    (name, entry, env) => {
+      const unit = unitSettings(name);
+      expect(unit.get("ExecStart")).toBe(`/usr/bin/node ${entry}`);
+      expect(unit.get("EnvironmentFile")).toBe(`/etc/mastodon-mls/${env}`);
+      // The V8 JIT writes executable memory.
+      expect(unit.get("MemoryDenyWriteExecute")).toBe("false");
+      // A bad configuration exits 1 at once: restarts must run into the start limit, not loop forever.
+      const restartSec = Number(unit.get("RestartSec"));
+      const interval = Number(unit.get("StartLimitIntervalSec") ?? 10);
+      const burst = Number(unit.get("StartLimitBurst") ?? 5);
+      expect(unit.get("Restart")).toBe("on-failure");
+      expect(burst * restartSec).toBeLessThan(interval);
+    },
+  );
 
   it.each(["mastodon-mls-directory.service", "mastodon-mls-delivery.service"])(
     "%s sends SIGTERM to the main process only",
