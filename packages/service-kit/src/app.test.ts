@@ -1,3 +1,4 @@
+import { ReplyError } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
 import { ProtocolError } from "@mastodon-mls/protocol";
@@ -31,6 +32,20 @@ beforeAll(async () => {
   });
   app.get("/store", () => {
     throw new StoreUnavailableError();
+  });
+  // What Redis answers a write it refuses, as ioredis reports it (seen against a real Redis).
+  app.get("/redis/:reply", (req) => {
+    const replies: Record<string, string> = {
+      oom: "OOM command not allowed when used memory > 'maxmemory'.",
+      misconf:
+        "MISCONF Redis is configured to save RDB snapshots, but it's currently unable to persist to disk.",
+      readonly: "READONLY You can't write against a read only replica.",
+      loading: "LOADING Redis is loading the dataset in memory",
+      script: "ERR user_script:1: Script attempted to access nonexistent global variable 'x'",
+    };
+    // ioredis types its ReplyError as any.
+    // eslint-disable-next-line @typescript-eslint/no-unsafe-call
+    throw new ReplyError(replies[(req.params as { reply: string }).reply]) as Error;
   });
   app.get("/protocol", () => {
     throw new ProtocolError("wrong_epoch", undefined, { epoch: 4 });
@@ -71,6 +86,17 @@ describe("service app", () => {
     expect(r.json()).toEqual({ error: "internal", message: "Internal error." });
     const s = await app.inject("/store");
     expect([s.statusCode, s.json().error]).toEqual([503, "store_unavailable"]);
+  });
+
+  it("answers 503 store_unavailable when Redis refuses writes (full under noeviction, failing saves, a replica)", async () => {
+    // docs/operations.md: with maxmemory-policy noeviction a full Redis refuses writes and the services
+    // answer 503, which clients retry; a 500 would say the service is broken.
+    for (const reply of ["oom", "misconf", "readonly", "loading"]) {
+      const r = await app.inject(`/redis/${reply}`);
+      expect([r.statusCode, r.json().error], reply).toEqual([503, "store_unavailable"]);
+    }
+    // A script's own error is a bug, not an outage.
+    expect((await app.inject("/redis/script")).statusCode).toBe(500);
   });
 
   it("passes protocol errors through with their details", async () => {

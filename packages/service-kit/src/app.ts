@@ -22,7 +22,7 @@ export interface ServiceAppOptions {
   version: string;
   logger: Logger;
   bodyLimit?: number;
-  /** Defaults off; set when the service runs behind the infra/ reverse proxy. */
+  /** Off unless set; neither service sets it: nothing they do depends on a client address or X-Forwarded-*. */
   trustProxy?: boolean;
   /** Collect process metrics (off in tests that start many apps). */
   defaultMetrics?: boolean;

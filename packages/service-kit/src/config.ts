@@ -68,6 +68,13 @@ export const CommonEnv = z.object({
   DELIVERY_URL: Origin.optional(),
 });
 
+/**
+ * For a check across variables (`superRefine`): run it even when a variable failed on its own, so that a
+ * bad configuration is reported whole, not one round of fixes at a time. Such a check must then accept
+ * any value in the variables it reads (it sees the raw ones where they failed).
+ */
+export const EVEN_WITH_OTHER_ISSUES = { when: () => true };
+
 export function requireRedisWhenSelected(
   cfg: { STORE: "memory" | "redis"; REDIS_URL?: string | undefined },
   ctx: z.RefinementCtx,

@@ -21,10 +21,20 @@ const FASTIFY_CODES: Record<string, ErrorCode> = {
 
 const REDIS_ERROR_NAMES = new Set(["MaxRetriesPerRequestError", "StoreUnavailableError"]);
 
-function isStoreFailure(err: Error): boolean {
+/**
+ * Redis's refusals of a command it would run another time: out of memory under `noeviction` (OOM), writes
+ * stopped after a failed save (MISCONF), a replica (READONLY), a dataset still loading (LOADING), a
+ * script over its time (BUSY). The store is unavailable then, not the service broken.
+ */
+const REDIS_REFUSALS = /^(OOM|MISCONF|READONLY|LOADING|BUSY) /;
+
+/** A failure of the store (Redis down, unreachable or refusing), answered 503 store_unavailable. */
+export function isStoreFailure(err: unknown): boolean {
   return (
-    REDIS_ERROR_NAMES.has(err.name) ||
-    /^(Connection is closed|Stream isn't writeable|connect ECONNREFUSED)/.test(err.message)
+    err instanceof Error &&
+    (REDIS_ERROR_NAMES.has(err.name) ||
+      (err.name === "ReplyError" && REDIS_REFUSALS.test(err.message)) ||
+      /^(Connection is closed|Stream isn't writeable|connect ECONNREFUSED)/.test(err.message))
   );
 }
 

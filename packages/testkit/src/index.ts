@@ -17,3 +17,4 @@ export {
   type WaitForOptions,
   type Deferred,
 } from "./util.js";
+export { readEnvFile } from "./envFile.js";

@@ -1,6 +1,7 @@
 import { readFileSync } from "node:fs";
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "@mastodon-mls/service-kit";
+import { readEnvFile } from "@mastodon-mls/testkit";
 import { DeliveryEnv, loadDeliveryConfig } from "./config.js";
 
 describe("loadDeliveryConfig", () => {
@@ -68,7 +69,15 @@ describe("loadDeliveryConfig", () => {
     try {
       bad();
     } catch (e) {
-      for (const name of ["INSTANCE_DOMAIN", "PUBLIC_URL", "REDIS_PREFIX", "PORT", "RETENTION_SECONDS"]) {
+      // REDIS_URL too: a check across variables (STORE=redis needs it) is reported with the others.
+      for (const name of [
+        "INSTANCE_DOMAIN",
+        "PUBLIC_URL",
+        "REDIS_PREFIX",
+        "PORT",
+        "RETENTION_SECONDS",
+        "REDIS_URL",
+      ]) {
         expect((e as Error).message).toContain(name);
       }
     }
@@ -95,5 +104,11 @@ describe("loadDeliveryConfig", () => {
       else expect(/^`([^`]*)`/.exec(cell!)?.[1], name).toBe(String(value));
     }
     expect(rows.find(([name]) => name === "INSTANCE_DOMAIN")?.[1]).toContain("required");
+  });
+
+  it("is configured completely by infra/systemd/delivery.env.example", () => {
+    const example = readEnvFile(new URL("../../../infra/systemd/delivery.env.example", import.meta.url));
+    expect(Object.keys(example).sort()).toEqual(Object.keys(DeliveryEnv.shape).sort());
+    expect(loadDeliveryConfig(example)).toMatchObject({ port: 7402, store: { kind: "redis" } });
   });
 });

@@ -9,6 +9,7 @@ import {
   requireRedisWhenSelected,
   InstanceDomain,
   RedisPrefix,
+  EVEN_WITH_OTHER_ISSUES,
 } from "@mastodon-mls/service-kit";
 
 // The delivery service's configuration, read from the environment once at start (DESIGN §10). Nothing
@@ -64,7 +65,7 @@ export const DeliveryEnv = z
     /** A stream that sent a frame less than this many ms ago holds new pushes until then (0: never holds). */
     PUSH_COALESCE_MS: z.coerce.number().int().min(0).max(100).default(5),
   })
-  .superRefine(requireRedisWhenSelected);
+  .superRefine(requireRedisWhenSelected, EVEN_WITH_OTHER_ISSUES);
 
 export type StoreConfig = { kind: "memory" } | { kind: "redis"; url: string; prefix: string };
 

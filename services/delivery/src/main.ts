@@ -6,14 +6,22 @@ try {
   const delivery = await createDelivery(loadDeliveryConfig(process.env));
   const url = await delivery.listen();
   delivery.context.log.info({ url }, "delivery service listening");
+  // `on`, not `once`: a second signal while closing must not fall back to Node's default, which ends the
+  // process at once and drops in-flight requests and the WebSockets' closing handshakes.
+  let stopping = false;
   const stop = () => {
+    if (stopping) return;
+    stopping = true;
     delivery.close().then(
       () => process.exit(0),
-      () => process.exit(1),
+      (err: unknown) => {
+        delivery.context.log.error({ err }, "shutdown failed");
+        process.exit(1);
+      },
     );
   };
-  process.once("SIGTERM", stop);
-  process.once("SIGINT", stop);
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
 } catch (e) {
   console.error(e instanceof ConfigError ? e.message : e);
   process.exit(1);

@@ -30,6 +30,13 @@ import { StreamSessions } from "./stream.js";
 const VERSION = "0.1.0";
 /** Largest client frame: a `submit` with a commit and its Welcome, as an HTTP body may carry them. */
 const MAX_FRAME_BYTES = LIMITS.bodyBytes;
+/**
+ * closeTimeout: how long a socket waits for the peer's answer to our close frame before it is destroyed.
+ * ws's default is 30 s, and shutdown waits for every socket: one peer that never answers held it past
+ * Fastify's 10 s for close hooks (close failed, exit 1) and the unit's TimeoutStopSec. (ws reads the
+ * option since 8.19; @types/ws does not list it yet, hence a variable rather than a literal.)
+ */
+const WS_OPTIONS = { maxPayload: MAX_FRAME_BYTES, closeTimeout: 3_000 };
 /** Sweep rounds per run at most (each deletes up to `sweepBatch` items per group or account). */
 const MAX_SWEEP_ROUNDS = 100;
 
@@ -183,7 +190,7 @@ export async function createDelivery(config: DeliveryConfig, deps: DeliveryDeps 
   app.addHook("onClose", async () => clearInterval(rechecker));
 
   await app.register(websocket, {
-    options: { maxPayload: MAX_FRAME_BYTES },
+    options: WS_OPTIONS,
     preClose(done) {
       sessions.closeAll("server shutting down");
       // ws calls back once every socket has finished its closing handshake (or timed out).

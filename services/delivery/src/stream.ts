@@ -13,7 +13,7 @@ import {
   type StreamServerFrame,
 } from "@mastodon-mls/protocol";
 import { verifyRequest, type DeviceCertificate } from "@mastodon-mls/bridge";
-import { errorSummary } from "@mastodon-mls/service-kit";
+import { errorSummary, isStoreFailure } from "@mastodon-mls/service-kit";
 import { acknowledge } from "./acknowledge.js";
 import type { DeliveryContext } from "./context.js";
 import { decodeCursor, encodeCursor, type Cursor } from "./cursor.js";
@@ -746,15 +746,6 @@ export class StreamSession {
     this.send({ type: "error", error: e.code, message: e.message });
     this.close(code, e.code);
   }
-}
-
-function isStoreFailure(e: unknown): boolean {
-  return (
-    e instanceof Error &&
-    (e.name === "MaxRetriesPerRequestError" ||
-      e.name === "StoreUnavailableError" ||
-      /^(Connection is closed|Stream isn't writeable|connect ECONNREFUSED)/.test(e.message))
-  );
 }
 
 function parseFrame(data: unknown): StreamClientFrame | undefined {

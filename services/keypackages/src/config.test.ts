@@ -1,7 +1,9 @@
+import { readFileSync } from "node:fs";
 import os from "node:os";
 import { describe, expect, it } from "vitest";
 import { ConfigError } from "@mastodon-mls/service-kit";
-import { DEFAULT_RATE_LIMITS, loadDirectoryConfig } from "./config.js";
+import { readEnvFile } from "@mastodon-mls/testkit";
+import { DEFAULT_RATE_LIMITS, DirectoryEnv, loadDirectoryConfig } from "./config.js";
 
 describe("loadDirectoryConfig", () => {
   it("fills in the defaults", () => {
@@ -129,9 +131,20 @@ describe("loadDirectoryConfig", () => {
     }
     expect(error).toBeInstanceOf(ConfigError);
     const message = (error as Error).message;
-    for (const name of ["MASTODON_URL", "PUBLIC_URL", "PORT", "REDIS_PREFIX", "INSTANCE_DOMAIN"]) {
+    // REDIS_URL and WORKERS too: checks across variables are reported with the others, not after them.
+    for (const name of [
+      "MASTODON_URL",
+      "PUBLIC_URL",
+      "PORT",
+      "REDIS_PREFIX",
+      "INSTANCE_DOMAIN",
+      "REDIS_URL",
+    ]) {
       expect(message).toContain(name);
     }
+    expect(() => loadDirectoryConfig({ MASTODON_URL: "https://s.example", PORT: "x", WORKERS: "2" })).toThrow(
+      /PORT[\s\S]*WORKERS: more than 1 needs STORE=redis/,
+    );
   });
 
   it("refuses strings that are no URL at all with a message, not a crash", () => {
@@ -145,5 +158,37 @@ describe("loadDirectoryConfig", () => {
     expect(() => loadDirectoryConfig({ MASTODON_URL: "https://s.example", STORE: "redis" })).toThrow(
       /REDIS_URL: is required when STORE=redis/,
     );
+  });
+
+  // An admin configures from these two; a variable missing from either is one they cannot find.
+  it("is documented in the README, every variable with its default", () => {
+    const text = readFileSync(new URL("../README.md", import.meta.url), "utf8");
+    const start = text.indexOf("## Configuration");
+    const section = text.slice(start, text.indexOf("\n## ", start + 1));
+    const rows: [string, string][] = [];
+    for (const [, names, cell] of section.matchAll(/^\| (`[A-Z_]+`(?: \/ `_[A-Z_]+`)?) \| ([^|]*) \|/gm)) {
+      // `RATE_LIMIT_DEVICE_MAX` / `_WINDOW_SECONDS` | `120` / `60`: two variables in one row.
+      const [first, suffix] = names!.split(" / ").map((n) => n.slice(1, -1));
+      const defaults = cell!.trim().split(" / ");
+      rows.push([first!, defaults[0]!]);
+      if (suffix) rows.push([first!.replace(/_MAX$/, "") + suffix, `\`${defaults[1]!.replace(/`/g, "")}\``]);
+    }
+    expect(rows.map(([name]) => name).sort()).toEqual(Object.keys(DirectoryEnv.shape).sort());
+    // Every default is a string or a number; the parsed environment says so only as a union of its fields.
+    const defaults = DirectoryEnv.parse({ MASTODON_URL: "https://s.example" }) as Record<
+      string,
+      string | number | undefined
+    >;
+    for (const [name, cell] of rows) {
+      if (name === "MASTODON_URL") expect(cell).toContain("required");
+      else if (defaults[name] === undefined) expect(cell, name).not.toMatch(/^`/);
+      else expect(/^`([^`]*)`/.exec(cell)?.[1], name).toBe(String(defaults[name]));
+    }
+  });
+
+  it("is configured completely by infra/systemd/directory.env.example", () => {
+    const example = readEnvFile(new URL("../../../infra/systemd/directory.env.example", import.meta.url));
+    expect(Object.keys(example).sort()).toEqual(Object.keys(DirectoryEnv.shape).sort());
+    expect(loadDirectoryConfig(example)).toMatchObject({ store: "redis", port: 7401, workers: 1 });
   });
 });

@@ -10,6 +10,7 @@ import {
   requireRedisWhenSelected,
   InstanceDomain,
   RedisPrefix,
+  EVEN_WITH_OTHER_ISSUES,
 } from "@mastodon-mls/service-kit";
 
 const Count = z.coerce.number().int().min(1).max(1_000_000_000);
@@ -50,7 +51,8 @@ export const DEFAULT_RATE_LIMITS: Omit<RateLimits, "enabled"> = {
 // The directory's configuration, read from the environment once at start (DESIGN §10). Nothing else in
 // this service reads process.env.
 
-const DirectoryEnv = z
+/** Exported for the tests that hold the README's table and infra/systemd/directory.env.example to it. */
+export const DirectoryEnv = z
   .object({
     HOST: z.string().default("127.0.0.1"),
     PORT: Port.default(DEFAULT_PORTS.directory),
@@ -92,14 +94,14 @@ const DirectoryEnv = z
       .default(1)
       .transform((w) => (w === "auto" ? os.availableParallelism() : w)),
   })
-  .superRefine(requireRedisWhenSelected)
+  .superRefine(requireRedisWhenSelected, EVEN_WITH_OTHER_ISSUES)
   .superRefine((cfg, ctx) => {
     // In-memory nonces, counters and KeyPackages are per process: workers would each hand out their
     // own, and accept a request another one already saw.
     if (cfg.WORKERS > 1 && cfg.STORE !== "redis") {
       ctx.addIssue({ code: "custom", path: ["WORKERS"], message: "more than 1 needs STORE=redis" });
     }
-  });
+  }, EVEN_WITH_OTHER_ISSUES);
 
 export interface DirectoryConfig {
   host: string;

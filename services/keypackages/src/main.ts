@@ -25,8 +25,14 @@ serving.stopped.catch((err: unknown) => {
   process.exit(1);
 });
 
+// `on`, not `once`: a second signal while closing (systemd signalling every process of a cluster, or
+// Ctrl-C in a terminal reaching the workers too, on top of the primary's SIGTERM to them) must not fall
+// back to Node's default, which ends the process at once and drops its in-flight requests.
+let stopping = false;
 for (const signal of ["SIGINT", "SIGTERM"] as const) {
-  process.once(signal, () => {
+  process.on(signal, () => {
+    if (stopping) return;
+    stopping = true;
     log.info({ signal }, "shutting down");
     serving.close().then(
       () => process.exit(0),
