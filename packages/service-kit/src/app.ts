@@ -10,6 +10,7 @@ import { z } from "zod";
 import { Health, LIMITS, WellKnownServices } from "@mastodon-mls/protocol";
 import { installBodyParsers } from "./rawBody.js";
 import { body, installErrorHandling } from "./errorHandler.js";
+import { REQUEST_TIMEOUT_MS, clientErrorHandler } from "./clientErrors.js";
 import { clusterMetrics } from "./cluster.js";
 import { createMetrics, installHttpMetrics, type ServiceMetrics } from "./metrics.js";
 import type { Logger } from "./logger.js";
@@ -28,6 +29,10 @@ export interface ServiceAppOptions {
   defaultMetrics?: boolean;
   /** A worker of a clustered service (`startClusterPrimary`): /metrics answers for every worker. */
   clusterWorker?: boolean;
+  /** A request's headers and body must arrive within this (default REQUEST_TIMEOUT_MS); tests shorten it. */
+  requestTimeoutMs?: number;
+  /** How often Node looks for requests past their time (its default, 30 s: timeouts fire up to that late). */
+  timeoutCheckMs?: number;
 }
 
 /**
@@ -37,10 +42,20 @@ export interface ServiceAppOptions {
 export async function createServiceApp(opts: ServiceAppOptions) {
   // Typed as Fastify's base logger so plugins accept the instance (pino's type adds msgPrefix).
   const loggerInstance: FastifyBaseLogger = opts.logger;
+  const requestTimeout = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
   const app = Fastify({
     loggerInstance,
     bodyLimit: opts.bodyLimit ?? LIMITS.bodyBytes,
     trustProxy: opts.trustProxy ?? false,
+    // Fastify's default is no limit at all: a client that sends headers and then trickles or stalls its
+    // body holds a connection and a parser forever (slowloris). The headers and the whole request must
+    // arrive in time; a WebSocket, once upgraded, is no longer a request and is not affected.
+    requestTimeout: requestTimeout,
+    http: {
+      headersTimeout: requestTimeout,
+      ...(opts.timeoutCheckMs === undefined ? {} : { connectionsCheckingInterval: opts.timeoutCheckMs }),
+    },
+    clientErrorHandler,
     // In-flight requests finish on close; idle keep-alive sockets are closed at once.
     forceCloseConnections: "idle",
     return503OnClosing: true,
