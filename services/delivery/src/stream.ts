@@ -150,10 +150,16 @@ export class StreamSessions {
   private readonly byGroup = new Map<string, Set<StreamSession>>();
   private readonly all = new Set<StreamSession>();
   private readonly unsubscribe: () => void;
+  private readonly heartbeat: NodeJS.Timeout;
   readonly flushes = new FlushScheduler();
 
   constructor(readonly ctx: DeliveryContext) {
     this.unsubscribe = ctx.notifier.subscribe((e) => this.dispatch(e));
+    // One timer for every stream, not one per stream.
+    this.heartbeat = setInterval(() => {
+      for (const session of [...this.all]) session.pingOrDrop();
+    }, ctx.limits.streamPingMs);
+    this.heartbeat.unref();
     // Whatever made the hub ask (a request of any device of the account, or recheck()), a device the
     // directory no longer lists loses its open streams then.
     ctx.directory?.onAnswer((acct, answer) => {
@@ -242,6 +248,7 @@ export class StreamSessions {
   /** Closes every socket with 4000: the client reconnects (elsewhere) and resumes from its cursor. */
   closeAll(reason: string): void {
     for (const session of [...this.all]) session.close(STREAM_CLOSE.resume, reason);
+    clearInterval(this.heartbeat);
     this.unsubscribe();
   }
 
@@ -316,6 +323,8 @@ export class StreamSession {
   private queued = 0;
   /** The certificate expired while submissions waited: each is refused, then the stream closes. */
   private expired = false;
+  /** The peer answered (a pong or any frame) since the last ping. */
+  private alive = true;
 
   constructor(
     private readonly ctx: DeliveryContext,
@@ -323,7 +332,11 @@ export class StreamSession {
     private readonly sessions: StreamSessions,
     private readonly raw?: Duplex,
   ) {
-    socket.on("message", (data, isBinary) => void this.onFrame(data, isBinary));
+    socket.on("message", (data, isBinary) => {
+      this.alive = true;
+      void this.onFrame(data, isBinary);
+    });
+    socket.on("pong", () => (this.alive = true));
     socket.on("close", () => this.closed());
     socket.on("error", () => this.closed());
     this.authTimer = setTimeout(
@@ -426,6 +439,24 @@ export class StreamSession {
       STREAM_CLOSE.authFailed,
       new ProtocolError("device_not_registered", "This device was removed from its account's device list."),
     );
+  }
+
+  /**
+   * Called every streamPingMs: a stream silent since the last ping is dropped without a closing handshake
+   * (its peer would not answer that either; ws would wait 30 s for it), else pinged again. Clients answer
+   * pings by themselves (RFC 6455 §5.5.2; browsers and ws do).
+   */
+  pingOrDrop(): void {
+    if (this.state === "closed") return;
+    if (!this.alive) {
+      this.closed();
+      // 1006: what the peer, if it is still there, sees (no close frame).
+      this.ctx.metrics.streamsClosed.inc({ code: "1006" });
+      this.socket.terminate();
+      return;
+    }
+    this.alive = false;
+    this.socket.ping();
   }
 
   close(code: number, reason: string): void {

@@ -22,7 +22,8 @@ export function streamRoutes(sessions: StreamSessions) {
           "and `submit` frames (answered by `submitted` / `refused`, as POST …/messages). Close codes: " +
           "4000 resume (shutdown, or the client read too slowly), 4001 authentication failed, 4002 bad " +
           "frame (also an invalid cursor, in `auth` or `ack`: as for `GET /v1/inbox`, one beyond the " +
-          "inbox). docs/protocol.md §6.",
+          "inbox). The server pings every 30 s and drops a stream that does not answer (1006, no close " +
+          "frame). docs/protocol.md §6.",
         response: { 400: ErrorBodySchema.describe("bad_request: not a WebSocket upgrade") },
       },
       onRequest: (req, reply, done) => {
