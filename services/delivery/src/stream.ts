@@ -16,7 +16,7 @@ import { verifyRequest, type DeviceCertificate } from "@mastodon-mls/bridge";
 import { errorSummary, isStoreFailure } from "@mastodon-mls/service-kit";
 import { acknowledge } from "./acknowledge.js";
 import type { DeliveryContext } from "./context.js";
-import { decodeCursor, encodeCursor, type Cursor } from "./cursor.js";
+import { MAX_CURSOR_STREAMS, decodeCursor, encodeCursor, type Cursor } from "./cursor.js";
 import { inboxReader } from "./deviceAccess.js";
 import { isListedAs, type RegisteredDevices } from "./directoryDevices.js";
 import { ITEM_CURSOR_CHARS, checkCursor, readInbox, type GroupStream, type InboxReader } from "./inbox.js";
@@ -522,13 +522,56 @@ export class StreamSession {
       this.enqueueSubmit(frame);
       return;
     }
+    let cursor: Cursor;
     try {
-      await acknowledge(this.ctx, this.reader!, decodeCursor(frame.cursor), {
-        reached: this.reached,
-        streamGroups: this.streamGroups,
-      });
+      cursor = decodeCursor(frame.cursor);
     } catch (e) {
       this.failWith(e);
+      return;
+    }
+    this.enqueueAck(cursor);
+  }
+
+  /** Acknowledgements that arrived while one was in flight, merged: per stream the highest position. */
+  private nextAck: Map<string, number> | undefined;
+  private acking = false;
+
+  /**
+   * One acknowledgement in flight per stream. `ack` frames cost a client nothing to send, and each is
+   * store work: started as they came, any number of them could wait on Redis at once, each holding its
+   * frame. Positions only rise, so those arriving meanwhile are taken together, as one, next.
+   */
+  private enqueueAck(cursor: Cursor): void {
+    if (!this.acking) {
+      void this.acknowledgeAll(cursor);
+      return;
+    }
+    const merged = (this.nextAck ??= new Map<string, number>());
+    for (const [stream, position] of cursor) merged.set(stream, Math.max(position, merged.get(stream) ?? 0));
+    // No device has that many streams (decodeCursor's bound): the frames name streams that do not exist.
+    if (merged.size > MAX_CURSOR_STREAMS) {
+      this.nextAck = undefined;
+      this.failWith(new ProtocolError("invalid_cursor", "The cursors name more streams than a device has."));
+    }
+  }
+
+  private async acknowledgeAll(first: Cursor): Promise<void> {
+    this.acking = true;
+    let cursor: Cursor | undefined = first;
+    try {
+      while (cursor !== undefined && this.state === "open") {
+        await acknowledge(this.ctx, this.reader!, cursor, {
+          reached: this.reached,
+          streamGroups: this.streamGroups,
+        });
+        cursor = this.nextAck;
+        this.nextAck = undefined;
+      }
+    } catch (e) {
+      this.failWith(e);
+    } finally {
+      this.acking = false;
+      this.nextAck = undefined;
     }
   }
 
