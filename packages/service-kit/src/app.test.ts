@@ -1,4 +1,4 @@
-import { connect } from "node:net";
+import { connect, type Socket } from "node:net";
 import { ReplyError } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
@@ -161,11 +161,14 @@ describe("slow and malformed clients", () => {
   afterAll(() => slow.close());
 
   /** Sends `text` on a raw connection; resolves to everything the server wrote once it closed (or "open"). */
-  const exchange = (text: string, waitMs = 3000) =>
+  const exchange = (text: string, waitMs = 3000, onData?: (socket: Socket, got: string) => void) =>
     new Promise<string>((resolve) => {
       const socket = connect(port, "127.0.0.1");
       let got = "";
-      socket.on("data", (d) => (got += d.toString("latin1")));
+      socket.on("data", (d) => {
+        got += d.toString("latin1");
+        onData?.(socket, got);
+      });
       socket.on("error", () => undefined);
       socket.on("close", () => resolve(got));
       socket.write(text);
@@ -197,6 +200,17 @@ describe("slow and malformed clients", () => {
     const huge = await exchange(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`);
     expect(huge).toMatch(/^HTTP\/1\.1 431 /);
     expect(bodyOf(huge)).toMatchObject({ error: "headers_too_large" });
+    // Also on a kept-alive connection that answered a request before: that answer's bytes are not this one's.
+    const second = await exchange("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 3000, (socket, got) => {
+      if (got.includes("not_found"))
+        socket.write(`GET /nope HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`);
+    });
+    expect(second).toMatch(/^HTTP\/1\.1 404 [^]*HTTP\/1\.1 431 /);
+    const long = await fetch(`http://127.0.0.1:${port}/healthz?x=${"y".repeat(100_000)}`);
+    expect([long.status, ((await long.json()) as { error: string }).error]).toEqual([
+      431,
+      "headers_too_large",
+    ]);
   });
 
   it("leaves a request that arrives in time alone, however long its answer takes", async () => {

@@ -22,14 +22,23 @@ export function clientErrorHandler(this: FastifyInstance, err: NodeJS.ErrnoExcep
         ? "headers_too_large"
         : "bad_request";
   this.log.debug({ err: { code: err.code, message: err.message } }, "client error");
-  // Only on a connection that can still take an answer and has not started one (Node's own rule).
-  if (socket.writable && (socket as Duplex & { bytesWritten?: number }).bytesWritten === 0) {
-    const status = errorCatalogue[code].status;
-    const json = JSON.stringify(body(code));
-    socket.write(
-      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\nContent-Type: application/json\r\n` +
-        `Content-Length: ${Buffer.byteLength(json)}\r\nConnection: close\r\n\r\n${json}`,
-    );
+  // Only while no answer to a request on this connection has begun (Node's own rule).
+  const current = (socket as Duplex & { _httpMessage?: { headersSent?: boolean } | null })._httpMessage;
+  if (!socket.writable || current?.headersSent) {
+    socket.destroy();
+    return;
   }
-  socket.destroy();
+  const status = errorCatalogue[code].status;
+  const json = JSON.stringify(body(code));
+  socket.end(
+    `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ""}\r\nContent-Type: application/json\r\n` +
+      `Content-Length: ${Buffer.byteLength(json)}\r\nConnection: close\r\n\r\n${json}`,
+  );
+  // What the client is still sending (the rest of an over-long request line) is read and dropped: a socket
+  // closed with unread bytes resets the connection, and the client loses the answer before reading it.
+  socket.resume();
+  setTimeout(() => socket.destroy(), LINGER_MS).unref();
 }
+
+/** How long a connection answered above may take to read the answer before it is closed. */
+const LINGER_MS = 1000;
