@@ -52,3 +52,31 @@ describe("stream heartbeat (memory store)", () => {
     expect(closed.values.find((v) => v.labels.code === "1006")?.value).toBe(1);
   });
 });
+
+describe("pings from the client (memory store)", () => {
+  let hub: TestHub;
+  beforeAll(async () => {
+    hub = await startHub("memory");
+  });
+  afterAll(async () => {
+    await hub.close();
+  });
+
+  // Checked and sound: ws answers each ping with a pong by itself, and cuts off a peer with too many of
+  // those unsent (maxPendingAutoPongs), before they could pile up in memory. Kept as a test of that limit.
+  it("a client that pings and never reads the pongs is cut off, not buffered without end", async () => {
+    const erin = await TestDevice.create("erin");
+    const stream = await StreamClient.open(hub.url, erin.signer);
+    const openSockets = async () => (await hub.delivery.context.metrics.sockets.get()).values[0]?.value ?? 0;
+    expect(await openSockets()).toBe(1);
+    const raw = (stream.socket as unknown as { _socket: { pause(): void } })._socket;
+    raw.pause();
+    const payload = Buffer.alloc(125, 1);
+    for (let i = 0; i < 200_000 && (await openSockets()) > 0; i++) {
+      stream.socket.ping(payload);
+      if (i % 5000 === 4999) await new Promise((r) => setTimeout(r, 20));
+    }
+    await waitFor(async () => (await openSockets()) === 0, { timeoutMs: 5000 });
+    stream.socket.terminate();
+  }, 60_000);
+});
