@@ -150,7 +150,9 @@ describe("slow and malformed clients", () => {
       logger: silentLogger(),
       requestTimeoutMs: 300,
       timeoutCheckMs: 50,
+      idleTimeoutMs: 500,
     }));
+    slow.get("/big", () => ({ pad: "x".repeat(16 * 1024 * 1024) }));
     slow.post("/echo", { schema: { body: z.object({ n: z.number().int() }) } }, (req) => ({ n: req.body.n }));
     slow.get("/slowly", async () => {
       await new Promise((r) => setTimeout(r, 800));
@@ -211,6 +213,23 @@ describe("slow and malformed clients", () => {
       431,
       "headers_too_large",
     ]);
+  });
+
+  it("closes a connection whose client stopped reading its answer", async () => {
+    const socket = connect(port, "127.0.0.1");
+    socket.on("error", () => undefined);
+    socket.pause();
+    socket.write("GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+    await new Promise((r) => setTimeout(r, 200));
+    const connections = () =>
+      new Promise<number>((resolve, reject) =>
+        slow.server.getConnections((err, n) => (err ? reject(err) : resolve(n))),
+      );
+    // The answer does not fit the kernel's buffers: the rest would wait in the process for ever.
+    expect(await connections()).toBe(1);
+    for (let i = 0; i < 60 && (await connections()) > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(await connections()).toBe(0);
+    socket.destroy();
   });
 
   it("leaves a request that arrives in time alone, however long its answer takes", async () => {

@@ -7,6 +7,9 @@ import { body } from "./errorHandler.js";
 /** A request, headers and body, must have arrived within this; otherwise 408 and the connection closes. */
 export const REQUEST_TIMEOUT_MS = 30_000;
 
+/** A connection on which nothing moved, either way, for this long once its answer began is closed. */
+export const IDLE_TIMEOUT_MS = 60_000;
+
 /**
  * Node answers what never became a request (malformed HTTP, headers too large, a request that did not
  * arrive in time) before any route or error handler runs; Fastify's own answer is not in the catalogue.
