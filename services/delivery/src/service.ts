@@ -94,6 +94,8 @@ export async function createDelivery(config: DeliveryConfig, deps: DeliveryDeps 
     redis && redisConfig && !deps.notifier
       ? connectRedis(redisConfig.url, log.child({ component: "redis-pubsub" }), {
           maxRetriesPerRequest: null,
+          // A SUBSCRIBE waits for Redis to come back (RedisNotifier keeps its promise per channel).
+          commandTimeout: undefined,
         })
       : undefined;
   const notifier =
