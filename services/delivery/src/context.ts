@@ -41,6 +41,8 @@ export interface DeliveryLimits {
   streamPingMs: number;
   /** `submit` frames of one stream waiting for their answer; more are refused (rate_limited). */
   streamSubmitQueue: number;
+  /** Text (message and Welcome) of the `submit` frames waiting on one stream; more is refused the same way. */
+  streamSubmitQueueBytes: number;
   /** Groups a device may be in at this hub (created, or added to by a commit). */
   groupsPerDevice: number;
   /** Groups (or accounts) looked at per retention sweep step. */
@@ -67,6 +69,7 @@ export const DEFAULT_LIMITS: DeliveryLimits = {
   // Well within the proxy's idle timeout for WebSockets (infra/nginx: 1 h) and common NAT timeouts.
   streamPingMs: 30_000,
   streamSubmitQueue: 64,
+  streamSubmitQueueBytes: 8 * 1024 * 1024,
   groupsPerDevice: LIMITS.groupsPerDevice,
   sweepBatch: 1000,
   pushCoalesceMs: 5,

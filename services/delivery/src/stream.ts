@@ -321,6 +321,8 @@ export class StreamSession {
   private positionText: string | undefined;
   private submitting: Promise<void> = Promise.resolve();
   private queued = 0;
+  /** The message and Welcome text of the submit frames waiting (queued), in all. */
+  private queuedBytes = 0;
   /** The certificate expired while submissions waited: each is refused, then the stream closes. */
   private expired = false;
   /** The peer answered (a pong or any frame) since the last ping. */
@@ -692,7 +694,13 @@ export class StreamSession {
   private refusalsWaiting = 0;
 
   private enqueueSubmit(frame: SubmitFrame): void {
-    if (this.queued >= this.ctx.limits.streamSubmitQueue) {
+    // A frame holds its message and Welcome as text until it is answered: up to 2.7 MB each. One frame
+    // alone is always taken, so no submission that fits a frame is refused for its size.
+    const size = frame.message.length + (frame.welcome?.length ?? 0);
+    const full =
+      this.queued >= this.ctx.limits.streamSubmitQueue ||
+      (this.queued > 0 && this.queuedBytes + size > this.ctx.limits.streamSubmitQueueBytes);
+    if (full) {
       // A client that keeps sending while as many refusals wait as submissions does not read its answers:
       // it is cut off (to resume from its cursor) rather than held in memory frame by frame.
       if (this.refusalsWaiting >= this.ctx.limits.streamSubmitQueue) {
@@ -714,12 +722,14 @@ export class StreamSession {
       return;
     }
     this.queued++;
+    this.queuedBytes += size;
     // One at a time, in frame order: a device's messages are ordered as it sent them.
     this.submitting = this.submitting.then(async () => {
       try {
         await this.submit(frame);
       } finally {
         this.queued--;
+        this.queuedBytes -= size;
         this.closeOnceAnswered();
       }
     });
