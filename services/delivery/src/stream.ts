@@ -171,9 +171,18 @@ export class StreamSessions {
    * Closes the streams whose device certificate expired, then asks the directory again about each
    * account with a stream here whose last answer is older than the cache window (a few at a time), so
    * that a revoked device's stream closes even if nothing else of its account asks. A directory that
-   * cannot be asked closes nothing. Run every DIRECTORY_CACHE_SECONDS.
+   * cannot be asked closes nothing. Run every DIRECTORY_CACHE_SECONDS; a call while a pass is running
+   * joins it: a pass slower than the interval (many accounts, a directory timing out) would otherwise
+   * overlap the next ones, each asking the directory again about the same accounts.
    */
-  async recheck(): Promise<void> {
+  recheck(): Promise<void> {
+    this.rechecking ??= this.recheckOnce().finally(() => (this.rechecking = undefined));
+    return this.rechecking;
+  }
+
+  private rechecking: Promise<void> | undefined;
+
+  private async recheckOnce(): Promise<void> {
     // Wall-clock time, as for every signature and certificate check.
     const now = Math.floor(Date.now() / 1000);
     for (const session of [...this.all]) session.closeIfExpired(now);
