@@ -37,6 +37,8 @@ export const errorCatalogue = {
   },
   payload_too_large: { status: 413, message: "The request body is too large." },
   unsupported_media_type: { status: 415, message: "This media type is not accepted here." },
+  request_timeout: { status: 408, message: "The request did not arrive in time." },
+  headers_too_large: { status: 431, message: "The request headers are too large." },
   too_many_items: { status: 400, message: "Too many items in one request." },
   not_found: { status: 404, message: "Not found." },
   method_not_allowed: { status: 405, message: "Method not allowed." },

@@ -1,3 +1,4 @@
+import { connect, type Socket } from "node:net";
 import { ReplyError } from "ioredis";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { z } from "zod";
@@ -134,5 +135,109 @@ describe("config", () => {
       expect((e as Error).message).toMatch(/LOG_LEVEL/);
     }
     expect(parseEnv(schema, { PUBLIC_URL: "https://x.test/" }).PUBLIC_URL).toBe("https://x.test");
+  });
+});
+
+describe("slow and malformed clients", () => {
+  let slow: ServiceApp;
+  let port: number;
+  beforeAll(async () => {
+    ({ app: slow } = await createServiceApp({
+      name: "slow",
+      title: "t",
+      description: "d",
+      version: "0",
+      logger: silentLogger(),
+      requestTimeoutMs: 300,
+      timeoutCheckMs: 50,
+      idleTimeoutMs: 500,
+    }));
+    slow.get("/big", () => ({ pad: "x".repeat(16 * 1024 * 1024) }));
+    slow.post("/echo", { schema: { body: z.object({ n: z.number().int() }) } }, (req) => ({ n: req.body.n }));
+    slow.get("/slowly", async () => {
+      await new Promise((r) => setTimeout(r, 800));
+      return { done: true };
+    });
+    port = Number(new URL(await slow.listen({ host: "127.0.0.1", port: 0 })).port);
+  });
+  afterAll(() => slow.close());
+
+  /** Sends `text` on a raw connection; resolves to everything the server wrote once it closed (or "open"). */
+  const exchange = (text: string, waitMs = 3000, onData?: (socket: Socket, got: string) => void) =>
+    new Promise<string>((resolve) => {
+      const socket = connect(port, "127.0.0.1");
+      let got = "";
+      socket.on("data", (d) => {
+        got += d.toString("latin1");
+        onData?.(socket, got);
+      });
+      socket.on("error", () => undefined);
+      socket.on("close", () => resolve(got));
+      socket.write(text);
+      setTimeout(() => {
+        socket.destroy();
+        resolve(`open after ${waitMs} ms: ${got}`);
+      }, waitMs).unref();
+    });
+  const bodyOf = (answer: string) => JSON.parse(answer.slice(answer.indexOf("\r\n\r\n") + 4)) as unknown;
+
+  it("closes a connection whose body stalls, with 408 request_timeout", async () => {
+    const answer = await exchange(
+      "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 10\r\n\r\n{",
+    );
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+    expect(bodyOf(answer)).toEqual({ error: "request_timeout", message: expect.any(String) });
+  });
+
+  it("closes a connection whose headers never end, with 408 request_timeout", async () => {
+    const answer = await exchange("GET /healthz HTTP/1.1\r\nHost: x\r\nX-Slow: 1\r\n");
+    expect(answer).toMatch(/^HTTP\/1\.1 408 /);
+    expect(bodyOf(answer)).toMatchObject({ error: "request_timeout" });
+  });
+
+  it("answers malformed HTTP and oversized headers with catalogue errors", async () => {
+    const garbage = await exchange("NOT HTTP AT ALL\r\n\r\n");
+    expect(garbage).toMatch(/^HTTP\/1\.1 400 /);
+    expect(bodyOf(garbage)).toMatchObject({ error: "bad_request" });
+    const huge = await exchange(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`);
+    expect(huge).toMatch(/^HTTP\/1\.1 431 /);
+    expect(bodyOf(huge)).toMatchObject({ error: "headers_too_large" });
+    // Also on a kept-alive connection that answered a request before: that answer's bytes are not this one's.
+    const second = await exchange("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n", 3000, (socket, got) => {
+      if (got.includes("not_found"))
+        socket.write(`GET /nope HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`);
+    });
+    expect(second).toMatch(/^HTTP\/1\.1 404 [^]*HTTP\/1\.1 431 /);
+    const long = await fetch(`http://127.0.0.1:${port}/healthz?x=${"y".repeat(100_000)}`);
+    expect([long.status, ((await long.json()) as { error: string }).error]).toEqual([
+      431,
+      "headers_too_large",
+    ]);
+  });
+
+  it("closes a connection whose client stopped reading its answer", async () => {
+    const socket = connect(port, "127.0.0.1");
+    socket.on("error", () => undefined);
+    socket.pause();
+    socket.write("GET /big HTTP/1.1\r\nHost: x\r\n\r\n");
+    await new Promise((r) => setTimeout(r, 200));
+    const connections = () =>
+      new Promise<number>((resolve, reject) =>
+        slow.server.getConnections((err, n) => (err ? reject(err) : resolve(n))),
+      );
+    // The answer does not fit the kernel's buffers: the rest would wait in the process for ever.
+    expect(await connections()).toBe(1);
+    for (let i = 0; i < 60 && (await connections()) > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    expect(await connections()).toBe(0);
+    socket.destroy();
+  });
+
+  it("leaves a request that arrives in time alone, however long its answer takes", async () => {
+    const answer = await exchange(
+      'POST /echo HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 7\r\nConnection: close\r\n\r\n{"n":1}',
+    );
+    expect(answer).toMatch(/^HTTP\/1\.1 200 /);
+    const slowly = await exchange("GET /slowly HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+    expect(slowly).toMatch(/^HTTP\/1\.1 200 /);
   });
 });

@@ -1,3 +1,5 @@
+import type { ServerResponse } from "node:http";
+import type { Socket } from "node:net";
 import swagger from "@fastify/swagger";
 import Fastify, { type FastifyBaseLogger, type FastifyInstance, type FastifyReply } from "fastify";
 import {
@@ -10,6 +12,7 @@ import { z } from "zod";
 import { Health, LIMITS, WellKnownServices } from "@mastodon-mls/protocol";
 import { installBodyParsers } from "./rawBody.js";
 import { body, installErrorHandling } from "./errorHandler.js";
+import { IDLE_TIMEOUT_MS, REQUEST_TIMEOUT_MS, clientErrorHandler } from "./clientErrors.js";
 import { clusterMetrics } from "./cluster.js";
 import { createMetrics, installHttpMetrics, type ServiceMetrics } from "./metrics.js";
 import type { Logger } from "./logger.js";
@@ -28,6 +31,12 @@ export interface ServiceAppOptions {
   defaultMetrics?: boolean;
   /** A worker of a clustered service (`startClusterPrimary`): /metrics answers for every worker. */
   clusterWorker?: boolean;
+  /** A request's headers and body must arrive within this (default REQUEST_TIMEOUT_MS); tests shorten it. */
+  requestTimeoutMs?: number;
+  /** A connection with nothing read or written for this long is closed (default IDLE_TIMEOUT_MS). */
+  idleTimeoutMs?: number;
+  /** How often Node looks for requests past their time (its default, 30 s: timeouts fire up to that late). */
+  timeoutCheckMs?: number;
 }
 
 /**
@@ -37,10 +46,22 @@ export interface ServiceAppOptions {
 export async function createServiceApp(opts: ServiceAppOptions) {
   // Typed as Fastify's base logger so plugins accept the instance (pino's type adds msgPrefix).
   const loggerInstance: FastifyBaseLogger = opts.logger;
+  const requestTimeout = opts.requestTimeoutMs ?? REQUEST_TIMEOUT_MS;
   const app = Fastify({
     loggerInstance,
     bodyLimit: opts.bodyLimit ?? LIMITS.bodyBytes,
     trustProxy: opts.trustProxy ?? false,
+    // Fastify's default is no limit at all: a client that sends headers and then trickles or stalls its
+    // body holds a connection and a parser forever (slowloris). The headers and the whole request must
+    // arrive in time; a WebSocket, once upgraded, is no longer a request and is not affected.
+    requestTimeout: requestTimeout,
+    http: {
+      headersTimeout: requestTimeout,
+      ...(opts.timeoutCheckMs === undefined ? {} : { connectionsCheckingInterval: opts.timeoutCheckMs }),
+    },
+    clientErrorHandler,
+    // Nor had it any for a connection that stops moving (installIdleTimeout).
+    connectionTimeout: opts.idleTimeoutMs ?? IDLE_TIMEOUT_MS,
     // In-flight requests finish on close; idle keep-alive sockets are closed at once.
     forceCloseConnections: "idle",
     return503OnClosing: true,
@@ -56,6 +77,7 @@ export async function createServiceApp(opts: ServiceAppOptions) {
   installBodyParsers(app);
   installErrorHandling(app);
   installClosingConnectionClose(app);
+  installIdleTimeout(app);
   await app.register(swagger, {
     openapi: {
       openapi: "3.1.0",
@@ -107,6 +129,22 @@ function installClosingConnectionClose(app: FastifyInstance): void {
   app.addHook("onSend", (_req, reply, payload, done) => {
     if (closing) reply.header("connection", "close");
     done(null, payload);
+  });
+}
+
+/**
+ * A connection on which nothing moved for idleTimeoutMs is closed once its answer has begun: a client that
+ * asks for a large answer and never reads it kept the connection and the unsent rest of the answer in
+ * memory for ever. Not while a handler is still working on the answer (its own limits apply: Redis, the
+ * directory, Mastodon; the timer starts again when it writes), nor while the request is still arriving
+ * (requestTimeout). Between requests of a kept-alive connection keepAliveTimeout applies instead, and ws
+ * turns it off for a WebSocket.
+ */
+function installIdleTimeout(app: FastifyInstance): void {
+  app.server.on("timeout", (socket: Socket) => {
+    const answer = (socket as Socket & { _httpMessage?: ServerResponse | null })._httpMessage;
+    if (answer && !answer.headersSent) return;
+    socket.destroy();
   });
 }
 

@@ -28,13 +28,18 @@ const REDIS_ERROR_NAMES = new Set(["MaxRetriesPerRequestError", "StoreUnavailabl
  */
 const REDIS_REFUSALS = /^(OOM|MISCONF|READONLY|LOADING|BUSY) /;
 
-/** A failure of the store (Redis down, unreachable or refusing), answered 503 store_unavailable. */
+/**
+ * A failure of the store (Redis down, unreachable, refusing, or silent past connectRedis's commandTimeout),
+ * answered 503 store_unavailable.
+ */
 export function isStoreFailure(err: unknown): boolean {
   return (
     err instanceof Error &&
     (REDIS_ERROR_NAMES.has(err.name) ||
       (err.name === "ReplyError" && REDIS_REFUSALS.test(err.message)) ||
-      /^(Connection is closed|Stream isn't writeable|connect ECONNREFUSED)/.test(err.message))
+      /^(Connection is closed|Stream isn't writeable|connect ECONNREFUSED|Command timed out)/.test(
+        err.message,
+      ))
   );
 }
 

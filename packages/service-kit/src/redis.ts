@@ -5,9 +5,18 @@ import type { Logger } from "./logger.js";
 export type { Redis } from "ioredis";
 
 /**
- * One Redis connection per service context, closed in the app's onClose. While Redis is down a command
- * fails (a 503, not a hung request) once two reconnection attempts failed: not at once (10-15 s measured
- * with Redis stopped). Reconnection goes on in the background.
+ * How long a command may wait for its reply. A Redis that stops answering without closing the connection
+ * (a frozen host, a network partition: no RST) otherwise held every command, and every request, until TCP
+ * gave up, many minutes later; one that is down, until two reconnection attempts failed (10-15 s).
+ * Replies take well under a millisecond; this is seconds of silence. A connection that waits on purpose
+ * (pub/sub) sets `commandTimeout: undefined`.
+ */
+export const REDIS_COMMAND_TIMEOUT_MS = 3_000;
+
+/**
+ * One Redis connection per service context, closed in the app's onClose. While Redis is down or silent a
+ * command fails (a 503, not a hung request) within REDIS_COMMAND_TIMEOUT_MS. Reconnection goes on in the
+ * background.
  */
 export function connectRedis(url: string, log: Logger, extra: RedisOptions = {}): Redis {
   const redis = new Redis(url, {
@@ -15,6 +24,7 @@ export function connectRedis(url: string, log: Logger, extra: RedisOptions = {})
     maxRetriesPerRequest: 2,
     enableOfflineQueue: true,
     connectTimeout: 5_000,
+    commandTimeout: REDIS_COMMAND_TIMEOUT_MS,
     ...extra,
   });
   let lastError = "";

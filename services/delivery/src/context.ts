@@ -34,8 +34,15 @@ export interface DeliveryLimits {
   streamBufferBytes: number;
   /** A stream that has not authenticated within this time is closed with 4001. */
   streamAuthMs: number;
+  /**
+   * Every stream is pinged this often; one that has not answered the previous ping (nor sent a frame)
+   * since is dropped: its peer is gone without a close, and nothing else would notice on an idle stream.
+   */
+  streamPingMs: number;
   /** `submit` frames of one stream waiting for their answer; more are refused (rate_limited). */
   streamSubmitQueue: number;
+  /** Text (message and Welcome) of the `submit` frames waiting on one stream; more is refused the same way. */
+  streamSubmitQueueBytes: number;
   /** Groups a device may be in at this hub (created, or added to by a commit). */
   groupsPerDevice: number;
   /** Groups (or accounts) looked at per retention sweep step. */
@@ -59,7 +66,10 @@ export const DEFAULT_LIMITS: DeliveryLimits = {
   pageBytes: 2 * 1024 * 1024,
   streamBufferBytes: 8 * 1024 * 1024,
   streamAuthMs: 10_000,
+  // Well within the proxy's idle timeout for WebSockets (infra/nginx: 1 h) and common NAT timeouts.
+  streamPingMs: 30_000,
   streamSubmitQueue: 64,
+  streamSubmitQueueBytes: 8 * 1024 * 1024,
   groupsPerDevice: LIMITS.groupsPerDevice,
   sweepBatch: 1000,
   pushCoalesceMs: 5,

@@ -9,6 +9,7 @@ import {
   installOperationalRoutes,
   type Logger,
   type ServiceApp,
+  type ServiceAppOptions,
 } from "@mastodon-mls/service-kit";
 import type { DeliveryConfig } from "./config.js";
 import { DEFAULT_LIMITS, type DeliveryContext, type DeliveryLimits } from "./context.js";
@@ -48,6 +49,8 @@ export interface DeliveryDeps {
   notifier?: Notifier;
   now?: () => number;
   limits?: Partial<DeliveryLimits>;
+  /** Slow-client limits of the HTTP server (service-kit's defaults otherwise); tests shorten them. */
+  server?: Pick<ServiceAppOptions, "requestTimeoutMs" | "timeoutCheckMs">;
 }
 
 export interface Delivery {
@@ -76,6 +79,7 @@ export async function createDelivery(config: DeliveryConfig, deps: DeliveryDeps 
     description: "The hub of the MLS groups created on it, and the inbox of its instance's devices.",
     version: VERSION,
     logger: log,
+    ...deps.server,
   });
   const redisConfig = config.store.kind === "redis" ? config.store : undefined;
   // Auto-pipelining: the commands of one event-loop turn (many submissions, acks, reads) leave in one
@@ -90,6 +94,8 @@ export async function createDelivery(config: DeliveryConfig, deps: DeliveryDeps 
     redis && redisConfig && !deps.notifier
       ? connectRedis(redisConfig.url, log.child({ component: "redis-pubsub" }), {
           maxRetriesPerRequest: null,
+          // A SUBSCRIBE waits for Redis to come back (RedisNotifier keeps its promise per channel).
+          commandTimeout: undefined,
         })
       : undefined;
   const notifier =

@@ -16,7 +16,7 @@ import { verifyRequest, type DeviceCertificate } from "@mastodon-mls/bridge";
 import { errorSummary, isStoreFailure } from "@mastodon-mls/service-kit";
 import { acknowledge } from "./acknowledge.js";
 import type { DeliveryContext } from "./context.js";
-import { decodeCursor, encodeCursor, type Cursor } from "./cursor.js";
+import { MAX_CURSOR_STREAMS, decodeCursor, encodeCursor, type Cursor } from "./cursor.js";
 import { inboxReader } from "./deviceAccess.js";
 import { isListedAs, type RegisteredDevices } from "./directoryDevices.js";
 import { ITEM_CURSOR_CHARS, checkCursor, readInbox, type GroupStream, type InboxReader } from "./inbox.js";
@@ -150,10 +150,16 @@ export class StreamSessions {
   private readonly byGroup = new Map<string, Set<StreamSession>>();
   private readonly all = new Set<StreamSession>();
   private readonly unsubscribe: () => void;
+  private readonly heartbeat: NodeJS.Timeout;
   readonly flushes = new FlushScheduler();
 
   constructor(readonly ctx: DeliveryContext) {
     this.unsubscribe = ctx.notifier.subscribe((e) => this.dispatch(e));
+    // One timer for every stream, not one per stream.
+    this.heartbeat = setInterval(() => {
+      for (const session of [...this.all]) session.pingOrDrop();
+    }, ctx.limits.streamPingMs);
+    this.heartbeat.unref();
     // Whatever made the hub ask (a request of any device of the account, or recheck()), a device the
     // directory no longer lists loses its open streams then.
     ctx.directory?.onAnswer((acct, answer) => {
@@ -165,9 +171,18 @@ export class StreamSessions {
    * Closes the streams whose device certificate expired, then asks the directory again about each
    * account with a stream here whose last answer is older than the cache window (a few at a time), so
    * that a revoked device's stream closes even if nothing else of its account asks. A directory that
-   * cannot be asked closes nothing. Run every DIRECTORY_CACHE_SECONDS.
+   * cannot be asked closes nothing. Run every DIRECTORY_CACHE_SECONDS; a call while a pass is running
+   * joins it: a pass slower than the interval (many accounts, a directory timing out) would otherwise
+   * overlap the next ones, each asking the directory again about the same accounts.
    */
-  async recheck(): Promise<void> {
+  recheck(): Promise<void> {
+    this.rechecking ??= this.recheckOnce().finally(() => (this.rechecking = undefined));
+    return this.rechecking;
+  }
+
+  private rechecking: Promise<void> | undefined;
+
+  private async recheckOnce(): Promise<void> {
     // Wall-clock time, as for every signature and certificate check.
     const now = Math.floor(Date.now() / 1000);
     for (const session of [...this.all]) session.closeIfExpired(now);
@@ -242,6 +257,7 @@ export class StreamSessions {
   /** Closes every socket with 4000: the client reconnects (elsewhere) and resumes from its cursor. */
   closeAll(reason: string): void {
     for (const session of [...this.all]) session.close(STREAM_CLOSE.resume, reason);
+    clearInterval(this.heartbeat);
     this.unsubscribe();
   }
 
@@ -314,8 +330,12 @@ export class StreamSession {
   private positionText: string | undefined;
   private submitting: Promise<void> = Promise.resolve();
   private queued = 0;
+  /** The message and Welcome text of the submit frames waiting (queued), in all. */
+  private queuedBytes = 0;
   /** The certificate expired while submissions waited: each is refused, then the stream closes. */
   private expired = false;
+  /** The peer answered (a pong or any frame) since the last ping. */
+  private alive = true;
 
   constructor(
     private readonly ctx: DeliveryContext,
@@ -323,7 +343,11 @@ export class StreamSession {
     private readonly sessions: StreamSessions,
     private readonly raw?: Duplex,
   ) {
-    socket.on("message", (data, isBinary) => void this.onFrame(data, isBinary));
+    socket.on("message", (data, isBinary) => {
+      this.alive = true;
+      void this.onFrame(data, isBinary);
+    });
+    socket.on("pong", () => (this.alive = true));
     socket.on("close", () => this.closed());
     socket.on("error", () => this.closed());
     this.authTimer = setTimeout(
@@ -428,6 +452,24 @@ export class StreamSession {
     );
   }
 
+  /**
+   * Called every streamPingMs: a stream silent since the last ping is dropped without a closing handshake
+   * (its peer would not answer that either; ws would wait 30 s for it), else pinged again. Clients answer
+   * pings by themselves (RFC 6455 §5.5.2; browsers and ws do).
+   */
+  pingOrDrop(): void {
+    if (this.state === "closed") return;
+    if (!this.alive) {
+      this.closed();
+      // 1006: what the peer, if it is still there, sees (no close frame).
+      this.ctx.metrics.streamsClosed.inc({ code: "1006" });
+      this.socket.terminate();
+      return;
+    }
+    this.alive = false;
+    this.socket.ping();
+  }
+
   close(code: number, reason: string): void {
     if (this.state === "closed") return;
     this.closed();
@@ -491,13 +533,56 @@ export class StreamSession {
       this.enqueueSubmit(frame);
       return;
     }
+    let cursor: Cursor;
     try {
-      await acknowledge(this.ctx, this.reader!, decodeCursor(frame.cursor), {
-        reached: this.reached,
-        streamGroups: this.streamGroups,
-      });
+      cursor = decodeCursor(frame.cursor);
     } catch (e) {
       this.failWith(e);
+      return;
+    }
+    this.enqueueAck(cursor);
+  }
+
+  /** Acknowledgements that arrived while one was in flight, merged: per stream the highest position. */
+  private nextAck: Map<string, number> | undefined;
+  private acking = false;
+
+  /**
+   * One acknowledgement in flight per stream. `ack` frames cost a client nothing to send, and each is
+   * store work: started as they came, any number of them could wait on Redis at once, each holding its
+   * frame. Positions only rise, so those arriving meanwhile are taken together, as one, next.
+   */
+  private enqueueAck(cursor: Cursor): void {
+    if (!this.acking) {
+      void this.acknowledgeAll(cursor);
+      return;
+    }
+    const merged = (this.nextAck ??= new Map<string, number>());
+    for (const [stream, position] of cursor) merged.set(stream, Math.max(position, merged.get(stream) ?? 0));
+    // No device has that many streams (decodeCursor's bound): the frames name streams that do not exist.
+    if (merged.size > MAX_CURSOR_STREAMS) {
+      this.nextAck = undefined;
+      this.failWith(new ProtocolError("invalid_cursor", "The cursors name more streams than a device has."));
+    }
+  }
+
+  private async acknowledgeAll(first: Cursor): Promise<void> {
+    this.acking = true;
+    let cursor: Cursor | undefined = first;
+    try {
+      while (cursor !== undefined && this.state === "open") {
+        await acknowledge(this.ctx, this.reader!, cursor, {
+          reached: this.reached,
+          streamGroups: this.streamGroups,
+        });
+        cursor = this.nextAck;
+        this.nextAck = undefined;
+      }
+    } catch (e) {
+      this.failWith(e);
+    } finally {
+      this.acking = false;
+      this.nextAck = undefined;
     }
   }
 
@@ -618,7 +703,13 @@ export class StreamSession {
   private refusalsWaiting = 0;
 
   private enqueueSubmit(frame: SubmitFrame): void {
-    if (this.queued >= this.ctx.limits.streamSubmitQueue) {
+    // A frame holds its message and Welcome as text until it is answered: up to 2.7 MB each. One frame
+    // alone is always taken, so no submission that fits a frame is refused for its size.
+    const size = frame.message.length + (frame.welcome?.length ?? 0);
+    const full =
+      this.queued >= this.ctx.limits.streamSubmitQueue ||
+      (this.queued > 0 && this.queuedBytes + size > this.ctx.limits.streamSubmitQueueBytes);
+    if (full) {
       // A client that keeps sending while as many refusals wait as submissions does not read its answers:
       // it is cut off (to resume from its cursor) rather than held in memory frame by frame.
       if (this.refusalsWaiting >= this.ctx.limits.streamSubmitQueue) {
@@ -640,12 +731,14 @@ export class StreamSession {
       return;
     }
     this.queued++;
+    this.queuedBytes += size;
     // One at a time, in frame order: a device's messages are ordered as it sent them.
     this.submitting = this.submitting.then(async () => {
       try {
         await this.submit(frame);
       } finally {
         this.queued--;
+        this.queuedBytes -= size;
         this.closeOnceAnswered();
       }
     });

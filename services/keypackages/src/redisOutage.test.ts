@@ -42,3 +42,20 @@ describe("when Redis goes away", () => {
     });
   });
 });
+
+describe("when Redis stops answering without closing its connections", () => {
+  it("answers 503 store_unavailable in seconds instead of waiting for TCP to give up", async () => {
+    expect(await call(dir.url, "/v1/accounts/alice@a.test/devices")).toMatchObject({ status: 200 });
+    process.kill(redis.pid!, "SIGSTOP");
+    try {
+      const answer = await Promise.race([
+        call(dir.url, "/v1/accounts/alice@a.test/devices"),
+        new Promise<"pending">((r) => setTimeout(() => r("pending"), 10_000)),
+      ]);
+      expect(answer).toMatchObject({ status: 503, json: { error: "store_unavailable" } });
+    } finally {
+      process.kill(redis.pid!, "SIGCONT");
+    }
+    await waitFor(async () => (await call(dir.url, "/readyz")).status === 200, { timeoutMs: 15_000 });
+  }, 30_000);
+});

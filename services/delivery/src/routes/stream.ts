@@ -1,4 +1,4 @@
-import type { IncomingMessage, ServerResponse } from "node:http";
+import type { IncomingHttpHeaders, IncomingMessage, ServerResponse } from "node:http";
 import { ErrorBodySchema, ProtocolError } from "@mastodon-mls/protocol";
 import type { ServiceApp } from "@mastodon-mls/service-kit";
 import type { StreamSessions } from "../stream.js";
@@ -22,10 +22,18 @@ export function streamRoutes(sessions: StreamSessions) {
           "and `submit` frames (answered by `submitted` / `refused`, as POST …/messages). Close codes: " +
           "4000 resume (shutdown, or the client read too slowly), 4001 authentication failed, 4002 bad " +
           "frame (also an invalid cursor, in `auth` or `ack`: as for `GET /v1/inbox`, one beyond the " +
-          "inbox). docs/protocol.md §6.",
-        response: { 400: ErrorBodySchema.describe("bad_request: not a WebSocket upgrade") },
+          "inbox). The server pings every 30 s and drops a stream that does not answer (1006, no close " +
+          "frame). docs/protocol.md §6.",
+        response: {
+          400: ErrorBodySchema.describe("bad_request: not a WebSocket upgrade, or a malformed one"),
+        },
       },
       onRequest: (req, reply, done) => {
+        // ws answers a malformed upgrade itself, in text/html; this one answers in the catalogue's JSON.
+        if (req.headers.upgrade?.toLowerCase() === "websocket" && !wellFormedUpgrade(req.headers)) {
+          done(new ProtocolError("bad_request", "Not a well-formed WebSocket upgrade (RFC 6455 §4.1)."));
+          return;
+        }
         responses.set(req.raw, reply.raw);
         done();
       },
@@ -45,4 +53,13 @@ export function streamRoutes(sessions: StreamSessions) {
       },
     });
   };
+}
+
+/** What ws requires of an upgrade's own headers: a 16-byte base64 key and version 13 (or 8). */
+function wellFormedUpgrade(headers: IncomingHttpHeaders): boolean {
+  const key = headers["sec-websocket-key"];
+  const version = headers["sec-websocket-version"];
+  return (
+    typeof key === "string" && /^[+/0-9A-Za-z]{22}==$/.test(key) && (version === "13" || version === "8")
+  );
 }

@@ -3,7 +3,7 @@ import { startRedis, type RedisHandle } from "@mastodon-mls/testkit";
 import { silentLogger } from "@mastodon-mls/service-kit";
 import { loadDeliveryConfig } from "../config.js";
 import type { DeliveryLimits } from "../context.js";
-import { createDelivery, type Delivery } from "../service.js";
+import { createDelivery, type Delivery, type DeliveryDeps } from "../service.js";
 import type { TestDirectory } from "./directory.js";
 import type { TestDevice } from "./mls.js";
 import { HubClient } from "./client.js";
@@ -40,6 +40,8 @@ export interface HubOptions {
    * to read their inbox or send invitations. Without one the hub queues no invitations.
    */
   directory?: TestDirectory;
+  /** How long a request may take to arrive (service-kit's slow-client limit). */
+  server?: DeliveryDeps["server"];
 }
 
 /** A delivery service on port 0, with the memory store or a Redis started for it (or shared). */
@@ -63,6 +65,7 @@ export async function startHub(store: StoreKind, opts: HubOptions = {}): Promise
   const delivery = await createDelivery(config, {
     logger: silentLogger(),
     limits: opts.limits,
+    server: opts.server,
     ...(opts.now ? { now: opts.now } : {}),
   });
   const sockets = new Set<Socket>();
