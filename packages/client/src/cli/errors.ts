@@ -17,7 +17,7 @@ export const EXIT = {
   store: 4,
   /** Wrong passphrase or recovery key, or a backup file that is damaged. */
   secret: 5,
-  /** Ctrl-C while waiting for input. */
+  /** Ctrl-C while waiting for input, or a second Ctrl-C during a command (main.ts). */
   interrupted: 130,
   /** A bug: please report it. */
   internal: 70,
@@ -30,7 +30,8 @@ export const EXIT_CODES_HELP = `Exit codes:
   3  a Mastodon instance or an mls service refused the request
   4  local device directory: missing, damaged, busy, other format
   5  wrong passphrase or recovery key, damaged backup file
- 70  internal error (a bug)`;
+ 70  internal error (a bug)
+130  interrupted (Ctrl-C at a prompt; a second Ctrl-C during a command)`;
 
 export interface Explained {
   code: number;
