@@ -110,6 +110,10 @@ export async function login(
       `${cli.dir} is not empty and not a device directory; choose another with --dir`,
     );
   }
+  // The passphrase is settled first (an existing directory's checked, a new one's chosen): asked after
+  // the code, a mistyped one would cost the user the whole browser round again.
+  const existing = state.kind === "store" ? await cli.openStore() : undefined;
+  const protection = existing === undefined ? await cli.newProtection(opts.passphrase) : undefined;
   // Everything that can fail on the network happens before anything is written.
   const app = await withProgress(cli.io, `Registering mls-dm with ${origin}`, () => registerApp(origin));
   const pkce = newPkce();
@@ -132,8 +136,8 @@ export async function login(
   };
 
   let store: DeviceStore;
-  if (state.kind === "store") {
-    store = await cli.openStore();
+  if (existing !== undefined) {
+    store = existing;
     if (await store.hasDevice()) {
       const device = await store.readDevice();
       if (device.acct !== acct) {
@@ -145,7 +149,7 @@ export async function login(
       await client.setMastodonToken(token);
     }
   } else {
-    store = await cli.createStore(await cli.newProtection(opts.passphrase));
+    store = await cli.createStore(protection!);
   }
   await store.writeSession(session);
   cli.io.out(`Logged in as ${acct} (${origin}).`);

@@ -1,0 +1,53 @@
+import { createServer, type Server } from "node:net";
+import { mkdtemp } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { DeviceStore } from "../store/deviceStore.js";
+import { capturedIo } from "../testSupport/cliIo.js";
+import { EXIT } from "./errors.js";
+import { main } from "./main.js";
+
+// What a new user runs into, in process: mistakes are refused before anything happens elsewhere, with a
+// message that says what to do, and the documented exit code.
+
+let dir: string;
+beforeEach(async () => {
+  dir = join(await mkdtemp(join(tmpdir(), "mls-dm-usability-")), "d");
+});
+
+describe("login", () => {
+  let server: Server;
+  let connections: number;
+  beforeEach(async () => {
+    connections = 0;
+    server = createServer((s) => {
+      connections += 1;
+      s.destroy();
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  });
+  afterEach(() => new Promise((resolve) => server.close(resolve)));
+
+  it("asks for the new directory's passphrase before the OAuth steps, not after the code is used", async () => {
+    const port = (server.address() as { port: number }).port;
+    const io = capturedIo();
+    expect(await main(["--dir", dir, "login", `http://127.0.0.1:${port}`], io)).toBe(EXIT.usage);
+    expect(io.stderr.join("\n")).toContain("needs a passphrase: set MLS_DM_PASSPHRASE");
+    expect(connections).toBe(0);
+  });
+
+  it("checks an existing directory's passphrase before the OAuth steps too", async () => {
+    await DeviceStore.create(
+      dir,
+      { kind: "passphrase", passphrase: "the right passphrase" },
+      {
+        insecureTestKdf: true,
+      },
+    );
+    const port = (server.address() as { port: number }).port;
+    const io = capturedIo({ MLS_DM_PASSPHRASE: "a wrong passphrase" });
+    expect(await main(["--dir", dir, "login", `http://127.0.0.1:${port}`], io)).toBe(EXIT.secret);
+    expect(connections).toBe(0);
+  });
+});
