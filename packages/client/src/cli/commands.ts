@@ -800,11 +800,20 @@ export async function devices(cli: Cli, opts: { json?: boolean }): Promise<void>
   }
 }
 
+/** The shortest device id prefix `revoke-device` takes: a revocation cannot be undone. */
+const MIN_DEVICE_PREFIX = 6;
+
 export async function revokeDevice(cli: Cli, deviceId: string): Promise<void> {
+  // Said before anything else, and as it is: "no device Xk3v" for a device that exists misleads.
+  if (deviceId.length < MIN_DEVICE_PREFIX) {
+    throw new UsageError(
+      `${deviceId} is too short: give at least ${MIN_DEVICE_PREFIX} characters of the device id (see mls-dm devices)`,
+    );
+  }
   const { client } = await cli.openClient();
   const all = (await client.devices()).devices;
   const hits = all.filter((d) => d.deviceId.startsWith(deviceId));
-  if (deviceId.length < 6 || hits.length !== 1) {
+  if (hits.length !== 1) {
     throw new UsageError(
       hits.length > 1 ? `${deviceId} matches several devices` : `no device ${deviceId} (see mls-dm devices)`,
     );

@@ -292,7 +292,7 @@ export function buildProgram(io: Io, signal: AbortSignal): Command {
   program
     .command("revoke-device <device>")
     .description(
-      "revoke one of this account's devices (id or unique prefix): a new device list and profile proof; " +
+      "revoke one of this account's devices (id or unique prefix, 6 characters or more): a new device list and profile proof; " +
         "it is removed from your groups",
     )
     .action((device: string) => commands.revokeDevice(cli(), device));

@@ -51,3 +51,11 @@ describe("login", () => {
     expect(connections).toBe(0);
   });
 });
+
+describe("revoke-device", () => {
+  it("says a too short prefix is too short, instead of that there is no such device", async () => {
+    const io = capturedIo();
+    expect(await main(["--dir", dir, "revoke-device", "Xk3v"], io)).toBe(EXIT.usage);
+    expect(io.stderr.join("\n")).toContain("Xk3v is too short: give at least 6 characters");
+  });
+});
