@@ -2,12 +2,10 @@ import { constants } from "node:fs";
 import { open, readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { safetyNumberQr } from "@mastodon-mls/bridge";
-import { ProtocolError } from "@mastodon-mls/protocol";
 import { inspectBackup, openAccountKeyBackup } from "../backup.js";
 import { MlsDmClient, type ClientOptions } from "../client.js";
 import { ClientError } from "../errors.js";
 import type { DmEvent } from "../events.js";
-import { canonicalAccts } from "../groups/changes.js";
 import {
   accountOfToken,
   authorizeUrl,
@@ -22,7 +20,7 @@ import { DeviceStore as Store } from "../store/deviceStore.js";
 import { checkStorePassphrase } from "../store/rekey.js";
 import type { SessionRecord } from "../store/schemas.js";
 import type { ServiceUrls } from "../transport/resolver.js";
-import { Cli, resolveGroup } from "./context.js";
+import { Cli, canonicalAcctArgs, resolveGroup } from "./context.js";
 import { formatEvent, formatHistory, formatMember } from "./format.js";
 import { UsageError, safeText, withProgress } from "./io.js";
 import { explain } from "./errors.js";
@@ -459,9 +457,10 @@ export interface AddCliOptions {
 }
 
 export async function create(cli: Cli, accts: string[], opts: AddCliOptions): Promise<void> {
+  const people = canonicalAcctArgs(accts);
   const { client } = await cli.openClient();
   const result = await withProgress(cli.io, "Creating the group, verifying and adding members", () =>
-    client.createGroup(accts, { allowUnverified: opts.allowUnverified === true }),
+    client.createGroup(people, { allowUnverified: opts.allowUnverified === true }),
   );
   if (opts.json === true) return json(cli, result);
   cli.io.out(`Created group ${result.groupId}`);
@@ -470,10 +469,11 @@ export async function create(cli: Cli, accts: string[], opts: AddCliOptions): Pr
 }
 
 export async function add(cli: Cli, group: string, accts: string[], opts: AddCliOptions): Promise<void> {
+  const people = canonicalAcctArgs(accts);
   const { client } = await cli.openClient();
   const id = await findGroup(cli, client, group);
   const report = await withProgress(cli.io, "Verifying and adding members", () =>
-    client.addMembers(id, accts, { allowUnverified: opts.allowUnverified === true }),
+    client.addMembers(id, people, { allowUnverified: opts.allowUnverified === true }),
   );
   if (opts.json === true) return json(cli, report);
   for (const a of report.added) cli.io.out(`added ${a.acct} (device ${a.deviceId.slice(0, 12)})`);
@@ -490,6 +490,7 @@ export async function remove(
   if (accts.length === 0 && devices.length === 0) {
     throw new UsageError("name the people to remove (@user@domain …) or the devices (--device <id> …)");
   }
+  const people = canonicalAcctArgs(accts);
   const { client } = await cli.openClient();
   const id = await findGroup(cli, client, group);
   if (devices.length > 0) {
@@ -498,8 +499,10 @@ export async function remove(
     );
     for (const d of removed) cli.io.out(`removed device ${d.deviceId.slice(0, 12)} of ${d.acct}`);
   }
-  if (accts.length > 0) {
-    const { removed } = await withProgress(cli.io, "Removing members", () => client.removeMembers(id, accts));
+  if (people.length > 0) {
+    const { removed } = await withProgress(cli.io, "Removing members", () =>
+      client.removeMembers(id, people),
+    );
     cli.io.out(removed.length === 0 ? "nobody to remove: not members" : `removed ${removed.join(", ")}`);
   }
 }
@@ -617,16 +620,6 @@ export async function unblock(cli: Cli, accts: string[]): Promise<void> {
   cli.io.out(unblocked.length === 0 ? "None of them was blocked." : `Unblocked ${unblocked.join(", ")}.`);
 }
 
-/** `@user@domain` arguments as canonical `user@domain`; a malformed one is a usage error. */
-function canonicalAcctArgs(accts: string[]): string[] {
-  try {
-    return canonicalAccts(accts);
-  } catch (e) {
-    if (e instanceof ProtocolError) throw new UsageError(`not an account (@user@domain): ${e.message}`);
-    throw e;
-  }
-}
-
 export async function send(cli: Cli, group: string, words: string[]): Promise<void> {
   let text = words.join(" ");
   if (text === "-") text = await readStdin(cli);
@@ -739,12 +732,13 @@ export interface VerifyCliOptions {
 }
 
 /** Status and reason, the safety number (digits and QR), the group's epoch authenticator. */
-export async function verify(cli: Cli, acct: string, opts: VerifyCliOptions): Promise<void> {
+export async function verify(cli: Cli, acctArg: string, opts: VerifyCliOptions): Promise<void> {
   if (opts.confirm === true && opts.acceptNewKey === true) {
     throw new UsageError(
       "--confirm and --accept-new-key go in two steps: accept the key, compare, then confirm",
     );
   }
+  const acct = canonicalAcctArgs([acctArg])[0]!;
   const { client } = await cli.openClient();
   const groupId = opts.group === undefined ? undefined : await findGroup(cli, client, opts.group);
   let result = await withProgress(cli.io, `Checking ${acct}`, () =>

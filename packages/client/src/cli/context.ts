@@ -1,6 +1,8 @@
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
+import { ProtocolError } from "@mastodon-mls/protocol";
 import { MlsDmClient } from "../client.js";
+import { canonicalAccts } from "../groups/changes.js";
 import type { KdfPolicy } from "../crypto/kdf.js";
 import type { StoreProtection } from "../store/cipher.js";
 import { DeviceStore } from "../store/deviceStore.js";
@@ -176,4 +178,18 @@ export function resolveGroup(client: MlsDmClient, text: string): string {
   if (text.length >= 4 && hits.length === 1) return hits[0]!;
   if (hits.length > 1) throw new UsageError(`${text} matches several groups: ${hits.join(", ")}`);
   throw new UsageError(`no group ${text} on this device (see mls-dm groups)`);
+}
+
+/**
+ * `@user@domain` arguments as canonical `user@domain`; a malformed one is a usage error. Every command
+ * taking accounts checks them first: left to the library, a typo surfaced as "a service refused
+ * (invalid_acct)", exit 3, after the passphrase and sometimes after a group was made.
+ */
+export function canonicalAcctArgs(accts: string[]): string[] {
+  try {
+    return canonicalAccts(accts);
+  } catch (e) {
+    if (e instanceof ProtocolError) throw new UsageError(`not an account (@user@domain): ${e.message}`);
+    throw e;
+  }
 }

@@ -59,3 +59,19 @@ describe("revoke-device", () => {
     expect(io.stderr.join("\n")).toContain("Xk3v is too short: give at least 6 characters");
   });
 });
+
+describe("account arguments", () => {
+  it("refuses one that is not @user@domain as a usage error, before anything else (not 'a service refused')", async () => {
+    for (const args of [
+      ["verify", "nobody"],
+      ["create", "@bob@a.test", "nobody"],
+      ["add", "somegroup", "nobody"],
+      ["remove", "somegroup", "nobody"],
+      ["recreate", "somegroup", "--without", "nobody"],
+    ]) {
+      const io = capturedIo();
+      expect(await main(["--dir", dir, ...args], io), args.join(" ")).toBe(EXIT.usage);
+      expect(io.stderr.join("\n"), args.join(" ")).toContain("not an account (@user@domain)");
+    }
+  });
+});
