@@ -23,7 +23,7 @@ import type { ServiceUrls } from "../transport/resolver.js";
 import { Cli, canonicalAcctArgs, resolveGroup } from "./context.js";
 import { formatEvent, formatHistory, formatMember } from "./format.js";
 import { UsageError, safeText, withProgress } from "./io.js";
-import { explain } from "./errors.js";
+import { HubsUnreadError, explain } from "./errors.js";
 import { conditionLine } from "./recreate.js";
 import { checkServices } from "./services.js";
 
@@ -659,6 +659,11 @@ export async function sync(cli: Cli, opts: { json?: boolean }): Promise<void> {
   const { client } = await cli.openClient();
   const events = await withProgress(cli.io, "Fetching new messages", () => client.sync());
   printEvents(cli, events, opts.json === true);
+  // A hub that could not be read is an event (the others are still read); fetching is all sync is for.
+  const unread = events.flatMap((e) =>
+    e.type === "error" && e.operation.startsWith("sync ") ? [e.operation.slice("sync ".length)] : [],
+  );
+  if (unread.length > 0) throw new HubsUnreadError([...new Set(unread)]);
 }
 
 /** Live events until Ctrl-C (SIGINT) or SIGTERM. */

@@ -33,6 +33,20 @@ export const EXIT_CODES_HELP = `Exit codes:
  70  internal error (a bug)
 130  interrupted (Ctrl-C at a prompt; a second Ctrl-C during a command)`;
 
+/**
+ * `sync` could not read some hubs; each failure is on stderr already. Exit 2: a script must not take an
+ * unreadable hub for "nothing new".
+ */
+export class HubsUnreadError extends Error {
+  constructor(readonly hubs: string[]) {
+    super(
+      `${hubs.length === 1 ? "a hub" : `${hubs.length} hubs`} could not be read (above): ` +
+        "not everything new was fetched",
+    );
+    this.name = "HubsUnreadError";
+  }
+}
+
 export interface Explained {
   code: number;
   message: string;
@@ -93,6 +107,15 @@ export function explain(e: unknown): Explained {
 function explainRaw(e: unknown): Explained {
   if (e instanceof UsageError) return { code: EXIT.usage, message: e.message };
   if (e instanceof Interrupted) return { code: EXIT.interrupted, message: "interrupted" };
+  if (e instanceof HubsUnreadError) {
+    return {
+      code: EXIT.unreachable,
+      message: e.message,
+      hint:
+        "Nothing was lost: what they hold waits there for the next sync. If it keeps failing, tell the " +
+        "admin of the instance that runs the hub.",
+    };
+  }
   if (e instanceof MastodonError) {
     return e.kind === "unreachable"
       ? {

@@ -3,8 +3,11 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
+import { MlsDmClient } from "../client.js";
 import { DeviceStore } from "../store/deviceStore.js";
 import { capturedIo } from "../testSupport/cliIo.js";
+import { FakeServices } from "../testSupport/fakeServices.js";
+import { localDevice } from "../testSupport/localDevices.js";
 import { EXIT } from "./errors.js";
 import { main } from "./main.js";
 
@@ -73,5 +76,34 @@ describe("account arguments", () => {
       expect(await main(["--dir", dir, ...args], io), args.join(" ")).toBe(EXIT.usage);
       expect(io.stderr.join("\n"), args.join(" ")).toContain("not an account (@user@domain)");
     }
+  });
+});
+
+describe("sync", () => {
+  it("exits 2 when a hub could not be read, not 0 as if everything had been fetched", async () => {
+    const fake = new FakeServices();
+    await fake.start();
+    const alice = await MlsDmClient.create({
+      dir,
+      acct: "alice@a.test",
+      mastodonToken: "t",
+      services: { directory: fake.url, delivery: fake.url },
+      protection: { kind: "none" },
+      keyPackages: 1,
+      publishIdentity: false,
+    });
+    const bob = await localDevice("acct:bob@a.test");
+    fake.keyPackages.set("bob@a.test", {
+      deviceId: bob.deviceId,
+      keyPackage: (await bob.keyPackage()).encoded,
+    });
+    await alice.createGroup(["bob@a.test"], { allowUnverified: true });
+    let io = capturedIo();
+    expect(await main(["--dir", dir, "sync"], io)).toBe(EXIT.ok);
+    await fake.stop();
+    io = capturedIo();
+    expect(await main(["--dir", dir, "sync"], io)).toBe(EXIT.unreachable);
+    expect(io.stdout.join("\n")).toContain(`could not reach the delivery service at ${fake.url}`);
+    expect(io.stderr.join("\n")).toContain("a hub could not be read (above): not everything new was fetched");
   });
 });
