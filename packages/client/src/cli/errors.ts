@@ -151,9 +151,7 @@ function explainRaw(e: unknown): Explained {
     return {
       code: EXIT.store,
       message: e.message,
-      hint:
-        `Nothing else was changed. ${restoreAdvice(e.path)}To give up a damaged group, move its directory ` +
-        "(groups/<id>) out of the device directory; its members can add you again.",
+      hint: `Nothing else was changed. ${damagedFileAdvice(e.path)}`,
     };
   }
   if (e instanceof ClientError) {
@@ -182,9 +180,16 @@ function explainRaw(e: unknown): Explained {
 }
 
 /**
- * A copy of a group's file is never advice: its state would be older than what this device already sent
- * with, and the next messages would use key generations used before (the others cannot read them).
+ * What to do about one damaged file, and only about that one (advice about groups for store-key.json
+ * sent people looking for a group that is not the problem). A copy of a group's file is never advice:
+ * its state would be older than what this device already sent with, and the next messages would use key
+ * generations used before (the others cannot read them).
  */
-function restoreAdvice(path: string): string {
-  return /(^|[\\/])groups[\\/]/.test(path) ? "" : `Put back a copy of ${path} if you have one. `;
+function damagedFileAdvice(path: string): string {
+  const group = /^(.*[\\/]groups[\\/][^\\/]+)[\\/]/.exec(path);
+  if (group === null) return `Put back a copy of ${path} if you have one.`;
+  return (
+    `To give up this group, move its directory (${group[1]}) out of the device directory; its members ` +
+    "can add you again."
+  );
 }

@@ -8,7 +8,8 @@ import { DeviceStore } from "../store/deviceStore.js";
 import { capturedIo } from "../testSupport/cliIo.js";
 import { FakeServices } from "../testSupport/fakeServices.js";
 import { localDevice } from "../testSupport/localDevices.js";
-import { EXIT } from "./errors.js";
+import { StoreFormatError } from "../store/records.js";
+import { EXIT, explain } from "./errors.js";
 import { main } from "./main.js";
 
 // What a new user runs into, in process: mistakes are refused before anything happens elsewhere, with a
@@ -105,5 +106,17 @@ describe("sync", () => {
     expect(await main(["--dir", dir, "sync"], io)).toBe(EXIT.unreachable);
     expect(io.stdout.join("\n")).toContain(`could not reach the delivery service at ${fake.url}`);
     expect(io.stderr.join("\n")).toContain("a hub could not be read (above): not everything new was fetched");
+  });
+});
+
+describe("a damaged file in the device directory", () => {
+  it("gets advice for that file: a group's is given up, any other is put back, not both", () => {
+    const key = explain(new StoreFormatError("/d/store-key.json", "is not an mls-dm store key file"));
+    expect(key.code).toBe(EXIT.store);
+    expect(key.hint).toContain("Put back a copy of /d/store-key.json");
+    expect(key.hint).not.toContain("group");
+    const group = explain(new StoreFormatError("/d/groups/g1/group.json", "not JSON"));
+    expect(group.hint).toContain("move its directory (/d/groups/g1) out of the device directory");
+    expect(group.hint).not.toContain("Put back");
   });
 });
