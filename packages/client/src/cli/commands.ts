@@ -152,7 +152,7 @@ export async function login(
   await store.writeSession(session);
   cli.io.out(`Logged in as ${acct} (${origin}).`);
   if (!(await store.hasDevice()))
-    cli.io.err("Next: mls-dm init (or mls-dm restore <backup> on a new device)");
+    cli.io.err(`Next: ${cli.cmd("init")} (or ${cli.cmd("restore <backup>")} on a new device)`);
 }
 
 // ---- init / restore ----
@@ -209,7 +209,7 @@ export async function prepareNewDevice(
   const store = state.kind === "store" ? await cli.openStore() : undefined;
   session ??= await store?.readSession();
   if (session === undefined) {
-    throw new UsageError("log in first: mls-dm login <instance> (or give --token and --instance)");
+    throw new UsageError(`log in first: ${cli.cmd("login <instance>")} (or give --token and --instance)`);
   }
   const ready = store ?? (await cli.createStore(await cli.newProtection(opts.passphrase)));
   await ready.writeSession(session);
@@ -241,7 +241,7 @@ export async function init(cli: Cli, opts: NewDeviceOptions & { newAccountKey?: 
       }),
   );
   cli.io.out(`Device ${client.deviceId} of ${client.acct} is ready.`);
-  cli.io.err("A new account key was made. Back it up now: mls-dm backup");
+  cli.io.err(`A new account key was made. Back it up now: ${cli.cmd("backup")}`);
 }
 
 export async function restore(cli: Cli, file: string, opts: NewDeviceOptions): Promise<void> {
@@ -367,7 +367,7 @@ export async function whoami(cli: Cli, opts: { json?: boolean }): Promise<void> 
   );
   if (info.instance !== null) cli.io.out(`  instance   ${info.instance}`);
   cli.io.out(
-    `  account key ${info.holdsAccountKey ? "held by this device (back it up: mls-dm backup)" : "not on this device"}`,
+    `  account key ${info.holdsAccountKey ? `held by this device (back it up: ${cli.cmd("backup")})` : "not on this device"}`,
   );
   cli.io.out(`  groups     ${info.groups}`);
 }
@@ -400,7 +400,7 @@ export async function groups(cli: Cli, opts: { json?: boolean; sync: boolean }):
     members: g.status === "active" ? [...new Set(client.members(g.groupId).map((m) => m.acct))] : [],
   }));
   if (opts.json === true) return json(cli, list);
-  if (list.length === 0) cli.io.out("No groups yet (mls-dm create <@user@domain>…)");
+  if (list.length === 0) cli.io.out(`No groups yet (${cli.cmd("create <@user@domain>…")})`);
   for (const g of list) {
     const replaced =
       (g.replacedBy === undefined ? "" : `  (re-created as ${g.replacedBy})`) +
@@ -576,7 +576,7 @@ async function leaveGroups(
     try {
       await withProgress(cli.io, `Leaving ${id.slice(0, 8)}`, () => client.leave(id));
       cli.io.out(
-        `Left group ${id}. Its keys are deleted here; its history stays (mls-dm history ${id.slice(0, 8)}).`,
+        `Left group ${id}. Its keys are deleted here; its history stays (${cli.cmd(`history ${id.slice(0, 8)}`)}).`,
       );
     } catch (e) {
       if (ids.size === 1) throw e;
@@ -771,7 +771,8 @@ export async function verify(cli: Cli, acctArg: string, opts: VerifyCliOptions):
         "or whoever took over the account) may be impersonating them. No new device of theirs will be added.",
     );
     cli.io.out(
-      "  Check with them in person, compare the safety number below, then: mls-dm verify --accept-new-key",
+      // With the account: `verify` needs it, and the suggestion is copied as it stands.
+      `  Check with them in person, compare the safety number below, then: ${cli.cmd(`verify ${result.acct} --accept-new-key`)}`,
     );
   }
   if (result.safetyNumber !== undefined) {
@@ -780,7 +781,8 @@ export async function verify(cli: Cli, acctArg: string, opts: VerifyCliOptions):
     for (const line of result.safetyNumber.text.split("\n")) cli.io.out(`  ${line}`);
     cli.io.out("");
     cli.io.out(await safetyNumberQr(result.safetyNumber));
-    if (result.status === "verified") cli.io.out(`When it matches: mls-dm verify ${result.acct} --confirm`);
+    if (result.status === "verified")
+      cli.io.out(`When it matches: ${cli.cmd(`verify ${result.acct} --confirm`)}`);
   }
   if (authenticator !== undefined) cli.io.out(`Group epoch authenticator: ${authenticator}`);
 }
@@ -836,7 +838,7 @@ export async function rotateAccountKey(cli: Cli, opts: { json?: boolean }): Prom
   cli.io.out(`New account key for ${client.acct} (device list version ${result.version}).`);
   cli.io.err(
     "Your contacts' apps follow the change through the continuity statement. Safety numbers change: compare " +
-      "again with the people you had verified. Back up the new key now (mls-dm backup): the old backup no " +
+      `again with the people you had verified. Back up the new key now (${cli.cmd("backup")}): the old backup no ` +
       "longer restores.",
   );
 }

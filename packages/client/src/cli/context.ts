@@ -2,6 +2,7 @@ import { homedir } from "node:os";
 import { join, resolve } from "node:path";
 import { ProtocolError } from "@mastodon-mls/protocol";
 import { MlsDmClient } from "../client.js";
+import { ClientError } from "../errors.js";
 import { canonicalAccts } from "../groups/changes.js";
 import type { KdfPolicy } from "../crypto/kdf.js";
 import type { StoreProtection } from "../store/cipher.js";
@@ -32,6 +33,17 @@ export class Cli {
     if (env.MLS_DM_HOME) return resolve(env.MLS_DM_HOME);
     const data = env.XDG_DATA_HOME ? env.XDG_DATA_HOME : join(homedir(), ".local", "share");
     return join(data, "mls-dm");
+  }
+
+  /**
+   * A command to suggest to the user, as they can run it: with `--dir` when they gave one (the hint is
+   * otherwise run on the default directory, which holds no device, or another one).
+   */
+  cmd(args: string): string {
+    if (this.globals.dir === undefined) return `mls-dm ${args}`;
+    const dir = this.dir;
+    const quoted = /^[\w@%+=:,./-]+$/.test(dir) ? dir : `'${dir.replace(/'/g, "'\\''")}'`;
+    return `mls-dm --dir ${quoted} ${args}`;
   }
 
   private policy: KdfPolicy | undefined;
@@ -139,6 +151,14 @@ export class Cli {
   async openStore(): Promise<DeviceStore> {
     const state = await DeviceStore.inspect(this.dir);
     const policy = this.kdfPolicy;
+    if (state.kind === "absent" || state.kind === "empty") {
+      // Where a new user lands first (a typo in --dir, or no --dir): say how a device comes to be.
+      throw new ClientError(
+        "no_device",
+        `${this.dir} holds no device: set one up with ${this.cmd("login <instance>")} and then ` +
+          `${this.cmd("init")}, or name another directory with --dir`,
+      );
+    }
     if (state.kind !== "store") return DeviceStore.open(this.dir, policy); // throws the right error
     const passphrase = state.protection === "passphrase" ? await this.unlockPassphrase() : undefined;
     return withProgress(this.io, `Unlocking ${this.dir} (Argon2id)`, (report) =>
@@ -158,7 +178,9 @@ export class Cli {
   }> {
     const store = await this.openStore();
     if (!(await store.hasDevice())) {
-      throw new UsageError(`${this.dir} holds no device yet: run mls-dm init (after mls-dm login)`);
+      throw new UsageError(
+        `${this.dir} holds no device yet: run ${this.cmd("init")} (after ${this.cmd("login <instance>")})`,
+      );
     }
     const session = await store.readSession();
     const client = await withProgress(this.io, "Opening the device", () =>

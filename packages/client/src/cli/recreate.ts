@@ -68,6 +68,6 @@ export async function recreate(cli: Cli, group: string, opts: RecreateCliOptions
   for (const a of result.added) cli.io.out(`  added ${a.acct} (device ${a.deviceId.slice(0, 12)})`);
   for (const r of result.refused) cli.io.err(`  NOT added ${r.acct}: ${safeText(r.reason)}`);
   cli.io.out(
-    `The old group stays as it is; leave it once everyone has moved: mls-dm leave ${id.slice(0, 8)}`,
+    `The old group stays as it is; leave it once everyone has moved: ${cli.cmd(`leave ${id.slice(0, 8)}`)}`,
   );
 }

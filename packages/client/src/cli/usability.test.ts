@@ -120,3 +120,17 @@ describe("a damaged file in the device directory", () => {
     expect(group.hint).not.toContain("Put back");
   });
 });
+
+describe("the commands mls-dm suggests", () => {
+  it("carry --dir when the user gave one, so that running them as printed works", async () => {
+    const io = capturedIo();
+    expect(await main(["--dir", dir, "whoami"], io)).toBe(EXIT.store);
+    expect(io.stderr.join("\n")).toContain(
+      `holds no device: set one up with mls-dm --dir ${dir} login <instance> and then mls-dm --dir ${dir} init`,
+    );
+    const spaced = join(dir, "with space");
+    const quoted = capturedIo();
+    expect(await main(["--dir", spaced, "groups"], quoted)).toBe(EXIT.store);
+    expect(quoted.stderr.join("\n")).toContain(`mls-dm --dir '${spaced}' init`);
+  });
+});
