@@ -42,6 +42,8 @@ export function buildProgram(io: Io, signal: AbortSignal): Command {
         "(saved at login/init; otherwise https://<domain>/.well-known/mls-services)",
     )
     .showHelpAfterError("(run with --help for usage)")
+    // `mls-dm send --help` is where a new user looks: --dir (which device) belongs there too.
+    .configureHelp({ showGlobalOptions: true })
     .addHelpText("after", `\n${EXIT_CODES_HELP}\n\n${ENV_HELP}`)
     .exitOverride()
     .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });

@@ -134,3 +134,13 @@ describe("the commands mls-dm suggests", () => {
     expect(quoted.stderr.join("\n")).toContain(`mls-dm --dir '${spaced}' init`);
   });
 });
+
+describe("a command's --help", () => {
+  it("also lists the global options, --dir first among them", async () => {
+    const io = capturedIo();
+    expect(await main(["send", "--help"], io)).toBe(EXIT.ok);
+    const help = io.stdout.join("\n");
+    expect(help).toContain("Global Options:");
+    expect(help).toContain("--dir <path>");
+  });
+});
