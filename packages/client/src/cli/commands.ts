@@ -21,7 +21,7 @@ import { checkStorePassphrase } from "../store/rekey.js";
 import type { SessionRecord } from "../store/schemas.js";
 import type { ServiceUrls } from "../transport/resolver.js";
 import { Cli, canonicalAcctArgs, resolveGroup } from "./context.js";
-import { formatEvent, formatHistory, formatMember } from "./format.js";
+import { formatEvent, formatHistory, formatMembers } from "./format.js";
 import { UsageError, safeText, withProgress } from "./io.js";
 import { HubsUnreadError, explain } from "./errors.js";
 import { conditionLine } from "./recreate.js";
@@ -425,7 +425,7 @@ export async function members(
   const id = await findGroup(cli, client, group);
   const list = client.members(id);
   if (opts.json === true) return json(cli, list);
-  for (const m of list) cli.io.out(formatMember(m));
+  for (const line of formatMembers(list)) cli.io.out(line);
   const trouble = conditionLine(client.groups().find((g) => g.groupId === id)!);
   if (trouble !== undefined) cli.io.out(trouble);
 }
