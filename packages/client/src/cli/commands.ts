@@ -246,6 +246,14 @@ export async function init(cli: Cli, opts: NewDeviceOptions & { newAccountKey?: 
 
 export async function restore(cli: Cli, file: string, opts: NewDeviceOptions): Promise<void> {
   const keyPackages = keyPackageCount(opts.keyPackages);
+  // Said before the recovery key is typed and the backup opened (Argon2id), not after: without a login
+  // (or --token) there is no account to restore into.
+  if (opts.token === undefined) {
+    const state = await Store.inspect(cli.dir);
+    if (state.kind === "absent" || state.kind === "empty" || (state.kind === "store" && !state.hasSession)) {
+      throw new UsageError(`log in first: ${cli.cmd("login <instance>")} (or give --token and --instance)`);
+    }
+  }
   const text = await readFile(resolve(file), "utf8").catch((e: unknown) => {
     throw new UsageError(`cannot read ${file}: ${e instanceof Error ? e.message : String(e)}`);
   });

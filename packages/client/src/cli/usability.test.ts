@@ -144,3 +144,11 @@ describe("a command's --help", () => {
     expect(help).toContain("--dir <path>");
   });
 });
+
+describe("restore", () => {
+  it("says to log in first before the backup's secret is asked or the backup opened", async () => {
+    const io = capturedIo({ MLS_DM_RECOVERY_KEY: "AAAA-AAAA" });
+    expect(await main(["--dir", dir, "restore", join(dir, "..", "no-such-backup.txt")], io)).toBe(EXIT.usage);
+    expect(io.stderr.join("\n")).toContain(`log in first: mls-dm --dir ${dir} login <instance>`);
+  });
+});
