@@ -269,7 +269,9 @@ describe("a commit one member cannot process (a fork)", () => {
     expect(newId).toBeDefined();
     expect(recreated.out).toContain("\n  without bob@a.test\n");
     expect(recreated.out).toMatch(/^ {2}added alice@a\.test \(device [A-Za-z0-9_-]{12}\)$/m);
-    expect(recreated.out).toContain(`leave it once everyone has moved: mls-dm leave ${g.slice(0, 8)}`);
+    expect(recreated.out).toContain(
+      `leave it once everyone has moved: mls-dm --dir ${carol.dir} leave ${g.slice(0, 8)}`,
+    );
 
     events = await settle([alice, carol, bob]);
     // alice is told which group it re-creates: carol's invitation said so, and carol, who added her, is a

@@ -140,22 +140,32 @@ export async function* liveEvents(
   };
   opts.signal?.addEventListener("abort", onAbort);
 
+  /** Hubs whose last poll failed: told once per outage, not at every poll (every 5 s while it lasts). */
+  const failingPolls = new Set<string>();
   const stopPolling = (hub: string) => {
     clearInterval(pollers.get(hub));
     pollers.delete(hub);
+    // Its stream is back: the next outage is a new one.
+    failingPolls.delete(hub);
   };
-  /** One HTTP read of `hub` (never rejects: a failure is an `error` event). */
+  /** One HTTP read of `hub` (never rejects: a failure is an `error` event, the first of an outage). */
   const pollOnce = (hub: string): Promise<void> =>
     hooks.poll(hub).then(
       () => {
+        failingPolls.delete(hub);
         lastFollowUp = performance.now();
       },
-      (e: unknown) =>
+      (e: unknown) => {
+        if (failingPolls.has(hub)) return;
+        failingPolls.add(hub);
         ctx.emit({
           type: "error",
           operation: `poll ${hub}`,
-          message: e instanceof Error ? e.message : String(e),
-        }),
+          message:
+            `${e instanceof Error ? e.message : String(e)} (tried again every ${pollMs / 1000} s; ` +
+            "said again only after it has answered)",
+        });
+      },
     );
   const startPolling = (hub: string) => {
     if (pollers.has(hub)) return;

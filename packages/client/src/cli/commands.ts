@@ -2,12 +2,10 @@ import { constants } from "node:fs";
 import { open, readFile } from "node:fs/promises";
 import { resolve } from "node:path";
 import { safetyNumberQr } from "@mastodon-mls/bridge";
-import { ProtocolError } from "@mastodon-mls/protocol";
 import { inspectBackup, openAccountKeyBackup } from "../backup.js";
 import { MlsDmClient, type ClientOptions } from "../client.js";
 import { ClientError } from "../errors.js";
 import type { DmEvent } from "../events.js";
-import { canonicalAccts } from "../groups/changes.js";
 import {
   accountOfToken,
   authorizeUrl,
@@ -22,10 +20,10 @@ import { DeviceStore as Store } from "../store/deviceStore.js";
 import { checkStorePassphrase } from "../store/rekey.js";
 import type { SessionRecord } from "../store/schemas.js";
 import type { ServiceUrls } from "../transport/resolver.js";
-import { Cli, resolveGroup } from "./context.js";
-import { formatEvent, formatHistory, formatMember } from "./format.js";
+import { Cli, canonicalAcctArgs, resolveGroup } from "./context.js";
+import { formatEvent, formatHistory, formatMembers } from "./format.js";
 import { UsageError, safeText, withProgress } from "./io.js";
-import { explain } from "./errors.js";
+import { HubsUnreadError, explain } from "./errors.js";
 import { conditionLine } from "./recreate.js";
 import { checkServices } from "./services.js";
 
@@ -110,6 +108,10 @@ export async function login(
       `${cli.dir} is not empty and not a device directory; choose another with --dir`,
     );
   }
+  // The passphrase is settled first (an existing directory's checked, a new one's chosen): asked after
+  // the code, a mistyped one would cost the user the whole browser round again.
+  const existing = state.kind === "store" ? await cli.openStore() : undefined;
+  const protection = existing === undefined ? await cli.newProtection(opts.passphrase) : undefined;
   // Everything that can fail on the network happens before anything is written.
   const app = await withProgress(cli.io, `Registering mls-dm with ${origin}`, () => registerApp(origin));
   const pkce = newPkce();
@@ -132,8 +134,8 @@ export async function login(
   };
 
   let store: DeviceStore;
-  if (state.kind === "store") {
-    store = await cli.openStore();
+  if (existing !== undefined) {
+    store = existing;
     if (await store.hasDevice()) {
       const device = await store.readDevice();
       if (device.acct !== acct) {
@@ -145,12 +147,12 @@ export async function login(
       await client.setMastodonToken(token);
     }
   } else {
-    store = await cli.createStore(await cli.newProtection(opts.passphrase));
+    store = await cli.createStore(protection!);
   }
   await store.writeSession(session);
   cli.io.out(`Logged in as ${acct} (${origin}).`);
   if (!(await store.hasDevice()))
-    cli.io.err("Next: mls-dm init (or mls-dm restore <backup> on a new device)");
+    cli.io.err(`Next: ${cli.cmd("init")} (or ${cli.cmd("restore <backup>")} on a new device)`);
 }
 
 // ---- init / restore ----
@@ -207,7 +209,7 @@ export async function prepareNewDevice(
   const store = state.kind === "store" ? await cli.openStore() : undefined;
   session ??= await store?.readSession();
   if (session === undefined) {
-    throw new UsageError("log in first: mls-dm login <instance> (or give --token and --instance)");
+    throw new UsageError(`log in first: ${cli.cmd("login <instance>")} (or give --token and --instance)`);
   }
   const ready = store ?? (await cli.createStore(await cli.newProtection(opts.passphrase)));
   await ready.writeSession(session);
@@ -239,11 +241,19 @@ export async function init(cli: Cli, opts: NewDeviceOptions & { newAccountKey?: 
       }),
   );
   cli.io.out(`Device ${client.deviceId} of ${client.acct} is ready.`);
-  cli.io.err("A new account key was made. Back it up now: mls-dm backup");
+  cli.io.err(`A new account key was made. Back it up now: ${cli.cmd("backup")}`);
 }
 
 export async function restore(cli: Cli, file: string, opts: NewDeviceOptions): Promise<void> {
   const keyPackages = keyPackageCount(opts.keyPackages);
+  // Said before the recovery key is typed and the backup opened (Argon2id), not after: without a login
+  // (or --token) there is no account to restore into.
+  if (opts.token === undefined) {
+    const state = await Store.inspect(cli.dir);
+    if (state.kind === "absent" || state.kind === "empty" || (state.kind === "store" && !state.hasSession)) {
+      throw new UsageError(`log in first: ${cli.cmd("login <instance>")} (or give --token and --instance)`);
+    }
+  }
   const text = await readFile(resolve(file), "utf8").catch((e: unknown) => {
     throw new UsageError(`cannot read ${file}: ${e instanceof Error ? e.message : String(e)}`);
   });
@@ -365,7 +375,7 @@ export async function whoami(cli: Cli, opts: { json?: boolean }): Promise<void> 
   );
   if (info.instance !== null) cli.io.out(`  instance   ${info.instance}`);
   cli.io.out(
-    `  account key ${info.holdsAccountKey ? "held by this device (back it up: mls-dm backup)" : "not on this device"}`,
+    `  account key ${info.holdsAccountKey ? `held by this device (back it up: ${cli.cmd("backup")})` : "not on this device"}`,
   );
   cli.io.out(`  groups     ${info.groups}`);
 }
@@ -398,7 +408,7 @@ export async function groups(cli: Cli, opts: { json?: boolean; sync: boolean }):
     members: g.status === "active" ? [...new Set(client.members(g.groupId).map((m) => m.acct))] : [],
   }));
   if (opts.json === true) return json(cli, list);
-  if (list.length === 0) cli.io.out("No groups yet (mls-dm create <@user@domain>…)");
+  if (list.length === 0) cli.io.out(`No groups yet (${cli.cmd("create <@user@domain>…")})`);
   for (const g of list) {
     const replaced =
       (g.replacedBy === undefined ? "" : `  (re-created as ${g.replacedBy})`) +
@@ -423,7 +433,7 @@ export async function members(
   const id = await findGroup(cli, client, group);
   const list = client.members(id);
   if (opts.json === true) return json(cli, list);
-  for (const m of list) cli.io.out(formatMember(m));
+  for (const line of formatMembers(list)) cli.io.out(line);
   const trouble = conditionLine(client.groups().find((g) => g.groupId === id)!);
   if (trouble !== undefined) cli.io.out(trouble);
 }
@@ -455,9 +465,10 @@ export interface AddCliOptions {
 }
 
 export async function create(cli: Cli, accts: string[], opts: AddCliOptions): Promise<void> {
+  const people = canonicalAcctArgs(accts);
   const { client } = await cli.openClient();
   const result = await withProgress(cli.io, "Creating the group, verifying and adding members", () =>
-    client.createGroup(accts, { allowUnverified: opts.allowUnverified === true }),
+    client.createGroup(people, { allowUnverified: opts.allowUnverified === true }),
   );
   if (opts.json === true) return json(cli, result);
   cli.io.out(`Created group ${result.groupId}`);
@@ -466,10 +477,11 @@ export async function create(cli: Cli, accts: string[], opts: AddCliOptions): Pr
 }
 
 export async function add(cli: Cli, group: string, accts: string[], opts: AddCliOptions): Promise<void> {
+  const people = canonicalAcctArgs(accts);
   const { client } = await cli.openClient();
   const id = await findGroup(cli, client, group);
   const report = await withProgress(cli.io, "Verifying and adding members", () =>
-    client.addMembers(id, accts, { allowUnverified: opts.allowUnverified === true }),
+    client.addMembers(id, people, { allowUnverified: opts.allowUnverified === true }),
   );
   if (opts.json === true) return json(cli, report);
   for (const a of report.added) cli.io.out(`added ${a.acct} (device ${a.deviceId.slice(0, 12)})`);
@@ -486,6 +498,7 @@ export async function remove(
   if (accts.length === 0 && devices.length === 0) {
     throw new UsageError("name the people to remove (@user@domain …) or the devices (--device <id> …)");
   }
+  const people = canonicalAcctArgs(accts);
   const { client } = await cli.openClient();
   const id = await findGroup(cli, client, group);
   if (devices.length > 0) {
@@ -494,8 +507,10 @@ export async function remove(
     );
     for (const d of removed) cli.io.out(`removed device ${d.deviceId.slice(0, 12)} of ${d.acct}`);
   }
-  if (accts.length > 0) {
-    const { removed } = await withProgress(cli.io, "Removing members", () => client.removeMembers(id, accts));
+  if (people.length > 0) {
+    const { removed } = await withProgress(cli.io, "Removing members", () =>
+      client.removeMembers(id, people),
+    );
     cli.io.out(removed.length === 0 ? "nobody to remove: not members" : `removed ${removed.join(", ")}`);
   }
 }
@@ -569,7 +584,7 @@ async function leaveGroups(
     try {
       await withProgress(cli.io, `Leaving ${id.slice(0, 8)}`, () => client.leave(id));
       cli.io.out(
-        `Left group ${id}. Its keys are deleted here; its history stays (mls-dm history ${id.slice(0, 8)}).`,
+        `Left group ${id}. Its keys are deleted here; its history stays (${cli.cmd(`history ${id.slice(0, 8)}`)}).`,
       );
     } catch (e) {
       if (ids.size === 1) throw e;
@@ -613,16 +628,6 @@ export async function unblock(cli: Cli, accts: string[]): Promise<void> {
   cli.io.out(unblocked.length === 0 ? "None of them was blocked." : `Unblocked ${unblocked.join(", ")}.`);
 }
 
-/** `@user@domain` arguments as canonical `user@domain`; a malformed one is a usage error. */
-function canonicalAcctArgs(accts: string[]): string[] {
-  try {
-    return canonicalAccts(accts);
-  } catch (e) {
-    if (e instanceof ProtocolError) throw new UsageError(`not an account (@user@domain): ${e.message}`);
-    throw e;
-  }
-}
-
 export async function send(cli: Cli, group: string, words: string[]): Promise<void> {
   let text = words.join(" ");
   if (text === "-") text = await readStdin(cli);
@@ -662,6 +667,11 @@ export async function sync(cli: Cli, opts: { json?: boolean }): Promise<void> {
   const { client } = await cli.openClient();
   const events = await withProgress(cli.io, "Fetching new messages", () => client.sync());
   printEvents(cli, events, opts.json === true);
+  // A hub that could not be read is an event (the others are still read); fetching is all sync is for.
+  const unread = events.flatMap((e) =>
+    e.type === "error" && e.operation.startsWith("sync ") ? [e.operation.slice("sync ".length)] : [],
+  );
+  if (unread.length > 0) throw new HubsUnreadError([...new Set(unread)]);
 }
 
 /** Live events until Ctrl-C (SIGINT) or SIGTERM. */
@@ -735,12 +745,13 @@ export interface VerifyCliOptions {
 }
 
 /** Status and reason, the safety number (digits and QR), the group's epoch authenticator. */
-export async function verify(cli: Cli, acct: string, opts: VerifyCliOptions): Promise<void> {
+export async function verify(cli: Cli, acctArg: string, opts: VerifyCliOptions): Promise<void> {
   if (opts.confirm === true && opts.acceptNewKey === true) {
     throw new UsageError(
       "--confirm and --accept-new-key go in two steps: accept the key, compare, then confirm",
     );
   }
+  const acct = canonicalAcctArgs([acctArg])[0]!;
   const { client } = await cli.openClient();
   const groupId = opts.group === undefined ? undefined : await findGroup(cli, client, opts.group);
   let result = await withProgress(cli.io, `Checking ${acct}`, () =>
@@ -768,7 +779,8 @@ export async function verify(cli: Cli, acct: string, opts: VerifyCliOptions): Pr
         "or whoever took over the account) may be impersonating them. No new device of theirs will be added.",
     );
     cli.io.out(
-      "  Check with them in person, compare the safety number below, then: mls-dm verify --accept-new-key",
+      // With the account: `verify` needs it, and the suggestion is copied as it stands.
+      `  Check with them in person, compare the safety number below, then: ${cli.cmd(`verify ${result.acct} --accept-new-key`)}`,
     );
   }
   if (result.safetyNumber !== undefined) {
@@ -777,7 +789,8 @@ export async function verify(cli: Cli, acct: string, opts: VerifyCliOptions): Pr
     for (const line of result.safetyNumber.text.split("\n")) cli.io.out(`  ${line}`);
     cli.io.out("");
     cli.io.out(await safetyNumberQr(result.safetyNumber));
-    if (result.status === "verified") cli.io.out(`When it matches: mls-dm verify ${result.acct} --confirm`);
+    if (result.status === "verified")
+      cli.io.out(`When it matches: ${cli.cmd(`verify ${result.acct} --confirm`)}`);
   }
   if (authenticator !== undefined) cli.io.out(`Group epoch authenticator: ${authenticator}`);
 }
@@ -796,11 +809,20 @@ export async function devices(cli: Cli, opts: { json?: boolean }): Promise<void>
   }
 }
 
+/** The shortest device id prefix `revoke-device` takes: a revocation cannot be undone. */
+const MIN_DEVICE_PREFIX = 6;
+
 export async function revokeDevice(cli: Cli, deviceId: string): Promise<void> {
+  // Said before anything else, and as it is: "no device Xk3v" for a device that exists misleads.
+  if (deviceId.length < MIN_DEVICE_PREFIX) {
+    throw new UsageError(
+      `${deviceId} is too short: give at least ${MIN_DEVICE_PREFIX} characters of the device id (see mls-dm devices)`,
+    );
+  }
   const { client } = await cli.openClient();
   const all = (await client.devices()).devices;
   const hits = all.filter((d) => d.deviceId.startsWith(deviceId));
-  if (deviceId.length < 6 || hits.length !== 1) {
+  if (hits.length !== 1) {
     throw new UsageError(
       hits.length > 1 ? `${deviceId} matches several devices` : `no device ${deviceId} (see mls-dm devices)`,
     );
@@ -824,7 +846,7 @@ export async function rotateAccountKey(cli: Cli, opts: { json?: boolean }): Prom
   cli.io.out(`New account key for ${client.acct} (device list version ${result.version}).`);
   cli.io.err(
     "Your contacts' apps follow the change through the continuity statement. Safety numbers change: compare " +
-      "again with the people you had verified. Back up the new key now (mls-dm backup): the old backup no " +
+      `again with the people you had verified. Back up the new key now (${cli.cmd("backup")}): the old backup no ` +
       "longer restores.",
   );
 }

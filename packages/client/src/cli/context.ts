@@ -1,6 +1,9 @@
 import { homedir } from "node:os";
 import { join, resolve } from "node:path";
+import { ProtocolError } from "@mastodon-mls/protocol";
 import { MlsDmClient } from "../client.js";
+import { ClientError } from "../errors.js";
+import { canonicalAccts } from "../groups/changes.js";
 import type { KdfPolicy } from "../crypto/kdf.js";
 import type { StoreProtection } from "../store/cipher.js";
 import { DeviceStore } from "../store/deviceStore.js";
@@ -30,6 +33,17 @@ export class Cli {
     if (env.MLS_DM_HOME) return resolve(env.MLS_DM_HOME);
     const data = env.XDG_DATA_HOME ? env.XDG_DATA_HOME : join(homedir(), ".local", "share");
     return join(data, "mls-dm");
+  }
+
+  /**
+   * A command to suggest to the user, as they can run it: with `--dir` when they gave one (the hint is
+   * otherwise run on the default directory, which holds no device, or another one).
+   */
+  cmd(args: string): string {
+    if (this.globals.dir === undefined) return `mls-dm ${args}`;
+    const dir = this.dir;
+    const quoted = /^[\w@%+=:,./-]+$/.test(dir) ? dir : `'${dir.replace(/'/g, "'\\''")}'`;
+    return `mls-dm --dir ${quoted} ${args}`;
   }
 
   private policy: KdfPolicy | undefined;
@@ -137,6 +151,14 @@ export class Cli {
   async openStore(): Promise<DeviceStore> {
     const state = await DeviceStore.inspect(this.dir);
     const policy = this.kdfPolicy;
+    if (state.kind === "absent" || state.kind === "empty") {
+      // Where a new user lands first (a typo in --dir, or no --dir): say how a device comes to be.
+      throw new ClientError(
+        "no_device",
+        `${this.dir} holds no device: set one up with ${this.cmd("login <instance>")} and then ` +
+          `${this.cmd("init")}, or name another directory with --dir`,
+      );
+    }
     if (state.kind !== "store") return DeviceStore.open(this.dir, policy); // throws the right error
     const passphrase = state.protection === "passphrase" ? await this.unlockPassphrase() : undefined;
     return withProgress(this.io, `Unlocking ${this.dir} (Argon2id)`, (report) =>
@@ -156,7 +178,9 @@ export class Cli {
   }> {
     const store = await this.openStore();
     if (!(await store.hasDevice())) {
-      throw new UsageError(`${this.dir} holds no device yet: run mls-dm init (after mls-dm login)`);
+      throw new UsageError(
+        `${this.dir} holds no device yet: run ${this.cmd("init")} (after ${this.cmd("login <instance>")})`,
+      );
     }
     const session = await store.readSession();
     const client = await withProgress(this.io, "Opening the device", () =>
@@ -176,4 +200,18 @@ export function resolveGroup(client: MlsDmClient, text: string): string {
   if (text.length >= 4 && hits.length === 1) return hits[0]!;
   if (hits.length > 1) throw new UsageError(`${text} matches several groups: ${hits.join(", ")}`);
   throw new UsageError(`no group ${text} on this device (see mls-dm groups)`);
+}
+
+/**
+ * `@user@domain` arguments as canonical `user@domain`; a malformed one is a usage error. Every command
+ * taking accounts checks them first: left to the library, a typo surfaced as "a service refused
+ * (invalid_acct)", exit 3, after the passphrase and sometimes after a group was made.
+ */
+export function canonicalAcctArgs(accts: string[]): string[] {
+  try {
+    return canonicalAccts(accts);
+  } catch (e) {
+    if (e instanceof ProtocolError) throw new UsageError(`not an account (@user@domain): ${e.message}`);
+    throw e;
+  }
 }

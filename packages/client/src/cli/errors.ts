@@ -17,7 +17,7 @@ export const EXIT = {
   store: 4,
   /** Wrong passphrase or recovery key, or a backup file that is damaged. */
   secret: 5,
-  /** Ctrl-C while waiting for input. */
+  /** Ctrl-C while waiting for input, or a second Ctrl-C during a command (main.ts). */
   interrupted: 130,
   /** A bug: please report it. */
   internal: 70,
@@ -30,7 +30,22 @@ export const EXIT_CODES_HELP = `Exit codes:
   3  a Mastodon instance or an mls service refused the request
   4  local device directory: missing, damaged, busy, other format
   5  wrong passphrase or recovery key, damaged backup file
- 70  internal error (a bug)`;
+ 70  internal error (a bug)
+130  interrupted (Ctrl-C at a prompt; a second Ctrl-C during a command)`;
+
+/**
+ * `sync` could not read some hubs; each failure is on stderr already. Exit 2: a script must not take an
+ * unreadable hub for "nothing new".
+ */
+export class HubsUnreadError extends Error {
+  constructor(readonly hubs: string[]) {
+    super(
+      `${hubs.length === 1 ? "a hub" : `${hubs.length} hubs`} could not be read (above): ` +
+        "not everything new was fetched",
+    );
+    this.name = "HubsUnreadError";
+  }
+}
 
 export interface Explained {
   code: number;
@@ -92,6 +107,15 @@ export function explain(e: unknown): Explained {
 function explainRaw(e: unknown): Explained {
   if (e instanceof UsageError) return { code: EXIT.usage, message: e.message };
   if (e instanceof Interrupted) return { code: EXIT.interrupted, message: "interrupted" };
+  if (e instanceof HubsUnreadError) {
+    return {
+      code: EXIT.unreachable,
+      message: e.message,
+      hint:
+        "Nothing was lost: what they hold waits there for the next sync. If it keeps failing, tell the " +
+        "admin of the instance that runs the hub.",
+    };
+  }
   if (e instanceof MastodonError) {
     return e.kind === "unreachable"
       ? {
@@ -127,9 +151,7 @@ function explainRaw(e: unknown): Explained {
     return {
       code: EXIT.store,
       message: e.message,
-      hint:
-        `Nothing else was changed. ${restoreAdvice(e.path)}To give up a damaged group, move its directory ` +
-        "(groups/<id>) out of the device directory; its members can add you again.",
+      hint: `Nothing else was changed. ${damagedFileAdvice(e.path)}`,
     };
   }
   if (e instanceof ClientError) {
@@ -158,9 +180,16 @@ function explainRaw(e: unknown): Explained {
 }
 
 /**
- * A copy of a group's file is never advice: its state would be older than what this device already sent
- * with, and the next messages would use key generations used before (the others cannot read them).
+ * What to do about one damaged file, and only about that one (advice about groups for store-key.json
+ * sent people looking for a group that is not the problem). A copy of a group's file is never advice:
+ * its state would be older than what this device already sent with, and the next messages would use key
+ * generations used before (the others cannot read them).
  */
-function restoreAdvice(path: string): string {
-  return /(^|[\\/])groups[\\/]/.test(path) ? "" : `Put back a copy of ${path} if you have one. `;
+function damagedFileAdvice(path: string): string {
+  const group = /^(.*[\\/]groups[\\/][^\\/]+)[\\/]/.exec(path);
+  if (group === null) return `Put back a copy of ${path} if you have one.`;
+  return (
+    `To give up this group, move its directory (${group[1]}) out of the device directory; its members ` +
+    "can add you again."
+  );
 }

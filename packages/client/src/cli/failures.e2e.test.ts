@@ -89,7 +89,7 @@ describe("the mls-dm CLI when things go wrong", () => {
       login.write(`${await approve(url, "erin")}\n`);
       expect(await login.wait()).toBe(0);
       expect(login.lines).toContain(`Logged in as erin@a.test (${a.urls.mastodon}).`);
-      expect(login.stderr).toContain("Next: mls-dm init");
+      expect(login.stderr).toContain(`Next: mls-dm --dir ${join(home, "erin")} init`);
 
       // init uses the token the OAuth flow issued; the directory accepted it (it registered the device).
       const init = expectExit(await as("erin", ["init", "--key-packages", "2"]), 0, "init after login");

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatEvent, formatMember } from "./format.js";
+import { formatEvent, formatMember, formatMembers } from "./format.js";
 
 // How `listen` and `sync` show a fork and a retention gap: who could not process whose commit, what it
 // means for this device, and what to do. The text in `reason` comes from another member's report.
@@ -101,5 +101,18 @@ describe("formatMember", () => {
     expect(formatMember({ ...base, self: false, leaving: true })).toBe(
       "bob@b.test  device 0123456789ab  verified  (leaving)",
     );
+  });
+
+  it("lines the columns up when accounts and statuses differ in length", () => {
+    const lines = formatMembers([
+      { acct: "al@a.test", deviceId: "aaaaaaaaaaaaaaaa", leafIndex: 0, status: "verified", self: true },
+      { acct: "carol@b.test", deviceId: "cccccccccccccccc", leafIndex: 1, status: "no-proof", self: false },
+      { acct: "bob@b.test", deviceId: "bbbbbbbbbbbbbbbb", leafIndex: 2, status: "key-changed", self: false },
+    ]);
+    expect(lines).toEqual([
+      "al@a.test     device aaaaaaaaaaaa  verified     (this device)",
+      "carol@b.test  device cccccccccccc  no-proof",
+      "bob@b.test    device bbbbbbbbbbbb  key-changed",
+    ]);
   });
 });

@@ -111,8 +111,17 @@ function describeHistory(h: HistoryItem): string {
   return `${when} ${h.from}: (${a.type})`;
 }
 
-export function formatMember(m: Member): string {
-  return `${m.acct}  device ${m.deviceId.slice(0, 12)}  ${m.status}${m.self ? "  (this device)" : ""}${
-    m.leaving ? "  (leaving)" : ""
-  }${m.reason !== undefined ? `  ${safeText(m.reason)}` : ""}`;
+export function formatMember(m: Member, widths = { acct: 0, status: 0 }): string {
+  return `${m.acct.padEnd(widths.acct)}  device ${m.deviceId.slice(0, 12)}  ${m.status.padEnd(widths.status)}${
+    m.self ? "  (this device)" : ""
+  }${m.leaving ? "  (leaving)" : ""}${m.reason !== undefined ? `  ${safeText(m.reason)}` : ""}`.trimEnd();
+}
+
+/** A group's members, one line each, their columns lined up (accounts and statuses differ in length). */
+export function formatMembers(members: Member[]): string[] {
+  const widths = {
+    acct: Math.max(0, ...members.map((m) => m.acct.length)),
+    status: Math.max(0, ...members.map((m) => m.status.length)),
+  };
+  return members.map((m) => formatMember(m, widths));
 }

@@ -191,6 +191,12 @@ describe("mls-dm link-device", () => {
         status: string;
       }[];
       expect(inGroup.find((m) => m.acct === "carol@b.test")?.status).toBe("key-changed");
+      // The readable warning ends with the command to run once checked, which runs as printed.
+      const warned = ok(await as("alice", ["verify", "@carol@b.test"]), "verify, readable").stdout;
+      const suggested = /then: (mls-dm .*)$/m.exec(warned)?.[1];
+      expect(suggested).toBe(`mls-dm --dir ${join(home, "alice")} verify carol@b.test --accept-new-key`);
+      const accepted = ok(await as("alice", suggested!.split(" ").slice(3)), "the suggested command").stdout;
+      expect(accepted).not.toContain("WARNING");
     },
   );
 });

@@ -81,7 +81,9 @@ async function newDevice(cli: Cli, opts: LinkCliOptions, signal: AbortSignal): P
     return;
   }
   cli.io.out(`Device ${client.deviceId} of ${client.acct} is linked and ready.`);
-  cli.io.err("Your other device adds it to your groups; their messages arrive from then on (mls-dm listen).");
+  cli.io.err(
+    `Your other device adds it to your groups; their messages arrive from then on (${cli.cmd("listen")}).`,
+  );
 }
 
 async function approve(cli: Cli, code: string, opts: LinkCliOptions, signal: AbortSignal): Promise<void> {
@@ -133,7 +135,7 @@ async function approve(cli: Cli, code: string, opts: LinkCliOptions, signal: Abo
   if (pending > 0) {
     cli.io.err(
       `${pending} groups are still waiting for the new device's KeyPackages; this device adds it there ` +
-        "on its next sync (mls-dm sync, or while mls-dm listen runs).",
+        `on its next sync (${cli.cmd("sync")}, or while ${cli.cmd("listen")} runs).`,
     );
   }
 }

@@ -62,6 +62,7 @@ describe("mls-dm, parsing and help", () => {
     for (const text of [
       "Exit codes:",
       "  5  wrong passphrase",
+      "130  interrupted",
       "MLS_DM_PASSPHRASE",
       "MLS_DM_NEW_PASSPHRASE",
       "MLS_DM_HOME",

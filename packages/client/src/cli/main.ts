@@ -42,6 +42,8 @@ export function buildProgram(io: Io, signal: AbortSignal): Command {
         "(saved at login/init; otherwise https://<domain>/.well-known/mls-services)",
     )
     .showHelpAfterError("(run with --help for usage)")
+    // `mls-dm send --help` is where a new user looks: --dir (which device) belongs there too.
+    .configureHelp({ showGlobalOptions: true })
     .addHelpText("after", `\n${EXIT_CODES_HELP}\n\n${ENV_HELP}`)
     .exitOverride()
     .configureOutput({ writeOut: (s) => io.out(s.trimEnd()), writeErr: (s) => io.err(s.trimEnd()) });
@@ -292,7 +294,7 @@ export function buildProgram(io: Io, signal: AbortSignal): Command {
   program
     .command("revoke-device <device>")
     .description(
-      "revoke one of this account's devices (id or unique prefix): a new device list and profile proof; " +
+      "revoke one of this account's devices (id or unique prefix, 6 characters or more): a new device list and profile proof; " +
         "it is removed from your groups",
     )
     .action((device: string) => commands.revokeDevice(cli(), device));
@@ -315,7 +317,24 @@ export function buildProgram(io: Io, signal: AbortSignal): Command {
 
 export async function main(argv: string[], io: Io = processIo()): Promise<number> {
   const abort = new AbortController();
-  const stop = () => abort.abort();
+  // The first Ctrl-C asks the command to stop: listen and link-device end at once. The others do not
+  // watch the signal and may be waiting for a service (up to 30 s a request): after a second the user is
+  // told so, and a second Ctrl-C quits at once, which is safe (the directory's files are replaced
+  // atomically, a dead process's lock is broken, an unsettled commit or send is settled by the next run).
+  let interrupts = 0;
+  const stop = () => {
+    interrupts += 1;
+    if (interrupts > 1) process.exit(EXIT.interrupted);
+    abort.abort();
+    setTimeout(
+      () =>
+        io.err(
+          "Still finishing the current step (a service may take up to 30 s to answer). " +
+            "Ctrl-C again quits now; the next run settles what was under way.",
+        ),
+      1000,
+    ).unref();
+  };
   process.on("SIGINT", stop);
   process.on("SIGTERM", stop);
   const program = buildProgram(io, abort.signal);

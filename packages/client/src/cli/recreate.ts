@@ -1,5 +1,5 @@
 import type { GroupSummary } from "../client.js";
-import { Cli, resolveGroup } from "./context.js";
+import { Cli, canonicalAcctArgs, resolveGroup } from "./context.js";
 import { formatEvent } from "./format.js";
 import { UsageError, safeText, withProgress } from "./io.js";
 
@@ -31,6 +31,7 @@ export function conditionLine(g: GroupSummary): string | undefined {
 }
 
 export async function recreate(cli: Cli, group: string, opts: RecreateCliOptions): Promise<void> {
+  const without = opts.without === undefined ? undefined : canonicalAcctArgs(opts.without);
   const { client } = await cli.openClient();
   // Fetch first: the fork notice decides who is left out by default.
   const events = await withProgress(cli.io, "Fetching new messages", () => client.sync());
@@ -43,12 +44,12 @@ export async function recreate(cli: Cli, group: string, opts: RecreateCliOptions
   if (before.status !== "active") {
     throw new UsageError(`this device is no longer in group ${id}: it has no member list to re-create`);
   }
-  if (opts.without === undefined && before.condition === "ok") {
+  if (without === undefined && before.condition === "ok") {
     cli.io.err(`Group ${id} has not forked: re-creating it with the same members.`);
   }
   const result = await withProgress(cli.io, "Creating the new group, verifying and adding members", () =>
     client.recreateGroup(id, {
-      ...(opts.without === undefined ? {} : { without: opts.without }),
+      ...(without === undefined ? {} : { without }),
       allowUnverified: opts.allowUnverified === true,
     }),
   );
@@ -67,6 +68,6 @@ export async function recreate(cli: Cli, group: string, opts: RecreateCliOptions
   for (const a of result.added) cli.io.out(`  added ${a.acct} (device ${a.deviceId.slice(0, 12)})`);
   for (const r of result.refused) cli.io.err(`  NOT added ${r.acct}: ${safeText(r.reason)}`);
   cli.io.out(
-    `The old group stays as it is; leave it once everyone has moved: mls-dm leave ${id.slice(0, 8)}`,
+    `The old group stays as it is; leave it once everyone has moved: ${cli.cmd(`leave ${id.slice(0, 8)}`)}`,
   );
 }

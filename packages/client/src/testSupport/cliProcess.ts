@@ -95,6 +95,11 @@ export class LiveCli {
     this.child.stdin.write(text);
   }
 
+  /** SIGINT, as Ctrl-C, without waiting for the process to end. */
+  interrupt(): void {
+    this.child.kill("SIGINT");
+  }
+
   /** SIGINT, as Ctrl-C; resolves with the exit code. */
   async stop(): Promise<number | null> {
     this.child.kill("SIGINT");
