@@ -39,6 +39,7 @@ export type ClientErrorCode =
   | "not_a_member"
   | "commit_conflict"
   | "commit_outcome_unknown"
+  | "message_outcome_unknown"
   | "key_package_refused"
   | "invalid_service_url"
   | "bad_input"

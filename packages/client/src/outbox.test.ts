@@ -124,7 +124,7 @@ describe("sent messages survive a crash", () => {
 
     const frozen = `${alice.dir}-frozen`;
     freezeAtNextPost(alice, groupId, frozen, () => ({ status: 503, body: { down: true } }));
-    await expect(alice.send(groupId, "lost")).rejects.toThrow();
+    await expect(alice.send(groupId, "lost")).rejects.toMatchObject({ code: "message_outcome_unknown" });
 
     let now = Date.now();
     const restarted = await MlsDmClient.open(frozen, {
@@ -160,7 +160,7 @@ describe("sent messages survive a crash", () => {
     await settle([alice, bob]);
 
     loseNextAnswer(groupId);
-    await expect(alice.send(groupId, "echoed")).rejects.toThrow();
+    await expect(alice.send(groupId, "echoed")).rejects.toMatchObject({ code: "message_outcome_unknown" });
     expect(await notes(alice, groupId)).toEqual([]);
     expect(outboxOnDisk(alice.dir, groupId)).toHaveLength(1);
 

@@ -161,6 +161,15 @@ function explainRaw(e: unknown): Explained {
     if (e.code === "commit_outcome_unknown") {
       return { code: EXIT.unreachable, message: e.message };
     }
+    if (e.code === "message_outcome_unknown") {
+      return {
+        code: EXIT.unreachable,
+        message: e.message,
+        hint:
+          "Do not send it again yet: `mls-dm sync` (or `listen`) shows it in the history if the hub took " +
+          "it, or says it was NOT sent (two minutes after it was encrypted, at the latest).",
+      };
+    }
     if (e.code === "commit_conflict" || e.code === "key_package_refused") {
       return { code: EXIT.refused, message: e.message, hint: "Try again in a moment." };
     }

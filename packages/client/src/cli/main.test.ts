@@ -269,6 +269,12 @@ describe("exit codes and advice", () => {
     expect(explain(new ServiceRefusedError("directory", "u", "invalid_token", "m")).hint).toMatch(
       /mls-dm login/,
     );
+    // A post with no answer may have reached the group: never "nothing was lost, try again" (a second
+    // copy), but how to find out.
+    const uncertain = explain(new ClientError("message_outcome_unknown", "could not reach the hub"));
+    expect(uncertain.code).toBe(EXIT.unreachable);
+    expect(uncertain.hint).toMatch(/Do not send it again yet.*mls-dm sync/);
+    expect(uncertain.hint).not.toMatch(/try again/i);
   });
 
   it("never lets text from others drive the terminal", () => {

@@ -2,7 +2,7 @@ import { profileClientConfig } from "@mastodon-mls/bridge";
 import { ProtocolError, encodeCleartext, type Activity } from "@mastodon-mls/protocol";
 import { createApplicationMessage, encodeMlsMessage } from "ts-mls";
 import type { DeviceContext } from "../context.js";
-import { ClientError, ServiceUnavailableError } from "../errors.js";
+import { ClientError, ServiceRefusedError, ServiceUnavailableError } from "../errors.js";
 import { assertNoBrokenVerification } from "../identity/sendPolicy.js";
 import { messageHash } from "../mls/codec.js";
 import { applicationPadding } from "../mls/padding.js";
@@ -71,8 +71,15 @@ export async function sendActivity(
       seq = (await (viaStream ?? ctx.delivery(hub).submit(groupId, bytes))).seq;
     } catch (e) {
       // No answer, or the hub failed: it may have accepted the message. The entry stays until a read of
-      // the hub settles it (outbox.ts).
-      if (!(e instanceof ProtocolError) || e.status >= 500) throw e;
+      // the hub settles it (outbox.ts). Said as such, so that nobody sends it again before knowing.
+      if (e instanceof ServiceUnavailableError || (e instanceof ProtocolError && e.status >= 500)) {
+        throw new ClientError(
+          "message_outcome_unknown",
+          `${failureOf(e)}; the message may have reached the group: the next sync shows it in the ` +
+            "history if it did, or reports it as not sent",
+        );
+      }
+      if (!(e instanceof ProtocolError)) throw e;
       // Refused: nobody has it. Out of the outbox, on disk too, so that no later read reports it again.
       g.record.outbox = g.record.outbox.filter((o) => o !== entry);
       await ctx.saveGroup(g);
@@ -90,6 +97,14 @@ export async function sendActivity(
     "commit_conflict",
     `the group's epoch kept moving; gave up after ${ctx.retry.attempts} attempts`,
   );
+}
+
+/** What went wrong with a post, naming the service where the error knows it. */
+function failureOf(e: ServiceUnavailableError | ProtocolError): string {
+  if (e instanceof ServiceRefusedError)
+    return `the ${e.service} at ${e.url} answered ${e.code}: ${e.message}`;
+  if (e instanceof ProtocolError) return `the hub answered ${e.code}: ${e.message}`;
+  return e.message;
 }
 
 /**
