@@ -453,7 +453,7 @@ export async function history(
   }
   for (const h of items) {
     if (opts.json === true) json(cli, h);
-    else cli.io.out(formatHistory(h));
+    else cli.io.out(formatHistory(h, client.acct));
   }
 }
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from "vitest";
-import { formatEvent, formatMember, formatMembers } from "./format.js";
+import { formatEvent, formatHistory, formatMember, formatMembers } from "./format.js";
 
 // How `listen` and `sync` show a fork and a retention gap: who could not process whose commit, what it
 // means for this device, and what to do. The text in `reason` comes from another member's report.
@@ -114,5 +114,43 @@ describe("formatMember", () => {
       "carol@b.test  device cccccccccccc  no-proof",
       "bob@b.test    device bbbbbbbbbbbb  key-changed",
     ]);
+  });
+});
+
+describe("formatHistory", () => {
+  const line = (from: string, own: boolean) =>
+    formatHistory(
+      {
+        seq: 4,
+        at: "2030-01-01T12:34:56.000Z",
+        from,
+        deviceId: "D".repeat(43),
+        own,
+        content: {
+          kind: "activity",
+          activity: {
+            "@context": "https://www.w3.org/ns/activitystreams",
+            v: 1,
+            id: "urn:uuid:5b1c1e0a-4d0e-4c8e-9f0a-2b9c3d4e5f60",
+            type: "Create",
+            actor: `acct:${from}`,
+            published: "2030-01-01T12:34:56.000Z",
+            object: {
+              type: "Note",
+              id: "urn:uuid:6c2d2f1b-5e1f-4d9f-8a1b-3cad4e5f6071",
+              attributedTo: `acct:${from}`,
+              published: "2030-01-01T12:34:56.000Z",
+              content: "hello",
+            },
+          },
+        },
+      },
+      "alice@a.test",
+    );
+
+  it("marks what this device sent, what the account's other devices sent, and nobody else's", () => {
+    expect(line("alice@a.test", true)).toBe("2030-01-01 12:34:56 alice@a.test (you): hello");
+    expect(line("alice@a.test", false)).toBe("2030-01-01 12:34:56 alice@a.test (you, another device): hello");
+    expect(line("bob@a.test", false)).toBe("2030-01-01 12:34:56 bob@a.test: hello");
   });
 });

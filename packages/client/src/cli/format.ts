@@ -97,17 +97,19 @@ function describeEvent(e: DmEvent, now: Date): string | undefined {
   }
 }
 
-export function formatHistory(h: HistoryItem): string {
-  return safeText(describeHistory(h));
+/** A line of a group's history; `self`, this device's account, marks what its other devices sent too. */
+export function formatHistory(h: HistoryItem, self?: string): string {
+  return safeText(describeHistory(h, self));
 }
 
-function describeHistory(h: HistoryItem): string {
+function describeHistory(h: HistoryItem, self: string | undefined): string {
   const when = h.at.replace("T", " ").slice(0, 19);
   if (h.content.kind === "unsupported") {
     return `${when} ${h.from}: (unsupported: ${safeText(h.content.type)})`;
   }
   const a = h.content.activity;
-  if (a.type === "Create") return `${when} ${h.from}${h.own ? " (you)" : ""}: ${safeText(a.object.content)}`;
+  const who = h.own ? " (you)" : h.from === self ? " (you, another device)" : "";
+  if (a.type === "Create") return `${when} ${h.from}${who}: ${safeText(a.object.content)}`;
   return `${when} ${h.from}: (${a.type})`;
 }
 

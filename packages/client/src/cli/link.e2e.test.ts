@@ -147,6 +147,10 @@ describe("mls-dm link-device", () => {
       expect(ok(await as("carol", ["history", g]), "carol history").stdout).toMatch(
         /alice@a\.test: from the phone/,
       );
+      // On the laptop, what the phone said is the user's own too.
+      expect(ok(await as("alice", ["history", g]), "alice history of the phone").stdout).toMatch(
+        /alice@a\.test \(you, another device\): from the phone/,
+      );
       const members = JSON.parse(ok(await as("carol", ["members", g, "--json"]), "members").stdout) as {
         acct: string;
         deviceId: string;

@@ -117,7 +117,7 @@ async function approve(cli: Cli, code: string, opts: LinkCliOptions, signal: Abo
   const added = new Set<string>();
   const deadline = Date.now() + wait;
   // The new device uploads its KeyPackages once it has its certificate: until then it cannot be added.
-  const pending = await withProgress(cli.io, `Adding the new device to your ${active} groups`, async () => {
+  const pending = await withProgress(cli.io, `Adding the new device to your ${groups(active)}`, async () => {
     for (;;) {
       const results = await client.addOwnDevices();
       const waiting = results.filter((r) => !r.added.includes(approval.deviceId));
@@ -131,11 +131,15 @@ async function approve(cli: Cli, code: string, opts: LinkCliOptions, signal: Abo
     cli.io.out(JSON.stringify(result));
     return;
   }
-  cli.io.out(`Linked device ${approval.deviceId}; added it to ${added.size} groups.`);
+  cli.io.out(`Linked device ${approval.deviceId}; added it to ${groups(added.size)}.`);
   if (pending > 0) {
     cli.io.err(
       `${pending} groups are still waiting for the new device's KeyPackages; this device adds it there ` +
         `on its next sync (${cli.cmd("sync")}, or while ${cli.cmd("listen")} runs).`,
     );
   }
+}
+
+function groups(n: number): string {
+  return n === 1 ? "1 group" : `${n} groups`;
 }
