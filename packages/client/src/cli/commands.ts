@@ -807,6 +807,13 @@ export async function devices(cli: Cli, opts: { json?: boolean }): Promise<void>
         `${d.registered ? "" : "  (not registered)"}`,
     );
   }
+  if (!list.devices.some((d) => d.self)) {
+    cli.io.err(
+      `This device (${client.deviceId}) is not in the list: it was revoked, or its addition was never ` +
+        "published. Other members' clients no longer accept it, and it cannot be added to groups; " +
+        "link it again (mls-dm link-device) to use it.",
+    );
+  }
 }
 
 /** The shortest device id prefix `revoke-device` takes: a revocation cannot be undone. */

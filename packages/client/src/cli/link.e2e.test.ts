@@ -170,6 +170,11 @@ describe("mls-dm link-device", () => {
       const after = ok(await as("alice-phone", ["history", g]), "phone history after");
       expect(after.stdout).not.toContain("after the revocation");
       expect(after.stderr).toContain(`you are no longer in group ${g}`);
+      // The phone is told why, when it looks at the account's devices.
+      const phoneDevices = ok(await as("alice-phone", ["devices"]), "phone devices after");
+      expect(phoneDevices.stderr).toContain(
+        `This device (${shown.deviceId}) is not in the list: it was revoked`,
+      );
       expect(ok(await as("alice", ["history", g]), "alice history after").stdout).toContain(
         "after the revocation",
       );
