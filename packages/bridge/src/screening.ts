@@ -5,6 +5,7 @@ import {
   type ClientState,
   type Credential,
   type KeyPackage,
+  type LeafNode,
   type MLSMessage,
   type Proposal,
   type ProposalOrRef,
@@ -14,7 +15,7 @@ import {
 import { makeProposalRef } from "ts-mls/authenticatedContent.js";
 import { cipherSuite } from "./crypto.js";
 import { deviceIdText } from "./deviceCertificate.js";
-import { verifyKeyPackage, type VerifiedKeyPackage } from "./keyPackage.js";
+import { supportsProfile, verifyKeyPackage, type VerifiedKeyPackage } from "./keyPackage.js";
 import { credentialIdentity } from "./mlsProfile.js";
 import { looksPrivate, readPrivateMessage } from "./privateMessage.js";
 
@@ -56,6 +57,9 @@ import { looksPrivate, readPrivateMessage } from "./privateMessage.js";
  *   SCR-15 a commit's update path keeps the committer's signature key and credential.
  *   SCR-16 an Add's leaf encryption key and init key appear nowhere in the tree nor in another Add of the
  *          commit (when the view knows the tree's keys: every member does).
+ *   SCR-17 the leaf of an update path or of an Update lists mls10, our ciphersuite and the basic credential
+ *          in its capabilities (KP-9 for a leaf a member makes itself: ts-mls 1.6.4 accepts one without,
+ *          after which every Add to the group fails).
  *
  * Rules that need to know which device sits at a leaf (SCR-11 key, SCR-13 duplicates, SCR-15) apply when
  * the view provides `deviceAt`.
@@ -281,6 +285,7 @@ async function screenProposal(
     case "update":
       checkUpdateKey(proposal.update.leafNode.signaturePublicKey, senderLeaf, view);
       checkSameIdentity(proposal.update.leafNode.credential, senderLeaf, view, "SCR-11", "an Update");
+      checkCapabilities(proposal.update.leafNode, "an Update");
       return { kind: "proposal", epoch, senderLeaf, proposal, ref };
     default:
       throw refuse("SCR-8", `${proposalTypeName(proposal)} proposals are not allowed`);
@@ -342,6 +347,7 @@ async function screenCommit(
         if (!isMember(view, c.senderLeaf)) throw refuse("SCR-11", "the updated leaf is not a member");
         checkUpdateKey(p.update.leafNode.signaturePublicKey, c.senderLeaf, view);
         checkSameIdentity(p.update.leafNode.credential, c.senderLeaf, view, "SCR-11", "an Update");
+        checkCapabilities(p.update.leafNode, "an Update");
         if (changed.has(c.senderLeaf)) throw refuse("SCR-9", `leaf ${c.senderLeaf} is changed twice`);
         changed.add(c.senderLeaf);
         updates.push(c.senderLeaf);
@@ -364,7 +370,10 @@ async function screenCommit(
       throw refuse("SCR-15", "the update path changes the committer's signature key");
     }
   }
-  if (path) checkSameIdentity(path.leafNode.credential, committer, view, "SCR-15", "the update path");
+  if (path) {
+    checkSameIdentity(path.leafNode.credential, committer, view, "SCR-15", "the update path");
+    checkCapabilities(path.leafNode, "the update path");
+  }
   const maxMembers = opts.maxMembers ?? LIMITS.membersPerGroup;
   if (countMembers(view) - removes.length + adds.length > maxMembers) {
     throw new ProtocolError("screening_failed", `SCR-14: the group would exceed ${maxMembers} members.`);
@@ -397,6 +406,13 @@ function checkSameIdentity(
   const current = view.identityAt?.(leaf);
   if (current !== undefined && credentialIdentity(credential) !== current) {
     throw refuse(rule, `${what} changes the leaf's credential`);
+  }
+}
+
+/** SCR-17: a member's new leaf supports what every member uses (KP-9), or no one can be added any more. */
+function checkCapabilities(leafNode: LeafNode, what: string): void {
+  if (!supportsProfile(leafNode.capabilities)) {
+    throw refuse("SCR-17", `${what}'s leaf does not list mls10, our ciphersuite and basic credentials`);
   }
 }
 

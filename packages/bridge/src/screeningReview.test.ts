@@ -223,6 +223,65 @@ describe("review finding C2: a member taking another account's name", () => {
   });
 });
 
+describe("audit: a member's own leaf shutting the group to newcomers", () => {
+  it("SCR-17: an update path or an Update whose leaf omits basic credentials (or our ciphersuite) is refused", async () => {
+    const cs = await cipherSuite();
+    // ts-mls builds the path's leaf from the committer's current one: mallory edits hers in her own state.
+    const tree = malloryState.ratchetTree.slice();
+    const own = (tree[2] as { leaf: LeafNode }).leaf;
+    tree[2] = {
+      nodeType: "leaf",
+      leaf: { ...own, capabilities: { ...own.capabilities, credentials: ["x509"] } },
+    };
+    const crafted = (
+      await createCommit(
+        { state: { ...malloryState, ratchetTree: tree }, cipherSuite: cs },
+        { wireAsPublicMessage: true },
+      )
+    ).commit;
+    const msg = decodeMlsMessageStrict(encodeMlsMessage(crafted));
+    const aliceView = groupViewFromState(state);
+    expect(await code(screenMessage(msg, aliceView))).toMatch(
+      /^screening_failed SCR-17: the update path's leaf does not list/,
+    );
+    // The hub, which knows no tree, refuses it too.
+    const hubView = {
+      ...aliceView,
+      senderLeaf: 1,
+      deviceAt: undefined,
+      identityAt: undefined,
+      treeKeys: undefined,
+    };
+    expect(await code(screenMessage(msg, hubView))).toMatch(/^screening_failed SCR-17/);
+
+    // The same leaf sent as an Update proposal; and a leaf without our ciphersuite.
+    if (msg.wireformat !== "mls_public_message" || msg.publicMessage.content.contentType !== "commit") {
+      throw new Error("not a commit");
+    }
+    const leafNode = msg.publicMessage.content.commit.path!.leafNode;
+    const asUpdate = (leaf: LeafNode) =>
+      ({
+        ...msg,
+        publicMessage: {
+          ...msg.publicMessage,
+          content: {
+            ...msg.publicMessage.content,
+            contentType: "proposal",
+            proposal: { proposalType: "update", update: { leafNode: leaf } },
+          },
+        },
+      }) as typeof msg;
+    expect(await code(screenMessage(asUpdate(leafNode), aliceView))).toMatch(
+      /^screening_failed SCR-17: an Update's leaf/,
+    );
+    const noSuite = {
+      ...leafNode,
+      capabilities: { ...leafNode.capabilities, credentials: ["basic" as const], ciphersuites: [] },
+    };
+    expect(await code(screenMessage(asUpdate(noSuite), aliceView))).toMatch(/^screening_failed SCR-17/);
+  });
+});
+
 describe("review finding C4: time passing must not break a valid commit", () => {
   it("a member processing an Add after its KeyPackage expired still accepts it with checkTimes off", async () => {
     const late = await device("late@b.example", 3600);
