@@ -354,7 +354,12 @@ describe("screening refuses", () => {
   });
 
   it("SCR-11: Updates by value, the committer's own, or changing the signature key", async () => {
-    const leafNode = { ...carol.kp.publicPackage.leafNode, leafNodeSource: "update" } as never;
+    // carol's leaf with a new encryption key, as an Update brings (the tree's own would be SCR-18).
+    const leafNode = {
+      ...carol.kp.publicPackage.leafNode,
+      leafNodeSource: "update",
+      hpkePublicKey: new Uint8Array(32).fill(9),
+    } as never;
     const update: Proposal = { proposalType: "update", update: { leafNode } };
     const byValue = craft(removeAdd, (pm) => {
       commitOf(pm).proposals.push({ proposalOrRefType: "proposal", proposal: update });

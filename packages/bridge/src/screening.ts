@@ -60,6 +60,10 @@ import { looksPrivate, readPrivateMessage } from "./privateMessage.js";
  *   SCR-17 the leaf of an update path or of an Update lists mls10, our ciphersuite and the basic credential
  *          in its capabilities (KP-9 for a leaf a member makes itself: ts-mls 1.6.4 accepts one without,
  *          after which every Add to the group fails).
+ *   SCR-18 the encryption keys a member brings itself (its update path's leaf and nodes, an Update's leaf)
+ *          appear nowhere in the tree, in no Add of the commit, and not twice (SCR-16 for a member's own
+ *          keys: ts-mls 1.6.4 takes such a path, after which every Add fails with "hpke keys not
+ *          unique"); checked when the view knows the tree's keys.
  *
  * Rules that need to know which device sits at a leaf (SCR-11 key, SCR-13 duplicates, SCR-15) apply when
  * the view provides `deviceAt`.
@@ -286,6 +290,7 @@ async function screenProposal(
       checkUpdateKey(proposal.update.leafNode.signaturePublicKey, senderLeaf, view);
       checkSameIdentity(proposal.update.leafNode.credential, senderLeaf, view, "SCR-11", "an Update");
       checkCapabilities(proposal.update.leafNode, "an Update");
+      checkOwnKeys([proposal.update.leafNode.hpkePublicKey], view, new Set(), "an Update");
       return { kind: "proposal", epoch, senderLeaf, proposal, ref };
     default:
       throw refuse("SCR-8", `${proposalTypeName(proposal)} proposals are not allowed`);
@@ -360,6 +365,13 @@ async function screenCommit(
   // After every Remove is known, whatever the order of the list: MLS applies them before the Adds.
   adds.forEach((add, index) => checkNotMember(add, index, view, removes));
 
+  // SCR-18: the keys members bring themselves, checked against the tree and the Adds' keys.
+  const ownKeys = committed.flatMap((c) =>
+    c.proposal.proposalType === "update" ? [c.proposal.update.leafNode.hpkePublicKey] : [],
+  );
+  if (path) ownKeys.push(path.leafNode.hpkePublicKey, ...path.nodes.map((n) => n.hpkePublicKey));
+  checkOwnKeys(ownKeys, view, addedKeys, "the commit");
+
   const hasPath = path !== undefined;
   if (!hasPath && (removes.length > 0 || updates.length > 0 || committed.length === 0)) {
     throw refuse("SCR-12", "a commit with a Remove or an Update, or an empty one, must carry an update path");
@@ -413,6 +425,22 @@ function checkSameIdentity(
 function checkCapabilities(leafNode: LeafNode, what: string): void {
   if (!supportsProfile(leafNode.capabilities)) {
     throw refuse("SCR-17", `${what}'s leaf does not list mls10, our ciphersuite and basic credentials`);
+  }
+}
+
+/**
+ * SCR-18: encryption keys a member made itself are new. ts-mls 1.6.4 checks only that the tree's keys it
+ * already had are unique, not the ones a path or an Update brings, and refuses every later Add to a tree
+ * holding one twice. `taken` holds the commit's Adds' keys (SCR-16), and collects these.
+ */
+function checkOwnKeys(keys: Uint8Array[], view: GroupView, taken: Set<string>, what: string): void {
+  const inTree = view.treeKeys?.();
+  if (inTree === undefined) return;
+  for (const key of keys.map(toBase64url)) {
+    if (inTree.has(key) || taken.has(key)) {
+      throw refuse("SCR-18", `${what} brings an encryption key already in the group`);
+    }
+    taken.add(key);
   }
 }
 

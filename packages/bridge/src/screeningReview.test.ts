@@ -6,6 +6,7 @@ import {
   emptyPskIndex,
   encodeMlsMessage,
   joinGroup,
+  type CiphersuiteImpl,
   type ClientState,
   type KeyPackage,
   type LeafNode,
@@ -279,6 +280,64 @@ describe("audit: a member's own leaf shutting the group to newcomers", () => {
       capabilities: { ...leafNode.capabilities, credentials: ["basic" as const], ciphersuites: [] },
     };
     expect(await code(screenMessage(asUpdate(noSuite), aliceView))).toMatch(/^screening_failed SCR-17/);
+  });
+});
+
+describe("audit: a member's own keys repeating a key of the tree", () => {
+  /** ts-mls's ciphersuite, exporting `key` in place of every path node's own key (`leaf`: the leaf's). */
+  async function handingOut(key: Uint8Array, which: "leaf" | "nodes"): Promise<CiphersuiteImpl> {
+    const real = await cipherSuite();
+    let leafKey: unknown; // the first key pair derived for a path is its leaf's
+    return {
+      ...real,
+      hpke: {
+        ...real.hpke,
+        deriveKeyPair: async (ikm) => {
+          const pair = await real.hpke.deriveKeyPair(ikm);
+          leafKey ??= pair.publicKey;
+          return pair;
+        },
+        exportPublicKey: async (k) =>
+          (k === leafKey) === (which === "leaf") ? key : real.hpke.exportPublicKey(k),
+      },
+    };
+  }
+
+  it("SCR-18: an update path whose leaf or node brings a key of the tree, or an Update whose leaf does, is refused", async () => {
+    const aliceKey = (state.ratchetTree[0] as { leaf: LeafNode }).leaf.hpkePublicKey;
+    const view = groupViewFromState(state);
+    for (const which of ["leaf", "nodes"] as const) {
+      const cs = await handingOut(aliceKey, which);
+      const crafted = (
+        await createCommit({ state: malloryState, cipherSuite: cs }, { wireAsPublicMessage: true })
+      ).commit;
+      expect(await code(screenMessage(crafted, view))).toMatch(
+        /^screening_failed SCR-18: the commit brings an encryption key already in the group/,
+      );
+    }
+    const honest = (
+      await createCommit(
+        { state: malloryState, cipherSuite: await cipherSuite() },
+        { wireAsPublicMessage: true },
+      )
+    ).commit;
+    expect(await code(screenMessage(honest, view))).toBe("ok");
+    if (honest.wireformat !== "mls_public_message" || honest.publicMessage.content.contentType !== "commit") {
+      throw new Error("not a commit");
+    }
+    const leafNode = { ...honest.publicMessage.content.commit.path!.leafNode, hpkePublicKey: aliceKey };
+    const update = {
+      ...honest,
+      publicMessage: {
+        ...honest.publicMessage,
+        content: {
+          ...honest.publicMessage.content,
+          contentType: "proposal",
+          proposal: { proposalType: "update", update: { leafNode } },
+        },
+      },
+    } as unknown as typeof honest;
+    expect(await code(screenMessage(update, view))).toMatch(/^screening_failed SCR-18: an Update brings/);
   });
 });
 
