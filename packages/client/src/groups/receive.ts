@@ -19,7 +19,7 @@ import { checkIdOwnership, checkTargetAuthor } from "./authorship.js";
 import { blockedAccts } from "./blocking.js";
 import { decodeMessage, messageHash } from "../mls/codec.js";
 import { settleEcho } from "./outbox.js";
-import { verifiedSigner } from "../mls/commitSigner.js";
+import { membershipTagVerifies, verifiedSigner } from "../mls/commitSigner.js";
 import { checkLeaves, diffMembers, leavesOf } from "../mls/leaves.js";
 import { screenIncoming } from "../mls/screening.js";
 import { senderLeafOf } from "../mls/sender.js";
@@ -218,7 +218,11 @@ async function handle(
     await screenIncoming(msg, state);
   } catch (e) {
     emitUndecryptable(ctx, g, item.seq, reason(e));
-    if (isCommit) await rejectCommit(ctx, g, state, item, msg, bytes, rejectionReason(e, "screening"));
+    if (isCommit) {
+      // A reference that does not resolve here may be a proposal the hub kept from this device (FORK-5).
+      const signerAnswers = rejectionReason(e, "screening") !== "SCR-10";
+      await rejectCommit(ctx, g, state, item, msg, bytes, rejectionReason(e, "screening"), signerAnswers);
+    }
     return "done";
   }
 
@@ -240,7 +244,12 @@ async function handle(
       return "done";
     }
     emitUndecryptable(ctx, g, item.seq, `could not process: ${reason(e)}`);
-    if (isCommit) await rejectCommit(ctx, g, state, item, msg, bytes, rejectionReason(e, "processing"));
+    if (isCommit) {
+      // What the signature does not cover (the tags) may be the hub's doing: only a tag made by a member
+      // of the epoch leaves the failure to the signer (FORK-5).
+      const signerAnswers = await membershipTagVerifies(msg, state, ctx.cs);
+      await rejectCommit(ctx, g, state, item, msg, bytes, rejectionReason(e, "processing"), signerAnswers);
+    }
     return "done";
   }
   if (result.kind !== "newState") return "done";
@@ -273,10 +282,11 @@ async function rejectCommit(
   msg: MLSMessage,
   bytes: Uint8Array,
   why: string,
+  signerAnswers: boolean,
 ): Promise<void> {
   const signer = await verifiedSigner(msg, state, ctx.cs);
   const epoch = Number(state.groupContext.epoch);
-  noteRejectedCommit(ctx, g, item, epoch, messageHash(bytes), why, signer);
+  noteRejectedCommit(ctx, g, item, epoch, messageHash(bytes), why, signer, signerAnswers);
 }
 
 /** Whether a commit removes this leaf, by value or by reference to a proposal held this epoch. */
