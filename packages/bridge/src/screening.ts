@@ -64,6 +64,8 @@ import { looksPrivate, readPrivateMessage } from "./privateMessage.js";
  *          appear nowhere in the tree, in no Add of the commit, and not twice (SCR-16 for a member's own
  *          keys: ts-mls 1.6.4 takes such a path, after which every Add fails with "hpke keys not
  *          unique"); checked when the view knows the tree's keys.
+ *   SCR-19 at most `maxProposals` proposals are accepted in one epoch: every member holds each one, in the
+ *          state it rewrites on every save, until a commit ends the epoch, and our clients commit no Adds.
  *
  * Rules that need to know which device sits at a leaf (SCR-11 key, SCR-13 duplicates, SCR-15) apply when
  * the view provides `deviceAt`.
@@ -102,6 +104,8 @@ export interface ScreenOptions {
   applicationEpochWindow?: number;
   /** Default LIMITS.membersPerGroup. */
   maxMembers?: number;
+  /** Proposals accepted in one epoch, beyond which another is refused (SCR-19). Default LIMITS.proposalsPerEpoch. */
+  maxProposals?: number;
   /** Seconds since the Unix epoch, for KeyPackage lifetimes. */
   now?: number;
   /**
@@ -275,6 +279,12 @@ async function screenProposal(
   opts: ScreenOptions,
 ): Promise<ScreenedProposal> {
   const epoch = pm.content.epoch;
+  const maxProposals = opts.maxProposals ?? LIMITS.proposalsPerEpoch;
+  if ((view.acceptedProposals?.size ?? 0) >= maxProposals) {
+    // A member flooding proposals (Adds, which nobody commits) grew every member's saved state without
+    // bound: each save rewrote them all, slower with every message.
+    throw refuse("SCR-19", `${maxProposals} proposals are held in this epoch already`);
+  }
   const ref = await proposalRef(pm);
   switch (proposal.proposalType) {
     case "add": {
