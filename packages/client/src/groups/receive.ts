@@ -55,7 +55,16 @@ function bufferedBytes(buffered: readonly BufferedMessage[]): number {
   return buffered.reduce((sum, b) => sum + b.message.length, 0);
 }
 
-type Outcome = "done" | "buffered";
+/**
+ * Done with, or to wait for the commit opening the epoch it is for: its own, as the message says (the
+ * item's `epoch` is the hub's word, and a message kept under a wrong one is retried before its time).
+ */
+type Outcome = "done" | { waitFor: bigint };
+
+/** The item, kept under the epoch the message itself is for. */
+function waiting(item: BufferedMessage, outcome: { waitFor: bigint }): BufferedMessage {
+  return { ...item, epoch: Number(outcome.waitFor) };
+}
 
 /**
  * One group message from the hub, in order. Everything that cannot be processed becomes an event with
@@ -71,13 +80,13 @@ export async function receiveGroupMessage(
   g.record.lastSeq = item.seq;
   const lost: LostPending = {};
   const outcome = await handle(ctx, g, item, lost);
-  if (outcome === "buffered") {
+  if (outcome !== "done") {
     if (g.record.buffered.length >= MAX_BUFFERED) {
       emitUndecryptable(ctx, g, item.seq, "too many messages waiting for a missing commit");
     } else if (bufferedBytes(g.record.buffered) + item.message.length > MAX_BUFFERED_BYTES) {
       emitUndecryptable(ctx, g, item.seq, "too many bytes of messages waiting for a missing commit");
     } else {
-      g.record.buffered = [...g.record.buffered, item];
+      g.record.buffered = [...g.record.buffered, waiting(item, outcome)];
     }
   }
   await drainBuffer(ctx, g, lost);
@@ -104,10 +113,10 @@ async function drainBuffer(ctx: DeviceContext, g: GroupHandle, lost: LostPending
     const ready = g.record.buffered.find((b) => BigInt(b.epoch) <= epoch);
     if (ready === undefined) return;
     g.record.buffered = g.record.buffered.filter((b) => b !== ready);
-    if ((await handle(ctx, g, ready, lost)) === "buffered") {
-      g.record.buffered = [...g.record.buffered, ready];
-      return;
-    }
+    const outcome = await handle(ctx, g, ready, lost);
+    // Kept under a label of the hub's (a record written before messages were kept under their own
+    // epoch): kept again under its own, which is not reached yet, so the drain goes on with the rest.
+    if (outcome !== "done") g.record.buffered = [...g.record.buffered, waiting(ready, outcome)];
   }
 }
 
@@ -204,7 +213,7 @@ async function handle(
       return "done";
     }
     // ts-mls fails opaquely on a future epoch: wait for the commit that opens it.
-    return "buffered";
+    return { waitFor: epoch };
   }
   if (msg.wireformat === "mls_public_message" && epoch < current) {
     // A handshake for an epoch we have left. A proposal is simply superseded; a commit means a fork.
