@@ -173,7 +173,7 @@ async function handle(
         noteCommitFromLaterState(ctx, g, item.seq, Number(epoch));
         return "done";
       }
-    } else {
+    } else if (!(await sentByAnotherMember(ctx, state, msg))) {
       if (msg.wireformat === "mls_private_message") {
         if ((g.record.outbox?.length ?? 0) > 0) await settleEcho(ctx, g, messageHash(bytes), item.seq);
         if (await sentFromLaterState(ctx, state, msg.privateMessage)) {
@@ -185,6 +185,7 @@ async function handle(
       }
       return "done";
     }
+    // Otherwise the label is the hub's word against another member's key (OWN-4): read as anyone's.
   }
 
   if (isCommit && g.pending !== undefined && BigInt(g.pending.epoch) === epoch) {
@@ -277,6 +278,25 @@ async function handle(
     await afterCommit(ctx, g, state, next);
   } else noteLeaveRequest(ctx, g, state, content);
   return "done";
+}
+
+/**
+ * OWN-4: whether a message the hub labels as this device's own was sent by another member's leaf, as its
+ * sender data (a PrivateMessage) or its verified signature (a proposal of the current epoch) shows. Such
+ * a message is no echo, and skipping it would drop another member's message on the hub's word.
+ */
+async function sentByAnotherMember(
+  ctx: DeviceContext,
+  state: ClientState,
+  msg: MLSMessage,
+): Promise<boolean> {
+  const own = state.privatePath.leafIndex;
+  if (msg.wireformat === "mls_private_message") {
+    const sender = await senderLeafOf(state, msg.privateMessage, ctx.cs);
+    return sender !== undefined && sender.leafIndex !== own;
+  }
+  const signer = await verifiedSigner(msg, state, ctx.cs);
+  return signer !== undefined && signer.leafIndex !== own;
 }
 
 /**
