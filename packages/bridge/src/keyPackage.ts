@@ -156,6 +156,20 @@ export async function verifyLeafCertificate(
  * Every check a KeyPackage must pass before anyone stores it or adds it to a group (rules KP-2..KP-8 in
  * docs/protocol.md). Whether the account key is the account's real key is the bridge lookup's job.
  */
+/**
+ * KP-9, SCR-17: a leaf's capabilities list version mls10, our ciphersuite and the basic credential type.
+ * ts-mls 1.6.4 refuses every Add (and every Welcome) to a group one of whose leaves does not list the
+ * credential type the others use, so a leaf without them, whether added or made by a member's own
+ * update path or Update, shuts the group to newcomers for good.
+ */
+export function supportsProfile(caps: KeyPackage["leafNode"]["capabilities"]): boolean {
+  return (
+    caps.versions.includes("mls10") &&
+    caps.ciphersuites.includes(CIPHERSUITE_NAME) &&
+    caps.credentials.includes("basic")
+  );
+}
+
 export interface VerifyKeyPackageOptions {
   /**
    * Check the lifetime (KP-6) and the certificate's validity period (default true). Only a member that
@@ -175,12 +189,7 @@ export async function verifyKeyPackage(
   if (kp.version !== "mls10") throw invalid("the KeyPackage is not for MLS 1.0"); // KP-1
   if (kp.cipherSuite !== CIPHERSUITE_NAME) throw new ProtocolError("unsupported_ciphersuite"); // KP-2
   // KP-9: a leaf that does not support what every member uses makes ts-mls refuse every later Welcome.
-  const caps = kp.leafNode.capabilities;
-  if (
-    !caps.versions.includes("mls10") ||
-    !caps.ciphersuites.includes(CIPHERSUITE_NAME) ||
-    !caps.credentials.includes("basic")
-  ) {
+  if (!supportsProfile(kp.leafNode.capabilities)) {
     throw invalid("its capabilities do not list mls10, our ciphersuite and basic credentials");
   }
   const identity = credentialIdentity(kp.leafNode.credential);

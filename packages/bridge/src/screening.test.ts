@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { beforeAll, describe, expect, it } from "vitest";
-import { ProtocolError, toBase64url } from "@mastodon-mls/protocol";
+import { LIMITS, ProtocolError, toBase64url } from "@mastodon-mls/protocol";
 import {
   acceptAll,
   createApplicationMessage,
@@ -354,7 +354,12 @@ describe("screening refuses", () => {
   });
 
   it("SCR-11: Updates by value, the committer's own, or changing the signature key", async () => {
-    const leafNode = { ...carol.kp.publicPackage.leafNode, leafNodeSource: "update" } as never;
+    // carol's leaf with a new encryption key, as an Update brings (the tree's own would be SCR-18).
+    const leafNode = {
+      ...carol.kp.publicPackage.leafNode,
+      leafNodeSource: "update",
+      hpkePublicKey: new Uint8Array(32).fill(9),
+    } as never;
     const update: Proposal = { proposalType: "update", update: { leafNode } };
     const byValue = craft(removeAdd, (pm) => {
       commitOf(pm).proposals.push({ proposalOrRefType: "proposal", proposal: update });
@@ -454,6 +459,24 @@ describe("screening refuses", () => {
       commitOf(pm).proposals.push({ proposalOrRefType: "proposal", proposal: removeOf(1) });
     });
     expect(await codeOf(screenMessage(both, withRef(update, 1)))).toMatch(/SCR-9/);
+  });
+
+  it("SCR-19: a proposal beyond the epoch's bound of held proposals", async () => {
+    const cs = await cipherSuite();
+    const proposal = await createProposal(sb, true, removeOf(2), cs);
+    const held = (n: number): GroupView => ({
+      ...groupViewFromState(sb),
+      senderLeaf: 1,
+      acceptedProposals: new Map(
+        Array.from({ length: n }, (_, i) => [`ref${i}`, { proposal: removeOf(2), senderLeaf: 1 }]),
+      ),
+    });
+    expect(await codeOf(screenMessage(proposal.message, held(3), { maxProposals: 4 }))).toBe("ok");
+    expect(await codeOf(screenMessage(proposal.message, held(4), { maxProposals: 4 }))).toMatch(
+      /^screening_failed SCR-19: 4 proposals are held/,
+    );
+    expect(await codeOf(screenMessage(proposal.message, held(LIMITS.proposalsPerEpoch)))).toMatch(/SCR-19/);
+    expect(await codeOf(screenMessage(proposal.message, held(LIMITS.proposalsPerEpoch - 1)))).toBe("ok");
   });
 
   it("SCR-14: more members than allowed", async () => {

@@ -5,6 +5,7 @@ import {
   type ClientState,
   type Credential,
   type KeyPackage,
+  type LeafNode,
   type MLSMessage,
   type Proposal,
   type ProposalOrRef,
@@ -14,7 +15,7 @@ import {
 import { makeProposalRef } from "ts-mls/authenticatedContent.js";
 import { cipherSuite } from "./crypto.js";
 import { deviceIdText } from "./deviceCertificate.js";
-import { verifyKeyPackage, type VerifiedKeyPackage } from "./keyPackage.js";
+import { supportsProfile, verifyKeyPackage, type VerifiedKeyPackage } from "./keyPackage.js";
 import { credentialIdentity } from "./mlsProfile.js";
 import { looksPrivate, readPrivateMessage } from "./privateMessage.js";
 
@@ -56,6 +57,15 @@ import { looksPrivate, readPrivateMessage } from "./privateMessage.js";
  *   SCR-15 a commit's update path keeps the committer's signature key and credential.
  *   SCR-16 an Add's leaf encryption key and init key appear nowhere in the tree nor in another Add of the
  *          commit (when the view knows the tree's keys: every member does).
+ *   SCR-17 the leaf of an update path or of an Update lists mls10, our ciphersuite and the basic credential
+ *          in its capabilities (KP-9 for a leaf a member makes itself: ts-mls 1.6.4 accepts one without,
+ *          after which every Add to the group fails).
+ *   SCR-18 the encryption keys a member brings itself (its update path's leaf and nodes, an Update's leaf)
+ *          appear nowhere in the tree, in no Add of the commit, and not twice (SCR-16 for a member's own
+ *          keys: ts-mls 1.6.4 takes such a path, after which every Add fails with "hpke keys not
+ *          unique"); checked when the view knows the tree's keys.
+ *   SCR-19 at most `maxProposals` proposals are accepted in one epoch: every member holds each one, in the
+ *          state it rewrites on every save, until a commit ends the epoch, and our clients commit no Adds.
  *
  * Rules that need to know which device sits at a leaf (SCR-11 key, SCR-13 duplicates, SCR-15) apply when
  * the view provides `deviceAt`.
@@ -94,6 +104,8 @@ export interface ScreenOptions {
   applicationEpochWindow?: number;
   /** Default LIMITS.membersPerGroup. */
   maxMembers?: number;
+  /** Proposals accepted in one epoch, beyond which another is refused (SCR-19). Default LIMITS.proposalsPerEpoch. */
+  maxProposals?: number;
   /** Seconds since the Unix epoch, for KeyPackage lifetimes. */
   now?: number;
   /**
@@ -267,6 +279,12 @@ async function screenProposal(
   opts: ScreenOptions,
 ): Promise<ScreenedProposal> {
   const epoch = pm.content.epoch;
+  const maxProposals = opts.maxProposals ?? LIMITS.proposalsPerEpoch;
+  if ((view.acceptedProposals?.size ?? 0) >= maxProposals) {
+    // A member flooding proposals (Adds, which nobody commits) grew every member's saved state without
+    // bound: each save rewrote them all, slower with every message.
+    throw refuse("SCR-19", `${maxProposals} proposals are held in this epoch already`);
+  }
   const ref = await proposalRef(pm);
   switch (proposal.proposalType) {
     case "add": {
@@ -281,6 +299,8 @@ async function screenProposal(
     case "update":
       checkUpdateKey(proposal.update.leafNode.signaturePublicKey, senderLeaf, view);
       checkSameIdentity(proposal.update.leafNode.credential, senderLeaf, view, "SCR-11", "an Update");
+      checkCapabilities(proposal.update.leafNode, "an Update");
+      checkOwnKeys([proposal.update.leafNode.hpkePublicKey], view, new Set(), "an Update");
       return { kind: "proposal", epoch, senderLeaf, proposal, ref };
     default:
       throw refuse("SCR-8", `${proposalTypeName(proposal)} proposals are not allowed`);
@@ -342,6 +362,7 @@ async function screenCommit(
         if (!isMember(view, c.senderLeaf)) throw refuse("SCR-11", "the updated leaf is not a member");
         checkUpdateKey(p.update.leafNode.signaturePublicKey, c.senderLeaf, view);
         checkSameIdentity(p.update.leafNode.credential, c.senderLeaf, view, "SCR-11", "an Update");
+        checkCapabilities(p.update.leafNode, "an Update");
         if (changed.has(c.senderLeaf)) throw refuse("SCR-9", `leaf ${c.senderLeaf} is changed twice`);
         changed.add(c.senderLeaf);
         updates.push(c.senderLeaf);
@@ -354,6 +375,13 @@ async function screenCommit(
   // After every Remove is known, whatever the order of the list: MLS applies them before the Adds.
   adds.forEach((add, index) => checkNotMember(add, index, view, removes));
 
+  // SCR-18: the keys members bring themselves, checked against the tree and the Adds' keys.
+  const ownKeys = committed.flatMap((c) =>
+    c.proposal.proposalType === "update" ? [c.proposal.update.leafNode.hpkePublicKey] : [],
+  );
+  if (path) ownKeys.push(path.leafNode.hpkePublicKey, ...path.nodes.map((n) => n.hpkePublicKey));
+  checkOwnKeys(ownKeys, view, addedKeys, "the commit");
+
   const hasPath = path !== undefined;
   if (!hasPath && (removes.length > 0 || updates.length > 0 || committed.length === 0)) {
     throw refuse("SCR-12", "a commit with a Remove or an Update, or an empty one, must carry an update path");
@@ -364,7 +392,10 @@ async function screenCommit(
       throw refuse("SCR-15", "the update path changes the committer's signature key");
     }
   }
-  if (path) checkSameIdentity(path.leafNode.credential, committer, view, "SCR-15", "the update path");
+  if (path) {
+    checkSameIdentity(path.leafNode.credential, committer, view, "SCR-15", "the update path");
+    checkCapabilities(path.leafNode, "the update path");
+  }
   const maxMembers = opts.maxMembers ?? LIMITS.membersPerGroup;
   if (countMembers(view) - removes.length + adds.length > maxMembers) {
     throw new ProtocolError("screening_failed", `SCR-14: the group would exceed ${maxMembers} members.`);
@@ -397,6 +428,29 @@ function checkSameIdentity(
   const current = view.identityAt?.(leaf);
   if (current !== undefined && credentialIdentity(credential) !== current) {
     throw refuse(rule, `${what} changes the leaf's credential`);
+  }
+}
+
+/** SCR-17: a member's new leaf supports what every member uses (KP-9), or no one can be added any more. */
+function checkCapabilities(leafNode: LeafNode, what: string): void {
+  if (!supportsProfile(leafNode.capabilities)) {
+    throw refuse("SCR-17", `${what}'s leaf does not list mls10, our ciphersuite and basic credentials`);
+  }
+}
+
+/**
+ * SCR-18: encryption keys a member made itself are new. ts-mls 1.6.4 checks only that the tree's keys it
+ * already had are unique, not the ones a path or an Update brings, and refuses every later Add to a tree
+ * holding one twice. `taken` holds the commit's Adds' keys (SCR-16), and collects these.
+ */
+function checkOwnKeys(keys: Uint8Array[], view: GroupView, taken: Set<string>, what: string): void {
+  const inTree = view.treeKeys?.();
+  if (inTree === undefined) return;
+  for (const key of keys.map(toBase64url)) {
+    if (inTree.has(key) || taken.has(key)) {
+      throw refuse("SCR-18", `${what} brings an encryption key already in the group`);
+    }
+    taken.add(key);
   }
 }
 

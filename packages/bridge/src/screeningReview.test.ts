@@ -6,6 +6,7 @@ import {
   emptyPskIndex,
   encodeMlsMessage,
   joinGroup,
+  type CiphersuiteImpl,
   type ClientState,
   type KeyPackage,
   type LeafNode,
@@ -220,6 +221,123 @@ describe("review finding C2: a member taking another account's name", () => {
       await createCommit({ state: malloryState, cipherSuite: cs }, { wireAsPublicMessage: true })
     ).commit;
     expect(await code(screenMessage(honest, aliceView))).toBe("ok");
+  });
+});
+
+describe("audit: a member's own leaf shutting the group to newcomers", () => {
+  it("SCR-17: an update path or an Update whose leaf omits basic credentials (or our ciphersuite) is refused", async () => {
+    const cs = await cipherSuite();
+    // ts-mls builds the path's leaf from the committer's current one: mallory edits hers in her own state.
+    const tree = malloryState.ratchetTree.slice();
+    const own = (tree[2] as { leaf: LeafNode }).leaf;
+    tree[2] = {
+      nodeType: "leaf",
+      leaf: { ...own, capabilities: { ...own.capabilities, credentials: ["x509"] } },
+    };
+    const crafted = (
+      await createCommit(
+        { state: { ...malloryState, ratchetTree: tree }, cipherSuite: cs },
+        { wireAsPublicMessage: true },
+      )
+    ).commit;
+    const msg = decodeMlsMessageStrict(encodeMlsMessage(crafted));
+    const aliceView = groupViewFromState(state);
+    expect(await code(screenMessage(msg, aliceView))).toMatch(
+      /^screening_failed SCR-17: the update path's leaf does not list/,
+    );
+    // The hub, which knows no tree, refuses it too.
+    const hubView = {
+      ...aliceView,
+      senderLeaf: 1,
+      deviceAt: undefined,
+      identityAt: undefined,
+      treeKeys: undefined,
+    };
+    expect(await code(screenMessage(msg, hubView))).toMatch(/^screening_failed SCR-17/);
+
+    // The same leaf sent as an Update proposal; and a leaf without our ciphersuite.
+    if (msg.wireformat !== "mls_public_message" || msg.publicMessage.content.contentType !== "commit") {
+      throw new Error("not a commit");
+    }
+    const leafNode = msg.publicMessage.content.commit.path!.leafNode;
+    const asUpdate = (leaf: LeafNode) =>
+      ({
+        ...msg,
+        publicMessage: {
+          ...msg.publicMessage,
+          content: {
+            ...msg.publicMessage.content,
+            contentType: "proposal",
+            proposal: { proposalType: "update", update: { leafNode: leaf } },
+          },
+        },
+      }) as typeof msg;
+    expect(await code(screenMessage(asUpdate(leafNode), aliceView))).toMatch(
+      /^screening_failed SCR-17: an Update's leaf/,
+    );
+    const noSuite = {
+      ...leafNode,
+      capabilities: { ...leafNode.capabilities, credentials: ["basic" as const], ciphersuites: [] },
+    };
+    expect(await code(screenMessage(asUpdate(noSuite), aliceView))).toMatch(/^screening_failed SCR-17/);
+  });
+});
+
+describe("audit: a member's own keys repeating a key of the tree", () => {
+  /** ts-mls's ciphersuite, exporting `key` in place of every path node's own key (`leaf`: the leaf's). */
+  async function handingOut(key: Uint8Array, which: "leaf" | "nodes"): Promise<CiphersuiteImpl> {
+    const real = await cipherSuite();
+    let leafKey: unknown; // the first key pair derived for a path is its leaf's
+    return {
+      ...real,
+      hpke: {
+        ...real.hpke,
+        deriveKeyPair: async (ikm) => {
+          const pair = await real.hpke.deriveKeyPair(ikm);
+          leafKey ??= pair.publicKey;
+          return pair;
+        },
+        exportPublicKey: async (k) =>
+          (k === leafKey) === (which === "leaf") ? key : real.hpke.exportPublicKey(k),
+      },
+    };
+  }
+
+  it("SCR-18: an update path whose leaf or node brings a key of the tree, or an Update whose leaf does, is refused", async () => {
+    const aliceKey = (state.ratchetTree[0] as { leaf: LeafNode }).leaf.hpkePublicKey;
+    const view = groupViewFromState(state);
+    for (const which of ["leaf", "nodes"] as const) {
+      const cs = await handingOut(aliceKey, which);
+      const crafted = (
+        await createCommit({ state: malloryState, cipherSuite: cs }, { wireAsPublicMessage: true })
+      ).commit;
+      expect(await code(screenMessage(crafted, view))).toMatch(
+        /^screening_failed SCR-18: the commit brings an encryption key already in the group/,
+      );
+    }
+    const honest = (
+      await createCommit(
+        { state: malloryState, cipherSuite: await cipherSuite() },
+        { wireAsPublicMessage: true },
+      )
+    ).commit;
+    expect(await code(screenMessage(honest, view))).toBe("ok");
+    if (honest.wireformat !== "mls_public_message" || honest.publicMessage.content.contentType !== "commit") {
+      throw new Error("not a commit");
+    }
+    const leafNode = { ...honest.publicMessage.content.commit.path!.leafNode, hpkePublicKey: aliceKey };
+    const update = {
+      ...honest,
+      publicMessage: {
+        ...honest.publicMessage,
+        content: {
+          ...honest.publicMessage.content,
+          contentType: "proposal",
+          proposal: { proposalType: "update", update: { leafNode } },
+        },
+      },
+    } as unknown as typeof honest;
+    expect(await code(screenMessage(update, view))).toMatch(/^screening_failed SCR-18: an Update brings/);
   });
 });
 

@@ -46,6 +46,8 @@ export const LIMITS = {
   devicesPerAccount: 16,
   certificateBytes: 2048,
   membersPerGroup: 512,
+  /** Proposals accepted in one epoch (SCR-19): each is held by every member until a commit. */
+  proposalsPerEpoch: 512,
   groupsPerDevice: 1000,
   inboxPage: 500,
   cleartextBytes: 64 * 1024,

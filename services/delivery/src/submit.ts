@@ -1,5 +1,6 @@
 import { randomUUID } from "node:crypto";
 import {
+  LIMITS,
   ProtocolError,
   fromBase64url,
   toBase64url,
@@ -295,6 +296,11 @@ function appended(outcome: AppendOutcome): Accepted {
       throw new ProtocolError(
         "screening_failed",
         "SCR-10: this proposal was already accepted in this epoch.",
+      );
+    case "too_many_proposals":
+      throw new ProtocolError(
+        "screening_failed",
+        `SCR-19: ${LIMITS.proposalsPerEpoch} proposals are held in this epoch already.`,
       );
     default:
       throw new ProtocolError(outcome.reason);

@@ -226,6 +226,11 @@ export function noteRejectedCommit(
   commitHash: string,
   reason: string,
   signer: VerifiedSigner | undefined,
+  /**
+   * Whether the failure is the signer's doing (FORK-5): not when the hub could have caused it with the
+   * signed content intact (a spoiled membership tag, a proposal withheld from this device).
+   */
+  signerAnswers = true,
 ): void {
   if (stuckFork(g.record) !== undefined) return;
   // The envelope's sender is the hub's word; a signature that verifies names the one who sent it. Without
@@ -247,7 +252,7 @@ export function noteRejectedCommit(
     commitSeq: item.seq,
     sender,
     senderAcct: acctOfDevice(g, sender),
-    senderProven: signer !== undefined,
+    senderProven: signer !== undefined && signerAnswers,
     reporter: ctx.deviceId,
     reporterAcct: ctx.device.acct,
     reason,

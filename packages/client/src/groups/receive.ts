@@ -19,7 +19,7 @@ import { checkIdOwnership, checkTargetAuthor } from "./authorship.js";
 import { blockedAccts } from "./blocking.js";
 import { decodeMessage, messageHash } from "../mls/codec.js";
 import { settleEcho } from "./outbox.js";
-import { verifiedSigner } from "../mls/commitSigner.js";
+import { membershipTagVerifies, verifiedSigner } from "../mls/commitSigner.js";
 import { checkLeaves, diffMembers, leavesOf } from "../mls/leaves.js";
 import { screenIncoming } from "../mls/screening.js";
 import { senderLeafOf } from "../mls/sender.js";
@@ -55,7 +55,16 @@ function bufferedBytes(buffered: readonly BufferedMessage[]): number {
   return buffered.reduce((sum, b) => sum + b.message.length, 0);
 }
 
-type Outcome = "done" | "buffered";
+/**
+ * Done with, or to wait for the commit opening the epoch it is for: its own, as the message says (the
+ * item's `epoch` is the hub's word, and a message kept under a wrong one is retried before its time).
+ */
+type Outcome = "done" | { waitFor: bigint };
+
+/** The item, kept under the epoch the message itself is for. */
+function waiting(item: BufferedMessage, outcome: { waitFor: bigint }): BufferedMessage {
+  return { ...item, epoch: Number(outcome.waitFor) };
+}
 
 /**
  * One group message from the hub, in order. Everything that cannot be processed becomes an event with
@@ -71,13 +80,13 @@ export async function receiveGroupMessage(
   g.record.lastSeq = item.seq;
   const lost: LostPending = {};
   const outcome = await handle(ctx, g, item, lost);
-  if (outcome === "buffered") {
+  if (outcome !== "done") {
     if (g.record.buffered.length >= MAX_BUFFERED) {
       emitUndecryptable(ctx, g, item.seq, "too many messages waiting for a missing commit");
     } else if (bufferedBytes(g.record.buffered) + item.message.length > MAX_BUFFERED_BYTES) {
       emitUndecryptable(ctx, g, item.seq, "too many bytes of messages waiting for a missing commit");
     } else {
-      g.record.buffered = [...g.record.buffered, item];
+      g.record.buffered = [...g.record.buffered, waiting(item, outcome)];
     }
   }
   await drainBuffer(ctx, g, lost);
@@ -104,10 +113,10 @@ async function drainBuffer(ctx: DeviceContext, g: GroupHandle, lost: LostPending
     const ready = g.record.buffered.find((b) => BigInt(b.epoch) <= epoch);
     if (ready === undefined) return;
     g.record.buffered = g.record.buffered.filter((b) => b !== ready);
-    if ((await handle(ctx, g, ready, lost)) === "buffered") {
-      g.record.buffered = [...g.record.buffered, ready];
-      return;
-    }
+    const outcome = await handle(ctx, g, ready, lost);
+    // Kept under a label of the hub's (a record written before messages were kept under their own
+    // epoch): kept again under its own, which is not reached yet, so the drain goes on with the rest.
+    if (outcome !== "done") g.record.buffered = [...g.record.buffered, waiting(ready, outcome)];
   }
 }
 
@@ -164,7 +173,7 @@ async function handle(
         noteCommitFromLaterState(ctx, g, item.seq, Number(epoch));
         return "done";
       }
-    } else {
+    } else if (!(await sentByAnotherMember(ctx, state, msg))) {
       if (msg.wireformat === "mls_private_message") {
         if ((g.record.outbox?.length ?? 0) > 0) await settleEcho(ctx, g, messageHash(bytes), item.seq);
         if (await sentFromLaterState(ctx, state, msg.privateMessage)) {
@@ -176,6 +185,7 @@ async function handle(
       }
       return "done";
     }
+    // Otherwise the label is the hub's word against another member's key (OWN-4): read as anyone's.
   }
 
   if (isCommit && g.pending !== undefined && BigInt(g.pending.epoch) === epoch) {
@@ -204,7 +214,7 @@ async function handle(
       return "done";
     }
     // ts-mls fails opaquely on a future epoch: wait for the commit that opens it.
-    return "buffered";
+    return { waitFor: epoch };
   }
   if (msg.wireformat === "mls_public_message" && epoch < current) {
     // A handshake for an epoch we have left. A proposal is simply superseded; a commit means a fork.
@@ -218,7 +228,11 @@ async function handle(
     await screenIncoming(msg, state);
   } catch (e) {
     emitUndecryptable(ctx, g, item.seq, reason(e));
-    if (isCommit) await rejectCommit(ctx, g, state, item, msg, bytes, rejectionReason(e, "screening"));
+    if (isCommit) {
+      // A reference that does not resolve here may be a proposal the hub kept from this device (FORK-5).
+      const signerAnswers = rejectionReason(e, "screening") !== "SCR-10";
+      await rejectCommit(ctx, g, state, item, msg, bytes, rejectionReason(e, "screening"), signerAnswers);
+    }
     return "done";
   }
 
@@ -240,7 +254,12 @@ async function handle(
       return "done";
     }
     emitUndecryptable(ctx, g, item.seq, `could not process: ${reason(e)}`);
-    if (isCommit) await rejectCommit(ctx, g, state, item, msg, bytes, rejectionReason(e, "processing"));
+    if (isCommit) {
+      // What the signature does not cover (the tags) may be the hub's doing: only a tag made by a member
+      // of the epoch leaves the failure to the signer (FORK-5).
+      const signerAnswers = await membershipTagVerifies(msg, state, ctx.cs);
+      await rejectCommit(ctx, g, state, item, msg, bytes, rejectionReason(e, "processing"), signerAnswers);
+    }
     return "done";
   }
   if (result.kind !== "newState") return "done";
@@ -262,6 +281,25 @@ async function handle(
 }
 
 /**
+ * OWN-4: whether a message the hub labels as this device's own was sent by another member's leaf, as its
+ * sender data (a PrivateMessage) or its verified signature (a proposal of the current epoch) shows. Such
+ * a message is no echo, and skipping it would drop another member's message on the hub's word.
+ */
+async function sentByAnotherMember(
+  ctx: DeviceContext,
+  state: ClientState,
+  msg: MLSMessage,
+): Promise<boolean> {
+  const own = state.privatePath.leafIndex;
+  if (msg.wireformat === "mls_private_message") {
+    const sender = await senderLeafOf(state, msg.privateMessage, ctx.cs);
+    return sender !== undefined && sender.leafIndex !== own;
+  }
+  const signer = await verifiedSigner(msg, state, ctx.cs);
+  return signer !== undefined && signer.leafIndex !== own;
+}
+
+/**
  * A commit of the epoch this device is in (`state`'s) that it cannot follow: a fork (forks.ts), named after
  * the member whose signature it carries if one verifies — the hub's label on it is its word only.
  */
@@ -273,10 +311,11 @@ async function rejectCommit(
   msg: MLSMessage,
   bytes: Uint8Array,
   why: string,
+  signerAnswers: boolean,
 ): Promise<void> {
   const signer = await verifiedSigner(msg, state, ctx.cs);
   const epoch = Number(state.groupContext.epoch);
-  noteRejectedCommit(ctx, g, item, epoch, messageHash(bytes), why, signer);
+  noteRejectedCommit(ctx, g, item, epoch, messageHash(bytes), why, signer, signerAnswers);
 }
 
 /** Whether a commit removes this leaf, by value or by reference to a proposal held this epoch. */

@@ -1,6 +1,7 @@
 import { bytesEqual, deviceIdText } from "@mastodon-mls/bridge";
 import type { CiphersuiteImpl, ClientState, MLSMessage } from "ts-mls";
-import { verifyFramedContentSignature } from "ts-mls/framedContent.js";
+import { verifyMembershipTag } from "ts-mls/authenticatedContent.js";
+import { toTbs, verifyFramedContentSignature } from "ts-mls/framedContent.js";
 import { leafAt } from "./leaves.js";
 
 /** The member leaf whose signature a handshake message carries, and that leaf's device. */
@@ -47,5 +48,32 @@ export async function verifiedSigner(
     return ok ? { leafIndex, deviceId: deviceIdText(leaf.signaturePublicKey) } : undefined;
   } catch {
     return undefined;
+  }
+}
+
+/**
+ * Whether a member's PublicMessage carries a membership tag made with the membership key of `state`'s
+ * epoch (RFC 9420 §6.2). The signature covers the content only: the tag, and the confirmation tag of a
+ * commit under it, are not signed, so a hub can spoil them in an honest commit without touching the
+ * signature. A tag that verifies was made by a member of the epoch, which the hub is not (FORK-5).
+ * Never throws.
+ */
+export async function membershipTagVerifies(
+  msg: MLSMessage,
+  state: ClientState,
+  cs: CiphersuiteImpl,
+): Promise<boolean> {
+  try {
+    if (msg.wireformat !== "mls_public_message" || msg.publicMessage.senderType !== "member") return false;
+    const pm = msg.publicMessage;
+    const contentTbs = toTbs(pm.content, "mls_public_message", state.groupContext);
+    return await verifyMembershipTag(
+      state.keySchedule.membershipKey,
+      { contentTbs, auth: pm.auth },
+      pm.membershipTag,
+      cs.hash,
+    );
+  } catch {
+    return false;
   }
 }

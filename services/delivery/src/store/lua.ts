@@ -1,5 +1,6 @@
 import { createHash } from "node:crypto";
 import type { Redis } from "@mastodon-mls/service-kit";
+import { LIMITS } from "@mastodon-mls/protocol";
 import { FORK_RECORDS } from "./types.js";
 
 /** A Lua script run by EVALSHA, loaded with EVAL the first time a server has not seen it. */
@@ -156,9 +157,10 @@ if ARGV[1] == 'proposal' then
     local win = redis.call('HGET', KEYS[5], ARGV[2])
     return {'wrong_epoch', epoch, win and string.match(win, '^%S+') or ''}
   end
-  if redis.call('HSETNX', KEYS[4], ARGV[7], '{"l":' .. leaf .. ',"m":' .. ARGV[6] .. '}') == 0 then
-    return {'duplicate_proposal'}
-  end
+  if redis.call('HEXISTS', KEYS[4], ARGV[7]) == 1 then return {'duplicate_proposal'} end
+  -- SCR-19 in the same step as the write: proposals submitted together cannot pass the bound together.
+  if redis.call('HLEN', KEYS[4]) >= ${LIMITS.proposalsPerEpoch} then return {'too_many_proposals'} end
+  redis.call('HSET', KEYS[4], ARGV[7], '{"l":' .. leaf .. ',"m":' .. ARGV[6] .. '}')
 else
   if msgEpoch > current then return {'wrong_epoch', epoch, ''} end
   if msgEpoch < current - tonumber(ARGV[8]) then return {'stale_epoch', epoch} end

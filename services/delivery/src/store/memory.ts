@@ -1,4 +1,4 @@
-import { toBase64url } from "@mastodon-mls/protocol";
+import { LIMITS, toBase64url } from "@mastodon-mls/protocol";
 import { groupEvent } from "./events.js";
 import { DEFAULT_WINNER_EPOCHS, FORK_RECORDS, PENDING_ADD_MS, logEntry } from "./types.js";
 import type {
@@ -177,6 +177,8 @@ export class MemoryDeliveryStore implements DeliveryStore {
         };
       }
       if (w.ref === undefined || g.proposals.has(w.ref)) return { ok: false, reason: "duplicate_proposal" };
+      // SCR-19 in the same step as the write, as the Redis store does.
+      if (g.proposals.size >= LIMITS.proposalsPerEpoch) return { ok: false, reason: "too_many_proposals" };
       g.proposals.set(w.ref, { message: w.message, senderLeaf: leaf });
     } else {
       if (w.epoch > g.epoch) return { ok: false, reason: "wrong_epoch", epoch: g.epoch, winner: null };

@@ -262,6 +262,7 @@ export class RedisDeliveryStore implements DeliveryStore {
         return { ok: false, reason: "stale_epoch", epoch: Number(reply[1]) };
       case "not_a_member":
       case "duplicate_proposal":
+      case "too_many_proposals":
         return { ok: false, reason: reply[0] };
       default:
         return { ok: false, reason: "unknown_group" };

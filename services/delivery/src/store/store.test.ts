@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { waitFor } from "@mastodon-mls/testkit";
 import { useRedis } from "@mastodon-mls/testkit/vitest";
 import { StoreUnavailableError, connectRedis, silentLogger, type Redis } from "@mastodon-mls/service-kit";
-import { toBase64url } from "@mastodon-mls/protocol";
+import { LIMITS, toBase64url } from "@mastodon-mls/protocol";
 import { channelsOf } from "../channels.js";
 import { ackCursor, readInbox } from "../inbox.js";
 import { groupTopic } from "../notifier.js";
@@ -190,6 +190,32 @@ describe.each(stores)("DeliveryStore contract (%s)", (_name, make, winsSize) => 
     const winner = (await store.winningCommit(id, 0))!.hash;
     for (const o of outcomes) if (!o.ok) expect(o).toMatchObject({ reason: "wrong_epoch", epoch: 1, winner });
     expect((await store.loadGroup(id))!.seq).toBe(1);
+  });
+
+  it("SCR-19: holds at most proposalsPerEpoch proposals, checked in the step that writes one, also when they come together", async () => {
+    const id = newGroupId();
+    await store.createGroup({ groupId: id, creator: member("alice"), at: 1 });
+    const proposal = (ref: string) =>
+      store.append(id, {
+        kind: "proposal",
+        epoch: 0,
+        sender: "dev-alice",
+        leaf: 0,
+        message: bytes(7),
+        at: 5,
+        ref,
+        window: 2,
+      });
+    const bound = LIMITS.proposalsPerEpoch;
+    for (let i = 0; i < bound - 4; i++) expect(await proposal(`p${i}`)).toMatchObject({ ok: true });
+    // Eight at once with room for four: four are taken (the screening before saw room for all).
+    const together = await Promise.all(Array.from({ length: 8 }, (_, i) => proposal(`q${i}`)));
+    expect(together.filter((r) => r.ok)).toHaveLength(4);
+    expect(together.filter((r) => !r.ok)).toEqual(Array(4).fill({ ok: false, reason: "too_many_proposals" }));
+    expect(await proposal("p0")).toEqual({ ok: false, reason: "duplicate_proposal" });
+    expect((await store.loadGroup(id))!.proposals.size).toBe(bound);
+    await store.commit(id, commitWrite(0));
+    expect(await proposal("after")).toMatchObject({ ok: false, reason: "wrong_epoch" });
   });
 
   it("appends proposals and application messages under the epoch and membership rules", async () => {

@@ -160,7 +160,7 @@ export type AppendOutcome =
   | Accepted
   | { ok: false; reason: "wrong_epoch"; epoch: number; winner: string | null }
   | { ok: false; reason: "stale_epoch"; epoch: number }
-  | { ok: false; reason: "not_a_member" | "unknown_group" | "duplicate_proposal" };
+  | { ok: false; reason: "not_a_member" | "unknown_group" | "duplicate_proposal" | "too_many_proposals" };
 
 /** The commit that won an epoch. */
 export interface WinningCommit {
