@@ -27,6 +27,27 @@ describe("acct handles", () => {
     }
   });
 
+  it("LK-1: a domain with URL syntax in it is refused, not cut to the host a URL parser sees", () => {
+    // node's domainToASCII parses a URL host: "evil.test/.a.test" came out as evil.test, so a handle
+    // that reads as ending in a.test named an account on evil.test.
+    for (const bad of [
+      "alice@evil.test/.a.test",
+      "alice@evil.test#.a.test",
+      "alice@evil.test?.a.test",
+      "alice@evil.test\\.a.test",
+      "alice@a.test/",
+      "alice@a.test:443",
+      "alice@a.test%2e",
+      "alice@[::1]",
+      "alice@a_b.test",
+    ]) {
+      expect(() => parseAcct(bad), bad).toThrow(ProtocolError);
+    }
+    // IDNA's own mappings still canonicalise (one account, one form).
+    expect(canonicalAcct("alice@A\u3002Test")).toBe("alice@a.test");
+    expect(canonicalAcct("alice@BÜCHER.example")).toBe("alice@xn--bcher-kva.example");
+  });
+
   it("accepts only canonical identities in credentials", () => {
     expect(parseCanonicalIdentity("acct:alice@a.test").user).toBe("alice");
     for (const bad of [

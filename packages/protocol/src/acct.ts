@@ -14,6 +14,9 @@ export interface Acct {
 const USER = /^[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?$/;
 const USER_LENGTH = 64;
 const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
+// ASCII that is no part of a host name: `domainToASCII` parses a URL host and silently cuts the input at
+// `/`, `?`, `#`, `\`, so "evil.test/.a.test" came out as evil.test (LK-1). Non-ASCII is left to IDNA.
+const NOT_HOST_ASCII = /[^A-Za-z0-9.\-\u0080-\uffff]/;
 
 /**
  * Parses `@user@domain`, `user@domain` or `acct:user@domain` into canonical form. Used wherever a person
@@ -30,6 +33,7 @@ export function parseAcct(input: string): Acct {
   // The length first, so that no pattern ever runs over more than USER_LENGTH characters.
   if (user.length > USER_LENGTH || !USER.test(user)) throw new ProtocolError("invalid_acct");
   const rawDomain = text.slice(at + 1);
+  if (NOT_HOST_ASCII.test(rawDomain)) throw new ProtocolError("invalid_acct");
   const domain = domainToASCII(rawDomain).toLowerCase();
   if (domain === "" || domain.length > 253 || !domain.split(".").every((l) => LABEL.test(l))) {
     throw new ProtocolError("invalid_acct");
