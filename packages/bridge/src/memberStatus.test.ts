@@ -44,6 +44,7 @@ interface Check {
   leaves?: User["devices"];
   directory?: DirectoryAccount | undefined;
   lookup?: LookupResult;
+  knownList?: { accountKey: Uint8Array; version: number };
 }
 
 /** What a client of another user sees for `user` right now. */
@@ -54,6 +55,7 @@ async function check(user: User, c: Check = {}): Promise<MemberVerification> {
     lookup: c.lookup ?? (await world.lookup(user.acct)),
     directory: "directory" in c ? c.directory : directoryOf(user),
     pins: c.pins ?? new MemoryPinStore(),
+    ...(c.knownList === undefined ? {} : { knownList: c.knownList }),
     now: NOW,
   });
 }
@@ -283,6 +285,23 @@ describe("verification status of a member", () => {
     ).toMatchObject({
       status: "invalid",
       rule: "MV-10",
+    });
+  });
+
+  it("MV-19: a list older than one the verifier signed itself (knownList) is stale, under that key only", async () => {
+    const fay = await makeUser(world.a, "fay", 2);
+    const key = fay.accountKey.publicKey;
+    // The device holding fay's key signed version 2; the directory and profile still say version 1.
+    expect(await check(fay, { knownList: { accountKey: key, version: 2 } })).toMatchObject({
+      status: "stale",
+      rule: "MV-19",
+    });
+    expect(await check(fay, { knownList: { accountKey: key, version: 1 } })).toMatchObject({
+      status: "verified",
+    });
+    const other = (await generateSigningKeyPair()).publicKey;
+    expect(await check(fay, { knownList: { accountKey: other, version: 9 } })).toMatchObject({
+      status: "verified",
     });
   });
 

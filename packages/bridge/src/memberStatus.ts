@@ -45,6 +45,12 @@ export interface VerifyMemberInput {
   /** undefined: the directory could not be reached. */
   directory: DirectoryAccount | undefined;
   pins: PinStore;
+  /**
+   * A list version the verifier knows exists under an account key without asking anyone: the account's
+   * own device holding that key signed it. An older list under that key is a rollback (MV-19), also before
+   * the device saw its own list verified (the home instance and directory are trusted less than the key).
+   */
+  knownList?: { accountKey: Uint8Array; version: number };
   /** Seconds since the Unix epoch. */
   now?: number;
 }
@@ -290,8 +296,12 @@ export async function verifyMember(input: VerifyMemberInput): Promise<MemberVeri
   // MV-19: a list older than one already seen verified under this key is a rollback (a directory and
   // instance replaying an old list and proof, both validly signed): it would bring back revoked devices,
   // or make listed ones look revoked. Nothing in it is believed.
-  const seenVersion = pin === "same" ? pinned?.listVersion : undefined;
-  if (seenVersion !== undefined && list.version < seenVersion) {
+  const known = input.knownList;
+  const seenVersion = Math.max(
+    pin === "same" ? (pinned?.listVersion ?? 0) : 0,
+    known !== undefined && bytesEqual(known.accountKey, accountKey) ? known.version : 0,
+  );
+  if (list.version < seenVersion) {
     return result(
       "stale",
       "MV-19",

@@ -493,6 +493,35 @@ describe("screening refuses", () => {
     });
     expect(await codeOf(screenMessage(msg, view))).toMatch(/SCR-15/);
   });
+
+  it("SCR-15, SCR-11: an update path or an Update that keeps the key but names another account", async () => {
+    // alice's own key with carol's name: a leaf would then read as carol's (its certificate says so too).
+    const asCarol = {
+      credentialType: "basic" as const,
+      identity: new TextEncoder().encode("acct:carol@a.test"),
+    };
+    const path = craft(removeAdd, (pm) => {
+      commitOf(pm).path!.leafNode.credential = asCarol;
+    });
+    expect(await codeOf(screenMessage(path, view))).toMatch(/SCR-15.*credential/);
+
+    // carol's own Update (leaf 2, her key) naming bob, committed by reference by alice.
+    const leafNode = {
+      ...carol.kp.publicPackage.leafNode,
+      leafNodeSource: "update",
+      credential: { credentialType: "basic", identity: new TextEncoder().encode("acct:bob@a.test") },
+    } as never;
+    const update: Proposal = { proposalType: "update", update: { leafNode } };
+    const ref = new Uint8Array(32).fill(9);
+    const byRef = craft(removeAdd, (pm) => {
+      commitOf(pm).proposals = [{ proposalOrRefType: "reference", reference: ref }];
+    });
+    const accepted: GroupView = {
+      ...view,
+      acceptedProposals: new Map([[toBase64url(ref), { proposal: update, senderLeaf: 2 }]]),
+    };
+    expect(await codeOf(screenMessage(byRef, accepted))).toMatch(/SCR-11.*credential/);
+  });
 });
 
 describe("screening under random mutation", () => {

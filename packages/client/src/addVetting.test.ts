@@ -1,4 +1,6 @@
+import { readFile, readdir } from "node:fs/promises";
 import { createServer, type Server } from "node:http";
+import { join } from "node:path";
 import type { AddressInfo } from "node:net";
 import { formatIdentity, parseAcct, toBase64url } from "@mastodon-mls/protocol";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
@@ -20,7 +22,9 @@ import { settle } from "./testSupport/settle.js";
 // KeyPackages claimed (the commit is built again without them) or all of them (nothing is posted).
 
 /** What the proxy in front of b.test's directory does to claims. */
-let forging: "none" | "extra" | "only" = "none";
+let forging: "none" | "extra" | "only" | "other" = "none";
+/** With "other": a real KeyPackage of another account's listed device, handed out in place of the asked one. */
+let otherKeyPackage: { deviceId: string; keyPackage: string } | undefined;
 /** Device ids of the KeyPackages it forged. */
 const forged: string[] = [];
 let proxy: Server | undefined;
@@ -47,7 +51,8 @@ beforeAll(async () => {
         });
         let text = await answer.text();
         if (forging !== "none" && req.method === "POST" && req.url === "/v1/claims" && answer.ok) {
-          text = JSON.stringify(await forgeInto(JSON.parse(text) as ClaimAnswer, forging));
+          const body = JSON.parse(text) as ClaimAnswer;
+          text = JSON.stringify(forging === "other" ? swapInOther(body) : await forgeInto(body, forging));
         }
         res.writeHead(answer.status, { "content-type": answer.headers.get("content-type") ?? "text/plain" });
         res.end(text);
@@ -101,7 +106,58 @@ async function forgeInto(body: ClaimAnswer, how: "extra" | "only"): Promise<Clai
   return body;
 }
 
+/** Replaces every KeyPackage of a claim's answer with `otherKeyPackage` (another account's real one). */
+function swapInOther(body: ClaimAnswer): ClaimAnswer {
+  const other = otherKeyPackage!;
+  for (const account of body.accounts) {
+    forged.push(other.deviceId);
+    account.key_packages = [{ device_id: other.deviceId, key_package: other.keyPackage, last_resort: false }];
+    account.exhausted = [];
+    account.status = "ok";
+  }
+  return body;
+}
+
+/** A KeyPackage (not last resort) still in a device's store. */
+async function storedKeyPackage(dir: string): Promise<string> {
+  for (const f of await readdir(join(dir, "keypackages"))) {
+    const rec = JSON.parse(await readFile(join(dir, "keypackages", f), "utf8")) as {
+      keyPackage?: string;
+      lastResort?: boolean;
+    };
+    if (rec.keyPackage !== undefined && rec.lastResort === false) return rec.keyPackage;
+  }
+  throw new Error("no KeyPackage left");
+}
+
 describe("an add whose KeyPackages the vetting refuses", () => {
+  it("refuses another account's real device handed out for the account asked for", async () => {
+    const alice = await newClient(a, "alice3", resolver, 2);
+    await newClient(b, "hal", resolver, 2);
+    const ivy = await newClient(b, "ivy", resolver, 2); // verified, listed: only not hal
+    otherKeyPackage = { deviceId: ivy.deviceId, keyPackage: await storedKeyPackage(ivy.dir) };
+    const { groupId } = await alice.createGroup([]);
+    forged.length = 0;
+    forging = "other";
+    try {
+      // The KeyPackage names ivy: refused before any lookup, whatever allowUnverified says.
+      for (const allowUnverified of [false, true]) {
+        const report = await alice.addMembers(groupId, ["@hal@b.test"], { allowUnverified });
+        expect(report.added).toEqual([]);
+        expect(report.refused).toEqual([
+          {
+            acct: "hal@b.test",
+            deviceId: ivy.deviceId,
+            reason: expect.stringMatching(/ivy@b\.test/) as string,
+          },
+        ]);
+      }
+    } finally {
+      forging = "none";
+    }
+    expect(alice.members(groupId).map((m) => m.deviceId)).toEqual([alice.deviceId]);
+  }, 60_000);
+
   it("adds only the devices that verify when the directory slips in a forged one, and the members agree", async () => {
     const alice = await newClient(a, "alice", resolver, 2);
     const bob = await newClient(b, "bob", resolver, 2);

@@ -10,6 +10,7 @@ import type { CiphersuiteImpl, ClientState } from "ts-mls";
 import { ClientError } from "./errors.js";
 import type { DmEvent } from "./events.js";
 import { HistoryFlusher } from "./groups/outbox.js";
+import { ownSignedList } from "./identity/accountList.js";
 import { DevicePinStore } from "./identity/pins.js";
 import { MemberVerifier, type IdentityOptions } from "./identity/verifier.js";
 import {
@@ -123,7 +124,13 @@ export class DeviceContext {
     this.verifier = new MemberVerifier(
       // Real time: certificates and lists are checked against it, like KeyPackages (the injectable clock
       // drives the weekly self-update only).
-      { services: resolver, directoryOf: (d) => this.directoryOf(d), pins, clock: Date.now },
+      {
+        services: resolver,
+        directoryOf: (d) => this.directoryOf(d),
+        pins,
+        clock: Date.now,
+        ownList: () => ownSignedList(this.device),
+      },
       identity,
     );
   }

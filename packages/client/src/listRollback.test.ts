@@ -144,3 +144,30 @@ describe("MV-19: an old (list, proof) pair replayed by the account's home instan
     expect(aliceAgain.members(groupId).map((m) => m.deviceId)).toContain(dave2.deviceId);
   });
 });
+
+describe("MV-19 on the account's own device (the account key is trusted above the home instance)", () => {
+  it(
+    "an old (list, proof) pair is stale to the device that signed a newer list, before it verified that one",
+    { timeout: 120_000 },
+    async () => {
+      const { b, resolver } = env;
+      const erin = await newClient(b, "erin", resolver, 3);
+      const erinToken = b.mastodon.issueToken({ username: "erin", scopes: "read write" });
+      const erin2 = await restoreAs("erin", erin, erinToken);
+      const devicesV2: unknown = await (
+        await fetch(`${b.urls.directory}/v1/accounts/erin%40b.test/devices`)
+      ).json();
+      const fieldV2 = await mlsField(erinToken);
+
+      // erin revokes her phone (version 3, signed on this device); her home instance and directory then
+      // replay version 2, which names the phone, before this device ever verified version 3.
+      expect(await erin.revokeDevice(erin2.deviceId)).toMatchObject({ version: 3 });
+      await putField(erinToken, fieldV2);
+      rollback.set("erin", { devices: devicesV2 });
+
+      const seen = await erin.verify("@erin@b.test");
+      expect(seen.status).toBe("stale");
+      expect(seen.reason).toMatch(/older than version 3/);
+    },
+  );
+});

@@ -27,6 +27,30 @@ describe("acct handles", () => {
     }
   });
 
+  it("LK-1: a domain with URL syntax in it, or a user that is ASCII only once lower-cased, is refused", () => {
+    // node's domainToASCII parses a URL host: "evil.test/.a.test" came out as evil.test, so a handle
+    // that reads as ending in a.test named an account on evil.test.
+    for (const bad of [
+      "alice@evil.test/.a.test",
+      "alice@evil.test#.a.test",
+      "alice@evil.test?.a.test",
+      "alice@evil.test\\.a.test",
+      "alice@a.test/",
+      "alice@a.test:443",
+      "alice@a.test%2e",
+      "alice@[::1]",
+      "alice@a_b.test",
+    ]) {
+      expect(() => parseAcct(bad), bad).toThrow(ProtocolError);
+    }
+    // The user is ASCII as typed: JavaScript lower-cases the Kelvin sign to an ASCII "k".
+    expect(() => parseAcct("\u212Aate@a.test")).toThrow(ProtocolError);
+    expect(canonicalAcct("Kate@a.test")).toBe("kate@a.test");
+    // IDNA's own mappings still canonicalise (one account, one form).
+    expect(canonicalAcct("alice@A\u3002Test")).toBe("alice@a.test");
+    expect(canonicalAcct("alice@BÜCHER.example")).toBe("alice@xn--bcher-kva.example");
+  });
+
   it("accepts only canonical identities in credentials", () => {
     expect(parseCanonicalIdentity("acct:alice@a.test").user).toBe("alice");
     for (const bad of [

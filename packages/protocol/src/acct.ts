@@ -13,7 +13,11 @@ export interface Acct {
 // backtracked cubically, ~30 ms for a 312-character user.
 const USER = /^[a-z0-9_](?:[a-z0-9_.-]*[a-z0-9_])?$/;
 const USER_LENGTH = 64;
+const USER_TYPED = /^[A-Za-z0-9_.-]+$/;
 const LABEL = /^(?!-)[a-z0-9-]{1,63}(?<!-)$/;
+// ASCII that is no part of a host name: `domainToASCII` parses a URL host and silently cuts the input at
+// `/`, `?`, `#`, `\`, so "evil.test/.a.test" came out as evil.test (LK-1). Non-ASCII is left to IDNA.
+const NOT_HOST_ASCII = /[^A-Za-z0-9.\-\u0080-\uffff]/;
 
 /**
  * Parses `@user@domain`, `user@domain` or `acct:user@domain` into canonical form. Used wherever a person
@@ -26,10 +30,15 @@ export function parseAcct(input: string): Acct {
   if (text.startsWith("@")) text = text.slice(1);
   const at = text.indexOf("@");
   if (at <= 0 || at !== text.lastIndexOf("@")) throw new ProtocolError("invalid_acct");
-  const user = text.slice(0, at).toLowerCase();
-  // The length first, so that no pattern ever runs over more than USER_LENGTH characters.
-  if (user.length > USER_LENGTH || !USER.test(user)) throw new ProtocolError("invalid_acct");
+  const rawUser = text.slice(0, at);
+  const user = rawUser.toLowerCase();
+  // The length first, so that no pattern ever runs over more than USER_LENGTH characters. The user is
+  // checked as typed too: toLowerCase() turns the Kelvin sign (U+212A) into an ASCII "k" (LK-1).
+  if (user.length > USER_LENGTH || !USER_TYPED.test(rawUser) || !USER.test(user)) {
+    throw new ProtocolError("invalid_acct");
+  }
   const rawDomain = text.slice(at + 1);
+  if (NOT_HOST_ASCII.test(rawDomain)) throw new ProtocolError("invalid_acct");
   const domain = domainToASCII(rawDomain).toLowerCase();
   if (domain === "" || domain.length > 253 || !domain.split(".").every((l) => LABEL.test(l))) {
     throw new ProtocolError("invalid_acct");

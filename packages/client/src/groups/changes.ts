@@ -18,6 +18,7 @@ import {
 import type { DeviceContext } from "../context.js";
 import { ClientError } from "../errors.js";
 import { LOOKUP_CONCURRENCY } from "../identity/members.js";
+import { pinContradicts } from "../identity/pinnedAdd.js";
 import { encodeWelcomeMessage } from "../mls/codec.js";
 import { leavesOf } from "../mls/leaves.js";
 import type { LeavingDevice } from "../store/schemas.js";
@@ -127,7 +128,8 @@ const UNVERIFIED_ALLOWED = new Set(["no-proof", "unreachable"]);
  * (a certificate not by the account's key, MV-1/MV-14: e.g. a key a directory made) or `revoked` (not in
  * the list, MV-16) is refused with the reason and the account's other devices are checked again without
  * it. With `allowUnverified`, accounts that are `no-proof` or `unreachable` are added on the offline
- * checks alone (D8); every other status refuses (`key-changed` above all).
+ * checks alone (D8), except a pinned account's devices not in a list under the pinned key (ADD-1); every other
+ * status refuses (`key-changed` above all).
  */
 export async function vetKeyPackages(
   ctx: DeviceContext,
@@ -171,7 +173,14 @@ export async function vetKeyPackages(
           ? undefined
           : "its instance did not answer now (the profile is the last good one)";
       const ok = allowsNewDevices(status) || (allowUnverified && UNVERIFIED_ALLOWED.has(status));
-      if (ok) {
+      if (ok && !allowsNewDevices(status)) {
+        // ADD-1: on the offline checks alone, except that a pinned account's device must be in its list.
+        for (const kp of candidates) {
+          const contradiction = await pinContradicts(ctx, acct, kp);
+          if (contradiction === undefined) out.push(kp);
+          else report.refused.push({ acct, deviceId: kp.deviceId, reason: contradiction });
+        }
+      } else if (ok) {
         out.push(...candidates);
       } else {
         const hint = UNVERIFIED_ALLOWED.has(status)

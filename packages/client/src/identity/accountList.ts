@@ -32,6 +32,22 @@ export function accountKeyOf(device: DeviceRecord): SigningKeyPair {
   };
 }
 
+/**
+ * The newest list this device signed with the account key it holds (MV-19's `knownList`): it exists
+ * whatever the home directory and instance serve, so an older one served for this account is a rollback.
+ * Undefined for a device without the account key.
+ */
+export function ownSignedList(
+  device: DeviceRecord,
+): { acct: string; accountKey: Uint8Array; version: number } | undefined {
+  if (device.accountKey === null || device.accountList == null) return undefined;
+  return {
+    acct: device.acct,
+    accountKey: fromBase64url(device.accountKey.publicKey),
+    version: device.accountList.version,
+  };
+}
+
 /** Whether the device's list still has to reach the directory or the profile. */
 export function accountListPending(device: DeviceRecord): boolean {
   const l = device.accountList;

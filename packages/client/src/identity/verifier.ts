@@ -82,6 +82,11 @@ export class MemberVerifier {
       directoryOf: (domain: string) => Promise<DirectoryClient>;
       pins: PinStore;
       clock: () => number;
+      /**
+       * The device's own account, key and the newest list version it signed (a device holding the account
+       * key): an older list served for it is a rollback (MV-19), whatever the pins recorded so far.
+       */
+      ownList?: () => { acct: string; accountKey: Uint8Array; version: number } | undefined;
     },
     opts: IdentityOptions = {},
   ) {
@@ -205,12 +210,14 @@ export class MemberVerifier {
     const a = canonicalAcct(acct);
     this.refresh(a, opts);
     const [lookup, directory] = await Promise.all([this.resolver.lookup(a), this.directoryAccount(a)]);
+    const own = this.deps.ownList?.();
     return verifyMember({
       acct: a,
       leaves,
       lookup,
       directory,
       pins,
+      ...(own !== undefined && own.acct === a ? { knownList: own } : {}),
       now: Math.floor(this.deps.clock() / 1000),
     });
   }
