@@ -1,4 +1,4 @@
-import { credentialIdentity, deviceIdText } from "@mastodon-mls/bridge";
+import { bytesEqual, credentialIdentity, deviceIdText, verifyLeafCertificate } from "@mastodon-mls/bridge";
 import {
   checkAttribution,
   decodeCleartext,
@@ -12,6 +12,7 @@ import {
   emptyPskIndex,
   processMessage,
   type ClientState,
+  type LeafNode,
   type MLSMessage,
 } from "ts-mls";
 import type { DeviceContext, GroupHandle } from "../context.js";
@@ -276,7 +277,7 @@ async function handle(
       rememberProcessed(g.record, state, content.sender.leafIndex, messageHash(bytes));
     }
     await afterCommit(ctx, g, state, next);
-  } else noteLeaveRequest(ctx, g, state, content);
+  } else await noteLeaveRequest(ctx, g, state, content);
   return "done";
 }
 
@@ -336,12 +337,12 @@ function removesLeaf(msg: MLSMessage, state: ClientState, leaf: number): boolean
  * remembered until a commit removes that leaf: if another commit closes the epoch without it, this
  * device commits the Remove itself (followUp), so nobody who left lingers in the tree.
  */
-function noteLeaveRequest(
+async function noteLeaveRequest(
   ctx: DeviceContext,
   g: GroupHandle,
   state: ClientState,
   content: Extract<MLSMessage, { wireformat: "mls_public_message" }>["publicMessage"]["content"],
-): void {
+): Promise<void> {
   if (content.contentType !== "proposal" || content.proposal.proposalType !== "remove") return;
   if (content.sender.senderType !== "member") return;
   const leaves = new Map(leavesOf(state.ratchetTree).map((l) => [l.leafIndex, l]));
@@ -349,6 +350,10 @@ function noteLeaveRequest(
   const removed = leaves.get(content.proposal.remove.removed);
   if (sender === undefined || removed === undefined || sender.acct === "" || sender.acct !== removed.acct)
     return;
+  // LEAVE-1: the same account, by the same account key. A leaf's credential is only its maker's word:
+  // another member can add a leaf in bob's name, certified by a key of its own, and have it "ask" for
+  // bob's Remove, which would show bob as leaving of his own accord.
+  if (!(await sameAccountKey(sender.node, removed.node))) return;
   if (g.record.leaving.some((l) => l.leafIndex === removed.leafIndex && l.deviceId === removed.deviceId))
     return;
   g.record.leaving = [
@@ -361,6 +366,16 @@ function noteLeaveRequest(
     acct: removed.acct,
     deviceId: removed.deviceId,
   });
+}
+
+/** Whether both leaves carry certificates (verified offline) by one account key. */
+async function sameAccountKey(a: LeafNode, b: LeafNode): Promise<boolean> {
+  const [ca, cb] = await Promise.all(
+    [a, b].map((leaf) =>
+      verifyLeafCertificate(leaf, undefined, { checkTimes: false }).catch(() => undefined),
+    ),
+  );
+  return ca !== undefined && cb !== undefined && bytesEqual(ca.accountKey, cb.accountKey);
 }
 
 async function afterCommit(

@@ -15,10 +15,15 @@ export interface LocalDevice {
   identity: string;
   deviceId: string;
   keyPackage: () => Promise<GeneratedKeyPackage>;
+  /** Another device of the same account, certified by the same account key. */
+  sibling: () => Promise<LocalDevice>;
 }
 
-export async function localDevice(identity: string): Promise<LocalDevice> {
-  const account = await generateSigningKeyPair();
+export async function localDevice(
+  identity: string,
+  account?: Awaited<ReturnType<typeof generateSigningKeyPair>>,
+): Promise<LocalDevice> {
+  account ??= await generateSigningKeyPair();
   const sig = await generateSigningKeyPair();
   const now = Math.floor(Date.now() / 1000);
   const certificate = await signDeviceCertificate(
@@ -35,6 +40,7 @@ export async function localDevice(identity: string): Promise<LocalDevice> {
     identity,
     deviceId: deviceIdText(sig.publicKey),
     keyPackage: () => generateDeviceKeyPackage({ identity, signatureKeyPair: sig, certificate }),
+    sibling: () => localDevice(identity, account),
   };
 }
 
