@@ -165,6 +165,18 @@ describe("acct lookup against two fake instances", () => {
     expect(r).toMatchObject({ kind: "invalid", rule: "LK-7" });
   });
 
+  it("LK-7: an instance that reports its domain in another IDNA form (capitals, fullwidth, an ideographic dot) is the same", async () => {
+    const mo = await makeUser(world.a, "mo2");
+    for (const form of ["A.TEST", "ａ.test", "a\u3002test"]) {
+      const r = await lookupThroughProxy(mo.acct, { "/api/v2/instance": (j) => ({ ...j, domain: form }) });
+      expect(r, form).toMatchObject({ kind: "found" });
+    }
+    const bad = await lookupThroughProxy(mo.acct, {
+      "/api/v2/instance": (j) => ({ ...j, domain: "a.test/.evil.test" }),
+    });
+    expect(bad).toMatchObject({ kind: "invalid", rule: "LK-7" });
+  });
+
   it("LK-5, LK-7: a server answering WebFinger for a.test but pointing at b.test's account is refused", async () => {
     // b.test has its own "nia" with a valid proof; a.test's WebFinger claims nia@a.test lives there.
     const nia = await makeUser(world.b, "nia");

@@ -1,4 +1,4 @@
-import { formatAcct, formatIdentity, parseAcct, type Acct } from "@mastodon-mls/protocol";
+import { canonicalDomain, formatAcct, formatIdentity, parseAcct, type Acct } from "@mastodon-mls/protocol";
 import { findMlsField, type ProfileField } from "./profileFields.js";
 import type { ProfileProofIn } from "./profileProof.js";
 import { TransportError, type TransportFailure } from "./httpExchange.js";
@@ -175,6 +175,7 @@ async function lookupSteps(parsed: Acct, base: Base, o: LookupOptions): Promise<
 
   // LK-7: that server's domain is the acct's domain (LOCAL_DOMAIN, which may differ from the API host).
   let domain = o.instanceDomains?.get(apiOrigin);
+  let reported = "unknown";
   if (domain === undefined) {
     const instance = json(
       await o.get(new URL("/api/v2/instance", apiOrigin).href, {
@@ -184,12 +185,14 @@ async function lookupSteps(parsed: Acct, base: Base, o: LookupOptions): Promise<
       "The instance",
     );
     if (typeof instance.domain === "string") {
-      domain = instance.domain.toLowerCase();
-      o.instanceDomains?.set(apiOrigin, domain);
+      // Any IDNA spelling of the acct's domain is that domain; what is no host name matches nothing.
+      domain = canonicalDomain(instance.domain);
+      if (domain !== undefined) o.instanceDomains?.set(apiOrigin, domain);
+      else reported = JSON.stringify(instance.domain.slice(0, 100));
     }
   }
   if (domain !== parsed.domain) {
-    throw violated("LK-7", `the instance at ${apiOrigin} is ${String(domain)}, not ${parsed.domain}`);
+    throw violated("LK-7", `the instance at ${apiOrigin} is ${domain ?? reported}, not ${parsed.domain}`);
   }
 
   const state: AccountState = {

@@ -1,4 +1,4 @@
-import { ProtocolError, formatIdentity, parseAcct } from "@mastodon-mls/protocol";
+import { ProtocolError, canonicalDomain, formatIdentity, parseAcct } from "@mastodon-mls/protocol";
 import { MastoHttpError, createRestAPIClient, type mastodon } from "masto";
 import type { SigningKeyPair } from "./crypto.js";
 import {
@@ -88,7 +88,7 @@ export async function publishProof(o: PublishProofOptions): Promise<PublishedPro
   // PUB-1: the token's account is the acct the proof is for (local username and LOCAL_DOMAIN).
   const me = await callMastodon(() => client.v1.accounts.verifyCredentials());
   const instance = await callMastodon(() => client.v2.instance.fetch());
-  if (me.username.toLowerCase() !== acct.user || instance.domain.toLowerCase() !== acct.domain) {
+  if (me.username.toLowerCase() !== acct.user || canonicalDomain(instance.domain) !== acct.domain) {
     throw new ProtocolError(
       "acct_mismatch",
       `The token is for ${me.username}@${instance.domain}, not ${acct.user}@${acct.domain}.`,

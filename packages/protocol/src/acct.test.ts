@@ -1,6 +1,6 @@
 import fc from "fast-check";
 import { describe, expect, it } from "vitest";
-import { canonicalAcct, formatIdentity, parseAcct, parseCanonicalIdentity } from "./acct.js";
+import { canonicalAcct, canonicalDomain, formatIdentity, parseAcct, parseCanonicalIdentity } from "./acct.js";
 import { ProtocolError } from "./errors.js";
 
 describe("acct handles", () => {
@@ -127,5 +127,16 @@ describe("acct handles", () => {
     // The spy sees every pattern (RegExp#test calls exec); the valid handle shows it was in place.
     expect(matched).toContain("ok.user");
     expect(matched.filter((text) => text.length > 64)).toEqual([]);
+  });
+});
+
+describe("canonicalDomain", () => {
+  it("gives the acct form of any IDNA spelling of a domain, and nothing for what is not a host name", () => {
+    expect(canonicalDomain("A.Test")).toBe("a.test");
+    expect(canonicalDomain("Bücher.Example")).toBe("xn--bcher-kva.example");
+    expect(canonicalDomain("a\u3002test")).toBe("a.test");
+    for (const bad of ["", "a.test/.b.test", "a test", "-a.test", "a..test", "x".repeat(64) + ".test"]) {
+      expect(canonicalDomain(bad), bad).toBeUndefined();
+    }
   });
 });

@@ -37,13 +37,23 @@ export function parseAcct(input: string): Acct {
   if (user.length > USER_LENGTH || !USER_TYPED.test(rawUser) || !USER.test(user)) {
     throw new ProtocolError("invalid_acct");
   }
-  const rawDomain = text.slice(at + 1);
-  if (NOT_HOST_ASCII.test(rawDomain)) throw new ProtocolError("invalid_acct");
-  const domain = domainToASCII(rawDomain).toLowerCase();
-  if (domain === "" || domain.length > 253 || !domain.split(".").every((l) => LABEL.test(l))) {
-    throw new ProtocolError("invalid_acct");
-  }
+  const domain = canonicalDomain(text.slice(at + 1));
+  if (domain === undefined) throw new ProtocolError("invalid_acct");
   return { user, domain };
+}
+
+/**
+ * A domain in the canonical form of an acct's (a lower-case IDNA A-label), or undefined when it is not a
+ * host name. For every domain compared with an acct's: an instance that reports its LOCAL_DOMAIN in
+ * Unicode or in capitals is the same instance (LK-7, PUB-1).
+ */
+export function canonicalDomain(text: string): string | undefined {
+  if (NOT_HOST_ASCII.test(text)) return undefined;
+  const domain = domainToASCII(text).toLowerCase();
+  if (domain === "" || domain.length > 253 || !domain.split(".").every((l) => LABEL.test(l))) {
+    return undefined;
+  }
+  return domain;
 }
 
 /** `acct:user@domain` — the MLS credential identity and the form in every signed object. */
