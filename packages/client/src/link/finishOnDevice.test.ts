@@ -17,7 +17,8 @@ import type { StaticResolver } from "../transport/resolver.js";
 // LNK-11 (found by an audit): a link started in a directory (link.json), interrupted, and the directory
 // then given a device of its own (`create`, or `restore` from the account-key backup). Finishing the
 // link there wrote the linked device's device.json over the one already in it — its keys, and with a
-// restore the account key — gone without a word. Finishing must refuse, as beginning does.
+// restore the account key — gone without a word. Finishing must refuse, as beginning does. And the
+// same for a restore (a regression test: it refused already).
 
 let a: Instance;
 let resolver: StaticResolver;
@@ -67,5 +68,32 @@ it(
     const reopened = await MlsDmClient.open(dir);
     expect(reopened.acct).toBe("bob@a.test");
     expect(reopened.deviceId).toBe(bobDevice);
+  },
+);
+
+it(
+  "restoring the account-key backup onto a directory that holds a device refuses and keeps that device",
+  {
+    timeout: 60_000,
+  },
+  async () => {
+    const carol = await newClient(a, "carol", resolver, 1);
+    const backup = (await carol.backupAccountKey({ passphrase: "a long backup passphrase" })).text;
+    const dave = await newClient(a, "dave", resolver, 1);
+    const dir = dave.dir;
+    await expect(
+      MlsDmClient.restore({
+        dir,
+        protection: { kind: "none" },
+        backup,
+        secret: "a long backup passphrase",
+        mastodonToken: a.mastodon.issueToken({ username: "carol", scopes: "read write" }),
+        services: resolver,
+        keyPackages: 1,
+        retry: FAST_RETRY,
+      }),
+    ).rejects.toMatchObject({ code: "device_exists" });
+    const reopened = await MlsDmClient.open(dir);
+    expect([reopened.acct, reopened.deviceId]).toEqual(["dave@a.test", dave.deviceId]);
   },
 );
