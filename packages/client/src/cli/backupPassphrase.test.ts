@@ -1,4 +1,4 @@
-import { access, mkdtemp } from "node:fs/promises";
+import { access, mkdtemp, stat, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { afterAll, beforeAll, expect, it } from "vitest";
@@ -42,5 +42,20 @@ it(
     const ok = capturedIo({ MLS_DM_BACKUP_PASSPHRASE: "a long backup passphrase" });
     expect(await main(["--dir", alice.dir, "backup", "--passphrase", "--out", out], ok)).toBe(0);
     await access(out);
+  },
+);
+
+it(
+  "backup --force over an existing readable file leaves it readable by its owner only (0600)",
+  {
+    timeout: 60_000,
+  },
+  async () => {
+    const bob = await newClient(a, "bob", resolverFor([a]), 1);
+    const out = join(await mkdtemp(join(tmpdir(), "mls-dm-backup-force-")), "backup.txt");
+    await writeFile(out, "an older file, world-readable\n", { mode: 0o644 });
+    const io = capturedIo({ MLS_DM_BACKUP_PASSPHRASE: "a long backup passphrase" });
+    expect(await main(["--dir", bob.dir, "backup", "--passphrase", "--force", "--out", out], io)).toBe(0);
+    expect((await stat(out)).mode & 0o777).toBe(0o600);
   },
 );
