@@ -67,6 +67,14 @@ describe("account-key backup", () => {
     expect(codeOf(wrong)).toBe("wrong_backup_secret");
   });
 
+  it("refuses to seal under a passphrase shorter than 8 characters, whoever calls it", async () => {
+    // Found by an audit: only the CLI's prompt checked the length; the API sealed the account key under "x".
+    for (const short of ["x", "1234567", "ééééééé"]) {
+      expect(codeOf(await sample(short).catch((e: unknown) => e))).toBe("bad_input");
+    }
+    expect((await sample("12345678")).recoveryKey).toBeUndefined();
+  });
+
   it("refuses another recovery key, and catches a mistyped character by its checksum", async () => {
     const { text, recoveryKey } = await sample();
     const other = formatRecoveryKey(new Uint8Array(20).fill(9));

@@ -39,6 +39,8 @@ const SCHEME_ED25519 = 0x0807;
 const BEGIN = "-----BEGIN MLS-DM ACCOUNT KEY BACKUP-----";
 const END = "-----END MLS-DM ACCOUNT KEY BACKUP-----";
 const MAX_KEY_BYTES = 128;
+/** A chosen passphrase's minimum (the CLI asks the same of every new passphrase). */
+export const MIN_PASSPHRASE_CHARS = 8;
 
 export type BackupProtection = "recovery-key" | "passphrase";
 
@@ -326,6 +328,14 @@ export interface CreateBackupOptions extends KdfPolicy {
 export async function createAccountKeyBackup(
   opts: CreateBackupOptions,
 ): Promise<{ text: string; recoveryKey?: string }> {
+  // The account key is the crown jewel: a chosen passphrase has the CLI's minimum length here too, so no
+  // caller (the environment variable, another app on the library) seals it under "x".
+  if (opts.passphrase !== undefined && [...opts.passphrase].length < MIN_PASSPHRASE_CHARS) {
+    throw new ClientError(
+      "bad_input",
+      `a backup passphrase has at least ${MIN_PASSPHRASE_CHARS} characters; nothing was written`,
+    );
+  }
   const recovery = opts.passphrase === undefined ? generateRecoveryKey() : undefined;
   const protectedBy: BackupProtection = recovery === undefined ? "passphrase" : "recovery-key";
   const secret = recovery?.bytes ?? passphraseBytes(opts.passphrase!);

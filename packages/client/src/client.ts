@@ -1,4 +1,11 @@
-import { acceptNewKey, confirmPin, matchesSafetyNumber, type SigningKeyPair } from "@mastodon-mls/bridge";
+import {
+  acceptNewKey,
+  accountKeyFingerprint,
+  confirmPin,
+  decodeDeviceCertificate,
+  matchesSafetyNumber,
+  type SigningKeyPair,
+} from "@mastodon-mls/bridge";
 import {
   fromBase64url,
   parseAcct,
@@ -457,6 +464,20 @@ export class MlsDmClient {
   /** Whether this device holds the account key (the first device, or one restored from a backup). */
   get holdsAccountKey(): boolean {
     return this.ctx.device.accountKey !== null;
+  }
+
+  /**
+   * LNK-12: base64url SHA-256 of the account key this device holds, or else of the one that certified it
+   * (for a linked device, the key it pinned): compared with what the approving device showed, it tells a
+   * linked device whether its home instance and directory gave it the account's real key.
+   */
+  get accountKeyFingerprint(): string {
+    const held = this.ctx.device.accountKey;
+    return accountKeyFingerprint(
+      held !== null
+        ? fromBase64url(held.publicKey)
+        : decodeDeviceCertificate(fromBase64url(this.ctx.device.certificate)).accountKey,
+    );
   }
 
   /** How the directory is protected. */

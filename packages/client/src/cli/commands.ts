@@ -716,6 +716,8 @@ export async function backup(
     throw e;
   }
   try {
+    // open's mode applies only to a file it creates: one replaced with --force keeps its own (0644…).
+    await handle.chmod(0o600);
     await handle.writeFile(made.text);
     await handle.sync();
   } finally {

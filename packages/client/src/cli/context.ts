@@ -127,15 +127,17 @@ export class Cli {
   /** A passphrase for a backup: MLS_DM_BACKUP_PASSPHRASE, else asked (twice when choosing one). */
   async backupPassphrase(confirm: boolean): Promise<string> {
     const env = this.io.env.MLS_DM_BACKUP_PASSPHRASE;
-    if (env !== undefined) return env;
-    if (!this.io.stdinIsTty) throw new UsageError("set MLS_DM_BACKUP_PASSPHRASE or run in a terminal");
-    const p = await this.io.readSecret("Backup passphrase: ");
-    if (confirm) {
-      if (p.length < MIN_PASSPHRASE) {
-        throw new UsageError(`the passphrase is too short (at least ${MIN_PASSPHRASE} characters)`);
-      }
-      if ((await this.io.readSecret("The same again: ")) !== p)
-        throw new UsageError("the two passphrases differ");
+    let p = env;
+    if (p === undefined) {
+      if (!this.io.stdinIsTty) throw new UsageError("set MLS_DM_BACKUP_PASSPHRASE or run in a terminal");
+      p = await this.io.readSecret("Backup passphrase: ");
+    }
+    // Choosing one: the length is checked wherever it came from (the environment too), as for the store.
+    if (confirm && p.length < MIN_PASSPHRASE) {
+      throw new UsageError(`the passphrase is too short (at least ${MIN_PASSPHRASE} characters)`);
+    }
+    if (confirm && env === undefined && (await this.io.readSecret("The same again: ")) !== p) {
+      throw new UsageError("the two passphrases differ");
     }
     return p;
   }

@@ -114,9 +114,14 @@ describe("mls-dm link-device", () => {
           ]),
           "approve",
         ).stdout,
-      ) as { deviceId: string; version: number; addedTo: string[]; pending: number };
+      ) as { deviceId: string; version: number; accountKey: string; addedTo: string[]; pending: number };
       expect(approved).toMatchObject({ deviceId: shown.deviceId, version: 2, addedTo: [g], pending: 0 });
-      await phone.next((l) => l.includes('"linked":true'), "the phone is linked");
+      // LNK-12: both show the account key's fingerprint, and it is the same.
+      expect(approved.accountKey).toMatch(/^[A-Za-z0-9_-]{43}$/);
+      const linked = JSON.parse(
+        await phone.next((l) => l.includes('"linked":true'), "the phone is linked"),
+      ) as { accountKey: string };
+      expect(linked.accountKey).toBe(approved.accountKey);
       expect(await phone.wait()).toBe(0);
 
       // The phone holds no account key, and cannot approve links itself.

@@ -77,10 +77,23 @@ async function newDevice(cli: Cli, opts: LinkCliOptions, signal: AbortSignal): P
     { timeoutMs: wait, pollMs: POLL_MS, signal },
   );
   if (opts.json === true) {
-    cli.io.out(JSON.stringify({ linked: true, acct: client.acct, deviceId: client.deviceId }));
+    cli.io.out(
+      JSON.stringify({
+        linked: true,
+        acct: client.acct,
+        deviceId: client.deviceId,
+        accountKey: client.accountKeyFingerprint,
+      }),
+    );
     return;
   }
   cli.io.out(`Device ${client.deviceId} of ${client.acct} is linked and ready.`);
+  // LNK-12: the one check of the account key this device was given that its home servers cannot fake.
+  cli.io.out(`Account key: ${client.accountKeyFingerprint}`);
+  cli.io.err(
+    "Compare it with the account key your other device showed when approving: if they differ, the " +
+      "servers gave this device another key; revoke it there (mls-dm revoke-device) and do not use it.",
+  );
   cli.io.err(
     `Your other device adds it to your groups; their messages arrive from then on (${cli.cmd("listen")}).`,
   );
@@ -126,12 +139,19 @@ async function approve(cli: Cli, code: string, opts: LinkCliOptions, signal: Abo
       await pause(POLL_MS, signal);
     }
   });
-  const result = { deviceId: approval.deviceId, version: approval.version, addedTo: [...added], pending };
+  const result = {
+    deviceId: approval.deviceId,
+    version: approval.version,
+    accountKey: approval.accountKey,
+    addedTo: [...added],
+    pending,
+  };
   if (opts.json === true) {
     cli.io.out(JSON.stringify(result));
     return;
   }
   cli.io.out(`Linked device ${approval.deviceId}; added it to ${groups(added.size)}.`);
+  cli.io.out(`Account key: ${approval.accountKey} (the new device must show the same; LNK-12)`);
   if (pending > 0) {
     cli.io.err(
       `${pending} groups are still waiting for the new device's KeyPackages; this device adds it there ` +

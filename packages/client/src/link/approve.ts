@@ -1,4 +1,4 @@
-import { addDevice, bytesEqual } from "@mastodon-mls/bridge";
+import { accountKeyFingerprint, addDevice, bytesEqual } from "@mastodon-mls/bridge";
 import type { DeviceContext } from "../context.js";
 import { ClientError } from "../errors.js";
 import { accountKeyOf, publishAccountList, recordNewList } from "../identity/accountList.js";
@@ -19,6 +19,12 @@ export interface Approval {
   version: number;
   /** false when the list named the device already (an approval repeated). */
   listed: boolean;
+  /**
+   * LNK-12: the fingerprint of the account key that certified the device. The new device shows the one it
+   * pinned (`MlsDmClient.accountKeyFingerprint`); another there means its home instance and directory
+   * gave it a key of theirs, which nothing else would tell it.
+   */
+  accountKey: string;
 }
 
 export async function approveLink(ctx: DeviceContext, request: LinkRequest): Promise<Approval> {
@@ -46,5 +52,11 @@ export async function approveLink(ctx: DeviceContext, request: LinkRequest): Pro
     await ctx.home.directory.registerDevice(request.deviceId, certificate, ctx.device.mastodonToken);
   }
   ctx.verifier.forget(ctx.device.acct);
-  return { deviceId: request.deviceId, name: request.name, version, listed: !alreadyListed };
+  return {
+    deviceId: request.deviceId,
+    name: request.name,
+    version,
+    listed: !alreadyListed,
+    accountKey: accountKeyFingerprint(key.publicKey),
+  };
 }

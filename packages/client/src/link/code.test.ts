@@ -1,5 +1,6 @@
 import { generateSigningKeyPair } from "@mastodon-mls/bridge";
 import fc from "fast-check";
+import { createHash } from "node:crypto";
 import { describe, expect, it } from "vitest";
 import { ClientError } from "../errors.js";
 import {
@@ -53,6 +54,8 @@ describe("link codes", () => {
         expect(v.confirmation).toBe(confirmationCode(r));
         expect(v.confirmation).toMatch(/^\d{4}-\d{4}-\d{4}$/);
       }),
+      // Each confirmation is ~2^15 hashes (LNK-10): fewer runs keep the file fast.
+      { numRuns: 20 },
     );
   });
 
@@ -72,6 +75,7 @@ describe("link codes", () => {
         }
         expect(confirmationCode(other)).not.toBe(confirmationCode(r));
       }),
+      { numRuns: 20 },
     );
   });
 
@@ -115,6 +119,19 @@ describe("link codes", () => {
       refused(() => verifyLinkRequest(at(NOW, "alice@a.test", "evil\u202etxt"), "alice@a.test", NOW)),
     ).toContain("control characters");
     expect(verifyLinkRequest(at(NOW - 3600), "alice@a.test", NOW).acct).toBe("alice@a.test");
+  });
+
+  it("LNK-10: the confirmation code is stretched (2^15 chained SHA-256), so grinding a substitute costs ~2^55 hashes", () => {
+    // A substitute code may vary its name (zero-width characters look the same), its time (an hour of
+    // seconds) and its key: unstretched, 12 digits fall to ~2^40 SHA-256, minutes on one GPU.
+    const r = { acct: "alice@a.test", sigKey: new Uint8Array(32).fill(7), name: "Phone", createdAt: NOW };
+    const payload = Buffer.from(encodeLinkCode(r).slice(LINK_CODE_PREFIX.length), "base64url");
+    let h = createHash("sha256").update("mastodon-mls link v2").update(payload).digest();
+    for (let i = 0; i < 2 ** 15; i++) h = createHash("sha256").update(h).digest();
+    const digits = (h.readBigUInt64BE(0) % 10n ** 12n).toString().padStart(12, "0");
+    expect(confirmationCode(r)).toBe(`${digits.slice(0, 4)}-${digits.slice(4, 8)}-${digits.slice(8)}`);
+    // And a name the approving device shows the same way gives other digits.
+    expect(confirmationCode({ ...r, name: "Phone\u200b" })).not.toBe(confirmationCode(r));
   });
 
   it("LNK-5: the typed confirmation matches with spaces or dashes, never a prefix or other digits", () => {

@@ -1,12 +1,6 @@
-import {
-  TlsDecodeError,
-  TlsReader,
-  TlsWriter,
-  deviceIdText,
-  isSafeDeviceName,
-  sha256,
-} from "@mastodon-mls/bridge";
+import { TlsDecodeError, TlsReader, TlsWriter, deviceIdText, isSafeDeviceName } from "@mastodon-mls/bridge";
 import { LIMITS, canonicalAcct, fromBase64url, toBase64url } from "@mastodon-mls/protocol";
+import { createHash } from "node:crypto";
 import { ClientError } from "../errors.js";
 
 // The link code (docs/protocol.md "Linking a device", LNK-1…6): what a new device shows — as text and as
@@ -21,7 +15,14 @@ export const LINK_CODE_PREFIX = "MLSDM-LINK1-";
 export const LINK_CODE_MAX_AGE_SECONDS = 3600;
 const CLOCK_SKEW_SECONDS = 300;
 const NAME_MAX_BYTES = 64;
-const LABEL = new TextEncoder().encode("mastodon-mls link v1");
+// v2: stretched (LNK-10); a v1 device shows other digits, so mixing versions is refused, never misread.
+const LABEL = new TextEncoder().encode("mastodon-mls link v2");
+/**
+ * LNK-10: chained SHA-256 rounds after the labelled hash. A substitute code may vary its name (zero-width
+ * characters look the same), its time and its key at will, so 12 digits alone fall to ~2^40 hashes —
+ * minutes on one GPU; 2^15 rounds make that ~2^55, at ~40 ms once per code on each device.
+ */
+const CONFIRMATION_ROUNDS = 2 ** 15;
 /** 4 + 32-byte key + acct + name: anything longer is not a link code. */
 const PAYLOAD_MAX_BYTES = 8 + 2 + LIMITS.acctLength + 2 + 32 + 2 + NAME_MAX_BYTES + 16;
 
@@ -94,17 +95,14 @@ export function decodeLinkCode(text: string): LinkRequestIn {
 }
 
 /**
- * 12 digits from SHA-256 over a label and the whole payload, as `1234-5678-9012` (LNK-5). About 40 bits:
- * substituting a key that gives the same digits takes ~2^40 key generations within the code's hour.
+ * 12 digits from SHA-256 over a label and the whole payload, stretched by CONFIRMATION_ROUNDS chained
+ * SHA-256 (LNK-10), as `1234-5678-9012` (LNK-5). About 40 bits of digits plus 15 of work: a substitute
+ * code giving the same digits takes ~2^55 hashes within the code's hour.
  */
 export function confirmationCode(r: LinkRequestTbs): string {
-  const payload = payloadOf(r);
-  const input = new Uint8Array(LABEL.byteLength + payload.byteLength);
-  input.set(LABEL);
-  input.set(payload, LABEL.byteLength);
-  const digest = sha256(input);
-  let n = 0n;
-  for (const b of digest.subarray(0, 8)) n = (n << 8n) | BigInt(b);
+  let digest = createHash("sha256").update(LABEL).update(payloadOf(r)).digest();
+  for (let i = 0; i < CONFIRMATION_ROUNDS; i++) digest = createHash("sha256").update(digest).digest();
+  const n = digest.readBigUInt64BE(0);
   const digits = (n % 10n ** 12n).toString().padStart(12, "0");
   return `${digits.slice(0, 4)}-${digits.slice(4, 8)}-${digits.slice(8)}`;
 }

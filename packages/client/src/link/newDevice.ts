@@ -187,6 +187,18 @@ export async function finishLink(
 ): Promise<DeviceRecord> {
   const rec = await store.readLink();
   if (rec === undefined) throw new ClientError("no_device", `${store.dir} is not linking a device`);
+  // LNK-11: a link cut short in a directory that since got another device (create, restore): finishing
+  // would write the linked device over it — its keys, after a restore the account key. Refused, as
+  // beginLink does. This link's own device (a finish cut short after device.json) is set up again as before.
+  if (
+    (await store.hasDevice()) &&
+    (await store.readDevice()).deviceKey.publicKey !== rec.deviceKey.publicKey
+  ) {
+    throw new ClientError(
+      "device_exists",
+      `${store.dir} already holds a device; nothing was changed. Link from another directory`,
+    );
+  }
   const directory = new DirectoryClient(checkServiceUrl(home.directory));
   const verifier = new MemberVerifier(
     {
