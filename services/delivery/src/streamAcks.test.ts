@@ -1,13 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { silentLogger } from "@mastodon-mls/service-kit";
 import { waitFor } from "@mastodon-mls/testkit";
-import { loadDeliveryConfig } from "./config.js";
-import { createDelivery, type Delivery } from "./service.js";
 import { MemoryDeliveryStore } from "./store/memory.js";
 import { HubClient } from "./testing/client.js";
 import { privateMessage } from "./testing/craft.js";
 import { randomGroupId } from "./testing/flow.js";
-import { HUB_ORIGIN } from "./testing/hub.js";
+import { HUB_ORIGIN, startHub, type TestHub } from "./testing/hub.js";
 import { TestDevice } from "./testing/mls.js";
 import { StreamClient } from "./testing/stream.js";
 
@@ -35,22 +32,13 @@ class SlowCursorStore extends MemoryDeliveryStore {
 
 describe("stream acknowledgements (memory store)", () => {
   const store = new SlowCursorStore();
-  let delivery: Delivery;
+  let hub: TestHub;
   let url: string;
   beforeAll(async () => {
-    const config = loadDeliveryConfig({
-      PORT: "0",
-      PUBLIC_URL: HUB_ORIGIN,
-      INSTANCE_DOMAIN: "a.test",
-      LOG_LEVEL: "silent",
-      STORE: "memory",
-    });
-    delivery = await createDelivery(config, { logger: silentLogger(), store });
-    url = await delivery.listen();
+    hub = await startHub("memory", { memoryStore: store });
+    url = hub.url;
   });
-  afterAll(async () => {
-    await delivery.close();
-  });
+  afterAll(() => hub.close());
 
   it("a flood of ack frames keeps one acknowledgement in flight and loses none of them", async () => {
     const alice = await TestDevice.create("alice");

@@ -1,13 +1,10 @@
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
-import { silentLogger } from "@mastodon-mls/service-kit";
 import type { Socket } from "node:net";
-import { loadDeliveryConfig } from "./config.js";
-import { createDelivery, type Delivery } from "./service.js";
 import { MemoryDeliveryStore } from "./store/memory.js";
 import { HubClient } from "./testing/client.js";
 import { privateMessage } from "./testing/craft.js";
 import { randomGroupId } from "./testing/flow.js";
-import { HUB_ORIGIN } from "./testing/hub.js";
+import { HUB_ORIGIN, startHub, type TestHub } from "./testing/hub.js";
 import { TestDevice } from "./testing/mls.js";
 import { StreamClient } from "./testing/stream.js";
 
@@ -26,26 +23,13 @@ class GatedStore extends MemoryDeliveryStore {
 
 describe("stream submit queue (memory store)", () => {
   const store = new GatedStore();
-  let delivery: Delivery;
+  let hub: TestHub;
   let url: string;
   beforeAll(async () => {
-    const config = loadDeliveryConfig({
-      PORT: "0",
-      PUBLIC_URL: HUB_ORIGIN,
-      INSTANCE_DOMAIN: "a.test",
-      LOG_LEVEL: "silent",
-      STORE: "memory",
-    });
-    delivery = await createDelivery(config, {
-      logger: silentLogger(),
-      store,
-      limits: { streamSubmitQueueBytes: 300 * 1024 },
-    });
-    url = await delivery.listen();
+    hub = await startHub("memory", { limits: { streamSubmitQueueBytes: 300 * 1024 }, memoryStore: store });
+    url = hub.url;
   });
-  afterAll(async () => {
-    await delivery.close();
-  });
+  afterAll(() => hub.close());
 
   it("refuses submit frames past the queue's bytes with rate_limited, in order, and takes the rest", async () => {
     const alice = await TestDevice.create("alice");

@@ -1,10 +1,8 @@
 import { cipherSuite } from "@mastodon-mls/bridge";
-import { encodeCleartext } from "@mastodon-mls/protocol";
-import { createApplicationMessage, createCommit, encodeMlsMessage, type ClientState } from "ts-mls";
+import { createCommit, encodeMlsMessage, type ClientState } from "ts-mls";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { buildCreateNote } from "../cleartext.js";
 import type { MlsDmClient } from "../client.js";
-import { aliceAndBobOnFake } from "../testSupport/fakeGroup.js";
+import { noteFrom, aliceAndBobOnFake } from "../testSupport/fakeGroup.js";
 import { FakeServices } from "../testSupport/fakeServices.js";
 import type { LocalDevice } from "../testSupport/localDevices.js";
 
@@ -28,14 +26,9 @@ beforeEach(async () => {
 afterEach(() => fake.stop());
 
 async function bobSays(text: string, epoch?: bigint): Promise<Uint8Array> {
-  const sent = await createApplicationMessage(
-    bob,
-    encodeCleartext(buildCreateNote("acct:bob@a.test", text)),
-    await cipherSuite(),
-  );
-  bob = sent.newState;
-  const privateMessage = { ...sent.privateMessage, ...(epoch === undefined ? {} : { epoch }) };
-  return encodeMlsMessage({ version: "mls10", wireformat: "mls_private_message", privateMessage });
+  const said = await noteFrom(bob, "bob@a.test", text, epoch);
+  bob = said.newState;
+  return said.bytes;
 }
 
 describe("messages waiting for their epoch", () => {

@@ -1,10 +1,7 @@
-import { cipherSuite } from "@mastodon-mls/bridge";
-import { encodeCleartext } from "@mastodon-mls/protocol";
-import { createApplicationMessage, encodeMlsMessage, type ClientState } from "ts-mls";
+import { type ClientState } from "ts-mls";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { buildCreateNote } from "../cleartext.js";
 import type { MlsDmClient } from "../client.js";
-import { aliceAndBobOnFake } from "../testSupport/fakeGroup.js";
+import { noteFrom, aliceAndBobOnFake } from "../testSupport/fakeGroup.js";
 import { FakeServices } from "../testSupport/fakeServices.js";
 import type { LocalDevice } from "../testSupport/localDevices.js";
 
@@ -26,17 +23,9 @@ beforeEach(async () => {
 afterEach(() => fake.stop());
 
 async function bobSays(text: string): Promise<Uint8Array> {
-  const sent = await createApplicationMessage(
-    bob,
-    encodeCleartext(buildCreateNote("acct:bob@a.test", text)),
-    await cipherSuite(),
-  );
-  bob = sent.newState;
-  return encodeMlsMessage({
-    version: "mls10",
-    wireformat: "mls_private_message",
-    privateMessage: sent.privateMessage,
-  });
+  const said = await noteFrom(bob, "bob@a.test", text);
+  bob = said.newState;
+  return said.bytes;
 }
 
 describe("application messages", () => {

@@ -1,16 +1,8 @@
 import { cipherSuite } from "@mastodon-mls/bridge";
-import { encodeCleartext } from "@mastodon-mls/protocol";
-import {
-  createApplicationMessage,
-  createCommit,
-  createProposal,
-  encodeMlsMessage,
-  type ClientState,
-} from "ts-mls";
+import { createCommit, createProposal, encodeMlsMessage, type ClientState } from "ts-mls";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
-import { buildCreateNote } from "../cleartext.js";
 import type { MlsDmClient } from "../client.js";
-import { aliceAndBobOnFake } from "../testSupport/fakeGroup.js";
+import { noteFrom, aliceAndBobOnFake } from "../testSupport/fakeGroup.js";
 import { FakeServices } from "../testSupport/fakeServices.js";
 import { localDevice, type LocalDevice } from "../testSupport/localDevices.js";
 
@@ -35,17 +27,9 @@ afterEach(() => fake.stop());
 
 describe("another member's message labelled as this device's own", () => {
   it("OWN-4: an application message is read as bob's", async () => {
-    const sent = await createApplicationMessage(
-      bob,
-      encodeCleartext(buildCreateNote("acct:bob@a.test", "mine, not alice's")),
-      await cipherSuite(),
-    );
-    bob = sent.newState;
-    const bytes = encodeMlsMessage({
-      version: "mls10",
-      wireformat: "mls_private_message",
-      privateMessage: sent.privateMessage,
-    });
+    const said = await noteFrom(bob, "bob@a.test", "mine, not alice's");
+    bob = said.newState;
+    const bytes = said.bytes;
     fake.inject(groupId, alice.deviceId, bytes, 1);
     expect(await alice.sync()).toMatchObject([
       {

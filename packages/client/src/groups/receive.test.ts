@@ -14,7 +14,7 @@ import { signFramedContentTBS, toTbs } from "ts-mls/framedContent.js";
 import { afterEach, beforeEach, describe, expect, it } from "vitest";
 import { buildCreateNote } from "../cleartext.js";
 import { MlsDmClient } from "../client.js";
-import { aliceAndBobOnFake, NO_WAIT } from "../testSupport/fakeGroup.js";
+import { noteFrom, aliceAndBobOnFake, NO_WAIT } from "../testSupport/fakeGroup.js";
 import { FakeServices } from "../testSupport/fakeServices.js";
 import type { LocalDevice } from "../testSupport/localDevices.js";
 import { MAX_BUFFERED_BYTES } from "./receive.js";
@@ -39,17 +39,9 @@ beforeEach(async () => {
 afterEach(() => fake.stop());
 
 async function bobSays(text: string): Promise<Uint8Array> {
-  const sent = await createApplicationMessage(
-    bob,
-    encodeCleartext(buildCreateNote("acct:bob@a.test", text)),
-    await cipherSuite(),
-  );
-  bob = sent.newState;
-  return encodeMlsMessage({
-    version: "mls10",
-    wireformat: "mls_private_message",
-    privateMessage: sent.privateMessage,
-  });
+  const said = await noteFrom(bob, "bob@a.test", text);
+  bob = said.newState;
+  return said.bytes;
 }
 
 /**

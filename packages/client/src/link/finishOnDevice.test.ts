@@ -1,18 +1,10 @@
 import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { afterAll, beforeAll, expect, it } from "vitest";
+import { expect, it } from "vitest";
 import { MlsDmClient } from "../client.js";
 import { DeviceStore } from "../store/deviceStore.js";
-import {
-  FAST_RETRY,
-  newClient,
-  resolverFor,
-  startInstance,
-  stopInstance,
-  type Instance,
-} from "../testSupport/instances.js";
-import type { StaticResolver } from "../transport/resolver.js";
+import { FAST_RETRY, newClient, useOneInstance } from "../testSupport/instances.js";
 
 // LNK-11 (found by an audit): a link started in a directory (link.json), interrupted, and the directory
 // then given a device of its own (`create`, or `restore` from the account-key backup). Finishing the
@@ -20,15 +12,7 @@ import type { StaticResolver } from "../transport/resolver.js";
 // restore the account key — gone without a word. Finishing must refuse, as beginning does. And the
 // same for a restore (a regression test: it refused already).
 
-let a: Instance;
-let resolver: StaticResolver;
-beforeAll(async () => {
-  a = await startInstance("a.test");
-  resolver = resolverFor([a]);
-});
-afterAll(async () => {
-  await stopInstance(a);
-});
+const env = useOneInstance();
 
 it(
   "LNK-11: finishing a link in a directory that meanwhile got a device refuses and keeps that device",
@@ -36,6 +20,7 @@ it(
     timeout: 60_000,
   },
   async () => {
+    const { a, resolver } = env;
     const alice = await newClient(a, "alice", resolver, 1);
     a.mastodon.createAccount({ username: "bob" });
     const dir = join(await mkdtemp(join(tmpdir(), "mls-dm-link-then-create-")), "device");
@@ -77,6 +62,7 @@ it(
     timeout: 60_000,
   },
   async () => {
+    const { a, resolver } = env;
     const carol = await newClient(a, "carol", resolver, 1);
     const backup = (await carol.backupAccountKey({ passphrase: "a long backup passphrase" })).text;
     const dave = await newClient(a, "dave", resolver, 1);

@@ -2,7 +2,15 @@ import { mkdtemp } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { cipherSuite, profileClientConfig } from "@mastodon-mls/bridge";
-import { emptyPskIndex, joinGroup, type ClientState } from "ts-mls";
+import { encodeCleartext } from "@mastodon-mls/protocol";
+import {
+  createApplicationMessage,
+  emptyPskIndex,
+  encodeMlsMessage,
+  joinGroup,
+  type ClientState,
+} from "ts-mls";
+import { buildCreateNote } from "../cleartext.js";
 import { MlsDmClient } from "../client.js";
 import type { AddReport } from "../groups/changes.js";
 import { decodeMessage } from "../mls/codec.js";
@@ -72,4 +80,26 @@ export async function aliceAndBobOnFake(
     profileClientConfig(),
   );
   return { alice, bobDevice, bob, groupId, added };
+}
+
+/**
+ * A note `acct` sends in `state`'s group, encrypted with ts-mls directly: the MLS message and the sender's
+ * state after it. `epoch` relabels the PrivateMessage (a message that claims another epoch).
+ */
+export async function noteFrom(
+  state: ClientState,
+  acct: string,
+  text: string,
+  epoch?: bigint,
+): Promise<{ bytes: Uint8Array; newState: ClientState }> {
+  const sent = await createApplicationMessage(
+    state,
+    encodeCleartext(buildCreateNote(`acct:${acct}`, text)),
+    await cipherSuite(),
+  );
+  const privateMessage = { ...sent.privateMessage, ...(epoch === undefined ? {} : { epoch }) };
+  return {
+    bytes: encodeMlsMessage({ version: "mls10", wireformat: "mls_private_message", privateMessage }),
+    newState: sent.newState,
+  };
 }

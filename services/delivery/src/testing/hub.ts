@@ -7,6 +7,7 @@ import { createDelivery, type Delivery, type DeliveryDeps } from "../service.js"
 import type { TestDirectory } from "./directory.js";
 import type { TestDevice } from "./mls.js";
 import { HubClient } from "./client.js";
+import type { MemoryDeliveryStore } from "../store/memory.js";
 
 export type StoreKind = "memory" | "redis";
 
@@ -42,6 +43,8 @@ export interface HubOptions {
   directory?: TestDirectory;
   /** How long a request may take to arrive (service-kit's slow-client limit). */
   server?: DeliveryDeps["server"];
+  /** With the memory store: this instance of it (a subclass with hooks a test steers). */
+  memoryStore?: MemoryDeliveryStore;
 }
 
 /** A delivery service on port 0, with the memory store or a Redis started for it (or shared). */
@@ -67,6 +70,7 @@ export async function startHub(store: StoreKind, opts: HubOptions = {}): Promise
     limits: opts.limits,
     server: opts.server,
     ...(opts.now ? { now: opts.now } : {}),
+    ...(store === "memory" && opts.memoryStore ? { store: opts.memoryStore } : {}),
   });
   const sockets = new Set<Socket>();
   delivery.app.server.on("connection", (socket: Socket) => {
